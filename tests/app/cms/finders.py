@@ -5,6 +5,7 @@ import os
 
 from django.conf import settings
 from django.contrib.staticfiles.finders import BaseFinder
+from django.core.exceptions import SuspiciousFileOperation
 from django.utils._os import safe_join
 
 
@@ -12,14 +13,14 @@ class StaticRootFinder(BaseFinder):
     def find(self, path, find_all=False, **kwargs):
         find_all = find_all or kwargs.get("all", False)
         if not settings.DEBUG or not settings.STATIC_ROOT:
-            return [] if find_all else None
+            return []
         try:
             full = safe_join(settings.STATIC_ROOT, path)
-        except Exception:
+        except (SuspiciousFileOperation, ValueError):
             full = None
         if full and os.path.isfile(full):
             return [full] if find_all else full
-        return [] if find_all else None
+        return []  # like Django's own finders: an empty list when nothing matches
 
     def list(self, ignore_patterns):
         return []

@@ -18,7 +18,13 @@ const page = `<!DOCTYPE html><html><head><meta charset="utf-8"><title>MediaCMS t
 build();
 http
   .createServer((req, res) => {
-    const url = decodeURIComponent(req.url.split('?')[0]);
+    let url;
+    try {
+      url = decodeURIComponent(req.url.split('?')[0]);
+    } catch (e) {
+      res.writeHead(400, { 'Content-Type': 'text/plain' });
+      return res.end('bad request\n');
+    }
     if (url === '/') {
       res.writeHead(200, { 'Content-Type': types['.html'] });
       return res.end(page);
