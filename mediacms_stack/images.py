@@ -1,0 +1,182 @@
+"""Our images: their immutable names, how they are built from a MediaCMS tree, pushing.
+
+Targets and tags (``<r>`` is IMAGE_REGISTRY, ``<v>`` MEDIACMS_VERSION):
+
+=============  ===============================  ==================
+target         image                            Dockerfile
+=============  ===============================  ==================
+web            <r>mediacms/mediacms:<v>         Dockerfile
+worker         <r>mediacms/mediacms-worker:<v>  Dockerfile
+worker-full    <r>mediacms/mediacms-worker:<v>-full
+dev            <r>mediacms/mediacms-dev:<v>     Dockerfile
+nginx          <r>mediacms/mediacms-nginx:<v>   Dockerfile.nginx (needs web)
+=============  ===============================  ==================
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from invoke.context import Context
+
+from . import engine
+from .config import Settings
+from .shell import StackError, run
+
+TARGETS = ("web", "worker", "worker-full", "dev", "nginx")
+STAGE_DIR = Path(".build")
+SOURCE_DIR = STAGE_DIR / "mediacms"
+BENTO4_DIR = STAGE_DIR / "bento4"
+# What never belongs in the staged tree (runtime data, local secrets, VCS, caches).
+SOURCE_IGNORE = shutil.ignore_patterns(
+    ".git", "node_modules", "__pycache__", "media_files", "logs", ".secret_key",
+    "local_settings.py", "db.sqlite3", ".env",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ImageNames:
+    registry: str
+    version: str
+
+    def ref(self, target: str) -> str:
+        r, v = self.registry, self.version
+        return {
+            "web": f"{r}mediacms/mediacms:{v}",
+            "worker": f"{r}mediacms/mediacms-worker:{v}",
+            "worker-full": f"{r}mediacms/mediacms-worker:{v}-full",
+            "dev": f"{r}mediacms/mediacms-dev:{v}",
+            "nginx": f"{r}mediacms/mediacms-nginx:{v}",
+        }[target]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ImageNames:
+        return cls(settings.registry, settings.version)
+
+
+def order(targets: Iterable[str]) -> list[str]:
+    """Targets in build order; nginx copies static files from web, so web comes first."""
+    wanted = set(targets)
+    unknown = wanted - set(TARGETS)
+    if unknown:
+        raise StackError(f"unknown target(s) {sorted(unknown)}; choose from {', '.join(TARGETS)}")
+    if "nginx" in wanted:
+        wanted.add("web")
+    return [t for t in TARGETS if t in wanted]
+
+
+def parse_source(source: str) -> tuple[str, str | None]:
+    """``PATH`` -> (PATH, None); ``URL@REF`` -> (URL, REF) for git URLs."""
+    match = re.fullmatch(r"(?P<url>(?:https?|ssh|git|file)://.+?|git@.+?)@(?P<ref>[^@/]+)", source)
+    if match:
+        return match["url"], match["ref"]
+    return source, None
+
+
+def stage_source(c: Context, root: Path, source: str, *, dry_run: bool = False) -> Path:
+    """Copy (or clone) the MediaCMS tree into the build context at .build/mediacms."""
+    target = root / SOURCE_DIR
+    location, ref = parse_source(source)
+    if ref is None:
+        tree = (root / location).resolve()
+        if not (tree / "manage.py").is_file() or not (tree / "requirements.txt").is_file():
+            raise StackError(f"{tree} is not a MediaCMS tree (no manage.py / requirements.txt)")
+        print(f"[build] staging MediaCMS tree {tree} -> {target}")
+        if not dry_run:
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(tree, target, ignore=SOURCE_IGNORE, symlinks=True)
+    else:
+        if not dry_run:
+            shutil.rmtree(target, ignore_errors=True)
+        run(c, ["git", "clone", "--depth", "1", "--branch", ref, location, str(target)],
+            dry_run=dry_run)  # fmt: skip
+    (root / BENTO4_DIR).mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def source_revision(root: Path, source: str) -> str:
+    """The git commit of the source tree when it has one (OCI revision label)."""
+    location, ref = parse_source(source)
+    where = root / SOURCE_DIR if ref else (root / location)
+    probe = subprocess.run(
+        ["git", "-C", str(where), "rev-parse", "--short=12", "HEAD"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return probe.stdout.strip() if probe.returncode == 0 else "unknown"
+
+
+def build_argv(
+    target: str,
+    settings: Settings,
+    *,
+    ca_bundle: str = "",
+    revision: str = "unknown",
+    builder: engine.Builder | None = None,
+) -> list[str]:
+    """The BuildKit command for one target; pure, so it is unit-tested as is."""
+    names = ImageNames.from_settings(settings)
+    builder = builder or engine.builder()
+    args = {
+        "BASE_IMAGE": settings.get("BASE_IMAGE", "debian:trixie-slim"),
+        "MEDIACMS_VERSION": names.version,
+        "VCS_REF": revision,
+    }
+    if target == "nginx":
+        args["MEDIACMS_IMAGE"] = names.ref("web")
+        dockerfile, stage = "Dockerfile.nginx", None
+    else:
+        dockerfile, stage = "Dockerfile", target
+        args |= {
+            "MEDIACMS_SRC": SOURCE_DIR.as_posix(),
+            "FFMPEG_SOURCE": settings.get("FFMPEG_SOURCE", "static"),
+            "BENTO4_URL": settings.get("BENTO4_URL"),
+            "BAKE_CA_BUNDLE": settings.get("BAKE_CA_BUNDLE", "0"),
+        }
+    argv = ["--file", dockerfile, "--tag", names.ref(target)]
+    if stage:
+        argv += ["--target", stage]
+    for key, value in args.items():
+        argv += ["--build-arg", f"{key}={value}"]
+    if ca_bundle:
+        argv += ["--secret", f"id=ca_bundle,src={ca_bundle}"]
+    return builder.command(*argv, ".")
+
+
+def build(
+    c: Context,
+    settings: Settings,
+    targets: Iterable[str],
+    *,
+    source: str,
+    ca_bundle: str = "",
+    dry_run: bool = False,
+) -> list[str]:
+    """Stage the tree and build ``targets``; returns the image references built."""
+    root = settings.root
+    if ca_bundle and not Path(ca_bundle).is_file():
+        raise StackError(f"CA bundle {ca_bundle} does not exist (BUILD_CA_BUNDLE / --ca-bundle)")
+    wanted = order(targets)
+    stage_source(c, root, source, dry_run=dry_run)
+    revision = source_revision(root, source)
+    builder = engine.builder()
+    built = []
+    for target in wanted:
+        argv = build_argv(target, settings, ca_bundle=ca_bundle, revision=revision,
+                          builder=builder)  # fmt: skip
+        with c.cd(str(root)):
+            run(c, argv, env=dict(builder.env), dry_run=dry_run)
+        built.append(ImageNames.from_settings(settings).ref(target))
+    return built
+
+
+def push(c: Context, settings: Settings, targets: Iterable[str], *, dry_run: bool = False) -> None:
+    names = ImageNames.from_settings(settings)
+    if not names.registry:
+        print("[push] IMAGE_REGISTRY is empty: pushing to Docker Hub's mediacms/ namespace")
+    for target in order(targets):
+        run(c, ["docker", "push", names.ref(target)], dry_run=dry_run)

@@ -1,0 +1,102 @@
+"""Day-to-day operations on a running stack, built on :mod:`mediacms_stack.compose`."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+from invoke.context import Context
+
+from .compose import SCALABLE, SERVICES, Compose
+from .config import Settings
+from .images import ImageNames
+from .shell import StackError, run
+
+STATIC_DIR = "/home/mediacms.io/mediacms/static"
+
+
+def parse_scale(pairs: list[str]) -> dict[str, int]:
+    """``["celery_short=3", "celery_long=2"]`` -> counts; beat and db never scale."""
+    counts = {}
+    for pair in pairs:
+        name, _, count = pair.partition("=")
+        if name not in SCALABLE:
+            raise StackError(f"{name!r} cannot be scaled; scalable: {', '.join(SCALABLE)}")
+        if not count.isdigit():
+            raise StackError(f"scale {pair!r}: expected SERVICE=COUNT with a whole number")
+        counts[name] = int(count)
+    if not counts:
+        raise StackError("nothing to scale; e.g. invoke scale celery_short=3")
+    return counts
+
+
+def status_rows(c: Context, compose: Compose) -> list[tuple[str, str, str, str, str]]:
+    """(service, state, health, image, version) for every container of the stack."""
+    rows = []
+    for item in compose.ps(c):
+        image = item.get("Image", "")
+        version = image.rsplit(":", 1)[-1] if ":" in image else "latest"
+        rows.append((item.get("Service", "?"), item.get("State", "?"),
+                     item.get("Health", "") or "-", image, version))  # fmt: skip
+    return sorted(rows)
+
+
+def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    data = [header, *rows]
+    widths = [max(len(str(r[i])) for r in data) for i in range(len(header))]
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+                     for r in data)  # fmt: skip
+
+
+def wait_healthy(c: Context, compose: Compose, timeout: int = 300) -> None:
+    """Wait until every long-running service is running and healthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = status_rows(c, compose)
+        bad = [r for r in rows if r[0] in SERVICES and (r[1] != "running" or r[2] not in ("healthy",))]
+        present = {r[0] for r in rows}
+        if not bad and set(SERVICES) <= present:
+            return
+        if time.monotonic() > deadline:
+            raise StackError(f"not healthy after {timeout}s: {bad or sorted(set(SERVICES) - present)}")
+        time.sleep(2)
+
+
+def set_admin_password(c: Context, compose: Compose, user: str, password: str | None) -> str:
+    """Set (or generate) a user's password through Django; returns the password."""
+    password = password or secrets.token_urlsafe(18)
+    code = (
+        "import os; from users.models import User; u = User.objects.get(username=os.environ['U']);"
+        " u.set_password(os.environ['P']); u.save(); print('password set for', u.username)"
+    )
+    compose.exec(c, "web", "env", f"U={user}", f"P={password}", "python", "manage.py", "shell",
+                 "-c", code)  # fmt: skip
+    return password
+
+
+def build_frontend(c: Context, dev: Compose) -> None:
+    """``npm run dist`` in the dev compose's frontend service, output copied into static/.
+
+    The dev compose mounts the MediaCMS tree (MEDIACMS_TREE), so the frontend service's
+    ``npm run dist`` (which reads ``frontend/.env``) writes ``frontend/dist/static`` into
+    that tree; it is copied over the tree's ``static/`` and the dev web restarted. The
+    next ``invoke build`` bakes the same files into the web and nginx images.
+    """
+    dev.run(c, "run", "--rm", "--no-deps", "frontend", "sh", "-c",
+            "npm install --no-audit --no-fund && npm run dist && cp -R dist/static/. ../static/")
+    dev.run(c, "restart", "web")
+
+
+_VERSION = re.compile(r"^\d+(\.\d+)*")
+
+
+def image_versions(c: Context, settings: Settings) -> dict[str, str]:
+    names = ImageNames.from_settings(settings)
+    versions = {}
+    for target in ("web", "worker", "nginx"):
+        ref = names.ref(target)
+        result = run(c, ["docker", "image", "inspect", "--format",
+                         "{{.Id}}", ref], hide=True, warn=True)  # fmt: skip
+        versions[ref] = result.stdout.strip()[:19] if result is not None and result.ok else "absent"
+    return versions

@@ -1,0 +1,298 @@
+"""Operations on a MediaCMS stack: `invoke --list` is the index, `invoke --help TASK` the manual.
+
+Every task prints the docker/compose commands it runs; `--dry-run` prints them only.
+The work is done by the mediacms_stack package; these functions only wire arguments.
+Which .env is used: ./.env, or the file named by MEDIACMS_ENV_FILE.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from invoke import Collection, Context, Exit, task
+
+from mediacms_stack import backup as backups
+from mediacms_stack import bootstrap, config, doctor as checks, engine as engines, images, ops
+from mediacms_stack.compose import Compose
+from mediacms_stack.shell import StackError
+
+BACKUPS = Path(config.ROOT / "backups")
+
+
+def _settings() -> config.Settings:
+    return config.load(config.ROOT, os.environ.get("MEDIACMS_ENV_FILE"))
+
+
+def _stack(dry_run: bool = False, *, dev: bool = False, https: bool = False, needs=("env",)):
+    settings = _settings()
+    if needs:
+        checks.require(settings, *needs)
+    return settings, Compose.for_settings(settings, dev=dev, https=https, dry_run=dry_run)
+
+
+def _fail(error: StackError) -> Exit:
+    return Exit(f"error: {error}", code=1)
+
+
+# --- setting up ------------------------------------------------------------------------
+@task
+def engine(c):
+    """Provide a Docker engine and compose v2 (installs Debian's docker.io if none runs)."""
+    engines.ensure()
+
+
+@task(help={"force": "re-create the base image even if its recipe is unchanged"})
+def bootstrap_images(c, force=False):
+    """Build the Debian base and PostgreSQL/Redis/Node stand-ins without any registry."""
+    bootstrap.all_images(c, config.ROOT, force=force)
+
+
+@task(help={
+    "force": "replace an existing .env",
+    "local_images": "use the stand-in images made by `invoke images.bootstrap`",
+    "set": "extra KEY=VALUE pairs (repeatable)",
+}, iterable=["set"])  # fmt: skip
+def init(c, force=False, local_images=False, set=None):  # noqa: A002 - invoke flag name
+    """Write .env from .env.example with random secrets (mode 600)."""
+    overrides = dict(bootstrap.LOCAL_IMAGES) if local_images else {}
+    for pair in set or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise Exit(f"error: --set {pair!r}: expected KEY=VALUE")
+        overrides[key] = value
+    target = os.environ.get("MEDIACMS_ENV_FILE", config.ENV_FILE)
+    try:
+        path = config.init(config.ROOT, overrides, env_file=target, force=force)
+    except StackError as error:
+        raise _fail(error) from error
+    print(f"wrote {path} (mode 600)")
+
+
+@task
+def doctor(c):
+    """Pass/fail table: engine, compose, ports, disk, .env, custom/, images, volumes."""
+    results = checks.run_checks(_settings())
+    print(checks.table(results))
+    if not all(r.ok for r in results):
+        raise Exit(code=1)
+
+
+# --- images ----------------------------------------------------------------------------
+@task(help={
+    "target": "web, worker, worker-full, dev, nginx (repeatable; default all)",
+    "source": "MediaCMS tree: PATH or GIT_URL@REF (default MEDIACMS_SOURCE)",
+    "ca_bundle": "CA bundle for pip/npm in the build (default BUILD_CA_BUNDLE)",
+    "dry_run": "print the commands only",
+}, iterable=["target"])  # fmt: skip
+def build(c, target=None, source=None, ca_bundle=None, dry_run=False):
+    """Build our images with immutable version tags from a MediaCMS tree."""
+    settings = _settings()
+    try:
+        engines.ensure() if not dry_run else None
+        built = images.build(
+            c, settings, target or images.TARGETS,
+            source=source or settings.require("MEDIACMS_SOURCE"),
+            ca_bundle=ca_bundle if ca_bundle is not None else settings.get("BUILD_CA_BUNDLE"),
+            dry_run=dry_run,
+        )
+    except StackError as error:
+        raise _fail(error) from error
+    print("built:", *built, sep="\n  ")
+
+
+@task(iterable=["target"], help={"target": "image targets to push (default all)"})
+def push(c, target=None, dry_run=False):
+    """Push the version-tagged images to IMAGE_REGISTRY."""
+    images.push(c, _settings(), target or images.TARGETS, dry_run=dry_run)
+
+
+@task
+def pull(c, dry_run=False):
+    """Pull the stack's images from their registries."""
+    _, compose = _stack(dry_run)
+    compose.run(c, "pull", "--ignore-buildable")
+
+
+# --- running ---------------------------------------------------------------------------
+@task(help={"dev": "development compose", "https": "add docker-compose-cert.yaml"})
+def up(c, dev=False, https=False, dry_run=False):
+    """Start the stack and wait until every service is healthy."""
+    try:
+        _, compose = _stack(dry_run, dev=dev, https=https, needs=("engine", "compose", "env"))
+        compose.up(c)
+    except StackError as error:
+        raise _fail(error) from error
+
+
+@task(help={"volumes": "also delete the named volumes (data loss!)"})
+def down(c, dev=False, https=False, volumes=False, dry_run=False):
+    """Stop and remove the stack's containers (volumes kept unless --volumes)."""
+    _, compose = _stack(dry_run, dev=dev, https=https)
+    compose.run(c, "down", *(["--volumes"] if volumes else []))
+
+
+@task(iterable=["service"])
+def restart(c, service=None, dry_run=False):
+    """Restart services (default: all)."""
+    _, compose = _stack(dry_run)
+    compose.run(c, "restart", *(service or []))
+
+
+@task
+def status(c, dev=False):
+    """Table of service, state, health, image and version."""
+    _, compose = _stack(dev=dev)
+    rows = ops.status_rows(c, compose)
+    print(ops.format_table(rows, ("SERVICE", "STATE", "HEALTH", "IMAGE", "VERSION")))
+
+
+@task(help={"service": "one service (default all)", "follow": "keep following"})
+def logs(c, service="", follow=False, tail="200"):
+    """Show service logs."""
+    _, compose = _stack()
+    compose.run(c, "logs", "--tail", tail, *(["--follow"] if follow else []),
+                *([service] if service else []))  # fmt: skip
+
+
+@task(positional=["counts"], iterable=["counts"])
+def scale(c, counts=None, dry_run=False):
+    """Scale services, e.g. `invoke scale celery_short=3 celery_long=2`."""
+    try:
+        wanted = ops.parse_scale(counts or [])
+        _, compose = _stack(dry_run)
+        compose.scale(c, wanted)
+    except StackError as error:
+        raise _fail(error) from error
+
+
+@task(help={"command": "manage.py arguments, quoted, e.g. \"showmigrations users\""})
+def manage(c, command, dry_run=False):
+    """Run any manage.py command in the web container."""
+    _, compose = _stack(dry_run)
+    compose.manage(c, *command.split(), tty=sys.stdin.isatty())
+
+
+@task(help={"django": "the Django shell instead of bash", "c": "run one command and exit"})
+def admin_shell(c, django=False, c_=None, dry_run=False):
+    """A shell in the web container (bash, or --django), or one command with -c."""
+    _, compose = _stack(dry_run)
+    if django:
+        argv = ["python", "manage.py", "shell", *(["-c", c_] if c_ else [])]
+    else:
+        argv = ["bash", *(["-c", c_] if c_ else [])]
+    compose.exec(c, "web", *argv, tty=c_ is None and sys.stdin.isatty())
+
+
+@task(help={"user": "username (default ADMIN_USER)", "password": "new password (default random)"})
+def set_admin_password(c, user=None, password=None, dry_run=False):
+    """Set an admin's password (random and printed when not given)."""
+    settings, compose = _stack(dry_run)
+    new = ops.set_admin_password(c, compose, user or settings.get("ADMIN_USER", "admin"), password)
+    if not password:
+        print(f"new password: {new}")
+
+
+@task
+def build_frontend(c, dry_run=False):
+    """npm run dist in the dev compose (honours frontend/.env); copy into static; restart web."""
+    _, dev = _stack(dry_run, dev=True)
+    ops.build_frontend(c, dev)
+
+
+@task(help={"args": "extra pytest arguments"})
+def test(c, args="", dry_run=False):
+    """Run MediaCMS's pytest suite inside the dev image with TESTING=True."""
+    _, dev = _stack(dry_run, dev=True)
+    dev.run(c, "run", "--rm", "-e", "TESTING=True", "web", "pytest", *args.split())
+
+
+# --- backups ---------------------------------------------------------------------------
+@task(help={"keep": "keep only the newest N database backups", "dest": "folder (default backups/)"})
+def backup_db(c, keep=0, dest=str(BACKUPS), dry_run=False):
+    """pg_dump (custom format) to backups/, with .sha256 and a manifest."""
+    try:
+        settings, compose = _stack(dry_run, needs=("engine", "env"))
+        backups.backup_db(c, compose, settings, Path(dest), keep=keep or None)
+    except StackError as error:
+        raise _fail(error) from error
+
+
+@task(help={"file": "a .dump made by backup-db", "yes": "replace a non-empty database"})
+def restore_db(c, file, yes=False, dry_run=False):
+    """Verify and restore a database backup (safety backup first, one transaction)."""
+    try:
+        settings, compose = _stack(dry_run, needs=("engine", "env"))
+        backups.restore_db(c, compose, settings, Path(file), yes=yes, safety_dir=BACKUPS)
+    except StackError as error:
+        raise _fail(error) from error
+
+
+@task
+def backup_media(c, keep=0, dest=str(BACKUPS), dry_run=False):
+    """Stream the media volume into a .tar.gz (uid 33 and dotfiles kept) with .sha256."""
+    try:
+        _, compose = _stack(dry_run, needs=("engine", "env"))
+        backups.backup_media(c, compose, Path(dest), keep=keep or None)
+    except StackError as error:
+        raise _fail(error) from error
+
+
+@task
+def restore_media(c, file, dry_run=False):
+    """Verify a media archive's checksum and extract it into the media volume."""
+    try:
+        _, compose = _stack(dry_run, needs=("engine", "env"))
+        backups.restore_media(c, compose, Path(file))
+    except StackError as error:
+        raise _fail(error) from error
+
+
+@task
+def backup(c, dest=str(BACKUPS), dry_run=False):
+    """Full backup: database, media, custom/, .env and a manifest in one folder."""
+    try:
+        settings, compose = _stack(dry_run, needs=("engine", "env"))
+        backups.backup_all(c, compose, settings, Path(dest))
+    except StackError as error:
+        raise _fail(error) from error
+
+
+@task
+def restore(c, folder, yes=False, dry_run=False):
+    """Restore a full backup folder made by `invoke backup`."""
+    try:
+        settings, compose = _stack(dry_run, needs=("engine", "env"))
+        backups.restore_all(c, compose, settings, Path(folder), yes=yes, safety_dir=BACKUPS)
+    except StackError as error:
+        raise _fail(error) from error
+
+
+@task(help={"build": "build images from MEDIACMS_SOURCE instead of pulling"})
+def upgrade(c, build=False, dry_run=False):
+    """Back up, pull (or build) new images, migrate, wait healthy, show what changed."""
+    try:
+        settings, compose = _stack(dry_run, needs=("engine", "compose", "env"))
+        before = ops.image_versions(c, settings)
+        backups.backup_all(c, compose, settings, BACKUPS)
+        if build:
+            images.build(c, settings, images.TARGETS, source=settings.require("MEDIACMS_SOURCE"),
+                         ca_bundle=settings.get("BUILD_CA_BUNDLE"), dry_run=dry_run)  # fmt: skip
+        else:
+            compose.run(c, "pull", "--ignore-buildable")
+        compose.up(c)
+        after = ops.image_versions(c, settings)
+    except StackError as error:
+        raise _fail(error) from error
+    for ref in after:
+        change = "unchanged" if before.get(ref) == after[ref] else f"{before.get(ref)} -> {after[ref]}"
+        print(f"{ref}: {change}")
+
+
+ns = Collection(
+    engine, init, doctor, build, push, pull, up, down, restart, status, logs, scale, manage,
+    admin_shell, set_admin_password, build_frontend, test, backup_db, restore_db, backup_media,
+    restore_media, backup, restore, upgrade,
+)
+ns.add_collection(Collection("images", bootstrap_images), name="images")
