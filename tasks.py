@@ -11,18 +11,20 @@ import os
 import sys
 from pathlib import Path
 
-from invoke import Collection, Context, Exit, task
+from invoke import Collection, Exit, task
 
 from mediacms_stack import backup as backups
-from mediacms_stack import bootstrap, config, doctor as checks, engine as engines, images, ops
+from mediacms_stack import bootstrap, config, images, ops
+from mediacms_stack import doctor as checks
+from mediacms_stack import engine as engines
 from mediacms_stack.compose import Compose
 from mediacms_stack.shell import StackError
 
-BACKUPS = Path(config.ROOT / "backups")
+BACKUPS = config.home() / "backups"
 
 
 def _settings() -> config.Settings:
-    return config.load(config.ROOT, os.environ.get("MEDIACMS_ENV_FILE"))
+    return config.load(config.home(), os.environ.get("MEDIACMS_ENV_FILE"))
 
 
 def _stack(dry_run: bool = False, *, dev: bool = False, https: bool = False, needs=("env",)):
@@ -54,7 +56,7 @@ def bootstrap_images(c, force=False):
     "local_images": "use the stand-in images made by `invoke images.bootstrap`",
     "set": "extra KEY=VALUE pairs (repeatable)",
 }, iterable=["set"])  # fmt: skip
-def init(c, force=False, local_images=False, set=None):  # noqa: A002 - invoke flag name
+def init(c, force=False, local_images=False, set=None):
     """Write .env from .env.example with random secrets (mode 600)."""
     overrides = dict(bootstrap.LOCAL_IMAGES) if local_images else {}
     for pair in set or []:
@@ -64,7 +66,13 @@ def init(c, force=False, local_images=False, set=None):  # noqa: A002 - invoke f
         overrides[key] = value
     target = os.environ.get("MEDIACMS_ENV_FILE", config.ENV_FILE)
     try:
-        path = config.init(config.ROOT, overrides, env_file=target, force=force)
+        path = config.init(
+            config.home(),
+            overrides,
+            env_file=target,
+            force=force,
+            example=config.ROOT / config.EXAMPLE_FILE,
+        )
     except StackError as error:
         raise _fail(error) from error
     print(f"wrote {path} (mode 600)")
@@ -92,7 +100,9 @@ def build(c, target=None, source=None, ca_bundle=None, dry_run=False):
     try:
         engines.ensure() if not dry_run else None
         built = images.build(
-            c, settings, target or images.TARGETS,
+            c,
+            settings,
+            target or images.TARGETS,
             source=source or settings.require("MEDIACMS_SOURCE"),
             ca_bundle=ca_bundle if ca_bundle is not None else settings.get("BUILD_CA_BUNDLE"),
             dry_run=dry_run,
@@ -167,7 +177,7 @@ def scale(c, counts=None, dry_run=False):
         raise _fail(error) from error
 
 
-@task(help={"command": "manage.py arguments, quoted, e.g. \"showmigrations users\""})
+@task(help={"command": 'manage.py arguments, quoted, e.g. "showmigrations users"'})
 def manage(c, command, dry_run=False):
     """Run any manage.py command in the web container."""
     _, compose = _stack(dry_run)
@@ -286,13 +296,36 @@ def upgrade(c, build=False, dry_run=False):
     except StackError as error:
         raise _fail(error) from error
     for ref in after:
-        change = "unchanged" if before.get(ref) == after[ref] else f"{before.get(ref)} -> {after[ref]}"
+        change = (
+            "unchanged" if before.get(ref) == after[ref] else f"{before.get(ref)} -> {after[ref]}"
+        )
         print(f"{ref}: {change}")
 
 
 ns = Collection(
-    engine, init, doctor, build, push, pull, up, down, restart, status, logs, scale, manage,
-    admin_shell, set_admin_password, build_frontend, test, backup_db, restore_db, backup_media,
-    restore_media, backup, restore, upgrade,
+    engine,
+    init,
+    doctor,
+    build,
+    push,
+    pull,
+    up,
+    down,
+    restart,
+    status,
+    logs,
+    scale,
+    manage,
+    admin_shell,
+    set_admin_password,
+    build_frontend,
+    test,
+    backup_db,
+    restore_db,
+    backup_media,
+    restore_media,
+    backup,
+    restore,
+    upgrade,
 )
 ns.add_collection(Collection("images", bootstrap_images), name="images")

@@ -62,7 +62,9 @@ def verify_checksum(path: Path) -> None:
     expected = side.read_text().split()[0]
     actual = sha256_of(path)
     if actual != expected:
-        raise StackError(f"{path} fails its checksum (expected {expected[:12]}…, got {actual[:12]}…)")
+        raise StackError(
+            f"{path} fails its checksum (expected {expected[:12]}…, got {actual[:12]}…)"
+        )
 
 
 @dataclass(frozen=True)
@@ -250,7 +252,12 @@ def tar_argv(compose: Compose, *tar_args: str) -> list[str]:
 
 
 def backup_media(
-    c: Context, compose: Compose, dest: Path, *, keep: int | None = None, prefix: str = "mediacms-media"
+    c: Context,
+    compose: Compose,
+    dest: Path,
+    *,
+    keep: int | None = None,
+    prefix: str = "mediacms-media",
 ) -> Path:
     from .shell import run
 

@@ -56,6 +56,8 @@ APT_NO_CACHE = """\
 APT::Install-Recommends "false";
 APT::Install-Suggests "false";
 Binary::apt::APT::Keep-Downloaded-Packages "false";
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
 """
 SOURCES = """\
 Types: deb
@@ -104,8 +106,10 @@ def slim_rootfs(root: Path, mirror: str) -> None:
             _remove(child)
     (root / "etc/dpkg/dpkg.cfg.d/slim").write_text(DPKG_EXCLUDES)
     (root / "etc/apt/apt.conf.d/90slim").write_text(APT_NO_CACHE)
-    security = mirror.replace("/debian", "/debian-security") if mirror.endswith("/debian") else (
-        "http://deb.debian.org/debian-security"
+    security = (
+        mirror.replace("/debian", "/debian-security")
+        if mirror.endswith("/debian")
+        else ("http://deb.debian.org/debian-security")
     )
     (root / "etc/apt/sources.list.d").mkdir(parents=True, exist_ok=True)
     (root / "etc/apt/sources.list.d/debian.sources").write_text(

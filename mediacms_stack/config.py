@@ -19,6 +19,17 @@ from dotenv import dotenv_values
 from .shell import StackError
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def home() -> Path:
+    """Folder of the deployment: its .env, compose files and custom/ (default: this repo).
+
+    MEDIACMS_HOME points elsewhere, e.g. at a folder holding only a downloaded
+    docker-compose.yaml and its .env, which is all production needs.
+    """
+    return Path(os.environ.get("MEDIACMS_HOME", ROOT)).resolve()
+
+
 ENV_FILE = ".env"
 EXAMPLE_FILE = ".env.example"
 
@@ -28,7 +39,6 @@ SECRET_KEYS = ("SECRET_KEY", "POSTGRES_PASSWORD")
 GENERATED = {
     "SECRET_KEY": lambda: secrets.token_urlsafe(50),
     "POSTGRES_PASSWORD": lambda: secrets.token_urlsafe(24),
-    "ADMIN_PASSWORD": lambda: secrets.token_urlsafe(18),
 }
 
 _LINE = re.compile(r"^(?P<key>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
@@ -77,9 +87,9 @@ def load(root: Path = ROOT, env_file: str | Path | None = None) -> Settings:
     return Settings(root=root, values=values, env_file=path)
 
 
-def missing_keys(settings: Settings, root: Path = ROOT) -> list[str]:
+def missing_keys(settings: Settings) -> list[str]:
     """Keys documented in ``.env.example`` that the settings lack entirely."""
-    documented = dotenv_values(root / EXAMPLE_FILE)
+    documented = dotenv_values(ROOT / EXAMPLE_FILE)
     return [key for key in documented if key not in settings.values]
 
 
@@ -110,12 +120,13 @@ def init(
     *,
     env_file: str | Path = ENV_FILE,
     force: bool = False,
+    example: Path | None = None,
 ) -> Path:
     """Write ``.env`` from ``.env.example`` with random secrets, readable by its owner only."""
     path = root / env_file
     if path.exists() and not force:
         raise StackError(f"{path} exists; keep it, or pass --force to replace it")
-    text = render((root / EXAMPLE_FILE).read_text(), dict(overrides or {}))
+    text = render((example or root / EXAMPLE_FILE).read_text(), dict(overrides or {}))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)

@@ -46,7 +46,7 @@ def _compose(settings: Settings) -> Check:
 def _env(settings: Settings) -> Check:
     if settings.env_file is None or not settings.env_file.is_file():
         return Check("env", False, f"{settings.env_file} missing", "invoke init")
-    missing = missing_keys(settings, settings.root)
+    missing = missing_keys(settings)
     empty = [k for k in SECRET_KEYS if not settings.get(k)]
     if missing or empty:
         return Check("env", False, f"missing {missing}, empty secrets {empty}",
@@ -71,7 +71,7 @@ def _custom(settings: Settings) -> Check:
 
 
 def _port(settings: Settings) -> Check:
-    bind, port = settings.get("HTTP_BIND", "0.0.0.0"), int(settings.get("HTTP_PORT", "80"))
+    bind, port = settings.get("HTTP_BIND", "0.0.0.0")  # noqa: S104 - what compose publishes, int(settings.get("HTTP_PORT", "80"))
     # A port our own running nginx holds is fine; anything else is a conflict.
     if engine.engine_answers():
         client = docker.from_env()
@@ -101,7 +101,10 @@ def _disk(settings: Settings) -> Check:
 def _images(settings: Settings) -> Check:
     names = ImageNames.from_settings(settings)
     wanted = [names.ref(t) for t in ("web", "worker", "nginx")]
-    wanted += [settings.get("POSTGRES_IMAGE", "postgres:17"), settings.get("REDIS_IMAGE", "redis:8")]
+    wanted += [
+        settings.get("POSTGRES_IMAGE", "postgres:17"),
+        settings.get("REDIS_IMAGE", "redis:8"),
+    ]
     if not engine.engine_answers():
         return Check("images", False, "engine down", "invoke engine")
     client = docker.from_env()
@@ -113,7 +116,9 @@ def _images(settings: Settings) -> Check:
             missing.append(ref)
     client.close()
     if missing:
-        return Check("images", False, f"missing {', '.join(missing)}", "invoke pull, or invoke build")
+        return Check(
+            "images", False, f"missing {', '.join(missing)}", "invoke pull, or invoke build"
+        )
     return Check("images", True, f"{len(wanted)} images present")
 
 

@@ -66,7 +66,7 @@ def start_dockerd(wait_seconds: int = 60) -> None:
     DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
     with DOCKERD_LOG.open("ab") as log:
         announce(f"dockerd >> {DOCKERD_LOG} 2>&1 &")
-        subprocess.Popen(  # noqa: S607 - dockerd is found on PATH on purpose
+        subprocess.Popen(
             ["dockerd"], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
         )
     deadline = time.monotonic() + wait_seconds

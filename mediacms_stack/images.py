@@ -25,7 +25,7 @@ from pathlib import Path
 from invoke.context import Context
 
 from . import engine
-from .config import Settings
+from .config import ROOT, Settings
 from .shell import StackError, run
 
 TARGETS = ("web", "worker", "worker-full", "dev", "nginx")
@@ -157,7 +157,7 @@ def build(
     dry_run: bool = False,
 ) -> list[str]:
     """Stage the tree and build ``targets``; returns the image references built."""
-    root = settings.root
+    root = ROOT  # the build context is always this repository
     if ca_bundle and not Path(ca_bundle).is_file():
         raise StackError(f"CA bundle {ca_bundle} does not exist (BUILD_CA_BUNDLE / --ca-bundle)")
     wanted = order(targets)

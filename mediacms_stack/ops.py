@@ -54,12 +54,16 @@ def wait_healthy(c: Context, compose: Compose, timeout: int = 300) -> None:
     deadline = time.monotonic() + timeout
     while True:
         rows = status_rows(c, compose)
-        bad = [r for r in rows if r[0] in SERVICES and (r[1] != "running" or r[2] not in ("healthy",))]
+        bad = [
+            r for r in rows if r[0] in SERVICES and (r[1] != "running" or r[2] not in ("healthy",))
+        ]
         present = {r[0] for r in rows}
         if not bad and set(SERVICES) <= present:
             return
         if time.monotonic() > deadline:
-            raise StackError(f"not healthy after {timeout}s: {bad or sorted(set(SERVICES) - present)}")
+            raise StackError(
+                f"not healthy after {timeout}s: {bad or sorted(set(SERVICES) - present)}"
+            )
         time.sleep(2)
 
 
@@ -83,8 +87,16 @@ def build_frontend(c: Context, dev: Compose) -> None:
     that tree; it is copied over the tree's ``static/`` and the dev web restarted. The
     next ``invoke build`` bakes the same files into the web and nginx images.
     """
-    dev.run(c, "run", "--rm", "--no-deps", "frontend", "sh", "-c",
-            "npm install --no-audit --no-fund && npm run dist && cp -R dist/static/. ../static/")
+    dev.run(
+        c,
+        "run",
+        "--rm",
+        "--no-deps",
+        "frontend",
+        "sh",
+        "-c",
+        "npm install --no-audit --no-fund && npm run dist && cp -R dist/static/. ../static/",
+    )
     dev.run(c, "restart", "web")
 
 

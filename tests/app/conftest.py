@@ -1,4 +1,5 @@
 """pytest setup of the MediaCMS stand-in test application (run with TESTING=True)."""
+
 import shutil
 
 import pytest

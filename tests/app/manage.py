@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """manage.py of the MediaCMS stand-in test application."""
+
 import os
 import sys
 

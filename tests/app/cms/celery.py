@@ -1,4 +1,5 @@
 """Celery app of the test application (``celery -A cms worker -Q short_tasks``)."""
+
 import os
 
 from celery import Celery

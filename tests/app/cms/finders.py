@@ -1,6 +1,7 @@
 """Static finder of the test application: with DEBUG on, let runserver serve the
 prebuilt assets committed in STATIC_ROOT. It lists nothing, so collectstatic
 never copies STATIC_ROOT onto itself, and it finds nothing when DEBUG is off."""
+
 import os
 
 from django.conf import settings

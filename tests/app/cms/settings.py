@@ -4,6 +4,7 @@ Shaped like upstream MediaCMS 8.x settings: same names, defaults pointing at a
 local PostgreSQL and Redis, no fixed SECRET_KEY, and a trailing import of
 ``cms/local_settings.py`` (provided by the image, not by this tree).
 """
+
 import os
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """URLs of the MediaCMS stand-in test application."""
+
 from django.conf import settings
 from django.conf.urls.static import static
 from django.contrib import admin

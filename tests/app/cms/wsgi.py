@@ -1,4 +1,5 @@
 """WSGI entry point of the test application (uWSGI ``module = cms.wsgi``)."""
+
 import os
 
 from django.core.wsgi import get_wsgi_application

@@ -1,4 +1,5 @@
 """Files app of the test application (named ``files`` like MediaCMS's)."""
+
 from django.apps import AppConfig
 
 

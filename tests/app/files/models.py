@@ -1,4 +1,5 @@
 """Media models of the MediaCMS stand-in test application."""
+
 from django.conf import settings
 from django.db import models
 

@@ -1,4 +1,5 @@
 """On upload: probe the file in the web process (like MediaCMS), then queue the tasks."""
+
 import json
 import logging
 import subprocess

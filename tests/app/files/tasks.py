@@ -1,4 +1,5 @@
 """Celery tasks of the test application: real ffmpeg work on the two upstream queues."""
+
 import logging
 import os
 import subprocess
@@ -30,9 +31,25 @@ def encode_media(media_id):
     output = os.path.join(settings.MEDIA_ROOT, name)
     os.makedirs(os.path.dirname(output), exist_ok=True)
     cmd = [
-        settings.FFMPEG_COMMAND, "-y", "-v", "error", "-i", media.media_file.path,
-        "-vf", f"scale=-2:{height}", "-c:v", "libx264", "-preset", "veryfast",
-        "-pix_fmt", "yuv420p", "-c:a", "aac", "-movflags", "+faststart", output,
+        settings.FFMPEG_COMMAND,
+        "-y",
+        "-v",
+        "error",
+        "-i",
+        media.media_file.path,
+        "-vf",
+        f"scale=-2:{height}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-movflags",
+        "+faststart",
+        output,
     ]
     try:
         _run(cmd, timeout=None)
@@ -55,8 +72,17 @@ def make_thumbnail(media_id):
     with tempfile.TemporaryDirectory() as tmp:
         frame = os.path.join(tmp, "frame.png")
         cmd = [
-            settings.FFMPEG_COMMAND, "-y", "-v", "error", "-ss", str(offset),
-            "-i", media.media_file.path, "-frames:v", "1", frame,
+            settings.FFMPEG_COMMAND,
+            "-y",
+            "-v",
+            "error",
+            "-ss",
+            str(offset),
+            "-i",
+            media.media_file.path,
+            "-frames:v",
+            "1",
+            frame,
         ]
         try:
             _run(cmd, timeout=240)

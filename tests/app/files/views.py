@@ -1,4 +1,5 @@
 """Views of the MediaCMS stand-in test application: a home page and a tiny JSON API."""
+
 import base64
 import binascii
 

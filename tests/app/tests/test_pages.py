@@ -1,4 +1,5 @@
 """Tests of the test application's pages and read-only API."""
+
 import pytest
 
 
@@ -14,8 +15,11 @@ def test_home_shows_portal_name(client, settings):
 
 def test_config_api(client, settings):
     data = client.get("/api/v1/config").json()
-    assert data == {"portal_name": settings.PORTAL_NAME, "frontend_host": settings.FRONTEND_HOST,
-                    "debug": settings.DEBUG}
+    assert data == {
+        "portal_name": settings.PORTAL_NAME,
+        "frontend_host": settings.FRONTEND_HOST,
+        "debug": settings.DEBUG,
+    }
 
 
 @pytest.mark.django_db

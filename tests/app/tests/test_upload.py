@@ -1,4 +1,5 @@
 """Upload through the API; with TESTING=True Celery runs the ffmpeg tasks eagerly."""
+
 import base64
 import json
 import os
@@ -19,9 +20,25 @@ def basic(username, password):
 def make_clip(path):
     """A 2 s 320x240 clip with sound, made by ffmpeg's test sources."""
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10:duration=2",
-         "-f", "lavfi", "-i", "sine=duration=2", "-shortest", "-c:v", "mpeg4", "-c:a", "aac",
-         str(path)],
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=10:duration=2",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=2",
+            "-shortest",
+            "-c:v",
+            "mpeg4",
+            "-c:a",
+            "aac",
+            str(path),
+        ],
         check=True,
     )
 
@@ -47,8 +64,11 @@ def test_upload_encodes_and_thumbnails(
     clip = tmp_path / "clip.mp4"
     make_clip(clip)
     with django_capture_on_commit_callbacks(execute=True), open(clip, "rb") as fh:
-        response = client.post("/api/v1/media", {"title": "Clip", "media_file": fh},
-                               HTTP_AUTHORIZATION=basic("alice", "secret"))
+        response = client.post(
+            "/api/v1/media",
+            {"title": "Clip", "media_file": fh},
+            HTTP_AUTHORIZATION=basic("alice", "secret"),
+        )
     assert response.status_code == 201, response.content
     media_id = response.json()["id"]
 
@@ -62,7 +82,8 @@ def test_upload_encodes_and_thumbnails(
     encoded = os.path.join(media_root, "encoded", f"{media_id}_144p.mp4")
     probe = subprocess.run(
         ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", encoded],
-        capture_output=True, check=True,
+        capture_output=True,
+        check=True,
     ).stdout
     streams = {s["codec_type"]: s for s in json.loads(probe)["streams"]}
     assert streams["video"]["codec_name"] == "h264" and streams["video"]["height"] == 144

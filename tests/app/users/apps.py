@@ -1,4 +1,5 @@
 """Users app of the MediaCMS stand-in test application."""
+
 from django.apps import AppConfig
 
 

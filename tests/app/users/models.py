@@ -1,4 +1,5 @@
 """User model of the test application (``AUTH_USER_MODEL = "users.User"`` like MediaCMS)."""
+
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 

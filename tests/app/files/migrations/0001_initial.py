@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,43 +15,83 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Category',
+            name="Category",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('title', models.CharField(max_length=100, unique=True)),
-                ('description', models.TextField(blank=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("title", models.CharField(max_length=100, unique=True)),
+                ("description", models.TextField(blank=True)),
             ],
             options={
-                'verbose_name_plural': 'categories',
+                "verbose_name_plural": "categories",
             },
         ),
         migrations.CreateModel(
-            name='EncodingProfile',
+            name="EncodingProfile",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=90)),
-                ('extension', models.CharField(default='mp4', max_length=10)),
-                ('resolution', models.IntegerField(help_text='output height in pixels')),
-                ('codec', models.CharField(default='h264', max_length=10)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=90)),
+                ("extension", models.CharField(default="mp4", max_length=10)),
+                ("resolution", models.IntegerField(help_text="output height in pixels")),
+                ("codec", models.CharField(default="h264", max_length=10)),
             ],
         ),
         migrations.CreateModel(
-            name='Media',
+            name="Media",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('title', models.CharField(max_length=100)),
-                ('media_file', models.FileField(max_length=500, upload_to='original/%Y/%m/%d/')),
-                ('encoded_file', models.FileField(blank=True, max_length=500, upload_to='encoded/')),
-                ('thumbnail', models.ImageField(blank=True, max_length=500, upload_to='original/thumbnails/')),
-                ('duration', models.FloatField(blank=True, null=True)),
-                ('encoding_status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('success', 'Success'), ('fail', 'Fail')], default='pending', max_length=20)),
-                ('add_date', models.DateTimeField(auto_now_add=True)),
-                ('category', models.ManyToManyField(blank=True, to='files.category')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='media', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("title", models.CharField(max_length=100)),
+                ("media_file", models.FileField(max_length=500, upload_to="original/%Y/%m/%d/")),
+                (
+                    "encoded_file",
+                    models.FileField(blank=True, max_length=500, upload_to="encoded/"),
+                ),
+                (
+                    "thumbnail",
+                    models.ImageField(blank=True, max_length=500, upload_to="original/thumbnails/"),
+                ),
+                ("duration", models.FloatField(blank=True, null=True)),
+                (
+                    "encoding_status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("success", "Success"),
+                            ("fail", "Fail"),
+                        ],
+                        default="pending",
+                        max_length=20,
+                    ),
+                ),
+                ("add_date", models.DateTimeField(auto_now_add=True)),
+                ("category", models.ManyToManyField(blank=True, to="files.category")),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="media",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'media',
-                'ordering': ('-add_date',),
+                "verbose_name_plural": "media",
+                "ordering": ("-add_date",),
             },
         ),
     ]

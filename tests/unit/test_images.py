@@ -1,0 +1,71 @@
+import pytest
+
+from mediacms_stack import config, images
+from mediacms_stack.shell import StackError
+
+
+def settings(**values):
+    return config.Settings(config.ROOT, {"MEDIACMS_VERSION": "8.3.2", **values})
+
+
+def test_immutable_tags_with_registry_prefix():
+    names = images.ImageNames("registry.example.org/", "8.3.2")
+    assert names.ref("web") == "registry.example.org/mediacms/mediacms:8.3.2"
+    assert names.ref("worker-full") == "registry.example.org/mediacms/mediacms-worker:8.3.2-full"
+    assert names.ref("nginx") == "registry.example.org/mediacms/mediacms-nginx:8.3.2"
+
+
+def test_compose_files_use_the_same_names():
+    prod = (config.ROOT / "docker-compose.yaml").read_text()
+    dev = (config.ROOT / "docker-compose-dev.yaml").read_text()
+    names = images.ImageNames("${IMAGE_REGISTRY:-}", "${MEDIACMS_VERSION:?")
+    for target in ("web", "worker", "nginx"):
+        assert names.ref(target) in prod
+    assert names.ref("dev") in dev
+
+
+def test_nginx_is_built_after_web():
+    assert images.order(["nginx"]) == ["web", "nginx"]
+    with pytest.raises(StackError, match="unknown target"):
+        images.order(["webb"])
+
+
+def test_build_argv_for_web_passes_ca_bundle_as_secret(builder):
+    argv = images.build_argv("web", settings(BASE_IMAGE="b:1"), ca_bundle="/ca.pem", revision="abc")
+    assert argv[:2] == ["/usr/bin/docker", "build"]
+    assert argv[argv.index("--target") + 1] == "web"
+    assert "BASE_IMAGE=b:1" in argv and "VCS_REF=abc" in argv
+    assert argv[argv.index("--secret") + 1] == "id=ca_bundle,src=/ca.pem"
+    assert argv[-1] == "."
+
+
+def test_build_argv_for_nginx_copies_static_from_web(builder):
+    argv = images.build_argv("nginx", settings(IMAGE_REGISTRY="r/"))
+    assert argv[argv.index("--file") + 1] == "Dockerfile.nginx"
+    assert "MEDIACMS_IMAGE=r/mediacms/mediacms:8.3.2" in argv
+    assert "--target" not in argv and "--secret" not in argv
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("tests/app", ("tests/app", None)),
+        (
+            "https://github.com/mediacms-io/mediacms.git@v8.3.2",
+            ("https://github.com/mediacms-io/mediacms.git", "v8.3.2"),
+        ),
+        (
+            "git@github.com:mediacms-io/mediacms.git@main",
+            ("git@github.com:mediacms-io/mediacms.git", "main"),
+        ),
+    ],
+)
+def test_parse_source(source, expected):
+    assert images.parse_source(source) == expected
+
+
+def test_stage_source_refuses_a_folder_that_is_not_mediacms(tmp_path):
+    from invoke import MockContext
+
+    with pytest.raises(StackError, match="not a MediaCMS tree"):
+        images.stage_source(MockContext(), config.ROOT, str(tmp_path))
