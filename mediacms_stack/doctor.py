@@ -71,7 +71,8 @@ def _custom(settings: Settings) -> Check:
 
 
 def _port(settings: Settings) -> Check:
-    bind, port = settings.get("HTTP_BIND", "0.0.0.0")  # noqa: S104 - what compose publishes, int(settings.get("HTTP_PORT", "80"))
+    bind = settings.get("HTTP_BIND", "0.0.0.0")  # noqa: S104 - the address compose publishes on
+    port = int(settings.get("HTTP_PORT", "80"))
     # A port our own running nginx holds is fine; anything else is a conflict.
     if engine.engine_answers():
         client = docker.from_env()
