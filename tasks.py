@@ -30,7 +30,10 @@ def _settings() -> config.Settings:
 def _stack(dry_run: bool = False, *, dev: bool = False, https: bool = False, needs=("env",)):
     settings = _settings()
     if needs:
-        checks.require(settings, *needs)
+        try:
+            checks.require(settings, *needs)
+        except StackError as error:
+            raise _fail(error) from error
     return settings, Compose.for_settings(settings, dev=dev, https=https, dry_run=dry_run)
 
 
@@ -128,9 +131,13 @@ def pull(c, dry_run=False):
 # --- running ---------------------------------------------------------------------------
 @task(help={"dev": "development compose", "https": "add docker-compose-cert.yaml"})
 def up(c, dev=False, https=False, dry_run=False):
-    """Start the stack and wait until every service is healthy."""
+    """Start the stack (building or bootstrapping missing images) and wait until healthy."""
     try:
-        _, compose = _stack(dry_run, dev=dev, https=https, needs=("engine", "compose", "env"))
+        if not dry_run:
+            engines.ensure()
+        settings, compose = _stack(dry_run, dev=dev, https=https, needs=("env", "custom"))
+        if not dev:
+            ops.ensure_images(c, settings, dry_run=dry_run)
         compose.up(c)
     except StackError as error:
         raise _fail(error) from error
@@ -166,11 +173,11 @@ def logs(c, service="", follow=False, tail="200"):
                 *([service] if service else []))  # fmt: skip
 
 
-@task(positional=["counts"], iterable=["counts"])
+@task(positional=["counts"], help={"counts": "SERVICE=N[,SERVICE=N...]"})
 def scale(c, counts=None, dry_run=False):
-    """Scale services, e.g. `invoke scale celery_short=3 celery_long=2`."""
+    """Scale services, e.g. `invoke scale celery_short=3,celery_long=2` (beat stays one)."""
     try:
-        wanted = ops.parse_scale(counts or [])
+        wanted = ops.parse_scale([p for p in (counts or "").split(",") if p])
         _, compose = _stack(dry_run)
         compose.scale(c, wanted)
     except StackError as error:

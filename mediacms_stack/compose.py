@@ -56,7 +56,7 @@ class Compose:
 
     def query(self, c: Context, *args: str) -> str:
         """Run a read-only compose command even in dry-run mode and return its stdout."""
-        result = run(c, self.argv(*args), hide="out")
+        result = run(c, self.argv(*args), hide="out", in_stream=False)
         return result.stdout if result is not None else ""
 
     def ps(self, c: Context, *, all_: bool = True) -> list[dict]:

@@ -112,3 +112,46 @@ def image_versions(c: Context, settings: Settings) -> dict[str, str]:
                          "{{.Id}}", ref], hide=True, warn=True)  # fmt: skip
         versions[ref] = result.stdout.strip()[:19] if result is not None and result.ok else "absent"
     return versions
+
+
+def missing_images(refs: list[str]) -> list[str]:
+    import docker
+    import docker.errors
+
+    client = docker.from_env()
+    missing = []
+    for ref in refs:
+        try:
+            client.images.get(ref)
+        except docker.errors.ImageNotFound:
+            missing.append(ref)
+    client.close()
+    return missing
+
+
+def ensure_images(c: Context, settings: Settings, *, dry_run: bool = False) -> None:
+    """Before `up`: bootstrap local stand-ins and build our images when they are missing.
+
+    Third-party images named ``mediacms-local/...`` are made by the bootstrap; our own
+    images are built from MEDIACMS_SOURCE when set, otherwise compose pulls them.
+    """
+    from . import bootstrap, images
+    from .config import ROOT
+
+    local = [settings.get(k) for k in bootstrap.LOCAL_IMAGES if k != "NODE_IMAGE"]
+    if any(ref.startswith("mediacms-local/") for ref in missing_images(local)):
+        print("[up] local stand-in images missing: bootstrapping them from Debian's archive")
+        if not dry_run:
+            bootstrap.all_images(c, ROOT)
+    names = ImageNames.from_settings(settings)
+    ours = [names.ref(t) for t in ("web", "worker", "nginx")]
+    if missing_images(ours) and settings.get("MEDIACMS_SOURCE"):
+        print(f"[up] building missing images from {settings.get('MEDIACMS_SOURCE')}")
+        images.build(
+            c,
+            settings,
+            ["web", "worker", "nginx"],
+            source=settings.get("MEDIACMS_SOURCE"),
+            ca_bundle=settings.get("BUILD_CA_BUNDLE"),
+            dry_run=dry_run,
+        )

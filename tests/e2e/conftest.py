@@ -43,6 +43,7 @@ class Stack:
         self.base = f"http://127.0.0.1:{port}"
         self.settings = config.load(home)
         self.compose = Compose.for_settings(self.settings)
+        self.admin_password = ADMIN_PASSWORD
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -121,7 +122,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
             print(deployment.dc("ps", "--all", check=False).stdout, file=sys.stderr)
             print("=== docker compose logs (last 80 lines each) ===", file=sys.stderr)
             print(deployment.dc("logs", "--tail", "80", check=False).stdout, file=sys.stderr)
-        deployment.dc("down", "--volumes", "--remove-orphans", check=False)
+        if os.environ.get("SMOKE_KEEP_STACK") == "1":  # debugging aid: leave it running
+            print(f"\nstack kept: MEDIACMS_HOME={home} ({deployment.base})", file=sys.stderr)
+        else:
+            deployment.dc("down", "--volumes", "--remove-orphans", check=False)
 
 
 @pytest.fixture(scope="session")

@@ -124,9 +124,7 @@ def admin_login(stack, password) -> requests.Response:
 
 
 def test_admin_page_and_login(stack):
-    from .conftest import ADMIN_PASSWORD
-
-    ok = admin_login(stack, ADMIN_PASSWORD)
+    ok = admin_login(stack, stack.admin_password)
     assert ok.status_code == 200 and "Site administration" in ok.text
     wrong = admin_login(stack, "not-the-password")
     assert "Site administration" not in wrong.text
@@ -170,10 +168,12 @@ def test_custom_settings_and_css_apply_after_restart(stack):
 
 
 def test_logs_readable_through_compose(stack):
+    requests.get(stack.url("/api/v1/config?logs-probe"), timeout=10)
     web = stack.dc("logs", "web").stdout
     assert "uwsgi" in web.lower() or "spawned" in web.lower()
     nginx = stack.dc("logs", "nginx").stdout
-    assert "GET /static/css/app.css" in nginx
+    assert "GET /api/v1/config?logs-probe" in nginx
+    assert "GET /api/v1/config?logs-probe" in web
 
 
 def test_database_and_media_survive_down_and_up(stack, uploaded):

@@ -23,7 +23,8 @@ def test_runs_as_www_data_without_compilers(stack, service):
 
 @pytest.mark.parametrize("service", APP_SERVICES)
 def test_venv_on_path_and_media_tools(stack, service):
-    out = sh(stack, service, "command -v python celery ffmpeg ffprobe").stdout.split()
+    tools = "for x in python celery ffmpeg ffprobe; do command -v $x; done"
+    out = sh(stack, service, tools).stdout.split()
     assert out[:2] == ["/home/mediacms.io/bin/python", "/home/mediacms.io/bin/celery"]
     assert len(out) == 4
     policy = sh(stack, service, "cat /etc/ImageMagick-7/policy.xml").stdout

@@ -124,7 +124,7 @@ def test_full_backup_survives_destroyed_volumes(stack, tmp_path):
 
 
 def test_scale_short_workers_up_and_down(stack):
-    stack.invoke("scale", "celery_short=3")
+    stack.invoke("scale", "celery_short=3,celery_long=1")
     rows = [r for r in stack.compose.ps(_ctx()) if r["Service"] == "celery_short"]
     assert len(rows) == 3 and all(r["Health"] == "healthy" for r in rows), rows
     stack.invoke("scale", "celery_short=1")
