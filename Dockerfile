@@ -114,7 +114,7 @@ LABEL org.opencontainers.image.title="MediaCMS" \
       org.opencontainers.image.source="${SOURCE_URL}" \
       org.opencontainers.image.licenses="AGPL-3.0-only"
 ENV MEDIACMS_VERSION=${MEDIACMS_VERSION}
-USER www-data
+USER 33:33
 
 # ---------------------------------------------------------------------------
 FROM base AS web
@@ -135,17 +135,17 @@ CMD ["celery", "-A", "cms", "worker", "-Q", "short_tasks,long_tasks", "-n", "wor
 # ---------------------------------------------------------------------------
 FROM worker AS worker-full
 # Pure-Python wheels (Whisper, PyTorch): installed as root, then privileges dropped.
-USER root
+USER 0:0
 RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
     if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
  && pip install --no-compile -r requirements-full.txt
-USER www-data
+USER 33:33
 
 # ---------------------------------------------------------------------------
 FROM base AS dev
-USER root
+USER 0:0
 COPY --from=builder-dev /home/mediacms.io/ /home/mediacms.io/
 ENV DEVELOPMENT_MODE=True
-USER www-data
+USER 33:33
 EXPOSE 8000
 CMD ["python", "manage.py", "runserver", "0.0.0.0:8000"]

@@ -19,6 +19,8 @@ if [ "${1:-}" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
     fi
     pwfile=$(mktemp)
     printf '%s\n' "${POSTGRES_PASSWORD:-}" > "$pwfile"
+    # POSTGRES_INITDB_ARGS is a list of flags: split on purpose, like the official image.
+    # shellcheck disable=SC2086
     initdb --username="$POSTGRES_USER" --pwfile="$pwfile" --auth-local=trust \
         --auth-host="${POSTGRES_HOST_AUTH_METHOD:-scram-sha-256}" -E UTF8 ${POSTGRES_INITDB_ARGS:-}
     rm -f "$pwfile"
@@ -31,7 +33,11 @@ if [ "${1:-}" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
     fi
     for f in /docker-entrypoint-initdb.d/*; do
         case "$f" in
-            *.sh) echo "running $f"; . "$f" ;;
+            *.sh)
+                echo "running $f"
+                # shellcheck disable=SC1090 # init scripts are the operator's own
+                . "$f"
+                ;;
             *.sql) echo "running $f"; psql -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" -f "$f" ;;
             *) ;;
         esac

@@ -1,0 +1,62 @@
+"""The compose files as compose itself resolves them (needs only the compose plugin)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from mediacms_stack import config
+
+pytestmark = pytest.mark.e2e
+
+
+def resolved(stack, *files: str) -> dict:
+    flags = [a for f in files for a in ("--file", str(config.ROOT / f))]
+    env = ["--env-file", str(stack.home / ".env")]
+    extra = {"VIRTUAL_HOST": "media.example.org", "LETSENCRYPT_HOST": "media.example.org",
+             "LETSENCRYPT_EMAIL": "ops@example.org"}  # fmt: skip
+    done = subprocess.run(
+        ["docker", "compose", *env, "--project-directory", str(config.ROOT), *flags,
+         "config", "--format", "json"],
+        capture_output=True, text=True, check=True, env={**stack.env(), **extra},
+    )  # fmt: skip
+    return json.loads(done.stdout)
+
+
+def test_https_overlay_really_removes_nginx_port(stack):
+    merged = resolved(stack, "docker-compose.yaml", "docker-compose-cert.yaml")
+    assert not merged["services"]["nginx"].get("ports")
+    published = {p["published"] for p in merged["services"]["nginx-proxy"]["ports"]}
+    assert published == {"80", "443"}
+    assert merged["services"]["nginx"]["environment"]["VIRTUAL_PORT"] == "8080"
+
+
+def test_production_file_stands_alone(stack):
+    prod = resolved(stack, "docker-compose.yaml")
+    for name, service in prod["services"].items():
+        assert "build" not in service, name
+        assert "container_name" not in service, name
+        if name != "migrations":
+            assert "healthcheck" in service or name == "migrations", name
+            assert service.get("restart") == "unless-stopped", name
+    for name in ("celery_short", "celery_long", "web"):
+        assert not prod["services"][name].get("ports"), name
+    for name in ("web", "nginx", "celery_short", "celery_long", "celery_beat", "migrations"):
+        service = prod["services"][name]
+        assert service["read_only"] is True and service["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
+    assert set(prod["volumes"]) == {"media_files", "logs", "postgres_data"}
+
+
+def test_missing_secret_stops_compose_naming_the_key(stack, tmp_path):
+    env = tmp_path / ".env"
+    env.write_text("\n".join(line for line in (stack.home / ".env").read_text().splitlines()
+                             if not line.startswith("POSTGRES_PASSWORD=")))  # fmt: skip
+    done = subprocess.run(
+        ["docker", "compose", "--env-file", str(env), "--file",
+         str(config.ROOT / "docker-compose.yaml"), "config", "--quiet"],
+        capture_output=True, text=True, check=False, env=stack.env(),
+    )  # fmt: skip
+    assert done.returncode != 0 and "POSTGRES_PASSWORD is not set in .env" in done.stderr
