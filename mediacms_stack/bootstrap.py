@@ -15,8 +15,6 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import docker
-import docker.errors
 from invoke.context import Context
 
 from . import engine
@@ -81,6 +79,9 @@ def _recipe(mirror: str) -> str:
 
 
 def _image_label(name: str, label: str) -> str | None:
+    import docker  # deferred: keeps `invoke --list` fast
+    import docker.errors
+
     client = docker.from_env()
     try:
         image = client.images.get(name)

@@ -9,9 +9,6 @@ import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import docker
-import docker.errors
-
 from . import engine
 from .config import SECRET_KEYS, Settings, missing_keys
 from .images import ImageNames
@@ -27,6 +24,9 @@ class Check:
 
 
 def _engine(settings: Settings) -> Check:
+    import docker  # deferred: keeps `invoke --list` fast
+    import docker.errors
+
     if not engine.engine_answers():
         return Check("engine", False, "no Docker engine answers", "invoke engine (or start Docker)")
     client = docker.from_env()
@@ -71,6 +71,9 @@ def _custom(settings: Settings) -> Check:
 
 
 def _port(settings: Settings) -> Check:
+    import docker  # deferred: keeps `invoke --list` fast
+    import docker.errors
+
     bind = settings.get("HTTP_BIND", "0.0.0.0")  # noqa: S104 - the address compose publishes on
     port = int(settings.get("HTTP_PORT", "80"))
     # A port our own running nginx holds is fine; anything else is a conflict.
@@ -100,6 +103,9 @@ def _disk(settings: Settings) -> Check:
 
 
 def _images(settings: Settings) -> Check:
+    import docker  # deferred: keeps `invoke --list` fast
+    import docker.errors
+
     names = ImageNames.from_settings(settings)
     wanted = [names.ref(t) for t in ("web", "worker", "nginx")]
     wanted += [
@@ -124,6 +130,9 @@ def _images(settings: Settings) -> Check:
 
 
 def _volumes(settings: Settings) -> Check:
+    import docker  # deferred: keeps `invoke --list` fast
+    import docker.errors
+
     if not engine.engine_answers():
         return Check("volumes", False, "engine down", "invoke engine")
     client = docker.from_env()

