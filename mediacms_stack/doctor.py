@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from . import engine
 from .config import SECRET_KEYS, Settings, missing_keys
 from .images import ImageNames
+from .ops import missing_images
 from .shell import StackError
 
 
@@ -103,9 +104,6 @@ def _disk(settings: Settings) -> Check:
 
 
 def _images(settings: Settings) -> Check:
-    import docker  # deferred: keeps `invoke --list` fast
-    import docker.errors
-
     names = ImageNames.from_settings(settings)
     wanted = [names.ref(t) for t in ("web", "worker", "nginx")]
     wanted += [
@@ -114,14 +112,7 @@ def _images(settings: Settings) -> Check:
     ]
     if not engine.engine_answers():
         return Check("images", False, "engine down", "invoke engine")
-    client = docker.from_env()
-    missing = []
-    for ref in wanted:
-        try:
-            client.images.get(ref)
-        except docker.errors.ImageNotFound:
-            missing.append(ref)
-    client.close()
+    missing = missing_images(wanted)
     if missing:
         return Check(
             "images", False, f"missing {', '.join(missing)}", "invoke pull, or invoke build"
