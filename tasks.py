@@ -48,10 +48,19 @@ def engine(c):
     engines.ensure()
 
 
-@task(help={"force": "re-create the base image even if its recipe is unchanged"})
-def bootstrap_images(c, force=False):
+@task(help={
+    "force": "re-create the base image even if its recipe is unchanged",
+    "old_postgres": "only build a stand-in for an older PostgreSQL major (15 or 13)",
+})  # fmt: skip
+def bootstrap_images(c, force=False, old_postgres=None):
     """Build the Debian base and PostgreSQL/Redis/Node stand-ins without any registry."""
-    bootstrap.all_images(c, config.ROOT, force=force)
+    try:
+        if old_postgres:
+            bootstrap.old_postgres(c, config.ROOT, old_postgres, force=force)
+        else:
+            bootstrap.all_images(c, config.ROOT, force=force)
+    except StackError as error:
+        raise _fail(error) from error
 
 
 @task(help={

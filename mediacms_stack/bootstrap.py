@@ -73,8 +73,8 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 RECIPE_LABEL = "org.mediacms-stack.bootstrap-recipe"
 
 
-def _recipe(mirror: str) -> str:
-    text = "\n".join([SUITE, mirror, DPKG_EXCLUDES, APT_NO_CACHE, SOURCES])
+def _recipe(mirror: str, suite: str = SUITE) -> str:
+    text = "\n".join([suite, mirror, DPKG_EXCLUDES, APT_NO_CACHE, SOURCES])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -92,7 +92,7 @@ def _image_label(name: str, label: str) -> str | None:
     return (image.labels or {}).get(label, "")
 
 
-def slim_rootfs(root: Path, mirror: str) -> None:
+def slim_rootfs(root: Path, mirror: str, suite: str = SUITE) -> None:
     """Strip docs, man pages, locales and apt caches, and keep them out of later installs."""
     for package_docs in (root / "usr/share/doc").glob("*"):
         for item in package_docs.glob("*"):
@@ -114,7 +114,7 @@ def slim_rootfs(root: Path, mirror: str) -> None:
     )
     (root / "etc/apt/sources.list.d").mkdir(parents=True, exist_ok=True)
     (root / "etc/apt/sources.list.d/debian.sources").write_text(
-        SOURCES.format(mirror=mirror, security=security, suite=SUITE)
+        SOURCES.format(mirror=mirror, security=security, suite=suite)
     )
     sources_list = root / "etc/apt/sources.list"
     if sources_list.exists():
@@ -128,10 +128,12 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def base_image(name: str = LOCAL_IMAGES["BASE_IMAGE"], *, force: bool = False) -> None:
-    """debootstrap a minimal trixie and ``docker import`` it, unless the same recipe exists."""
+def base_image(
+    name: str = LOCAL_IMAGES["BASE_IMAGE"], *, suite: str = SUITE, force: bool = False
+) -> None:
+    """debootstrap a minimal Debian ``suite`` and ``docker import`` it, unless up to date."""
     mirror = os.environ.get("DEBIAN_MIRROR", DEFAULT_MIRROR)
-    recipe = _recipe(mirror)
+    recipe = _recipe(mirror, suite)
     if not force and _image_label(name, RECIPE_LABEL) == recipe:
         print(f"[bootstrap] {name} is up to date (recipe {recipe})")
         return
@@ -143,15 +145,15 @@ def base_image(name: str = LOCAL_IMAGES["BASE_IMAGE"], *, force: bool = False) -
         subprocess.run(["apt-get", "install", "-y", "-qq", "debootstrap"], check=True)
     with tempfile.TemporaryDirectory(prefix="mediacms-rootfs-", dir="/var/tmp") as tmp:
         root = Path(tmp) / "rootfs"
-        argv = ["debootstrap", "--variant=minbase", SUITE, str(root), mirror]
+        argv = ["debootstrap", "--variant=minbase", suite, str(root), mirror]
         announce(" ".join(argv))
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise StackError(f"debootstrap failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
-        slim_rootfs(root, mirror)
+        slim_rootfs(root, mirror, suite)
         changes = [
             f"LABEL {RECIPE_LABEL}={recipe}",
-            f"LABEL org.opencontainers.image.title=debian-{SUITE}-minbase",
+            f"LABEL org.opencontainers.image.title=debian-{suite}-minbase",
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             'CMD ["bash"]',
         ]
@@ -181,3 +183,34 @@ def all_images(c: Context, root: Path, *, force: bool = False) -> None:
     engine.ensure()
     base_image(force=force)
     stand_ins(c, root)
+
+
+#: Debian releases that carry older PostgreSQL majors (what 7.x deployments may run).
+OLD_POSTGRES_SUITES = {"15": "bookworm", "13": "bullseye"}
+
+
+def old_postgres_image(major: str) -> str:
+    return f"mediacms-local/postgres:{major}"
+
+
+def old_postgres(c: Context, root: Path, major: str, *, force: bool = False) -> str:
+    """A stand-in for ``postgres:<major>`` on the Debian release that ships that major.
+
+    Used to reproduce a monolithic 7.x deployment whose database predates PostgreSQL 17.
+    """
+    suite = OLD_POSTGRES_SUITES.get(major)
+    if suite is None:
+        known = ", ".join(sorted(OLD_POSTGRES_SUITES))
+        raise StackError(f"no Debian release known for PostgreSQL {major} (known: {known})")
+    engine.ensure()
+    base = f"mediacms-local/debian:{suite}"
+    base_image(base, suite=suite, force=force)
+    builder = engine.builder()
+    argv = builder.command(
+        "--build-arg", f"BASE_IMAGE={base}",
+        "--build-arg", f"PG_MAJOR={major}",
+        "--tag", old_postgres_image(major),
+        str(root / "bootstrap" / "postgres"),
+    )  # fmt: skip
+    run(c, argv, env=dict(builder.env))
+    return old_postgres_image(major)
