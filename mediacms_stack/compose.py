@@ -27,7 +27,7 @@ class Compose:
 
     root: Path
     files: tuple[str, ...] = (PRODUCTION,)
-    project: str = "mediacms"
+    project: str | None = "mediacms"  # None: compose's own default (folder name, .env)
     env_file: Path | None = None
     dry_run: bool = field(default=False, compare=False)
 
@@ -44,7 +44,8 @@ class Compose:
 
     def argv(self, *args: str) -> list[str]:
         argv = ["docker", "compose", "--project-directory", str(self.root)]
-        argv += ["--project-name", self.project]
+        if self.project is not None:
+            argv += ["--project-name", self.project]
         if self.env_file is not None:
             argv += ["--env-file", str(self.env_file)]
         for name in self.files:

@@ -35,6 +35,7 @@ def run(
     dry_run: bool = False,
     stdout_to: str | None = None,
     stdin_from: str | None = None,
+    pipe_from: Sequence[str] | None = None,
     hide: bool | str = False,
     warn: bool = False,
     env: Mapping[str, str] | None = None,
@@ -43,10 +44,13 @@ def run(
 ) -> Result | None:
     """Print and run ``argv``; with ``dry_run`` only print it.
 
-    ``stdout_to``/``stdin_from`` add a shell redirection (quoted), which keeps large
+    ``stdout_to``/``stdin_from`` add a shell redirection (quoted) and ``pipe_from`` a
+    producer piped into ``argv`` (either failing fails the whole), which keeps large
     streams (database dumps, tarballs) out of Python entirely.
     """
     command = quote(argv)
+    if pipe_from is not None:
+        command = f"set -o pipefail; {quote(pipe_from)} | {command}"
     if stdin_from is not None:
         command += f" < {shlex.quote(stdin_from)}"
     if stdout_to is not None:

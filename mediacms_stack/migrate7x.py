@@ -1,0 +1,587 @@
+"""Move a monolithic MediaCMS 7.x deployment into this stack without writing to it.
+
+The 7.x layout: one folder holding the MediaCMS tree (bind-mounted into one container
+run by supervisord) with its ``docker-compose.yaml``, the media in ``media_files/``,
+overrides in ``cms/local_settings.py``, maybe a ``.secret_key``, and the PostgreSQL
+data bind-mounted from ``../postgres_data`` (any major version).
+
+What :func:`migrate` does, in order, each step printed with the command it runs:
+
+1. reads the old folder and prints the plan (``--dry-run`` stops here);
+2. stops the old deployment's application containers, so nothing changes under it;
+3. dumps the old database through the old ``db`` service (started for the dump if it
+   was stopped, stopped again afterwards), or takes a dump the operator gives;
+4. copies ``media_files/`` into the new media volume, dotfiles included, owned by 33;
+5. writes ``custom/local_settings.py`` from the old overrides (without what the new
+   layout owns) and carries SECRET_KEY (and literal FRONTEND_HOST/PORTAL_NAME) into
+   ``.env``;
+6. restores the dump into the new PostgreSQL 17, checks the row count of every table
+   against the old database, then starts the stack (migrations run, all healthy);
+7. checks every media file's sha256 and owner in the volume against the old folder.
+
+The old folder and its database files are only read, so rolling back is starting the
+old deployment again (``docker compose up -d`` in its folder).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from invoke.context import Context
+
+from . import backup
+from .compose import Compose
+from .config import Settings
+from .shell import StackError, run
+
+#: Settings the new layout sets from .env in the image's settings bridge.
+OWNED = {
+    "DATABASES": "the database comes from POSTGRES_* in .env",
+    "CACHES": "the cache is REDIS_LOCATION from the stack",
+    "REDIS_LOCATION": "Redis is the stack's redis service",
+    "BROKER_URL": "the Celery broker is the stack's Redis",
+    "CELERY_BROKER_URL": "the Celery broker is the stack's Redis",
+    "CELERY_RESULT_BACKEND": "the Celery results go to the stack's Redis",
+    "POSTGRES_HOST": "the database host is the stack's db service",
+    "POSTGRES_PORT": "the database port is the stack's db service",
+    "POSTGRES_NAME": "POSTGRES_DB in .env",
+    "POSTGRES_USER": "POSTGRES_USER in .env",
+    "POSTGRES_PASSWORD": "POSTGRES_PASSWORD in .env",
+    "MP4HLS_COMMAND": "the image installs Bento4 at the contract path",
+}
+#: Settings that move into .env (when their value can be known without running Django).
+TO_ENV = ("SECRET_KEY", "FRONTEND_HOST", "PORTAL_NAME")
+LOCAL_SETTINGS = Path("cms/local_settings.py")
+SECRET_KEY_FILE = ".secret_key"  # noqa: S105 - a file name
+#: Every media file's digest, computed the same way on the host and in the volume.
+CHECKSUMS = "find . -type f -print0 | xargs -0 -r sha256sum"
+FOREIGN_OWNERS = "find . \\( ! -user 33 -o ! -group 33 \\) -print | head -n 5"
+LEFT_RUNNING = ("redis",)  # old services not stopped before the copy (besides db)
+
+
+# --- reading the old deployment (pure functions, unit-tested) ---------------------------
+@dataclass
+class SettingsPlan:
+    """What becomes of the old ``cms/local_settings.py``."""
+
+    text: str | None = None
+    kept: list[str] = field(default_factory=list)
+    dropped: dict[str, str] = field(default_factory=dict)
+    to_env: dict[str, str] = field(default_factory=dict)
+
+
+def _getenv_call(node: ast.expr) -> tuple[str, ast.expr | None] | None:
+    """``os.getenv("K", d)`` / ``os.environ.get("K", d)`` -> ("K", d)."""
+    if not isinstance(node, ast.Call) or not node.args:
+        return None
+    name = ast.unparse(node.func)
+    if name not in ("os.getenv", "os.environ.get", "getenv", "environ.get"):
+        return None
+    key = node.args[0]
+    if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
+        return None
+    return key.value, (node.args[1] if len(node.args) > 1 else None)
+
+
+def resolve_value(node: ast.expr, environment: Mapping[str, str]) -> str | None:
+    """The value a settings expression had in the old container, when knowable statically."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    call = _getenv_call(node)
+    if call is not None:
+        key, default = call
+        if environment.get(key):
+            return environment[key]
+        return resolve_value(default, environment) if default is not None else None
+    return None
+
+
+def split_settings(source: str, environment: Mapping[str, str], *, origin: str) -> SettingsPlan:
+    """Keep the operator's overrides, comment out what the new layout owns.
+
+    Lines are kept as written (comments and layout too); a dropped statement stays in
+    the file, commented out with the reason, so nothing disappears silently.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as error:
+        raise StackError(f"{origin} does not parse ({error}); fix it before migrating") from None
+    plan = SettingsPlan()
+    lines = source.splitlines()
+    notes: dict[int, str] = {}
+    for statement in tree.body:
+        targets: list[ast.expr] = []
+        if isinstance(statement, ast.Assign):
+            targets = list(statement.targets)
+        elif isinstance(statement, ast.AnnAssign):
+            targets = [statement.target]
+        names = [t.id for t in targets if isinstance(t, ast.Name)]
+        if not names:
+            continue
+        reasons = []
+        for name in names:
+            if name in TO_ENV:
+                value = resolve_value(statement.value, environment)  # type: ignore[arg-type]
+                if value is not None:
+                    plan.to_env[name] = value
+                    reason = f"moved to .env as {name}"
+                else:
+                    reason = f"not a literal: set {name} in .env"
+                plan.dropped[name] = reason
+                reasons.append(reason)
+            elif name in OWNED:
+                plan.dropped[name] = OWNED[name]
+                reasons.append(OWNED[name])
+            else:
+                plan.kept.append(name)
+        if reasons:
+            first, last = statement.lineno - 1, (statement.end_lineno or statement.lineno) - 1
+            notes[first] = "; ".join(dict.fromkeys(reasons))
+            for index in range(first, last + 1):
+                lines[index] = "# " + lines[index]
+            lines[first] = f"# [migrate-from-7x: {notes[first]}]\n{lines[first]}"
+    header = (
+        f'"""Operator settings carried over from {origin} by `invoke migrate-from-7x`.\n\n'
+        "Statements that the new layout owns (database, Redis, secrets, host names) are\n"
+        'commented out below with the reason; everything else is as it was."""\n'
+    )
+    plan.text = header + "\n".join(lines) + "\n"
+    return plan
+
+
+def env_quote(value: str) -> str:
+    """A .env value that compose and python-dotenv both read back literally."""
+    if value.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        return value
+    if "'" in value or "\n" in value:
+        raise StackError("the old SECRET_KEY contains a quote or newline; set it in .env by hand")
+    return f"'{value}'"
+
+
+def secret_key(plan: SettingsPlan, tree: Path, environment: Mapping[str, str]) -> tuple[str, str]:
+    """(key, where it came from), in the order the old container read it; ('', why) if none."""
+    if plan.to_env.get("SECRET_KEY"):
+        return plan.to_env["SECRET_KEY"], str(LOCAL_SETTINGS)
+    if environment.get("SECRET_KEY"):
+        return environment["SECRET_KEY"], "the old compose environment"
+    key_file = tree / SECRET_KEY_FILE
+    if key_file.is_file() and key_file.read_text().strip():
+        return key_file.read_text().strip(), SECRET_KEY_FILE
+    return "", "none found"
+
+
+def folder_stats(folder: Path) -> tuple[int, int]:
+    """(files, bytes) under ``folder``, dotfiles included."""
+    files = size = 0
+    if folder.is_dir():
+        for path in folder.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                files += 1
+                size += path.stat().st_size
+    return files, size
+
+
+def parse_checksums(text: str) -> dict[str, str]:
+    """``sha256sum`` output -> {relative path: digest}."""
+    sums = {}
+    for line in text.splitlines():
+        digest, sep, name = line.partition("  ")
+        if sep:
+            sums[name.removeprefix("./")] = digest
+    return sums
+
+
+def human(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
+        size /= 1000
+    return f"{size:.2f} GB"
+
+
+# --- the old deployment ------------------------------------------------------------------
+@dataclass
+class OldDeployment:
+    """A 7.x folder, read through its own compose file; never written to."""
+
+    tree: Path
+    compose: Compose
+    config: dict
+    db_service: str = "db"
+
+    @classmethod
+    def open(cls, c: Context, path: Path, *, db_service: str = "db") -> OldDeployment:
+        tree = path.resolve()
+        if not (tree / "manage.py").is_file() or not (tree / "cms").is_dir():
+            raise StackError(f"{tree} is not a MediaCMS tree (no manage.py and cms/ there)")
+        compose_file = next(
+            (n for n in ("docker-compose.yaml", "docker-compose.yml") if (tree / n).is_file()),
+            None,
+        )
+        if compose_file is None:
+            raise StackError(f"{tree} has no docker-compose.yaml: not a 7.x Docker deployment")
+        compose = Compose(tree, (compose_file,), project=None)
+        config = json.loads(compose.query(c, "config", "--format", "json") or "{}")
+        if db_service not in config.get("services", {}):
+            raise StackError(f"{tree}/{compose_file} has no '{db_service}' service")
+        return cls(tree, compose, config, db_service)
+
+    @property
+    def project(self) -> str:
+        return self.config.get("name", "")
+
+    @property
+    def media(self) -> Path:
+        return self.tree / "media_files"
+
+    def environment(self) -> dict[str, str]:
+        """The app's environment in the old compose file (web first, then the others)."""
+        services = self.config.get("services", {})
+        merged: dict[str, str] = {}
+        for name in sorted(services, key=lambda n: (n != "web", n)):
+            if name == self.db_service:
+                continue
+            for key, value in (services[name].get("environment") or {}).items():
+                merged.setdefault(key, value or "")
+        return merged
+
+    def db_env(self, key: str, default: str) -> str:
+        env = self.config["services"][self.db_service].get("environment") or {}
+        return env.get(key) or default
+
+    def pgdata(self) -> Path | None:
+        for mount in self.config["services"][self.db_service].get("volumes") or []:
+            if mount.get("type") == "bind" and mount.get("target", "").rstrip("/") in (
+                "/var/lib/postgresql/data",
+                "/var/lib/postgresql",
+            ):
+                return Path(mount["source"])
+        return None
+
+    def pg_major(self) -> str:
+        data = self.pgdata()
+        version = data / "PG_VERSION" if data else None
+        return version.read_text().strip() if version and version.is_file() else "unknown"
+
+    def database(self) -> backup.Database:
+        return backup.Database(self.compose, self.db_env("POSTGRES_USER", "mediacms"),
+                               self.db_env("POSTGRES_DB", "mediacms"))  # fmt: skip
+
+    def running(self, c: Context) -> list[str]:
+        return [r["Service"] for r in self.compose.ps(c, all_=False) if r.get("State") == "running"]
+
+
+# --- the plan ----------------------------------------------------------------------------
+@dataclass
+class Plan:
+    old: OldDeployment
+    settings_plan: SettingsPlan | None
+    secret: tuple[str, str]
+    media_files: int
+    media_bytes: int
+    project: str
+    dump: Path | None
+
+    def lines(self, settings: Settings) -> list[str]:
+        old, sp = self.old, self.settings_plan
+        key, key_from = self.secret
+        rows = [
+            f"from         {old.tree} (compose project '{old.project}')",
+            f"media        {old.media}: {self.media_files} files, {human(self.media_bytes)}"
+            f" -> volume {self.project}_media_files, owner 33:33",
+        ]
+        if self.dump is not None:
+            rows.append(
+                f"database     given dump {self.dump} -> volume {self.project}_postgres_data"
+            )
+        else:
+            rows.append(
+                f"database     {old.pgdata() or '?'} (PostgreSQL {old.pg_major()}), dumped through"
+                f" the old '{old.db_service}' service -> PostgreSQL 17 in volume "
+                f"{self.project}_postgres_data"
+            )
+        if sp is None:
+            rows.append(f"settings     no {LOCAL_SETTINGS}: custom/local_settings.py not written")
+        else:
+            rows.append(
+                f"settings     {LOCAL_SETTINGS} -> custom/local_settings.py "
+                f"(kept: {', '.join(sp.kept) or 'nothing'})"
+            )
+            rows += [f"  dropped    {name}: {why}" for name, why in sp.dropped.items()]
+        rows.append(
+            f"secret key   from {key_from} -> .env SECRET_KEY"
+            if key
+            else "secret key   none found: a new one is generated (sessions and reset links "
+            "end; passwords keep working)"
+        )
+        rows.append(f"new stack    {settings.root} (.env {settings.env_file})")
+        rows.append(f"old folder   read only; rollback: cd {old.tree} && docker compose up -d")
+        return rows
+
+
+def make_plan(c: Context, path: Path, *, project: str, dump: Path | None) -> Plan:
+    old = OldDeployment.open(c, path)
+    environment = old.environment()
+    local = old.tree / LOCAL_SETTINGS
+    settings_plan = (
+        split_settings(local.read_text(), environment, origin=f"the 7.x {LOCAL_SETTINGS}")
+        if local.is_file()
+        else None
+    )
+    secret = secret_key(settings_plan or SettingsPlan(), old.tree, environment)
+    files, size = folder_stats(old.media)
+    if dump is not None:
+        check_given_dump(dump)
+    return Plan(old, settings_plan, secret, files, size, project, dump)
+
+
+def check_given_dump(dump: Path) -> str:
+    """'custom' or 'plain' for a pg_dump file; anything else is refused."""
+    if not dump.is_file():
+        raise StackError(f"{dump} does not exist")
+    with dump.open("rb") as handle:
+        head = handle.read(4096)
+    if head.startswith(backup.PGDUMP_MAGIC):
+        return "custom"
+    if b"PostgreSQL database dump" in head:
+        return "plain"
+    raise StackError(f"{dump} is neither a pg_dump archive nor a plain pg_dump SQL file")
+
+
+# --- the steps ---------------------------------------------------------------------------
+def dump_old_database(c: Context, old: OldDeployment, dest: Path) -> tuple[Path, dict[str, int]]:
+    """pg_dump through the old db service; returns the file and the old row counts."""
+    was_running = old.db_service in old.running(c)
+    if not was_running:
+        old.compose.run(c, "up", "--detach", "--wait", old.db_service)
+    db = old.database()
+    try:
+        _wait_ready(c, old.compose, old.db_service, db.user)
+        counts = db.row_counts(c)
+        dest.mkdir(parents=True, exist_ok=True)
+        final = dest / f"migrate-7x-{backup.utc_stamp()}.dump"
+        partial = dest / f".{final.name}.partial"
+        result = run(c, db.dump_argv(), stdout_to=str(partial), warn=True, hide="err")
+        if result is None or not result.ok:
+            partial.unlink(missing_ok=True)
+            message = result.stderr.strip() if result is not None else ""
+            raise StackError(f"pg_dump of the old database failed: {message or 'no output'}")
+        partial.rename(final)
+        backup.write_checksum(final)
+        manifest = {
+            "kind": "postgresql-custom-dump",
+            "file": final.name,
+            "source": f"7.x deployment {old.tree}, PostgreSQL {old.pg_major()}",
+            "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            "row_counts": counts,
+            "migrations": db.migrations(c),
+        }
+        final.with_name(final.name + ".manifest.json").write_text(json.dumps(manifest, indent=2))
+    finally:
+        if not was_running:
+            old.compose.run(c, "stop", old.db_service)
+    print(f"[migrate] old database: {sum(counts.values())} rows in {len(counts)} tables -> {final}")
+    return final, counts
+
+
+def _wait_ready(c: Context, compose: Compose, service: str, user: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    argv = compose.argv("exec", "-T", service, "pg_isready", "-U", user)
+    while True:
+        if c.run(" ".join(argv), hide=True, warn=True).ok:
+            return
+        if time.monotonic() > deadline:
+            raise StackError(f"the old '{service}' service did not accept connections in time")
+        time.sleep(1)
+
+
+def media_volume_empty(c: Context, compose: Compose) -> bool:
+    listing = compose.argv("run", "--rm", "--no-deps", "-T", "--entrypoint", "find", "web",
+                           backup.MEDIA_DIR, "-mindepth", "1", "-print", "-quit")  # fmt: skip
+    result = run(c, listing, hide=True, warn=True)
+    if result is None or not result.ok:
+        raise StackError(f"could not look into the media volume: {result.stderr if result else ''}")
+    return result.stdout.strip() == ""
+
+
+def copy_media(c: Context, compose: Compose, source: Path) -> float:
+    """Stream ``source`` into the media volume; files end up owned by 33:33. Returns seconds."""
+    producer = ["tar", "-C", str(source), "--create", "--file=-", "."]
+    consumer = backup.tar_argv(compose, "--extract", "--file=-", "--no-same-owner",
+                               "--preserve-permissions")  # fmt: skip
+    started = time.monotonic()
+    result = run(c, consumer, pipe_from=producer, warn=True, hide="err")
+    if result is None or not result.ok:
+        raise StackError(f"copying media failed: {(result.stderr if result else '').strip()}")
+    return time.monotonic() - started
+
+
+def verify_media(c: Context, compose: Compose, source: Path) -> int:
+    """Every file of ``source`` is in the volume with the same sha256, all owned by 33."""
+    local = subprocess.run(["sh", "-c", CHECKSUMS], cwd=source, capture_output=True, text=True,
+                           check=True).stdout  # fmt: skip
+    script = f"cd {backup.MEDIA_DIR} && {CHECKSUMS} && echo '--owners--' && {FOREIGN_OWNERS}"
+    argv = compose.argv("run", "--rm", "--no-deps", "-T", "--entrypoint", "sh", "web", "-c", script)
+    result = run(c, argv, hide=True, warn=True)
+    if result is None or not result.ok:
+        raise StackError(f"could not checksum the media volume: {result.stderr if result else ''}")
+    sums, _, foreign = result.stdout.partition("--owners--")
+    expected, actual = parse_checksums(local), parse_checksums(sums)
+    missing = sorted(set(expected) - set(actual))
+    differ = sorted(p for p in expected if p in actual and actual[p] != expected[p])
+    if missing or differ:
+        raise StackError(
+            f"media differ after the copy: missing {missing[:5]}, changed {differ[:5]}"
+        )
+    if foreign.strip():
+        raise StackError(f"media files not owned by 33:33 in the volume: {foreign.split()}")
+    return len(expected)
+
+
+def restore_into_stack(
+    c: Context, compose: Compose, settings: Settings, dump: Path, *, yes: bool
+) -> dict[str, int]:
+    """Load the dump into the stack's (empty, or --yes) database; returns the row counts."""
+    db = backup.Database.of(compose, settings)
+    compose.up(c, "db", "redis")
+    current = db.row_counts(c)
+    if any(current.values()):
+        if not yes:
+            raise StackError(
+                f"the new database already holds {sum(current.values())} rows; pass --yes to "
+                "replace them (a safety backup is taken first)"
+            )
+        safety = backup.backup_db(c, compose, settings, settings.root / "backups",
+                                  prefix="pre-migrate")  # fmt: skip
+        print(f"[migrate] safety backup of the new database: {safety}")
+    compose.run(c, "stop", *backup.APP_SERVICES)
+    if check_given_dump(dump) == "custom":
+        result = run(c, db.restore_argv(), stdin_from=str(dump), warn=True, hide="err")
+    else:
+        argv = compose.argv("exec", "-T", "db", "psql", "-U", db.user, "-d", db.name, "--quiet",
+                            "-v", "ON_ERROR_STOP=1", "--single-transaction")  # fmt: skip
+        result = run(c, argv, stdin_from=str(dump), warn=True, hide="both")
+    if result is None or not result.ok:
+        raise StackError(
+            "restoring the old database failed and was rolled back: "
+            f"{(result.stderr if result else '').strip()[-1500:]}"
+        )
+    return db.row_counts(c)
+
+
+def carry_settings(plan: Plan, settings: Settings, *, yes: bool) -> list[str]:
+    """Write custom/local_settings.py and the .env keys; returns what was done."""
+    from dotenv import set_key
+
+    done = []
+    sp = plan.settings_plan
+    if sp is not None and sp.text is not None:
+        target = settings.root / "custom" / "local_settings.py"
+        if target.is_file() and target.read_text() != sp.text:
+            if not yes:
+                raise StackError(f"{target} exists; pass --yes to replace it (a .bak is kept)")
+            target.with_suffix(".py.bak").write_text(target.read_text())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        compile(sp.text, str(target), "exec")
+        target.write_text(sp.text)
+        done.append(f"wrote {target}")
+    env_file = settings.env_file or settings.root / ".env"
+    values = dict(sp.to_env) if sp is not None else {}
+    key, _ = plan.secret
+    if key:
+        values["SECRET_KEY"] = key
+    for name, value in values.items():
+        quoted = env_quote(value) != value  # also refuses values compose could not read back
+        set_key(env_file, name, value, quote_mode="always" if quoted else "never")
+        done.append(f"set {name} in {env_file}")
+    env_file.chmod(0o600)
+    return done
+
+
+def compare_counts(old: Mapping[str, int], new: Mapping[str, int]) -> None:
+    diff = {t: (n, new.get(t)) for t, n in old.items() if new.get(t) != n}
+    if diff:
+        raise StackError(f"row counts differ between the old and the new database: {diff}")
+
+
+@dataclass
+class Report:
+    seconds: dict[str, float] = field(default_factory=dict)
+    facts: dict[str, object] = field(default_factory=dict)
+
+    def step(self, name: str, started: float) -> None:
+        self.seconds[name] = round(time.monotonic() - started, 2)
+
+
+def migrate(
+    c: Context,
+    compose: Compose,
+    settings: Settings,
+    source: Path,
+    *,
+    dump: Path | None = None,
+    yes: bool = False,
+    dry_run: bool = False,
+) -> Report:
+    report = Report()
+    plan = make_plan(c, source, project=compose.project or "", dump=dump)
+    print("migrate-from-7x plan:", *plan.lines(settings), sep="\n  ")
+    if dry_run:
+        return report
+    old, started_all = plan.old, time.monotonic()
+    report.facts |= {"media_files": plan.media_files, "media_bytes": plan.media_bytes}
+
+    running_app = [s for s in old.running(c) if s not in (old.db_service, *LEFT_RUNNING)]
+    if running_app:
+        print(
+            f"[migrate] stopping the old application so nothing changes under the copy: {running_app}"
+        )
+        old.compose.run(c, "stop", *running_app)
+    if not media_volume_empty(c, compose) and not yes:
+        raise StackError("the new media volume is not empty; pass --yes to copy over it")
+
+    t = time.monotonic()
+    old_counts: dict[str, int] | None = None
+    if dump is None:
+        dump, old_counts = dump_old_database(c, old, settings.root / "backups")
+    report.step("dump old database", t)
+
+    t = time.monotonic()
+    copy_seconds = copy_media(c, compose, old.media) if old.media.is_dir() else 0.0
+    report.step("copy media", t)
+    report.facts["media_copy_mb_per_s"] = round(plan.media_bytes / 1e6 / max(copy_seconds, 1e-3), 1)
+
+    for line in carry_settings(plan, settings, yes=yes):
+        print(f"[migrate] {line}")
+
+    t = time.monotonic()
+    new_counts = restore_into_stack(c, compose, settings, dump, yes=yes)
+    if old_counts is not None:
+        compare_counts(old_counts, new_counts)
+        print(f"[migrate] row counts match the old database ({len(old_counts)} tables)")
+    report.facts["rows"] = sum(new_counts.values())
+    report.step("restore database", t)
+
+    t = time.monotonic()
+    compose.up(c)
+    report.step("start stack and migrate", t)
+
+    t = time.monotonic()
+    checked = verify_media(c, compose, old.media) if old.media.is_dir() else 0
+    print(f"[migrate] {checked} media files verified (sha256, owner 33:33)")
+    report.step("verify media", t)
+    report.seconds["total"] = round(time.monotonic() - started_all, 2)
+
+    out = settings.root / "backups" / f"migrate-7x-{backup.utc_stamp()}.json"
+    out.write_text(json.dumps({"seconds": report.seconds, **report.facts}, indent=2))
+    print("[migrate] done:", *(f"{k}: {v} s" for k, v in report.seconds.items()), sep="\n  ")
+    print(f"[migrate] report {out}; the old deployment is stopped and untouched: "
+          f"cd {old.tree} && docker compose up -d starts it again")  # fmt: skip
+    return report
