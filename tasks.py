@@ -126,8 +126,11 @@ def build(c, target=None, source=None, ca_bundle=None, dry_run=False):
 
 @task(iterable=["target"], help={"target": "image targets to push (default all)"})
 def push(c, target=None, dry_run=False):
-    """Push the version-tagged images to IMAGE_REGISTRY."""
-    images.push(c, _settings(), target or images.TARGETS, dry_run=dry_run)
+    """Push the version-tagged images to IMAGE_REGISTRY (tagging images built without it)."""
+    try:
+        images.push(c, _settings(), target or images.TARGETS, dry_run=dry_run)
+    except StackError as error:
+        raise _fail(error) from error
 
 
 @task

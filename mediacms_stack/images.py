@@ -11,6 +11,10 @@ worker-full    <r>mediacms/mediacms-worker:<v>-full
 dev            <r>mediacms/mediacms-dev:<v>     Dockerfile
 nginx          <r>mediacms/mediacms-nginx:<v>   Dockerfile.nginx (needs web)
 =============  ===============================  ==================
+
+``<r>`` ends with "/" (``registry.example.org/``, ``127.0.0.1:5000/team/``) or is empty
+(Docker Hub). :func:`push` tags images built without a registry prefix for the
+registry, so building once and pushing later needs no rebuild.
 """
 
 from __future__ import annotations
@@ -158,6 +162,7 @@ def build(
 ) -> list[str]:
     """Stage the tree and build ``targets``; returns the image references built."""
     root = ROOT  # the build context is always this repository
+    check_registry(settings.registry)
     if ca_bundle and not Path(ca_bundle).is_file():
         raise StackError(f"CA bundle {ca_bundle} does not exist (BUILD_CA_BUNDLE / --ca-bundle)")
     wanted = order(targets)
@@ -174,9 +179,101 @@ def build(
     return built
 
 
-def push(c: Context, settings: Settings, targets: Iterable[str], *, dry_run: bool = False) -> None:
+@dataclass(frozen=True)
+class Pushed:
+    """One image pushed: its reference and the manifest digest the registry answered."""
+
+    ref: str
+    digest: str | None  # None in a dry run, or when the client printed no digest
+
+    def __str__(self) -> str:
+        return f"{self.ref}@{self.digest}" if self.digest else self.ref
+
+
+_PUSH_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+
+
+def check_registry(registry: str) -> None:
+    """IMAGE_REGISTRY is a name prefix: ``host[:port]/[path/]`` or empty (Docker Hub)."""
+    if not registry:
+        return
+    if "://" in registry:
+        raise StackError(
+            f"IMAGE_REGISTRY={registry!r}: write the registry without a scheme, "
+            f"e.g. {registry.split('://', 1)[1].rstrip('/')}/"
+        )
+    if not registry.endswith("/"):
+        raise StackError(
+            f"IMAGE_REGISTRY={registry!r} must end with '/' (it is prefixed to "
+            f"mediacms/...): set IMAGE_REGISTRY={registry}/"
+        )
+
+
+def select(targets: Iterable[str]) -> list[str]:
+    """Targets in TARGETS order, exactly those asked for (pushing adds none)."""
+    wanted = set(targets)
+    unknown = wanted - set(TARGETS)
+    if unknown:
+        raise StackError(f"unknown target(s) {sorted(unknown)}; choose from {', '.join(TARGETS)}")
+    return [t for t in TARGETS if t in wanted]
+
+
+def image_id(c: Context, ref: str) -> str | None:
+    """The local image's id, or None when ``ref`` is not here (a read-only probe)."""
+    result = run(c, ["docker", "image", "inspect", "--format", "{{.Id}}", ref],
+                 hide=True, warn=True)  # fmt: skip
+    if result is None or not result.ok:
+        return None
+    return result.stdout.strip() or None
+
+
+def push(
+    c: Context, settings: Settings, targets: Iterable[str], *, dry_run: bool = False
+) -> list[Pushed]:
+    """Push ``targets`` under their IMAGE_REGISTRY names; returns what was pushed.
+
+    An image built while IMAGE_REGISTRY was empty (``mediacms/mediacms:<v>``) is tagged
+    with the registry's name first, so the usual order works: build, test, set
+    IMAGE_REGISTRY, push. Every image is looked up before the first push, so a missing
+    one stops the push before anything is half-published. The local look-ups
+    (``docker image inspect``) also run with ``dry_run``; tags and pushes do not.
+    """
     names = ImageNames.from_settings(settings)
+    check_registry(names.registry)
+    wanted = select(targets)
+    local = ImageNames("", names.version)
     if not names.registry:
         print("[push] IMAGE_REGISTRY is empty: pushing to Docker Hub's mediacms/ namespace")
-    for target in order(targets):
-        run(c, ["docker", "push", names.ref(target)], dry_run=dry_run)
+    plan: list[tuple[str, str | None]] = []
+    missing = []
+    for target in wanted:
+        ref, unprefixed = names.ref(target), local.ref(target)
+        found = image_id(c, ref)
+        other = image_id(c, unprefixed) if names.registry else None
+        if found is None and other is None:
+            missing.append(target)
+        elif found is None:
+            plan.append((ref, unprefixed))
+        else:
+            if other is not None and other != found:
+                print(f"[push] note: {unprefixed} ({other[:19]}) differs from {ref} "
+                      f"({found[:19]}); pushing {ref}, the image built for this registry")  # fmt: skip
+            plan.append((ref, None))
+    if missing:
+        refs = ", ".join(names.ref(t) for t in missing)
+        raise StackError(
+            f"not built here: {refs}; run `invoke build "
+            + " ".join(f"--target {t}" for t in missing)
+            + "` first (nothing was pushed)"
+        )
+    pushed = []
+    for ref, source in plan:
+        if source is not None:
+            print(f"[push] {source} was built without IMAGE_REGISTRY: tagging it {ref}")
+            run(c, ["docker", "tag", source, ref], dry_run=dry_run)
+        result = run(c, ["docker", "push", ref], dry_run=dry_run)
+        found = _PUSH_DIGEST.search(result.stdout) if result is not None else None
+        pushed.append(Pushed(ref, found[1] if found else None))
+    if pushed and not dry_run:
+        print("[push] pushed:", *pushed, sep="\n  ")
+    return pushed
