@@ -261,10 +261,10 @@ def push(
             plan.append((ref, None))
     if missing:
         refs = ", ".join(names.ref(t) for t in missing)
+        also = f" (nor without the {names.registry} prefix)" if names.registry else ""
+        flags = "" if set(missing) == set(TARGETS) else "".join(f" --target {t}" for t in missing)
         raise StackError(
-            f"not built here: {refs}; run `invoke build "
-            + " ".join(f"--target {t}" for t in missing)
-            + "` first (nothing was pushed)"
+            f"not built here: {refs}{also}; run `invoke build{flags}` first (nothing was pushed)"
         )
     pushed = []
     for ref, source in plan:
