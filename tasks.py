@@ -15,6 +15,7 @@ from invoke import Collection, Exit, task
 
 from mediacms_stack import backup as backups
 from mediacms_stack import bootstrap, config, images, ops
+from mediacms_stack import dev as devstack
 from mediacms_stack import doctor as checks
 from mediacms_stack import engine as engines
 from mediacms_stack.compose import Compose
@@ -141,16 +142,33 @@ def pull(c, dry_run=False):
 
 
 # --- running ---------------------------------------------------------------------------
-@task(help={"dev": "development compose", "https": "add docker-compose-cert.yaml"})
+@task(help={"dev": "the development stack (same as `invoke dev`)",
+            "https": "add docker-compose-cert.yaml"})  # fmt: skip
 def up(c, dev=False, https=False, dry_run=False):
     """Start the stack (building or bootstrapping missing images) and wait until healthy."""
+    if dev:
+        return dev_stack(c, dry_run=dry_run)
     try:
         if not dry_run:
             engines.ensure()
-        settings, compose = _stack(dry_run, dev=dev, https=https, needs=("env", "custom"))
-        if not dev:
-            ops.ensure_images(c, settings, dry_run=dry_run)
+        settings, compose = _stack(dry_run, https=https, needs=("env", "custom"))
+        ops.ensure_images(c, settings, dry_run=dry_run)
         compose.up(c)
+    except StackError as error:
+        raise _fail(error) from error
+
+
+@task(name="dev", help={
+    "build": "rebuild the dev image from MEDIACMS_TREE (after its requirements changed)",
+    "timeout": "seconds to wait for every service to be healthy (first npm install is slow)",
+})  # fmt: skip
+def dev_stack(c, build=False, timeout=900, dry_run=False):
+    """Development stack: MEDIACMS_TREE mounted, runserver :8000, Celery, frontend :8088."""
+    try:
+        if not dry_run:
+            engines.ensure()
+        settings, compose = _stack(dry_run, dev=True, needs=("env", "custom"))
+        devstack.up(c, settings, compose, build=build, timeout=timeout)
     except StackError as error:
         raise _fail(error) from error
 
@@ -226,15 +244,21 @@ def set_admin_password(c, user=None, password=None, dry_run=False):
 @task
 def build_frontend(c, dry_run=False):
     """npm run dist in the dev compose (honours frontend/.env); copy into static; restart web."""
-    _, dev = _stack(dry_run, dev=True)
-    ops.build_frontend(c, dev)
+    try:
+        settings, compose = _stack(dry_run, dev=True)
+        devstack.build_frontend(c, settings, compose)
+    except StackError as error:
+        raise _fail(error) from error
 
 
-@task(help={"args": "extra pytest arguments"})
+@task(help={"args": 'extra pytest arguments, quoted, e.g. "-k upload -x"'})
 def test(c, args="", dry_run=False):
     """Run MediaCMS's pytest suite inside the dev image with TESTING=True."""
-    _, dev = _stack(dry_run, dev=True)
-    dev.run(c, "run", "--rm", "-e", "TESTING=True", "web", "pytest", *args.split())
+    try:
+        settings, compose = _stack(dry_run, dev=True)
+        devstack.test(c, settings, compose, args, tty=sys.stdin.isatty())
+    except StackError as error:
+        raise _fail(error) from error
 
 
 # --- backups ---------------------------------------------------------------------------
@@ -348,3 +372,4 @@ ns = Collection(
     upgrade,
 )
 ns.add_collection(Collection("images", bootstrap_images), name="images")
+    dev_stack,

@@ -79,27 +79,6 @@ def set_admin_password(c: Context, compose: Compose, user: str, password: str | 
     return password
 
 
-def build_frontend(c: Context, dev: Compose) -> None:
-    """``npm run dist`` in the dev compose's frontend service, output copied into static/.
-
-    The dev compose mounts the MediaCMS tree (MEDIACMS_TREE), so the frontend service's
-    ``npm run dist`` (which reads ``frontend/.env``) writes ``frontend/dist/static`` into
-    that tree; it is copied over the tree's ``static/`` and the dev web restarted. The
-    next ``invoke build`` bakes the same files into the web and nginx images.
-    """
-    dev.run(
-        c,
-        "run",
-        "--rm",
-        "--no-deps",
-        "frontend",
-        "sh",
-        "-c",
-        "npm install --no-audit --no-fund && npm run dist && cp -R dist/static/. ../static/",
-    )
-    dev.run(c, "restart", "web")
-
-
 _VERSION = re.compile(r"^\d+(\.\d+)*")
 
 
