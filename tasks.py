@@ -353,6 +353,7 @@ ns = Collection(
     push,
     pull,
     up,
+    dev_stack,
     down,
     restart,
     status,
@@ -372,4 +373,3 @@ ns = Collection(
     upgrade,
 )
 ns.add_collection(Collection("images", bootstrap_images), name="images")
-    dev_stack,
