@@ -322,6 +322,32 @@ def restore(c, folder, yes=False, dry_run=False):
         raise _fail(error) from error
 
 
+@task(help={
+    "from_": "the 7.x deployment: its MediaCMS folder, with docker-compose.yaml and media_files/",
+    "dump": "restore this pg_dump file (custom or plain SQL) instead of dumping the old database",
+    "yes": "replace data already in the new stack (safety backup first)",
+    "dry_run": "print the plan (sizes, counts, target volumes) and change nothing",
+})  # fmt: skip
+def migrate_from_7x(c, from_, dump=None, yes=False, dry_run=False):
+    """Move a monolithic 7.x deployment (database, media, settings, key) into this stack."""
+    from mediacms_stack import migrate7x
+
+    try:
+        env_file = config.load(config.home(), os.environ.get("MEDIACMS_ENV_FILE")).env_file
+        if env_file is not None and not env_file.exists() and not dry_run:
+            config.init(config.home(), env_file=env_file, example=config.ROOT / config.EXAMPLE_FILE)
+            print(f"wrote {env_file} (mode 600)")
+        if not dry_run:
+            engines.ensure()
+        settings, compose = _stack(needs=("env", "custom") if not dry_run else ())
+        if not dry_run:
+            ops.ensure_images(c, settings)
+        migrate7x.migrate(c, compose, settings, Path(from_),
+                          dump=Path(dump) if dump else None, yes=yes, dry_run=dry_run)  # fmt: skip
+    except StackError as error:
+        raise _fail(error) from error
+
+
 @task(help={"build": "build images from MEDIACMS_SOURCE instead of pulling"})
 def upgrade(c, build=False, dry_run=False):
     """Back up, pull (or build) new images, migrate, wait healthy, show what changed."""
@@ -371,5 +397,6 @@ ns = Collection(
     backup,
     restore,
     upgrade,
+    migrate_from_7x,
 )
 ns.add_collection(Collection("images", bootstrap_images), name="images")

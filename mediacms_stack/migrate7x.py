@@ -160,8 +160,8 @@ def env_quote(value: str) -> str:
     """A .env value that compose and python-dotenv both read back literally."""
     if value.replace("-", "").replace("_", "").replace(".", "").isalnum():
         return value
-    if "'" in value or "\n" in value:
-        raise StackError("the old SECRET_KEY contains a quote or newline; set it in .env by hand")
+    if "'" in value or "\n" in value or "${" in value:
+        raise StackError(f"{value[:4]}… holds a quote, newline or ${{: set it in .env by hand")
     return f"'{value}'"
 
 

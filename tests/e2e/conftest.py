@@ -81,9 +81,8 @@ class Stack:
             time.sleep(1)
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
-    home = tmp_path_factory.mktemp("deployment")
+def new_deployment(home: Path, project: str, **extra: str) -> Stack:
+    """A deployment folder holding only docker-compose.yaml, custom/ and a fresh .env."""
     shutil.copy(REPO / "docker-compose.yaml", home / "docker-compose.yaml")
     (home / "custom").mkdir()
     built = dotenv_values(REPO / os.environ.get("MEDIACMS_ENV_FILE", config.ENV_FILE))
@@ -100,15 +99,29 @@ def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
         if built.get(key) is not None
     }
     overrides |= {
-        "COMPOSE_PROJECT_NAME": f"mediacms-smoke-{os.getpid()}",
+        "COMPOSE_PROJECT_NAME": project,
         "HTTP_BIND": "127.0.0.1",
         "HTTP_PORT": str(port),
         "FRONTEND_HOST": f"http://127.0.0.1:{port}",
         "ADMIN_PASSWORD": ADMIN_PASSWORD,
         "CELERY_SHORT_CONCURRENCY": "2",
+        **extra,
     }
     config.init(home, overrides, example=REPO / config.EXAMPLE_FILE)
-    deployment = Stack(home, port)
+    return Stack(home, port)
+
+
+def report_failure(deployment: Stack) -> None:
+    print("\n=== docker compose ps ===", file=sys.stderr)
+    print(deployment.dc("ps", "--all", check=False).stdout, file=sys.stderr)
+    print("=== docker compose logs (last 80 lines each) ===", file=sys.stderr)
+    print(deployment.dc("logs", "--tail", "80", check=False).stdout, file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    home = tmp_path_factory.mktemp("deployment")
+    deployment = new_deployment(home, f"mediacms-smoke-{os.getpid()}")
     started = time.monotonic()
     up = deployment.invoke("up", check=False)
     deployment.startup_seconds = time.monotonic() - started
@@ -118,10 +131,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
         yield deployment
     finally:
         if request.session.testsfailed or up.returncode != 0:
-            print("\n=== docker compose ps ===", file=sys.stderr)
-            print(deployment.dc("ps", "--all", check=False).stdout, file=sys.stderr)
-            print("=== docker compose logs (last 80 lines each) ===", file=sys.stderr)
-            print(deployment.dc("logs", "--tail", "80", check=False).stdout, file=sys.stderr)
+            report_failure(deployment)
         if os.environ.get("SMOKE_KEEP_STACK") == "1":  # debugging aid: leave it running
             print(f"\nstack kept: MEDIACMS_HOME={home} ({deployment.base})", file=sys.stderr)
         else:

@@ -1,0 +1,252 @@
+"""`invoke migrate-from-7x` against a real monolithic 7.x-style deployment.
+
+The "before" is built here from the test application (see tests/e2e/legacy/): one
+container running migrations, uWSGI and Celery from the bind-mounted tree, PostgreSQL 15
+data in ../postgres_data, overrides in cms/local_settings.py, the key in .secret_key.
+Users, a transcoded upload, dotfiles and a logged-in session are made through it; then
+the migration runs and everything is checked in the new stack. Finally the old
+deployment is shown untouched: its files hash the same and it starts again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import REPO, Stack, free_port, new_deployment, report_failure
+from dotenv import dotenv_values
+from urllib3.util.retry import Retry
+
+from mediacms_stack import bootstrap, config, images
+
+pytestmark = pytest.mark.e2e
+
+LEGACY = Path(__file__).parent / "legacy"
+OLD_PG_MAJOR = "15"
+OLD_ADMIN_PASSWORD = "legacy-Admin-pw-7"
+ALICE_PASSWORD = "alice-Old-pw-1"
+# Characters that .env files and compose interpolation treat specially.
+OLD_SECRET_KEY = "legacy$key#with%odd(chars)&more*" + "x" * 20
+
+
+class Legacy:
+    """The old deployment: its tree folder, driven through its own compose file."""
+
+    def __init__(self, tree: Path, port: int) -> None:
+        self.tree = tree
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+
+    def dc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["docker", "compose", "--project-directory", str(self.tree), *args],
+                              capture_output=True, text=True, check=check)  # fmt: skip
+
+    def shell(self, code: str) -> str:
+        done = self.dc("exec", "-T", "web", "python", "manage.py", "shell", "-c", code)
+        return done.stdout.strip().splitlines()[-1]
+
+    def wait_healthy(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if requests.get(self.base + "/api/v1/health", timeout=5).status_code == 200:
+                    return
+            except requests.RequestException:  # not listening yet, or still starting
+                pass
+            if time.monotonic() > deadline:
+                print(self.dc("logs", "--tail", "60", check=False).stdout, file=sys.stderr)
+                raise AssertionError("the legacy deployment did not answer")
+            time.sleep(1)
+
+
+def tree_fingerprint(tree: Path) -> dict[str, str]:
+    """sha256 of the files the migration reads (media, settings, key, compose file)."""
+    paths = [tree / "cms/local_settings.py", tree / ".secret_key", tree / "docker-compose.yaml"]
+    paths += [p for p in (tree / "media_files").rglob("*") if p.is_file()]
+    return {str(p.relative_to(tree)): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
+def session_login(base: str, username: str, password: str) -> requests.Session:
+    session = requests.Session()
+    # the monolith's uWSGI HTTP router now and then drops a connection: retry those
+    retry = Retry(total=3, connect=3, read=3, allowed_methods=None, backoff_factor=0.5)
+    session.mount("http://", requests.adapters.HTTPAdapter(max_retries=retry))
+    page = session.get(base + "/admin/login/", timeout=10)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)[1]
+    done = session.post(base + "/admin/login/?next=/admin/", timeout=10,
+                        data={"csrfmiddlewaretoken": token, "username": username,
+                              "password": password},
+                        headers={"Referer": base + "/admin/login/"})  # fmt: skip
+    assert "Site administration" in done.text, done.text[:500]
+    return session
+
+
+@pytest.fixture(scope="module")
+def legacy(tmp_path_factory: pytest.TempPathFactory):
+    subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO),
+                    "images.bootstrap-images", "--old-postgres", OLD_PG_MAJOR],
+                   check=True, capture_output=True)  # fmt: skip
+    root = tmp_path_factory.mktemp("legacy")
+    tree = root / "mediacms"
+    shutil.copytree(REPO / "tests/app", tree, ignore=images.SOURCE_IGNORE)
+    shutil.copy(LEGACY / "local_settings.py", tree / "cms/local_settings.py")
+    (tree / "deploy/docker").mkdir(parents=True)
+    shutil.copy(LEGACY / "start.sh", tree / "deploy/docker/start.sh")
+    shutil.copy(LEGACY / "docker-compose.yaml", tree / "docker-compose.yaml")
+    (tree / ".secret_key").write_text(OLD_SECRET_KEY + "\n")
+    built = dotenv_values(REPO / os.environ.get("MEDIACMS_ENV_FILE", config.ENV_FILE))
+    names = images.ImageNames(built.get("IMAGE_REGISTRY") or "", built["MEDIACMS_VERSION"] or "")
+    port = free_port()
+    (tree / ".env").write_text(
+        f"COMPOSE_PROJECT_NAME=legacy-{os.getpid()}\n"
+        f"MONOLITH_IMAGE={names.ref('web')}\n"
+        f"OLD_POSTGRES_IMAGE={bootstrap.old_postgres_image(OLD_PG_MAJOR)}\n"
+        f"REDIS_IMAGE={built['REDIS_IMAGE']}\n"
+        f"LEGACY_PORT={port}\n"
+        f"ADMIN_PASSWORD={OLD_ADMIN_PASSWORD}\n"
+    )
+    old = Legacy(tree, port)
+    try:
+        old.dc("up", "--detach")
+        old.wait_healthy()
+        yield old
+    finally:
+        old.dc("down", "--volumes", "--remove-orphans", check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def old_data(legacy: Legacy) -> dict:
+    """Users, a transcoded upload, dotfiles and a live session, made in the old deployment."""
+    legacy.shell(
+        "from users.models import User; "
+        f"User.objects.create_user('alice', 'alice@example.org', '{ALICE_PASSWORD}'); print(1)"
+    )
+    clip = legacy.dc("exec", "-T", "web", "sh", "-c",
+                     "ffmpeg -loglevel error -f lavfi -i testsrc=duration=2:size=160x120:rate=25 "
+                     "-c:v libx264 -movflags +faststart -f mp4 /tmp/c.mp4 && "
+                     "base64 -w0 /tmp/c.mp4").stdout  # fmt: skip
+    import base64
+
+    video = base64.b64decode(clip)
+    upload = requests.post(legacy.base + "/api/v1/media", auth=("alice", ALICE_PASSWORD),
+                           data={"title": "legacy clip"},
+                           files={"media_file": ("legacy clip.mp4", video, "video/mp4")},
+                           timeout=60)  # fmt: skip
+    assert upload.status_code == 201, upload.text
+    media = upload.json()
+    deadline = time.monotonic() + 180
+    while (state := requests.get(f"{legacy.base}/api/v1/media/{media['id']}", timeout=10).json())[
+        "encoding_status"
+    ] not in ("success", "fail") or not state["thumbnail_url"]:
+        assert time.monotonic() < deadline, state
+        time.sleep(2)
+    assert state["encoding_status"] == "success", state
+    hidden = legacy.tree / "media_files/.operator/.keep"
+    hidden.parent.mkdir(parents=True)
+    hidden.write_text("dotfiles must survive\n")
+    session = session_login(legacy.base, "admin", OLD_ADMIN_PASSWORD)
+    hashes = legacy.shell(
+        "from users.models import User; "
+        "print(';'.join(f'{u.username}={u.password}' for u in User.objects.order_by('id')))"
+    )
+    legacy.dc("stop")
+    return {"media": state, "video": video, "session": session.cookies.get("sessionid"),
+            "hashes": hashes, "fingerprint": tree_fingerprint(legacy.tree)}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def new(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    home = tmp_path_factory.mktemp("migrated")
+    deployment = new_deployment(home, f"mediacms-migrate-{os.getpid()}")
+    try:
+        yield deployment
+    finally:
+        if request.session.testsfailed:
+            report_failure(deployment)
+        deployment.dc("down", "--volumes", "--remove-orphans", check=False)
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(legacy, old_data, new: Stack):
+    done = new.invoke("migrate-from-7x", "--from", str(legacy.tree), "--dry-run")
+    assert f"PostgreSQL {OLD_PG_MAJOR}" in done.stdout
+    assert re.search(r"media_files: \d+ files", done.stdout), done.stdout
+    assert f"{new.settings.project}_media_files" in done.stdout
+    assert "dropped    DATABASES" in done.stdout and "from .secret_key" in done.stdout
+    volumes = subprocess.run(["docker", "volume", "ls", "-q", "--filter",
+                              f"label=com.docker.compose.project={new.settings.project}"],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert volumes.strip() == ""
+    assert not (new.home / "custom/local_settings.py").exists()
+
+
+def test_bad_input_is_refused_with_a_clear_error(legacy, old_data, new: Stack, tmp_path):
+    nowhere = new.invoke("migrate-from-7x", "--from", str(tmp_path), check=False)
+    assert nowhere.returncode != 0 and "is not a MediaCMS tree" in nowhere.stderr
+    junk = tmp_path / "junk.dump"
+    junk.write_bytes(b"not a dump at all")
+    refused = new.invoke("migrate-from-7x", "--from", str(legacy.tree), "--dump", str(junk),
+                         check=False)  # fmt: skip
+    assert refused.returncode != 0 and "neither a pg_dump archive" in refused.stderr
+
+
+def test_migration_carries_everything_over(legacy, old_data, new: Stack):
+    started = time.monotonic()
+    done = new.invoke("migrate-from-7x", "--from", str(legacy.tree))
+    print(f"\nmigrate-from-7x took {time.monotonic() - started:.1f} s", file=sys.stderr)
+    assert "row counts match the old database" in done.stdout
+    assert re.search(r"\d+ media files verified", done.stdout)
+
+    # logins with the old passwords, and a session made in the old deployment (signed
+    # with the old SECRET_KEY, which carried over) is still valid
+    session_login(new.base, "admin", OLD_ADMIN_PASSWORD)
+    carried = requests.Session()
+    carried.cookies.set("sessionid", old_data["session"])
+    assert "Site administration" in carried.get(new.url("/admin/"), timeout=10).text
+    assert dotenv_values(new.home / ".env")["SECRET_KEY"] == OLD_SECRET_KEY
+    hashes = new.dc("exec", "-T", "web", "python", "manage.py", "shell", "-c",
+                    "from users.models import User; print(';'.join(f'{u.username}={u.password}'"
+                    " for u in User.objects.order_by('id')))").stdout.strip().splitlines()[-1]  # fmt: skip
+    assert hashes == old_data["hashes"]
+
+    # media: byte-identical through nginx, uid 33, dotfiles included
+    media = old_data["media"]
+    state = requests.get(new.url(f"/api/v1/media/{media['id']}"), timeout=10).json()
+    assert state["encoding_status"] == "success"
+    original = requests.get(new.url(state["original_url"]), timeout=30)
+    assert original.content == old_data["video"]
+    for key in ("encoded_url", "thumbnail_url"):
+        served = requests.get(new.url(state[key]), timeout=30).content
+        assert (
+            served
+            == (legacy.tree / "media_files" / state[key].removeprefix("/media/")).read_bytes()
+        )
+    owners = new.dc("exec", "-T", "web", "sh", "-c",
+                    "cd /home/mediacms.io/mediacms/media_files && "
+                    "stat -c '%u:%g %n' .operator/.keep && find . ! -user 33 | wc -l").stdout  # fmt: skip
+    assert owners.split() == ["33:33", ".operator/.keep", "0"], owners
+
+    # settings: the operator's kept, the owned ones moved out
+    custom = (new.home / "custom/local_settings.py").read_text()
+    assert 'MEDIA_UPLOAD_NOTE = "kept by the migration"' in custom
+    assert "\n# DATABASES = {" in custom and "\nDATABASES" not in custom
+    portal = requests.get(new.url("/api/v1/config"), timeout=10).json()["portal_name"]
+    assert portal == "Legacy Portal"
+
+
+def test_old_deployment_untouched_and_starts_again(legacy, old_data, new: Stack):
+    assert tree_fingerprint(legacy.tree) == old_data["fingerprint"]
+    legacy.dc("up", "--detach")
+    legacy.wait_healthy()
+    assert legacy.shell("from users.models import User; print(User.objects.count())") == "2"
+    media = requests.get(f"{legacy.base}/api/v1/media/{old_data['media']['id']}", timeout=10)
+    assert media.json()["title"] == "legacy clip"
+    legacy.dc("stop")

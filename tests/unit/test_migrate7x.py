@@ -1,0 +1,153 @@
+"""migrate-from-7x: reading old settings and keys, and the commands it builds."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from dotenv import dotenv_values
+from invoke import MockContext, Result
+
+from mediacms_stack import migrate7x
+from mediacms_stack.compose import Compose
+from mediacms_stack.config import Settings
+from mediacms_stack.shell import StackError
+
+OLD_SETTINGS = """\
+import os
+
+# the public address
+FRONTEND_HOST = os.getenv("FRONTEND_HOST", "https://video.example.org")
+PORTAL_NAME = "Our Videos"
+SECRET_KEY = os.environ.get("SECRET_KEY", "k3y$from#settings")
+DATABASES = {
+    "default": {"HOST": os.getenv("POSTGRES_HOST", "db")},
+}
+BROKER_URL = CELERY_RESULT_BACKEND = "redis://redis:6379/1"
+ALLOWED_UPLOAD = ["mp4"]  # operator's own
+TIME_ZONE: str = "Europe/Athens"
+"""
+
+
+def test_split_keeps_operator_settings_and_comments_out_owned_ones():
+    plan = migrate7x.split_settings(OLD_SETTINGS, {}, origin="old")
+    assert plan.kept == ["ALLOWED_UPLOAD", "TIME_ZONE"]
+    assert set(plan.dropped) == {
+        "FRONTEND_HOST", "PORTAL_NAME", "SECRET_KEY", "DATABASES", "BROKER_URL",
+        "CELERY_RESULT_BACKEND",
+    }  # fmt: skip
+    assert plan.to_env == {
+        "FRONTEND_HOST": "https://video.example.org",
+        "PORTAL_NAME": "Our Videos",
+        "SECRET_KEY": "k3y$from#settings",
+    }
+    text = plan.text or ""
+    compile(text, "custom", "exec")
+    namespace: dict = {}
+    exec(compile(text, "custom", "exec"), namespace)  # noqa: S102 - our own test input
+    assert namespace["ALLOWED_UPLOAD"] == ["mp4"] and namespace["TIME_ZONE"] == "Europe/Athens"
+    assert "DATABASES" not in namespace and "SECRET_KEY" not in namespace
+    assert "# the public address" in text  # comments survive
+    assert re.search(r"# \[migrate-from-7x: .*\]\n# DATABASES = \{\n#     \"default\"", text)
+
+
+def test_environment_of_the_old_compose_file_wins_over_defaults():
+    plan = migrate7x.split_settings(OLD_SETTINGS, {"SECRET_KEY": "from-env"}, origin="old")
+    assert plan.to_env["SECRET_KEY"] == "from-env"
+
+
+def test_non_literal_values_are_reported_not_guessed():
+    plan = migrate7x.split_settings('FRONTEND_HOST = "http://" + HOST\n', {}, origin="old")
+    assert plan.to_env == {}
+    assert plan.dropped["FRONTEND_HOST"] == "not a literal: set FRONTEND_HOST in .env"
+
+
+def test_unparsable_settings_are_refused():
+    with pytest.raises(StackError, match="does not parse"):
+        migrate7x.split_settings("DEBUG = (\n", {}, origin="old settings")
+
+
+def test_secret_key_sources_in_order(tmp_path: Path):
+    empty = migrate7x.SettingsPlan()
+    assert migrate7x.secret_key(empty, tmp_path, {}) == ("", "none found")
+    (tmp_path / ".secret_key").write_text("from-file\n")
+    assert migrate7x.secret_key(empty, tmp_path, {}) == ("from-file", ".secret_key")
+    env = {"SECRET_KEY": "from-env"}
+    assert migrate7x.secret_key(empty, tmp_path, env)[0] == "from-env"
+    settings = migrate7x.SettingsPlan(to_env={"SECRET_KEY": "from-settings"})
+    assert migrate7x.secret_key(settings, tmp_path, env)[0] == "from-settings"
+
+
+@pytest.mark.parametrize("value", ["plain-key_1.2", "a$b#c d%e(f)", "x" * 60])
+def test_env_values_round_trip_through_dotenv(tmp_path: Path, value: str):
+    from dotenv import set_key
+
+    env = tmp_path / ".env"
+    env.write_text("OTHER=1\n")
+    quoted = migrate7x.env_quote(value) != value
+    set_key(env, "SECRET_KEY", value, quote_mode="always" if quoted else "never")
+    assert dotenv_values(env)["SECRET_KEY"] == value
+
+
+def test_env_quote_refuses_what_compose_cannot_read_back():
+    for value in ("it's", "two\nlines", "a${HOME}b"):
+        with pytest.raises(StackError, match="quote, newline"):
+            migrate7x.env_quote(value)
+
+
+def test_given_dumps_are_recognised_or_refused(tmp_path: Path):
+    custom = tmp_path / "a.dump"
+    custom.write_bytes(b"PGDMP\x01\x0e")
+    plain = tmp_path / "a.sql"
+    plain.write_text("--\n-- PostgreSQL database dump\n--\n")
+    other = tmp_path / "a.tar"
+    other.write_bytes(b"\x1f\x8b junk")
+    assert migrate7x.check_given_dump(custom) == "custom"
+    assert migrate7x.check_given_dump(plain) == "plain"
+    with pytest.raises(StackError, match="neither a pg_dump"):
+        migrate7x.check_given_dump(other)
+    with pytest.raises(StackError, match="does not exist"):
+        migrate7x.check_given_dump(tmp_path / "missing.dump")
+
+
+def test_checksums_parse_and_folder_stats(tmp_path: Path):
+    (tmp_path / ".hidden").write_bytes(b"12345")
+    (tmp_path / "a/b").mkdir(parents=True)
+    (tmp_path / "a/b/c.mp4").write_bytes(b"x" * 10)
+    assert migrate7x.folder_stats(tmp_path) == (2, 15)
+    sums = migrate7x.parse_checksums("abc  ./a/b/c.mp4\ndef  ./.hidden\n")
+    assert sums == {"a/b/c.mp4": "abc", ".hidden": "def"}
+
+
+def test_media_copy_pipes_host_tar_into_the_volume_without_root():
+    compose = Compose(Path("/srv/new"), project="new")
+    c = MockContext(run={re.compile(r".*"): Result("")})
+    migrate7x.copy_media(c, compose, Path("/srv/old/media_files"))
+    command = c.run.call_args[0][0]
+    producer, consumer = command.removeprefix("set -o pipefail; ").split(" | ")
+    assert producer == "tar -C /srv/old/media_files --create --file=- ."
+    assert "run --rm --no-deps -T --entrypoint tar web" in consumer
+    assert "--no-same-owner" in consumer and "--user" not in consumer  # the image's uid 33
+
+
+def test_old_compose_uses_its_own_project_name(tmp_path: Path):
+    old = Compose(tmp_path, ("docker-compose.yaml",), project=None)
+    argv = old.argv("ps")
+    assert "--project-name" not in argv and argv[-1] == "ps"
+
+
+def test_plan_names_target_volumes_and_rollback(tmp_path: Path):
+    old = migrate7x.OldDeployment(
+        tmp_path, Compose(tmp_path, project=None),
+        {"name": "legacy", "services": {"db": {"volumes": [
+            {"type": "bind", "source": str(tmp_path / "pg"), "target": "/var/lib/postgresql/data/"}
+        ]}}},
+    )  # fmt: skip
+    (tmp_path / "pg").mkdir()
+    (tmp_path / "pg/PG_VERSION").write_text("13\n")
+    plan = migrate7x.Plan(old, None, ("k", ".secret_key"), 3, 2_500_000, "mediacms", None)
+    text = "\n".join(plan.lines(Settings(Path("/srv/new"), {}, Path("/srv/new/.env"))))
+    assert "3 files, 2.50 MB -> volume mediacms_media_files" in text
+    assert "PostgreSQL 13" in text and "mediacms_postgres_data" in text
+    assert f"rollback: cd {tmp_path} && docker compose up -d" in text
