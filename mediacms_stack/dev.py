@@ -50,19 +50,26 @@ def owner_env(settings: Settings, checkout: Path) -> dict[str, str]:
 
 
 def ensure_images(
-    c: Context, settings: Settings, checkout: Path, *, rebuild: bool = False, dry_run: bool = False
+    c: Context,
+    settings: Settings,
+    checkout: Path,
+    *,
+    rebuild: bool = False,
+    dev_image: bool = True,
+    dry_run: bool = False,
 ) -> None:
     """Bootstrap missing local stand-ins; build the dev image from the checkout if missing."""
     from . import bootstrap, images
     from .ops import missing_images
 
-    third_party = [settings.get(k) for k in ("POSTGRES_IMAGE", "REDIS_IMAGE", "NODE_IMAGE")]
+    keys = ("POSTGRES_IMAGE", "REDIS_IMAGE", "NODE_IMAGE")
+    third_party = [settings.get(k) for k in keys if settings.get(k)]
     if any(ref.startswith("mediacms-local/") for ref in missing_images(third_party)):
         print("[dev] local stand-in images missing: bootstrapping them from Debian's archive")
         if not dry_run:
             bootstrap.all_images(c, ROOT)
     ref = ImageNames.from_settings(settings).ref("dev")
-    if rebuild or missing_images([ref]):
+    if rebuild or (dev_image and missing_images([ref])):
         print(f"[dev] building {ref} from {checkout}")
         images.build(c, settings, ["dev"], source=str(checkout),
                      ca_bundle=settings.get("BUILD_CA_BUNDLE"), dry_run=dry_run)  # fmt: skip
@@ -131,6 +138,7 @@ def build_frontend(c: Context, settings: Settings, compose: Compose) -> None:
     """
     checkout = tree(settings)
     env = owner_env(settings, checkout)
+    ensure_images(c, settings, checkout, dev_image=False, dry_run=compose.dry_run)
     compose.run(c, "run", "--rm", "--no-deps", "-T", "frontend", "sh", "-c", FRONTEND_BUILD,
                 env=env)  # fmt: skip
     if compose.dry_run or _running(c, compose, "web"):
@@ -157,6 +165,7 @@ def test(
     """
     checkout = tree(settings)
     env = owner_env(settings, checkout)
+    ensure_images(c, settings, checkout, dry_run=compose.dry_run)
     compose.up(c, "db", "redis", env=env)
     compose.run(c, "run", "--rm", "--no-deps", *([] if tty else ["-T"]), "-e", "TESTING=True",
                 "web", "pytest", *shlex.split(args), env=env, pty=tty)  # fmt: skip

@@ -100,7 +100,9 @@ def _ps(*rows: tuple[str, str, str]) -> Result:
                             for s, st, h in rows) + "\n")  # fmt: skip
 
 
-def test_build_frontend_runs_dist_in_a_one_off_frontend_then_restarts_running_web(settings, capsys):
+def test_build_frontend_runs_dist_in_a_one_off_frontend_then_restarts_running_web(
+    settings, no_missing_images, capsys
+):
     c = MockContext(run={
         re.compile(r".* ps --format json.*"): _ps(("web", "running", "healthy")),
         re.compile(r".* run --rm .*"): Result(),
@@ -115,7 +117,9 @@ def test_build_frontend_runs_dist_in_a_one_off_frontend_then_restarts_running_we
     assert "invoke build` and `invoke up`" in capsys.readouterr().out
 
 
-def test_build_frontend_leaves_a_stopped_stack_alone_and_names_the_build_source(settings, capsys):
+def test_build_frontend_leaves_a_stopped_stack_alone_and_names_the_build_source(
+    settings, no_missing_images, capsys
+):
     other = config.Settings(settings.root, {**settings.values, "MEDIACMS_SOURCE": "x@y"},
                             settings.env_file)  # fmt: skip
     c = MockContext(run={
@@ -127,7 +131,7 @@ def test_build_frontend_leaves_a_stopped_stack_alone_and_names_the_build_source(
     assert "invoke build --source" in capsys.readouterr().out
 
 
-def test_test_runs_pytest_in_the_dev_image_with_testing_true(settings):
+def test_test_runs_pytest_in_the_dev_image_with_testing_true(settings, no_missing_images):
     c = MockContext(run={re.compile(r".*"): Result()})
     dev.test(c, settings, devcompose(settings), "-k 'upload and not slow' -x")
     up, run = commands(c)
