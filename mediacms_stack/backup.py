@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +38,91 @@ COUNT_ROWS_SQL = (
 )
 MIGRATIONS_SQL = "SELECT app || '.' || name FROM django_migrations ORDER BY id"
 
+#: Prefix of the manifest lines the dump script writes to stderr (the dump is stdout).
+MANIFEST_LINE = "@manifest\t"
+
+#: What ``backup-db`` runs inside the db container, in one ``docker compose exec``
+#: (``sh -c SCRIPT pg-dump USER DB MANIFEST_SQL``): a psql session opens a read-only
+#: repeatable-read transaction and exports its snapshot; pg_dump dumps that snapshot to
+#: stdout while the same session counts rows and lists migrations in it, so the counts in
+#: the manifest are exactly those of the dump even on a live site. The session's output
+#: reaches stderr as ``@manifest``-prefixed lines once both succeeded.
+DUMP_SCRIPT = r"""set -u
+trap '' PIPE
+work=$(mktemp -d) || exit 1
+trap 'rm -rf "$work"' EXIT
+mkfifo "$work/sql" "$work/out" || exit 1
+psql -X -q -A -t -F "$(printf '\t')" -v ON_ERROR_STOP=1 -U "$1" -d "$2" <"$work/sql" >"$work/out" &
+session=$!
+exec 3>"$work/sql"
+printf '%s\n' 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;' 'SELECT pg_export_snapshot();' >&3
+IFS= read -r snapshot <"$work/out"
+if [ -z "$snapshot" ]; then wait "$session"; echo "no snapshot of database $2" >&2; exit 1; fi
+printf '\\o %s\n%s\n' "$work/manifest" "$3" >&3
+pg_dump --snapshot="$snapshot" -U "$1" -d "$2" --format=custom --no-owner --no-privileges
+dumped=$?
+printf 'COMMIT;\n' >&3
+exec 3>&-
+wait "$session"
+counted=$?
+[ "$dumped" -eq 0 ] || exit "$dumped"
+[ "$counted" -eq 0 ] || exit "$counted"
+sed 's/^/@manifest\t/' "$work/manifest" >&2
+"""
+
+#: What ``restore-db`` runs inside the db container (``sh -c SCRIPT pg-restore USER DB``,
+#: the archive on stdin): one transaction that replaces the public schema with the
+#: archive's, so tables the archive does not know (say, from a later migration) go too.
+#: COMMIT comes only from pg_restore's last line: when it cannot read the whole archive,
+#: psql reaches the end of its input inside the transaction and nothing is committed.
+RESTORE_SCRIPT = r"""set -u
+work=$(mktemp -d) || exit 1
+trap 'rm -rf "$work"' EXIT
+{
+  printf '%s\n' 'SET client_min_messages = error;' 'BEGIN;' \
+    'DROP SCHEMA IF EXISTS public CASCADE;' 'CREATE SCHEMA public;'
+  pg_restore --no-owner --no-privileges --single-transaction --file=-
+  echo "$?" >"$work/read"
+} | psql -X -q -v ON_ERROR_STOP=1 -U "$1" -d "$2" >/dev/null
+applied=$?
+[ "$applied" -eq 0 ] || exit "$applied"
+read -r status <"$work/read"
+if [ "$status" -ne 0 ]; then
+  echo "pg_restore could not read the whole archive (exit $status); nothing was committed" >&2
+  exit 1
+fi
+"""
+
+
+#: Row counts and applied migrations as ``rows``/``migration`` lines (psql -At); only
+#: module constants are joined here, no outside input.
+MANIFEST_SQL = (
+    f"SELECT 'rows', counted.* FROM ({COUNT_ROWS_SQL}) AS counted;\n"  # noqa: S608
+    "SELECT to_regclass('public.django_migrations') IS NOT NULL AS has_migrations \\gset\n"
+    "\\if :has_migrations\n"
+    f"SELECT 'migration', applied.* FROM ({MIGRATIONS_SQL}) AS applied;\n"
+    "\\endif"
+)
+
+
+def parse_manifest_lines(stderr: str) -> tuple[dict[str, int], list[str], list[str]]:
+    """Split the dump script's stderr into (row counts, migrations, other messages)."""
+    counts: dict[str, int] = {}
+    migrations: list[str] = []
+    other: list[str] = []
+    for line in stderr.splitlines():
+        if not line.startswith(MANIFEST_LINE):
+            if line.strip():
+                other.append(line)
+            continue
+        kind, _, rest = line[len(MANIFEST_LINE) :].partition("\t")
+        if kind == "rows":
+            table, _, count = rest.partition("\t")
+            counts[table] = int(count)
+        elif kind == "migration":
+            migrations.append(rest)
+    return counts, migrations, other
+
 
 def utc_stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -49,10 +136,31 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_checksum(path: Path) -> Path:
+def write_checksum(path: Path, digest: str | None = None) -> Path:
+    """Write ``path.sha256``; ``digest`` when it was already computed on the way in."""
     side = path.with_name(path.name + ".sha256")
-    side.write_text(f"{sha256_of(path)}  {path.name}\n")
+    side.write_text(f"{digest or sha256_of(path)}  {path.name}\n")
     return side
+
+
+#: ``bash -c HASHED_STREAM stream-to FILE COMMAND...``: COMMAND's stdout goes into FILE and
+#: through sha256sum on the way, so a backup is read once, not again for its checksum.
+HASHED_STREAM = 'set -o pipefail; "${@:2}" | tee -- "$1" | sha256sum'
+
+
+def stream_argv(argv: list[str], target: Path) -> list[str]:
+    return ["bash", "-c", HASHED_STREAM, "stream-to", str(target), *argv]
+
+
+def stream_to_file(c: Context, argv: list[str], target: Path, *, hide: str, dry_run: bool = False):
+    """Run ``argv`` with stdout into ``target``; returns (result, sha256 of what was written)."""
+    from .shell import run
+
+    result = run(c, stream_argv(argv, target), warn=True, hide=hide, dry_run=dry_run,
+                 in_stream=False)  # fmt: skip
+    words = result.stdout.split() if result is not None and result.ok else []
+    digest = words[0] if words and re.fullmatch(r"[0-9a-f]{64}", words[0]) else ""
+    return result, digest
 
 
 def verify_checksum(path: Path) -> None:
@@ -100,14 +208,28 @@ class Database:
             return []
 
     def dump_argv(self) -> list[str]:
+        """Plain pg_dump (custom format) to stdout."""
         return self.compose.argv("exec", "-T", "db", "pg_dump", "-U", self.user, "-d", self.name,
                                  "--format=custom", "--no-owner", "--no-privileges")  # fmt: skip
+
+    def snapshot_dump_argv(self) -> list[str]:
+        """The dump on stdout, the manifest's counts and migrations of the same snapshot on
+        stderr (see :data:`DUMP_SCRIPT`): one ``docker compose exec`` for all of it."""
+        return self.compose.argv("exec", "-T", "db", "sh", "-c", DUMP_SCRIPT, "pg-dump",
+                                 self.user, self.name, MANIFEST_SQL)  # fmt: skip
 
     def restore_argv(self) -> list[str]:
         return self.compose.argv("exec", "-T", "db", "pg_restore", "-U", self.user,
                                  "-d", self.name, "--clean", "--if-exists", "--no-owner",
                                  "--no-privileges", "--single-transaction",
                                  "--exit-on-error")  # fmt: skip
+
+    def replace_argv(self) -> list[str]:
+        """Replace the public schema with the archive on stdin, in one transaction (see
+        :data:`RESTORE_SCRIPT`); unlike ``pg_restore --clean``, tables the archive does not
+        have are dropped too."""
+        return self.compose.argv("exec", "-T", "db", "sh", "-c", RESTORE_SCRIPT, "pg-restore",
+                                 self.user, self.name)  # fmt: skip
 
 
 def _q(arg: str) -> str:
@@ -116,16 +238,41 @@ def _q(arg: str) -> str:
     return shlex.quote(str(arg))
 
 
+def stack_images(c: Context, compose: Compose) -> dict[str, tuple[str, str]]:
+    """Service -> (image reference, image id) that the stack's containers run.
+
+    One Engine API call (the container list carries the image id); one-off containers
+    (``compose run``) are left out. Empty when the engine cannot be asked.
+    """
+    import docker  # deferred: keeps `invoke --list` fast
+    import docker.errors
+    import requests.exceptions
+
+    project = compose.project or next((r.get("Project") for r in compose.ps(c)), None)
+    if not project:
+        return {}
+    filters = {"label": [f"com.docker.compose.project={project}"]}
+    try:
+        client = docker.from_env()
+        try:
+            rows = client.api.containers(all=True, filters=filters)
+        finally:
+            client.close()
+    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
+        return {}
+    images = {}
+    for row in sorted(rows, key=lambda r: r.get("Created", 0)):
+        labels = row.get("Labels") or {}
+        if labels.get("com.docker.compose.oneoff") == "True":
+            continue
+        service = labels.get("com.docker.compose.service", row.get("Image", "?"))
+        images[service] = (row.get("Image", ""), row.get("ImageID", ""))
+    return dict(sorted(images.items()))
+
+
 def image_digests(c: Context, compose: Compose) -> dict[str, str]:
     """Service -> image id of the running stack (what exactly produced this backup)."""
-    digests = {}
-    for row in compose.ps(c):
-        image = row.get("Image", "")
-        result = c.run(f"docker image inspect --format '{{{{.Id}}}}' {_q(image)}",
-                       hide=True, warn=True)  # fmt: skip
-        if result.ok:
-            digests[row.get("Service", image)] = result.stdout.strip()
-    return digests
+    return {service: image_id for service, (_, image_id) in stack_images(c, compose).items()}
 
 
 def backup_db(
@@ -138,35 +285,39 @@ def backup_db(
     prefix: str = "mediacms-db",
 ) -> Path:
     """pg_dump (custom format) out of the db container into ``dest``; returns the file."""
-    from .shell import run
 
     dest.mkdir(parents=True, exist_ok=True)
     db = Database.of(compose, settings)
     final = dest / f"{prefix}-{utc_stamp()}.dump"
     partial = dest / f".{final.name}.partial"
     if compose.dry_run:
-        run(c, db.dump_argv(), stdout_to=str(partial), dry_run=True)
+        stream_to_file(c, db.snapshot_dump_argv(), partial, hide="both", dry_run=True)
         print(f"(dry run) would rename {partial} -> {final}, write .sha256 and manifest")
         return final
-    counts = db.row_counts(c)
     started = time.monotonic()
-    result = run(c, db.dump_argv(), stdout_to=str(partial), warn=True, hide="err")
-    if result is None or not result.ok:
-        partial.unlink(missing_ok=True)
-        message = (result.stderr.strip() if result is not None else "") or "pg_dump failed"
-        raise StackError(f"backup-db failed, no file written: {message}")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        images = pool.submit(image_digests, c, compose)  # asked while the dump runs
+        result, digest = stream_to_file(c, db.snapshot_dump_argv(), partial, hide="both")
+        seconds = time.monotonic() - started
+        counts, migrations, messages = parse_manifest_lines(
+            result.stderr if result is not None else ""
+        )
+        if result is None or not result.ok or not digest:
+            partial.unlink(missing_ok=True)
+            message = "\n".join(messages[-20:]) or "pg_dump failed"
+            raise StackError(f"backup-db failed, no file written: {message}")
     partial.rename(final)
-    write_checksum(final)
+    write_checksum(final, digest)
     manifest = {
         "kind": "postgresql-custom-dump",
         "file": final.name,
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "seconds": round(time.monotonic() - started, 3),
+        "seconds": round(seconds, 3),
         "bytes": final.stat().st_size,
         "mediacms_version": settings.version,
         "database": db.name,
-        "images": image_digests(c, compose),
-        "migrations": db.migrations(c),
+        "images": images.result(),
+        "migrations": migrations,
         "row_counts": counts,
     }
     final.with_name(final.name + ".manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -214,7 +365,7 @@ def restore_db(
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     db = Database.of(compose, settings)
     if compose.dry_run:
-        run(c, db.restore_argv(), stdin_from=str(dump), dry_run=True)
+        run(c, db.replace_argv(), stdin_from=str(dump), dry_run=True)
         return {}
     current = db.row_counts(c)
     if any(current.values()) and not yes:
@@ -227,11 +378,11 @@ def restore_db(
         print(f"[restore-db] safety backup: {safety}")
     compose.run(c, "stop", *APP_SERVICES)
     try:
-        result = run(c, db.restore_argv(), stdin_from=str(dump), warn=True, hide="err")
+        result = run(c, db.replace_argv(), stdin_from=str(dump), warn=True, hide="err")
         if result is None or not result.ok:
             raise StackError(
-                "pg_restore failed; the transaction was rolled back and the database is as "
-                f"it was: {(result.stderr.strip() if result else '')[-1500:]}"
+                "restoring the dump failed; the transaction was rolled back and the database "
+                f"is as it was: {(result.stderr.strip() if result is not None else '')[-1500:]}"
             )
     finally:
         compose.up(c, *APP_SERVICES)
@@ -259,21 +410,20 @@ def backup_media(
     keep: int | None = None,
     prefix: str = "mediacms-media",
 ) -> Path:
-    from .shell import run
 
     dest.mkdir(parents=True, exist_ok=True)
     final = dest / f"{prefix}-{utc_stamp()}.tar.gz"
     partial = dest / f".{final.name}.partial"
     argv = tar_argv(compose, "--create", "--gzip", "--numeric-owner", "--totals",
                     "--checkpoint=20000", "--checkpoint-action=echo=%T", "--file=-", ".")  # fmt: skip
-    result = run(c, argv, stdout_to=str(partial), warn=True, dry_run=compose.dry_run)
+    result, digest = stream_to_file(c, argv, partial, hide="out", dry_run=compose.dry_run)
     if compose.dry_run:
         return final
-    if result is None or not result.ok:
+    if result is None or not result.ok or not digest:
         partial.unlink(missing_ok=True)
         raise StackError("backup-media failed, no file written (see tar's message above)")
     partial.rename(final)
-    write_checksum(final)
+    write_checksum(final, digest)
     print(f"[backup-media] {final} ({final.stat().st_size} bytes)")
     if keep:
         prune(dest, f"{prefix}-*.tar.gz", keep)

@@ -1,57 +1,174 @@
 import hashlib
 import json
 import re
+import shlex
 
 import pytest
-from invoke import MockContext, Result
+from invoke import Context, MockContext, Result
 
 from mediacms_stack import backup, config
 from mediacms_stack.compose import Compose
 from mediacms_stack.shell import StackError
 
-COUNTS = "users_user\t2\nfiles_media\t5\n"
+MANIFEST_STDERR = (
+    "@manifest\trows\tusers_user\t2\n"
+    "@manifest\trows\tfiles_media\t5\n"
+    "@manifest\tmigration\tusers.0001_initial\n"
+    "@manifest\tmigration\tfiles.0001_initial\n"
+)
 
 
-def mock(dump_ok=True):
-    return MockContext(
-        run={
-            re.compile(r".*psql.*information_schema.*"): Result(COUNTS),
-            re.compile(r".*psql.*django_migrations.*"): Result("users.0001_initial\n"),
-            re.compile(r".*ps --format json.*"): Result(""),
-            re.compile(r".*pg_dump.*"): Result(
-                exited=0 if dump_ok else 1,
-                stderr="" if dump_ok else "pg_dump: error: connection refused",
-            ),
-        },
-        repeat=True,
+@pytest.fixture(autouse=True)
+def no_engine(monkeypatch):
+    """Unit tests never ask a Docker engine which images the stack runs."""
+    monkeypatch.setattr(backup, "stack_images", lambda c, compose: {"web": ("img:1", "sha256:ab")})
+
+
+def fake_stream(calls, *, payload=b"PGDMP-fake", stderr=MANIFEST_STDERR, exited=0):
+    """shell.run stand-in: writes ``payload`` where the stream command would have."""
+
+    def run(c, argv, **kwargs):
+        calls.append((list(argv), kwargs))
+        assert argv[:2] == ["bash", "-c"] and argv[3] == "stream-to"
+        if exited == 0:
+            with open(argv[4], "wb") as handle:
+                handle.write(payload)
+        digest = hashlib.sha256(payload).hexdigest()
+        return Result(stdout=f"{digest}  -\n" if exited == 0 else "", stderr=stderr, exited=exited)
+
+    return run
+
+
+def test_snapshot_dump_is_one_exec_in_the_db_container(tmp_path):
+    db = backup.Database(Compose(tmp_path, project="p"), "u", "d")
+    argv = db.snapshot_dump_argv()
+    tail = argv[argv.index("exec") :]
+    assert tail == ["exec", "-T", "db", "sh", "-c", backup.DUMP_SCRIPT, "pg-dump", "u", "d",
+                    backup.MANIFEST_SQL]  # fmt: skip
+    assert "pg_dump --snapshot=" in backup.DUMP_SCRIPT and "--format=custom" in backup.DUMP_SCRIPT
+    assert "REPEATABLE READ" in backup.DUMP_SCRIPT and "pg_export_snapshot()" in backup.DUMP_SCRIPT
+    assert "django_migrations" in backup.MANIFEST_SQL and "count(*)" in backup.MANIFEST_SQL
+
+
+def test_replace_restores_in_one_transaction_that_commits_only_at_the_end(tmp_path):
+    argv = backup.Database(Compose(tmp_path), "u", "d").replace_argv()
+    assert argv[argv.index("exec") :] == ["exec", "-T", "db", "sh", "-c", backup.RESTORE_SCRIPT,
+                                          "pg-restore", "u", "d"]  # fmt: skip
+    script = backup.RESTORE_SCRIPT
+    assert script.index("BEGIN;") < script.index("DROP SCHEMA") < script.index("pg_restore")
+    assert "--single-transaction" in script and "ON_ERROR_STOP=1" in script
+    assert "COMMIT" not in script  # only pg_restore's last line commits
+
+
+def test_parse_manifest_lines_splits_counts_migrations_and_messages():
+    counts, migrations, other = backup.parse_manifest_lines(
+        "pg_dump: warning: something\n" + MANIFEST_STDERR
     )
+    assert counts == {"users_user": 2, "files_media": 5}
+    assert migrations == ["users.0001_initial", "files.0001_initial"]
+    assert other == ["pg_dump: warning: something"]
+
+
+def test_stream_to_file_writes_and_hashes_in_one_pass(tmp_path, capsys):
+    target = tmp_path / "out.bin"
+    result, digest = backup.stream_to_file(Context(), ["printf", "hello backup"], target,
+                                           hide="both")  # fmt: skip
+    assert result.ok and target.read_bytes() == b"hello backup"
+    assert digest == hashlib.sha256(b"hello backup").hexdigest()
+    assert "stream-to" in capsys.readouterr().err  # the command is printed
+
+
+def test_stream_to_file_fails_when_the_producer_fails(tmp_path):
+    result, digest = backup.stream_to_file(
+        Context(), ["sh", "-c", "printf half; exit 3"], tmp_path / "x", hide="both"
+    )
+    assert not result.ok and digest == ""
 
 
 def test_backup_db_streams_to_temp_name_then_renames(tmp_path, monkeypatch):
     settings = config.Settings(tmp_path, {"MEDIACMS_VERSION": "8.3.2"})
     calls = []
-
-    def fake_run(c, argv, stdout_to=None, **kw):
-        calls.append((argv, stdout_to))
-        with open(stdout_to, "wb") as handle:
-            handle.write(b"PGDMP-fake")
-        return Result(exited=0)
-
-    monkeypatch.setattr("mediacms_stack.shell.run", fake_run)
-    dump = backup.backup_db(mock(), Compose(tmp_path), settings, tmp_path / "b")
-    argv, target = calls[0]
-    assert target.endswith(".partial") and "--format=custom" in argv
+    monkeypatch.setattr("mediacms_stack.shell.run", fake_stream(calls))
+    dump = backup.backup_db(MockContext(), Compose(tmp_path), settings, tmp_path / "b")
+    [(argv, _)] = calls  # one command: counts, migrations and the dump together
+    assert argv[4].endswith(".partial") and "pg-dump" in argv
     assert dump.read_bytes() == b"PGDMP-fake" and not list((tmp_path / "b").glob(".*"))
+    backup.verify_checksum(dump)
     manifest = json.loads((dump.parent / (dump.name + ".manifest.json")).read_text())
     assert manifest["row_counts"] == {"users_user": 2, "files_media": 5}
-    assert manifest["migrations"] == ["users.0001_initial"]
+    assert manifest["migrations"] == ["users.0001_initial", "files.0001_initial"]
+    assert manifest["images"] == {"web": "sha256:ab"}
+    assert manifest["mediacms_version"] == "8.3.2"
 
 
 def test_failed_dump_leaves_nothing_and_reports_pg_dump(tmp_path):
     settings = config.Settings(tmp_path, {})
+    c = MockContext(
+        run={
+            re.compile(r".*pg-dump.*", re.S): Result(
+                exited=1, stderr="pg_dump: error: connection refused"
+            )
+        }
+    )
     with pytest.raises(StackError, match="connection refused"):
-        backup.backup_db(mock(dump_ok=False), Compose(tmp_path), settings, tmp_path / "b")
+        backup.backup_db(c, Compose(tmp_path), settings, tmp_path / "b")
     assert list((tmp_path / "b").iterdir()) == []
+
+
+def test_backup_db_dry_run_prints_the_command_only(tmp_path, capsys):
+    settings = config.Settings(tmp_path, {})
+    backup.backup_db(MockContext(), Compose(tmp_path, dry_run=True), settings, tmp_path / "b")
+    err = capsys.readouterr().err
+    assert "stream-to" in err and "pg-dump" in err
+    assert list((tmp_path / "b").iterdir()) == []
+
+
+def test_backup_media_streams_tar_gz_through_sha256(tmp_path, monkeypatch):
+    calls = []
+    payload = b"\x1f\x8b-fake-tar"
+    monkeypatch.setattr("mediacms_stack.shell.run", fake_stream(calls, payload=payload))
+    archive = backup.backup_media(MockContext(), Compose(tmp_path), tmp_path / "m")
+    [(argv, kwargs)] = calls
+    inner = argv[5:]
+    assert inner[inner.index("run") :][:7] == ["run", "--rm", "--no-deps", "-T", "--entrypoint",
+                                               "tar", "web"]  # fmt: skip
+    assert "--create" in inner and "--gzip" in inner and "--numeric-owner" in inner
+    assert kwargs["hide"] == "out"  # tar's progress on stderr stays visible
+    assert archive.name.endswith(".tar.gz") and archive.read_bytes() == payload
+    backup.verify_checksum(archive)
+
+
+def test_backup_media_failure_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr("mediacms_stack.shell.run", fake_stream([], exited=2))
+    with pytest.raises(StackError, match="no file written"):
+        backup.backup_media(MockContext(), Compose(tmp_path), tmp_path / "m")
+    assert list((tmp_path / "m").iterdir()) == []
+
+
+def test_restore_db_replaces_schema_between_stop_and_start(tmp_path):
+    dump = tmp_path / "x.dump"
+    dump.write_bytes(b"PGDMP\x01rest")
+    backup.write_checksum(dump)
+    (tmp_path / "x.dump.manifest.json").write_text(json.dumps({"row_counts": {"users_user": 2}}))
+    counts = iter([Result(""), Result("users_user\t2\n")])  # empty, then restored
+    c = MockContext(
+        run={
+            re.compile(r".*psql.*information_schema.*"): counts,
+            re.compile(r".* stop .*"): Result(),
+            re.compile(r".*pg-restore.*", re.S): Result(),
+            re.compile(r".* up .*"): Result(),
+        },
+        repeat=False,
+    )
+    restored = backup.restore_db(c, Compose(tmp_path), config.Settings(tmp_path, {}), dump,
+                                 safety_dir=tmp_path / "safety")  # fmt: skip
+    assert restored == {"users_user": 2}
+    commands = [call.args[0] for call in c.run.call_args_list]
+    kinds = [next(k for k in ("psql", "stop", "pg-restore", "up") if k in shlex.split(cmd))
+             for cmd in commands]  # fmt: skip
+    assert kinds == ["psql", "stop", "pg-restore", "up", "psql"]
+    assert commands[2].endswith(f"< {dump}")
+    assert not (tmp_path / "safety").exists()  # no tables yet: nothing to protect
 
 
 def test_retention_keeps_newest(tmp_path):
