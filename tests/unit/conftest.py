@@ -1,6 +1,13 @@
+import sys
+
 import pytest
 
 from mediacms_stack import config, engine
+
+# `import tasks` works under `python -m pytest` (cwd on sys.path) but not under nox's
+# `pytest`: put the repository root, where tasks.py lives, on the path for both.
+if str(config.ROOT) not in sys.path:
+    sys.path.insert(0, str(config.ROOT))
 
 
 @pytest.fixture
