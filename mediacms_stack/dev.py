@@ -141,11 +141,13 @@ def build_frontend(c: Context, settings: Settings, compose: Compose) -> None:
     ensure_images(c, settings, checkout, dev_image=False, dry_run=compose.dry_run)
     compose.run(c, "run", "--rm", "--no-deps", "-T", "frontend", "sh", "-c", FRONTEND_BUILD,
                 env=env)  # fmt: skip
-    if compose.dry_run or _running(c, compose, "web"):
+    running = compose.dry_run or _running(c, compose, "web")
+    if running:
         compose.run(c, "restart", "web", env=env)
         if not compose.dry_run:
             wait_healthy(c, compose, "web")
-    print(f"[build-frontend] {checkout / 'static'} updated; the dev runserver serves it now")
+    served = "the dev runserver serves it now" if running else "`invoke dev` serves it"
+    print(f"[build-frontend] {checkout / 'static'} updated; {served}")
     source = settings.get("MEDIACMS_SOURCE")
     same = bool(source) and (settings.root / source).resolve() == checkout
     if same:
