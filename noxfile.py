@@ -150,7 +150,8 @@ def smoke(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Measured side-by-side ratios: image sizes and rebuilds, start-up, backups, invoke."""
+    """Measured side-by-side ratios: images, rebuilds, start-up, backups, 7.x migration."""
     env = _engine_and_base(session)
     session.run("invoke", "build", env=env)
     session.run("python", "tests/bench/run.py", *session.posargs, env=env)
+    session.run("python", "tests/bench/migrate_7x.py", env=env)

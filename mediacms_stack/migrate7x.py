@@ -411,13 +411,28 @@ def media_volume_empty(c: Context, compose: Compose) -> bool:
     return result.stdout.strip() == ""
 
 
+OLD_MEDIA_MOUNT = "/mnt/old-media"
+#: Root in the throwaway container may only chown, write into 33's folders and set times.
+COPY_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER")
+
+
+def copy_media_argv(compose: Compose, source: Path) -> list[str]:
+    """tar | tar inside one throwaway web container: the old folder mounted read-only,
+    the archive stamped 33:33 on the way, so no second pass over the files is needed."""
+    pipeline = (
+        f"tar -C {OLD_MEDIA_MOUNT} --create --owner=33 --group=33 --numeric-owner --file=- . "
+        f"| tar -C {backup.MEDIA_DIR} --extract --same-owner --preserve-permissions --file=-"
+    )
+    caps = [arg for cap in COPY_CAPS for arg in ("--cap-add", cap)]
+    return compose.argv("run", "--rm", "--no-deps", "-T", "--user", "0:0", *caps,
+                        "--volume", f"{source}:{OLD_MEDIA_MOUNT}:ro", "--entrypoint", "bash",
+                        "web", "-o", "pipefail", "-c", pipeline)  # fmt: skip
+
+
 def copy_media(c: Context, compose: Compose, source: Path) -> float:
-    """Stream ``source`` into the media volume; files end up owned by 33:33. Returns seconds."""
-    producer = ["tar", "-C", str(source), "--create", "--file=-", "."]
-    consumer = backup.tar_argv(compose, "--extract", "--file=-", "--no-same-owner",
-                               "--preserve-permissions")  # fmt: skip
+    """Copy ``source`` into the media volume, dotfiles included, owned by 33. Returns seconds."""
     started = time.monotonic()
-    result = run(c, consumer, pipe_from=producer, warn=True, hide="err")
+    result = run(c, copy_media_argv(compose, source), warn=True, hide="err")
     if result is None or not result.ok:
         raise StackError(f"copying media failed: {(result.stderr if result else '').strip()}")
     return time.monotonic() - started

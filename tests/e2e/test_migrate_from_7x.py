@@ -21,50 +21,14 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import REPO, Stack, free_port, new_deployment, report_failure
+from conftest import Stack, free_port, new_deployment, report_failure
 from dotenv import dotenv_values
+from legacy import OLD_ADMIN_PASSWORD, OLD_PG_MAJOR, OLD_SECRET_KEY, Legacy, create_legacy
 from urllib3.util.retry import Retry
-
-from mediacms_stack import bootstrap, config, images
 
 pytestmark = pytest.mark.e2e
 
-LEGACY = Path(__file__).parent / "legacy"
-OLD_PG_MAJOR = "15"
-OLD_ADMIN_PASSWORD = "legacy-Admin-pw-7"
 ALICE_PASSWORD = "alice-Old-pw-1"
-# Characters that .env files and compose interpolation treat specially.
-OLD_SECRET_KEY = "legacy$key#with%odd(chars)&more*" + "x" * 20
-
-
-class Legacy:
-    """The old deployment: its tree folder, driven through its own compose file."""
-
-    def __init__(self, tree: Path, port: int) -> None:
-        self.tree = tree
-        self.port = port
-        self.base = f"http://127.0.0.1:{port}"
-
-    def dc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(["docker", "compose", "--project-directory", str(self.tree), *args],
-                              capture_output=True, text=True, check=check)  # fmt: skip
-
-    def shell(self, code: str) -> str:
-        done = self.dc("exec", "-T", "web", "python", "manage.py", "shell", "-c", code)
-        return done.stdout.strip().splitlines()[-1]
-
-    def wait_healthy(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if requests.get(self.base + "/api/v1/health", timeout=5).status_code == 200:
-                    return
-            except requests.RequestException:  # not listening yet, or still starting
-                pass
-            if time.monotonic() > deadline:
-                print(self.dc("logs", "--tail", "60", check=False).stdout, file=sys.stderr)
-                raise AssertionError("the legacy deployment did not answer")
-            time.sleep(1)
 
 
 def tree_fingerprint(tree: Path) -> dict[str, str]:
@@ -91,29 +55,8 @@ def session_login(base: str, username: str, password: str) -> requests.Session:
 
 @pytest.fixture(scope="module")
 def legacy(tmp_path_factory: pytest.TempPathFactory):
-    subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO),
-                    "images.bootstrap-images", "--old-postgres", OLD_PG_MAJOR],
-                   check=True, capture_output=True)  # fmt: skip
     root = tmp_path_factory.mktemp("legacy")
-    tree = root / "mediacms"
-    shutil.copytree(REPO / "tests/app", tree, ignore=images.SOURCE_IGNORE)
-    shutil.copy(LEGACY / "local_settings.py", tree / "cms/local_settings.py")
-    (tree / "deploy/docker").mkdir(parents=True)
-    shutil.copy(LEGACY / "start.sh", tree / "deploy/docker/start.sh")
-    shutil.copy(LEGACY / "docker-compose.yaml", tree / "docker-compose.yaml")
-    (tree / ".secret_key").write_text(OLD_SECRET_KEY + "\n")
-    built = dotenv_values(REPO / os.environ.get("MEDIACMS_ENV_FILE", config.ENV_FILE))
-    names = images.ImageNames(built.get("IMAGE_REGISTRY") or "", built["MEDIACMS_VERSION"] or "")
-    port = free_port()
-    (tree / ".env").write_text(
-        f"COMPOSE_PROJECT_NAME=legacy-{os.getpid()}\n"
-        f"MONOLITH_IMAGE={names.ref('web')}\n"
-        f"OLD_POSTGRES_IMAGE={bootstrap.old_postgres_image(OLD_PG_MAJOR)}\n"
-        f"REDIS_IMAGE={built['REDIS_IMAGE']}\n"
-        f"LEGACY_PORT={port}\n"
-        f"ADMIN_PASSWORD={OLD_ADMIN_PASSWORD}\n"
-    )
-    old = Legacy(tree, port)
+    old = create_legacy(root, free_port(), f"legacy-{os.getpid()}")
     try:
         old.dc("up", "--detach")
         old.wait_healthy()
