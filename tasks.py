@@ -348,27 +348,27 @@ def migrate_from_7x(c, from_, dump=None, yes=False, dry_run=False):
         raise _fail(error) from error
 
 
-@task(help={"build": "build images from MEDIACMS_SOURCE instead of pulling"})
-def upgrade(c, build=False, dry_run=False):
+@task(help={
+    "to": "version to upgrade to; becomes MEDIACMS_VERSION (default: the current one, again)",
+    "build": "build the images from --source (default MEDIACMS_SOURCE) instead of pulling",
+    "source": "MediaCMS tree for --build: PATH or GIT_URL@REF",
+    "rollback": "undo an upgrade: the backup folder it printed (version, images and data)",
+    "timeout": "seconds to wait for every service to be healthy",
+})  # fmt: skip
+def upgrade(c, to=None, build=False, source=None, rollback=None, timeout=300, dry_run=False):
     """Back up, pull (or build) new images, migrate, wait healthy, show what changed."""
+    from mediacms_stack import upgrade as upgrades
+
     try:
         settings, compose = _stack(dry_run, needs=("engine", "compose", "env"))
-        before = ops.image_versions(c, settings)
-        backups.backup_all(c, compose, settings, BACKUPS)
-        if build:
-            images.build(c, settings, images.TARGETS, source=settings.require("MEDIACMS_SOURCE"),
-                         ca_bundle=settings.get("BUILD_CA_BUNDLE"), dry_run=dry_run)  # fmt: skip
+        if rollback:
+            upgrades.rollback(c, compose, settings, Path(rollback), backups=BACKUPS,
+                              timeout=int(timeout))  # fmt: skip
         else:
-            compose.run(c, "pull", "--ignore-buildable")
-        compose.up(c)
-        after = ops.image_versions(c, settings)
+            upgrades.upgrade(c, compose, settings, backups=BACKUPS, to=to, build=build,
+                             source=source, timeout=int(timeout))  # fmt: skip
     except StackError as error:
         raise _fail(error) from error
-    for ref in after:
-        change = (
-            "unchanged" if before.get(ref) == after[ref] else f"{before.get(ref)} -> {after[ref]}"
-        )
-        print(f"{ref}: {change}")
 
 
 ns = Collection(

@@ -467,6 +467,7 @@ def backup_all(c: Context, compose: Compose, settings: Settings, dest_root: Path
     manifest = {
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "mediacms_version": settings.version,
+        "images": {service: list(image) for service, image in stack_images(c, compose).items()},
         "database": dump.name,
         "media": media.name,
         "custom": "custom.tar.gz" if custom.is_dir() else None,

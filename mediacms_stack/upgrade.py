@@ -1,0 +1,281 @@
+"""``invoke upgrade``: back up, get the new images, migrate, wait healthy, say what changed.
+
+The steps, and what an operator is left with when one fails:
+
+1. a full backup (database, media, custom/, .env, manifest with the running image ids);
+   fails: nothing changed.
+2. the new images: built from a MediaCMS tree (``--build``) or pulled, tagged with the
+   target version; fails: nothing changed, the stack still runs the old version.
+3. MEDIACMS_VERSION in .env set to the target version.
+4. ``docker compose up --wait``: the migrations job of the new version runs first, then
+   every service is recreated on the new images and waited for until healthy; fails: the
+   database may be partly migrated, so the error names the backup of step 1 and the one
+   command that returns to it, ``invoke upgrade --rollback FOLDER``.
+5. the summary: version before and after, per service the image (reference and id)
+   before and after, the migrations the upgrade applied, the backup and the rollback.
+
+``--rollback FOLDER`` puts back the version recorded in the backup (re-tagging the exact
+image ids it recorded when a rebuild moved the tag), restores database, media and
+custom/ from it (the database as a whole: tables of newer migrations go too) and waits
+until every service is healthy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from invoke.context import Context
+
+from . import backup
+from .compose import Compose
+from .config import Settings
+from .images import ImageNames
+from .shell import StackError, run
+
+#: Our images that the production compose runs (worker-full and dev are not upgraded).
+TARGETS = ("web", "worker", "nginx")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+@dataclass(frozen=True)
+class State:
+    """What the stack runs: version, per service (image reference, image id), migrations."""
+
+    version: str
+    images: dict[str, tuple[str, str]]
+    migrations: tuple[str, ...]
+
+
+def short_id(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")[:12] or "?"
+
+
+def set_env_value(path: Path, key: str, value: str) -> None:
+    """Set ``KEY=value`` in a .env file in place (other lines kept), still mode 600."""
+    lines = path.read_text().splitlines(keepends=True) if path.is_file() else []
+    pattern = re.compile(rf"^(export\s+)?{re.escape(key)}=")
+    for index, line in enumerate(lines):
+        if pattern.match(line):
+            lines[index] = f"{key}={value}\n"
+            break
+    else:
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        lines.append(f"{key}={value}\n")
+    partial = path.with_name(f".{path.name}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.writelines(lines)
+    os.replace(partial, path)
+
+
+def with_version(settings: Settings, version: str) -> Settings:
+    return replace(settings, values={**settings.values, "MEDIACMS_VERSION": version})
+
+
+def current_state(c: Context, compose: Compose, settings: Settings) -> State:
+    migrations = backup.Database.of(compose, settings).migrations(c)
+    return State(settings.version, backup.stack_images(c, compose), tuple(migrations))
+
+
+def summary(title: str, before: State, after: State, folder: Path) -> str:
+    """The report printed at the end of an upgrade or a rollback."""
+    from .ops import format_table
+
+    rows = []
+    for service in sorted(set(before.images) | set(after.images)):
+        old = before.images.get(service)
+        new = after.images.get(service)
+        shown_old = f"{old[0]} ({short_id(old[1])})" if old else "-"
+        shown_new = f"{new[0]} ({short_id(new[1])})" if new else "-"
+        rows.append((service, shown_old, "unchanged" if old == new else shown_new))
+    applied = [m for m in after.migrations if m not in before.migrations]
+    reverted = [m for m in before.migrations if m not in after.migrations]
+    lines = [
+        f"[{title}] MediaCMS {before.version} -> {after.version}; every service is healthy",
+        format_table(rows, ("SERVICE", "IMAGE BEFORE", "IMAGE AFTER")),
+        f"migrations applied ({len(applied)}): {', '.join(applied) or 'none'}",
+    ]
+    if reverted:
+        lines.append(f"migrations rolled back ({len(reverted)}): {', '.join(reverted)}")
+    lines.append(f"backup taken before: {folder}")
+    if title == "upgrade":
+        lines.append(f"roll back with: invoke upgrade --rollback {folder}")
+    return "\n".join(lines)
+
+
+def _running(c: Context, compose: Compose) -> set[str]:
+    return {r.get("Service", "") for r in compose.ps(c, all_=False) if r.get("State") == "running"}
+
+
+def _start(c: Context, compose: Compose, timeout: int) -> str:
+    """``compose up --wait``; returns '' when every service is up and healthy, else why not."""
+    from .ops import wait_healthy
+
+    result = compose.up(c, timeout=timeout, warn=True)
+    if compose.dry_run:
+        return ""
+    if result is None or not result.ok:
+        return (result.stderr.strip() if result is not None else "")[-1500:] or "compose up failed"
+    try:
+        wait_healthy(c, compose, timeout=timeout)
+    except StackError as error:
+        return str(error)
+    return ""
+
+
+def _failure_report(c: Context, compose: Compose, why: str, folder: Path, old: str) -> str:
+    from .ops import format_table, status_rows
+
+    logs = compose.run(c, "logs", "--no-color", "--tail", "15", "migrations", hide=True,
+                       warn=True, in_stream=False)  # fmt: skip
+    tail = logs.stdout.strip() if logs is not None and logs.ok else "(no logs)"
+    table = format_table(
+        status_rows(c, compose), ("SERVICE", "STATE", "HEALTH", "IMAGE", "VERSION")
+    )
+    return (
+        f"the new version did not come up healthy: {why}\n\n"
+        f"last lines of the migrations job:\n{tail}\n\n{table}\n\n"
+        "The database may already be partly migrated by the new version. Nothing is lost:\n"
+        f"  backup taken before the upgrade (version {old}): {folder}\n"
+        f"  see why:   invoke logs --service migrations   (or web)\n"
+        f"  roll back: invoke upgrade --rollback {folder}"
+    )
+
+
+def upgrade(
+    c: Context,
+    compose: Compose,
+    settings: Settings,
+    *,
+    backups: Path,
+    to: str | None = None,
+    build: bool = False,
+    source: str | None = None,
+    timeout: int = 300,
+) -> Path:
+    """Upgrade the running stack to version ``to`` (default: the current one, re-pulled or
+    rebuilt); returns the folder of the backup taken first."""
+    from . import images
+    from .ops import missing_images
+
+    old = settings.version
+    target = to or old
+    if not _TAG.fullmatch(target):
+        raise StackError(f"{target!r} is not a valid image tag (letters, digits, '_', '.', '-')")
+    if settings.env_file is None or not settings.env_file.is_file():
+        raise StackError("no .env to record the new version in; run `invoke init` first")
+    if not compose.dry_run and "db" not in _running(c, compose):
+        raise StackError("the stack is not running; an upgrade starts with a backup of the "
+                         "running database: `invoke up` first")  # fmt: skip
+    before = current_state(c, compose, settings)
+
+    print(f"[upgrade] {old} -> {target}, step 1/4: full backup", flush=True)
+    folder = backup.backup_all(c, compose, settings, backups)
+
+    new = with_version(settings, target)
+    how = "build" if build else "pull"
+    print(f"[upgrade] step 2/4: {how} the images of {target}", flush=True)
+    try:
+        if build:
+            tree = source or settings.require("MEDIACMS_SOURCE")
+            images.build(c, new, TARGETS, source=tree, ca_bundle=settings.get("BUILD_CA_BUNDLE"),
+                         dry_run=compose.dry_run)  # fmt: skip
+        else:
+            pulled = compose.run(c, "pull", "--ignore-buildable", env={"MEDIACMS_VERSION": target},
+                                 warn=True)  # fmt: skip
+            if pulled is not None and not pulled.ok:
+                raise StackError(f"docker compose pull failed: {pulled.stderr.strip()[-800:]}")
+        names = ImageNames.from_settings(new)
+        missing = [] if compose.dry_run else missing_images([names.ref(t) for t in TARGETS])
+        if missing:
+            raise StackError(f"{', '.join(missing)} not available after the {how}")
+    except StackError as error:
+        raise StackError(
+            f"upgrade stopped before changing anything: {error}\n"
+            f"The stack still runs {old}. Backup taken: {folder}"
+        ) from error
+
+    print(f"[upgrade] step 3/4: MEDIACMS_VERSION={target} in {settings.env_file}", flush=True)
+    if not compose.dry_run:
+        set_env_value(settings.env_file, "MEDIACMS_VERSION", target)
+
+    print("[upgrade] step 4/4: migrations, then every service on the new images", flush=True)
+    why = _start(c, compose, timeout)
+    if why:
+        raise StackError(_failure_report(c, compose, why, folder, old))
+    if compose.dry_run:
+        return folder
+    print(summary("upgrade", before, current_state(c, compose, new), folder))
+    return folder
+
+
+def _restore_images(c: Context, recorded: dict[str, list[str]], *, dry_run: bool) -> None:
+    """Make each recorded reference point at the recorded image id again (a rebuild or pull
+    of the same tag moved it); refuse when the reference is gone altogether."""
+    import docker
+    import docker.errors
+
+    client = docker.from_env()
+    try:
+        for service, (ref, image_id) in sorted(recorded.items()):
+            try:
+                current = client.images.get(ref).id
+            except docker.errors.ImageNotFound:
+                current = None
+            if current == image_id:
+                continue
+            try:
+                client.images.get(image_id)
+            except docker.errors.ImageNotFound:
+                if current is None:
+                    raise StackError(
+                        f"image {ref} of service {service} is gone (it was {short_id(image_id)}); "
+                        "pull it or build it for that version, then run the rollback again"
+                    ) from None
+                print(f"[rollback] {ref}: {short_id(image_id)} is gone, using {short_id(current)}")
+                continue
+            run(c, ["docker", "image", "tag", image_id, ref], dry_run=dry_run)
+    finally:
+        client.close()
+
+
+def rollback(
+    c: Context,
+    compose: Compose,
+    settings: Settings,
+    folder: Path,
+    *,
+    backups: Path,
+    timeout: int = 300,
+) -> None:
+    """Return to the version, images and data of a backup taken by ``upgrade``."""
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise StackError(f"{folder} has no manifest.json: not a backup made by `invoke backup`")
+    manifest = json.loads(manifest_path.read_text())
+    old = manifest.get("mediacms_version")
+    if not old:
+        raise StackError(f"{manifest_path} does not record the version it was taken from")
+    backup.check_dump_file(folder / manifest["database"])
+    backup.verify_checksum(folder / manifest["media"])
+    before = current_state(c, compose, settings)
+
+    print(f"[rollback] {settings.version} -> {old}: the images recorded in {folder.name}")
+    _restore_images(c, manifest.get("images") or {}, dry_run=compose.dry_run)
+    print(f"[rollback] MEDIACMS_VERSION={old} in {settings.env_file}")
+    if not compose.dry_run and settings.env_file is not None:
+        set_env_value(settings.env_file, "MEDIACMS_VERSION", old)
+    restored = with_version(settings, old)
+    print("[rollback] database, media and custom/ from the backup")
+    backup.restore_all(c, compose, restored, folder, yes=True, safety_dir=backups)
+    why = _start(c, compose, timeout)
+    if why:
+        raise StackError(f"rolled back to {old}, but the stack is not healthy: {why}")
+    if compose.dry_run:
+        return
+    print(summary("rollback", before, current_state(c, compose, restored), folder))

@@ -1,0 +1,239 @@
+"""`invoke upgrade` end to end on the smoke stack: a failed upgrade and its rollback, a real
+upgrade that migrates, and the rollback of that upgrade.
+
+New versions of the test application are built from temporary copies of tests/app with
+one migration added (one file changed: BuildKit rebuilds only the tree's layers, a few
+seconds). The upgrades run from a temporary copy of this repository, because
+`invoke build` stages the MediaCMS tree inside the repository it runs from
+(.build/mediacms) and other builds may be using this checkout's staging folder at the
+same time. The images built here are tagged `<version>-upgrade-<pid>` and
+`<version>-broken-<pid>` and removed at the end; the stack ends on its original images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dotenv import dotenv_values
+from invoke import Context
+
+from mediacms_stack import backup, images, ops
+from mediacms_stack.compose import SERVICES
+from mediacms_stack.upgrade import short_id
+
+pytestmark = pytest.mark.e2e
+
+MEDIA = "/home/mediacms.io/mediacms/media_files"
+IGNORE = shutil.ignore_patterns(".git", ".nox", ".venv", "node_modules", "__pycache__", "backups",
+                                ".build", ".pytest_cache", ".ruff_cache")  # fmt: skip
+GOOD_MIGRATION = """from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = [("files", "0001_initial")]
+    operations = [
+        migrations.RunSQL(
+            "CREATE TABLE files_upgrade_probe (id bigint PRIMARY KEY, note text NOT NULL);"
+            "INSERT INTO files_upgrade_probe VALUES (1, 'applied by invoke upgrade');",
+            reverse_sql="DROP TABLE files_upgrade_probe;",
+        )
+    ]
+"""
+BROKEN_MIGRATION = """from django.db import migrations
+
+
+def fail(apps, schema_editor):
+    raise RuntimeError("upgrade probe: this migration fails on purpose")
+
+
+class Migration(migrations.Migration):
+    dependencies = [("files", "0001_initial")]
+    operations = [migrations.RunPython(fail)]
+"""
+
+
+class Upgrades:
+    """The stack under test, driven through a repository copy, and the versions built."""
+
+    def __init__(self, stack, root: Path) -> None:
+        self.stack = stack
+        self.repo = root / "repo"
+        shutil.copytree(images.ROOT, self.repo, ignore=IGNORE, symlinks=True)
+        self.original = stack.settings.version
+        self.good = f"{self.original}-upgrade-{os.getpid()}"
+        self.broken = f"{self.original}-broken-{os.getpid()}"
+        self.trees = {
+            self.good: self._tree(root / "app-good", "0002_upgrade_probe", GOOD_MIGRATION),
+            self.broken: self._tree(root / "app-broken", "0002_broken_probe", BROKEN_MIGRATION),
+        }
+
+    @staticmethod
+    def _tree(path: Path, name: str, migration: str) -> Path:
+        shutil.copytree(images.ROOT / "tests" / "app", path, ignore=IGNORE)
+        (path / "files" / "migrations" / f"{name}.py").write_text(migration)
+        return path
+
+    def invoke(self, *args: str) -> subprocess.CompletedProcess:
+        env = {**self.stack.env(), "PYTHONPATH": str(self.repo)}
+        return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(self.repo),
+                               *args], env=env, capture_output=True, text=True,
+                              check=False)  # fmt: skip
+
+    def upgrade_to(self, version: str) -> subprocess.CompletedProcess:
+        return self.invoke("upgrade", "--to", version, "--build", "--source",
+                           str(self.trees[version]))  # fmt: skip
+
+    def env_version(self) -> str:
+        return dotenv_values(self.stack.settings.env_file)["MEDIACMS_VERSION"]
+
+    def refs(self, version: str) -> list[str]:
+        names = images.ImageNames(self.stack.settings.registry, version)
+        return [names.ref(t) for t in ("web", "worker", "nginx")]
+
+
+def running_images(stack) -> dict[str, tuple[str, str]]:
+    return backup.stack_images(Context(), stack.compose)
+
+
+def image_id(ref: str) -> str:
+    done = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", ref],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return done.stdout.strip()
+
+
+def state(stack) -> dict[str, str]:
+    """Users (with password hashes) and every media file (owner, path, sha256)."""
+    users = stack.invoke("admin-shell", "--django", "-c",
+                         "from users.models import User; "
+                         "print(sorted(User.objects.values_list('username', 'password')))")  # fmt: skip
+    media = stack.dc("exec", "-T", "web", "sh", "-c",
+                     f"cd {MEDIA} && find . -type f -printf '%U:%G %p\\n' | sort && "
+                     "find . -type f -print0 | sort -z | xargs -0 sha256sum")  # fmt: skip
+    return {"users": users.stdout.strip().splitlines()[-1], "media": media.stdout}
+
+
+def migrations_of(stack) -> str:
+    return stack.invoke("manage", "showmigrations files").stdout
+
+
+def table_exists(stack, name: str) -> bool:
+    done = stack.dc("exec", "-T", "db", "psql", "-U", stack.settings.get("POSTGRES_USER",
+                    "mediacms"), "-d", stack.settings.get("POSTGRES_DB", "mediacms"), "-Atc",
+                    f"SELECT to_regclass('public.{name}') IS NOT NULL")  # fmt: skip
+    return done.stdout.strip() == "t"
+
+
+def all_healthy(stack) -> None:
+    rows = ops.status_rows(Context(), stack.compose)
+    bad = [r for r in rows if r[0] in SERVICES and (r[1] != "running" or r[2] != "healthy")]
+    assert not bad and set(SERVICES) <= {r[0] for r in rows}, rows
+
+
+def backup_folder(output: str) -> Path:
+    match = re.search(r"^\[backup\] (\S+)$", output, re.M)
+    assert match, output
+    return Path(match[1])
+
+
+@pytest.fixture(scope="module")
+def upgrades(stack, tmp_path_factory):
+    setup = Upgrades(stack, tmp_path_factory.mktemp("upgrade"))
+    probe = (
+        "from users.models import User; "
+        "User.objects.filter(username='upgrade-probe').exists() or "
+        "User.objects.create_user('upgrade-probe', password='upgrade-Pass-7'); print('ok')"
+    )
+    stack.invoke("admin-shell", "--django", "-c", probe)
+    stack.dc("exec", "-T", "web", "sh", "-c",
+             f"mkdir -p {MEDIA}/original && head -c 300000 /dev/urandom > {MEDIA}/original/up.mp4"
+             f" && echo hidden > {MEDIA}/.upgrade-dotfile")  # fmt: skip
+    setup.before = running_images(stack)
+    setup.state = state(stack)
+    yield setup
+    for version in (setup.good, setup.broken):
+        subprocess.run(["docker", "image", "rm", "--force", *setup.refs(version)],
+                       capture_output=True, check=False)  # fmt: skip
+
+
+def test_failed_upgrade_names_backup_and_rollback_and_the_rollback_works(stack, upgrades):
+    failed = upgrades.upgrade_to(upgrades.broken)
+    assert failed.returncode != 0, failed.stdout
+    folder = backup_folder(failed.stdout)
+    report = failed.stderr
+    assert "did not come up healthy" in report and "fails on purpose" in report, report
+    assert f"roll back: invoke upgrade --rollback {folder}" in report, report
+    assert f"(version {upgrades.original})" in report
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["mediacms_version"] == upgrades.original
+    assert upgrades.env_version() == upgrades.broken
+
+    back = upgrades.invoke("upgrade", "--rollback", str(folder))
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert f"[rollback] MediaCMS {upgrades.broken} -> {upgrades.original}" in back.stdout
+    assert upgrades.env_version() == upgrades.original
+    all_healthy(stack)
+    assert running_images(stack) == upgrades.before
+    assert state(stack) == upgrades.state
+    assert "broken_probe" not in migrations_of(stack)
+
+
+def test_upgrade_backs_up_builds_migrates_and_reports_what_changed(stack, upgrades):
+    done = upgrades.upgrade_to(upgrades.good)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+
+    # a full backup, taken before anything changed
+    folder = backup_folder(out)
+    assert out.index(f"[backup] {folder}") < out.index("step 2/4")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["mediacms_version"] == upgrades.original
+    assert {k: tuple(v) for k, v in manifest["images"].items()} == upgrades.before
+    dump_manifest = json.loads((folder / (manifest["database"] + ".manifest.json")).read_text())
+    assert "files.0001_initial" in dump_manifest["migrations"]
+    assert "files.0002_upgrade_probe" not in dump_manifest["migrations"]
+    assert dump_manifest["row_counts"]["users_user"] >= 2
+    backup.verify_checksum(folder / manifest["database"])
+    backup.verify_checksum(folder / manifest["media"])
+    upgrades.folder = folder
+
+    # the new images run, the new migration is applied, nothing was lost
+    after = running_images(stack)
+    for service, ref in (("web", 0), ("celery_long", 1), ("nginx", 2)):
+        new_ref = upgrades.refs(upgrades.good)[ref]
+        assert after[service] == (new_ref, image_id(new_ref)), after
+    assert after["db"] == upgrades.before["db"]
+    assert upgrades.env_version() == upgrades.good
+    assert "[X] 0002_upgrade_probe" in migrations_of(stack)
+    assert table_exists(stack, "files_upgrade_probe")
+    all_healthy(stack)
+    assert stack.wait_http("/").status_code == 200
+    assert state(stack) == upgrades.state
+
+    # the summary: versions, image reference and id per service, migrations, backup
+    assert f"[upgrade] MediaCMS {upgrades.original} -> {upgrades.good}" in out
+    old_web, new_web = upgrades.before["web"], after["web"]
+    web_row = next(line for line in out.splitlines() if line.startswith("web "))
+    assert f"{old_web[0]} ({short_id(old_web[1])})" in web_row
+    assert f"{new_web[0]} ({short_id(new_web[1])})" in web_row
+    assert re.search(r"^db\s+.*unchanged$", out, re.M)
+    assert "migrations applied (1): files.0002_upgrade_probe" in out
+    assert f"roll back with: invoke upgrade --rollback {folder}" in out
+
+
+def test_rollback_of_a_good_upgrade_returns_to_the_old_version_and_schema(stack, upgrades):
+    back = upgrades.invoke("upgrade", "--rollback", str(upgrades.folder))
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert "migrations rolled back (1): files.0002_upgrade_probe" in back.stdout
+    assert upgrades.env_version() == upgrades.original
+    assert running_images(stack) == upgrades.before
+    assert not table_exists(stack, "files_upgrade_probe")  # the whole schema was restored
+    assert "0002_upgrade_probe" not in migrations_of(stack)
+    all_healthy(stack)
+    assert state(stack) == upgrades.state
