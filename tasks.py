@@ -326,9 +326,10 @@ def restore(c, folder, yes=False, dry_run=False):
     "from_": "the 7.x deployment: its MediaCMS folder, with docker-compose.yaml and media_files/",
     "dump": "restore this pg_dump file (custom or plain SQL) instead of dumping the old database",
     "yes": "replace data already in the new stack (safety backup first)",
+    "new_secret_key": "generate a new SECRET_KEY instead of carrying the old one",
     "dry_run": "print the plan (sizes, counts, target volumes) and change nothing",
 })  # fmt: skip
-def migrate_from_7x(c, from_, dump=None, yes=False, dry_run=False):
+def migrate_from_7x(c, from_, dump=None, yes=False, new_secret_key=False, dry_run=False):
     """Move a monolithic 7.x deployment (database, media, settings, key) into this stack."""
     from mediacms_stack import migrate7x
 
@@ -343,7 +344,8 @@ def migrate_from_7x(c, from_, dump=None, yes=False, dry_run=False):
         if not dry_run:
             ops.ensure_images(c, settings)
         migrate7x.migrate(c, compose, settings, Path(from_),
-                          dump=Path(dump) if dump else None, yes=yes, dry_run=dry_run)  # fmt: skip
+                          dump=Path(dump) if dump else None, yes=yes,
+                          new_secret_key=new_secret_key, dry_run=dry_run)  # fmt: skip
     except StackError as error:
         raise _fail(error) from error
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import ast
 import json
+import secrets
+import shutil
 import subprocess
 import time
 from collections.abc import Mapping
@@ -75,6 +77,8 @@ class SettingsPlan:
     kept: list[str] = field(default_factory=list)
     dropped: dict[str, str] = field(default_factory=dict)
     to_env: dict[str, str] = field(default_factory=dict)
+    #: names whose value is the fallback written in the file (no environment value)
+    fallbacks: set[str] = field(default_factory=set)
 
 
 def _getenv_call(node: ast.expr) -> tuple[str, ast.expr | None] | None:
@@ -131,6 +135,9 @@ def split_settings(source: str, environment: Mapping[str, str], *, origin: str) 
                 value = resolve_value(statement.value, environment)  # type: ignore[arg-type]
                 if value is not None:
                     plan.to_env[name] = value
+                    call = _getenv_call(statement.value)  # type: ignore[arg-type]
+                    if call is not None and not environment.get(call[0]):
+                        plan.fallbacks.add(name)
                     reason = f"moved to .env as {name}"
                 else:
                     reason = f"not a literal: set {name} in .env"
@@ -161,7 +168,10 @@ def env_quote(value: str) -> str:
     if value.replace("-", "").replace("_", "").replace(".", "").isalnum():
         return value
     if "'" in value or "\n" in value or "${" in value:
-        raise StackError(f"{value[:4]}… holds a quote, newline or ${{: set it in .env by hand")
+        raise StackError(
+            "a value to carry into .env holds a quote, a newline or ${, which compose cannot "
+            "read back; for SECRET_KEY pass --new-secret-key, otherwise set it in .env by hand"
+        )
     return f"'{value}'"
 
 
@@ -288,6 +298,7 @@ class Plan:
     media_bytes: int
     project: str
     dump: Path | None
+    warnings: list[str] = field(default_factory=list)
 
     def lines(self, settings: Settings) -> list[str]:
         old, sp = self.old, self.settings_plan
@@ -322,12 +333,22 @@ class Plan:
             "end; passwords keep working)"
         )
         rows.append(f"new stack    {settings.root} (.env {settings.env_file})")
+        rows += [f"WARNING      {warning}" for warning in self.warnings]
         rows.append(f"old folder   read only; rollback: cd {old.tree} && docker compose up -d")
         return rows
 
 
-def make_plan(c: Context, path: Path, *, project: str, dump: Path | None) -> Plan:
+def make_plan(
+    c: Context, path: Path, *, project: str, dump: Path | None, new_secret_key: bool = False
+) -> Plan:
+    """Read the old folder and decide everything; refuses early what would fail later."""
     old = OldDeployment.open(c, path)
+    if old.project == project:
+        raise StackError(
+            f"the new stack's COMPOSE_PROJECT_NAME '{project}' is also the old deployment's "
+            "project name, so the two would share containers; set another name in .env "
+            "(for example COMPOSE_PROJECT_NAME=mediacms8)"
+        )
     environment = old.environment()
     local = old.tree / LOCAL_SETTINGS
     settings_plan = (
@@ -335,11 +356,24 @@ def make_plan(c: Context, path: Path, *, project: str, dump: Path | None) -> Pla
         if local.is_file()
         else None
     )
-    secret = secret_key(settings_plan or SettingsPlan(), old.tree, environment)
+    warnings = []
+    if new_secret_key:
+        secret = (secrets.token_urlsafe(50), "a new random key (--new-secret-key)")
+        warnings.append("a new SECRET_KEY ends sessions and password-reset links")
+    else:
+        secret = secret_key(settings_plan or SettingsPlan(), old.tree, environment)
+        if settings_plan is not None and "SECRET_KEY" in settings_plan.fallbacks:
+            warnings.append(
+                "SECRET_KEY is the fallback written in cms/local_settings.py; if that file came "
+                "from upstream the key is public: consider --new-secret-key"
+            )
+    for value in [secret[0], *(settings_plan.to_env.values() if settings_plan else [])]:
+        if value:
+            env_quote(value)
     files, size = folder_stats(old.media)
     if dump is not None:
         check_given_dump(dump)
-    return Plan(old, settings_plan, secret, files, size, project, dump)
+    return Plan(old, settings_plan, secret, files, size, project, dump, warnings)
 
 
 def check_given_dump(dump: Path) -> str:
@@ -440,8 +474,11 @@ def copy_media(c: Context, compose: Compose, source: Path) -> float:
 
 def verify_media(c: Context, compose: Compose, source: Path) -> int:
     """Every file of ``source`` is in the volume with the same sha256, all owned by 33."""
-    local = subprocess.run(["sh", "-c", CHECKSUMS], cwd=source, capture_output=True, text=True,
-                           check=True).stdout  # fmt: skip
+    hashed = subprocess.run(["sh", "-c", CHECKSUMS], cwd=source, capture_output=True, text=True,
+                            check=False)  # fmt: skip
+    if hashed.returncode != 0:
+        raise StackError(f"could not checksum {source}: {hashed.stderr.strip()[-500:]}")
+    local = hashed.stdout
     script = f"cd {backup.MEDIA_DIR} && {CHECKSUMS} && echo '--owners--' && {FOREIGN_OWNERS}"
     argv = compose.argv("run", "--rm", "--no-deps", "-T", "--entrypoint", "sh", "web", "-c", script)
     result = run(c, argv, hide=True, warn=True)
@@ -460,23 +497,27 @@ def verify_media(c: Context, compose: Compose, source: Path) -> int:
     return len(expected)
 
 
+def new_database_rows(c: Context, compose: Compose, settings: Settings) -> int:
+    compose.up(c, "db", "redis")
+    return sum(backup.Database.of(compose, settings).row_counts(c).values())
+
+
 def restore_into_stack(
-    c: Context, compose: Compose, settings: Settings, dump: Path, *, yes: bool
+    c: Context, compose: Compose, settings: Settings, dump: Path, *, replace: bool
 ) -> dict[str, int]:
-    """Load the dump into the stack's (empty, or --yes) database; returns the row counts."""
+    """Load the dump into the stack's database; returns the row counts.
+
+    ``replace``: the database holds data (the operator passed --yes): a safety backup is
+    taken, then the public schema is emptied so no table of a newer schema lingers.
+    """
     db = backup.Database.of(compose, settings)
     compose.up(c, "db", "redis")
-    current = db.row_counts(c)
-    if any(current.values()):
-        if not yes:
-            raise StackError(
-                f"the new database already holds {sum(current.values())} rows; pass --yes to "
-                "replace them (a safety backup is taken first)"
-            )
+    compose.run(c, "stop", *backup.APP_SERVICES)
+    if replace:
         safety = backup.backup_db(c, compose, settings, settings.root / "backups",
                                   prefix="pre-migrate")  # fmt: skip
         print(f"[migrate] safety backup of the new database: {safety}")
-    compose.run(c, "stop", *backup.APP_SERVICES)
+        db.query(c, "DROP SCHEMA public CASCADE; CREATE SCHEMA public")
     if check_given_dump(dump) == "custom":
         result = run(c, db.restore_argv(), stdin_from=str(dump), warn=True, hide="err")
     else:
@@ -498,11 +539,10 @@ def carry_settings(plan: Plan, settings: Settings, *, yes: bool) -> list[str]:
     done = []
     sp = plan.settings_plan
     if sp is not None and sp.text is not None:
-        target = settings.root / "custom" / "local_settings.py"
+        target = settings_conflict(plan, settings, yes=yes)
         if target.is_file() and target.read_text() != sp.text:
-            if not yes:
-                raise StackError(f"{target} exists; pass --yes to replace it (a .bak is kept)")
             target.with_suffix(".py.bak").write_text(target.read_text())
+            done.append(f"kept the previous {target.name} as {target.name}.bak")
         target.parent.mkdir(parents=True, exist_ok=True)
         compile(sp.text, str(target), "exec")
         target.write_text(sp.text)
@@ -512,12 +552,45 @@ def carry_settings(plan: Plan, settings: Settings, *, yes: bool) -> list[str]:
     key, _ = plan.secret
     if key:
         values["SECRET_KEY"] = key
+    if values and env_file.is_file():
+        saved = settings.root / "backups" / f"env-before-migrate-{backup.utc_stamp()}"
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(env_file, saved)
+        saved.chmod(0o600)
+        done.append(f"saved the previous .env as {saved}")
     for name, value in values.items():
         quoted = env_quote(value) != value  # also refuses values compose could not read back
         set_key(env_file, name, value, quote_mode="always" if quoted else "never")
         done.append(f"set {name} in {env_file}")
     env_file.chmod(0o600)
     return done
+
+
+def settings_conflict(plan: Plan, settings: Settings, *, yes: bool) -> Path:
+    """custom/local_settings.py, refusing to replace a different one without --yes."""
+    target = settings.root / "custom" / "local_settings.py"
+    sp = plan.settings_plan
+    text = sp.text if sp is not None else None
+    if text is not None and target.is_file() and target.read_text() != text and not yes:
+        raise StackError(f"{target} exists; pass --yes to replace it (a .bak is kept)")
+    return target
+
+
+def preflight(c: Context, plan: Plan, compose: Compose, settings: Settings, *, yes: bool) -> bool:
+    """Everything that could refuse, checked before anything is stopped or written.
+
+    Returns whether the new database already holds data (to be replaced, with --yes).
+    """
+    settings_conflict(plan, settings, yes=yes)
+    if not media_volume_empty(c, compose) and not yes:
+        raise StackError("the new media volume is not empty; pass --yes to copy over it")
+    rows = new_database_rows(c, compose, settings)
+    if rows and not yes:
+        raise StackError(
+            f"the new database already holds {rows} rows; pass --yes to replace them "
+            "(a safety backup is taken first)"
+        )
+    return bool(rows)
 
 
 def compare_counts(old: Mapping[str, int], new: Mapping[str, int]) -> None:
@@ -543,13 +616,17 @@ def migrate(
     *,
     dump: Path | None = None,
     yes: bool = False,
+    new_secret_key: bool = False,
     dry_run: bool = False,
 ) -> Report:
     report = Report()
-    plan = make_plan(c, source, project=compose.project or "", dump=dump)
+    plan = make_plan(c, source, project=compose.project or "", dump=dump,
+                     new_secret_key=new_secret_key)  # fmt: skip
     print("migrate-from-7x plan:", *plan.lines(settings), sep="\n  ")
     if dry_run:
+        settings_conflict(plan, settings, yes=yes)
         return report
+    replace = preflight(c, plan, compose, settings, yes=yes)
     old, started_all = plan.old, time.monotonic()
     report.facts |= {"media_files": plan.media_files, "media_bytes": plan.media_bytes}
 
@@ -559,8 +636,6 @@ def migrate(
             f"[migrate] stopping the old application so nothing changes under the copy: {running_app}"
         )
         old.compose.run(c, "stop", *running_app)
-    if not media_volume_empty(c, compose) and not yes:
-        raise StackError("the new media volume is not empty; pass --yes to copy over it")
 
     t = time.monotonic()
     old_counts: dict[str, int] | None = None
@@ -577,7 +652,7 @@ def migrate(
         print(f"[migrate] {line}")
 
     t = time.monotonic()
-    new_counts = restore_into_stack(c, compose, settings, dump, yes=yes)
+    new_counts = restore_into_stack(c, compose, settings, dump, replace=replace)
     if old_counts is not None:
         compare_counts(old_counts, new_counts)
         print(f"[migrate] row counts match the old database ({len(old_counts)} tables)")
@@ -597,6 +672,6 @@ def migrate(
     out = settings.root / "backups" / f"migrate-7x-{backup.utc_stamp()}.json"
     out.write_text(json.dumps({"seconds": report.seconds, **report.facts}, indent=2))
     print("[migrate] done:", *(f"{k}: {v} s" for k, v in report.seconds.items()), sep="\n  ")
-    print(f"[migrate] report {out}; the old deployment is stopped and untouched: "
+    print(f"[migrate] report {out}; the old deployment was only read: "
           f"cd {old.tree} && docker compose up -d starts it again")  # fmt: skip
     return report

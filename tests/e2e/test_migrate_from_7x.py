@@ -185,6 +185,13 @@ def test_migration_carries_everything_over(legacy, old_data, new: Stack):
     assert portal == "Legacy Portal"
 
 
+def test_a_second_run_is_refused_before_it_touches_anything(legacy, old_data, new: Stack):
+    again = new.invoke("migrate-from-7x", "--from", str(legacy.tree), check=False)
+    assert again.returncode != 0 and "pass --yes" in again.stderr, again.stderr[-2000:]
+    assert "stopping the old application" not in again.stdout
+    assert requests.get(new.url("/api/v1/health"), timeout=10).status_code == 200
+
+
 def test_old_deployment_untouched_and_starts_again(legacy, old_data, new: Stack):
     assert tree_fingerprint(legacy.tree) == old_data["fingerprint"]
     legacy.dc("up", "--detach")

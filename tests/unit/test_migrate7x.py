@@ -92,7 +92,7 @@ def test_env_values_round_trip_through_dotenv(tmp_path: Path, value: str):
 
 def test_env_quote_refuses_what_compose_cannot_read_back():
     for value in ("it's", "two\nlines", "a${HOME}b"):
-        with pytest.raises(StackError, match="quote, newline"):
+        with pytest.raises(StackError, match="quote, a newline"):
             migrate7x.env_quote(value)
 
 
@@ -151,3 +151,40 @@ def test_plan_names_target_volumes_and_rollback(tmp_path: Path):
     assert "3 files, 2.50 MB -> volume mediacms_media_files" in text
     assert "PostgreSQL 13" in text and "mediacms_postgres_data" in text
     assert f"rollback: cd {tmp_path} && docker compose up -d" in text
+
+
+def old_tree(tmp_path: Path, settings: str) -> tuple[Path, MockContext]:
+    tree = tmp_path / "mediacms"
+    (tree / "cms").mkdir(parents=True)
+    (tree / "manage.py").write_text("")
+    (tree / "docker-compose.yaml").write_text("services: {}\n")
+    (tree / "cms/local_settings.py").write_text(settings)
+    config = {"name": "mediacms", "services": {"db": {}, "web": {"environment": {}}}}
+    import json
+
+    c = MockContext(run={re.compile(r".* config --format json$"): Result(json.dumps(config))})
+    return tree, c
+
+
+def test_same_project_name_as_the_old_deployment_is_refused(tmp_path: Path):
+    tree, c = old_tree(tmp_path, "")
+    with pytest.raises(StackError, match="would share containers"):
+        migrate7x.make_plan(c, tree, project="mediacms", dump=None)
+
+
+def test_a_fallback_key_written_in_the_file_is_flagged_and_can_be_replaced(tmp_path: Path):
+    tree, c = old_tree(tmp_path, 'SECRET_KEY = os.getenv("SECRET_KEY", "shipped-default")\n')
+    plan = migrate7x.make_plan(c, tree, project="mediacms8", dump=None)
+    assert plan.secret == ("shipped-default", "cms/local_settings.py")
+    assert any("public" in w and "--new-secret-key" in w for w in plan.warnings)
+    tree2, c2 = old_tree(
+        tmp_path / "b", 'SECRET_KEY = os.getenv("SECRET_KEY", "shipped-default")\n'
+    )
+    fresh = migrate7x.make_plan(c2, tree2, project="mediacms8", dump=None, new_secret_key=True)
+    assert fresh.secret[0] not in ("", "shipped-default") and len(fresh.secret[0]) > 40
+
+
+def test_an_unreadable_key_is_refused_before_anything_runs(tmp_path: Path):
+    tree, c = old_tree(tmp_path, 'SECRET_KEY = "it\'s"\n')
+    with pytest.raises(StackError, match="--new-secret-key"):
+        migrate7x.make_plan(c, tree, project="mediacms8", dump=None)
