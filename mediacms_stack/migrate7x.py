@@ -474,14 +474,15 @@ def copy_media(c: Context, compose: Compose, source: Path) -> float:
 
 def verify_media(c: Context, compose: Compose, source: Path) -> int:
     """Every file of ``source`` is in the volume with the same sha256, all owned by 33."""
-    hashed = subprocess.run(["sh", "-c", CHECKSUMS], cwd=source, capture_output=True, text=True,
-                            check=False)  # fmt: skip
-    if hashed.returncode != 0:
-        raise StackError(f"could not checksum {source}: {hashed.stderr.strip()[-500:]}")
-    local = hashed.stdout
+    # both sides are hashed at the same time: the old folder here, the volume in a container
+    hashing = subprocess.Popen(["sh", "-c", CHECKSUMS], cwd=source, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     script = f"cd {backup.MEDIA_DIR} && {CHECKSUMS} && echo '--owners--' && {FOREIGN_OWNERS}"
     argv = compose.argv("run", "--rm", "--no-deps", "-T", "--entrypoint", "sh", "web", "-c", script)
     result = run(c, argv, hide=True, warn=True)
+    local, errors = hashing.communicate()
+    if hashing.returncode != 0:
+        raise StackError(f"could not checksum {source}: {errors.strip()[-500:]}")
     if result is None or not result.ok:
         raise StackError(f"could not checksum the media volume: {result.stderr if result else ''}")
     sums, _, foreign = result.stdout.partition("--owners--")
