@@ -237,3 +237,23 @@ def test_rollback_of_a_good_upgrade_returns_to_the_old_version_and_schema(stack,
     assert "0002_upgrade_probe" not in migrations_of(stack)
     all_healthy(stack)
     assert state(stack) == upgrades.state
+
+
+def test_rollback_puts_a_moved_tag_back_on_the_recorded_image(stack):
+    """An upgrade that rebuilt or re-pulled the same tag: the rollback re-tags the image id
+    recorded in the backup; a reference gone altogether is refused with its fix."""
+    from mediacms_stack.shell import StackError
+    from mediacms_stack.upgrade import _restore_images
+
+    ref = f"mediacms-upgrade-probe/retag:{os.getpid()}"
+    moved_to = image_id(stack.settings.get("REDIS_IMAGE"))
+    recorded = image_id(stack.settings.get("POSTGRES_IMAGE"))
+    subprocess.run(["docker", "image", "tag", moved_to, ref], check=True)
+    try:
+        _restore_images(Context(), {"probe": [ref, recorded]}, dry_run=False)
+        assert image_id(ref) == recorded
+        gone = {"probe": [f"{ref}-absent", "sha256:" + "0" * 64]}
+        with pytest.raises(StackError, match=r"is gone.*pull it or build it"):
+            _restore_images(Context(), gone, dry_run=False)
+    finally:
+        subprocess.run(["docker", "image", "rm", ref], capture_output=True, check=False)

@@ -24,17 +24,15 @@ def no_engine(monkeypatch):
     monkeypatch.setattr(backup, "stack_images", lambda c, compose: {"web": ("img:1", "sha256:ab")})
 
 
-def fake_stream(calls, *, payload=b"PGDMP-fake", stderr=MANIFEST_STDERR, exited=0):
-    """shell.run stand-in: writes ``payload`` where the stream command would have."""
+def fake_run(calls, *, payload=b"PGDMP-fake", stderr=MANIFEST_STDERR, exited=0):
+    """shell.run stand-in: writes ``payload`` where the command's stdout was redirected."""
 
-    def run(c, argv, **kwargs):
-        calls.append((list(argv), kwargs))
-        assert argv[:2] == ["bash", "-c"] and argv[3] == "stream-to"
+    def run(c, argv, stdout_to=None, **kwargs):
+        calls.append((list(argv), stdout_to, kwargs))
         if exited == 0:
-            with open(argv[4], "wb") as handle:
+            with open(stdout_to, "ab") as handle:
                 handle.write(payload)
-        digest = hashlib.sha256(payload).hexdigest()
-        return Result(stdout=f"{digest}  -\n" if exited == 0 else "", stderr=stderr, exited=exited)
+        return Result(stderr=stderr, exited=exited)
 
     return run
 
@@ -69,29 +67,32 @@ def test_parse_manifest_lines_splits_counts_migrations_and_messages():
     assert other == ["pg_dump: warning: something"]
 
 
-def test_stream_to_file_writes_and_hashes_in_one_pass(tmp_path, capsys):
+def test_hash_follows_a_real_writer_and_the_file_is_private(tmp_path):
     target = tmp_path / "out.bin"
-    result, digest = backup.stream_to_file(Context(), ["printf", "hello backup"], target,
-                                           hide="both")  # fmt: skip
-    assert result.ok and target.read_bytes() == b"hello backup"
-    assert digest == hashlib.sha256(b"hello backup").hexdigest()
-    assert "stream-to" in capsys.readouterr().err  # the command is printed
+    writer = "for i in $(seq 1 40); do head -c 30000 /dev/urandom; sleep 0.005; done"
+    with backup.hashed_while_written(target) as hasher:
+        Context().run(f"sh -c '{writer}' > {target}", hide=True, in_stream=False)
+    data = target.read_bytes()
+    assert len(data) == 1_200_000 and hasher.size == len(data)
+    assert backup.checksum_of(target, hasher) == hashlib.sha256(data).hexdigest()
+    assert target.stat().st_mode & 0o777 == 0o600
 
 
-def test_stream_to_file_fails_when_the_producer_fails(tmp_path):
-    result, digest = backup.stream_to_file(
-        Context(), ["sh", "-c", "printf half; exit 3"], tmp_path / "x", hide="both"
-    )
-    assert not result.ok and digest == ""
+def test_checksum_is_computed_again_when_the_hasher_missed_bytes(tmp_path):
+    target = tmp_path / "x"
+    with backup.hashed_while_written(target) as hasher:
+        pass
+    target.write_bytes(b"written after the hasher stopped")
+    assert backup.checksum_of(target, hasher) == hashlib.sha256(target.read_bytes()).hexdigest()
 
 
 def test_backup_db_streams_to_temp_name_then_renames(tmp_path, monkeypatch):
     settings = config.Settings(tmp_path, {"MEDIACMS_VERSION": "8.3.2"})
     calls = []
-    monkeypatch.setattr("mediacms_stack.shell.run", fake_stream(calls))
+    monkeypatch.setattr("mediacms_stack.shell.run", fake_run(calls))
     dump = backup.backup_db(MockContext(), Compose(tmp_path), settings, tmp_path / "b")
-    [(argv, _)] = calls  # one command: counts, migrations and the dump together
-    assert argv[4].endswith(".partial") and "pg-dump" in argv
+    [(argv, target, _)] = calls  # one command: counts, migrations and the dump together
+    assert target.endswith(".partial") and "pg-dump" in argv
     assert dump.read_bytes() == b"PGDMP-fake" and not list((tmp_path / "b").glob(".*"))
     backup.verify_checksum(dump)
     manifest = json.loads((dump.parent / (dump.name + ".manifest.json")).read_text())
@@ -119,27 +120,26 @@ def test_backup_db_dry_run_prints_the_command_only(tmp_path, capsys):
     settings = config.Settings(tmp_path, {})
     backup.backup_db(MockContext(), Compose(tmp_path, dry_run=True), settings, tmp_path / "b")
     err = capsys.readouterr().err
-    assert "stream-to" in err and "pg-dump" in err
+    assert "pg-dump" in err and ".partial" in err
     assert list((tmp_path / "b").iterdir()) == []
 
 
-def test_backup_media_streams_tar_gz_through_sha256(tmp_path, monkeypatch):
+def test_backup_media_streams_tar_gz_into_a_checksummed_file(tmp_path, monkeypatch):
     calls = []
     payload = b"\x1f\x8b-fake-tar"
-    monkeypatch.setattr("mediacms_stack.shell.run", fake_stream(calls, payload=payload))
+    monkeypatch.setattr("mediacms_stack.shell.run", fake_run(calls, payload=payload))
     archive = backup.backup_media(MockContext(), Compose(tmp_path), tmp_path / "m")
-    [(argv, kwargs)] = calls
-    inner = argv[5:]
-    assert inner[inner.index("run") :][:7] == ["run", "--rm", "--no-deps", "-T", "--entrypoint",
-                                               "tar", "web"]  # fmt: skip
-    assert "--create" in inner and "--gzip" in inner and "--numeric-owner" in inner
-    assert kwargs["hide"] == "out"  # tar's progress on stderr stays visible
+    [(argv, target, kwargs)] = calls
+    assert argv[argv.index("run") :][:7] == ["run", "--rm", "--no-deps", "-T", "--entrypoint",
+                                             "tar", "web"]  # fmt: skip
+    assert "--create" in argv and "--gzip" in argv and "--numeric-owner" in argv
+    assert target.endswith(".partial") and "hide" not in kwargs  # tar's progress stays visible
     assert archive.name.endswith(".tar.gz") and archive.read_bytes() == payload
     backup.verify_checksum(archive)
 
 
 def test_backup_media_failure_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr("mediacms_stack.shell.run", fake_stream([], exited=2))
+    monkeypatch.setattr("mediacms_stack.shell.run", fake_run([], exited=2))
     with pytest.raises(StackError, match="no file written"):
         backup.backup_media(MockContext(), Compose(tmp_path), tmp_path / "m")
     assert list((tmp_path / "m").iterdir()) == []

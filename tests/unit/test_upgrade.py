@@ -1,0 +1,111 @@
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from invoke import MockContext, Result
+
+from mediacms_stack import backup, config, upgrade
+from mediacms_stack.compose import Compose
+from mediacms_stack.shell import StackError
+
+IMAGES = {
+    "web": ("mediacms/mediacms:8.3.2", "sha256:" + "a" * 64),
+    "db": ("postgres:17", "sha256:" + "d" * 64),
+}
+
+
+def split(command: str) -> list[str]:
+    """A printed one-line command as argv ([] for the first line of a multi-line one)."""
+    try:
+        return shlex.split(command)
+    except ValueError:
+        return []
+
+
+def test_set_env_value_replaces_one_line_and_keeps_mode_600(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text("# comment\nMEDIACMS_VERSION=8.3.2\nSECRET_KEY=abc\n")
+    env.chmod(0o600)
+    upgrade.set_env_value(env, "MEDIACMS_VERSION", "8.4.0")
+    assert env.read_text() == "# comment\nMEDIACMS_VERSION=8.4.0\nSECRET_KEY=abc\n"
+    assert env.stat().st_mode & 0o777 == 0o600
+    upgrade.set_env_value(env, "NEW_KEY", "x")
+    assert env.read_text().endswith("SECRET_KEY=abc\nNEW_KEY=x\n")
+    assert config.load(tmp_path).version == "8.4.0"
+
+
+def test_summary_names_versions_images_migrations_backup_and_rollback(tmp_path):
+    before = upgrade.State("8.3.2", IMAGES, ("files.0001_initial",))
+    after_images = {**IMAGES, "web": ("mediacms/mediacms:8.4.0", "sha256:" + "b" * 64)}
+    after = upgrade.State("8.4.0", after_images, ("files.0001_initial", "files.0002_new"))
+    text = upgrade.summary("upgrade", before, after, tmp_path / "bk")
+    assert "[upgrade] MediaCMS 8.3.2 -> 8.4.0" in text
+    web = next(line for line in text.splitlines() if line.startswith("web"))
+    assert "mediacms/mediacms:8.3.2 (aaaaaaaaaaaa)" in web
+    assert "mediacms/mediacms:8.4.0 (bbbbbbbbbbbb)" in web
+    assert re.search(r"^db\s+postgres:17 \(dddddddddddd\)\s+unchanged$", text, re.M)
+    assert "migrations applied (1): files.0002_new" in text
+    assert f"roll back with: invoke upgrade --rollback {tmp_path / 'bk'}" in text
+    back = upgrade.summary("rollback", after, before, tmp_path / "bk")
+    assert "migrations rolled back (1): files.0002_new" in back and "roll back with" not in back
+
+
+def test_upgrade_refuses_a_bad_tag_before_doing_anything(tmp_path):
+    settings = config.Settings(tmp_path, {"MEDIACMS_VERSION": "8.3.2"}, tmp_path / ".env")
+    with pytest.raises(StackError, match="not a valid image tag"):
+        upgrade.upgrade(MockContext(), Compose(tmp_path), settings, backups=tmp_path, to="8.4 rc")
+
+
+def test_upgrade_refuses_a_stopped_stack(tmp_path):
+    (tmp_path / ".env").write_text("MEDIACMS_VERSION=8.3.2\n")
+    settings = config.load(tmp_path)
+    c = MockContext(run={re.compile(r".* ps --format json$"): Result("")})
+    with pytest.raises(StackError, match="not running"):
+        upgrade.upgrade(c, Compose(tmp_path), settings, backups=tmp_path / "b", to="8.4.0")
+    assert not (tmp_path / "b").exists()
+
+
+def test_upgrade_dry_run_prints_backup_build_and_up_in_order(tmp_path, monkeypatch, capsys,
+                                                             builder):  # fmt: skip
+    monkeypatch.setattr(backup, "stack_images", lambda c, compose: IMAGES)
+    (tmp_path / ".env").write_text("MEDIACMS_VERSION=8.3.2\n")
+    settings = config.load(tmp_path)
+    c = MockContext(run={re.compile(r".*psql.*django_migrations.*"): Result("files.0001\n")})
+    compose = Compose(tmp_path, dry_run=True)
+    upgrade.upgrade(c, compose, settings, backups=tmp_path / "b", to="8.4.0", build=True,
+                    source=str(config.ROOT / "tests" / "app"))  # fmt: skip
+    commands = [split(line[2:]) for line in capsys.readouterr().err.splitlines()
+                if line.startswith("$ ") and split(line[2:])]  # fmt: skip
+    builds = [argv for argv in commands if "build" in argv[:2]]
+    assert [argv[argv.index("--tag") + 1] for argv in builds] == [
+        "mediacms/mediacms:8.4.0", "mediacms/mediacms-worker:8.4.0", "mediacms/mediacms-nginx:8.4.0"
+    ]  # fmt: skip
+    last = commands[-1]
+    assert last[last.index("up") :] == ["up", "--detach", "--wait", "--wait-timeout", "300"]
+    assert (tmp_path / ".env").read_text() == "MEDIACMS_VERSION=8.3.2\n"  # dry run: untouched
+
+
+def test_upgrade_without_build_pulls_the_target_version(tmp_path, monkeypatch):
+    monkeypatch.setattr(backup, "stack_images", lambda c, compose: IMAGES)
+    monkeypatch.setattr(backup, "backup_all", lambda c, compose, settings, dest: dest / "bk")
+    (tmp_path / ".env").write_text("MEDIACMS_VERSION=8.3.2\n")
+    c = MockContext(
+        run={
+            re.compile(r".* ps --format json$"): Result('{"Service":"db","State":"running"}\n'),
+            re.compile(r".*psql.*django_migrations.*"): Result("files.0001\n"),
+            re.compile(r".* pull .*"): Result(exited=1, stderr="manifest unknown"),
+        }
+    )
+    with pytest.raises(StackError, match=r"before changing anything(.|\n)*still runs 8\.3\.2"):
+        upgrade.upgrade(c, Compose(tmp_path), config.load(tmp_path), backups=tmp_path, to="8.4.0")
+    pull = next(call for call in c.run.call_args_list if " pull " in call.args[0])
+    assert "--ignore-buildable" in pull.args[0]
+    assert pull.kwargs["env"]["MEDIACMS_VERSION"] == "8.4.0"
+    assert config.load(tmp_path).version == "8.3.2"  # a failed pull changes nothing
+
+
+def test_rollback_refuses_a_folder_without_manifest(tmp_path):
+    with pytest.raises(StackError, match=r"no manifest\.json"):
+        upgrade.rollback(MockContext(), Compose(tmp_path), config.Settings(tmp_path, {}),
+                         Path(tmp_path), backups=tmp_path)  # fmt: skip
