@@ -239,7 +239,7 @@ def _restore_images(c: Context, recorded: dict[str, list[str]], *, dry_run: bool
                     ) from None
                 print(f"[rollback] {ref}: {short_id(image_id)} is gone, using {short_id(current)}")
                 continue
-            run(c, ["docker", "image", "tag", image_id, ref], dry_run=dry_run)
+            run(c, ["docker", "image", "tag", image_id, ref], dry_run=dry_run, in_stream=False)
     finally:
         client.close()
 
@@ -263,6 +263,7 @@ def rollback(
         raise StackError(f"{manifest_path} does not record the version it was taken from")
     backup.check_dump_file(folder / manifest["database"])
     backup.verify_checksum(folder / manifest["media"])
+    compose.up(c, "db", "redis", timeout=timeout)  # e.g. after `invoke down`
     before = current_state(c, compose, settings)
 
     print(f"[rollback] {settings.version} -> {old}: the images recorded in {folder.name}")
