@@ -7,11 +7,13 @@ Which .env is used: ./.env, or the file named by MEDIACMS_ENV_FILE.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
 
-from invoke import Collection, Exit, task
+from invoke import Collection, Exit
+from invoke import task as invoke_task
 
 from mediacms_stack import backup as backups
 from mediacms_stack import bootstrap, config, images, ops
@@ -31,15 +33,31 @@ def _settings() -> config.Settings:
 def _stack(dry_run: bool = False, *, dev: bool = False, https: bool = False, needs=("env",)):
     settings = _settings()
     if needs:
-        try:
-            checks.require(settings, *needs)
-        except StackError as error:
-            raise _fail(error) from error
+        checks.require(settings, *needs)
     return settings, Compose.for_settings(settings, dev=dev, https=https, dry_run=dry_run)
 
 
-def _fail(error: StackError) -> Exit:
-    return Exit(f"error: {error}", code=1)
+def task(*args, **kwargs):
+    """invoke's @task, plus: a StackError ends the task with one `error:` line, status 1.
+
+    StackError is what the package raises for anything an operator can act on (the
+    message says what went wrong and the fix), so no task needs its own try/except.
+    """
+
+    def decorate(body):
+        @functools.wraps(body)
+        def guarded(c, *a, **kw):
+            try:
+                return body(c, *a, **kw)
+            except StackError as error:
+                raise Exit(f"error: {error}", code=1) from error
+
+        return invoke_task(*args, **kwargs)(guarded)
+
+    if len(args) == 1 and callable(args[0]) and not kwargs:
+        body, args = args[0], ()
+        return decorate(body)
+    return decorate
 
 
 # --- setting up ------------------------------------------------------------------------
@@ -55,13 +73,10 @@ def engine(c):
 })  # fmt: skip
 def bootstrap_images(c, force=False, old_postgres=None):
     """Build the Debian base and PostgreSQL/Redis/Node stand-ins without any registry."""
-    try:
-        if old_postgres:
-            bootstrap.old_postgres(c, config.ROOT, old_postgres, force=force)
-        else:
-            bootstrap.all_images(c, config.ROOT, force=force)
-    except StackError as error:
-        raise _fail(error) from error
+    if old_postgres:
+        bootstrap.old_postgres(c, config.ROOT, old_postgres, force=force)
+    else:
+        bootstrap.all_images(c, config.ROOT, force=force)
 
 
 @task(help={
@@ -78,16 +93,13 @@ def init(c, force=False, local_images=False, set=None):
             raise Exit(f"error: --set {pair!r}: expected KEY=VALUE")
         overrides[key] = value
     target = os.environ.get("MEDIACMS_ENV_FILE", config.ENV_FILE)
-    try:
-        path = config.init(
-            config.home(),
-            overrides,
-            env_file=target,
-            force=force,
-            example=config.ROOT / config.EXAMPLE_FILE,
-        )
-    except StackError as error:
-        raise _fail(error) from error
+    path = config.init(
+        config.home(),
+        overrides,
+        env_file=target,
+        force=force,
+        example=config.ROOT / config.EXAMPLE_FILE,
+    )
     print(f"wrote {path} (mode 600)")
 
 
@@ -110,28 +122,23 @@ def doctor(c):
 def build(c, target=None, source=None, ca_bundle=None, dry_run=False):
     """Build our images with immutable version tags from a MediaCMS tree."""
     settings = _settings()
-    try:
-        engines.ensure() if not dry_run else None
-        built = images.build(
-            c,
-            settings,
-            target or images.TARGETS,
-            source=source or settings.require("MEDIACMS_SOURCE"),
-            ca_bundle=ca_bundle if ca_bundle is not None else settings.get("BUILD_CA_BUNDLE"),
-            dry_run=dry_run,
-        )
-    except StackError as error:
-        raise _fail(error) from error
+    if not dry_run:
+        engines.ensure()
+    built = images.build(
+        c,
+        settings,
+        target or images.TARGETS,
+        source=source or settings.require("MEDIACMS_SOURCE"),
+        ca_bundle=ca_bundle if ca_bundle is not None else settings.get("BUILD_CA_BUNDLE"),
+        dry_run=dry_run,
+    )
     print("built:", *built, sep="\n  ")
 
 
 @task(iterable=["target"], help={"target": "image targets to push (default all)"})
 def push(c, target=None, dry_run=False):
     """Push the version-tagged images to IMAGE_REGISTRY (tagging images built without it)."""
-    try:
-        images.push(c, _settings(), target or images.TARGETS, dry_run=dry_run)
-    except StackError as error:
-        raise _fail(error) from error
+    images.push(c, _settings(), target or images.TARGETS, dry_run=dry_run)
 
 
 @task
@@ -148,14 +155,11 @@ def up(c, dev=False, https=False, dry_run=False):
     """Start the stack (building or bootstrapping missing images) and wait until healthy."""
     if dev:
         return dev_stack(c, dry_run=dry_run)
-    try:
-        if not dry_run:
-            engines.ensure()
-        settings, compose = _stack(dry_run, https=https, needs=("env", "custom"))
-        ops.ensure_images(c, settings, dry_run=dry_run)
-        compose.up(c)
-    except StackError as error:
-        raise _fail(error) from error
+    if not dry_run:
+        engines.ensure()
+    settings, compose = _stack(dry_run, https=https, needs=("env", "custom"))
+    ops.ensure_images(c, settings, dry_run=dry_run)
+    compose.up(c)
 
 
 @task(name="dev", help={
@@ -164,13 +168,10 @@ def up(c, dev=False, https=False, dry_run=False):
 })  # fmt: skip
 def dev_stack(c, build=False, timeout=900, dry_run=False):
     """Development stack: MEDIACMS_TREE mounted, runserver :8000, Celery, frontend :8088."""
-    try:
-        if not dry_run:
-            engines.ensure()
-        settings, compose = _stack(dry_run, dev=True, needs=("env", "custom"))
-        devstack.up(c, settings, compose, build=build, timeout=timeout)
-    except StackError as error:
-        raise _fail(error) from error
+    if not dry_run:
+        engines.ensure()
+    settings, compose = _stack(dry_run, dev=True, needs=("env", "custom"))
+    devstack.up(c, settings, compose, build=build, timeout=timeout)
 
 
 @task(help={"volumes": "also delete the named volumes (data loss!)"})
@@ -206,12 +207,9 @@ def logs(c, service="", follow=False, tail="200"):
 @task(positional=["counts"], help={"counts": "SERVICE=N[,SERVICE=N...]"})
 def scale(c, counts=None, dry_run=False):
     """Scale services, e.g. `invoke scale celery_short=3,celery_long=2` (beat stays one)."""
-    try:
-        wanted = ops.parse_scale([p for p in (counts or "").split(",") if p])
-        _, compose = _stack(dry_run)
-        compose.scale(c, wanted)
-    except StackError as error:
-        raise _fail(error) from error
+    wanted = ops.parse_scale([p for p in (counts or "").split(",") if p])
+    _, compose = _stack(dry_run)
+    compose.scale(c, wanted)
 
 
 @task(help={"command": 'manage.py arguments, quoted, e.g. "showmigrations users"'})
@@ -244,82 +242,58 @@ def set_admin_password(c, user=None, password=None, dry_run=False):
 @task
 def build_frontend(c, dry_run=False):
     """npm run dist in the dev compose (honours frontend/.env); copy into static; restart web."""
-    try:
-        settings, compose = _stack(dry_run, dev=True)
-        devstack.build_frontend(c, settings, compose)
-    except StackError as error:
-        raise _fail(error) from error
+    settings, compose = _stack(dry_run, dev=True)
+    devstack.build_frontend(c, settings, compose)
 
 
 @task(help={"args": 'extra pytest arguments, quoted, e.g. "-k upload -x"'})
 def test(c, args="", dry_run=False):
     """Run MediaCMS's pytest suite inside the dev image with TESTING=True."""
-    try:
-        settings, compose = _stack(dry_run, dev=True)
-        devstack.test(c, settings, compose, args, tty=sys.stdin.isatty())
-    except StackError as error:
-        raise _fail(error) from error
+    settings, compose = _stack(dry_run, dev=True)
+    devstack.test(c, settings, compose, args, tty=sys.stdin.isatty())
 
 
 # --- backups ---------------------------------------------------------------------------
 @task(help={"keep": "keep only the newest N database backups", "dest": "folder (default backups/)"})
 def backup_db(c, keep=0, dest=str(BACKUPS), dry_run=False):
     """pg_dump (custom format) to backups/, with .sha256 and a manifest."""
-    try:
-        settings, compose = _stack(dry_run, needs=("engine", "env"))
-        backups.backup_db(c, compose, settings, Path(dest), keep=keep or None)
-    except StackError as error:
-        raise _fail(error) from error
+    settings, compose = _stack(dry_run, needs=("engine", "env"))
+    backups.backup_db(c, compose, settings, Path(dest), keep=keep or None)
 
 
 @task(help={"file": "a .dump made by backup-db", "yes": "replace a non-empty database"})
 def restore_db(c, file, yes=False, dry_run=False):
     """Verify and restore a database backup (safety backup first, one transaction)."""
-    try:
-        settings, compose = _stack(dry_run, needs=("engine", "env"))
-        backups.restore_db(c, compose, settings, Path(file), yes=yes, safety_dir=BACKUPS)
-    except StackError as error:
-        raise _fail(error) from error
+    settings, compose = _stack(dry_run, needs=("engine", "env"))
+    backups.restore_db(c, compose, settings, Path(file), yes=yes, safety_dir=BACKUPS)
 
 
 @task
 def backup_media(c, keep=0, dest=str(BACKUPS), dry_run=False):
     """Stream the media volume into a .tar.gz (uid 33 and dotfiles kept) with .sha256."""
-    try:
-        _, compose = _stack(dry_run, needs=("engine", "env"))
-        backups.backup_media(c, compose, Path(dest), keep=keep or None)
-    except StackError as error:
-        raise _fail(error) from error
+    _, compose = _stack(dry_run, needs=("engine", "env"))
+    backups.backup_media(c, compose, Path(dest), keep=keep or None)
 
 
 @task
 def restore_media(c, file, dry_run=False):
     """Verify a media archive's checksum and extract it into the media volume."""
-    try:
-        _, compose = _stack(dry_run, needs=("engine", "env"))
-        backups.restore_media(c, compose, Path(file))
-    except StackError as error:
-        raise _fail(error) from error
+    _, compose = _stack(dry_run, needs=("engine", "env"))
+    backups.restore_media(c, compose, Path(file))
 
 
 @task
 def backup(c, dest=str(BACKUPS), dry_run=False):
     """Full backup: database, media, custom/, .env and a manifest in one folder."""
-    try:
-        settings, compose = _stack(dry_run, needs=("engine", "env"))
-        backups.backup_all(c, compose, settings, Path(dest))
-    except StackError as error:
-        raise _fail(error) from error
+    settings, compose = _stack(dry_run, needs=("engine", "env"))
+    backups.backup_all(c, compose, settings, Path(dest))
 
 
 @task
 def restore(c, folder, yes=False, dry_run=False):
     """Restore a full backup folder made by `invoke backup`."""
-    try:
-        settings, compose = _stack(dry_run, needs=("engine", "env"))
-        backups.restore_all(c, compose, settings, Path(folder), yes=yes, safety_dir=BACKUPS)
-    except StackError as error:
-        raise _fail(error) from error
+    settings, compose = _stack(dry_run, needs=("engine", "env"))
+    backups.restore_all(c, compose, settings, Path(folder), yes=yes, safety_dir=BACKUPS)
 
 
 @task(help={
@@ -333,21 +307,18 @@ def migrate_from_7x(c, from_, dump=None, yes=False, new_secret_key=False, dry_ru
     """Move a monolithic 7.x deployment (database, media, settings, key) into this stack."""
     from mediacms_stack import migrate7x
 
-    try:
-        env_file = config.load(config.home(), os.environ.get("MEDIACMS_ENV_FILE")).env_file
-        if env_file is not None and not env_file.exists() and not dry_run:
-            config.init(config.home(), env_file=env_file, example=config.ROOT / config.EXAMPLE_FILE)
-            print(f"wrote {env_file} (mode 600)")
-        if not dry_run:
-            engines.ensure()
-        settings, compose = _stack(needs=("env", "custom") if not dry_run else ())
-        if not dry_run:
-            ops.ensure_images(c, settings)
-        migrate7x.migrate(c, compose, settings, Path(from_),
-                          dump=Path(dump) if dump else None, yes=yes,
-                          new_secret_key=new_secret_key, dry_run=dry_run)  # fmt: skip
-    except StackError as error:
-        raise _fail(error) from error
+    env_file = config.load(config.home(), os.environ.get("MEDIACMS_ENV_FILE")).env_file
+    if env_file is not None and not env_file.exists() and not dry_run:
+        config.init(config.home(), env_file=env_file, example=config.ROOT / config.EXAMPLE_FILE)
+        print(f"wrote {env_file} (mode 600)")
+    if not dry_run:
+        engines.ensure()
+    settings, compose = _stack(needs=("env", "custom") if not dry_run else ())
+    if not dry_run:
+        ops.ensure_images(c, settings)
+    migrate7x.migrate(c, compose, settings, Path(from_),
+                      dump=Path(dump) if dump else None, yes=yes,
+                      new_secret_key=new_secret_key, dry_run=dry_run)  # fmt: skip
 
 
 @task(help={
@@ -361,16 +332,13 @@ def upgrade(c, to=None, build=False, source=None, rollback=None, timeout=300, dr
     """Back up, pull (or build) new images, migrate, wait healthy, show what changed."""
     from mediacms_stack import upgrade as upgrades
 
-    try:
-        settings, compose = _stack(dry_run, needs=("engine", "compose", "env"))
-        if rollback:
-            upgrades.rollback(c, compose, settings, Path(rollback), backups=BACKUPS,
-                              timeout=int(timeout))  # fmt: skip
-        else:
-            upgrades.upgrade(c, compose, settings, backups=BACKUPS, to=to, build=build,
-                             source=source, timeout=int(timeout))  # fmt: skip
-    except StackError as error:
-        raise _fail(error) from error
+    settings, compose = _stack(dry_run, needs=("engine", "compose", "env"))
+    if rollback:
+        upgrades.rollback(c, compose, settings, Path(rollback), backups=BACKUPS,
+                          timeout=int(timeout))  # fmt: skip
+    else:
+        upgrades.upgrade(c, compose, settings, backups=BACKUPS, to=to, build=build,
+                         source=source, timeout=int(timeout))  # fmt: skip
 
 
 ns = Collection(
