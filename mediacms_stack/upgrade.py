@@ -120,12 +120,20 @@ def _start(c: Context, compose: Compose, timeout: int) -> str:
     if compose.dry_run:
         return ""
     if result is None or not result.ok:
-        return (result.stderr.strip() if result is not None else "")[-1500:] or "compose up failed"
+        return _reason(result.stderr if result is not None else "")
     try:
         wait_healthy(c, compose, timeout=timeout)
     except StackError as error:
         return str(error)
     return ""
+
+
+def _reason(compose_output: str) -> str:
+    """The lines of compose's progress output that say what failed."""
+    lines = [line.strip() for line in compose_output.splitlines() if line.strip()]
+    telling = re.compile(r"didn't complete|unhealthy|error|exited|failed|refused", re.I)
+    picked = list(dict.fromkeys(line for line in lines if telling.search(line)))
+    return "\n  ".join(picked[-5:] or lines[-3:]) or "compose up failed"
 
 
 def _failure_report(c: Context, compose: Compose, why: str, folder: Path, old: str) -> str:
@@ -134,13 +142,15 @@ def _failure_report(c: Context, compose: Compose, why: str, folder: Path, old: s
     logs = compose.run(c, "logs", "--no-color", "--tail", "15", "migrations", hide=True,
                        warn=True, in_stream=False)  # fmt: skip
     tail = logs.stdout.strip() if logs is not None and logs.ok else "(no logs)"
-    table = format_table(
-        status_rows(c, compose), ("SERVICE", "STATE", "HEALTH", "IMAGE", "VERSION")
-    )
+    rows = status_rows(c, compose)
+    table = format_table(rows, ("SERVICE", "STATE", "HEALTH", "IMAGE", "VERSION"))
+    serving = any(r[0] == "web" and r[1] == "running" for r in rows)
+    down = "" if serving else "MediaCMS is not serving until you roll back or fix and rerun. "
     return (
-        f"the new version did not come up healthy: {why}\n\n"
+        f"the new version did not come up healthy:\n  {why}\n\n"
         f"last lines of the migrations job:\n{tail}\n\n{table}\n\n"
-        "The database may already be partly migrated by the new version. Nothing is lost:\n"
+        f"{down}The database may already be partly migrated by the new version. "
+        "Nothing is lost:\n"
         f"  backup taken before the upgrade (version {old}): {folder}\n"
         f"  see why:   invoke logs --service migrations   (or web)\n"
         f"  roll back: invoke upgrade --rollback {folder}"

@@ -6,8 +6,9 @@ one migration added (one file changed: BuildKit rebuilds only the tree's layers,
 seconds). The upgrades run from a temporary copy of this repository, because
 `invoke build` stages the MediaCMS tree inside the repository it runs from
 (.build/mediacms) and other builds may be using this checkout's staging folder at the
-same time. The images built here are tagged `<version>-upgrade-<pid>` and
-`<version>-broken-<pid>` and removed at the end; the stack ends on its original images.
+same time. The images made here are tagged `<version>-base-<pid>` (the images the stack
+ran), `<version>-upgrade-<pid>` and `<version>-broken-<pid>`, and removed at the end;
+the stack ends on the shared smoke tags again.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from invoke import Context
 
 from mediacms_stack import backup, images, ops
 from mediacms_stack.compose import SERVICES
-from mediacms_stack.upgrade import short_id
+from mediacms_stack.upgrade import set_env_value, short_id
 
 pytestmark = pytest.mark.e2e
 
@@ -66,9 +67,10 @@ class Upgrades:
         self.stack = stack
         self.repo = root / "repo"
         shutil.copytree(images.ROOT, self.repo, ignore=IGNORE, symlinks=True)
-        self.original = stack.settings.version
-        self.good = f"{self.original}-upgrade-{os.getpid()}"
-        self.broken = f"{self.original}-broken-{os.getpid()}"
+        self.shared = stack.settings.version  # the tag the smoke images carry
+        self.original = f"{self.shared}-base-{os.getpid()}"
+        self.good = f"{self.shared}-upgrade-{os.getpid()}"
+        self.broken = f"{self.shared}-broken-{os.getpid()}"
         self.trees = {
             self.good: self._tree(root / "app-good", "0002_upgrade_probe", GOOD_MIGRATION),
             self.broken: self._tree(root / "app-broken", "0002_broken_probe", BROKEN_MIGRATION),
@@ -142,9 +144,23 @@ def backup_folder(output: str) -> Path:
     return Path(match[1])
 
 
+def switch_version(stack, version: str) -> None:
+    set_env_value(stack.settings.env_file, "MEDIACMS_VERSION", version)
+    stack.dc("up", "--detach", "--wait", "--wait-timeout", "300")
+
+
 @pytest.fixture(scope="module")
 def upgrades(stack, tmp_path_factory):
+    """The stack moved onto private tags of the images it runs (`<version>-base-<pid>`),
+    so that a rollback, which re-tags the image ids it recorded, never moves the shared
+    smoke tags that other builds on this engine may have moved meanwhile; moved back to
+    the shared tags at the end."""
     setup = Upgrades(stack, tmp_path_factory.mktemp("upgrade"))
+    running = running_images(stack)
+    base = setup.refs(setup.original)
+    for ref, service in zip(base, ("web", "celery_long", "nginx"), strict=True):
+        subprocess.run(["docker", "image", "tag", running[service][1], ref], check=True)
+    switch_version(stack, setup.original)
     probe = (
         "from users.models import User; "
         "User.objects.filter(username='upgrade-probe').exists() or "
@@ -157,7 +173,8 @@ def upgrades(stack, tmp_path_factory):
     setup.before = running_images(stack)
     setup.state = state(stack)
     yield setup
-    for version in (setup.good, setup.broken):
+    switch_version(stack, setup.shared)
+    for version in (setup.original, setup.good, setup.broken):
         subprocess.run(["docker", "image", "rm", "--force", *setup.refs(version)],
                        capture_output=True, check=False)  # fmt: skip
 

@@ -109,3 +109,15 @@ def test_rollback_refuses_a_folder_without_manifest(tmp_path):
     with pytest.raises(StackError, match=r"no manifest\.json"):
         upgrade.rollback(MockContext(), Compose(tmp_path), config.Settings(tmp_path, {}),
                          Path(tmp_path), backups=tmp_path)  # fmt: skip
+
+
+def test_failure_reason_keeps_the_lines_that_say_what_failed():
+    output = (
+        " Container p-db-1  Healthy\n Container p-migrations-1  Started\n"
+        ' Container p-migrations-1  service "migrations" didn\'t complete successfully: exit 1\n'
+        ' Container p-migrations-1  service "migrations" didn\'t complete successfully: exit 1\n'
+    )
+    assert upgrade._reason(output) == (
+        'Container p-migrations-1  service "migrations" didn\'t complete successfully: exit 1'
+    )
+    assert upgrade._reason("a\nb\nc\nd\n") == "b\n  c\n  d"
