@@ -321,7 +321,6 @@ def backup_db(
     """pg_dump (custom format) out of the db container into ``dest``; returns the file."""
     from .shell import run
 
-    dest.mkdir(parents=True, exist_ok=True)
     db = Database.of(compose, settings)
     final = dest / f"{prefix}-{utc_stamp()}.dump"
     partial = dest / f".{final.name}.partial"
@@ -329,6 +328,7 @@ def backup_db(
         run(c, db.snapshot_dump_argv(), stdout_to=str(partial), dry_run=True)
         print(f"(dry run) would rename {partial} -> {final}, write .sha256 and manifest")
         return final
+    dest.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=1) as pool, hashed_while_written(partial) as hasher:
         images = pool.submit(image_digests, c, compose)  # asked while the dump runs
@@ -446,7 +446,6 @@ def backup_media(
 ) -> Path:
     from .shell import run
 
-    dest.mkdir(parents=True, exist_ok=True)
     final = dest / f"{prefix}-{utc_stamp()}.tar.gz"
     partial = dest / f".{final.name}.partial"
     argv = tar_argv(compose, "--create", "--gzip", "--numeric-owner", "--totals",
@@ -454,6 +453,7 @@ def backup_media(
     if compose.dry_run:
         run(c, argv, stdout_to=str(partial), dry_run=True)
         return final
+    dest.mkdir(parents=True, exist_ok=True)
     with hashed_while_written(partial) as hasher:
         result = run(c, argv, stdout_to=str(partial), warn=True, in_stream=False)
     if result is None or not result.ok:
@@ -488,7 +488,8 @@ def backup_all(c: Context, compose: Compose, settings: Settings, dest_root: Path
     folder = dest_root / f"mediacms-{utc_stamp()}"
     if compose.dry_run:
         print(f"(dry run) would write a full backup into {folder}")
-    folder.mkdir(parents=True, exist_ok=compose.dry_run)
+    if not compose.dry_run:
+        folder.mkdir(parents=True)
     dump = backup_db(c, compose, settings, folder)
     media = backup_media(c, compose, folder)
     if compose.dry_run:
