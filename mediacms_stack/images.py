@@ -19,10 +19,12 @@ registry, so building once and pushing later needs no rebuild.
 
 from __future__ import annotations
 
+import fcntl
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,17 +168,35 @@ def build(
     if ca_bundle and not Path(ca_bundle).is_file():
         raise StackError(f"CA bundle {ca_bundle} does not exist (BUILD_CA_BUNDLE / --ca-bundle)")
     wanted = order(targets)
-    stage_source(c, root, source, dry_run=dry_run)
-    revision = source_revision(root, source)
-    builder = engine.builder()
     built = []
-    for target in wanted:
-        argv = build_argv(target, settings, ca_bundle=ca_bundle, revision=revision,
-                          builder=builder)  # fmt: skip
-        with c.cd(str(root)):
-            run(c, argv, env=dict(builder.env), dry_run=dry_run)
-        built.append(ImageNames.from_settings(settings).ref(target))
+    # One build at a time per checkout: the tree is staged into the shared .build/mediacms,
+    # and a second build staging another tree meanwhile would mix the two.
+    with _staging_lock(root, dry_run=dry_run):
+        stage_source(c, root, source, dry_run=dry_run)
+        revision = source_revision(root, source)
+        builder = engine.builder()
+        for target in wanted:
+            argv = build_argv(target, settings, ca_bundle=ca_bundle, revision=revision,
+                              builder=builder)  # fmt: skip
+            with c.cd(str(root)):
+                run(c, argv, env=dict(builder.env), dry_run=dry_run)
+            built.append(ImageNames.from_settings(settings).ref(target))
     return built
+
+
+@contextmanager
+def _staging_lock(root: Path, *, dry_run: bool) -> Iterator[None]:
+    if dry_run:
+        yield
+        return
+    (root / STAGE_DIR).mkdir(exist_ok=True)
+    with (root / STAGE_DIR / ".lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("[build] another build of this checkout is running; waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 @dataclass(frozen=True)
