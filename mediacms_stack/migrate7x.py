@@ -509,7 +509,8 @@ def restore_into_stack(
     """Load the dump into the stack's database; returns the row counts.
 
     ``replace``: the database holds data (the operator passed --yes): a safety backup is
-    taken, then the public schema is emptied so no table of a newer schema lingers.
+    taken first. Either way the public schema is replaced as a whole, in one transaction,
+    so no table of a newer schema lingers.
     """
     db = backup.Database.of(compose, settings)
     compose.up(c, "db", "redis")
@@ -518,10 +519,11 @@ def restore_into_stack(
         safety = backup.backup_db(c, compose, settings, settings.root / "backups",
                                   prefix="pre-migrate")  # fmt: skip
         print(f"[migrate] safety backup of the new database: {safety}")
-        db.query(c, "DROP SCHEMA public CASCADE; CREATE SCHEMA public")
     if check_given_dump(dump) == "custom":
-        result = run(c, db.restore_argv(), stdin_from=str(dump), warn=True, hide="err")
+        result = run(c, db.replace_argv(), stdin_from=str(dump), warn=True, hide="err")
     else:
+        if replace:
+            db.query(c, "DROP SCHEMA public CASCADE; CREATE SCHEMA public")
         argv = compose.argv("exec", "-T", "db", "psql", "-U", db.user, "-d", db.name, "--quiet",
                             "-v", "ON_ERROR_STOP=1", "--single-transaction")  # fmt: skip
         result = run(c, argv, stdin_from=str(dump), warn=True, hide="both")

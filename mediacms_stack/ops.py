@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 
@@ -11,7 +10,7 @@ from invoke.context import Context
 from .compose import SCALABLE, SERVICES, Compose
 from .config import Settings
 from .images import ImageNames
-from .shell import StackError, run
+from .shell import StackError
 
 STATIC_DIR = "/home/mediacms.io/mediacms/static"
 
@@ -77,20 +76,6 @@ def set_admin_password(c: Context, compose: Compose, user: str, password: str | 
     compose.exec(c, "web", "env", f"U={user}", f"P={password}", "python", "manage.py", "shell",
                  "-c", code)  # fmt: skip
     return password
-
-
-_VERSION = re.compile(r"^\d+(\.\d+)*")
-
-
-def image_versions(c: Context, settings: Settings) -> dict[str, str]:
-    names = ImageNames.from_settings(settings)
-    versions = {}
-    for target in ("web", "worker", "nginx"):
-        ref = names.ref(target)
-        result = run(c, ["docker", "image", "inspect", "--format",
-                         "{{.Id}}", ref], hide=True, warn=True)  # fmt: skip
-        versions[ref] = result.stdout.strip()[:19] if result is not None and result.ok else "absent"
-    return versions
 
 
 def missing_images(refs: list[str]) -> list[str]:
