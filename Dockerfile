@@ -92,16 +92,20 @@ COPY --from=media-tools /opt/media-tools/bento4/ /home/mediacms.io/bento4/
 COPY --from=builder /home/mediacms.io/ /home/mediacms.io/
 ENV VIRTUAL_ENV=/home/mediacms.io
 ENV PATH=/home/mediacms.io/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    DJANGO_SETTINGS_MODULE=cms.settings
+    DJANGO_SETTINGS_MODULE=cms.container_settings
 WORKDIR /home/mediacms.io/mediacms
 ARG MEDIACMS_SRC=.build/mediacms
 COPY ${MEDIACMS_SRC}/ /home/mediacms.io/mediacms/
-# The settings bridge: environment first, then custom/local_settings.py when mounted.
-COPY config/django/local_settings.py cms/local_settings.py
+# The settings bridge: environment first, then custom/local_settings.py when mounted;
+# container_settings makes the tree's own hook (whichever it has) load it.
+COPY config/django/local_settings.py config/django/container_settings.py cms/
 COPY scripts/run-migrations.sh scripts/healthcheck.py /usr/local/bin/
 # Static files are collected once, here; the throwaway key never reaches a layer's ENV.
+# The tree's own media_files/ (default avatars, banners) move aside: the migrations job
+# copies what a volume lacks, so a new volume gets them and an operator's are kept.
 RUN SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput --verbosity 0 \
- && rm -rf media_files logs .secret_key cms/__pycache__ \
+ && mkdir -p media_files && mv media_files /home/mediacms.io/default-media \
+ && rm -rf logs .secret_key cms/__pycache__ \
  && mkdir -p media_files logs custom \
  && chown www-data:www-data media_files logs \
  && python -m compileall -q -j 0 . > /dev/null

@@ -10,6 +10,13 @@ set -eu
 
 cd /home/mediacms.io/mediacms
 
+# The tree's default media (e.g. userlogos/user.jpg, linked from every page): whatever
+# the volume lacks is copied in; files already there, the operator's, are never replaced.
+if [ -d /home/mediacms.io/default-media ]; then
+    echo "migrations: adding missing default media"
+    cp -R --update=none /home/mediacms.io/default-media/. media_files/
+fi
+
 echo "migrations: applying Django migrations"
 python manage.py migrate --noinput
 

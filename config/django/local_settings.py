@@ -1,20 +1,29 @@
-"""Settings bridge, installed by the image as ``cms/local_settings.py``.
+"""Settings bridge: the container's environment as Django settings.
 
-Every released MediaCMS ``cms/settings.py`` ends by importing ``cms.local_settings``.
-This module fills that slot so any released tree runs in containers unchanged:
+The image installs this file as ``cms/local_settings.py`` and sets
+``DJANGO_SETTINGS_MODULE=cms.container_settings`` (config/django/container_settings.py),
+which makes every kind of tree load it at the point where the tree expects its local
+overrides:
 
-1. it reads the container's environment (database, Redis, secret key, host names);
-2. then, when present, it executes ``custom/local_settings.py`` (mounted read-only
-   from the operator's ``./custom`` folder), so operator overrides win.
+- released trees (7.x, 8.x) end ``cms/settings.py`` with ``from .local_settings import *``;
+- the 7.3 restructure tree does ``from custom.local_settings import *`` instead;
+- a tree with neither hook gets these settings applied after ``cms.settings``.
 
-Nothing secret is stored here: all of it comes from the environment at run time.
+Order: the environment first, then ``custom/local_settings.py`` (the operator's file,
+mounted read-only from ./custom) is executed here, so the operator's overrides win.
+Every value ``X`` may come from a file named by ``X_FILE`` (Docker and Swarm secrets).
+Nothing secret is stored in this file.
 """
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 def _env(name, default=None):
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        return Path(path).read_text().strip()
     value = os.environ.get(name)
     return default if value is None or value == "" else value
 
@@ -26,16 +35,37 @@ def _env_bool(name, default=False):
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _env_list(name):
+    return [item.strip() for item in (_env(name) or "").split(",") if item.strip()]
+
+
+# The tree's own hook found this module (see container_settings.py).
+MEDIACMS_CONTAINER_BRIDGE = True
+
 if _env("SECRET_KEY"):
     SECRET_KEY = _env("SECRET_KEY")
 
-FRONTEND_HOST = _env("FRONTEND_HOST", globals().get("FRONTEND_HOST", "http://localhost"))
-PORTAL_NAME = _env("PORTAL_NAME", globals().get("PORTAL_NAME", "MediaCMS"))
+FRONTEND_HOST = _env("FRONTEND_HOST", "http://localhost").rstrip("/")
+PORTAL_NAME = _env("PORTAL_NAME", "MediaCMS")
 DEBUG = _env_bool("DEBUG", False) or _env_bool("DEVELOPMENT_MODE", False)
-ALLOWED_HOSTS = [h.strip() for h in _env("ALLOWED_HOSTS", "*").split(",") if h.strip()]
-_origin = FRONTEND_HOST.rstrip("/")
-if _origin.startswith(("http://", "https://")):
-    CSRF_TRUSTED_ORIGINS = [_origin]
+
+# Only the public name (and an optional list) reaches Django: no "*", so a forged Host
+# cannot end up in password-reset links. nginx refuses other names before they get here.
+_frontend_name = urlsplit(FRONTEND_HOST).hostname or "localhost"
+ALLOWED_HOSTS = [_frontend_name, *_env_list("ALLOWED_HOSTS")]
+if DEBUG:
+    ALLOWED_HOSTS += ["localhost", "127.0.0.1", "[::1]"]
+CSRF_TRUSTED_ORIGINS = [
+    origin
+    for origin in [FRONTEND_HOST, *_env_list("CSRF_TRUSTED_ORIGINS")]
+    if origin.startswith(("http://", "https://"))
+]
+# nginx always sets X-Forwarded-Proto itself (the client's own is never passed on):
+# the scheme the visitor used, or the HTTPS proxy's when behind the HTTPS overlay.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+USE_X_FORWARDED_HOST = False
+if FRONTEND_HOST.startswith("https://"):
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
 
 DATABASES = {
     "default": {
@@ -46,6 +76,9 @@ DATABASES = {
         "USER": _env("POSTGRES_USER", "mediacms"),
         "PASSWORD": _env("POSTGRES_PASSWORD", ""),
         "CONN_MAX_AGE": int(_env("POSTGRES_CONN_MAX_AGE", "60")),
+        # A connection broken by a database restart is replaced on the next request
+        # instead of answering 500 until the worker recycles it.
+        "CONN_HEALTH_CHECKS": True,
     }
 }
 
@@ -60,6 +93,10 @@ CACHES = {
 # Both spellings: older trees read BROKER_URL, newer ones CELERY_BROKER_URL.
 BROKER_URL = CELERY_BROKER_URL = REDIS_LOCATION
 CELERY_RESULT_BACKEND = REDIS_LOCATION
+
+# Transcoding, thumbnails and large uploads write here: a disk volume in the compose
+# file, so long videos are not encoded into a RAM-backed /tmp.
+TEMP_DIRECTORY = FILE_UPLOAD_TEMP_DIR = _env("TEMP_DIRECTORY", "/tmp")
 
 _custom = Path(__file__).resolve().parent.parent / "custom" / "local_settings.py"
 if _custom.is_file():
