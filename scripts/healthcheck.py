@@ -13,10 +13,13 @@ import socket
 import struct
 import sys
 import time
+from urllib.parse import urlsplit
 
 
 def uwsgi(host="127.0.0.1", port=9000, path="/"):
     path = os.environ.get("HEALTHCHECK_PATH", path)
+    # The public name: Django answers 400 to any host it does not serve.
+    name = urlsplit(os.environ.get("FRONTEND_HOST", "http://localhost")).netloc or "localhost"
     env = {
         "REQUEST_METHOD": "GET",
         "PATH_INFO": path,
@@ -24,7 +27,7 @@ def uwsgi(host="127.0.0.1", port=9000, path="/"):
         "QUERY_STRING": "",
         "SERVER_NAME": "localhost",
         "SERVER_PORT": "80",
-        "HTTP_HOST": "localhost",
+        "HTTP_HOST": name,
         "SERVER_PROTOCOL": "HTTP/1.1",
         "REMOTE_ADDR": "127.0.0.1",
         "wsgi.url_scheme": "http",
@@ -40,7 +43,7 @@ def uwsgi(host="127.0.0.1", port=9000, path="/"):
     parts = reply.split(" ", 2)
     if len(parts) < 2 or not parts[1].isdigit():
         return f"uWSGI gave no HTTP status line: {reply[:40]!r}"
-    if int(parts[1]) >= 500:
+    if int(parts[1]) >= 400:
         return f"uWSGI answered {parts[1]} for {path}"
     return None
 
