@@ -22,6 +22,8 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    #: a fine state worth knowing (shown as INFO, with the next step in ``fix``)
+    info: bool = False
 
 
 def _engine(settings: Settings) -> Check:
@@ -131,8 +133,14 @@ def _volumes(settings: Settings) -> Check:
     client.close()
     wanted = [f"{settings.project}_{v}" for v in ("media_files", "logs", "postgres_data")]
     missing = [v for v in wanted if v not in names]
+    if len(missing) == len(wanted):
+        return Check("volumes", True, "none yet: this stack is not deployed",
+                     "next: `invoke up` for a new site, or `invoke migrate-from-7x --from PATH` "
+                     "to move a 7.x one (before any `invoke up`)", info=True)  # fmt: skip
     if missing:
-        return Check("volumes", False, f"not created yet: {', '.join(missing)}", "invoke up")
+        return Check("volumes", False, f"only some exist, missing {', '.join(missing)}",
+                     "`invoke up` creates them empty; if they held data, `invoke restore "
+                     "FOLDER` from your last backup")  # fmt: skip
     return Check("volumes", True, "media_files, logs, postgres_data present")
 
 
@@ -156,8 +164,8 @@ def table(checks: list[Check]) -> str:
     width = max(len(c.name) for c in checks)
     lines = []
     for check in checks:
-        mark = "PASS" if check.ok else "FAIL"
-        fix = f"  -> {check.fix}" if not check.ok and check.fix else ""
+        mark = "FAIL" if not check.ok else "INFO" if check.info else "PASS"
+        fix = f"  -> {check.fix}" if (not check.ok or check.info) and check.fix else ""
         lines.append(f"{mark}  {check.name:<{width}}  {check.detail}{fix}")
     return "\n".join(lines)
 

@@ -390,6 +390,20 @@ def check_given_dump(dump: Path) -> str:
 
 
 # --- the steps ---------------------------------------------------------------------------
+def private_folder(folder: Path) -> Path:
+    """backups/ holds dumps with password hashes and copies of .env: owner only (700)."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder.chmod(0o700)
+    return folder
+
+
+def private(path: Path) -> Path:
+    """An artifact readable by its owner only (600); created empty when missing."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    return path
+
+
 def dump_old_database(c: Context, old: OldDeployment, dest: Path) -> tuple[Path, dict[str, int]]:
     """pg_dump through the old db service; returns the file and the old row counts."""
     was_running = old.db_service in old.running(c)
@@ -399,16 +413,18 @@ def dump_old_database(c: Context, old: OldDeployment, dest: Path) -> tuple[Path,
     try:
         _wait_ready(c, old.compose, old.db_service, db.user)
         counts = db.row_counts(c)
-        dest.mkdir(parents=True, exist_ok=True)
+        private_folder(dest)
         final = dest / f"migrate-7x-{backup.utc_stamp()}.dump"
         partial = dest / f".{final.name}.partial"
-        result = run(c, db.dump_argv(), stdout_to=str(partial), warn=True, hide="err")
+        with backup.hashed_while_written(partial) as hasher:  # created mode 600
+            result = run(c, db.dump_argv(), stdout_to=str(partial), warn=True, hide="err",
+                         in_stream=False)  # fmt: skip
         if result is None or not result.ok:
             partial.unlink(missing_ok=True)
             message = result.stderr.strip() if result is not None else ""
             raise StackError(f"pg_dump of the old database failed: {message or 'no output'}")
         partial.rename(final)
-        backup.write_checksum(final)
+        private(backup.write_checksum(final, backup.checksum_of(final, hasher)))
         manifest = {
             "kind": "postgresql-custom-dump",
             "file": final.name,
@@ -417,7 +433,8 @@ def dump_old_database(c: Context, old: OldDeployment, dest: Path) -> tuple[Path,
             "row_counts": counts,
             "migrations": db.migrations(c),
         }
-        final.with_name(final.name + ".manifest.json").write_text(json.dumps(manifest, indent=2))
+        side = final.with_name(final.name + ".manifest.json")
+        private(side).write_text(json.dumps(manifest, indent=2))
     finally:
         if not was_running:
             old.compose.run(c, "stop", old.db_service)
@@ -556,10 +573,11 @@ def carry_settings(plan: Plan, settings: Settings, *, yes: bool) -> list[str]:
     if key:
         values["SECRET_KEY"] = key
     if values and env_file.is_file():
-        saved = settings.root / "backups" / f"env-before-migrate-{backup.utc_stamp()}"
-        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved = (
+            private_folder(settings.root / "backups") / f"env-before-migrate-{backup.utc_stamp()}"
+        )
         shutil.copy2(env_file, saved)
-        saved.chmod(0o600)
+        private(saved)
         done.append(f"saved the previous .env as {saved}")
     for name, value in values.items():
         quoted = env_quote(value) != value  # also refuses values compose could not read back
@@ -672,8 +690,8 @@ def migrate(
     report.step("verify media", t)
     report.seconds["total"] = round(time.monotonic() - started_all, 2)
 
-    out = settings.root / "backups" / f"migrate-7x-{backup.utc_stamp()}.json"
-    out.write_text(json.dumps({"seconds": report.seconds, **report.facts}, indent=2))
+    out = private_folder(settings.root / "backups") / f"migrate-7x-{backup.utc_stamp()}.json"
+    private(out).write_text(json.dumps({"seconds": report.seconds, **report.facts}, indent=2))
     print("[migrate] done:", *(f"{k}: {v} s" for k, v in report.seconds.items()), sep="\n  ")
     print(f"[migrate] report {out}; the old deployment was only read: "
           f"cd {old.tree} && docker compose up -d starts it again")  # fmt: skip

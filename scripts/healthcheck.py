@@ -3,16 +3,20 @@
 
     healthcheck.py uwsgi            uWSGI on 127.0.0.1:9000 answers GET / (uwsgi protocol)
     healthcheck.py celery NODE      the Celery worker NODE@<hostname> answers a ping
-    healthcheck.py beat FILE SECS   celery beat rewrote its schedule FILE in the last SECS
+    healthcheck.py beat FILE SECS   celery beat (PID 1) runs, reaches the broker, and no entry
+                                    of its schedule FILE is overdue by more than SECS
 
 Exit 0 when healthy, 1 with a one-line reason otherwise (docker inspect shows it).
 """
 
+import dbm
+import importlib
 import os
+import shelve
 import socket
 import struct
 import sys
-import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 
@@ -48,26 +52,86 @@ def uwsgi(host="127.0.0.1", port=9000, path="/"):
     return None
 
 
+def _broker():
+    return os.environ.get("REDIS_LOCATION", "redis://redis:6379/1")
+
+
 def celery(node):
     from celery import Celery  # the worker image's venv has it
 
-    broker = os.environ.get("REDIS_LOCATION", "redis://redis:6379/1")
     target = f"{node}@{socket.gethostname()}"
-    app = Celery(broker=broker)
+    app = Celery(broker=_broker())
     replies = app.control.ping(destination=[target], timeout=5)
     if not any(target in reply for reply in replies):
         return f"no ping reply from {target}"
     return None
 
 
-def beat(path, max_age):
+#: /proc states of a process that will not run again by itself
+HALTED = {"T": "stopped", "t": "stopped by a tracer", "Z": "a zombie", "X": "dead"}
+
+
+def beat_process(proc="/proc/1"):
+    """The container's main process is celery beat and is not stopped."""
+    proc = Path(proc)
     try:
-        age = time.time() - os.stat(path).st_mtime
-    except FileNotFoundError:
-        return f"{path} does not exist yet"
-    if age > float(max_age):
-        return f"{path} last written {age:.0f}s ago (limit {max_age}s)"
+        words = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, IndexError):
+        return f"no process {proc.name}"
+    if "beat" not in words.split() or "celery" not in map(os.path.basename, words.split()):
+        return f"process {proc.name} is not celery beat: {words[:80]!r}"
+    if state in HALTED:
+        return f"celery beat (process {proc.name}) is {HALTED[state]} (state {state})"
     return None
+
+
+def overdue(path, margin):
+    """No entry of beat's schedule store is overdue by more than ``margin`` seconds.
+
+    Beat writes each entry's last run time to the store (a shelve) when it sends the
+    task, then flushes it to the file every 3 minutes at most: ``margin`` must exceed
+    180 s plus beat's --max-interval. A schedule with nothing due for hours is healthy.
+    """
+    from celery import Celery  # the worker image's venv has it
+
+    kind = dbm.whichdb(path)
+    if kind is None:
+        return f"{path} does not exist yet"
+    if not kind:
+        return f"{path} is not a schedule database"
+    # "u": gdbm without its lock, which the running beat holds; sqlite readers need none
+    store = shelve.Shelf(
+        importlib.import_module(kind).open(path, "ru" if kind == "dbm.gnu" else "r")
+    )
+    with store:
+        if "entries" not in store:
+            return f"{path} holds no schedule yet"
+        # naive time stamps (older stores) are in beat's time zone, stored beside them
+        app = Celery(set_as_current=True)
+        app.conf.timezone = store.get("tz")
+        app.conf.enable_utc = store.get("utc_enabled", True)
+        late = {
+            name: -entry.schedule.remaining_estimate(entry.last_run_at).total_seconds()
+            for name, entry in store["entries"].items()
+        }
+    name = max(late, key=late.get, default=None)
+    if name is not None and late[name] > float(margin):
+        return f"{name!r} was due {late[name]:.0f}s ago (margin {margin}s): beat is not sending it"
+    return None
+
+
+def broker_reachable():
+    from celery import Celery  # the worker image's venv has it
+
+    with Celery(broker=_broker()).connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=5)
+    return None
+
+
+def beat(path, margin):
+    """Alive (PID 1 running), scheduling (nothing overdue) and able to send (broker)."""
+    return beat_process() or overdue(path, margin) or broker_reachable()
 
 
 def main(argv):

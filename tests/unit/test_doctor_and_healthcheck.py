@@ -1,6 +1,17 @@
 import importlib.util
 import os
+import signal
+import socket
+import subprocess
+import sys
 import time
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from celery import Celery
+from celery.beat import PersistentScheduler
+from celery.schedules import crontab
 
 from mediacms_stack import config, doctor
 
@@ -29,11 +40,155 @@ def test_table_marks_failures_with_fix():
     assert "PASS  a  fine" in text and "FAIL  b  bad  -> do x" in text
 
 
-def test_beat_health_follows_schedule_file_age(tmp_path):
-    schedule = tmp_path / "celerybeat-schedule"
-    assert "does not exist" in healthcheck.beat(str(schedule), "300")
-    schedule.write_text("x")
-    assert healthcheck.beat(str(schedule), "300") is None
-    old = time.time() - 600
-    os.utime(schedule, (old, old))
-    assert "last written" in healthcheck.beat(str(schedule), "300")
+class _Volumes:
+    def __init__(self, names):
+        self.volumes = self
+        self.names = names
+
+    def list(self):
+        return [type("Volume", (), {"name": n}) for n in self.names]
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def volumes(monkeypatch):
+    import docker
+
+    def present(*names):
+        monkeypatch.setattr(doctor.engine, "engine_answers", lambda: True)
+        monkeypatch.setattr(docker, "from_env", lambda: _Volumes(names))
+
+    return present
+
+
+def test_a_stack_not_deployed_yet_is_information_with_both_next_steps(home, volumes):
+    settings = config.load(home)
+    volumes("someone-else_media_files")
+    check = doctor.CHECKS["volumes"](settings)
+    assert check.ok and check.info and "not deployed" in check.detail
+    line = doctor.table([check])
+    assert line.startswith("INFO  volumes")
+    assert "invoke up" in line and "invoke migrate-from-7x" in line
+
+
+def test_some_volumes_missing_is_a_problem_and_all_present_passes(home, volumes):
+    settings = config.load(home)
+    volumes(f"{settings.project}_media_files", f"{settings.project}_logs")
+    check = doctor.CHECKS["volumes"](settings)
+    assert not check.ok and f"{settings.project}_postgres_data" in check.detail
+    assert "invoke restore" in check.fix
+    volumes(*(f"{settings.project}_{v}" for v in ("media_files", "logs", "postgres_data")))
+    check = doctor.CHECKS["volumes"](settings)
+    assert check.ok and not check.info and doctor.table([check]).startswith("PASS")
+
+
+def test_beat_process_must_be_celery_beat_and_running():
+    code = "import time; time.sleep(30)"
+    beat = subprocess.Popen([sys.executable, "-c", code, "celery", "beat"])
+    other = subprocess.Popen([sys.executable, "-c", code, "celery", "worker"])
+    try:
+        proc = f"/proc/{beat.pid}"
+        assert healthcheck.beat_process(proc) is None
+        beat.send_signal(signal.SIGSTOP)
+        assert _until(lambda: "is stopped (state T)" in (healthcheck.beat_process(proc) or ""))
+        beat.send_signal(signal.SIGCONT)
+        assert _until(lambda: healthcheck.beat_process(proc) is None)
+        assert "is not celery beat" in healthcheck.beat_process(f"/proc/{other.pid}")
+    finally:
+        for process in (beat, other):
+            process.kill()
+            process.wait()
+    assert "no process" in healthcheck.beat_process(f"/proc/{beat.pid}")
+
+
+def _until(condition, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.fixture
+def scheduler(tmp_path):
+    """celery beat's own PersistentScheduler writing a schedule file, held open like beat."""
+    opened = []
+
+    def make(entries, timezone="UTC", **last_runs):
+        app = Celery(set_as_current=False)
+        app.conf.timezone = timezone
+        app.conf.beat_schedule = {
+            name: {"task": f"tasks.{name}", "schedule": spec} for name, spec in entries.items()
+        }
+        path = tmp_path / "celerybeat-schedule"
+        sched = PersistentScheduler(app=app, schedule_filename=str(path), lazy=False)
+        opened.append(sched)
+        now = app.now()  # beat stamps last runs in its own time zone
+        for name, ago in last_runs.items():
+            sched.schedule[name].last_run_at = now - ago
+        sched.sync()
+        return str(path)
+
+    yield make
+    for sched in opened:
+        sched.close()
+
+
+def _daily_at(when: datetime) -> crontab:
+    return crontab(minute=when.minute, hour=when.hour)
+
+
+def test_a_beat_with_nothing_due_for_hours_is_healthy_long_after_its_last_write(
+    scheduler, tmp_path
+):
+    path = scheduler(
+        {"popular": crontab(minute=1, hour="*/10"), "ten_hours": timedelta(hours=10)},
+        popular=timedelta(minutes=50),
+        ten_hours=timedelta(hours=9, minutes=50),
+    )
+    hour_ago = time.time() - 3600  # nothing was written for an hour: the old check failed
+    for file in tmp_path.iterdir():
+        os.utime(file, (hour_ago, hour_ago))
+    assert healthcheck.overdue(path, "300") is None
+    assert healthcheck.overdue(path, "5") is None
+
+
+def test_an_entry_beat_did_not_send_is_overdue(scheduler):
+    now = datetime.now(UTC)
+    path = scheduler({"daily": _daily_at(now - timedelta(hours=2)), "minutely": 60.0},
+                     daily=timedelta(hours=3), minutely=timedelta(seconds=100))  # fmt: skip
+    problem = healthcheck.overdue(path, "300")
+    assert "'daily' was due 72" in problem and "beat is not sending it" in problem, problem
+
+
+def test_the_margin_covers_beat_flushing_its_file_late(scheduler):
+    path = scheduler({"minutely": 60.0}, minutely=timedelta(seconds=200))
+    assert healthcheck.overdue(path, "300") is None  # sent, not yet flushed to the file
+    assert "'minutely' was due 14" in healthcheck.overdue(path, "100")
+
+
+def test_due_times_are_computed_in_beats_time_zone(scheduler):
+    local = datetime.now(ZoneInfo("America/New_York"))
+    # due in 2 hours New York time; read as UTC it would have been due hours ago
+    path = scheduler({"evening": _daily_at(local + timedelta(hours=2))},
+                     timezone="America/New_York", evening=timedelta(hours=4))  # fmt: skip
+    assert healthcheck.overdue(path, "300") is None
+
+
+def test_missing_or_foreign_schedule_file(tmp_path):
+    assert "does not exist yet" in healthcheck.overdue(str(tmp_path / "nothing"), "300")
+    junk = tmp_path / "junk"
+    junk.write_text("not a database")
+    assert "not a schedule database" in healthcheck.overdue(str(junk), "300")
+
+
+def test_beat_check_reports_an_unreachable_broker(monkeypatch):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("REDIS_LOCATION", f"redis://127.0.0.1:{port}/1")
+    with pytest.raises(Exception, match=r"Connection refused|Error 111"):
+        healthcheck.broker_reachable()

@@ -188,3 +188,34 @@ def test_an_unreadable_key_is_refused_before_anything_runs(tmp_path: Path):
     tree, c = old_tree(tmp_path, 'SECRET_KEY = "it\'s"\n')
     with pytest.raises(StackError, match="--new-secret-key"):
         migrate7x.make_plan(c, tree, project="mediacms8", dump=None)
+
+
+def test_the_dump_and_its_side_files_are_private(tmp_path: Path):
+    """They hold password hashes: 600 in a 700 folder, whatever the umask."""
+    import json
+    import os
+    import stat
+
+    old = migrate7x.OldDeployment(tmp_path, Compose(tmp_path, project=None),
+                                  {"name": "legacy", "services": {"db": {}}})  # fmt: skip
+    c = MockContext(run={
+        re.compile(r".* ps --format json$"): Result(json.dumps([{"Service": "db", "State": "running"}])),
+        re.compile(r".*pg_isready.*"): Result(""),
+        re.compile(r".* psql .*"): Result("users_user\t3\n"),
+        re.compile(r".* pg_dump .*"): Result(""),
+    })  # fmt: skip
+    dest = tmp_path / "backups"
+    previous = os.umask(0o022)
+    try:
+        dest.mkdir(mode=0o755)  # an existing, readable backups/ is tightened too
+        dump, counts = migrate7x.dump_old_database(c, old, dest)
+    finally:
+        os.umask(previous)
+    assert counts == {"users_user": 3}
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o700
+    made = sorted(p.name for p in dest.iterdir())
+    assert made == [dump.name, f"{dump.name}.manifest.json", f"{dump.name}.sha256"]
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in dest.iterdir()} == dict.fromkeys(
+        made, 0o600
+    )
+    assert json.loads((dest / f"{dump.name}.manifest.json").read_text())["row_counts"] == counts
