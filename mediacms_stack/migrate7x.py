@@ -16,7 +16,9 @@ What :func:`migrate` does, in order, each step printed with the command it runs:
    layout owns) and carries SECRET_KEY (and literal FRONTEND_HOST/PORTAL_NAME) into
    ``.env``;
 6. restores the dump into the new PostgreSQL 17, checks the row count of every table
-   against the old database, then starts the stack (migrations run, all healthy);
+   against the old database, copies the logged-in sessions (7.x keeps them in Redis)
+   into the new Redis with their expiry, then starts the stack (migrations run, all
+   healthy);
 7. checks every media file's sha256 and owner in the volume against the old folder.
 
 The old folder and its database files are only read, so rolling back is starting the
@@ -35,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from invoke.context import Context
 
@@ -66,6 +69,27 @@ SECRET_KEY_FILE = ".secret_key"  # noqa: S105 - a file name
 CHECKSUMS = "find . -type f -print0 | xargs -0 -r sha256sum"
 FOREIGN_OWNERS = "find . \\( ! -user 33 -o ! -group 33 \\) -print | head -n 5"
 LEFT_RUNNING = ("redis",)  # old services not stopped before the copy (besides db)
+#: Django's cached sessions as django-redis names them: ":1:django.contrib.sessions.cache<id>"
+SESSION_KEYS = "*django.contrib.sessions.cache*"
+#: Lua run in the old Redis: every session key of every database as "key value ttl-ms"
+#: lines, key and value hex-encoded (values are pickles: binary)
+EXPORT_SESSIONS = (
+    'local out, hex = {}, function(s) return (s:gsub(".", function(ch) '
+    'return string.format("%02x", ch:byte()) end)) end '
+    'for db = 0, 255 do if redis.pcall("SELECT", db).err then break end '
+    'for _, k in ipairs(redis.call("KEYS", ARGV[1])) do local ttl = redis.call("PTTL", k) '
+    'if ttl ~= -2 and redis.call("TYPE", k).ok == "string" then '
+    'out[#out + 1] = hex(k) .. " " .. hex(redis.call("GET", k)) .. " " .. ttl end end end '
+    'return table.concat(out, "\\n")'
+)
+#: Lua run in the new Redis: those lines written back, each with its remaining time
+IMPORT_SESSIONS = (
+    'local n, unhex = 0, function(h) return (h:gsub("..", function(cc) '
+    'return string.char(tonumber(cc, 16)) end)) end '
+    'for k, v, ttl in ARGV[1]:gmatch("(%x+) (%x*) (%-?%d+)") do ttl = tonumber(ttl) '
+    'if ttl > 0 then redis.call("SET", unhex(k), unhex(v), "PX", ttl) '
+    'else redis.call("SET", unhex(k), unhex(v)) end n = n + 1 end return n'
+)
 
 
 # --- reading the old deployment (pure functions, unit-tested) ---------------------------
@@ -287,6 +311,13 @@ class OldDeployment:
     def running(self, c: Context) -> list[str]:
         return [r["Service"] for r in self.compose.ps(c, all_=False) if r.get("State") == "running"]
 
+    def redis_service(self) -> str | None:
+        """The service running Redis (7.x: ``redis``), where the sessions are."""
+        services = self.config.get("services", {})
+        if "redis" in services:
+            return "redis"
+        return next((n for n, s in services.items() if "redis" in s.get("image", "")), None)
+
 
 # --- the plan ----------------------------------------------------------------------------
 @dataclass
@@ -318,6 +349,13 @@ class Plan:
                 f" the old '{old.db_service}' service -> PostgreSQL 17 in volume "
                 f"{self.project}_postgres_data"
             )
+        redis = old.redis_service()
+        rows.append(
+            f"sessions     Django's cached sessions in the old '{redis}' service -> the new "
+            "redis, each with its remaining lifetime"
+            if redis
+            else "sessions     the old compose file has no Redis service: none to carry"
+        )
         if sp is None:
             rows.append(f"settings     no {LOCAL_SETTINGS}: custom/local_settings.py not written")
         else:
@@ -552,6 +590,67 @@ def restore_into_stack(
     return db.row_counts(c)
 
 
+def new_redis(c: Context, compose: Compose, settings: Settings) -> tuple[str, str]:
+    """(database number, password) of the new stack's cache, from its REDIS_LOCATION."""
+    config = json.loads(compose.query(c, "config", "--format", "json") or "{}")
+    env = config.get("services", {}).get("web", {}).get("environment") or {}
+    location = urlsplit(env.get("REDIS_LOCATION") or "redis://redis:6379/1")
+    return location.path.strip("/") or "0", location.password or settings.get("REDIS_PASSWORD")
+
+
+def carry_sessions(c: Context, old: OldDeployment, compose: Compose, settings: Settings) -> int:
+    """Copy the logged-in sessions from the old Redis into the new one (running).
+
+    7.x keeps sessions only in its cache; without them everyone is logged out. Keys and
+    values are copied as they are, each with its remaining lifetime; the old Redis is
+    started for the copy when it was stopped (its data survives a stop) and stopped again.
+    Returns the number of sessions; a failure is reported, not fatal (users log in again).
+    """
+    service = old.redis_service()
+    if service is None:
+        print("[migrate] sessions: the old deployment has no Redis service, none carried")
+        return 0
+    was_running = service in old.running(c)
+    if not was_running and not old.compose.run(c, "start", service, warn=True, hide="err").ok:
+        print(f"[migrate] sessions: the old '{service}' container is gone, none carried "
+              "(users log in again)")  # fmt: skip
+        return 0
+    db, password = new_redis(c, compose, settings)
+    try:
+        if not _redis_answers(c, old.compose, service):
+            print(f"[migrate] WARNING sessions not carried: the old '{service}' did not answer")
+            return 0
+        export = old.compose.argv("exec", "-T", service, "redis-cli", "--raw", "EVAL",
+                                  EXPORT_SESSIONS, "0", SESSION_KEYS)  # fmt: skip
+        # the password travels in the environment, never on a command line
+        load = compose.argv("exec", "-T", *(["-e", "REDISCLI_AUTH"] if password else []),
+                            "redis", "redis-cli", "--no-auth-warning", "-n", db, "-x", "EVAL",
+                            IMPORT_SESSIONS, "0")  # fmt: skip
+        result = run(c, load, pipe_from=export, warn=True, hide="both",
+                     env={"REDISCLI_AUTH": password} if password else None)  # fmt: skip
+    finally:
+        if not was_running:
+            old.compose.run(c, "stop", service)
+    count = (result.stdout if result is not None else "").strip()
+    if result is None or not result.ok or not count.isdigit():
+        reason = (result.stdout + result.stderr).strip()[-300:] if result is not None else ""
+        print(f"[migrate] WARNING sessions not carried ({reason}); users log in again")
+        return 0
+    print(f"[migrate] {count} sessions carried over from the old '{service}' into the new redis")
+    return int(count)
+
+
+def _redis_answers(c: Context, compose: Compose, service: str, timeout: float = 60) -> bool:
+    """Whether Redis answers PONG in time (not LOADING: a started Redis reads its dump first)."""
+    deadline = time.monotonic() + timeout
+    ping = " ".join(compose.argv("exec", "-T", service, "redis-cli", "ping"))
+    while c.run(ping, hide=True, warn=True).stdout.strip() != "PONG":
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
 def carry_settings(plan: Plan, settings: Settings, *, yes: bool) -> list[str]:
     """Write custom/local_settings.py and the .env keys; returns what was done."""
     from dotenv import set_key
@@ -679,6 +778,10 @@ def migrate(
         print(f"[migrate] row counts match the old database ({len(old_counts)} tables)")
     report.facts["rows"] = sum(new_counts.values())
     report.step("restore database", t)
+
+    t = time.monotonic()
+    report.facts["sessions"] = carry_sessions(c, old, compose, settings)
+    report.step("carry sessions", t)
 
     t = time.monotonic()
     compose.up(c)

@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -97,6 +98,9 @@ def old_data(legacy: Legacy) -> dict:
     hidden.parent.mkdir(parents=True)
     hidden.write_text("dotfiles must survive\n")
     session = session_login(legacy.base, "admin", OLD_ADMIN_PASSWORD)
+    # like real 7.x, the session is only in Redis: the migration must carry it there
+    stored = "from django.contrib.sessions.models import Session; print(Session.objects.count())"
+    assert legacy.shell(stored) == "0"
     hashes = legacy.shell(
         "from users.models import User; "
         "print(';'.join(f'{u.username}={u.password}' for u in User.objects.order_by('id')))"
@@ -118,8 +122,16 @@ def new(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
         deployment.dc("down", "--volumes", "--remove-orphans", check=False)
 
 
+def test_doctor_before_the_move_says_not_deployed_and_names_the_migration(new: Stack):
+    done = new.invoke("doctor")  # exit status 0: nothing deployed yet is not a failure
+    line = next(x for x in done.stdout.splitlines() if " volumes " in x)
+    assert line.startswith("INFO") and "not deployed" in line, done.stdout
+    assert "invoke migrate-from-7x" in line
+
+
 def test_dry_run_prints_the_plan_and_changes_nothing(legacy, old_data, new: Stack):
     done = new.invoke("migrate-from-7x", "--from", str(legacy.tree), "--dry-run")
+    assert "sessions     Django's cached sessions in the old 'redis' service" in done.stdout
     assert f"PostgreSQL {OLD_PG_MAJOR}" in done.stdout
     assert re.search(r"media_files: \d+ files", done.stdout), done.stdout
     assert f"{new.settings.project}_media_files" in done.stdout
@@ -147,10 +159,21 @@ def test_migration_carries_everything_over(legacy, old_data, new: Stack):
     print(f"\nmigrate-from-7x took {time.monotonic() - started:.1f} s", file=sys.stderr)
     assert "row counts match the old database" in done.stdout
     assert re.search(r"\d+ media files verified", done.stdout)
+    assert int(re.search(r"(\d+) sessions carried over", done.stdout)[1]) >= 1, done.stdout
 
-    # logins with the old passwords, and a session made in the old deployment (signed
-    # with the old SECRET_KEY, which carried over) is still valid
+    # what it wrote holds password hashes and the old key: owner only
+    backups = new.home / "backups"
+    assert stat.S_IMODE(backups.stat().st_mode) == 0o700
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in backups.iterdir()}
+    assert any(n.endswith(".dump") for n in modes) and set(modes.values()) == {0o600}, modes
+
+    # logins with the old passwords, and a session made in the old deployment is still
+    # valid: it was copied from the old Redis (the sessions' only store, as in 7.x) and
+    # is signed with the old SECRET_KEY, which carried over
     session_login(new.base, "admin", OLD_ADMIN_PASSWORD)
+    assert 'SESSION_ENGINE = "django.contrib.sessions.backends.cache"' in (
+        new.home / "custom/local_settings.py"
+    ).read_text()
     carried = requests.Session()
     carried.cookies.set("sessionid", old_data["session"])
     assert "Site administration" in carried.get(new.url("/admin/"), timeout=10).text

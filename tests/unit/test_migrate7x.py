@@ -219,3 +219,48 @@ def test_the_dump_and_its_side_files_are_private(tmp_path: Path):
         made, 0o600
     )
     assert json.loads((dest / f"{dump.name}.manifest.json").read_text())["row_counts"] == counts
+
+
+def _old_with_redis(tmp_path: Path) -> migrate7x.OldDeployment:
+    config = {"name": "legacy", "services": {"db": {}, "redis": {"image": "redis:alpine"}}}
+    return migrate7x.OldDeployment(tmp_path, Compose(tmp_path, project=None), config)
+
+
+def test_sessions_are_piped_from_the_old_redis_into_the_new_one_with_its_password(tmp_path):
+    import json
+
+    new_config = {"services": {"web": {"environment": {
+        "REDIS_LOCATION": "redis://:s3cret@redis:6379/2"}}}}  # fmt: skip
+    c = MockContext(run={
+        re.compile(r".* ps --format json$"): Result("[]"),  # the old redis is stopped
+        re.compile(r".* start redis$"): Result(""),
+        re.compile(r".* config --format json$"): Result(json.dumps(new_config)),
+        re.compile(r".* redis-cli ping$"): Result("PONG\n"),
+        re.compile(r".*set -o pipefail; .* EVAL .*"): Result("3\n"),
+        re.compile(r".* stop redis$"): Result(""),
+    })  # fmt: skip
+    new = Compose(Path("/srv/new"), project="new")
+    count = migrate7x.carry_sessions(c, _old_with_redis(tmp_path), new, Settings(tmp_path, {}, None))
+    assert count == 3
+    commands = [call.args[0] for call in c.run.call_args_list]
+    pipe = next(cmd for cmd in commands if "pipefail" in cmd)
+    export, _, load = pipe.partition(" | ")
+    assert f"--project-directory {tmp_path} --file" in export
+    assert "exec -T redis redis-cli --raw EVAL" in export
+    assert export.endswith(f" 0 '{migrate7x.SESSION_KEYS}'")
+    assert "--project-name new --file" in load
+    assert "exec -T -e REDISCLI_AUTH redis redis-cli" in load
+    assert " -n 2 -x EVAL " in load and "s3cret" not in pipe
+    call = next(call for call in c.run.call_args_list if "pipefail" in call.args[0])
+    assert call.kwargs["env"] == {"REDISCLI_AUTH": "s3cret"}
+    assert commands[-1].endswith("stop redis")  # started for the copy, stopped again
+
+
+def test_sessions_not_carried_is_a_warning_not_a_failure(tmp_path, capsys):
+    c = MockContext(run={
+        re.compile(r".* ps --format json$"): Result("[]"),
+        re.compile(r".* start redis$"): Result("", exited=1),  # the container was removed
+    })  # fmt: skip
+    new = Compose(Path("/srv/new"), project="new")
+    assert migrate7x.carry_sessions(c, _old_with_redis(tmp_path), new, Settings(tmp_path, {}, None)) == 0
+    assert "container is gone, none carried" in capsys.readouterr().out

@@ -29,6 +29,8 @@ CACHES = {
 }
 CELERY_BROKER_URL = BROKER_URL = REDIS_LOCATION
 CELERY_RESULT_BACKEND = BROKER_URL
+# Like 7.x's cms/settings.py: logged-in sessions live only in the cache (Redis).
+SESSION_ENGINE = "django.contrib.sessions.backends.cache"
 
 # The operator's own choices, which must survive the move:
 MEDIA_UPLOAD_NOTE = "kept by the migration"
