@@ -16,6 +16,7 @@ import shelve
 import socket
 import struct
 import sys
+import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -121,12 +122,26 @@ def overdue(path, margin):
     return None
 
 
-def broker_reachable():
+def broker_reachable(seconds=6.0):
+    """Beat can connect to Redis; bounded, since a cut network makes name lookups hang."""
     from celery import Celery  # the worker image's venv has it
 
-    with Celery(broker=_broker()).connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=5)
-    return None
+    failure = []
+
+    def connect():
+        try:
+            with Celery(broker=_broker()).connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=seconds)
+        except Exception as exc:  # reported below
+            failure.append(f"{type(exc).__name__}: {exc}")
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(seconds)
+    where = urlsplit(_broker())
+    if probe.is_alive():
+        return f"broker {where.hostname}:{where.port} did not answer within {seconds:.0f}s"
+    return f"broker {where.hostname}:{where.port} unreachable: {failure[0]}" if failure else None
 
 
 def beat(path, margin):

@@ -171,9 +171,10 @@ def test_migration_carries_everything_over(legacy, old_data, new: Stack):
     # valid: it was copied from the old Redis (the sessions' only store, as in 7.x) and
     # is signed with the old SECRET_KEY, which carried over
     session_login(new.base, "admin", OLD_ADMIN_PASSWORD)
-    assert 'SESSION_ENGINE = "django.contrib.sessions.backends.cache"' in (
-        new.home / "custom/local_settings.py"
-    ).read_text()
+    assert (
+        'SESSION_ENGINE = "django.contrib.sessions.backends.cache"'
+        in (new.home / "custom/local_settings.py").read_text()
+    )
     carried = requests.Session()
     carried.cookies.set("sessionid", old_data["session"])
     assert "Site administration" in carried.get(new.url("/admin/"), timeout=10).text

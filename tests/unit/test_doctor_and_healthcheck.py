@@ -190,5 +190,5 @@ def test_beat_check_reports_an_unreachable_broker(monkeypatch):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     monkeypatch.setenv("REDIS_LOCATION", f"redis://127.0.0.1:{port}/1")
-    with pytest.raises(Exception, match=r"Connection refused|Error 111"):
-        healthcheck.broker_reachable()
+    problem = healthcheck.broker_reachable()
+    assert f"broker 127.0.0.1:{port} unreachable" in problem and "111" in problem, problem

@@ -240,7 +240,9 @@ def test_sessions_are_piped_from_the_old_redis_into_the_new_one_with_its_passwor
         re.compile(r".* stop redis$"): Result(""),
     })  # fmt: skip
     new = Compose(Path("/srv/new"), project="new")
-    count = migrate7x.carry_sessions(c, _old_with_redis(tmp_path), new, Settings(tmp_path, {}, None))
+    count = migrate7x.carry_sessions(
+        c, _old_with_redis(tmp_path), new, Settings(tmp_path, {}, None)
+    )
     assert count == 3
     commands = [call.args[0] for call in c.run.call_args_list]
     pipe = next(cmd for cmd in commands if "pipefail" in cmd)
@@ -262,5 +264,8 @@ def test_sessions_not_carried_is_a_warning_not_a_failure(tmp_path, capsys):
         re.compile(r".* start redis$"): Result("", exited=1),  # the container was removed
     })  # fmt: skip
     new = Compose(Path("/srv/new"), project="new")
-    assert migrate7x.carry_sessions(c, _old_with_redis(tmp_path), new, Settings(tmp_path, {}, None)) == 0
+    assert (
+        migrate7x.carry_sessions(c, _old_with_redis(tmp_path), new, Settings(tmp_path, {}, None))
+        == 0
+    )
     assert "container is gone, none carried" in capsys.readouterr().out
