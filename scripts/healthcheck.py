@@ -122,7 +122,7 @@ def overdue(path, margin):
     return None
 
 
-def broker_reachable(seconds=6.0):
+def broker_reachable(seconds=4.0):
     """Beat can connect to Redis; bounded, since a cut network makes name lookups hang."""
     from celery import Celery  # the worker image's venv has it
 

@@ -66,7 +66,7 @@ def beat(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
                "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
                "--security-opt", "no-new-privileges:true",
                "--volume", f"{home / 'custom'}:/home/mediacms.io/mediacms/custom:ro",
-               "--health-cmd", check, "--health-interval", "2s", "--health-timeout", "10s",
+               "--health-cmd", check, "--health-interval", "2s", "--health-timeout", "15s",
                "--health-retries", "2", "--health-start-period", "60s",
                service["image"], *service["command"])  # fmt: skip
         yield name, network, deployment
