@@ -55,9 +55,10 @@ def session_login(base: str, username: str, password: str) -> requests.Session:
 
 
 @pytest.fixture(scope="module")
-def legacy(tmp_path_factory: pytest.TempPathFactory):
+def legacy(tmp_path_factory: pytest.TempPathFactory, new: Stack):
     root = tmp_path_factory.mktemp("legacy")
-    old = create_legacy(root, free_port(), f"legacy-{os.getpid()}")
+    # the site keeps its public address when it moves: the new stack's, here
+    old = create_legacy(root, free_port(), f"legacy-{os.getpid()}", frontend_host=new.base)
     try:
         old.dc("up", "--detach")
         old.wait_healthy()
@@ -178,7 +179,9 @@ def test_migration_carries_everything_over(legacy, old_data, new: Stack):
     carried = requests.Session()
     carried.cookies.set("sessionid", old_data["session"])
     assert "Site administration" in carried.get(new.url("/admin/"), timeout=10).text
-    assert dotenv_values(new.home / ".env")["SECRET_KEY"] == OLD_SECRET_KEY
+    carried_env = dotenv_values(new.home / ".env")
+    assert carried_env["SECRET_KEY"] == OLD_SECRET_KEY
+    assert carried_env["FRONTEND_HOST"] == new.base
     hashes = new.dc("exec", "-T", "web", "python", "manage.py", "shell", "-c",
                     "from users.models import User; print(';'.join(f'{u.username}={u.password}'"
                     " for u in User.objects.order_by('id')))").stdout.strip().splitlines()[-1]  # fmt: skip

@@ -56,8 +56,15 @@ class Legacy:
             time.sleep(1)
 
 
-def create_legacy(root: Path, port: int, project: str) -> Legacy:
-    """Lay out <root>/mediacms (the tree) beside <root>/postgres_data, not started."""
+def create_legacy(
+    root: Path, port: int, project: str, frontend_host: str = "http://legacy.example.org"
+) -> Legacy:
+    """Lay out <root>/mediacms (the tree) beside <root>/postgres_data, not started.
+
+    ``frontend_host`` is the site's public address in the old compose environment; the
+    migration carries it, so a test passes the new stack's address (the site keeps its
+    name when it moves).
+    """
     subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(config.ROOT),
                     "images.bootstrap-images", "--old-postgres", OLD_PG_MAJOR],
                    check=True, capture_output=True)  # fmt: skip
@@ -77,5 +84,6 @@ def create_legacy(root: Path, port: int, project: str) -> Legacy:
         f"REDIS_IMAGE={built['REDIS_IMAGE']}\n"
         f"LEGACY_PORT={port}\n"
         f"ADMIN_PASSWORD={OLD_ADMIN_PASSWORD}\n"
+        f"FRONTEND_HOST={frontend_host}\n"
     )
     return Legacy(tree, port)
