@@ -85,7 +85,7 @@ EXPORT_SESSIONS = (
 #: Lua run in the new Redis: those lines written back, each with its remaining time
 IMPORT_SESSIONS = (
     'local n, unhex = 0, function(h) return (h:gsub("..", function(cc) '
-    'return string.char(tonumber(cc, 16)) end)) end '
+    "return string.char(tonumber(cc, 16)) end)) end "
     'for k, v, ttl in ARGV[1]:gmatch("(%x+) (%x*) (%-?%d+)") do ttl = tonumber(ttl) '
     'if ttl > 0 then redis.call("SET", unhex(k), unhex(v), "PX", ttl) '
     'else redis.call("SET", unhex(k), unhex(v)) end n = n + 1 end return n'
