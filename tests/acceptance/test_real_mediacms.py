@@ -1,0 +1,351 @@
+"""Acceptance of a real MediaCMS tree on our stack: what an operator and a visitor do first.
+
+Tests run in file order and build on each other (uploads before backup), like the smoke
+tier. Everything goes through nginx on the stack's 127.0.0.1 port.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import uuid
+from html.parser import HTMLParser
+from urllib.parse import urljoin, urlsplit
+
+import pytest
+import requests
+from invoke import Context
+
+from mediacms_stack.compose import SERVICES
+
+pytestmark = pytest.mark.e2e
+
+CLIP_SECONDS = 24
+
+
+class _Assets(HTMLParser):
+    """Static assets a page references (scripts, stylesheets, images, icons)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        for key in ("src", "href"):
+            value = found.get(key) or ""
+            if tag in ("script", "img", "link") and value.startswith(("/static/", "/media/")):
+                self.urls.add(value)
+
+
+def assets(html: str) -> set[str]:
+    parser = _Assets()
+    parser.feed(html)
+    return parser.urls
+
+
+def login(stack, username: str, password: str) -> requests.Session:
+    """The admin's HTML login form, CSRF token and Referer included, like a browser."""
+    session = requests.Session()
+    page = session.get(stack.url("/admin/login/"), timeout=20)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)[1]
+    session.post(
+        stack.url("/admin/login/?next=/admin/"),
+        data={"csrfmiddlewaretoken": token, "username": username, "password": password},
+        headers={"Referer": stack.url("/admin/login/")},
+        timeout=20,
+    )
+    return session
+
+
+def whoami(session_or_auth, stack) -> dict:
+    kwargs = (
+        {"auth": session_or_auth} if isinstance(session_or_auth, requests.auth.AuthBase) else {}
+    )
+    getter = session_or_auth.get if isinstance(session_or_auth, requests.Session) else requests.get
+    response = getter(stack.url("/api/v1/whoami"), timeout=20, **kwargs)
+    assert response.status_code == 200, response.text[:300]
+    return response.json()
+
+
+def make_clip(stack, seconds: int = CLIP_SECONDS) -> bytes:
+    """A 720p H.264 + AAC clip, made by the web image's own ffmpeg."""
+    script = (
+        f"ffmpeg -loglevel error -f lavfi -i testsrc2=duration={seconds}:size=1280x720:rate=25 "
+        f"-f lavfi -i sine=frequency=440:duration={seconds} -c:v libx264 -preset veryfast "
+        "-pix_fmt yuv420p -c:a aac -shortest -movflags +faststart /tmp/clip.mp4 "
+        "&& cat /tmp/clip.mp4 && rm /tmp/clip.mp4"
+    )
+    done = stack.dc("exec", "-T", "web", "sh", "-c", script, text=False)
+    assert done.stdout[4:8] == b"ftyp", done.stderr[-500:]
+    return done.stdout
+
+
+def make_image(stack) -> bytes:
+    script = "convert -size 640x480 plasma:fractal /tmp/i.jpg && cat /tmp/i.jpg && rm /tmp/i.jpg"
+    done = stack.dc("exec", "-T", "web", "sh", "-c", script, text=False)
+    assert done.stdout[:3] == b"\xff\xd8\xff", done.stderr[-500:]
+    return done.stdout
+
+
+def media_state(stack, token: str) -> dict:
+    response = requests.get(stack.url(f"/api/v1/media/{token}"), timeout=20)
+    assert response.status_code == 200, response.text[:300]
+    return response.json()
+
+
+def token_of(url: str) -> str:
+    return re.search(r"[?&]m=([\w-]+)", url)[1]
+
+
+def wait_ready(stack, token: str, timeout: float = 900) -> dict:
+    """Until encoding, thumbnail, poster and sprites are done (or one failed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = media_state(stack, token)
+        renditions = [
+            enc
+            for profiles in (state.get("encodings_info") or {}).values()
+            for enc in profiles.values()
+            if enc
+        ]
+        done = state["encoding_status"] in ("success", "fail") and all(
+            enc.get("status") in ("success", "fail") for enc in renditions
+        )
+        extras = state["thumbnail_url"] and state["poster_url"] and state["sprites_url"]
+        if state["encoding_status"] == "fail" or (done and extras):
+            return state
+        assert time.monotonic() < deadline, f"media {token} not ready after {timeout}s: {state}"
+        time.sleep(3)
+
+
+def assert_served(stack, url: str, session: requests.Session | None = None) -> bytes:
+    getter = (session or requests).get
+    response = getter(urljoin(stack.base, urlsplit(url).path), timeout=60)
+    assert response.status_code == 200, (url, response.status_code)
+    return response.content
+
+
+# --- the stack ------------------------------------------------------------------------
+
+
+def test_every_service_healthy(stack):
+    states: dict[str, list[tuple[str, str]]] = {}
+    for row in stack.compose.ps(Context()):
+        states.setdefault(row["Service"], []).append((row["State"], row.get("Health", "")))
+    for service in SERVICES:
+        assert states.get(service), f"{service} missing: {states}"
+        assert all(s == ("running", "healthy") for s in states[service]), (service, states)
+
+
+def test_home_and_admin_render_with_every_static_asset(stack):
+    home = requests.get(stack.url("/"), timeout=30)
+    assert home.status_code == 200 and "<html" in home.text.lower()
+    referenced = assets(home.text)
+    assert any(u.startswith("/static/") for u in referenced), referenced
+    missing = {}
+    for path in sorted(referenced):
+        status = requests.get(stack.url(path), timeout=30).status_code
+        if status != 200:
+            missing[path] = status
+    assert not missing, f"assets of the home page not served: {missing}"
+    admin = requests.get(stack.url("/admin/login/"), timeout=30)
+    assert admin.status_code == 200 and "csrfmiddlewaretoken" in admin.text
+    css = requests.get(stack.url("/static/admin/css/base.css"), timeout=30)
+    assert css.status_code == 200
+
+
+def test_default_avatar_and_banner_served(stack):
+    for name in ("user.jpg", "banner.jpg"):
+        response = requests.get(stack.url(f"/media/userlogos/{name}"), timeout=30)
+        assert response.status_code == 200 and response.content[:3] == b"\xff\xd8\xff", name
+
+
+def test_operator_media_survives_the_default_media_copy(stack):
+    """The migrations job adds missing defaults on every start, and replaces nothing."""
+    mine = b"\xff\xd8\xff operator's own banner"
+    stack.dc("exec", "-T", "web", "sh", "-c",
+             "cat > media_files/userlogos/banner.jpg && rm media_files/userlogos/user.jpg",
+             input=mine, text=False)  # fmt: skip
+    stack.dc("run", "--rm", "--no-deps", "migrations")
+    assert requests.get(stack.url("/media/userlogos/banner.jpg"), timeout=30).content == mine
+    again = requests.get(stack.url("/media/userlogos/user.jpg"), timeout=30)
+    assert again.status_code == 200 and again.content[:3] == b"\xff\xd8\xff"
+
+
+def test_admin_logs_in_by_form_and_by_basic_auth(stack, admin):
+    session = login(stack, "admin", stack.admin_password)
+    assert "Site administration" in session.get(stack.url("/admin/"), timeout=30).text
+    assert whoami(session, stack)["username"] == "admin"
+    assert whoami(admin, stack)["username"] == "admin"
+    wrong = requests.get(stack.url("/api/v1/whoami"), auth=("admin", "wrong"), timeout=30)
+    assert wrong.status_code in (401, 403)
+
+
+@pytest.fixture(scope="module")
+def second_user(stack):
+    """A second, ordinary user made with Django's own manager, as an operator would."""
+    name, password = "viewer", f"Pw-{uuid.uuid4().hex[:12]}"
+    script = (
+        "from users.models import User; "
+        f"User.objects.create_user(username='{name}', email='{name}@example.org', "
+        f"password='{password}', name='{name}')"
+    )
+    stack.dc("exec", "-T", "web", "python", "manage.py", "shell", "-c", script)
+    return name, password
+
+
+def test_second_user_logs_in(stack, second_user):
+    name, password = second_user
+    session = login(stack, name, password)
+    assert whoami(session, stack)["username"] == name
+    assert whoami(requests.auth.HTTPBasicAuth(name, password), stack)["username"] == name
+
+
+# --- uploads --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip(stack) -> bytes:
+    return make_clip(stack)
+
+
+@pytest.fixture(scope="module")
+def api_upload(stack, admin, clip) -> dict:
+    response = requests.post(
+        stack.url("/api/v1/media"),
+        auth=admin,
+        data={"title": "acceptance api clip", "description": "through /api/v1/media"},
+        files={"media_file": ("acceptance.mp4", clip, "video/mp4")},
+        timeout=300,
+    )
+    assert response.status_code == 201, response.text[:500]
+    return wait_ready(stack, response.json()["friendly_token"])
+
+
+def chunked_upload(stack, session: requests.Session, name: str, data: bytes, chunk: int) -> str:
+    """Fine Uploader's protocol, as the web UI speaks it: parts, then `?done`."""
+    token = session.cookies.get("csrftoken")
+    headers = {"X-CSRFToken": token, "Referer": stack.url("/upload")}
+    uid = str(uuid.uuid4())
+    parts = [data[i : i + chunk] for i in range(0, len(data), chunk)]
+    common = {"qquuid": uid, "qqfilename": name, "qqtotalfilesize": str(len(data)),
+              "qqtotalparts": str(len(parts))}  # fmt: skip
+    for index, part in enumerate(parts):
+        form = common | {"qqpartindex": str(index), "qqchunksize": str(chunk),
+                         "qqpartbyteoffset": str(index * chunk)}  # fmt: skip
+        response = session.post(stack.url("/fu/upload/"), data=form, headers=headers,
+                                files={"qqfile": ("blob", part)}, timeout=120)  # fmt: skip
+        assert response.status_code == 200 and response.json()["success"], response.text[:300]
+    done = session.post(stack.url("/fu/upload/?done"), data=common, headers=headers, timeout=300)
+    assert done.status_code == 200 and done.json()["success"], done.text[:300]
+    return token_of(done.json()["media_url"])
+
+
+@pytest.fixture(scope="module")
+def ui_upload(stack, clip) -> dict:
+    session = login(stack, "admin", stack.admin_password)
+    token = chunked_upload(stack, session, "acceptance ui clip.mp4", clip, chunk=1024 * 1024)
+    return wait_ready(stack, token)
+
+
+@pytest.mark.parametrize("which", ["api_upload", "ui_upload"])
+def test_video_upload_transcodes_every_rendition(stack, request, clip, which):
+    state = request.getfixturevalue(which)
+    assert state["encoding_status"] == "success", state
+    assert state["duration"] and abs(state["duration"] - CLIP_SECONDS) < 2
+    assert assert_served(stack, state["original_media_url"]) == clip
+    renditions = {
+        f"{res}/{codec}": enc
+        for res, profiles in state["encodings_info"].items()
+        for codec, enc in profiles.items()
+        if enc
+    }
+    assert renditions, state["encodings_info"]
+    for name, enc in renditions.items():
+        assert enc["status"] == "success", (name, enc)
+        assert assert_served(stack, enc["url"])[4:8] == b"ftyp", name
+    for key in ("thumbnail_url", "poster_url", "sprites_url"):
+        assert assert_served(stack, state[key])[:3] == b"\xff\xd8\xff", key
+
+
+def test_image_upload(stack, admin):
+    image = make_image(stack)
+    response = requests.post(
+        stack.url("/api/v1/media"),
+        auth=admin,
+        data={"title": "acceptance image"},
+        files={"media_file": ("picture.jpg", image, "image/jpeg")},
+        timeout=120,
+    )
+    assert response.status_code == 201, response.text[:500]
+    token = response.json()["friendly_token"]
+    deadline = time.monotonic() + 300
+    while not (state := media_state(stack, token))["thumbnail_url"]:
+        assert time.monotonic() < deadline, state
+        time.sleep(2)
+    assert state["media_type"] == "image"
+    assert assert_served(stack, state["original_media_url"]) == image
+    assert assert_served(stack, state["thumbnail_url"])[:3] == b"\xff\xd8\xff"
+
+
+# --- customisation --------------------------------------------------------------------
+
+
+def test_custom_settings_and_css_without_rebuild(stack):
+    custom = stack.home / "custom"
+    (custom / "local_settings.py").write_text(
+        'PORTAL_NAME = "Acceptance Portal"\nEXTRA_CSS_PATHS = ["/custom/static/css/site.css"]\n'
+    )
+    (custom / "static" / "css").mkdir(parents=True, exist_ok=True)
+    (custom / "static" / "css" / "site.css").write_text("body { outline: 1px solid #abcdef; }\n")
+    stack.dc("restart", "web")
+    stack.dc("up", "--detach", "--wait", "web", "nginx")
+    home = stack.wait_http("/")
+    assert "Acceptance Portal" in home.text
+    css = requests.get(stack.url("/custom/static/css/site.css"), timeout=30)
+    assert css.status_code == 200 and "#abcdef" in css.text
+
+
+# --- resilience -----------------------------------------------------------------------
+
+
+def test_api_answers_again_right_after_a_database_crash(stack, admin):
+    assert whoami(admin, stack)["username"] == "admin"  # workers hold connections now
+    stack.dc("kill", "--signal", "KILL", "db")
+    stack.dc("up", "--detach", "--wait", "db")
+    failures = []
+    for _ in range(12):  # more requests than uWSGI workers: each worker's connection
+        response = requests.get(stack.url("/api/v1/whoami"), auth=admin, timeout=30)
+        if response.status_code != 200:
+            failures.append(response.status_code)
+    assert not failures, f"answers after the database came back: {failures}"
+
+
+def test_backup_wipe_restore_round_trip(stack, admin, api_upload, second_user):
+    before = media_digest(stack)
+    done = stack.invoke("backup")
+    folder = re.search(r"^\[backup\] (\S+)$", done.stdout, re.M)
+    assert folder, done.stdout
+    stack.dc("down", "--volumes")
+    assert stack.invoke("up", check=False).returncode == 0
+    restored = stack.invoke("restore", folder[1], "--yes", check=False)
+    assert restored.returncode == 0, restored.stdout[-2000:] + restored.stderr[-2000:]
+    assert media_digest(stack) == before
+    name, password = second_user
+    assert whoami(requests.auth.HTTPBasicAuth(name, password), stack)["username"] == name
+    state = media_state(stack, api_upload["friendly_token"])
+    assert state["encoding_status"] == "success"
+    assert assert_served(stack, state["original_media_url"])
+
+
+def media_digest(stack) -> str:
+    """sha256 of every file in the media volume, path by path, in one listing."""
+    listing = stack.dc(
+        "exec", "-T", "web", "sh", "-c",
+        "cd media_files && find . -type f ! -path './chunks/*' -print0 | sort -z | "
+        "xargs -0 -r sha256sum",
+    ).stdout  # fmt: skip
+    assert listing.strip()
+    return hashlib.sha256(listing.encode()).hexdigest()
