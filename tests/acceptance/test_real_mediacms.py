@@ -6,12 +6,17 @@ tier. Everything goes through nginx on the stack's 127.0.0.1 port.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 import time
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 import requests
+from dotenv import dotenv_values
 from invoke import Context
 
 from mediacms_stack.compose import SERVICES
@@ -287,6 +292,40 @@ def test_api_answers_again_right_after_a_database_crash(stack, admin):
         if response.status_code != 200:
             failures.append(response.status_code)
     assert not failures, f"answers after the database came back: {failures}"
+
+
+def test_healthy_past_every_health_window_then_upgrade_to_the_same_version(stack):
+    """Left running longer than any health check's window (and 10 minutes), every service
+    is still healthy, and an upgrade to the running version goes through."""
+    services = json.loads(stack.dc("config", "--format", "json").stdout)["services"]
+    windows = [
+        seconds(check.get("start_period", "0s")) + seconds(check["interval"]) * check["retries"]
+        for check in (spec.get("healthcheck") for spec in services.values())
+        if check and not check.get("disable")
+    ]
+    soak = max([*windows, float(os.environ.get("ACCEPTANCE_SOAK_SECONDS", "600"))])
+    uptime = container_uptime(stack, "celery_beat")
+    if uptime < soak:
+        time.sleep(soak - uptime)
+    test_every_service_healthy(stack)
+    source = dotenv_values(os.environ["MEDIACMS_ENV_FILE"])["MEDIACMS_SOURCE"]
+    up = stack.invoke("upgrade", "--build", "--source", source, check=False)
+    assert up.returncode == 0, f"after {soak:.0f}s:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
+    test_every_service_healthy(stack)
+
+
+def seconds(duration: str) -> float:
+    """Compose's normalised durations ("1m30s", "10s", "500ms") in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 1e-6}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([\d.]+)(h|ms|us|m|s)", duration))
+
+
+def container_uptime(stack, service: str) -> float:
+    ids = stack.dc("ps", "--quiet", service).stdout.split()
+    started = subprocess.run(["docker", "inspect", "--format", "{{.State.StartedAt}}", ids[0]],
+                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    since = datetime.fromisoformat(re.sub(r"\.\d+", "", started).replace("Z", "+00:00"))
+    return (datetime.now(UTC) - since).total_seconds()
 
 
 def test_backup_wipe_restore_round_trip(stack, admin, api_upload, second_user):
