@@ -224,3 +224,13 @@ def bench(session: nox.Session) -> None:
     session.run("invoke", "build", env=env)
     session.run("python", "tests/bench/run.py", *session.posargs, env=env)
     session.run("python", "tests/bench/migrate_7x.py", env=env)
+    trees = _upstream_trees(session)
+    if not trees:
+        session.log(f"real-tree benchmarks skipped: {UPSTREAM} is absent")
+    if not shutil.which("wrk"):
+        session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
+    for tree in trees[-1:]:  # the newest tree (8.3.2): its images are built by acceptance
+        tree_env = _tree_env(session, tree)
+        session.run("invoke", "build", "--target", "web", "--target", "worker",
+                    "--target", "nginx", env=tree_env)  # fmt: skip
+        session.run("python", "tests/bench/real.py", env=tree_env)
