@@ -34,15 +34,17 @@ def assets(html: str) -> set[str]:
     return parser.urls
 
 
-def login(stack, username: str, password: str) -> requests.Session:
-    """The admin's HTML login form, CSRF token and Referer included, like a browser."""
+def login(stack, username: str, password: str, *, form: str = "/admin/login/") -> requests.Session:
+    """An HTML login form, CSRF token and Referer included, like a browser: the admin's
+    (`/admin/login/`, staff only) or the site's (`/accounts/login/`, django-allauth)."""
     session = requests.Session()
-    page = session.get(stack.url("/admin/login/"), timeout=20)
+    page = session.get(stack.url(form), timeout=20)
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)[1]
+    field = "username" if form.startswith("/admin/") else "login"
     session.post(
-        stack.url("/admin/login/?next=/admin/"),
-        data={"csrfmiddlewaretoken": token, "username": username, "password": password},
-        headers={"Referer": stack.url("/admin/login/")},
+        stack.url(form),
+        data={"csrfmiddlewaretoken": token, field: username, "password": password},
+        headers={"Referer": stack.url(form)},
         timeout=20,
     )
     return session

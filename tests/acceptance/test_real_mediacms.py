@@ -88,7 +88,9 @@ def test_operator_media_survives_the_default_media_copy(stack):
 
 def test_admin_logs_in_by_form_and_by_basic_auth(stack, admin):
     session = login(stack, "admin", stack.admin_password)
-    assert "Site administration" in session.get(stack.url("/admin/"), timeout=30).text
+    dashboard = session.get(stack.url("/admin/"), timeout=30)
+    assert dashboard.status_code == 200 and "/admin/login/" not in dashboard.url
+    assert "/admin/logout/" in dashboard.text
     assert whoami(session, stack)["username"] == "admin"
     assert whoami(admin, stack)["username"] == "admin"
     wrong = requests.get(stack.url("/api/v1/whoami"), auth=("admin", "wrong"), timeout=30)
@@ -110,7 +112,7 @@ def second_user(stack):
 
 def test_second_user_logs_in(stack, second_user):
     name, password = second_user
-    session = login(stack, name, password)
+    session = login(stack, name, password, form="/accounts/login/")
     assert whoami(session, stack)["username"] == name
     assert whoami(requests.auth.HTTPBasicAuth(name, password), stack)["username"] == name
 
