@@ -534,9 +534,11 @@ def backup_all(c: Context, compose: Compose, settings: Settings, dest_root: Path
     custom = settings.root / "custom"
     if custom.is_dir():
         archive = folder / "custom.tar.gz"
-        with files.private_writer(archive, "wb") as handle:
-            with tarfile.open(fileobj=handle, mode="w:gz") as tar:
-                tar.add(custom, arcname=".", filter=_restorable)
+        with (
+            files.private_writer(archive, "wb") as handle,
+            tarfile.open(fileobj=handle, mode="w:gz") as tar,
+        ):
+            tar.add(custom, arcname=".", filter=_restorable)
         write_checksum(archive)
     env = settings.env_file
     if env is not None and env.is_file():

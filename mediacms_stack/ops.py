@@ -70,7 +70,7 @@ def wait_healthy(c: Context, compose: Compose, timeout: int = 300) -> None:
 
 #: Reads {"user": ..., "password": ...} from stdin: the password is never in an argv
 #: (``ps``, /proc/*/cmdline) nor in the printed command.
-SET_PASSWORD_CODE = (
+CHANGE_LOGIN_CODE = (
     "import json, sys; from users.models import User; wanted = json.load(sys.stdin);"
     " u = User.objects.get(username=wanted['user']); u.set_password(wanted['password']);"
     " u.save(); print('password set for', u.username)"
@@ -81,7 +81,7 @@ def set_admin_password(c: Context, compose: Compose, user: str, password: str | 
     """Set (or generate) a user's password through Django; returns the password."""
     password = password or secrets.token_urlsafe(18)
     wanted = io.StringIO(json.dumps({"user": user, "password": password}))
-    compose.manage(c, "shell", "-c", SET_PASSWORD_CODE, in_stream=wanted)
+    compose.manage(c, "shell", "-c", CHANGE_LOGIN_CODE, in_stream=wanted)
     return password
 
 

@@ -255,9 +255,7 @@ def test_check_tar_accepts_plain_files_and_folders(tmp_path):
 
 
 @pytest.mark.parametrize("kind", sorted(_bad_entries()))
-def test_restore_media_refuses_the_archive_naming_the_entry_before_running_anything(
-    tmp_path, kind
-):
+def test_restore_media_refuses_naming_the_entry_before_running_anything(tmp_path, kind):
     entry, why = _bad_entries()[kind]
     archive = _tar(tmp_path / "bad.tar.gz", *_plain(entry))
     c = MockContext()  # any command would fail the test
@@ -296,7 +294,7 @@ def test_restore_all_checks_every_archive_before_anything_changes(tmp_path):
     manifest = {"database": "db.dump", "media": "media.tar.gz", "custom": "custom.tar.gz"}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     settings = config.Settings(tmp_path, {})
-    with pytest.raises(StackError, match="local_settings.py' is a symbolic link"):
+    with pytest.raises(StackError, match=r"local_settings\.py' is a symbolic link"):
         backup.restore_all(MockContext(), Compose(tmp_path), settings, folder, yes=True,
                            safety_dir=tmp_path / "safety")  # fmt: skip
     (folder / "manifest.json").write_text(json.dumps({**manifest, "media": "../../etc/x"}))
@@ -342,6 +340,6 @@ def test_custom_with_a_symlink_is_refused_at_backup_time(tmp_path, monkeypatch):
     monkeypatch.setattr("mediacms_stack.shell.run", fake_run([]))
     (tmp_path / "custom").mkdir()
     (tmp_path / "custom" / "logo.png").symlink_to("/etc/passwd")
-    with pytest.raises(StackError, match="custom/logo.png is a symbolic link"):
+    with pytest.raises(StackError, match=r"custom/logo\.png is a symbolic link"):
         backup.backup_all(MockContext(), Compose(tmp_path), config.Settings(tmp_path, {}),
                           tmp_path / "backups")  # fmt: skip

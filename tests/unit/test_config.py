@@ -84,8 +84,9 @@ def test_bad_keys_and_values_are_refused_and_nothing_changes(home, key, value, m
 
 
 def test_invoke_init_set_refuses_a_newline_and_writes_nothing(home):
-    import tasks
     from invoke import Context, Exit
+
+    import tasks
 
     before = (home / ".env").read_bytes()
     with pytest.raises(Exit, match="newline"):
