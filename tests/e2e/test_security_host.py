@@ -194,8 +194,10 @@ HOSTILE = {
 
 
 def test_restore_media_refuses_hostile_archives_and_leaves_the_volume_alone(host, tmp_path):
+    host.dc("exec", "-T", "web", "sh", "-c", f"mkdir -p {MEDIA}/original && "
+            f"head -c 100000 /dev/urandom > {MEDIA}/original/seed.mp4")  # fmt: skip
     before = media_listing(host)
-    assert "./original" in before or "./" in before
+    assert "./original/seed.mp4 f " in before and before.count("./original/seed.mp4") == 2
     for label, (name, kind, mode, link, why) in HOSTILE.items():
         archive = crafted(tmp_path / f"{label.replace(' ', '-')}.tar.gz", name, kind, mode=mode,
                           link=link)  # fmt: skip
