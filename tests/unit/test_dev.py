@@ -111,6 +111,7 @@ def test_build_frontend_runs_dist_in_a_one_off_frontend_then_restarts_running_we
     dev.build_frontend(c, settings, devcompose(settings))
     run, *rest = commands(c)
     assert " run --rm --no-deps -T frontend sh -c " in run
+    assert set(c.run.call_args_list[0].kwargs["env"]) == {"DEV_UID", "DEV_GID"}
     assert "npm run dist && cp -R dist/static/. ../static/" in run
     assert any(cmd.endswith(" restart web") for cmd in rest)
     assert rest[-1].endswith("ps --format json --all")  # waited for web to be healthy again
@@ -131,11 +132,13 @@ def test_build_frontend_leaves_a_stopped_stack_alone_and_names_the_build_source(
     assert "invoke build --source" in capsys.readouterr().out
 
 
-def test_test_runs_pytest_in_the_dev_image_with_testing_true(settings, no_missing_images):
+def test_test_runs_pytest_in_the_dev_image_with_testing_true(settings, checkout, no_missing_images):
     c = MockContext(run={re.compile(r".*"): Result()})
     dev.test(c, settings, devcompose(settings), "-k 'upload and not slow' -x")
     up, run = commands(c)
     assert up.endswith(" up --detach --wait --wait-timeout 300 db redis")
+    owner = {"DEV_UID": str(checkout.stat().st_uid), "DEV_GID": str(checkout.stat().st_gid)}
+    assert c.run.call_args_list[1].kwargs["env"] == owner  # pytest runs as the checkout's owner
     assert run.endswith(
         " run --rm --no-deps -T -e TESTING=True web pytest -k 'upload and not slow' -x"
     )
