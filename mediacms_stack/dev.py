@@ -93,6 +93,7 @@ def up(
     print(f"[dev] {checkout} mounted; stop with `invoke down --dev`")
     for name, url in found.items():
         print(f"[dev] {name:<10} {url}")
+    print("[dev] the frontend dev server answers once its bundle is compiled (minutes at first)")
     return found
 
 
