@@ -231,8 +231,10 @@ class Visit:
         self.responses: list[tuple[str, int]] = []
         self.failed: list[str] = []
         origin = stack.base
-        self.page.on("requestfailed", lambda r: r.url.startswith(origin) and self.failed.append(
-            f"{r.url} ({r.failure})"))  # fmt: skip
+        # ERR_ABORTED is the page cancelling its own request (a player seeking elsewhere)
+        self.page.on("requestfailed", lambda r: r.url.startswith(origin)
+                     and "ERR_ABORTED" not in (r.failure or "")
+                     and self.failed.append(f"{r.url} ({r.failure})"))  # fmt: skip
         self.page.on("response", lambda r: r.url.startswith(origin) and self.responses.append(
             (r.url.removeprefix(origin), r.status)))  # fmt: skip
         self.page.goto(stack.url(path), wait_until="networkidle", timeout=90_000)
