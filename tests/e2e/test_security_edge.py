@@ -21,6 +21,7 @@ import uuid
 import pytest
 import requests
 
+from mediacms_stack.config import ROOT
 from mediacms_stack.images import ImageNames
 
 pytestmark = pytest.mark.e2e
@@ -119,6 +120,34 @@ def test_image_says_it_gates_media(stack):
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
     assert label == "on"  # tests/app has /api/v1/media-auth, like MediaCMS 8.3
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"), [("on", "result=500 "), ("off", "result=200 served")]
+)
+def test_media_modes_of_the_nginx_configuration(stack, mode, expected):
+    """The image's configuration with either gate snippet, alone in a container whose
+    "web" is nowhere: gated, a media file needs the app (500 when it cannot be asked);
+    without the gate (7.x trees) it is served as before."""
+    image = ImageNames.from_settings(stack.settings).ref("nginx")
+    snippet = ROOT / f"config/nginx/media-gate-{mode}.conf"
+    script = (
+        "mkdir -p /var/www/media/original && echo served > /var/www/media/original/a.mp4 && "
+        "nginx-entrypoint nginx && sleep 1 && "
+        "code=$(curl -sS -o /tmp/body -w '%{http_code}' -H 'Host: media.test' "
+        "http://127.0.0.1:8080/media/original/a.mp4) && "
+        'echo "result=$code $(cat /tmp/body)"'
+    )
+    done = subprocess.run(
+        ["docker", "run", "--rm", "--add-host", "web:127.0.0.1", "-e", "FRONTEND_HOST=http://media.test",
+         "-v", f"{snippet}:/etc/nginx/snippets/media-gate.conf:ro", "--entrypoint", "sh", image,
+         "-c", script],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    results = [line for line in done.stdout.splitlines() if line.startswith("result=")]
+    assert results and results[0].startswith(expected), done
+    if mode == "on":
+        assert "served" not in results[0] and 'subrequest: "/media/_auth"' in done.stderr, done
 
 
 @pytest.mark.parametrize("kind", ["original", "encoded", "hls"])
