@@ -302,6 +302,20 @@ def test_unlisted_media_served_to_anyone(stack, private_video):
         assert requests.get(stack.url(path), timeout=60).status_code == 200, path
 
 
+def test_uploaded_html_polyglot_is_never_rendered(stack, admin):
+    """JPEG magic named x.html: MediaCMS takes it as an image; it must not run as a page."""
+    body = make_image(stack)[:2048] + b"<html><script>alert(document.cookie)</script></html>"
+    response = requests.post(stack.url("/api/v1/media"), auth=admin, data={"title": "polyglot"},
+                             files={"media_file": ("x.html", body, "text/html")}, timeout=120)  # fmt: skip
+    if response.status_code != 201:
+        return  # refused outright: nothing stored, nothing to serve
+    state = media_state(stack, response.json()["friendly_token"])
+    served = requests.get(stack.url(urlsplit(state["original_media_url"]).path), timeout=60)
+    assert served.headers.get("X-Content-Type-Options") == "nosniff", served.headers
+    assert "attachment" in served.headers.get("Content-Disposition", ""), served.headers
+    assert "sandbox" in served.headers.get("Content-Security-Policy", ""), served.headers
+
+
 # --- a real browser -------------------------------------------------------------------
 
 
