@@ -23,14 +23,13 @@ until every service is healthy.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from invoke.context import Context
 
-from . import backup
+from . import backup, config
 from .compose import Compose
 from .config import Settings
 from .images import ImageNames
@@ -56,21 +55,7 @@ def short_id(image_id: str) -> str:
 
 def set_env_value(path: Path, key: str, value: str) -> None:
     """Set ``KEY=value`` in a .env file in place (other lines kept), still mode 600."""
-    lines = path.read_text().splitlines(keepends=True) if path.is_file() else []
-    pattern = re.compile(rf"^(export\s+)?{re.escape(key)}=")
-    for index, line in enumerate(lines):
-        if pattern.match(line):
-            lines[index] = f"{key}={value}\n"
-            break
-    else:
-        if lines and not lines[-1].endswith("\n"):
-            lines[-1] += "\n"
-        lines.append(f"{key}={value}\n")
-    partial = path.with_name(f".{path.name}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.writelines(lines)
-    os.replace(partial, path)
+    config.set_values(path, {key: value})
 
 
 def with_version(settings: Settings, version: str) -> Settings:
