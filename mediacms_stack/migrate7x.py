@@ -30,7 +30,6 @@ from __future__ import annotations
 import ast
 import json
 import secrets
-import shutil
 import subprocess
 import time
 from collections.abc import Mapping
@@ -41,7 +40,7 @@ from urllib.parse import urlsplit
 
 from invoke.context import Context
 
-from . import backup
+from . import backup, files
 from .compose import Compose
 from .config import Settings
 from .shell import StackError, run
@@ -428,20 +427,6 @@ def check_given_dump(dump: Path) -> str:
 
 
 # --- the steps ---------------------------------------------------------------------------
-def private_folder(folder: Path) -> Path:
-    """backups/ holds dumps with password hashes and copies of .env: owner only (700)."""
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    folder.chmod(0o700)
-    return folder
-
-
-def private(path: Path) -> Path:
-    """An artifact readable by its owner only (600); created empty when missing."""
-    path.touch(mode=0o600)
-    path.chmod(0o600)
-    return path
-
-
 def dump_old_database(c: Context, old: OldDeployment, dest: Path) -> tuple[Path, dict[str, int]]:
     """pg_dump through the old db service; returns the file and the old row counts."""
     was_running = old.db_service in old.running(c)
@@ -451,7 +436,7 @@ def dump_old_database(c: Context, old: OldDeployment, dest: Path) -> tuple[Path,
     try:
         _wait_ready(c, old.compose, old.db_service, db.user)
         counts = db.row_counts(c)
-        private_folder(dest)
+        backup.backup_dir(dest)  # 700; dumps and manifests hold password hashes
         final = dest / f"migrate-7x-{backup.utc_stamp()}.dump"
         partial = dest / f".{final.name}.partial"
         with backup.hashed_while_written(partial) as hasher:  # created mode 600
@@ -462,7 +447,7 @@ def dump_old_database(c: Context, old: OldDeployment, dest: Path) -> tuple[Path,
             message = result.stderr.strip() if result is not None else ""
             raise StackError(f"pg_dump of the old database failed: {message or 'no output'}")
         partial.rename(final)
-        private(backup.write_checksum(final, backup.checksum_of(final, hasher)))
+        backup.write_checksum(final, backup.checksum_of(final, hasher))  # 600
         manifest = {
             "kind": "postgresql-custom-dump",
             "file": final.name,
@@ -471,8 +456,7 @@ def dump_old_database(c: Context, old: OldDeployment, dest: Path) -> tuple[Path,
             "row_counts": counts,
             "migrations": db.migrations(c),
         }
-        side = final.with_name(final.name + ".manifest.json")
-        private(side).write_text(json.dumps(manifest, indent=2))
+        backup.write_json(final.with_name(final.name + ".manifest.json"), manifest)
     finally:
         if not was_running:
             old.compose.run(c, "stop", old.db_service)
@@ -673,10 +657,10 @@ def carry_settings(plan: Plan, settings: Settings, *, yes: bool) -> list[str]:
         values["SECRET_KEY"] = key
     if values and env_file.is_file():
         saved = (
-            private_folder(settings.root / "backups") / f"env-before-migrate-{backup.utc_stamp()}"
+            backup.backup_dir(settings.root / "backups")
+            / f"env-before-migrate-{backup.utc_stamp()}"
         )
-        shutil.copy2(env_file, saved)
-        private(saved)
+        files.copy_private(env_file, saved)
         done.append(f"saved the previous .env as {saved}")
     for name, value in values.items():
         quoted = env_quote(value) != value  # also refuses values compose could not read back
@@ -793,8 +777,8 @@ def migrate(
     report.step("verify media", t)
     report.seconds["total"] = round(time.monotonic() - started_all, 2)
 
-    out = private_folder(settings.root / "backups") / f"migrate-7x-{backup.utc_stamp()}.json"
-    private(out).write_text(json.dumps({"seconds": report.seconds, **report.facts}, indent=2))
+    out = backup.backup_dir(settings.root / "backups") / f"migrate-7x-{backup.utc_stamp()}.json"
+    backup.write_json(out, {"seconds": report.seconds, **report.facts})
     print("[migrate] done:", *(f"{k}: {v} s" for k, v in report.seconds.items()), sep="\n  ")
     print(f"[migrate] report {out}; the old deployment was only read: "
           f"cd {old.tree} && docker compose up -d starts it again")  # fmt: skip

@@ -190,8 +190,9 @@ def test_an_unreadable_key_is_refused_before_anything_runs(tmp_path: Path):
         migrate7x.make_plan(c, tree, project="mediacms8", dump=None)
 
 
-def test_the_dump_and_its_side_files_are_private(tmp_path: Path):
+def test_the_dump_and_its_side_files_are_private(tmp_path: Path, monkeypatch):
     """They hold password hashes: 600 in a 700 folder, whatever the umask."""
+    monkeypatch.setenv("MEDIACMS_HOME", str(tmp_path))  # backups/ of this deployment
     import json
     import os
     import stat
