@@ -53,22 +53,21 @@ def beat(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
     deployment = new_deployment(home, f"mediacms-beat-{os.getpid()}")
     (home / "custom/local_settings.py").write_text(LONG_SCHEDULE)
     name = f"{deployment.settings.project}-beat"
+    # the service exactly as compose runs it, with a health check whose margin is short
+    override = home / "beat-check.yaml"
+    check = ["CMD", "python", "/usr/local/bin/healthcheck.py", "beat", SCHEDULE, str(MARGIN)]
+    override.write_text(json.dumps({"services": {"celery_beat": {"healthcheck": {
+        "test": check, "interval": "2s", "timeout": "15s", "retries": 2,
+        "start_period": "60s"}}}}))  # fmt: skip
+    compose = ["docker", "compose", "--project-directory", str(home),
+               "--project-name", deployment.settings.project,
+               "--file", str(home / "docker-compose.yaml"), "--file", str(override)]  # fmt: skip
     try:
         deployment.dc("up", "--detach", "--wait", "redis")
         config = json.loads(deployment.dc("config", "--format", "json").stdout)
-        service = config["services"]["celery_beat"]
-        env_file = home / "beat.env"  # secrets stay off the command line
-        env_file.write_text("".join(f"{k}={v}\n" for k, v in service["environment"].items()))
-        env_file.chmod(0o600)
         network = config["networks"]["default"]["name"]
-        check = f"python /usr/local/bin/healthcheck.py beat {SCHEDULE} {MARGIN}"
-        docker("run", "--detach", "--name", name, "--network", network, "--env-file", str(env_file),
-               "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
-               "--security-opt", "no-new-privileges:true",
-               "--volume", f"{home / 'custom'}:/home/mediacms.io/mediacms/custom:ro",
-               "--health-cmd", check, "--health-interval", "2s", "--health-timeout", "15s",
-               "--health-retries", "2", "--health-start-period", "60s",
-               service["image"], *service["command"])  # fmt: skip
+        subprocess.run([*compose, "run", "--detach", "--no-deps", "--name", name, "celery_beat"],
+                       capture_output=True, text=True, check=True)  # fmt: skip
         yield name, network, deployment
     finally:
         if request.session.testsfailed:
