@@ -105,7 +105,7 @@ def init(c, force=False, local_images=False, set=None):
 
 @task
 def doctor(c):
-    """Pass/fail table: engine, compose, ports, disk, .env, custom/, images, volumes."""
+    """Checks before impact: engine, compose, ports, disk, .env, custom/, images, volumes."""
     results = checks.run_checks(_settings())
     print(checks.table(results))
     if not all(r.ok for r in results):
