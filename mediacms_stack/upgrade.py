@@ -73,6 +73,31 @@ def set_env_value(path: Path, key: str, value: str) -> None:
     os.replace(partial, path)
 
 
+def add_missing_keys(settings: Settings, *, dry_run: bool = False) -> Settings:
+    """Give an older .env what .env.example documents and it lacks: empty secrets are
+    generated as by ``invoke init`` (e.g. REDIS_PASSWORD), other keys get the example's
+    value. Prints the keys, never the values; returns the settings with them."""
+    from dotenv import dotenv_values
+
+    from .config import EXAMPLE_FILE, GENERATED, ROOT, missing_keys
+
+    example = dotenv_values(ROOT / EXAMPLE_FILE)
+    keys = [*missing_keys(settings), *(k for k in GENERATED if k in settings.values)]
+    added = {}
+    for key in keys:
+        if key in GENERATED and not settings.get(key):
+            added[key] = GENERATED[key]()
+        elif key not in settings.values:
+            added[key] = example.get(key) or ""
+    if added:
+        verb = "would add" if dry_run else "adding"
+        print(f"[upgrade] {verb} to {settings.env_file}: {', '.join(added)}", flush=True)
+    for key, value in added.items():
+        if not dry_run and settings.env_file is not None:
+            set_env_value(settings.env_file, key, value)
+    return replace(settings, values={**settings.values, **added})
+
+
 def with_version(settings: Settings, version: str) -> Settings:
     return replace(settings, values={**settings.values, "MEDIACMS_VERSION": version})
 

@@ -135,6 +135,7 @@ STATICFILES_FINDERS = [
 MEDIA_URL = "/media/"
 MEDIA_ROOT = str(BASE_DIR / "media_files") + "/"
 LOGS_DIR = str(BASE_DIR / "logs")
+TEMP_DIRECTORY = "/tmp"  # as upstream: transcoding and thumbnails work in here
 
 FFMPEG_COMMAND = "ffmpeg"
 FFPROBE_COMMAND = "ffprobe"
