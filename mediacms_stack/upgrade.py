@@ -2,6 +2,8 @@
 
 The steps, and what an operator is left with when one fails:
 
+0. keys that newer releases of this stack need (e.g. REDIS_PASSWORD) are added to an
+   older .env (:func:`add_missing_keys`); the running stack is not touched.
 1. a full backup (database, media, custom/, .env, manifest with the running image ids);
    fails: nothing changed.
 2. the new images: built from a MediaCMS tree (``--build``) or pulled, tagged with the
