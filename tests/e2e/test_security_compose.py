@@ -251,15 +251,21 @@ def setuid_files(image: str) -> list[str]:
     return done.stdout.split()
 
 
-def stack_images(stack) -> set[str]:
-    running = {c["Config"]["Image"] for c in containers(stack).values()}
+def stack_images(stack) -> dict[str, str]:
+    """Image id by name: exactly what each running container was created from (a tag may
+    have moved since), and the Node stand-in of the dev compose when it is ours."""
+    images = {c["Config"]["Image"]: c["Image"] for c in containers(stack).values()}
     built = dotenv_values(config.ROOT / os.environ.get("MEDIACMS_ENV_FILE", config.ENV_FILE))
-    node = built.get("NODE_IMAGE")
-    return running | ({node} if node and node.startswith("mediacms-local/") else set())
+    node = built.get("NODE_IMAGE") or ""
+    if node.startswith("mediacms-local/"):
+        images[node] = node
+    return images
 
 
 def test_no_setuid_or_setgid_file_in_any_image(stack):
     images = stack_images(stack)
     assert len(images) >= 5, images  # web, worker, nginx, postgres, redis (+ node)
-    found = {image: files for image in sorted(images) if (files := setuid_files(image))}
+    found = {
+        name: files for name, image in sorted(images.items()) if (files := setuid_files(image))
+    }
     assert not found, found
