@@ -82,6 +82,20 @@ def test_backend_is_internal_and_only_nginx_is_published(stack):
     assert any(n.endswith("_data") for n in internal) and any(n.endswith("_app") for n in internal)
 
 
+def test_every_service_of_both_files_is_limited_and_the_proxies_join_frontend_only(stack):
+    from test_compose_files import resolved  # same folder: pytest puts it on sys.path
+
+    merged = resolved(stack, "docker-compose.yaml", "docker-compose-cert.yaml")
+    for name, service in merged["services"].items():
+        assert service["logging"]["options"].keys() >= {"max-size", "max-file"}, name
+        assert service.get("mem_limit") and service.get("pids_limit"), name
+        assert "no-new-privileges:true" in service["security_opt"], name
+    for proxy in ("nginx-proxy", "acme-companion"):
+        assert set(merged["services"][proxy]["networks"]) == {"frontend"}, proxy
+    assert set(merged["services"]["nginx"]["networks"]) == {"frontend", "app"}
+    assert {n for n, net in merged["networks"].items() if net.get("internal")} == {"app", "data"}
+
+
 # --- redis ------------------------------------------------------------------------------
 def test_redis_refuses_clients_without_the_password(stack):
     refused = python(
