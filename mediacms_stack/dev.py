@@ -1,7 +1,9 @@
 """The development stack (docker-compose-dev.yaml): start it, build the frontend, run tests.
 
 The developer's MediaCMS checkout (``MEDIACMS_TREE``) is mounted into every container,
-so what these functions produce (``frontend/dist``, ``static/``) lands in that checkout.
+and every container runs as the checkout's owner, so what they write (``logs/``,
+``media_files/``, ``frontend/node_modules``, ``frontend/dist``, ``static/``) lands in
+that checkout owned by the developer.
 Production never sees it until the images are rebuilt from it: static files are baked
 into the web and nginx images (``invoke build`` + ``invoke up``).
 """
@@ -41,7 +43,7 @@ def tree(settings: Settings) -> Path:
 
 
 def owner_env(settings: Settings, checkout: Path) -> dict[str, str]:
-    """DEV_UID/DEV_GID for the frontend container: .env's values, else the tree's owner."""
+    """DEV_UID/DEV_GID the dev containers run as: .env's values, else the tree's owner."""
     info = checkout.stat()
     return {
         "DEV_UID": settings.get("DEV_UID", str(info.st_uid)),
@@ -91,6 +93,7 @@ def up(
     print(f"[dev] {checkout} mounted; stop with `invoke down --dev`")
     for name, url in found.items():
         print(f"[dev] {name:<10} {url}")
+    print("[dev] the frontend dev server answers once its bundle is compiled (minutes at first)")
     return found
 
 

@@ -39,10 +39,21 @@ STAGE_DIR = Path(".build")
 SOURCE_DIR = STAGE_DIR / "mediacms"
 BENTO4_DIR = STAGE_DIR / "bento4"
 # What never belongs in the staged tree (runtime data, local secrets, VCS, caches).
-SOURCE_IGNORE = shutil.ignore_patterns(
-    ".git", "node_modules", "__pycache__", "media_files", "logs", ".secret_key",
+_IGNORED = shutil.ignore_patterns(
+    ".git", "node_modules", "__pycache__", "logs", ".secret_key",
     "local_settings.py", "db.sqlite3", ".env",
 )  # fmt: skip
+# media_files/ is staged for the default media a tree ships (userlogos/user.jpg, ...);
+# the folders MediaCMS fills at run time are not.
+MEDIA_RUNTIME = {"original", "encoded", "hls", "chunks", "uploads", "tinymce_media"}
+
+
+def source_ignore(folder: str, names: list[str]) -> set[str]:
+    """copytree hook: what not to stage from a MediaCMS tree."""
+    ignored = set(_IGNORED(folder, names))
+    if Path(folder).name == "media_files":
+        ignored |= MEDIA_RUNTIME.intersection(names)
+    return ignored
 
 
 @dataclass(frozen=True)
@@ -95,7 +106,7 @@ def stage_source(c: Context, root: Path, source: str, *, dry_run: bool = False) 
         print(f"[build] staging MediaCMS tree {tree} -> {target}")
         if not dry_run:
             shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(tree, target, ignore=SOURCE_IGNORE, symlinks=True)
+            shutil.copytree(tree, target, ignore=source_ignore, symlinks=True)
     else:
         if not dry_run:
             shutil.rmtree(target, ignore_errors=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import secrets
 import time
 
@@ -66,15 +68,20 @@ def wait_healthy(c: Context, compose: Compose, timeout: int = 300) -> None:
         time.sleep(2)
 
 
+#: Reads {"user": ..., "password": ...} from stdin: the password is never in an argv
+#: (``ps``, /proc/*/cmdline) nor in the printed command.
+CHANGE_LOGIN_CODE = (
+    "import json, sys; from users.models import User; wanted = json.load(sys.stdin);"
+    " u = User.objects.get(username=wanted['user']); u.set_password(wanted['password']);"
+    " u.save(); print('password set for', u.username)"
+)
+
+
 def set_admin_password(c: Context, compose: Compose, user: str, password: str | None) -> str:
     """Set (or generate) a user's password through Django; returns the password."""
     password = password or secrets.token_urlsafe(18)
-    code = (
-        "import os; from users.models import User; u = User.objects.get(username=os.environ['U']);"
-        " u.set_password(os.environ['P']); u.save(); print('password set for', u.username)"
-    )
-    compose.exec(c, "web", "env", f"U={user}", f"P={password}", "python", "manage.py", "shell",
-                 "-c", code)  # fmt: skip
+    wanted = io.StringIO(json.dumps({"user": user, "password": password}))
+    compose.manage(c, "shell", "-c", CHANGE_LOGIN_CODE, in_stream=wanted)
     return password
 
 

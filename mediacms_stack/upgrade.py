@@ -25,14 +25,13 @@ until every service is healthy.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from invoke.context import Context
 
-from . import backup
+from . import backup, config
 from .compose import Compose
 from .config import Settings
 from .images import ImageNames
@@ -58,21 +57,7 @@ def short_id(image_id: str) -> str:
 
 def set_env_value(path: Path, key: str, value: str) -> None:
     """Set ``KEY=value`` in a .env file in place (other lines kept), still mode 600."""
-    lines = path.read_text().splitlines(keepends=True) if path.is_file() else []
-    pattern = re.compile(rf"^(export\s+)?{re.escape(key)}=")
-    for index, line in enumerate(lines):
-        if pattern.match(line):
-            lines[index] = f"{key}={value}\n"
-            break
-    else:
-        if lines and not lines[-1].endswith("\n"):
-            lines[-1] += "\n"
-        lines.append(f"{key}={value}\n")
-    partial = path.with_name(f".{path.name}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.writelines(lines)
-    os.replace(partial, path)
+    config.set_values(path, {key: value})
 
 
 def add_missing_keys(settings: Settings, *, dry_run: bool = False) -> Settings:
@@ -81,22 +66,20 @@ def add_missing_keys(settings: Settings, *, dry_run: bool = False) -> Settings:
     value. Prints the keys, never the values; returns the settings with them."""
     from dotenv import dotenv_values
 
-    from .config import EXAMPLE_FILE, GENERATED, ROOT, missing_keys
-
-    example = dotenv_values(ROOT / EXAMPLE_FILE)
-    keys = [*missing_keys(settings), *(k for k in GENERATED if k in settings.values)]
+    example = dotenv_values(config.ROOT / config.EXAMPLE_FILE)
+    generated = config.GENERATED
+    keys = [*config.missing_keys(settings), *(k for k in generated if k in settings.values)]
     added = {}
     for key in keys:
-        if key in GENERATED and not settings.get(key):
-            added[key] = GENERATED[key]()
+        if key in generated and not settings.get(key):
+            added[key] = generated[key]()
         elif key not in settings.values:
             added[key] = example.get(key) or ""
     if added:
         verb = "would add" if dry_run else "adding"
         print(f"[upgrade] {verb} to {settings.env_file}: {', '.join(added)}", flush=True)
-    for key, value in added.items():
-        if not dry_run and settings.env_file is not None:
-            set_env_value(settings.env_file, key, value)
+    if added and not dry_run and settings.env_file is not None:
+        config.set_values(settings.env_file, added)
     return replace(settings, values={**settings.values, **added})
 
 

@@ -96,7 +96,7 @@ CELERY_RESULT_BACKEND = REDIS_LOCATION
 
 # Transcoding, thumbnails and large uploads write here: a disk volume in the compose
 # file, so long videos are not encoded into a RAM-backed /tmp.
-TEMP_DIRECTORY = FILE_UPLOAD_TEMP_DIR = _env("TEMP_DIRECTORY", "/tmp")
+TEMP_DIRECTORY = FILE_UPLOAD_TEMP_DIR = _env("TEMP_DIRECTORY", "/tmp")  # noqa: S108 - upstream default
 
 _custom = Path(__file__).resolve().parent.parent / "custom" / "local_settings.py"
 if _custom.is_file():

@@ -1,12 +1,13 @@
 """The development workflow end to end: `invoke dev`, `invoke test`, `invoke build-frontend`.
 
-The MediaCMS checkout is a copy of tests/app in a temporary folder (owned by uid 1000
-like a developer's checkout, when the tests run as root), so nothing is written into
-this repository. The stack gets its own compose project, its own image tag (so
-`invoke dev` builds the dev image from the checkout, and the rebuilt production images
-replace nobody's) and random ports on 127.0.0.1. Both projects are removed with their
-volumes and the images tagged for this run are deleted at the end; on failure `ps`
-and the logs are printed first.
+The MediaCMS checkout is a copy of tests/app in a temporary folder, fresh like a clone
+(no logs/, media_files/ or node_modules/) and owned by uid 1000 like a developer's
+checkout when the tests run as root, so nothing is written into this repository; the
+last test proves nothing in it ended up owned by anyone else. The stack gets its own
+compose project, its own image tag (so `invoke dev` builds the dev image from the
+checkout, and the rebuilt production images replace nobody's) and random ports on
+127.0.0.1. Both projects are removed with their volumes and the images tagged for this
+run are deleted at the end; on failure `ps` and the logs are printed first.
 """
 
 from __future__ import annotations
@@ -37,6 +38,19 @@ CARRIED = ("IMAGE_REGISTRY", "BASE_IMAGE", "POSTGRES_IMAGE", "REDIS_IMAGE", "NOD
            "BUILD_CA_BUNDLE", "FFMPEG_SOURCE")  # fmt: skip
 
 
+#: What a fresh clone of tests/app lacks (generated or ignored by git), per folder.
+NOT_IN_A_CLONE = {
+    ".": {"media_files", "logs", ".secret_key", ".pytest_cache"},
+    "frontend": {"node_modules", "dist", "package-lock.json", ".env"},
+}
+
+
+def fresh(folder: str, names: list[str]) -> set[str]:
+    """copytree's ignore: tests/app as a fresh clone has it."""
+    left_out = NOT_IN_A_CLONE.get(Path(folder).relative_to(REPO / "tests/app").as_posix(), set())
+    return set(names) & (left_out | {"__pycache__"})
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -49,9 +63,7 @@ class DevStack:
     def __init__(self, work: Path) -> None:
         self.token = uuid.uuid4().hex[:10]
         self.tree = work / "mediacms"
-        shutil.copytree(REPO / "tests/app", self.tree, symlinks=True,
-                        ignore=shutil.ignore_patterns("node_modules", "dist", "__pycache__",
-                                                      "media_files", "logs", ".env"))  # fmt: skip
+        shutil.copytree(REPO / "tests/app", self.tree, symlinks=True, ignore=fresh)
         if os.geteuid() == 0:
             subprocess.run(["chown", "-R", f"{DEV_UID}:{DEV_UID}", str(self.tree)], check=True)
         self.ports = {key: free_port() for key in ("DEV_PORT", "FRONTEND_DEV_PORT", "HTTP_PORT")}
@@ -76,6 +88,16 @@ class DevStack:
         self.images = [ImageNames.from_settings(self.settings).ref(t)
                        for t in ("dev", "web", "worker", "nginx")]  # fmt: skip
         self.timings: dict[str, float] = {}
+
+    def write(self, relative: str, text: str) -> Path:
+        """Write a file into the checkout as its owner would (the tests may run as root)."""
+        path = self.tree / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        owner = self.tree.stat()
+        for made in (path.parent, path):
+            os.chown(made, owner.st_uid, owner.st_gid)
+        return path
 
     def invoke(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if k != "MEDIACMS_HOME"}
@@ -185,9 +207,7 @@ def test_runs_in_the_dev_image_with_testing_true():
 
 
 def test_invoke_test_runs_pytest_in_the_dev_image_with_testing_true(devstack):
-    (devstack.tree / "tests/test_dev_probe.py").write_text(
-        PROBE.replace("{version}", devstack.settings.version)
-    )
+    devstack.write("tests/test_dev_probe.py", PROBE.replace("{version}", devstack.settings.version))
     done = devstack.invoke("test", "--args", "-v")
     assert "TESTING=True web pytest" in done.stderr
     assert "tests/test_dev_probe.py::test_runs_in_the_dev_image_with_testing_true PASSED" in (
@@ -196,18 +216,16 @@ def test_invoke_test_runs_pytest_in_the_dev_image_with_testing_true(devstack):
     assert "tests/test_upload.py" in done.stdout and " failed" not in done.stdout
     assert " passed" in done.stdout.splitlines()[-1]
 
-    failing = devstack.tree / "probe_fail"
-    failing.mkdir()
-    (failing / "test_fails.py").write_text("def test_fails():\n    assert 1 == 2\n")
+    devstack.write("probe_fail/test_fails.py", "def test_fails():\n    assert 1 == 2\n")
     failed = devstack.invoke("test", "--args", "probe_fail/test_fails.py", check=False)
     assert failed.returncode != 0 and "1 failed" in failed.stdout
 
 
 def test_build_frontend_changes_the_static_file_runserver_serves(devstack):
     rule = f".dev-e2e-{devstack.token} {{ color: #123456; }}"
-    source = devstack.tree / "frontend/src/app.css"
-    source.write_text(source.read_text() + f"\n/* added by the e2e test */\n{rule}\n")
-    (devstack.tree / "frontend/.env").write_text(f"MEDIACMS_BUILD_ID=e2e-{devstack.token}\n")
+    source = (devstack.tree / "frontend/src/app.css").read_text()
+    devstack.write("frontend/src/app.css", source + f"\n/* added by the e2e test */\n{rule}\n")
+    devstack.write("frontend/.env", f"MEDIACMS_BUILD_ID=e2e-{devstack.token}\n")
 
     done = devstack.invoke("build-frontend")
     assert "npm run dist" in done.stderr and "restart web" in done.stderr
@@ -232,3 +250,23 @@ def test_rebuilt_images_let_nginx_serve_the_new_frontend(devstack):
     css = requests.get(devstack.url("HTTP_PORT", "/static/css/app.css"), timeout=10)
     assert css.status_code == 200 and rule in css.text
     assert css.headers.get("Server", "").startswith("nginx")
+
+
+def test_the_checkout_stays_its_owners(devstack):
+    """After dev, test, build-frontend: every file in the checkout is still its owner's."""
+    tree, owner = devstack.tree, devstack.tree.stat()
+    # written by the dev containers: Django's log (settings create logs/ on import), the
+    # default media (migrations job), npm's output
+    assert (tree / "logs/debug.log").is_file() and (tree / "media_files").is_dir()
+    assert (tree / "frontend/node_modules").is_dir()
+    # the file: dependency is linked, not packed (whose copy would lack dist/)
+    assert (tree / "frontend/node_modules/mediacms-test-scripts").is_symlink()
+    # nothing is mounted inside the checkout, so Docker made no mount points in it
+    for name in ("cms/local_settings.py", "cms/container_settings.py", "custom"):
+        assert not (tree / name).exists(), name
+    strangers = [
+        f"{path.relative_to(tree)} {info.st_uid}:{info.st_gid}"
+        for path in (tree, *tree.rglob("*"))
+        if ((info := path.lstat()).st_uid, info.st_gid) != (owner.st_uid, owner.st_gid)
+    ]
+    assert not strangers, strangers

@@ -2,11 +2,12 @@ import hashlib
 import json
 import re
 import shlex
+import stat
 
 import pytest
 from invoke import Context, MockContext, Result
 
-from mediacms_stack import backup, config
+from mediacms_stack import backup, config, files
 from mediacms_stack.compose import Compose
 from mediacms_stack.shell import StackError
 
@@ -207,3 +208,138 @@ def test_restore_refuses_before_touching_anything(tmp_path):
         backup.restore_db(
             c, Compose(tmp_path), config.Settings(tmp_path, {}), bad, yes=True, safety_dir=tmp_path
         )
+
+
+# --- backups are private; restores trust nothing in an archive ------------------------
+def _tar(path, *entries):
+    """A .tar.gz with a .sha256 beside it; entries: (name, type, mode, linkname)."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, kind, mode, link in entries:
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.linkname = kind, mode, link
+            data = b"data" if kind == tarfile.REGTYPE else b""
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    backup.write_checksum(path)
+    return path
+
+
+def _plain(*extra):
+    import tarfile
+
+    return (("./", tarfile.DIRTYPE, 0o755, ""), ("./original/", tarfile.DIRTYPE, 0o755, ""),
+            ("./original/a.mp4", tarfile.REGTYPE, 0o644, ""), *extra)  # fmt: skip
+
+
+def _bad_entries():
+    import tarfile
+
+    return {
+        "symlink": (("./original/p", tarfile.SYMTYPE, 0o777, "/etc/passwd"), "symbolic link"),
+        "hard link": (("./original/h", tarfile.LNKTYPE, 0o644, "etc/passwd"), "hard link"),
+        "dotdot": (("./original/../../escape", tarfile.REGTYPE, 0o644, ""), r"\.\. component"),
+        "absolute": (("/etc/cron.d/x", tarfile.REGTYPE, 0o644, ""), "absolute path"),
+        "setuid": (("./original/s", tarfile.REGTYPE, 0o4755, ""), "setuid"),
+        "setgid dir": (("./original/g/", tarfile.DIRTYPE, 0o2755, ""), "setgid"),
+        "sticky": (("./original/t/", tarfile.DIRTYPE, 0o1777, ""), "sticky"),
+        "fifo": (("./original/f", tarfile.FIFOTYPE, 0o644, ""), "FIFO"),
+        "device": (("./original/d", tarfile.CHRTYPE, 0o644, ""), "character device"),
+    }
+
+
+def test_check_tar_accepts_plain_files_and_folders(tmp_path):
+    assert files.check_tar(_tar(tmp_path / "ok.tar.gz", *_plain())) == 3
+
+
+@pytest.mark.parametrize("kind", sorted(_bad_entries()))
+def test_restore_media_refuses_naming_the_entry_before_running_anything(tmp_path, kind):
+    entry, why = _bad_entries()[kind]
+    archive = _tar(tmp_path / "bad.tar.gz", *_plain(entry))
+    c = MockContext()  # any command would fail the test
+    with pytest.raises(StackError, match=rf"entry '{re.escape(entry[0].rstrip('/'))}' .*{why}"):
+        backup.restore_media(c, Compose(tmp_path), archive)
+
+
+def test_truncated_archive_is_refused(tmp_path):
+    archive = _tar(tmp_path / "ok.tar.gz", *_plain())
+    archive.write_bytes(archive.read_bytes()[:-30])
+    backup.write_checksum(archive)
+    with pytest.raises(StackError, match=r"not a readable \.tar\.gz"):
+        backup.restore_media(MockContext(), Compose(tmp_path), archive)
+
+
+def test_restore_media_extracts_with_safe_flags(tmp_path):
+    archive = _tar(tmp_path / "ok.tar.gz", *_plain())
+    c = MockContext(run={re.compile(r".*--extract.*"): Result()})
+    backup.restore_media(c, Compose(tmp_path), archive)
+    command = shlex.split(c.run.call_args.args[0].rsplit(" < ", 1)[0])
+    assert {"--no-same-owner", "--no-same-permissions", "--no-overwrite-dir"} <= set(command)
+    assert "--numeric-owner" not in command and "--same-permissions" not in command
+
+
+def test_restore_all_checks_every_archive_before_anything_changes(tmp_path):
+    import tarfile
+
+    folder = tmp_path / "mediacms-x"
+    folder.mkdir()
+    dump = folder / "db.dump"
+    dump.write_bytes(b"PGDMP\x01")
+    backup.write_checksum(dump)
+    _tar(folder / "media.tar.gz", *_plain())
+    _tar(folder / "custom.tar.gz", ("./", tarfile.DIRTYPE, 0o755, ""),
+         ("./local_settings.py", tarfile.SYMTYPE, 0o777, "/etc/shadow"))  # fmt: skip
+    manifest = {"database": "db.dump", "media": "media.tar.gz", "custom": "custom.tar.gz"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    settings = config.Settings(tmp_path, {})
+    with pytest.raises(StackError, match=r"local_settings\.py' is a symbolic link"):
+        backup.restore_all(MockContext(), Compose(tmp_path), settings, folder, yes=True,
+                           safety_dir=tmp_path / "safety")  # fmt: skip
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "media": "../../etc/x"}))
+    with pytest.raises(StackError, match="not a file of the folder"):
+        backup.restore_all(MockContext(), Compose(tmp_path), settings, folder, yes=True,
+                           safety_dir=tmp_path / "safety")  # fmt: skip
+
+
+def test_full_backup_folder_is_700_and_every_file_600(tmp_path, monkeypatch):
+    calls = []
+    payloads = iter([b"PGDMP-fake", b"\x1f\x8b-fake-tar"])
+
+    def run(c, argv, stdout_to=None, **kwargs):
+        calls.append(argv)
+        with open(stdout_to, "ab") as handle:
+            handle.write(next(payloads))
+        return Result(stderr=MANIFEST_STDERR)
+
+    monkeypatch.setattr("mediacms_stack.shell.run", run)
+    monkeypatch.setenv("MEDIACMS_HOME", str(tmp_path))
+    monkeypatch.setattr("os.umask", lambda mask: 0)  # not used by us; the modes are explicit
+    (tmp_path / "custom").mkdir()
+    (tmp_path / "custom" / "local_settings.py").write_text("X = 1\n")
+    env = tmp_path / ".env"
+    env.write_text("SECRET_KEY=k\n")
+    env.chmod(0o644)
+    (tmp_path / "backups").mkdir(mode=0o755)
+    (tmp_path / "backups").chmod(0o755)  # made by an older version
+    settings = config.Settings(tmp_path, {}, env)
+    folder = backup.backup_all(MockContext(), Compose(tmp_path), settings, tmp_path / "backups")
+    assert len(calls) == 2
+    modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode)
+             for p in [tmp_path / "backups", *(tmp_path / "backups").rglob("*")]}  # fmt: skip
+    names = {name.rsplit("/", 1)[-1] for name in modes}
+    assert {"custom.tar.gz", "custom.tar.gz.sha256", "env", "manifest.json"} <= names
+    assert any(n.endswith(".dump.manifest.json") for n in names)
+    assert {name: mode for name, mode in modes.items()
+            if mode != (0o700 if (tmp_path / name).is_dir() else 0o600)} == {}  # fmt: skip
+    assert files.check_tar(folder / "custom.tar.gz") == 2
+
+
+def test_custom_with_a_symlink_is_refused_at_backup_time(tmp_path, monkeypatch):
+    monkeypatch.setattr("mediacms_stack.shell.run", fake_run([]))
+    (tmp_path / "custom").mkdir()
+    (tmp_path / "custom" / "logo.png").symlink_to("/etc/passwd")
+    with pytest.raises(StackError, match=r"custom/logo\.png is a symbolic link"):
+        backup.backup_all(MockContext(), Compose(tmp_path), config.Settings(tmp_path, {}),
+                          tmp_path / "backups")  # fmt: skip

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 from invoke import MockContext, Result
@@ -111,6 +113,7 @@ def test_build_frontend_runs_dist_in_a_one_off_frontend_then_restarts_running_we
     dev.build_frontend(c, settings, devcompose(settings))
     run, *rest = commands(c)
     assert " run --rm --no-deps -T frontend sh -c " in run
+    assert set(c.run.call_args_list[0].kwargs["env"]) == {"DEV_UID", "DEV_GID"}
     assert "npm run dist && cp -R dist/static/. ../static/" in run
     assert any(cmd.endswith(" restart web") for cmd in rest)
     assert rest[-1].endswith("ps --format json --all")  # waited for web to be healthy again
@@ -131,11 +134,13 @@ def test_build_frontend_leaves_a_stopped_stack_alone_and_names_the_build_source(
     assert "invoke build --source" in capsys.readouterr().out
 
 
-def test_test_runs_pytest_in_the_dev_image_with_testing_true(settings, no_missing_images):
+def test_test_runs_pytest_in_the_dev_image_with_testing_true(settings, checkout, no_missing_images):
     c = MockContext(run={re.compile(r".*"): Result()})
     dev.test(c, settings, devcompose(settings), "-k 'upload and not slow' -x")
     up, run = commands(c)
     assert up.endswith(" up --detach --wait --wait-timeout 300 db redis")
+    owner = {"DEV_UID": str(checkout.stat().st_uid), "DEV_GID": str(checkout.stat().st_gid)}
+    assert c.run.call_args_list[1].kwargs["env"] == owner  # pytest runs as the checkout's owner
     assert run.endswith(
         " run --rm --no-deps -T -e TESTING=True web pytest -k 'upload and not slow' -x"
     )
@@ -163,3 +168,43 @@ def test_up_dev_is_an_alias_of_invoke_dev(home, no_missing_images, capsys):
     assert via_dev == via_up
     assert "docker-compose-dev.yaml up --detach --wait --wait-timeout 900" in via_dev.err
     assert tasks.ns.task_names["dev"] == []  # listed as `invoke dev`
+
+
+def _dev_bridge_source() -> str:
+    """The sitecustomize.py the dev compose hands its Python containers (configs.dev_bridge)."""
+    lines = (config.ROOT / "docker-compose-dev.yaml").read_text().splitlines()
+    start = lines.index("  dev_bridge:") + 2
+    assert lines[start - 1] == "    content: |"
+    body = []
+    for line in lines[start:]:
+        if line and not line.startswith("      "):
+            break
+        body.append(line[6:])
+    return "\n".join(body)
+
+
+def test_dev_bridge_serves_the_settings_bridge_beside_the_checkout(tmp_path):
+    """cms.local_settings/container_settings come from the bridge folder, even when the
+    checkout has its own, and the settings load while cms/__init__.py is still running."""
+    bridge, tree = tmp_path / "bridge", tmp_path / "tree"
+    (tree / "cms").mkdir(parents=True)
+    bridge.mkdir()
+    source = _dev_bridge_source()
+    assert "/home/mediacms.io/settings-bridge" in source
+    (bridge / "sitecustomize.py").write_text(
+        source.replace("/home/mediacms.io/settings-bridge", str(bridge))
+    )
+    (bridge / "local_settings.py").write_text("ORIGIN = 'bridge'\n")
+    (bridge / "container_settings.py").write_text(
+        "from cms.settings import *\nfrom cms.local_settings import ORIGIN\n"
+    )
+    # like MediaCMS: the package reads the settings while it is being imported
+    (tree / "cms/__init__.py").write_text(
+        "import importlib\nSEEN = importlib.import_module('cms.container_settings').ORIGIN\n"
+    )
+    (tree / "cms/settings.py").write_text("TREE = True\n")
+    (tree / "cms/local_settings.py").write_text("ORIGIN = 'checkout'\n")
+    probe = "import cms, cms.settings; print(cms.SEEN, cms.settings.__file__)"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tree, capture_output=True,
+                          text=True, env={"PYTHONPATH": str(bridge)}, check=True)  # fmt: skip
+    assert done.stdout.split() == ["bridge", str(tree / "cms/settings.py")]

@@ -136,6 +136,15 @@ MEDIA_URL = "/media/"
 MEDIA_ROOT = str(BASE_DIR / "media_files") + "/"
 LOGS_DIR = str(BASE_DIR / "logs")
 TEMP_DIRECTORY = "/tmp"  # as upstream: transcoding and thumbnails work in here
+# Like 8.x: Django's errors go to logs/debug.log, created at import when missing (a
+# fresh checkout has no logs/); the images ship the folder writable.
+ERROR_LOG = Path(LOGS_DIR) / "debug.log"
+if not ERROR_LOG.parent.exists():
+    try:  # noqa: SIM105 (kept as upstream writes it)
+        ERROR_LOG.parent.mkdir()
+    except PermissionError:
+        pass
+ERROR_LOG.touch()
 
 FFMPEG_COMMAND = "ffmpeg"
 FFPROBE_COMMAND = "ffprobe"
@@ -148,8 +157,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "file": {"class": "logging.FileHandler", "filename": str(ERROR_LOG), "level": "ERROR"},
+    },
     "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {"django": {"handlers": ["file"], "level": "ERROR", "propagate": True}},
 }
 
 try:  # noqa: SIM105 (kept as upstream writes it)

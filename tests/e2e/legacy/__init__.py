@@ -62,7 +62,7 @@ def create_legacy(root: Path, port: int, project: str) -> Legacy:
                     "images.bootstrap-images", "--old-postgres", OLD_PG_MAJOR],
                    check=True, capture_output=True)  # fmt: skip
     tree = root / "mediacms"
-    shutil.copytree(config.ROOT / "tests/app", tree, ignore=images.SOURCE_IGNORE)
+    shutil.copytree(config.ROOT / "tests/app", tree, ignore=images.source_ignore)
     shutil.copy(HERE / "local_settings.py", tree / "cms/local_settings.py")
     (tree / "deploy/docker").mkdir(parents=True)
     shutil.copy(HERE / "start.sh", tree / "deploy/docker/start.sh")

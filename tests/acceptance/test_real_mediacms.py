@@ -1,0 +1,358 @@
+"""Acceptance of a real MediaCMS tree on our stack: what an operator and a visitor do first.
+
+Tests run in file order and build on each other (uploads before backup), like the smoke
+tier. Everything goes through nginx on the stack's 127.0.0.1 port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+import requests
+from dotenv import dotenv_values
+from invoke import Context
+
+from mediacms_stack.compose import SERVICES
+from tests.acceptance.client import (
+    CLIP_SECONDS,
+    assert_served,
+    assets,
+    login,
+    make_clip,
+    make_image,
+    media_digest,
+    media_state,
+    token_of,
+    wait_ready,
+    whoami,
+)
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+# --- the stack ------------------------------------------------------------------------
+
+
+def test_every_service_healthy(stack):
+    states: dict[str, list[tuple[str, str]]] = {}
+    for row in stack.compose.ps(Context()):
+        states.setdefault(row["Service"], []).append((row["State"], row.get("Health", "")))
+    for service in SERVICES:
+        assert states.get(service), f"{service} missing: {states}"
+        assert all(s == ("running", "healthy") for s in states[service]), (service, states)
+
+
+def test_home_and_admin_render_with_every_static_asset(stack):
+    home = requests.get(stack.url("/"), timeout=30)
+    assert home.status_code == 200 and "<html" in home.text.lower()
+    referenced = assets(home.text)
+    assert any(u.startswith("/static/") for u in referenced), referenced
+    missing = {}
+    for path in sorted(referenced):
+        status = requests.get(stack.url(path), timeout=30).status_code
+        if status != 200:
+            missing[path] = status
+    assert not missing, f"assets of the home page not served: {missing}"
+    admin = requests.get(stack.url("/admin/login/"), timeout=30)
+    assert admin.status_code == 200 and "csrfmiddlewaretoken" in admin.text
+    css = requests.get(stack.url("/static/admin/css/base.css"), timeout=30)
+    assert css.status_code == 200
+
+
+def test_default_avatar_and_banner_served(stack):
+    for name in ("user.jpg", "banner.jpg"):
+        response = requests.get(stack.url(f"/media/userlogos/{name}"), timeout=30)
+        assert response.status_code == 200 and response.content[:3] == b"\xff\xd8\xff", name
+
+
+def test_operator_media_survives_the_default_media_copy(stack):
+    """The migrations job adds missing defaults on every start, and replaces nothing."""
+    mine = b"\xff\xd8\xff operator's own banner"
+    stack.dc("exec", "-T", "web", "sh", "-c",
+             "cat > media_files/userlogos/banner.jpg && rm media_files/userlogos/user.jpg",
+             input=mine, text=False)  # fmt: skip
+    stack.dc("run", "--rm", "--no-deps", "migrations")
+    assert requests.get(stack.url("/media/userlogos/banner.jpg"), timeout=30).content == mine
+    again = requests.get(stack.url("/media/userlogos/user.jpg"), timeout=30)
+    assert again.status_code == 200 and again.content[:3] == b"\xff\xd8\xff"
+
+
+def test_admin_logs_in_by_form_and_by_basic_auth(stack, admin):
+    session = login(stack, "admin", stack.admin_password)
+    dashboard = session.get(stack.url("/admin/"), timeout=30)
+    assert dashboard.status_code == 200 and "/admin/login/" not in dashboard.url
+    assert "/admin/logout/" in dashboard.text
+    assert whoami(session, stack)["username"] == "admin"
+    assert whoami(admin, stack)["username"] == "admin"
+    wrong = requests.get(stack.url("/api/v1/whoami"), auth=("admin", "wrong"), timeout=30)
+    assert wrong.status_code in (401, 403)
+
+
+@pytest.fixture(scope="module")
+def second_user(stack):
+    """A second, ordinary user made with Django's own manager, as an operator would."""
+    name, password = "viewer", f"Pw-{uuid.uuid4().hex[:12]}"
+    script = (
+        "from users.models import User; "
+        f"User.objects.create_user(username='{name}', email='{name}@example.org', "
+        f"password='{password}', name='{name}')"
+    )
+    stack.dc("exec", "-T", "web", "python", "manage.py", "shell", "-c", script)
+    return name, password
+
+
+def test_second_user_logs_in(stack, second_user):
+    name, password = second_user
+    session = login(stack, name, password, form="/accounts/login/")
+    assert whoami(session, stack)["username"] == name
+    assert whoami(requests.auth.HTTPBasicAuth(name, password), stack)["username"] == name
+
+
+# --- uploads --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip(stack) -> bytes:
+    return make_clip(stack)
+
+
+@pytest.fixture(scope="module")
+def api_upload(stack, admin, clip) -> dict:
+    response = requests.post(
+        stack.url("/api/v1/media"),
+        auth=admin,
+        data={"title": "acceptance api clip", "description": "through /api/v1/media"},
+        files={"media_file": ("acceptance.mp4", clip, "video/mp4")},
+        timeout=300,
+    )
+    assert response.status_code == 201, response.text[:500]
+    token = response.json()["friendly_token"]
+    return wait_ready(stack, token) | {"token": token}
+
+
+def chunked_upload(stack, session: requests.Session, name: str, data: bytes, chunk: int) -> str:
+    """Fine Uploader's protocol, as the web UI speaks it: parts, then `?done`."""
+    token = session.cookies.get("csrftoken")
+    headers = {"X-CSRFToken": token, "Referer": stack.url("/upload")}
+    uid = str(uuid.uuid4())
+    parts = [data[i : i + chunk] for i in range(0, len(data), chunk)]
+    common = {"qquuid": uid, "qqfilename": name, "qqtotalfilesize": str(len(data)),
+              "qqtotalparts": str(len(parts))}  # fmt: skip
+    for index, part in enumerate(parts):
+        form = common | {"qqpartindex": str(index), "qqchunksize": str(chunk),
+                         "qqpartbyteoffset": str(index * chunk)}  # fmt: skip
+        response = session.post(stack.url("/fu/upload/"), data=form, headers=headers,
+                                files={"qqfile": ("blob", part)}, timeout=120)  # fmt: skip
+        assert response.status_code == 200 and response.json()["success"], response.text[:300]
+    done = session.post(stack.url("/fu/upload/?done"), data=common, headers=headers, timeout=300)
+    assert done.status_code == 200 and done.json()["success"], done.text[:300]
+    return token_of(done.json()["media_url"])
+
+
+@pytest.fixture(scope="module")
+def ui_upload(stack, clip) -> dict:
+    session = login(stack, "admin", stack.admin_password)
+    token = chunked_upload(stack, session, "acceptance ui clip.mp4", clip, chunk=1024 * 1024)
+    return wait_ready(stack, token) | {"token": token}
+
+
+@pytest.mark.parametrize("which", ["api_upload", "ui_upload"])
+def test_video_upload_transcodes_every_rendition(stack, request, clip, which):
+    state = request.getfixturevalue(which)
+    assert state["encoding_status"] == "success", state
+    assert state["duration"] and abs(state["duration"] - CLIP_SECONDS) < 2
+    assert assert_served(stack, state["original_media_url"]) == clip
+    renditions = {
+        f"{res}/{codec}": enc
+        for res, profiles in state["encodings_info"].items()
+        for codec, enc in profiles.items()
+        if enc
+    }
+    assert renditions, state["encodings_info"]
+    for name, enc in renditions.items():
+        assert enc["status"] == "success", (name, enc)
+        assert assert_served(stack, enc["url"])[4:8] == b"ftyp", name
+    for key in ("thumbnail_url", "poster_url", "sprites_url"):
+        assert assert_served(stack, state[key])[:3] == b"\xff\xd8\xff", key
+
+
+def test_image_upload(stack, admin):
+    image = make_image(stack)
+    response = requests.post(
+        stack.url("/api/v1/media"),
+        auth=admin,
+        data={"title": "acceptance image"},
+        files={"media_file": ("picture.jpg", image, "image/jpeg")},
+        timeout=120,
+    )
+    assert response.status_code == 201, response.text[:500]
+    token = response.json()["friendly_token"]
+    deadline = time.monotonic() + 300
+    while not (state := media_state(stack, token))["thumbnail_url"]:
+        assert time.monotonic() < deadline, state
+        time.sleep(2)
+    assert state["media_type"] == "image"
+    assert assert_served(stack, state["original_media_url"]) == image
+    assert assert_served(stack, state["thumbnail_url"])[:3] == b"\xff\xd8\xff"
+
+
+# --- a real browser -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium, driven over the DevTools protocol by Playwright."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as driver:
+        chromium = driver.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run",
+                  "--autoplay-policy=no-user-gesture-required"],
+        )  # fmt: skip
+        yield chromium
+        chromium.close()
+
+
+class Visit:
+    """A page opened in the browser, with every response and failure of the site's origin."""
+
+    def __init__(self, browser, stack, path: str) -> None:
+        self.page = browser.new_page()
+        self.responses: list[tuple[str, int]] = []
+        self.failed: list[str] = []
+        origin = stack.base
+        self.page.on("requestfailed", lambda r: r.url.startswith(origin) and self.failed.append(
+            f"{r.url} ({r.failure})"))  # fmt: skip
+        self.page.on("response", lambda r: r.url.startswith(origin) and self.responses.append(
+            (r.url.removeprefix(origin), r.status)))  # fmt: skip
+        self.page.goto(stack.url(path), wait_until="networkidle", timeout=90_000)
+        self.page.wait_for_timeout(2000)
+
+    def errors(self) -> list[str]:
+        return self.failed + [
+            f"{url} -> {status}" for url, status in self.responses if status >= 400
+        ]
+
+
+def test_browser_home_page_has_no_failed_request(stack, browser, api_upload):
+    home = Visit(browser, stack, "/")
+    assert not home.errors(), home.errors()
+    assert any(url.startswith("/static/") for url, _ in home.responses), home.responses
+    home.page.close()
+
+
+def test_browser_video_page_shows_the_avatar_and_plays_with_range_requests(
+    stack, browser, api_upload
+):
+    view = Visit(browser, stack, f"/view?m={api_upload['token']}")
+    view.page.wait_for_selector("video", timeout=60_000)
+    view.page.eval_on_selector("video", "v => { v.muted = true; return v.play(); }")
+    view.page.wait_for_function(
+        "() => document.querySelector('video').currentTime > 1.5", timeout=60_000
+    )
+    seeked = view.page.eval_on_selector(
+        "video",
+        "v => new Promise(ok => { v.onseeked = () => ok(v.currentTime); v.currentTime = 15; })",
+    )
+    assert seeked >= 14
+    view.page.wait_for_timeout(1500)
+    assert not view.errors(), view.errors()
+    avatars = [s for url, s in view.responses if url.startswith("/media/userlogos/")]
+    assert avatars and set(avatars) <= {200, 304}, view.responses
+    media = [s for url, s in view.responses if url.startswith("/media/encoded/")]
+    assert 206 in media, f"no range request to a rendition answered 206: {view.responses}"
+    view.page.close()
+
+
+# --- customisation --------------------------------------------------------------------
+
+
+def test_custom_settings_and_css_without_rebuild(stack):
+    custom = stack.home / "custom"
+    (custom / "local_settings.py").write_text(
+        'PORTAL_NAME = "Acceptance Portal"\nEXTRA_CSS_PATHS = ["/custom/static/css/site.css"]\n'
+    )
+    (custom / "static" / "css").mkdir(parents=True, exist_ok=True)
+    (custom / "static" / "css" / "site.css").write_text("body { outline: 1px solid #abcdef; }\n")
+    stack.dc("restart", "web")
+    stack.dc("up", "--detach", "--wait", "web", "nginx")
+    home = stack.wait_http("/")
+    assert "Acceptance Portal" in home.text
+    css = requests.get(stack.url("/custom/static/css/site.css"), timeout=30)
+    assert css.status_code == 200 and "#abcdef" in css.text
+
+
+# --- resilience -----------------------------------------------------------------------
+
+
+def test_api_answers_again_right_after_a_database_crash(stack, admin):
+    assert whoami(admin, stack)["username"] == "admin"  # workers hold connections now
+    stack.dc("kill", "--signal", "KILL", "db")
+    stack.dc("up", "--detach", "--wait", "db")
+    failures = []
+    for _ in range(12):  # more requests than uWSGI workers: each worker's connection
+        response = requests.get(stack.url("/api/v1/whoami"), auth=admin, timeout=30)
+        if response.status_code != 200:
+            failures.append(response.status_code)
+    assert not failures, f"answers after the database came back: {failures}"
+
+
+def test_healthy_past_every_health_window_then_upgrade_to_the_same_version(stack):
+    """Left running longer than any health check's window (and 10 minutes), every service
+    is still healthy, and an upgrade to the running version goes through."""
+    services = json.loads(stack.dc("config", "--format", "json").stdout)["services"]
+    windows = [
+        seconds(check.get("start_period", "0s")) + seconds(check["interval"]) * check["retries"]
+        for check in (spec.get("healthcheck") for spec in services.values())
+        if check and not check.get("disable")
+    ]
+    soak = max([*windows, float(os.environ.get("ACCEPTANCE_SOAK_SECONDS", "600"))])
+    uptime = container_uptime(stack, "celery_beat")
+    if uptime < soak:
+        time.sleep(soak - uptime)
+    test_every_service_healthy(stack)
+    source = dotenv_values(os.environ["MEDIACMS_ENV_FILE"])["MEDIACMS_SOURCE"]
+    up = stack.invoke("upgrade", "--build", "--source", source, check=False)
+    assert up.returncode == 0, f"after {soak:.0f}s:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
+    test_every_service_healthy(stack)
+
+
+def seconds(duration: str) -> float:
+    """Compose's normalised durations ("1m30s", "10s", "500ms") in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 1e-6}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([\d.]+)(h|ms|us|m|s)", duration))
+
+
+def container_uptime(stack, service: str) -> float:
+    ids = stack.dc("ps", "--quiet", service).stdout.split()
+    started = subprocess.run(["docker", "inspect", "--format", "{{.State.StartedAt}}", ids[0]],
+                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    since = datetime.fromisoformat(re.sub(r"\.\d+", "", started).replace("Z", "+00:00"))
+    return (datetime.now(UTC) - since).total_seconds()
+
+
+def test_backup_wipe_restore_round_trip(stack, admin, api_upload, second_user):
+    before = media_digest(stack)
+    done = stack.invoke("backup")
+    folder = re.search(r"^\[backup\] (\S+)$", done.stdout, re.M)
+    assert folder, done.stdout
+    stack.dc("down", "--volumes")
+    assert stack.invoke("up", check=False).returncode == 0
+    restored = stack.invoke("restore", folder[1], "--yes", check=False)
+    assert restored.returncode == 0, restored.stdout[-2000:] + restored.stderr[-2000:]
+    assert media_digest(stack) == before
+    name, password = second_user
+    assert whoami(requests.auth.HTTPBasicAuth(name, password), stack)["username"] == name
+    state = media_state(stack, api_upload["token"])
+    assert state["encoding_status"] == "success"
+    assert assert_served(stack, state["original_media_url"])

@@ -1,0 +1,159 @@
+"""Benchmarks on a real MediaCMS tree's images, measured side by side in one run.
+
+    python tests/bench/real.py        (MEDIACMS_ENV_FILE names the tree's settings)
+
+- image sizes of web, worker and nginx against the seed's 800 / 800 / 50 MB;
+- upload to every rendition ready, against the same ffmpeg commands (read back from
+  MediaCMS's own Encoding rows) run one after the other in the celery_long container;
+- a static file's throughput through our nginx image against a bare nginx (the same
+  binary, a minimal configuration) serving the same file, both published on 127.0.0.1.
+
+The stack is throwaway and removed at the end; all traffic goes to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from mediacms_stack import images
+from tests.acceptance.client import make_clip, media_state, wait_ready
+from tests.e2e.conftest import ADMIN_PASSWORD, free_port, new_deployment
+
+SEED_MB = {"web": 800, "worker": 800, "nginx": 50}
+ROUNDS = 3
+
+
+def report(name: str, value: str) -> None:
+    print(f"{name:<62} {value}", flush=True)
+
+
+def image_sizes(settings) -> None:
+    names = images.ImageNames.from_settings(settings)
+    for target, seed in SEED_MB.items():
+        size = subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}",
+                               names.ref(target)], capture_output=True, text=True,
+                              check=True).stdout  # fmt: skip
+        mb = int(size) / 1e6
+        report(
+            f"size {target} ({names.ref(target)})",
+            f"{mb:7.1f} MB  ratio to seed {seed} MB: {mb / seed:.2f}",
+        )
+
+
+def transcoding(stack) -> None:
+    """Upload to every rendition ready, against MediaCMS's own ffmpeg commands run directly."""
+    clip = make_clip(stack)
+    started = time.monotonic()
+    response = requests.post(stack.url("/api/v1/media"), auth=("admin", ADMIN_PASSWORD),
+                             data={"title": "bench"}, files={"media_file": ("b.mp4", clip)},
+                             timeout=300)  # fmt: skip
+    response.raise_for_status()
+    token = response.json()["friendly_token"]
+    state = wait_ready(stack, token)
+    pipeline = time.monotonic() - started
+    assert state["encoding_status"] == "success", state
+    script = (
+        "import ast, subprocess, time\n"
+        "from files.models import Encoding\n"
+        f"rows = Encoding.objects.filter(media__friendly_token='{token}', status='success')\n"
+        "total = 0.0\n"
+        "for row in rows:\n"
+        "    for argv in ast.literal_eval(row.commands):\n"
+        "        argv = [str(a).replace(row.temp_file, '/tmp/bench-out') for a in argv]\n"
+        "        start = time.monotonic()\n"
+        "        subprocess.run(argv, check=True, capture_output=True, cwd='/tmp')\n"
+        "        total += time.monotonic() - start\n"
+        "print('DIRECT', len(rows), total)\n"
+    )
+    out = stack.dc("exec", "-T", "celery_long", "python", "manage.py", "shell", "-c", script).stdout
+    _, renditions, direct = re.search(r"DIRECT (\d+) ([\d.]+)", out)[0].split()
+    report(f"transcode {media_state(stack, token)['duration']:.0f} s 720p clip, {renditions} renditions",
+           f"pipeline {pipeline:.1f} s, ffmpeg alone {float(direct):.1f} s: "
+           f"ratio {float(direct) / pipeline:.2f}")  # fmt: skip
+
+
+def wrk(url: str, seconds: int = 8) -> float:
+    out = subprocess.run(["wrk", "-t2", "-c32", f"-d{seconds}s", url], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
+
+
+def bare_nginx(stack, path: str) -> tuple[str, str]:
+    """The nginx image's own binary with a minimal configuration, serving the same file."""
+    image = images.ImageNames.from_settings(stack.settings).ref("nginx")
+    folder = Path(tempfile.mkdtemp(prefix="bare-nginx-"))
+    body = requests.get(stack.url(path), timeout=30).content
+    (folder / Path(path).name).write_bytes(body)
+    (folder / "nginx.conf").write_text(
+        "worker_processes auto; pid /tmp/nginx.pid; error_log /dev/stderr warn;\n"
+        "events { worker_connections 1024; }\n"
+        "http { include /etc/nginx/mime.types; sendfile on; access_log off;\n"
+        "  client_body_temp_path /tmp/b; proxy_temp_path /tmp/p; fastcgi_temp_path /tmp/f;\n"
+        "  uwsgi_temp_path /tmp/u; scgi_temp_path /tmp/s;\n"
+        "  server { listen 8080; root /srv; } }\n"
+    )
+    folder.chmod(0o755)
+    port = free_port()
+    name = f"bench-bare-nginx-{os.getpid()}"
+    subprocess.run(["docker", "run", "-d", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:8080",
+                    "-v", f"{folder}:/srv:ro", "--entrypoint", "nginx", image,
+                    "-c", "/srv/nginx.conf", "-g", "daemon off;"], check=True,
+                   capture_output=True)  # fmt: skip
+    for _ in range(50):
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/{Path(path).name}", timeout=2).ok:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    return name, f"http://127.0.0.1:{port}/{Path(path).name}"
+
+
+def static_throughput(stack) -> None:
+    home = requests.get(stack.url("/"), timeout=30).text
+    path = sorted(set(re.findall(r'"(/static/[^"?]+\.css)"', home)))[0]
+    name, bare = bare_nginx(stack, path)
+    try:
+        ours, plain = [], []
+        for _ in range(ROUNDS):  # alternated, so drift hits both alike
+            plain.append(wrk(bare))
+            ours.append(wrk(stack.url(path)))
+        report(f"static {path}: our nginx vs bare nginx (req/s, median of {ROUNDS})",
+               f"{statistics.median(ours):.0f} vs {statistics.median(plain):.0f}: "
+               f"ratio {statistics.median(ours) / statistics.median(plain):.2f}")  # fmt: skip
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
+def main() -> None:
+    if not shutil.which("wrk"):
+        sys.exit("wrk is missing (apt-get install wrk)")
+    home = Path(tempfile.mkdtemp(prefix="bench-real-"))
+    stack = new_deployment(home, f"mediacms-bench-real-{os.getpid()}")
+    image_sizes(stack.settings)
+    try:
+        up = stack.invoke("up", check=False)
+        if up.returncode != 0:
+            sys.exit(f"invoke up failed:\n{up.stdout[-2000:]}\n{up.stderr[-2000:]}")
+        transcoding(stack)
+        static_throughput(stack)
+    finally:
+        stack.dc("down", "--volumes", "--remove-orphans", check=False)
+        shutil.rmtree(home, ignore_errors=True)
+    print(json.dumps({"tree": stack.settings.version}))
+
+
+if __name__ == "__main__":
+    main()
