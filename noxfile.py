@@ -110,17 +110,27 @@ def _compose_config(session: nox.Session) -> None:
 
 
 def _gixy(session: nox.Session) -> None:
-    """gixy on our nginx configuration, assembled as the image assembles it."""
-    conf = (ROOT / "config/nginx/nginx.conf").read_text()
-    site = (ROOT / "config/nginx/site.conf").read_text()
-    body_size = (ROOT / "config/nginx-proxy/client_max_body_size.conf").read_text()
-    site = site.replace("include /etc/nginx/snippets/client_max_body_size.conf;", body_size)
-    conf = conf.replace("include /etc/nginx/sites/*.conf;", site)
-    conf = conf.replace("include /etc/nginx/mime.types;", "")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "nginx.conf"
-        path.write_text(conf)
-        session.run("gixy", str(path))
+    """gixy on our nginx configuration, laid out as the image lays it out, in both media
+    modes (gated through media-auth, or not), with the names the entrypoint writes."""
+    snippets = ["config/nginx-proxy/client_max_body_size.conf", "config/nginx/health.conf",
+                "config/nginx/uwsgi-app.conf"]  # fmt: skip
+    for mode in ("on", "off"):
+        with tempfile.TemporaryDirectory() as tmp:
+            etc = Path(tmp) / "etc/nginx"
+            (etc / "sites").mkdir(parents=True)
+            (etc / "snippets").mkdir()
+            files = {"nginx.conf": "config/nginx/nginx.conf",
+                     "uwsgi_params": "config/nginx/uwsgi_params",
+                     "sites/mediacms.conf": "config/nginx/site.conf",
+                     "snippets/media-gate.conf": f"config/nginx/media-gate-{mode}.conf",
+                     **{f"snippets/{Path(s).name}": s for s in snippets}}  # fmt: skip
+            for target, source in files.items():
+                text = (ROOT / source).read_text().replace("/etc/nginx/", f"{etc}/")
+                text = text.replace("/tmp/nginx/", f"{tmp}/")  # noqa: S108 - the image's path
+                (etc / target).write_text(text)
+            (etc / "mime.types").write_text("types { text/html html; }\n")
+            (Path(tmp) / "server-names.conf").write_text("server_name media.example.org;\n")
+            session.run("gixy", str(etc / "nginx.conf"))
 
 
 @nox.session

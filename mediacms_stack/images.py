@@ -127,6 +127,13 @@ def source_revision(root: Path, source: str) -> str:
     return probe.stdout.strip() if probe.returncode == 0 else "unknown"
 
 
+def media_auth(tree: Path) -> bool:
+    """Whether the tree has MediaCMS's media-auth endpoint (8.3+), which nginx gates
+    private media through; older trees serve /media/ as their own nginx does."""
+    urls = tree / "files" / "urls.py"
+    return urls.is_file() and "api/v1/media-auth" in urls.read_text(errors="replace")
+
+
 def build_argv(
     target: str,
     settings: Settings,
@@ -134,6 +141,7 @@ def build_argv(
     ca_bundle: str = "",
     revision: str = "unknown",
     builder: engine.Builder | None = None,
+    gate_media: bool = False,
 ) -> list[str]:
     """The BuildKit command for one target; pure, so it is unit-tested as is."""
     names = ImageNames.from_settings(settings)
@@ -145,6 +153,7 @@ def build_argv(
     }
     if target == "nginx":
         args["MEDIACMS_IMAGE"] = names.ref("web")
+        args["MEDIA_AUTH"] = "on" if gate_media else "off"
         dockerfile, stage = "Dockerfile.nginx", None
     else:
         dockerfile, stage = "Dockerfile", target
@@ -183,12 +192,17 @@ def build(
     # One build at a time per checkout: the tree is staged into the shared .build/mediacms,
     # and a second build staging another tree meanwhile would mix the two.
     with _staging_lock(root, dry_run=dry_run):
-        stage_source(c, root, source, dry_run=dry_run)
+        tree = stage_source(c, root, source, dry_run=dry_run)
         revision = source_revision(root, source)
+        gate_media = media_auth(tree)
+        if "nginx" in wanted:
+            print("[build] nginx: private media (/media/encoded|hls|original/) "
+                  + ("gated through the tree's /api/v1/media-auth" if gate_media else
+                     "served without a gate: the tree has no /api/v1/media-auth"))  # fmt: skip
         builder = engine.builder()
         for target in wanted:
             argv = build_argv(target, settings, ca_bundle=ca_bundle, revision=revision,
-                              builder=builder)  # fmt: skip
+                              builder=builder, gate_media=gate_media)  # fmt: skip
             with c.cd(str(root)):
                 run(c, argv, env=dict(builder.env), dry_run=dry_run)
             built.append(ImageNames.from_settings(settings).ref(target))

@@ -30,7 +30,7 @@ def test_https_overlay_really_removes_nginx_port(stack):
     assert not merged["services"]["nginx"].get("ports")
     published = {p["published"] for p in merged["services"]["nginx-proxy"]["ports"]}
     assert published == {"80", "443"}
-    assert merged["services"]["nginx"]["environment"]["VIRTUAL_PORT"] == "8080"
+    assert merged["services"]["nginx"]["environment"]["VIRTUAL_PORT"] == "8081"
 
 
 def test_production_file_stands_alone(stack):

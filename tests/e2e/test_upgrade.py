@@ -38,7 +38,7 @@ GOOD_MIGRATION = """from django.db import migrations
 
 
 class Migration(migrations.Migration):
-    dependencies = [("files", "0001_initial")]
+    dependencies = [("files", "0002_media_uid_state")]
     operations = [
         migrations.RunSQL(
             "CREATE TABLE files_upgrade_probe (id bigint PRIMARY KEY, note text NOT NULL);"
@@ -55,7 +55,7 @@ def fail(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("files", "0001_initial")]
+    dependencies = [("files", "0002_media_uid_state")]
     operations = [migrations.RunPython(fail)]
 """
 
@@ -72,8 +72,8 @@ class Upgrades:
         self.good = f"{self.shared}-upgrade-{os.getpid()}"
         self.broken = f"{self.shared}-broken-{os.getpid()}"
         self.trees = {
-            self.good: self._tree(root / "app-good", "0002_upgrade_probe", GOOD_MIGRATION),
-            self.broken: self._tree(root / "app-broken", "0002_broken_probe", BROKEN_MIGRATION),
+            self.good: self._tree(root / "app-good", "0003_upgrade_probe", GOOD_MIGRATION),
+            self.broken: self._tree(root / "app-broken", "0003_broken_probe", BROKEN_MIGRATION),
         }
 
     @staticmethod
@@ -214,7 +214,7 @@ def test_upgrade_backs_up_builds_migrates_and_reports_what_changed(stack, upgrad
     assert {k: tuple(v) for k, v in manifest["images"].items()} == upgrades.before
     dump_manifest = json.loads((folder / (manifest["database"] + ".manifest.json")).read_text())
     assert "files.0001_initial" in dump_manifest["migrations"]
-    assert "files.0002_upgrade_probe" not in dump_manifest["migrations"]
+    assert "files.0003_upgrade_probe" not in dump_manifest["migrations"]
     assert dump_manifest["row_counts"]["users_user"] >= 2
     backup.verify_checksum(folder / manifest["database"])
     backup.verify_checksum(folder / manifest["media"])
@@ -227,7 +227,7 @@ def test_upgrade_backs_up_builds_migrates_and_reports_what_changed(stack, upgrad
         assert after[service] == (new_ref, image_id(new_ref)), after
     assert after["db"] == upgrades.before["db"]
     assert upgrades.env_version() == upgrades.good
-    assert "[X] 0002_upgrade_probe" in migrations_of(stack)
+    assert "[X] 0003_upgrade_probe" in migrations_of(stack)
     assert table_exists(stack, "files_upgrade_probe")
     all_healthy(stack)
     assert stack.wait_http("/").status_code == 200
@@ -240,18 +240,18 @@ def test_upgrade_backs_up_builds_migrates_and_reports_what_changed(stack, upgrad
     assert f"{old_web[0]} ({short_id(old_web[1])})" in web_row
     assert f"{new_web[0]} ({short_id(new_web[1])})" in web_row
     assert re.search(r"^db\s+.*unchanged$", out, re.M)
-    assert "migrations applied (1): files.0002_upgrade_probe" in out
+    assert "migrations applied (1): files.0003_upgrade_probe" in out
     assert f"roll back with: invoke upgrade --rollback {folder}" in out
 
 
 def test_rollback_of_a_good_upgrade_returns_to_the_old_version_and_schema(stack, upgrades):
     back = upgrades.invoke("upgrade", "--rollback", str(upgrades.folder))
     assert back.returncode == 0, back.stdout + back.stderr
-    assert "migrations rolled back (1): files.0002_upgrade_probe" in back.stdout
+    assert "migrations rolled back (1): files.0003_upgrade_probe" in back.stdout
     assert upgrades.env_version() == upgrades.original
     assert running_images(stack) == upgrades.before
     assert not table_exists(stack, "files_upgrade_probe")  # the whole schema was restored
-    assert "0002_upgrade_probe" not in migrations_of(stack)
+    assert "0003_upgrade_probe" not in migrations_of(stack)
     all_healthy(stack)
     assert state(stack) == upgrades.state
 

@@ -44,6 +44,18 @@ def test_build_argv_for_nginx_copies_static_from_web(builder):
     assert argv[argv.index("--file") + 1] == "Dockerfile.nginx"
     assert "MEDIACMS_IMAGE=r/mediacms/mediacms:8.3.2" in argv
     assert "--target" not in argv and "--secret" not in argv
+    assert "MEDIA_AUTH=off" in argv
+    assert "MEDIA_AUTH=on" in images.build_argv("nginx", settings(), gate_media=True)
+
+
+def test_media_gate_decided_from_the_tree(tmp_path):
+    assert images.media_auth(config.ROOT / "tests/app")  # the stand-in has the endpoint
+    assert not images.media_auth(tmp_path)  # no files/urls.py
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files/urls.py").write_text('re_path(r"^api/v1/media$", views.MediaList)\n')
+    assert not images.media_auth(tmp_path)  # a 7.x tree
+    (tmp_path / "files/urls.py").write_text('re_path(r"^api/v1/media-auth$", views.media_auth)\n')
+    assert images.media_auth(tmp_path)
 
 
 @pytest.mark.parametrize(

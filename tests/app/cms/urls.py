@@ -3,16 +3,11 @@
 from django.conf import settings
 from django.conf.urls.static import static
 from django.contrib import admin
-from django.urls import path, re_path
-from files import views
+from django.urls import include, path
 
 urlpatterns = [
-    path("", views.home, name="home"),
     path("admin/", admin.site.urls),
-    re_path(r"^api/v1/config/?$", views.api_config, name="api_config"),
-    re_path(r"^api/v1/health/?$", views.api_health, name="api_health"),
-    re_path(r"^api/v1/media/?$", views.api_media_upload, name="api_media_upload"),
-    re_path(r"^api/v1/media/(?P<media_id>\d+)/?$", views.api_media_detail, name="api_media_detail"),
+    path("", include("files.urls")),
 ]
 
 # Only with DEBUG on (static() returns [] otherwise): in production nginx serves /media/.

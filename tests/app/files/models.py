@@ -1,7 +1,11 @@
 """Media models of the MediaCMS stand-in test application."""
 
+import uuid
+
 from django.conf import settings
 from django.db import models
+
+STATES = [("public", "Public"), ("unlisted", "Unlisted"), ("private", "Private")]
 
 ENCODING_STATUS = [
     ("pending", "Pending"),
@@ -32,13 +36,20 @@ class Category(models.Model):
         return self.title
 
 
+def original_media_file_path(instance, filename):
+    """Like MediaCMS: the media's uid (32 hex digits) is in every protected file's path."""
+    return f"original/user/{instance.user.username}/{instance.uid.hex}.{filename}"
+
+
 class Media(models.Model):
+    uid = models.UUIDField(default=uuid.uuid4, editable=False)
+    state = models.CharField(max_length=20, choices=STATES, default="public")
     title = models.CharField(max_length=100)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="media"
     )
     category = models.ManyToManyField(Category, blank=True)
-    media_file = models.FileField(upload_to="original/%Y/%m/%d/", max_length=500)
+    media_file = models.FileField(upload_to=original_media_file_path, max_length=500)
     encoded_file = models.FileField(upload_to="encoded/", max_length=500, blank=True)
     thumbnail = models.ImageField(upload_to="original/thumbnails/", max_length=500, blank=True)
     duration = models.FloatField(null=True, blank=True)
@@ -58,6 +69,8 @@ class Media(models.Model):
 
         return {
             "id": self.id,
+            "uid": self.uid.hex,
+            "state": self.state,
             "title": self.title,
             "user": self.user.username,
             "encoding_status": self.encoding_status,

@@ -32,7 +32,7 @@ def encode_media(media_id):
     profile = EncodingProfile.objects.order_by("id").first()
     height = profile.resolution if profile else 240
     Media.objects.filter(pk=media_id).update(encoding_status="running")
-    name = f"encoded/{media_id}_{height}p.mp4"
+    name = f"encoded/{media.uid.hex}_{height}p.mp4"  # uid in the path, as MediaCMS
     output = os.path.join(settings.MEDIA_ROOT, name)
     os.makedirs(os.path.dirname(output), exist_ok=True)
     with tempfile.TemporaryDirectory(dir=settings.TEMP_DIRECTORY) as tmp:
@@ -74,7 +74,7 @@ def make_thumbnail(media_id):
     """Grab one frame with ffmpeg and shrink it with Pillow (short_tasks)."""
     media = Media.objects.get(pk=media_id)
     offset = min(1.0, (media.duration or 0) / 2)
-    name = f"original/thumbnails/{media_id}.jpg"
+    name = f"original/thumbnails/{media.uid.hex}.jpg"
     output = os.path.join(settings.MEDIA_ROOT, name)
     os.makedirs(os.path.dirname(output), exist_ok=True)
     with tempfile.TemporaryDirectory(dir=settings.TEMP_DIRECTORY) as tmp:

@@ -2,16 +2,18 @@
 
 import base64
 import binascii
+import re
+from urllib.parse import unquote
 
 from django.conf import settings
-from django.contrib.auth import authenticate
+from django.contrib.auth import authenticate, login
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from .models import Media
+from .models import STATES, Media
 
 
 def home(request):
@@ -63,9 +65,12 @@ def api_media_upload(request):
         return response
     title = request.POST.get("title", "").strip()
     upload = request.FILES.get("media_file")
+    state = request.POST.get("state", "public")
     if not title or upload is None:
         return JsonResponse({"detail": "title and media_file are required"}, status=400)
-    media = Media.objects.create(title=title[:100], user=user, media_file=upload)
+    if state not in dict(STATES):
+        return JsonResponse({"detail": f"state must be one of {sorted(dict(STATES))}"}, status=400)
+    media = Media.objects.create(title=title[:100], user=user, media_file=upload, state=state)
     return JsonResponse(media.as_dict(), status=201)
 
 
@@ -75,3 +80,50 @@ def api_media_detail(request, media_id):
     if media is None:
         return JsonResponse({"detail": "not found"}, status=404)
     return JsonResponse(media.as_dict())
+
+
+@csrf_exempt
+@require_POST
+def api_login(request):
+    """POST with HTTP Basic auth: starts a session (the cookie a browser would hold)."""
+    user = _basic_auth_user(request)
+    if user is None or not user.is_active:
+        return JsonResponse({"detail": "authentication required"}, status=401)
+    login(request, user)
+    return JsonResponse({"username": user.username})
+
+
+UID = re.compile(r"[0-9a-f]{32}")
+
+
+@require_GET
+def media_auth(request):
+    """nginx's auth_request for /media/(encoded|hls|original)/, MediaCMS 8.3's contract.
+
+    The file's path comes in X-Original-URI and must hold its media's uid; public and
+    unlisted media are open to all, private ones to their owner and to staff. 204 lets
+    nginx serve the file, 403 refuses it.
+    """
+    uri = request.META.get("HTTP_X_ORIGINAL_URI", "")
+    path = unquote(uri.split("?", 1)[0])
+    found = UID.search(uri)
+    if ".." in path.split("/") or not found:
+        return HttpResponse(status=403)
+    media = Media.objects.filter(uid=found.group(0)).first()
+    user = request.user
+    allowed = media is not None and (
+        media.state in ("public", "unlisted")
+        or (user.is_authenticated and (media.user_id == user.id or user.is_staff))
+    )
+    return HttpResponse(status=204 if allowed else 403)
+
+
+@require_GET
+def api_request_info(request):
+    """What the proxy in front told the app about the request (tests of nginx's headers)."""
+    meta = request.META
+    names = ("REMOTE_ADDR", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_REAL_IP",
+             "HTTP_FORWARDED", "HTTP_X_FORWARDED_HOST", "HTTP_HOST", "CONTENT_LENGTH")  # fmt: skip
+    return JsonResponse(
+        {"meta": {name: meta.get(name) for name in names}, "is_secure": request.is_secure()}
+    )

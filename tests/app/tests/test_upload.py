@@ -73,13 +73,14 @@ def test_upload_encodes_and_thumbnails(
     media_id = response.json()["id"]
 
     data = client.get(f"/api/v1/media/{media_id}").json()
+    uid = data["uid"]  # in every protected file's path, as in MediaCMS
     assert data["encoding_status"] == "success"
     assert data["duration"] == pytest.approx(2, abs=0.2)
-    assert data["original_url"].startswith("/media/original/")
-    assert data["encoded_url"] == f"/media/encoded/{media_id}_144p.mp4"
-    assert data["thumbnail_url"] == f"/media/original/thumbnails/{media_id}.jpg"
+    assert data["original_url"] == f"/media/original/user/alice/{uid}.clip.mp4"
+    assert data["encoded_url"] == f"/media/encoded/{uid}_144p.mp4"
+    assert data["thumbnail_url"] == f"/media/original/thumbnails/{uid}.jpg"
 
-    encoded = os.path.join(media_root, "encoded", f"{media_id}_144p.mp4")
+    encoded = os.path.join(media_root, "encoded", f"{uid}_144p.mp4")
     probe = subprocess.run(
         ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", encoded],
         capture_output=True,
@@ -88,4 +89,4 @@ def test_upload_encodes_and_thumbnails(
     streams = {s["codec_type"]: s for s in json.loads(probe)["streams"]}
     assert streams["video"]["codec_name"] == "h264" and streams["video"]["height"] == 144
     assert streams["audio"]["codec_name"] == "aac"
-    assert os.path.isfile(os.path.join(media_root, "original", "thumbnails", f"{media_id}.jpg"))
+    assert os.path.isfile(os.path.join(media_root, "original", "thumbnails", f"{uid}.jpg"))

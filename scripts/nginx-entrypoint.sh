@@ -1,0 +1,45 @@
+#!/bin/sh
+# Entry point of the nginx image: writes the host names this nginx answers for, from
+# the container's environment, then runs the command (nginx). The image is built once
+# and run under many names, so the names cannot be baked in.
+#
+#   FRONTEND_HOST   the site's URL (http://localhost by default); its host name
+#   ALLOWED_HOSTS   optional further names, comma-separated (".example.org" also
+#                   matches every subdomain, as in Django)
+#
+# A request for any other name gets 400 from nginx and never reaches the app.
+set -euf  # -f: no globbing, a "*" in ALLOWED_HOSTS stays a "*" (and is refused)
+
+out=/tmp/nginx/server-names.conf
+names=""
+
+add_name() {
+    case $1 in
+        "" | *[!A-Za-z0-9.:[\]-]*)
+            echo "nginx-entrypoint: '$1' is not a host name (FRONTEND_HOST / ALLOWED_HOSTS)" >&2
+            exit 1 ;;
+    esac
+    names="$names $1"
+}
+
+host=${FRONTEND_HOST:-http://localhost}
+host=${host#*://}   # scheme
+host=${host%%/*}    # path
+host=${host##*@}    # user info
+case $host in
+    \[*) host="${host%%]*}]" ;;  # [IPv6]:port
+    *) host=${host%%:*} ;;       # name:port
+esac
+add_name "$host"
+
+old_ifs=$IFS
+IFS=', '
+for name in ${ALLOWED_HOSTS:-}; do
+    add_name "$name"
+done
+IFS=$old_ifs
+
+mkdir -p "${out%/*}"
+echo "server_name$names;" > "$out"
+echo "nginx-entrypoint: answering for$names"
+exec "$@"
