@@ -109,6 +109,11 @@ RUN SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput --ver
  && mkdir -p media_files logs custom \
  && chown www-data:www-data media_files logs \
  && python -m compileall -q -j 0 . > /dev/null
+# No setuid/setgid programs (su, mount, passwd, ...): nothing in the image can gain
+# privileges. The scratch folder is the mount point of the `scratch` volume
+# (TEMP_DIRECTORY, TMPDIR), owned by www-data so a new volume is too.
+RUN find / -xdev -perm /6000 -type f -exec chmod a-s {} + \
+ && mkdir -p /home/mediacms.io/scratch && chown www-data:www-data /home/mediacms.io/scratch
 ARG MEDIACMS_VERSION=unknown
 ARG VCS_REF=unknown
 ARG SOURCE_URL=https://github.com/mediacms-io/mediacms

@@ -94,7 +94,7 @@ def _compose_config(session: nox.Session) -> None:
     (plugin / "docker-compose").unlink(missing_ok=True)
     (plugin / "docker-compose").symlink_to(binary)
     example = (ROOT / ".env.example").read_text()
-    filled = re.sub(r"^(SECRET_KEY|POSTGRES_PASSWORD|VIRTUAL_HOST|LETSENCRYPT_HOST|LETSENCRYPT_EMAIL)=$",
+    filled = re.sub(r"^(SECRET_KEY|POSTGRES_PASSWORD|REDIS_PASSWORD|VIRTUAL_HOST|LETSENCRYPT_HOST|LETSENCRYPT_EMAIL)=$",
                     r"\1=lint-placeholder", example, flags=re.M)  # fmt: skip
     with tempfile.NamedTemporaryFile("w", suffix=".env", delete=False) as handle:
         handle.write(filled)

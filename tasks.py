@@ -340,7 +340,9 @@ def upgrade(c, to=None, build=False, source=None, rollback=None, timeout=300, dr
     """Back up, pull (or build) new images, migrate, wait healthy, show what changed."""
     from mediacms_stack import upgrade as upgrades
 
-    settings, compose = _stack(dry_run, needs=("engine", "compose", "env"))
+    settings, compose = _stack(dry_run, needs=("engine", "compose"))
+    settings = upgrades.add_missing_keys(settings, dry_run=dry_run)  # e.g. REDIS_PASSWORD
+    checks.require(settings, "env")
     if rollback:
         upgrades.rollback(c, compose, settings, Path(rollback), backups=BACKUPS,
                           timeout=int(timeout))  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -93,7 +94,8 @@ def _image_label(name: str, label: str) -> str | None:
 
 
 def slim_rootfs(root: Path, mirror: str, suite: str = SUITE) -> None:
-    """Strip docs, man pages, locales and apt caches, and keep them out of later installs."""
+    """Strip docs, man pages, locales, apt caches and setuid/setgid bits, and keep the
+    docs, man pages and locales out of later installs."""
     for package_docs in (root / "usr/share/doc").glob("*"):
         for item in package_docs.glob("*"):
             if item.name != "copyright":
@@ -105,6 +107,10 @@ def slim_rootfs(root: Path, mirror: str, suite: str = SUITE) -> None:
     for cache in ("var/cache/apt", "var/lib/apt/lists", "var/log"):
         for child in (root / cache).glob("*"):
             _remove(child)
+    for path in root.rglob("*"):  # no setuid/setgid programs (su, mount, passwd, ...)
+        mode = path.lstat().st_mode
+        if stat.S_ISREG(mode) and mode & (stat.S_ISUID | stat.S_ISGID):
+            path.chmod(stat.S_IMODE(mode) & ~(stat.S_ISUID | stat.S_ISGID))
     (root / "etc/dpkg/dpkg.cfg.d/slim").write_text(DPKG_EXCLUDES)
     (root / "etc/apt/apt.conf.d/90slim").write_text(APT_NO_CACHE)
     security = (

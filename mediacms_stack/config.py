@@ -40,6 +40,7 @@ SECRET_KEYS = ("SECRET_KEY", "POSTGRES_PASSWORD")
 GENERATED = {
     "SECRET_KEY": lambda: secrets.token_urlsafe(50),
     "POSTGRES_PASSWORD": lambda: secrets.token_urlsafe(24),
+    "REDIS_PASSWORD": lambda: secrets.token_urlsafe(24),
 }
 
 _LINE = re.compile(r"^(?P<key>[A-Z_][A-Z0-9_]*)=(?P<value>.*)$")

@@ -2,6 +2,8 @@
 
 The steps, and what an operator is left with when one fails:
 
+0. keys that newer releases of this stack need (e.g. REDIS_PASSWORD) are added to an
+   older .env (:func:`add_missing_keys`); the running stack is not touched.
 1. a full backup (database, media, custom/, .env, manifest with the running image ids);
    fails: nothing changed.
 2. the new images: built from a MediaCMS tree (``--build``) or pulled, tagged with the
@@ -56,6 +58,29 @@ def short_id(image_id: str) -> str:
 def set_env_value(path: Path, key: str, value: str) -> None:
     """Set ``KEY=value`` in a .env file in place (other lines kept), still mode 600."""
     config.set_values(path, {key: value})
+
+
+def add_missing_keys(settings: Settings, *, dry_run: bool = False) -> Settings:
+    """Give an older .env what .env.example documents and it lacks: empty secrets are
+    generated as by ``invoke init`` (e.g. REDIS_PASSWORD), other keys get the example's
+    value. Prints the keys, never the values; returns the settings with them."""
+    from dotenv import dotenv_values
+
+    example = dotenv_values(config.ROOT / config.EXAMPLE_FILE)
+    generated = config.GENERATED
+    keys = [*config.missing_keys(settings), *(k for k in generated if k in settings.values)]
+    added = {}
+    for key in keys:
+        if key in generated and not settings.get(key):
+            added[key] = generated[key]()
+        elif key not in settings.values:
+            added[key] = example.get(key) or ""
+    if added:
+        verb = "would add" if dry_run else "adding"
+        print(f"[upgrade] {verb} to {settings.env_file}: {', '.join(added)}", flush=True)
+    if added and not dry_run and settings.env_file is not None:
+        config.set_values(settings.env_file, added)
+    return replace(settings, values={**settings.values, **added})
 
 
 def with_version(settings: Settings, version: str) -> Settings:

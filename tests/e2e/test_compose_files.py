@@ -47,7 +47,7 @@ def test_production_file_stands_alone(stack):
         service = prod["services"][name]
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"], name
         assert "no-new-privileges:true" in service["security_opt"], name
-    assert set(prod["volumes"]) == {"media_files", "logs", "postgres_data"}
+    assert set(prod["volumes"]) == {"media_files", "logs", "postgres_data", "scratch"}
 
 
 def test_missing_secret_stops_compose_naming_the_key(stack, tmp_path):

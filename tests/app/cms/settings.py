@@ -135,6 +135,7 @@ STATICFILES_FINDERS = [
 MEDIA_URL = "/media/"
 MEDIA_ROOT = str(BASE_DIR / "media_files") + "/"
 LOGS_DIR = str(BASE_DIR / "logs")
+TEMP_DIRECTORY = "/tmp"  # as upstream: transcoding and thumbnails work in here
 # Like 8.x: Django's errors go to logs/debug.log, created at import when missing (a
 # fresh checkout has no logs/); the images ship the folder writable.
 ERROR_LOG = Path(LOGS_DIR) / "debug.log"

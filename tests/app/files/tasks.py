@@ -2,6 +2,7 @@
 
 import logging
 import os
+import shutil
 import subprocess
 import tempfile
 
@@ -22,7 +23,11 @@ def _run(cmd, timeout):
 
 @shared_task(name="files.tasks.encode_media")
 def encode_media(media_id):
-    """Transcode to H.264/AAC mp4 at the first EncodingProfile's height (long_tasks)."""
+    """Transcode to H.264/AAC mp4 at the first EncodingProfile's height (long_tasks).
+
+    Like MediaCMS, ffmpeg writes into a temporary folder under TEMP_DIRECTORY and the
+    result is moved into MEDIA_ROOT once complete.
+    """
     media = Media.objects.get(pk=media_id)
     profile = EncodingProfile.objects.order_by("id").first()
     height = profile.resolution if profile else 240
@@ -30,33 +35,36 @@ def encode_media(media_id):
     name = f"encoded/{media.uid.hex}_{height}p.mp4"  # uid in the path, as MediaCMS
     output = os.path.join(settings.MEDIA_ROOT, name)
     os.makedirs(os.path.dirname(output), exist_ok=True)
-    cmd = [
-        settings.FFMPEG_COMMAND,
-        "-y",
-        "-v",
-        "error",
-        "-i",
-        media.media_file.path,
-        "-vf",
-        f"scale=-2:{height}",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-movflags",
-        "+faststart",
-        output,
-    ]
-    try:
-        _run(cmd, timeout=None)
-    except (OSError, subprocess.SubprocessError) as exc:
-        logger.error("encoding media %s failed: %s", media_id, getattr(exc, "stderr", exc))
-        Media.objects.filter(pk=media_id).update(encoding_status="fail")
-        return "fail"
+    with tempfile.TemporaryDirectory(dir=settings.TEMP_DIRECTORY) as tmp:
+        partial = os.path.join(tmp, "encoded.mp4")
+        cmd = [
+            settings.FFMPEG_COMMAND,
+            "-y",
+            "-v",
+            "error",
+            "-i",
+            media.media_file.path,
+            "-vf",
+            f"scale=-2:{height}",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-movflags",
+            "+faststart",
+            partial,
+        ]
+        try:
+            _run(cmd, timeout=None)
+            shutil.move(partial, output)
+        except (OSError, subprocess.SubprocessError) as exc:
+            logger.error("encoding media %s failed: %s", media_id, getattr(exc, "stderr", exc))
+            Media.objects.filter(pk=media_id).update(encoding_status="fail")
+            return "fail"
     Media.objects.filter(pk=media_id).update(encoded_file=name, encoding_status="success")
     return "success"
 
@@ -69,7 +77,7 @@ def make_thumbnail(media_id):
     name = f"original/thumbnails/{media.uid.hex}.jpg"
     output = os.path.join(settings.MEDIA_ROOT, name)
     os.makedirs(os.path.dirname(output), exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=settings.TEMP_DIRECTORY) as tmp:
         frame = os.path.join(tmp, "frame.png")
         cmd = [
             settings.FFMPEG_COMMAND,
