@@ -65,7 +65,7 @@ def beat(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
     try:
         deployment.dc("up", "--detach", "--wait", "redis")
         config = json.loads(deployment.dc("config", "--format", "json").stdout)
-        network = config["networks"]["default"]["name"]
+        network = config["networks"]["data"]["name"]  # beat talks to redis there only
         subprocess.run([*compose, "run", "--detach", "--no-deps", "--name", name, "celery_beat"],
                        capture_output=True, text=True, check=True)  # fmt: skip
         yield name, network, deployment
