@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 
 from invoke.context import Context
 
-from . import backup, files
+from . import backup, config, files
 from .compose import Compose
 from .config import Settings
 from .shell import StackError, run
@@ -184,18 +184,6 @@ def split_settings(source: str, environment: Mapping[str, str], *, origin: str) 
     )
     plan.text = header + "\n".join(lines) + "\n"
     return plan
-
-
-def env_quote(value: str) -> str:
-    """A .env value that compose and python-dotenv both read back literally."""
-    if value.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        return value
-    if "'" in value or "\n" in value or "${" in value:
-        raise StackError(
-            "a value to carry into .env holds a quote, a newline or ${, which compose cannot "
-            "read back; for SECRET_KEY pass --new-secret-key, otherwise set it in .env by hand"
-        )
-    return f"'{value}'"
 
 
 def secret_key(plan: SettingsPlan, tree: Path, environment: Mapping[str, str]) -> tuple[str, str]:
@@ -404,9 +392,13 @@ def make_plan(
                 "SECRET_KEY is the fallback written in cms/local_settings.py; if that file came "
                 "from upstream the key is public: consider --new-secret-key"
             )
-    for value in [secret[0], *(settings_plan.to_env.values() if settings_plan else [])]:
-        if value:
-            env_quote(value)
+    carried = {"SECRET_KEY": secret[0], **(settings_plan.to_env if settings_plan else {})}
+    for name, value in carried.items():
+        try:
+            config.encode(name, value or "")  # refused here, before anything is touched
+        except StackError as exc:
+            fix = "pass --new-secret-key" if name == "SECRET_KEY" else f"set {name} in .env by hand"
+            raise StackError(f"{exc}: {fix}") from None
     files, size = folder_stats(old.media)
     if dump is not None:
         check_given_dump(dump)
@@ -637,8 +629,6 @@ def _redis_answers(c: Context, compose: Compose, service: str, timeout: float = 
 
 def carry_settings(plan: Plan, settings: Settings, *, yes: bool) -> list[str]:
     """Write custom/local_settings.py and the .env keys; returns what was done."""
-    from dotenv import set_key
-
     done = []
     sp = plan.settings_plan
     if sp is not None and sp.text is not None:
@@ -662,11 +652,9 @@ def carry_settings(plan: Plan, settings: Settings, *, yes: bool) -> list[str]:
         )
         files.copy_private(env_file, saved)
         done.append(f"saved the previous .env as {saved}")
-    for name, value in values.items():
-        quoted = env_quote(value) != value  # also refuses values compose could not read back
-        set_key(env_file, name, value, quote_mode="always" if quoted else "never")
-        done.append(f"set {name} in {env_file}")
-    env_file.chmod(0o600)
+    if values:
+        config.set_values(env_file, values)
+        done += [f"set {name} in {env_file}" for name in values]
     return done
 
 
