@@ -144,9 +144,10 @@ def _daily_at(when: datetime) -> crontab:
 def test_a_beat_with_nothing_due_for_hours_is_healthy_long_after_its_last_write(
     scheduler, tmp_path
 ):
+    fired = datetime.now(UTC) - timedelta(minutes=70)  # relative: right at any hour of the day
     path = scheduler(
-        {"popular": crontab(minute=1, hour="*/10"), "ten_hours": timedelta(hours=10)},
-        popular=timedelta(minutes=50),
+        {"daily": _daily_at(fired), "ten_hours": timedelta(hours=10)},
+        daily=timedelta(minutes=65),  # sent 5 minutes late; next due in about 23 hours
         ten_hours=timedelta(hours=9, minutes=50),
     )
     hour_ago = time.time() - 3600  # nothing was written for an hour: the old check failed
