@@ -66,6 +66,43 @@ def test_nginx_reaches_web_only(stack):
     assert connect(stack, "web", "db", 5432) and connect(stack, "web", "redis", 6379)
 
 
+def web_addresses(stack) -> list[str]:
+    """Every address of every web container, on every network it joins."""
+    return [
+        network["IPAddress"]
+        for name, container in containers_all(stack, "web")
+        for network in container["NetworkSettings"]["Networks"].values()
+    ]
+
+
+def containers_all(stack, service: str) -> list[tuple[str, dict]]:
+    rows = [row for row in stack.compose.ps(Context(), all_=False) if row["Service"] == service]
+    done = subprocess.run(["docker", "inspect", *[row["ID"] for row in rows]],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return [(c["Name"], c) for c in json.loads(done.stdout)]
+
+
+def test_only_nginx_opens_the_uwsgi_socket_also_with_two_web_containers(stack):
+    """uWSGI listens on web's `app` address and loopback only: workers and beat share the
+    `data` network with web but get no connection, by name or by any address."""
+    stack.invoke("scale", "web=2")
+    try:
+        addresses = web_addresses(stack)
+        assert len(addresses) == 6, addresses  # two containers, each on app, data and egress
+        for source in ("celery_short", "celery_long", "celery_beat"):
+            assert not connect(stack, source, "web", 9000), f"{source} opens web:9000"
+            for address in addresses:
+                assert not connect(stack, source, address, 9000), f"{source} opens {address}:9000"
+        # nginx reaches each web container, and each web container is healthy
+        for name, container in containers_all(stack, "web"):
+            app = next(n for k, n in container["NetworkSettings"]["Networks"].items()
+                       if k.endswith("_app"))  # fmt: skip
+            assert connect(stack, "nginx", app["IPAddress"], 9000), f"nginx misses {name}"
+            assert container["State"]["Health"]["Status"] == "healthy", name
+    finally:
+        stack.invoke("scale", "web=1")
+
+
 def test_backend_is_internal_and_only_nginx_is_published(stack):
     inspected = containers(stack)
     names = {n for c in inspected.values() for n in c["NetworkSettings"]["Networks"]}
