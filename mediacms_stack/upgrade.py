@@ -8,7 +8,8 @@ The steps, and what an operator is left with when one fails:
    fails: nothing changed.
 2. the new images: built from a MediaCMS tree (``--build``) or pulled, tagged with the
    target version; fails: nothing changed, the stack still runs the old version.
-3. MEDIACMS_VERSION in .env set to the target version.
+3. MEDIACMS_VERSION in .env set to the target version; a stack whose MediaCMS role is
+   still the database's superuser gets a plain role of its own (:mod:`.dbrole`).
 4. ``docker compose up --wait``: the migrations job of the new version runs first, then
    every service is recreated on the new images and waited for until healthy; fails: the
    database may be partly migrated, so the error names the backup of step 1 and the one
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from invoke.context import Context
 
-from . import backup, config
+from . import backup, config, dbrole
 from .compose import Compose
 from .config import Settings
 from .images import ImageNames
@@ -68,7 +69,8 @@ def add_missing_keys(settings: Settings, *, dry_run: bool = False) -> Settings:
 
     example = dotenv_values(config.ROOT / config.EXAMPLE_FILE)
     generated = config.GENERATED
-    keys = [*config.missing_keys(settings), *(k for k in generated if k in settings.values)]
+    regenerate = (k for k in generated if k in settings.values and k not in config.FRESH_ONLY)
+    keys = [*config.missing_keys(settings), *regenerate]
     added = {}
     for key in keys:
         if key in generated and not settings.get(key):
@@ -223,6 +225,7 @@ def upgrade(
     print(f"[upgrade] step 3/4: MEDIACMS_VERSION={target} in {settings.env_file}", flush=True)
     if not compose.dry_run:
         set_env_value(settings.env_file, "MEDIACMS_VERSION", target)
+    new = dbrole.separate(c, compose, new)
 
     print("[upgrade] step 4/4: migrations, then every service on the new images", flush=True)
     why = _start(c, compose, timeout)
