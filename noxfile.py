@@ -230,6 +230,17 @@ def acceptance(session: nox.Session) -> None:
 
 
 @nox.session
+def acceptance_dev(session: nox.Session) -> None:
+    """`invoke dev`, `build-frontend` and `test` on a copy of the newest real tree (~25 min)."""
+    trees = _upstream_trees(session)
+    if not trees:
+        session.skip(f"no real MediaCMS trees: {UPSTREAM} is absent")
+    env = _engine_and_base(session) | {"ACCEPTANCE_DEV_TREE": str(trees[-1])}
+    session.run("pytest", "tests/acceptance/test_real_dev.py", "-p", "no:cacheprovider", "-v",
+                "-s", *session.posargs, env=env)  # fmt: skip
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Measured side-by-side ratios: images, rebuilds, start-up, backups, 7.x migration."""
     env = _engine_and_base(session)
