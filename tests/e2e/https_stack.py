@@ -221,8 +221,17 @@ class HttpsDeployment:
         return json.loads(answer.body)
 
 
-def start(home: Path, project: str) -> HttpsDeployment:
-    """Files, .env and the stack up (Pebble first, Caddy once nginx is healthy)."""
+#: For the benchmark: nginx's plain port published again beside Caddy's.
+NGINX_PORT = """
+  nginx:
+    ports:
+      - 127.0.0.1::8080
+"""
+
+
+def start(home: Path, project: str, *, publish_nginx: bool = False) -> HttpsDeployment:
+    """Files, .env and the stack up: Caddy and what it needs (nginx, web, db, redis, the
+    migrations job), and Pebble; the Celery services are not needed here."""
     for name in ("docker-compose-cert.yaml",):
         shutil.copy(REPO / name, home / name)
     (home / "config" / "caddy").mkdir(parents=True)
@@ -244,10 +253,13 @@ def start(home: Path, project: str) -> HttpsDeployment:
     for path in pebble.iterdir():  # read by Pebble's and Caddy's unprivileged users
         path.chmod(0o644)
     pebble.chmod(0o755)
-    (home / "docker-compose-pebble.yaml").write_text(PEBBLE_OVERLAY)
+    (home / "docker-compose-pebble.yaml").write_text(
+        PEBBLE_OVERLAY + (NGINX_PORT if publish_nginx else "")
+    )
     build_pebble()
     deployment = HttpsDeployment(home, stack, http_port, https_port)
-    up = deployment.dc("up", "--detach", "--wait", "--wait-timeout", "300", check=False)
+    up = deployment.dc("up", "--detach", "--wait", "--wait-timeout", "300", "pebble", "caddy",
+                       check=False)  # fmt: skip
     if up.returncode != 0:
         deployment.report()
         down(deployment)
