@@ -235,6 +235,7 @@ def bench(session: nox.Session) -> None:
     env = _engine_and_base(session)
     session.run("invoke", "build", env=env)
     session.run("python", "tests/bench/run.py", *session.posargs, env=env)
+    session.run("python", "tests/bench/https.py", env=env)
     session.run("python", "tests/bench/migrate_7x.py", env=env)
     trees = _upstream_trees(session)
     if not trees:
