@@ -156,6 +156,11 @@ class HttpsDeployment:
                               capture_output=True, text=True, check=True)  # fmt: skip
         return json.loads(done.stdout)
 
+    def memory_peak(self, service: str) -> int:
+        """Most memory the service's container has used, in bytes (cgroup v2 or v1)."""
+        read = "cat /sys/fs/cgroup/memory.peak 2>/dev/null || cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes"
+        return int(self.dc("exec", "-T", service, "sh", "-c", read).stdout.strip())
+
     # --- Pebble -------------------------------------------------------------------
     def pebble_log(self) -> str:
         return self.dc("logs", "--no-log-prefix", "pebble").stdout
