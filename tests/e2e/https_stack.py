@@ -150,11 +150,12 @@ class HttpsDeployment:
         print(self.dc("ps", "--all", check=False).stdout, file=sys.stderr)
         print(self.dc("logs", "--tail", "60", check=False).stdout, file=sys.stderr)
 
-    def container_state(self, service: str) -> dict:
+    def inspect(self, service: str) -> dict:
+        """`docker inspect` of the service's container."""
         container = self.dc("ps", "--quiet", service).stdout.strip()
-        done = subprocess.run(["docker", "inspect", "--format", "{{json .State}}", container],
-                              capture_output=True, text=True, check=True)  # fmt: skip
-        return json.loads(done.stdout)
+        done = subprocess.run(["docker", "inspect", container], capture_output=True, text=True,
+                              check=True)  # fmt: skip
+        return json.loads(done.stdout)[0]
 
     def memory_peak(self, service: str) -> int:
         """Most memory the service's container has used, in bytes (cgroup v2 or v1)."""

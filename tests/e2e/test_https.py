@@ -64,6 +64,17 @@ def test_restarting_the_proxy_keeps_the_certificate(site, first):
     assert site.issued() == [format(first.serial_number, "x")]  # nothing asked of the CA
 
 
+def test_the_proxy_runs_unprivileged_without_the_engines_socket(site, first):
+    from test_security_compose import setuid_files  # same folder: on sys.path
+
+    caddy = site.inspect("caddy")
+    assert site.dc("exec", "-T", "caddy", "id", "-u").stdout.strip() != "0"
+    assert caddy["HostConfig"]["CapDrop"] == ["ALL"] and caddy["HostConfig"]["ReadonlyRootfs"]
+    assert not [m for m in caddy["Mounts"] if "docker.sock" in m["Source"]], caddy["Mounts"]
+    assert list(caddy["NetworkSettings"]["Networks"]) == [f"{site.compose.project}_frontend"]
+    assert setuid_files(caddy["Image"]) == []
+
+
 def test_home_page_hsts_and_permanent_redirect(site, first):
     home = site.curl(f"https://{NAME}/")
     assert home.status == 200 and b"MediaCMS" in home.body, home
@@ -112,7 +123,7 @@ def test_uploads_over_tls_stream_through_under_nginx_limits(site, first):
     # absolute URLs the app builds name the https site
     url = json.loads(made.body)["url"]
     assert re.fullmatch(rf"https://{re.escape(NAME)}/api/v1/media/\d+", url), url
-    state = site.container_state("caddy")
+    state = site.inspect("caddy")["State"]
     assert state["Running"] and not state["OOMKilled"], state
     assert site.memory_peak("caddy") < 128 << 20
     body = site.home / "body.bin"
