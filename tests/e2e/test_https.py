@@ -57,8 +57,15 @@ def test_certificate_is_issued_by_pebble_after_a_real_validation(site, first):
     assert "Skipping real validation" not in log
 
 
-def test_restarting_the_proxy_keeps_the_certificate(site, first):
-    site.dc("restart", "caddy", timeout=120)
+def test_a_new_proxy_container_keeps_the_certificate(site, first):
+    """The proxy recreated (as an upgrade does): the caddy_data volume brings the
+    certificate and the ACME account back, and the CA is not asked again."""
+    before = site.inspect("caddy")["Id"]
+    site.dc("up", "--detach", "--wait", "--force-recreate", "--no-deps", "caddy", timeout=180)
+    after = site.inspect("caddy")
+    assert after["Id"] != before
+    volumes = {(m.get("Name"), m["Destination"]) for m in after["Mounts"]}
+    assert (f"{site.compose.project}_caddy_data", "/data") in volumes, volumes
     again = site.wait_certificate(timeout=60)
     assert again.serial_number == first.serial_number
     assert site.issued() == [format(first.serial_number, "x")]  # nothing asked of the CA
