@@ -89,8 +89,8 @@ def _port(settings: Settings) -> Check:
 
 
 def _port_state(settings: Settings, bind: str, port: int) -> str:
-    """ "held by this stack", "free" or "taken (why)": a port a container of this stack
-    publishes (nginx, or the HTTPS overlay's proxy) is fine, anything else a conflict."""
+    """``bind:port`` is "free", "held by this stack" (its nginx or the HTTPS overlay's
+    proxy publishes it: fine) or "taken (why)" by anything else."""
     import docker  # deferred: keeps `invoke --list` fast
 
     if engine.engine_answers():
@@ -147,7 +147,7 @@ def _https_env(settings: Settings) -> Check:
     if problems:
         where = settings.env_file or ".env"
         return Check("https-env", False, "; ".join(problems),
-                     f"set them in {where} (see .env.example); nothing was started")  # fmt: skip
+                     f"set them in {where} (see .env.example)")  # fmt: skip
     return Check("https-env", True, f"{settings.get('FRONTEND_HOST')}, ACME CA "
                  f"{settings.get('ACME_CA', ACME_CA_DEFAULT)}")  # fmt: skip
 
@@ -254,7 +254,8 @@ CHECKS: dict[str, Callable[[Settings], Check]] = {
     "https-ports": _https_ports,
     "https-name": _https_name,
 }
-#: What `invoke doctor` runs: every check, the HTTPS ones only with --https.
+#: What `invoke doctor` runs; with --https, the overlay's checks, whose port check
+#: covers both of Caddy's ports instead of nginx's.
 PLAIN = tuple(name for name in CHECKS if not name.startswith("https-"))
 HTTPS = tuple(name for name in CHECKS if name != "port")
 

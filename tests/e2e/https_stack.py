@@ -41,7 +41,7 @@ NAME = "media.example.org"
 PEBBLE_IMAGE = "mediacms-local/pebble:test"
 #: Lifetime of Pebble's certificates: Caddy renews when a third is left, so a renewal
 #: is seen 2/3 of this after the issuance.
-VALIDITY = 60
+VALIDITY = 75
 ISSUED = re.compile(r"Issued certificate serial ([0-9a-f]+)")
 
 PEBBLE_OVERLAY = f"""\

@@ -61,7 +61,7 @@ def test_a_new_proxy_container_keeps_the_certificate(site, first):
     """The proxy recreated (as an upgrade does): the caddy_data volume brings the
     certificate and the ACME account back, and the CA is not asked again."""
     before = site.inspect("caddy")["Id"]
-    site.dc("up", "--detach", "--wait", "--force-recreate", "--no-deps", "caddy", timeout=180)
+    site.dc("up", "--detach", "--force-recreate", "--no-deps", "caddy", timeout=180)
     after = site.inspect("caddy")
     assert after["Id"] != before
     volumes = {(m.get("Name"), m["Destination"]) for m in after["Mounts"]}
