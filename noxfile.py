@@ -94,7 +94,7 @@ def _compose_config(session: nox.Session) -> None:
     (plugin / "docker-compose").unlink(missing_ok=True)
     (plugin / "docker-compose").symlink_to(binary)
     example = (ROOT / ".env.example").read_text()
-    filled = re.sub(r"^(SECRET_KEY|POSTGRES_PASSWORD|REDIS_PASSWORD|VIRTUAL_HOST|LETSENCRYPT_HOST|LETSENCRYPT_EMAIL)=$",
+    filled = re.sub(r"^(SECRET_KEY|POSTGRES_PASSWORD|REDIS_PASSWORD|ACME_EMAIL)=$",
                     r"\1=lint-placeholder", example, flags=re.M)  # fmt: skip
     with tempfile.NamedTemporaryFile("w", suffix=".env", delete=False) as handle:
         handle.write(filled)
@@ -112,7 +112,7 @@ def _compose_config(session: nox.Session) -> None:
 def _gixy(session: nox.Session) -> None:
     """gixy on our nginx configuration, laid out as the image lays it out, in both media
     modes (gated through media-auth, or not), with the names the entrypoint writes."""
-    snippets = ["config/nginx-proxy/client_max_body_size.conf", "config/nginx/health.conf",
+    snippets = ["config/nginx/client_max_body_size.conf", "config/nginx/health.conf",
                 "config/nginx/uwsgi-app.conf"]  # fmt: skip
     for mode in ("on", "off"):
         with tempfile.TemporaryDirectory() as tmp:
@@ -246,6 +246,7 @@ def bench(session: nox.Session) -> None:
     env = _engine_and_base(session)
     session.run("invoke", "build", env=env)
     session.run("python", "tests/bench/run.py", *session.posargs, env=env)
+    session.run("python", "tests/bench/https.py", env=env)
     session.run("python", "tests/bench/migrate_7x.py", env=env)
     trees = _upstream_trees(session)
     if not trees:

@@ -103,10 +103,10 @@ def init(c, force=False, local_images=False, set=None):
     print(f"wrote {path} (mode 600)")
 
 
-@task
-def doctor(c):
+@task(help={"https": "check the HTTPS overlay's .env keys, name and ports 80/443 instead"})
+def doctor(c, https=False):
     """Checks before impact: engine, compose, ports, disk, .env, custom/, images, volumes."""
-    results = checks.run_checks(_settings())
+    results = checks.run_checks(_settings(), checks.HTTPS if https else checks.PLAIN)
     print(checks.table(results))
     if not all(r.ok for r in results):
         raise Exit(code=1)
@@ -150,15 +150,16 @@ def pull(c, dry_run=False):
 
 # --- running ---------------------------------------------------------------------------
 @task(help={"dev": "the development stack (same as `invoke dev`)",
-            "https": "add docker-compose-cert.yaml"})  # fmt: skip
+            "https": "add docker-compose-cert.yaml (Caddy, certificates over ACME)"})  # fmt: skip
 def up(c, dev=False, https=False, dry_run=False):
     """Start the stack (building or bootstrapping missing images) and wait until healthy."""
     if dev:
         return dev_stack(c, dry_run=dry_run)
     if not dry_run:
         engines.ensure()
-    settings, compose = _stack(dry_run, https=https, needs=("env", "custom"))
-    ops.ensure_images(c, settings, dry_run=dry_run)
+    needs = ("env", "custom", *(("https-env", "https-ports") if https else ()))
+    settings, compose = _stack(dry_run, https=https, needs=needs)
+    ops.ensure_images(c, settings, https=https, dry_run=dry_run)
     compose.up(c)
 
 

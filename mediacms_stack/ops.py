@@ -100,7 +100,9 @@ def missing_images(refs: list[str]) -> list[str]:
     return missing
 
 
-def ensure_images(c: Context, settings: Settings, *, dry_run: bool = False) -> None:
+def ensure_images(
+    c: Context, settings: Settings, *, https: bool = False, dry_run: bool = False
+) -> None:
     """Before `up`: bootstrap local stand-ins and build our images when they are missing.
 
     Third-party images named ``mediacms-local/...`` are made by the bootstrap; our own
@@ -109,7 +111,8 @@ def ensure_images(c: Context, settings: Settings, *, dry_run: bool = False) -> N
     from . import bootstrap, images
     from .config import ROOT
 
-    local = [settings.get(k) for k in bootstrap.LOCAL_IMAGES if k != "NODE_IMAGE"]
+    unused = {"NODE_IMAGE", *(() if https else ("CADDY_IMAGE",))}
+    local = [settings.get(k) for k in bootstrap.LOCAL_IMAGES if k not in unused]
     if any(ref.startswith("mediacms-local/") for ref in missing_images(local)):
         print("[up] local stand-in images missing: bootstrapping them from Debian's archive")
         if not dry_run:

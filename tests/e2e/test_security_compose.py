@@ -119,7 +119,7 @@ def test_backend_is_internal_and_only_nginx_is_published(stack):
     assert any(n.endswith("_data") for n in internal) and any(n.endswith("_app") for n in internal)
 
 
-def test_every_service_of_both_files_is_limited_and_the_proxies_join_frontend_only(stack):
+def test_every_service_of_both_files_is_limited_and_the_proxy_joins_frontend_only(stack):
     from test_compose_files import resolved  # same folder: pytest puts it on sys.path
 
     merged = resolved(stack, "docker-compose.yaml", "docker-compose-cert.yaml")
@@ -127,8 +127,13 @@ def test_every_service_of_both_files_is_limited_and_the_proxies_join_frontend_on
         assert service["logging"]["options"].keys() >= {"max-size", "max-file"}, name
         assert service.get("mem_limit") and service.get("pids_limit"), name
         assert "no-new-privileges:true" in service["security_opt"], name
-    for proxy in ("nginx-proxy", "acme-companion"):
-        assert set(merged["services"][proxy]["networks"]) == {"frontend"}, proxy
+    caddy = merged["services"]["caddy"]
+    assert set(caddy["networks"]) == {"frontend"}
+    assert caddy["read_only"] is True and caddy["cap_drop"] == ["ALL"]
+    mounts = [
+        v.get("source", "") for s in merged["services"].values() for v in s.get("volumes", [])
+    ]
+    assert not [m for m in mounts if "docker.sock" in m], mounts  # no service drives the engine
     assert set(merged["services"]["nginx"]["networks"]) == {"frontend", "app"}
     assert {n for n, net in merged["networks"].items() if net.get("internal")} == {"app", "data"}
 
