@@ -7,6 +7,7 @@ from invoke import Exit, MockContext
 
 import tasks
 from mediacms_stack import config, doctor
+from mediacms_stack.compose import Compose
 
 GOOD = {"FRONTEND_HOST": "https://media.example.org", "ACME_EMAIL": "ops@example.org",
         "ACME_CA": "https://acme-staging-v02.api.letsencrypt.org/directory"}  # fmt: skip
@@ -111,3 +112,14 @@ def test_doctor_https_swaps_the_plain_port_check_for_the_https_ones():
     assert "port" in doctor.PLAIN and not any(n.startswith("https-") for n in doctor.PLAIN)
     assert "port" not in doctor.HTTPS
     assert {"https-env", "https-ports", "https-name", "env", "engine"} <= set(doctor.HTTPS)
+
+
+@pytest.mark.parametrize("value, overlay", [("true", True), ("on", True), ("false", False),
+                                            ("", False)])  # fmt: skip
+def test_every_task_includes_the_overlay_when_env_says_so(home, value, overlay):
+    """upgrade, restart, logs, down... build their Compose from .env alone: an HTTPS
+    deployment must keep Caddy and nginx's unpublished port in all of them."""
+    settings = settings_with(home, **GOOD, HTTPS_OVERLAY=value)
+    files = Compose.for_settings(settings).files
+    assert ("docker-compose-cert.yaml" in files) is overlay
+    assert Compose.for_settings(settings, dev=True).files == ("docker-compose-dev.yaml",)
