@@ -35,7 +35,7 @@ ENV_FILE = ".env"
 EXAMPLE_FILE = ".env.example"
 
 #: Keys that must be set (no default anywhere) before production starts.
-SECRET_KEYS = ("SECRET_KEY", "POSTGRES_PASSWORD")
+SECRET_KEYS = ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD")
 #: Keys whose empty value in .env.example means "generate one" in :func:`init`.
 GENERATED = {
     "SECRET_KEY": lambda: secrets.token_urlsafe(50),

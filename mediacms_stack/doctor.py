@@ -54,15 +54,20 @@ def _compose(settings: Settings) -> Check:
 def _env(settings: Settings) -> Check:
     if settings.env_file is None or not settings.env_file.is_file():
         return Check("env", False, f"{settings.env_file} missing", "invoke init")
-    missing = missing_keys(settings)
     empty = [k for k in SECRET_KEYS if not settings.get(k)]
-    if missing or empty:
-        return Check("env", False, f"missing {missing}, empty secrets {empty}",
-                     "invoke init --force (or add the keys from .env.example)")  # fmt: skip
+    if empty:
+        # the database and sessions depend on these: never advise regenerating them
+        return Check("env", False, f"{settings.env_file} lacks {', '.join(empty)}",
+                     "set it (a new stack: invoke init; an older .env: invoke upgrade)")  # fmt: skip
     mode = settings.env_file.stat().st_mode & 0o777
     if mode & 0o077:
         return Check("env", False, f"{settings.env_file} is mode {mode:o}, readable by others",
                      f"chmod 600 {settings.env_file}")  # fmt: skip
+    missing = missing_keys(settings)
+    if missing:  # optional settings of a newer .env.example: compose's defaults apply
+        return Check("env", True, f"{settings.env_file} lacks newer optional keys "
+                     f"({', '.join(missing)}): defaults apply", "invoke upgrade adds them",
+                     info=True)  # fmt: skip
     return Check("env", True, f"{settings.env_file} complete, mode 600")
 
 

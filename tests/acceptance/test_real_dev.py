@@ -52,9 +52,10 @@ def test_invoke_dev_serves_runserver_and_the_frontend_dev_server(devstack):
     states = {r["Service"]: (r["State"], r.get("Health", "")) for r in devstack.dev.ps(Context())}
     for service in ("web", "frontend", "db", "redis"):
         assert states[service][0] == "running", states
-    page = requests.get(devstack.url("DEV_PORT"), timeout=30)
+    page = requests.get(devstack.url("DEV_PORT"), timeout=120)
     assert page.status_code == 200 and "MediaCMS" in page.text
-    assert requests.get(devstack.url("FRONTEND_DEV_PORT"), timeout=30).status_code == 200
+    # webpack's dev server compiles the whole frontend on its first request: minutes
+    assert requests.get(devstack.url("FRONTEND_DEV_PORT"), timeout=600).status_code == 200
 
 
 def test_build_frontend_rebuilds_the_real_frontend_and_runserver_serves_it(devstack):
@@ -65,7 +66,7 @@ def test_build_frontend_rebuilds_the_real_frontend_and_runserver_serves_it(devst
     built = [p for p in (devstack.tree / "static/css").glob("*.css") if rule in p.read_text()]
     assert built, "the rebuilt CSS lacks the rule added to the source"
     assert all(p.stat().st_uid == devstack.tree.stat().st_uid for p in built)
-    served = requests.get(devstack.url("DEV_PORT", f"/static/css/{built[0].name}"), timeout=30)
+    served = requests.get(devstack.url("DEV_PORT", f"/static/css/{built[0].name}"), timeout=120)
     assert served.status_code == 200 and rule in served.text
 
 

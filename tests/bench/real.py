@@ -68,20 +68,32 @@ def transcoding(stack) -> str:
     state = wait_ready(stack, token)
     pipeline = time.monotonic() - started
     assert state["encoding_status"] == "success", state
+    # Each encoding ran in a temporary folder of TEMP_DIRECTORY, gone since: its commands
+    # run again in a new one (on the scratch volume, like the pipeline's).
     script = (
-        "import ast, subprocess, time\n"
+        "import ast, os, subprocess, sys, tempfile, time\n"
+        "from django.conf import settings\n"
         "from files.models import Encoding\n"
         f"rows = Encoding.objects.filter(media__friendly_token='{token}', status='success')\n"
         "total = 0.0\n"
+        "rows = [row for row in rows if row.commands]  # the original's row runs nothing\n"
         "for row in rows:\n"
-        "    for argv in ast.literal_eval(row.commands):\n"
-        "        argv = [str(a).replace(row.temp_file, '/tmp/bench-out') for a in argv]\n"
-        "        start = time.monotonic()\n"
-        "        subprocess.run(argv, check=True, capture_output=True, cwd='/tmp')\n"
-        "        total += time.monotonic() - start\n"
+        "    old = os.path.dirname(row.temp_file)\n"
+        "    with tempfile.TemporaryDirectory(dir=settings.TEMP_DIRECTORY) as new:\n"
+        "        for argv in ast.literal_eval(row.commands):\n"
+        "            argv = [str(a).replace(old, new) for a in argv]\n"
+        "            start = time.monotonic()\n"
+        "            done = subprocess.run(argv, capture_output=True, text=True, cwd=new)\n"
+        "            total += time.monotonic() - start\n"
+        "            if done.returncode:\n"
+        "                sys.exit(f'{argv}: {done.stderr[-1500:]}')\n"
         "print('DIRECT', len(rows), total)\n"
     )
-    out = stack.dc("exec", "-T", "celery_long", "python", "manage.py", "shell", "-c", script).stdout
+    done = stack.dc("exec", "-T", "celery_long", "python", "manage.py", "shell", "-c", script,
+                    check=False)  # fmt: skip
+    if done.returncode:
+        raise AssertionError(f"running the encodings' ffmpeg commands failed:\n{done.stderr}")
+    out = done.stdout
     _, renditions, direct = re.search(r"DIRECT (\d+) ([\d.]+)", out)[0].split()
     report(f"transcode {media_state(stack, token)['duration']:.0f} s 720p clip, {renditions} renditions",
            f"pipeline {pipeline:.1f} s, ffmpeg alone {float(direct):.1f} s: "
