@@ -283,11 +283,11 @@ def backup_media(c, keep=0, dest=str(BACKUPS), dry_run=False):
     backups.backup_media(c, compose, Path(dest), keep=keep or None)
 
 
-@task
-def restore_media(c, file, dry_run=False):
-    """Verify a media archive's checksum and extract it into the media volume."""
+@task(help={"file": "a .tar.gz made by backup-media", "yes": "replace a non-empty media volume"})
+def restore_media(c, file, yes=False, dry_run=False):
+    """Verify a media archive, then replace the media volume's content with it."""
     _, compose = _stack(dry_run, needs=("engine", "env"))
-    backups.restore_media(c, compose, Path(file))
+    backups.restore_media(c, compose, Path(file), yes=yes)
 
 
 @task

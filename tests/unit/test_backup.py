@@ -167,7 +167,7 @@ def test_restore_db_replaces_schema_between_stop_and_start(tmp_path):
     commands = [call.args[0] for call in c.run.call_args_list]
     kinds = [next(k for k in ("psql", "stop", "pg-restore", "up") if k in shlex.split(cmd))
              for cmd in commands]  # fmt: skip
-    assert kinds == ["psql", "stop", "pg-restore", "up", "psql"]
+    assert kinds == ["psql", "stop", "pg-restore", "psql", "up"]  # counts checked before start
     assert commands[2].endswith(f"< {dump}")
     assert not (tmp_path / "safety").exists()  # no tables yet: nothing to protect
 
@@ -271,13 +271,160 @@ def test_truncated_archive_is_refused(tmp_path):
         backup.restore_media(MockContext(), Compose(tmp_path), archive)
 
 
-def test_restore_media_extracts_with_safe_flags(tmp_path):
+def _media_context(swap=None, held="./original\n"):
+    return MockContext(
+        run={
+            re.compile(r".*entrypoint find .*"): Result(held),
+            re.compile(r".* stop .*"): Result(),
+            re.compile(r".*media-swap \S+ swap.*", re.S): Result(".mediacms-restore-ab12\n") if swap is None else swap,
+            re.compile(r".*media-swap \S+ (commit|undo) .*", re.S): Result(),
+            re.compile(r".* up .*"): Result(),
+        },
+        repeat=False,
+    )
+
+
+def _kinds(c):
+    words = ("find", "stop", "swap", "commit", "undo", "up", "pg-restore")
+    kinds = []
+    for call in c.run.call_args_list:
+        tokens = shlex.split(call.args[0].rsplit(" < ", 1)[0])
+        counts = any("information_schema" in t for t in tokens)
+        kinds.append("counts" if counts else next(w for w in words if w in tokens))
+    return kinds
+
+
+def test_restore_media_swaps_with_app_services_stopped(tmp_path):
     archive = _tar(tmp_path / "ok.tar.gz", *_plain())
-    c = MockContext(run={re.compile(r".*--extract.*"): Result()})
-    backup.restore_media(c, Compose(tmp_path), archive)
-    command = shlex.split(c.run.call_args.args[0].rsplit(" < ", 1)[0])
-    assert {"--no-same-owner", "--no-same-permissions", "--no-overwrite-dir"} <= set(command)
-    assert "--numeric-owner" not in command and "--same-permissions" not in command
+    c = _media_context()
+    backup.restore_media(c, Compose(tmp_path), archive, yes=True)
+    assert _kinds(c) == ["find", "stop", "swap", "commit", "up"]
+    swap = c.run.call_args_list[2].args[0]
+    assert swap.endswith(f"< {archive}")
+    assert {"--no-same-owner", "--no-same-permissions", "--no-overwrite-dir"} <= set(
+        backup.EXTRACT_FLAGS
+    ) and " ".join(backup.EXTRACT_FLAGS) in backup.SWAP_SCRIPT
+    assert "--numeric-owner" not in backup.SWAP_SCRIPT
+
+
+def test_restore_media_needs_yes_over_existing_media(tmp_path):
+    archive = _tar(tmp_path / "ok.tar.gz", *_plain())
+    c = _media_context()
+    with pytest.raises(StackError, match=r"holds 1 entries; pass --yes"):
+        backup.restore_media(c, Compose(tmp_path), archive)
+    assert _kinds(c) == ["find"]  # nothing stopped, nothing changed
+
+
+def test_restore_media_that_fails_restarts_the_services_and_says_nothing_changed(tmp_path):
+    archive = _tar(tmp_path / "ok.tar.gz", *_plain())
+    c = _media_context(swap=Result(exited=1, stderr="tar: disk full"))
+    with pytest.raises(StackError, match="media volume is as it was"):
+        backup.restore_media(c, Compose(tmp_path), archive, yes=True)
+    assert _kinds(c) == ["find", "stop", "swap", "up"]
+
+
+def _swap(volume, mode, *args, archive=None):
+    """Run the real swap script with the host's sh, GNU tar, find and mv."""
+    import subprocess
+
+    stdin = archive.open("rb") if archive else subprocess.DEVNULL
+    done = subprocess.run(["sh", "-c", backup.SWAP_SCRIPT, "media-swap", str(volume), mode, *args],
+                          stdin=stdin, capture_output=True, check=False)  # fmt: skip
+    return done.returncode, done.stdout.decode().strip()
+
+
+def _tree(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def _media_volume(tmp_path, count):
+    volume = tmp_path / "volume"
+    for n in range(count):
+        (volume / "original" / f"f{n}.mp4").parent.mkdir(parents=True, exist_ok=True)
+        (volume / "original" / f"f{n}.mp4").write_text(f"old {n}")
+    (volume / ".hidden").write_text("old dotfile")
+    return volume
+
+
+def test_swap_script_replaces_the_tree_and_keeps_the_old_one_until_commit(tmp_path):
+    import tarfile
+
+    volume = _media_volume(tmp_path, 20)
+    source = tmp_path / "backup"
+    (source / "original").mkdir(parents=True)
+    for n in range(13):
+        (source / "original" / f"b{n}.mp4").write_text(f"new {n}")
+    archive = tmp_path / "m.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(source, arcname=".")
+    before = _tree(volume)
+    code, stage = _swap(volume, "swap", archive=archive)
+    assert code == 0 and stage.startswith(backup.STAGE_PREFIX)
+    assert _tree(volume / stage / "old") == before  # the previous media, whole
+    assert code == 0 and _swap(volume, "undo", stage)[0] == 0
+    assert _tree(volume) == before
+    code, stage = _swap(volume, "swap", archive=archive)
+    assert _swap(volume, "commit", stage)[0] == 0
+    assert _tree(volume) == ["original", *sorted(f"original/b{n}.mp4" for n in range(13))]
+
+
+def test_swap_script_leaves_the_media_alone_when_the_archive_is_corrupt(tmp_path):
+    volume = _media_volume(tmp_path, 3)
+    before = _tree(volume)
+    archive = _tar(tmp_path / "ok.tar.gz", *_plain())
+    archive.write_bytes(archive.read_bytes()[:40])
+    code, _ = _swap(volume, "swap", archive=archive)
+    assert code != 0 and _tree(volume) == before
+
+
+def test_restore_all_undoes_database_and_media_when_custom_fails(tmp_path, monkeypatch):
+    folder = tmp_path / "mediacms-x"
+    folder.mkdir()
+    dump = folder / "db.dump"
+    dump.write_bytes(b"PGDMP\x01")
+    backup.write_checksum(dump)
+    _tar(folder / "media.tar.gz", *_plain())
+    _tar(folder / "custom.tar.gz", *_plain())
+    manifest = {"database": "db.dump", "media": "media.tar.gz", "custom": "custom.tar.gz"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "custom").mkdir()
+    (tmp_path / "custom" / "mine.css").write_text("kept")
+    safety = tmp_path / "pre.dump"
+    monkeypatch.setattr(backup, "backup_db", lambda *a, **k: safety)
+
+    def broken(archive, target):
+        raise OSError("no space left")
+
+    monkeypatch.setattr(backup, "swap_custom", broken)
+    c = MockContext(
+        run={
+            re.compile(r".*information_schema.*"): Result("users_user\t2\n"),
+            re.compile(r".* stop .*"): Result(),
+            re.compile(r".*pg-restore.*", re.S): Result(),
+            re.compile(r".*media-swap \S+ swap.*", re.S): Result(".mediacms-restore-ab12\n"),
+            re.compile(r".*media-swap \S+ undo .*", re.S): Result(),
+            re.compile(r".* up .*"): Result(),
+        },
+        repeat=True,
+    )
+    with pytest.raises(OSError, match="no space left"):
+        backup.restore_all(c, Compose(tmp_path), config.Settings(tmp_path, {}), folder, yes=True,
+                           safety_dir=tmp_path / "safety")  # fmt: skip
+    kinds = _kinds(c)
+    assert kinds == ["counts", "stop", "pg-restore", "counts", "swap", "undo", "pg-restore", "up"]
+    assert c.run.call_args_list[6].args[0].endswith(f"< {safety}")  # the safety dump went back
+    assert (tmp_path / "custom" / "mine.css").read_text() == "kept"
+
+
+def test_swap_custom_replaces_and_undo_puts_back(tmp_path):
+    target = tmp_path / "custom"
+    target.mkdir()
+    (target / "old.css").write_text("old")
+    archive = _tar(tmp_path / "c.tar.gz", *_plain())
+    kept = backup.swap_custom(archive, target)
+    assert _tree(target) == ["original", "original/a.mp4"] and _tree(kept) == ["old.css"]
+    backup.undo_custom(target, kept)
+    assert _tree(target) == ["old.css"] and not kept.exists()
 
 
 def test_restore_all_checks_every_archive_before_anything_changes(tmp_path):
