@@ -12,11 +12,11 @@ import os
 import sys
 from pathlib import Path
 
-from invoke import Collection, Exit
+from invoke import Collection, Exit, Task
 from invoke import task as invoke_task
 
 from mediacms_stack import backup as backups
-from mediacms_stack import bootstrap, config, images, ops
+from mediacms_stack import bootstrap, config, images, lock, ops, shell
 from mediacms_stack import dev as devstack
 from mediacms_stack import doctor as checks
 from mediacms_stack import engine as engines
@@ -37,8 +37,25 @@ def _stack(dry_run: bool = False, *, dev: bool = False, https: bool = False, nee
     return settings, Compose.for_settings(settings, dev=dev, https=https, dry_run=dry_run)
 
 
-def task(*args, **kwargs):
-    """invoke's @task, plus: a StackError ends the task with one `error:` line, status 1.
+#: The only short flags, one meaning each across every task (-h stays invoke's help;
+#: one-letter options such as admin-shell's -c are their own short form).
+SHORT_FLAGS = {"dry_run": "n", "yes": "y"}
+
+
+class StackTask(Task):
+    """A task whose only short flags are :data:`SHORT_FLAGS`."""
+
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        if name in SHORT_FLAGS:
+            opts["names"] = [*opts["names"], SHORT_FLAGS[name]]
+        return opts
+
+
+def task(*args, exclusive=False, **kwargs):
+    """invoke's @task, plus: a StackError ends the task with one `error:` line, status 1;
+    ``exclusive``: the task holds the stack's lock (:mod:`mediacms_stack.lock`) unless it
+    is a dry run; `invoke --echo TASK` (or MEDIACMS_VERBOSE=1) prints whole commands.
 
     StackError is what the package raises for anything an operator can act on (the
     message says what went wrong and the fix), so no task needs its own try/except.
@@ -47,12 +64,17 @@ def task(*args, **kwargs):
     def decorate(body):
         @functools.wraps(body)
         def guarded(c, *a, **kw):
+            shell.set_verbose(bool(c.config.run.echo) or os.environ.get("MEDIACMS_VERBOSE") == "1")
             try:
+                if exclusive and not kw.get("dry_run"):
+                    operation = body.__name__.replace("_", "-").removesuffix("-stack")
+                    with lock.exclusive(_settings(), operation):
+                        return body(c, *a, **kw)
                 return body(c, *a, **kw)
             except StackError as error:
                 raise Exit(f"error: {error}", code=1) from error
 
-        return invoke_task(*args, **kwargs)(guarded)
+        return invoke_task(*args, klass=StackTask, auto_shortflags=False, **kwargs)(guarded)
 
     if len(args) == 1 and callable(args[0]) and not kwargs:
         body, args = args[0], ()
@@ -149,7 +171,7 @@ def pull(c, dry_run=False):
 
 
 # --- running ---------------------------------------------------------------------------
-@task(help={"dev": "the development stack (same as `invoke dev`)",
+@task(exclusive=True, help={"dev": "the development stack (same as `invoke dev`)",
             "https": "add docker-compose-cert.yaml"})  # fmt: skip
 def up(c, dev=False, https=False, dry_run=False):
     """Start the stack (building or bootstrapping missing images) and wait until healthy."""
@@ -162,7 +184,7 @@ def up(c, dev=False, https=False, dry_run=False):
     compose.up(c)
 
 
-@task(name="dev", help={
+@task(exclusive=True, name="dev", help={
     "build": "rebuild the dev image from MEDIACMS_TREE (after its requirements changed)",
     "timeout": "seconds to wait for every service to be healthy (first npm install is slow)",
 })  # fmt: skip
@@ -174,14 +196,14 @@ def dev_stack(c, build=False, timeout=900, dry_run=False):
     devstack.up(c, settings, compose, build=build, timeout=timeout)
 
 
-@task(help={"volumes": "also delete the named volumes (data loss!)"})
+@task(exclusive=True, help={"volumes": "also delete the named volumes (data loss!)"})
 def down(c, dev=False, https=False, volumes=False, dry_run=False):
     """Stop and remove the stack's containers (volumes kept unless --volumes)."""
     _, compose = _stack(dry_run, dev=dev, https=https)
     compose.run(c, "down", *(["--volumes"] if volumes else []))
 
 
-@task(iterable=["service"])
+@task(exclusive=True, iterable=["service"])
 def restart(c, service=None, dry_run=False):
     """Restart services (default: all)."""
     _, compose = _stack(dry_run)
@@ -204,7 +226,7 @@ def logs(c, service="", follow=False, tail="200"):
                 *([service] if service else []))  # fmt: skip
 
 
-@task(positional=["counts"], help={"counts": "SERVICE=N[,SERVICE=N...]"})
+@task(exclusive=True, positional=["counts"], help={"counts": "SERVICE=N[,SERVICE=N...]"})
 def scale(c, counts=None, dry_run=False):
     """Scale services, e.g. `invoke scale celery_short=3,celery_long=2` (beat stays one)."""
     wanted = ops.parse_scale([p for p in (counts or "").split(",") if p])
@@ -262,49 +284,58 @@ def test(c, args="", dry_run=False):
 
 
 # --- backups ---------------------------------------------------------------------------
-@task(help={"keep": "keep only the newest N database backups", "dest": "folder (default backups/)"})
+@task(
+    exclusive=True,
+    help={"keep": "keep only the newest N database backups", "dest": "folder (default backups/)"},
+)
 def backup_db(c, keep=0, dest=str(BACKUPS), dry_run=False):
     """pg_dump (custom format) to backups/, with .sha256 and a manifest."""
     settings, compose = _stack(dry_run, needs=("engine", "env"))
     backups.backup_db(c, compose, settings, Path(dest), keep=keep or None)
 
 
-@task(help={"file": "a .dump made by backup-db", "yes": "replace a non-empty database"})
+@task(
+    exclusive=True,
+    help={"file": "a .dump made by backup-db", "yes": "replace a non-empty database"},
+)
 def restore_db(c, file, yes=False, dry_run=False):
     """Verify and restore a database backup (safety backup first, one transaction)."""
     settings, compose = _stack(dry_run, needs=("engine", "env"))
     backups.restore_db(c, compose, settings, Path(file), yes=yes, safety_dir=BACKUPS)
 
 
-@task
+@task(exclusive=True)
 def backup_media(c, keep=0, dest=str(BACKUPS), dry_run=False):
     """Stream the media volume into a .tar.gz (uid 33 and dotfiles kept) with .sha256."""
     _, compose = _stack(dry_run, needs=("engine", "env"))
     backups.backup_media(c, compose, Path(dest), keep=keep or None)
 
 
-@task(help={"file": "a .tar.gz made by backup-media", "yes": "replace a non-empty media volume"})
+@task(
+    exclusive=True,
+    help={"file": "a .tar.gz made by backup-media", "yes": "replace a non-empty media volume"},
+)
 def restore_media(c, file, yes=False, dry_run=False):
     """Verify a media archive, then replace the media volume's content with it."""
     _, compose = _stack(dry_run, needs=("engine", "env"))
     backups.restore_media(c, compose, Path(file), yes=yes)
 
 
-@task
+@task(exclusive=True)
 def backup(c, dest=str(BACKUPS), dry_run=False):
     """Full backup: database, media, custom/, .env and a manifest in one folder."""
     settings, compose = _stack(dry_run, needs=("engine", "env"))
     backups.backup_all(c, compose, settings, Path(dest))
 
 
-@task
+@task(exclusive=True)
 def restore(c, folder, yes=False, dry_run=False):
     """Restore a full backup folder made by `invoke backup`."""
     settings, compose = _stack(dry_run, needs=("engine", "env"))
     backups.restore_all(c, compose, settings, Path(folder), yes=yes, safety_dir=BACKUPS)
 
 
-@task(help={
+@task(exclusive=True, help={
     "from_": "the 7.x deployment: its MediaCMS folder, with docker-compose.yaml and media_files/",
     "dump": "restore this pg_dump file (custom or plain SQL) instead of dumping the old database",
     "yes": "replace data already in the new stack (safety backup first)",
@@ -329,7 +360,7 @@ def migrate_from_7x(c, from_, dump=None, yes=False, new_secret_key=False, dry_ru
                       new_secret_key=new_secret_key, dry_run=dry_run)  # fmt: skip
 
 
-@task(help={
+@task(exclusive=True, help={
     "to": "version to upgrade to; becomes MEDIACMS_VERSION (default: the current one, again)",
     "build": "build the images from --source (default MEDIACMS_SOURCE) instead of pulling",
     "source": "MediaCMS tree for --build: PATH or GIT_URL@REF",

@@ -341,10 +341,10 @@ def backup_db(
     from .shell import run
 
     db = Database.of(compose, settings)
-    final = dest / f"{prefix}-{utc_stamp()}.dump"
-    partial = dest / f".{final.name}.partial"
+    partial = temp_name(dest, prefix, ".dump")
     if compose.dry_run:
         run(c, db.snapshot_dump_argv(), stdout_to=str(partial), dry_run=True)
+        final = dest / f"{prefix}-{utc_stamp()}.dump"
         print(f"(dry run) would rename {partial} -> {final}, write .sha256 and manifest")
         return final
     backup_dir(dest)
@@ -359,10 +359,11 @@ def backup_db(
         partial.unlink(missing_ok=True)
         message = "\n".join(messages[-20:]) or "pg_dump failed"
         raise StackError(f"backup-db failed, no file written: {message}")
-    partial.rename(final)
+    final = publish(partial, dest, prefix, ".dump")
     write_checksum(final, checksum_of(final, hasher))
     manifest = {
         "kind": "postgresql-custom-dump",
+        "project": compose.project,
         "file": final.name,
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(seconds, 3),
@@ -376,14 +377,43 @@ def backup_db(
     write_json(final.with_name(final.name + ".manifest.json"), manifest)
     print(f"[backup-db] {final} ({manifest['bytes']} bytes, {len(counts)} tables)")
     if keep:
-        prune(dest, f"{prefix}-*.dump", keep)
+        prune(dest, f"{prefix}-*.dump", keep, compose.project)
     return final
 
 
-def prune(dest: Path, pattern: str, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` backups (and their side files)."""
-    files = sorted(dest.glob(pattern))
-    removed = files[:-keep] if keep > 0 else []
+def temp_name(dest: Path, prefix: str, suffix: str) -> Path:
+    """Where a backup is written before :func:`publish`: unique to this process."""
+    return dest / f".{prefix}-{utc_stamp()}{suffix}.{os.getpid()}.partial"
+
+
+def publish(partial: Path, dest: Path, prefix: str, suffix: str) -> Path:
+    """Give a finished backup its final, time-stamped name, never replacing another
+    backup (a hard link fails when the name exists; then the next second is taken)."""
+    for _ in range(40):
+        final = dest / f"{prefix}-{utc_stamp()}{suffix}"
+        try:
+            os.link(partial, final)
+        except FileExistsError:
+            time.sleep(0.1)
+            continue
+        partial.unlink()
+        return final
+    raise StackError(f"no free backup name in {dest} for {prefix}-*{suffix}; {partial} is kept")
+
+
+def _written_by(path: Path, project: str | None) -> bool:
+    side = path.with_name(path.name + ".manifest.json")
+    try:
+        return json.loads(side.read_text()).get("project") == project
+    except (OSError, ValueError):
+        return False
+
+
+def prune(dest: Path, pattern: str, keep: int, project: str | None) -> list[Path]:
+    """Delete all but the newest ``keep`` backups that ``project`` wrote (its name in
+    their manifest), with their side files; other projects' backups are never touched."""
+    ours = sorted(path for path in dest.glob(pattern) if _written_by(path, project))
+    removed = ours[:-keep] if keep > 0 else []
     for path in removed:
         for side in (path, *path.parent.glob(path.name + ".*")):
             side.unlink(missing_ok=True)
@@ -488,25 +518,28 @@ def backup_media(
 ) -> Path:
     from .shell import run
 
-    final = dest / f"{prefix}-{utc_stamp()}.tar.gz"
-    partial = dest / f".{final.name}.partial"
+    partial = temp_name(dest, prefix, ".tar.gz")
     argv = tar_argv(compose, "--create", "--gzip", "--numeric-owner", "--totals",
                     "--checkpoint=20000", "--checkpoint-action=echo=%T",
                     f"--exclude=./{STAGE_PREFIX}*", "--file=-", ".")  # fmt: skip
     if compose.dry_run:
         run(c, argv, stdout_to=str(partial), dry_run=True)
-        return final
+        return dest / f"{prefix}-{utc_stamp()}.tar.gz"
     backup_dir(dest)
     with hashed_while_written(partial) as hasher:
         result = run(c, argv, stdout_to=str(partial), warn=True, in_stream=False)
     if result is None or not result.ok:
         partial.unlink(missing_ok=True)
         raise StackError("backup-media failed, no file written (see tar's message above)")
-    partial.rename(final)
+    final = publish(partial, dest, prefix, ".tar.gz")
     write_checksum(final, checksum_of(final, hasher))
+    write_json(final.with_name(final.name + ".manifest.json"), {
+        "kind": "media-tar-gz", "project": compose.project, "file": final.name,
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "bytes": final.stat().st_size})  # fmt: skip
     print(f"[backup-media] {final} ({final.stat().st_size} bytes)")
     if keep:
-        prune(dest, f"{prefix}-*.tar.gz", keep)
+        prune(dest, f"{prefix}-*.tar.gz", keep, compose.project)
     return final
 
 
@@ -611,9 +644,7 @@ def finish_media(c: Context, compose: Compose, stage: str, *, undo: bool = False
                          f"the volume's {where}; move them by hand")  # fmt: skip
 
 
-def restore_media(
-    c: Context, compose: Compose, archive: Path, *, yes: bool = False
-) -> None:
+def restore_media(c: Context, compose: Compose, archive: Path, *, yes: bool = False) -> None:
     """Replace the media volume's content with a verified archive, app services stopped."""
     check_archive(archive)
     if compose.dry_run:
@@ -650,7 +681,15 @@ def backup_all(c: Context, compose: Compose, settings: Settings, dest_root: Path
         print(f"(dry run) would write a full backup into {folder}")
     if not compose.dry_run:
         backup_dir(dest_root)
-        folder.mkdir(mode=files.DIR_MODE)
+        for _ in range(40):  # a folder of its own, even when another backup started
+            folder = dest_root / f"mediacms-{utc_stamp()}"
+            try:
+                folder.mkdir(mode=files.DIR_MODE)
+                break
+            except FileExistsError:
+                time.sleep(0.1)
+        else:
+            raise StackError(f"no free backup folder name in {dest_root}")
         folder.chmod(files.DIR_MODE)
     dump = backup_db(c, compose, settings, folder)
     media = backup_media(c, compose, folder)
@@ -669,6 +708,7 @@ def backup_all(c: Context, compose: Compose, settings: Settings, dest_root: Path
     if env is not None and env.is_file():
         files.copy_private(env, folder / "env")
     manifest = {
+        "project": compose.project,
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "mediacms_version": settings.version,
         "images": {service: list(image) for service, image in stack_images(c, compose).items()},
@@ -767,8 +807,10 @@ def restore_all(
     custom_dir = settings.root / "custom"
     db = Database.of(compose, settings)
     if compose.dry_run:
-        print(f"(dry run) verified {folder}: database {parts.dump.name}, media "
-              f"{parts.media.name}, custom/ {parts.custom.name if parts.custom else '(none)'}")
+        print(
+            f"(dry run) verified {folder}: database {parts.dump.name}, media "
+            f"{parts.media.name}, custom/ {parts.custom.name if parts.custom else '(none)'}"
+        )
         print(f"(dry run) would take a safety backup into {safety_dir}, stop "
               f"{', '.join(APP_SERVICES)}, replace the database, the media volume and "
               f"{custom_dir}, then start them; nothing was changed")  # fmt: skip

@@ -280,7 +280,9 @@ def rollback(
     parts = backup.check_backup_folder(folder)
     old = parts.manifest.get("mediacms_version")
     if not old:
-        raise StackError(f"{folder / 'manifest.json'} does not record the version it was taken from")
+        raise StackError(
+            f"{folder / 'manifest.json'} does not record the version it was taken from"
+        )
     recorded = parts.manifest.get("images") or {}
     if compose.dry_run:
         print(f"(dry run) would re-tag the images recorded in {folder.name} "

@@ -1,5 +1,6 @@
 import hashlib
 import json
+import os
 import re
 import shlex
 import stat
@@ -172,16 +173,31 @@ def test_restore_db_replaces_schema_between_stop_and_start(tmp_path):
     assert not (tmp_path / "safety").exists()  # no tables yet: nothing to protect
 
 
-def test_retention_keeps_newest(tmp_path):
-    for stamp in ("20260101T000000Z", "20260102T000000Z", "20260103T000000Z"):
-        (tmp_path / f"mediacms-db-{stamp}.dump").write_bytes(b"PGDMP")
-        (tmp_path / f"mediacms-db-{stamp}.dump.sha256").write_text("x")
-    backup.prune(tmp_path, "mediacms-db-*.dump", 2)
+def test_retention_keeps_the_newest_of_this_project_and_never_touches_another(tmp_path):
+    for project, day in (("a", 1), ("b", 2), ("a", 3), ("b", 4), ("a", 5), (None, 6)):
+        name = f"mediacms-db-2026010{day}T000000Z.dump"
+        (tmp_path / name).write_bytes(b"PGDMP")
+        (tmp_path / f"{name}.sha256").write_text("x")
+        if project:
+            backup.write_json(tmp_path / f"{name}.manifest.json", {"project": project})
+    removed = backup.prune(tmp_path, "mediacms-db-*.dump", 2, "a")
+    assert [p.name for p in removed] == ["mediacms-db-20260101T000000Z.dump"]
     assert sorted(p.name for p in tmp_path.glob("*.dump")) == [
-        "mediacms-db-20260102T000000Z.dump",
-        "mediacms-db-20260103T000000Z.dump",
-    ]
-    assert not (tmp_path / "mediacms-db-20260101T000000Z.dump.sha256").exists()
+        f"mediacms-db-2026010{day}T000000Z.dump" for day in (2, 3, 4, 5, 6)
+    ]  # b's backups and the one without a manifest are not a's to delete
+    assert not list(tmp_path.glob("mediacms-db-20260101T000000Z.dump.*"))
+
+
+def test_concurrent_backups_get_their_own_temporary_and_final_names(tmp_path):
+    first = backup.temp_name(tmp_path, "mediacms-db", ".dump")
+    assert str(os.getpid()) in first.name and first.name.startswith(".")
+    first.write_bytes(b"one")
+    second = tmp_path / "other.partial"
+    second.write_bytes(b"two")
+    a = backup.publish(first, tmp_path, "mediacms-db", ".dump")
+    b = backup.publish(second, tmp_path, "mediacms-db", ".dump")  # same second: waits for the next
+    assert a != b and a.read_bytes() == b"one" and b.read_bytes() == b"two"
+    assert sorted(tmp_path.iterdir()) == sorted([a, b])
 
 
 def test_check_dump_file_refuses_foreign_and_corrupt(tmp_path):
@@ -276,7 +292,9 @@ def _media_context(swap=None, held="./original\n"):
         run={
             re.compile(r".*entrypoint find .*"): Result(held),
             re.compile(r".* stop .*"): Result(),
-            re.compile(r".*media-swap \S+ swap.*", re.S): Result(".mediacms-restore-ab12\n") if swap is None else swap,
+            re.compile(r".*media-swap \S+ swap.*", re.S): Result(".mediacms-restore-ab12\n")
+            if swap is None
+            else swap,
             re.compile(r".*media-swap \S+ (commit|undo) .*", re.S): Result(),
             re.compile(r".* up .*"): Result(),
         },
