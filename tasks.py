@@ -31,7 +31,9 @@ def _settings() -> config.Settings:
 
 
 def _stack(dry_run: bool = False, *, dev: bool = False, https: bool = False, needs=("env",)):
+    """Settings and compose of the stack; a dry run needs no engine (it runs nothing)."""
     settings = _settings()
+    needs = tuple(n for n in needs if not (dry_run and n == "engine"))
     if needs:
         checks.require(settings, *needs)
     return settings, Compose.for_settings(settings, dev=dev, https=https, dry_run=dry_run)

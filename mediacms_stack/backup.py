@@ -488,6 +488,8 @@ def restore_db(
     check_dump_file(dump)
     db = Database.of(compose, settings)
     if compose.dry_run:
+        print(f"(dry run) verified {dump}; would take a safety backup into {safety_dir}, stop "
+              f"{', '.join(APP_SERVICES)}, replace the database and start them")  # fmt: skip
         run(c, db.replace_argv(), stdin_from=str(dump), dry_run=True)
         return {}
     _safety_dump(c, compose, settings, yes=yes, safety_dir=safety_dir)

@@ -30,8 +30,9 @@ def _engine(settings: Settings) -> Check:
     import docker  # deferred: keeps `invoke --list` fast
     import docker.errors
 
-    if not engine.engine_answers():
-        return Check("engine", False, "no Docker engine answers", "invoke engine (or start Docker)")
+    problem = engine.engine_problem()
+    if problem is not None:
+        return Check("engine", False, problem, "invoke engine (or start Docker)")
     client = docker.from_env()
     version = client.version().get("Version", "?")
     client.close()

@@ -240,6 +240,14 @@ class OldDeployment:
     @classmethod
     def open(cls, c: Context, path: Path, *, db_service: str = "db") -> OldDeployment:
         tree = path.resolve()
+        if not tree.exists():
+            raise StackError(
+                f"{path} does not exist; --from is the 7.x deployment's MediaCMS folder"
+            )
+        if not tree.is_dir():
+            raise StackError(
+                f"{path} is not a folder; --from is the 7.x deployment's MediaCMS folder"
+            )
         if not (tree / "manage.py").is_file() or not (tree / "cms").is_dir():
             raise StackError(f"{tree} is not a MediaCMS tree (no manage.py and cms/ there)")
         compose_file = next(
@@ -674,15 +682,45 @@ def preflight(c: Context, plan: Plan, compose: Compose, settings: Settings, *, y
     Returns whether the new database already holds data (to be replaced, with --yes).
     """
     settings_conflict(plan, settings, yes=yes)
+    refusals, rows = stack_refusals(c, compose, settings, yes=yes)
+    if refusals:
+        raise StackError(refusals[0])
+    return bool(rows)
+
+
+def stack_refusals(
+    c: Context, compose: Compose, settings: Settings, *, yes: bool
+) -> tuple[list[str], int]:
+    """Why the new stack's data may not be replaced without --yes; and its row count."""
+    refusals = []
     if not media_volume_empty(c, compose) and not yes:
-        raise StackError("the new media volume is not empty; pass --yes to copy over it")
+        refusals.append("the new media volume is not empty; pass --yes to copy over it")
     rows = new_database_rows(c, compose, settings)
     if rows and not yes:
-        raise StackError(
-            f"the new database already holds {rows} rows; pass --yes to replace them "
-            "(a safety backup is taken first)"
-        )
-    return bool(rows)
+        refusals.append(f"the new database already holds {rows} rows; pass --yes to replace "
+                        "them (a safety backup is taken first)")  # fmt: skip
+    return refusals, rows
+
+
+def dry_run_refusals(
+    c: Context, plan: Plan, compose: Compose, settings: Settings, *, yes: bool
+) -> list[str]:
+    """What :func:`preflight` would refuse, found without writing anything: the new
+    stack's volumes are looked into only when it runs (no volume or container is made)."""
+    from .engine import engine_answers
+
+    refusals = []
+    try:
+        settings_conflict(plan, settings, yes=yes)
+    except StackError as error:
+        refusals.append(str(error))
+    if not engine_answers():
+        print("(dry run) no Docker engine answers: the new stack's volumes were not checked")
+        return refusals
+    if "db" not in {r.get("Service") for r in compose.ps(c, all_=False)}:
+        print("(dry run) the new stack is not running: its volumes were not checked")
+        return refusals
+    return refusals + stack_refusals(c, compose, settings, yes=yes)[0]
 
 
 def compare_counts(old: Mapping[str, int], new: Mapping[str, int]) -> None:
@@ -716,7 +754,11 @@ def migrate(
                      new_secret_key=new_secret_key)  # fmt: skip
     print("migrate-from-7x plan:", *plan.lines(settings), sep="\n  ")
     if dry_run:
-        settings_conflict(plan, settings, yes=yes)
+        refusals = dry_run_refusals(c, plan, compose, settings, yes=yes)
+        for line in refusals:
+            print(f"(dry run) the real run would refuse: {line}")
+        if not refusals:
+            print("(dry run) nothing found that the real run would refuse; nothing was changed")
         return report
     replace = preflight(c, plan, compose, settings, yes=yes)
     old, started_all = plan.old, time.monotonic()

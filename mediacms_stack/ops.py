@@ -86,17 +86,25 @@ def set_admin_password(c: Context, compose: Compose, user: str, password: str | 
 
 
 def missing_images(refs: list[str]) -> list[str]:
+    """The references the engine does not have; StackError when no engine answers."""
     import docker
     import docker.errors
 
+    from .engine import engine_problem
+
+    problem = engine_problem()
+    if problem is not None:
+        raise StackError(f"{problem}; `invoke engine` provides one")
     client = docker.from_env()
     missing = []
-    for ref in refs:
-        try:
-            client.images.get(ref)
-        except docker.errors.ImageNotFound:
-            missing.append(ref)
-    client.close()
+    try:
+        for ref in refs:
+            try:
+                client.images.get(ref)
+            except docker.errors.ImageNotFound:
+                missing.append(ref)
+    finally:
+        client.close()
     return missing
 
 
@@ -110,6 +118,13 @@ def ensure_images(c: Context, settings: Settings, *, dry_run: bool = False) -> N
     from .config import ROOT
 
     local = [settings.get(k) for k in bootstrap.LOCAL_IMAGES if k != "NODE_IMAGE"]
+    if dry_run:
+        try:
+            missing_images(local)
+        except StackError as error:
+            print(f"(dry run) {error}: `invoke up` would provide the engine first, then "
+                  "bootstrap or build the images that are missing")  # fmt: skip
+            return
     if any(ref.startswith("mediacms-local/") for ref in missing_images(local)):
         print("[up] local stand-in images missing: bootstrapping them from Debian's archive")
         if not dry_run:

@@ -191,7 +191,7 @@ def upgrade(
     if not compose.dry_run and "db" not in _running(c, compose):
         raise StackError("the stack is not running; an upgrade starts with a backup of the "
                          "running database: `invoke up` first")  # fmt: skip
-    before = current_state(c, compose, settings)
+    before = None if compose.dry_run else current_state(c, compose, settings)
 
     print(f"[upgrade] {old} -> {target}, step 1/4: full backup", flush=True)
     folder = backup.backup_all(c, compose, settings, backups)
