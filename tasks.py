@@ -105,7 +105,7 @@ def bootstrap_images(c, force=False, old_postgres=None):
 
 @task(help={
     "force": "replace an existing .env",
-    "local_images": "use the stand-in images made by `invoke images.bootstrap`",
+    "local_images": "use the stand-in images made by `invoke images.bootstrap-images`",
     "set": "extra KEY=VALUE pairs (repeatable)",
 }, iterable=["set"])  # fmt: skip
 def init(c, force=False, local_images=False, set=None):
@@ -125,6 +125,8 @@ def init(c, force=False, local_images=False, set=None):
         example=config.ROOT / config.EXAMPLE_FILE,
     )
     print(f"wrote {path} (mode 600)")
+    print("next: `invoke up` builds or pulls the images, starts the stack and prints its URL "
+          "and admin login (`invoke doctor` checks this machine first)")  # fmt: skip
 
 
 @task
@@ -184,6 +186,8 @@ def up(c, dev=False, https=False, dry_run=False):
     settings, compose = _stack(dry_run, https=https, needs=("env", "custom"))
     ops.ensure_images(c, settings, dry_run=dry_run)
     compose.up(c)
+    if not dry_run:
+        print(ops.welcome(settings))
 
 
 @task(exclusive=True, name="dev", help={
@@ -240,7 +244,7 @@ def scale(c, counts=None, dry_run=False):
 def manage(c, command, dry_run=False):
     """Run any manage.py command in the web container."""
     _, compose = _stack(dry_run)
-    compose.manage(c, *command.split(), tty=sys.stdin.isatty())
+    compose.manage(c, *ops.split_command(command), tty=sys.stdin.isatty())
 
 
 @task(help={"django": "the Django shell instead of bash", "c": "run one command and exit"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import secrets
+import shlex
 import time
 
 from invoke.context import Context
@@ -30,6 +31,30 @@ def parse_scale(pairs: list[str]) -> dict[str, int]:
     if not counts:
         raise StackError("nothing to scale; e.g. invoke scale celery_short=3")
     return counts
+
+
+def split_command(command: str) -> list[str]:
+    """A command line as a shell splits it (quotes group words and are removed)."""
+    try:
+        return shlex.split(command)
+    except ValueError as error:
+        raise StackError(f"cannot split {command!r} like a shell would: {error}") from None
+
+
+def welcome(settings: Settings) -> str:
+    """What `invoke up` ends with: where MediaCMS answers and how to log in."""
+    user = settings.get("ADMIN_USER", "admin")
+    where = settings.env_file or ".env"
+    password = (
+        f"ADMIN_PASSWORD in {where}"
+        if settings.get("ADMIN_PASSWORD")
+        else "generated at the first start and printed once by `invoke logs --service migrations`"
+    )
+    return "\n".join((
+        f"MediaCMS is up: {settings.get('FRONTEND_HOST', 'http://localhost')}",
+        f"admin user: {user}; password: {password}",
+        f"set a new one: invoke set-admin-password --user {user} --password-stdin",
+    ))  # fmt: skip
 
 
 def status_rows(c: Context, compose: Compose) -> list[tuple[str, str, str, str, str]]:
