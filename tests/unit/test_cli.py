@@ -62,7 +62,8 @@ def documented_commands() -> list[tuple[str, str]]:
 def argv_of(command: str) -> list[str]:
     words = []
     for word in shlex.split(command.replace("[", " ").replace("]", " ").replace("|", " ")):
-        words.append(("1" if word == "N" else "x") if PLACEHOLDER.fullmatch(word) else word)
+        stand_in = {"N": "1", "TASK": "up"}.get(word, "x")  # TASK: any task
+        words.append(stand_in if PLACEHOLDER.fullmatch(word) else word)
     return words[1:]
 
 
