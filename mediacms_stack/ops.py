@@ -6,16 +6,13 @@ import io
 import json
 import secrets
 import shlex
-import time
 
 from invoke.context import Context
 
 from .compose import SCALABLE, SERVICES, Compose
 from .config import Settings
 from .images import ImageNames
-from .shell import StackError
-
-STATIC_DIR = "/home/mediacms.io/mediacms/static"
+from .shell import StackError, wait_until
 
 
 def parse_scale(pairs: list[str]) -> dict[str, int]:
@@ -68,29 +65,32 @@ def status_rows(c: Context, compose: Compose) -> list[tuple[str, str, str, str, 
     return sorted(rows)
 
 
-def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
-    data = [header, *rows]
-    widths = [max(len(str(r[i])) for r in data) for i in range(len(header))]
+def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...] = ()) -> str:
+    """Columns padded to their widest cell; the project's one table printer."""
+    data = [header, *rows] if header else rows
+    if not data:
+        return ""
+    widths = [max(len(str(r[i])) for r in data) for i in range(len(data[0]))]
     return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
                      for r in data)  # fmt: skip
 
 
-def wait_healthy(c: Context, compose: Compose, timeout: int = 300) -> None:
-    """Wait until every long-running service is running and healthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = status_rows(c, compose)
-        bad = [
-            r for r in rows if r[0] in SERVICES and (r[1] != "running" or r[2] not in ("healthy",))
-        ]
-        present = {r[0] for r in rows}
-        if not bad and set(SERVICES) <= present:
-            return
-        if time.monotonic() > deadline:
-            raise StackError(
-                f"not healthy after {timeout}s: {bad or sorted(set(SERVICES) - present)}"
-            )
-        time.sleep(2)
+def wait_healthy(
+    c: Context, compose: Compose, services: tuple[str, ...] = SERVICES, timeout: int = 300
+) -> None:
+    """Wait until every container of ``services`` is running and healthy."""
+    last: list = []
+
+    def healthy() -> bool:
+        rows = [r for r in status_rows(c, compose) if r[0] in services]
+        last[:] = [r[:3] for r in rows if r[1:3] != ("running", "healthy")]
+        last.extend(sorted(set(services) - {r[0] for r in rows}))
+        return not last
+
+    try:
+        wait_until(healthy, timeout=timeout, interval=2, what="every service healthy")
+    except StackError as error:
+        raise StackError(f"{error}; not yet: {last}") from None
 
 
 #: Reads {"user": ..., "password": ...} from stdin: the password is never in an argv

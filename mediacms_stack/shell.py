@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import PurePath
-from typing import Any
+from typing import Any, TypeVar
 
 from invoke.context import Context
 from invoke.runners import Result
+
+T = TypeVar("T")
 
 
 class StackError(RuntimeError):
@@ -93,3 +96,16 @@ def run(
     if dry_run:
         return None
     return c.run(command, hide=hide, warn=warn, env=dict(env or {}), pty=pty, echo=False, **kwargs)
+
+
+def wait_until(check: Callable[[], T], *, timeout: float, interval: float, what: str) -> T:
+    """Call ``check`` until it returns something true and return that; after ``timeout``
+    seconds, StackError saying ``what`` did not happen. The project's one polling loop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = check()
+        if outcome:
+            return outcome
+        if time.monotonic() >= deadline:
+            raise StackError(f"{what} within {timeout:g}s")
+        time.sleep(interval)

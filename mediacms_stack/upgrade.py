@@ -30,7 +30,7 @@ from pathlib import Path
 
 from invoke.context import Context
 
-from . import backup, config
+from . import artifacts, backup, config, database, restore, stackstate
 from .compose import Compose
 from .config import Settings
 from .images import ImageNames
@@ -87,8 +87,8 @@ def with_version(settings: Settings, version: str) -> Settings:
 
 
 def current_state(c: Context, compose: Compose, settings: Settings) -> State:
-    migrations = backup.Database.of(compose, settings).migrations(c)
-    return State(settings.version, backup.stack_images(c, compose), tuple(migrations))
+    migrations = database.Database.of(compose, settings).migrations(c)
+    return State(settings.version, stackstate.stack_images(c, compose), tuple(migrations))
 
 
 def summary(title: str, before: State, after: State, folder: Path) -> str:
@@ -275,9 +275,9 @@ def rollback(
     """Return to the version, images and data of a backup taken by ``upgrade``.
 
     Every artifact of the backup is verified before anything changes, and the data are
-    restored all or nothing (:func:`backup.restore_all`); a dry run only reads the folder.
+    restored all or nothing (:func:`restore.restore_all`); a dry run only reads the folder.
     """
-    parts = backup.check_backup_folder(folder)
+    parts = artifacts.check_backup_folder(folder)
     old = parts.manifest.get("mediacms_version")
     if not old:
         raise StackError(
@@ -287,7 +287,7 @@ def rollback(
     if compose.dry_run:
         print(f"(dry run) would re-tag the images recorded in {folder.name} "
               f"({', '.join(sorted(recorded)) or 'none recorded'})")  # fmt: skip
-        backup.restore_all(c, compose, settings, folder, yes=True, safety_dir=backups)
+        restore.restore_all(c, compose, settings, folder, yes=True, safety_dir=backups)
         print(f"(dry run) would set MEDIACMS_VERSION={old} in {settings.env_file}, then start "
               "every service and wait until healthy")  # fmt: skip
         return
@@ -297,7 +297,7 @@ def rollback(
     print(f"[rollback] {settings.version} -> {old}: the images recorded in {folder.name}")
     _restore_images(c, recorded)
     print("[rollback] database, media and custom/ from the backup")
-    backup.restore_all(c, compose, settings, folder, yes=True, safety_dir=backups, start=False)
+    restore.restore_all(c, compose, settings, folder, yes=True, safety_dir=backups, start=False)
     print(f"[rollback] MEDIACMS_VERSION={old} in {settings.env_file}")
     if settings.env_file is not None:
         set_env_value(settings.env_file, "MEDIACMS_VERSION", old)

@@ -24,7 +24,7 @@ import requests
 from conftest import REPO, Stack, new_deployment, report_failure
 from dotenv import dotenv_values
 
-from mediacms_stack import backup, config
+from mediacms_stack import artifacts, backup, config
 
 pytestmark = pytest.mark.e2e
 
@@ -179,7 +179,7 @@ def crafted(path: Path, name: str, kind: bytes, *, mode: int = 0o644, link: str 
             info.type, info.mode, info.linkname = entry_kind, entry_mode, entry_link
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    backup.write_checksum(path)
+    artifacts.write_checksum(path)
     return path
 
 

@@ -15,7 +15,7 @@ import tarfile
 
 import pytest
 
-from mediacms_stack import backup, config, engine
+from mediacms_stack import artifacts, config, engine
 from mediacms_stack.shell import StackError
 
 REPO = config.ROOT
@@ -37,7 +37,7 @@ def _archive(path, files):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    backup.write_checksum(path)
+    artifacts.write_checksum(path)
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def deployment(tmp_path):
     folder = home / "backups" / "mediacms-20260101T000000Z"
     folder.mkdir(parents=True)
     (folder / "db.dump").write_bytes(b"PGDMP\x01data")
-    backup.write_checksum(folder / "db.dump")
+    artifacts.write_checksum(folder / "db.dump")
     _archive(folder / "media.tar.gz", {"original/a.mp4": b"video"})
     _archive(folder / "custom.tar.gz", {"site.css": b"from the backup"})
     manifest = {"database": "db.dump", "media": "media.tar.gz", "custom": "custom.tar.gz",
