@@ -532,8 +532,9 @@ def verify_media(c: Context, compose: Compose, source: Path) -> int:
     return len(expected)
 
 
-def new_database_rows(c: Context, compose: Compose, settings: Settings) -> int:
-    compose.up(c, "db", "redis")
+def new_database_rows(c: Context, compose: Compose, settings: Settings, *, start: bool) -> int:
+    if start:
+        compose.up(c, "db", "redis")
     return sum(database.Database.of(compose, settings).row_counts(c).values())
 
 
@@ -677,20 +678,21 @@ def preflight(c: Context, plan: Plan, compose: Compose, settings: Settings, *, y
     Returns whether the new database already holds data (to be replaced, with --yes).
     """
     settings_conflict(plan, settings, yes=yes)
-    refusals, rows = stack_refusals(c, compose, settings, yes=yes)
+    refusals, rows = stack_refusals(c, compose, settings, yes=yes, start=True)
     if refusals:
         raise StackError(refusals[0])
     return bool(rows)
 
 
 def stack_refusals(
-    c: Context, compose: Compose, settings: Settings, *, yes: bool
+    c: Context, compose: Compose, settings: Settings, *, yes: bool, start: bool
 ) -> tuple[list[str], int]:
-    """Why the new stack's data may not be replaced without --yes; and its row count."""
+    """Why the new stack's data may not be replaced without --yes; and its row count.
+    ``start``: start the new db first (a dry run only looks at a running one)."""
     refusals = []
     if not media_volume_empty(c, compose) and not yes:
         refusals.append("the new media volume is not empty; pass --yes to copy over it")
-    rows = new_database_rows(c, compose, settings)
+    rows = new_database_rows(c, compose, settings, start=start)
     if rows and not yes:
         refusals.append(f"the new database already holds {rows} rows; pass --yes to replace "
                         "them (a safety backup is taken first)")  # fmt: skip
@@ -715,7 +717,7 @@ def dry_run_refusals(
     if "db" not in {r.get("Service") for r in compose.ps(c, all_=False)}:
         print("(dry run) the new stack is not running: its volumes were not checked")
         return refusals
-    return refusals + stack_refusals(c, compose, settings, yes=yes)[0]
+    return refusals + stack_refusals(c, compose, settings, yes=yes, start=False)[0]
 
 
 def compare_counts(old: Mapping[str, int], new: Mapping[str, int]) -> None:
