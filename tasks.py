@@ -328,11 +328,35 @@ def restore_media(c, file, yes=False, dry_run=False):
     restores.restore_media(c, compose, Path(file), yes=yes)
 
 
-@task(exclusive=True)
-def backup(c, dest=str(BACKUPS), dry_run=False):
+@task(exclusive=True, help={
+    "dest": "folder (default backups/)",
+    "keep": "keep only the newest N full backups of this project",
+})  # fmt: skip
+def backup(c, dest=str(BACKUPS), keep=0, dry_run=False):
     """Full backup: database, media, custom/, .env and a manifest in one folder."""
     settings, compose = _stack(dry_run, needs=("engine", "env"))
-    backups.backup_all(c, compose, settings, Path(dest))
+    backups.backup_all(c, compose, settings, Path(dest), keep=keep or None)
+
+
+@task(help={
+    "at": "time of day, HH:MM local time (default 03:15)",
+    "keep": "full backups to keep (default 7)",
+    "dest": "folder (default backups/)",
+    "remove": "remove the schedule instead",
+})  # fmt: skip
+def backup_schedule(c, at="03:15", keep=7, dest=str(BACKUPS), remove=False, dry_run=False):
+    """Daily `invoke backup --keep N`: a systemd timer where systemd runs, else cron."""
+    from mediacms_stack import schedule
+
+    plan = schedule.make(_settings(), at=at, keep=int(keep), dest=Path(dest))
+    if remove:
+        schedule.remove(c, plan, dry_run=dry_run)
+        print(f"[backup-schedule] {plan.name} removed")
+        return
+    how = schedule.install(c, plan, dry_run=dry_run)
+    print(f"[backup-schedule] {'would run' if dry_run else 'runs'} daily at {at}, keeping "
+          f"{keep} backups in {plan.dest}: {how}. Copy them off this host too (README, "
+          "Scheduled backups)")  # fmt: skip
 
 
 @task(exclusive=True)
@@ -413,6 +437,7 @@ ns = Collection(
     backup_media,
     restore_media,
     backup,
+    backup_schedule,
     restore,
     upgrade,
     migrate_from_7x,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -142,7 +143,8 @@ def publish(partial: Path, dest: Path, prefix: str, suffix: str) -> Path:
 
 
 def _written_by(path: Path, project: str | None) -> bool:
-    side = path.with_name(path.name + ".manifest.json")
+    """Whether the manifest of a backup file (beside it) or folder (in it) names ``project``."""
+    side = path / "manifest.json" if path.is_dir() else path.with_name(path.name + ".manifest.json")
     try:
         return json.loads(side.read_text()).get("project") == project
     except (OSError, ValueError):
@@ -150,11 +152,14 @@ def _written_by(path: Path, project: str | None) -> bool:
 
 
 def prune(dest: Path, pattern: str, keep: int, project: str | None) -> list[Path]:
-    """Delete all but the newest ``keep`` backups that ``project`` wrote (its name in
-    their manifest), with their side files; other projects' backups are never touched."""
+    """Delete all but the newest ``keep`` backups (files with their side files, or full
+    backup folders) that ``project`` wrote (its name in their manifest); other projects'
+    backups are never touched."""
     ours = sorted(path for path in dest.glob(pattern) if _written_by(path, project))
     removed = ours[:-keep] if keep > 0 else []
     for path in removed:
+        if path.is_dir():
+            shutil.rmtree(path)
         for side in (path, *path.parent.glob(path.name + ".*")):
             side.unlink(missing_ok=True)
         print(f"[backup] retention: removed {path.name}")

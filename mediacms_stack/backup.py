@@ -145,8 +145,11 @@ def _restorable(member: tarfile.TarInfo) -> tarfile.TarInfo:
     return member
 
 
-def backup_all(c: Context, compose: Compose, settings: Settings, dest_root: Path) -> Path:
-    """db + media + custom/ + .env + manifest in one folder."""
+def backup_all(
+    c: Context, compose: Compose, settings: Settings, dest_root: Path, *, keep: int | None = None
+) -> Path:
+    """db + media + custom/ + .env + manifest in one folder; ``keep``: only the newest
+    ``keep`` folders of this project stay."""
     folder = dest_root / f"mediacms-{utc_stamp()}"
     if compose.dry_run:
         print(f"(dry run) would write a full backup into {folder}")
@@ -192,4 +195,6 @@ def backup_all(c: Context, compose: Compose, settings: Settings, dest_root: Path
     }
     write_json(folder / "manifest.json", manifest)
     print(f"[backup] {folder}")
+    if keep:
+        prune(dest_root, "mediacms-2*", keep, compose.project)  # folders, named by their time
     return folder

@@ -267,10 +267,10 @@ def test_rollback_puts_a_moved_tag_back_on_the_recorded_image(stack):
     recorded = image_id(stack.settings.get("POSTGRES_IMAGE"))
     subprocess.run(["docker", "image", "tag", moved_to, ref], check=True)
     try:
-        _restore_images(Context(), {"probe": [ref, recorded]}, dry_run=False)
+        _restore_images(Context(), {"probe": [ref, recorded]})
         assert image_id(ref) == recorded
         gone = {"probe": [f"{ref}-absent", "sha256:" + "0" * 64]}
         with pytest.raises(StackError, match=r"is gone.*pull it or build it"):
-            _restore_images(Context(), gone, dry_run=False)
+            _restore_images(Context(), gone)
     finally:
         subprocess.run(["docker", "image", "rm", ref], capture_output=True, check=False)
