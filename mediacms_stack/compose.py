@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from invoke.context import Context
@@ -45,9 +45,6 @@ class Compose:
         files = (DEVELOPMENT,) if dev else (PRODUCTION, HTTPS) if https else (PRODUCTION,)
         project = settings.project + ("-dev" if dev else "")
         return cls(settings.root, files, project, settings.env_file, dry_run)
-
-    def with_dry_run(self, dry_run: bool) -> Compose:
-        return replace(self, dry_run=dry_run)
 
     def argv(self, *args: str) -> list[str]:
         argv = ["docker", "compose", "--project-directory", str(self.root)]

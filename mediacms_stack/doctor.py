@@ -35,8 +35,9 @@ def _engine(settings: Settings) -> Check:
     import docker  # deferred: keeps `invoke --list` fast
     import docker.errors
 
-    if not engine.engine_answers():
-        return Check("engine", False, "no Docker engine answers", "invoke engine (or start Docker)")
+    problem = engine.engine_problem()
+    if problem is not None:
+        return Check("engine", False, problem, "invoke engine (or start Docker)")
     client = docker.from_env()
     version = client.version().get("Version", "?")
     client.close()
@@ -270,13 +271,14 @@ def run_checks(settings: Settings, names: Iterable[str] = PLAIN) -> list[Check]:
 
 
 def table(checks: list[Check]) -> str:
-    width = max(len(c.name) for c in checks)
-    lines = []
+    from .ops import format_table
+
+    rows = []
     for check in checks:
         mark = "FAIL" if not check.ok else "INFO" if check.info else "PASS"
         fix = f"  -> {check.fix}" if (not check.ok or check.info) and check.fix else ""
-        lines.append(f"{mark}  {check.name:<{width}}  {check.detail}{fix}")
-    return "\n".join(lines)
+        rows.append((mark, check.name, f"{check.detail}{fix}"))
+    return format_table(rows)
 
 
 def require(settings: Settings, *names: str) -> None:
