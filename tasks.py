@@ -21,7 +21,7 @@ from mediacms_stack import dev as devstack
 from mediacms_stack import doctor as checks
 from mediacms_stack import engine as engines
 from mediacms_stack import restore as restores
-from mediacms_stack.compose import Compose
+from mediacms_stack.compose import Compose, uses_https
 from mediacms_stack.shell import StackError
 
 BACKUPS = config.home() / "backups"
@@ -130,10 +130,17 @@ def init(c, force=False, local_images=False, set=None):
           "and admin login (`invoke doctor` checks this machine first)")  # fmt: skip
 
 
-@task(help={"https": "check the HTTPS overlay's .env keys, name and ports 80/443 instead"})
+@task(
+    help={
+        "https": "check the HTTPS overlay's .env keys, name and ports 80/443 instead "
+        "(the default when HTTPS_OVERLAY=true)"
+    }
+)
 def doctor(c, https=False):
     """Checks before impact: engine, compose, ports, disk, .env, custom/, images, volumes."""
-    results = checks.run_checks(_settings(), checks.HTTPS if https else checks.PLAIN)
+    settings = _settings()
+    https = https or uses_https(settings)
+    results = checks.run_checks(settings, checks.HTTPS if https else checks.PLAIN)
     print(checks.table(results))
     if not all(r.ok for r in results):
         raise Exit(code=1)
@@ -177,17 +184,23 @@ def pull(c, dry_run=False):
 
 # --- running ---------------------------------------------------------------------------
 @task(exclusive=True, help={"dev": "the development stack (same as `invoke dev`)",
-            "https": "add docker-compose-cert.yaml (Caddy, certificates over ACME)"})  # fmt: skip
+            "https": "add docker-compose-cert.yaml (Caddy, certificates over ACME) and record "
+                     "HTTPS_OVERLAY=true in .env, so later tasks include it"})  # fmt: skip
 def up(c, dev=False, https=False, dry_run=False):
     """Start the stack (building or bootstrapping missing images) and wait until healthy."""
     if dev:
         return dev_stack(c, dry_run=dry_run)
     if not dry_run:
         engines.ensure()
+    https = https or uses_https(_settings())  # HTTPS_OVERLAY=true in .env
     needs = ("env", "custom", *(("https-env", "https-ports") if https else ()))
     settings, compose = _stack(dry_run, https=https, needs=needs)
     ops.ensure_images(c, settings, https=https, dry_run=dry_run)
     compose.up(c)
+    if https and not uses_https(settings) and not dry_run and settings.env_file:
+        config.set_values(settings.env_file, {"HTTPS_OVERLAY": "true"})
+        print(f"[up] HTTPS_OVERLAY=true in {settings.env_file}: upgrade, restart, logs and down "
+              "include the HTTPS overlay from now on")  # fmt: skip
     if not dry_run:
         print(ops.welcome(settings))
 

@@ -3,7 +3,7 @@
 import socket
 
 import pytest
-from invoke import Exit, MockContext
+from invoke import Exit, MockContext, Result
 
 import tasks
 from mediacms_stack import config, doctor
@@ -123,3 +123,18 @@ def test_every_task_includes_the_overlay_when_env_says_so(home, value, overlay):
     files = Compose.for_settings(settings).files
     assert ("docker-compose-cert.yaml" in files) is overlay
     assert Compose.for_settings(settings, dev=True).files == ("docker-compose-dev.yaml",)
+
+
+def test_up_https_records_the_overlay_in_env_for_later_tasks(home, monkeypatch):
+    settings_with(home, **GOOD, HTTP_BIND="127.0.0.1", HTTP_PORT=str(free_port()),
+                  HTTPS_PORT=str(free_port()))  # fmt: skip
+    monkeypatch.setattr(tasks.engines, "ensure", lambda: None)
+    monkeypatch.setattr(doctor.engine, "engine_answers", lambda: False)
+    monkeypatch.setattr(tasks.ops, "ensure_images", lambda c, s, **kw: None)
+    monkeypatch.setattr(tasks.ops, "welcome", lambda s: "")
+    c = MockContext(run=Result(""), repeat=True)
+    tasks.up(c, https=True)
+    assert "docker-compose-cert.yaml" in c.run.call_args.args[0]
+    assert config.load(home).get("HTTPS_OVERLAY") == "true"
+    tasks.down(c)  # no --https: .env says so
+    assert "docker-compose-cert.yaml" in c.run.call_args.args[0]
