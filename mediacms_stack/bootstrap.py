@@ -75,17 +75,8 @@ def _recipe(mirror: str, suite: str = SUITE) -> str:
 
 
 def _image_label(name: str, label: str) -> str | None:
-    import docker  # deferred: keeps `invoke --list` fast
-    import docker.errors
-
-    client = docker.from_env()
-    try:
-        image = client.images.get(name)
-    except docker.errors.ImageNotFound:
-        return None
-    finally:
-        client.close()
-    return (image.labels or {}).get(label, "")
+    found = engine.image(name)
+    return None if found is None else (found.labels or {}).get(label, "")
 
 
 def slim_rootfs(root: Path, mirror: str, suite: str = SUITE) -> None:

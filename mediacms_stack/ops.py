@@ -112,25 +112,12 @@ def set_admin_password(c: Context, compose: Compose, user: str, password: str | 
 
 def missing_images(refs: list[str]) -> list[str]:
     """The references the engine does not have; StackError when no engine answers."""
-    import docker
-    import docker.errors
+    from . import engine
 
-    from .engine import engine_problem
-
-    problem = engine_problem()
+    problem = engine.engine_problem()
     if problem is not None:
         raise StackError(f"{problem}; `invoke engine` provides one")
-    client = docker.from_env()
-    missing = []
-    try:
-        for ref in refs:
-            try:
-                client.images.get(ref)
-            except docker.errors.ImageNotFound:
-                missing.append(ref)
-    finally:
-        client.close()
-    return missing
+    return [ref for ref in refs if engine.image(ref) is None]
 
 
 def ensure_images(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from invoke.context import Context
 
+from . import engine
 from .compose import Compose
 
 
@@ -14,8 +15,7 @@ def stack_images(c: Context, compose: Compose) -> dict[str, tuple[str, str]]:
     One Engine API call (the container list carries the image id); one-off containers
     (``compose run``) are left out. Empty when the engine cannot be asked.
     """
-    import docker  # deferred: keeps `invoke --list` fast
-    import docker.errors
+    import docker.errors  # deferred: keeps `invoke --list` fast
     import requests.exceptions
 
     project = compose.project or next((r.get("Project") for r in compose.ps(c)), None)
@@ -23,11 +23,8 @@ def stack_images(c: Context, compose: Compose) -> dict[str, tuple[str, str]]:
         return {}
     filters = {"label": [f"com.docker.compose.project={project}"]}
     try:
-        client = docker.from_env()
-        try:
-            rows = client.api.containers(all=True, filters=filters)
-        finally:
-            client.close()
+        with engine.client() as handle:
+            rows = handle.api.containers(all=True, filters=filters)
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
         return {}
     images = {}

@@ -239,31 +239,22 @@ def upgrade(
 def _restore_images(c: Context, recorded: dict[str, list[str]]) -> None:
     """Make each recorded reference point at the recorded image id again (a rebuild or pull
     of the same tag moved it); refuse when the reference is gone altogether."""
-    import docker
-    import docker.errors
+    from . import engine
 
-    client = docker.from_env()
-    try:
-        for service, (ref, image_id) in sorted(recorded.items()):
-            try:
-                current = client.images.get(ref).id
-            except docker.errors.ImageNotFound:
-                current = None
-            if current == image_id:
-                continue
-            try:
-                client.images.get(image_id)
-            except docker.errors.ImageNotFound:
-                if current is None:
-                    raise StackError(
-                        f"image {ref} of service {service} is gone (it was {short_id(image_id)}); "
-                        "pull it or build it for that version, then run the rollback again"
-                    ) from None
-                print(f"[rollback] {ref}: {short_id(image_id)} is gone, using {short_id(current)}")
-                continue
-            run(c, ["docker", "image", "tag", image_id, ref], in_stream=False)
-    finally:
-        client.close()
+    for service, (ref, image_id) in sorted(recorded.items()):
+        found = engine.image(ref)
+        current = found.id if found is not None else None
+        if current == image_id:
+            continue
+        if engine.image(image_id) is None:
+            if current is None:
+                raise StackError(
+                    f"image {ref} of service {service} is gone (it was {short_id(image_id)}); "
+                    "pull it or build it for that version, then run the rollback again"
+                )
+            print(f"[rollback] {ref}: {short_id(image_id)} is gone, using {short_id(current)}")
+            continue
+        run(c, ["docker", "image", "tag", image_id, ref], in_stream=False)
 
 
 def rollback(

@@ -1,3 +1,4 @@
+import contextlib
 import importlib.util
 import os
 import signal
@@ -61,17 +62,14 @@ class _Volumes:
     def list(self):
         return [type("Volume", (), {"name": n}) for n in self.names]
 
-    def close(self):
-        pass
-
 
 @pytest.fixture
 def volumes(monkeypatch):
-    import docker
-
     def present(*names):
         monkeypatch.setattr(doctor.engine, "engine_answers", lambda: True)
-        monkeypatch.setattr(docker, "from_env", lambda: _Volumes(names))
+        monkeypatch.setattr(
+            doctor.engine, "client", lambda: contextlib.nullcontext(_Volumes(names))
+        )
 
     return present
 
