@@ -21,7 +21,7 @@ import pytest
 import requests
 from invoke import Context
 
-from tests.e2e.test_dev import DevStack
+from tests.e2e.test_dev import DevStack, deployed
 
 pytestmark = pytest.mark.e2e
 
@@ -37,14 +37,10 @@ UPSTREAM_FAILURES = {"tests/api/test_new_media.py::TestX::test_file_upload"}
 
 @pytest.fixture(scope="module")
 def devstack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
-    stack = DevStack(tmp_path_factory.mktemp("realdev"), source=Path(TREE))
-    failed_before = request.session.testsfailed
-    try:
+    with deployed(
+        DevStack(tmp_path_factory.mktemp("realdev"), source=Path(TREE)), request
+    ) as stack:
         yield stack
-    finally:
-        if request.session.testsfailed > failed_before:
-            stack.report()
-        stack.remove()
 
 
 def test_invoke_dev_serves_runserver_and_the_frontend_dev_server(devstack):

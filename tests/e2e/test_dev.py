@@ -12,6 +12,7 @@ run are deleted at the end; on failure `ps` and the logs are printed first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -138,10 +140,10 @@ class DevStack:
             print(self.dc(compose, "logs", "--tail", "80", check=False).stdout, file=sys.stderr)
 
 
-@pytest.fixture(scope="module")
-def devstack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
-    stack = DevStack(tmp_path_factory.mktemp("devstack"))
-    repo_css = (REPO / "tests/app/static/css/app.css").read_bytes()
+@contextlib.contextmanager
+def deployed(stack: DevStack, request: pytest.FixtureRequest) -> Iterator[DevStack]:
+    """The stack for a module's tests: on a failure in them `ps` and logs are printed,
+    and whatever happens it is removed with its volumes and images."""
     failed_before = request.session.testsfailed
     try:
         yield stack
@@ -149,7 +151,14 @@ def devstack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRe
         if request.session.testsfailed > failed_before:
             stack.report()
         stack.remove()
-        assert (REPO / "tests/app/static/css/app.css").read_bytes() == repo_css
+
+
+@pytest.fixture(scope="module")
+def devstack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    repo_css = (REPO / "tests/app/static/css/app.css").read_bytes()
+    with deployed(DevStack(tmp_path_factory.mktemp("devstack")), request) as stack:
+        yield stack
+    assert (REPO / "tests/app/static/css/app.css").read_bytes() == repo_css
 
 
 def published_hosts(stack: DevStack, service: str) -> set[str]:
