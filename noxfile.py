@@ -130,6 +130,7 @@ def _gixy(session: nox.Session) -> None:
                 (etc / target).write_text(text)
             (etc / "mime.types").write_text("types { text/html html; }\n")
             (Path(tmp) / "server-names.conf").write_text("server_name media.example.org;\n")
+            (Path(tmp) / "resolver.conf").write_text("resolver 127.0.0.11 valid=5s ipv6=off;\n")
             session.run("gixy", str(etc / "nginx.conf"))
 
 
