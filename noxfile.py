@@ -35,6 +35,7 @@ SHELL_SCRIPTS = [".ci/run", *sorted(map(str, Path().glob("scripts/**/*.sh"))),
 TARGETS = ["web", "worker", "worker-full", "dev", "nginx"]
 LEGACY_COMPOSE = "tests/e2e/legacy/docker-compose.yaml"  # the 7.x-style "before" of a test
 HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
+BASE = "mediacms-local/debian:trixie"  # the registry-free base `invoke images.bootstrap-images` makes
 PLAYWRIGHT = "playwright==1.65.2"
 CHROMIUM = "/usr/bin/chromium"
 UPSTREAM = ROOT.parent / "shared" / "upstream"  # real MediaCMS trees, beside the clone
@@ -247,3 +248,17 @@ def bench(session: nox.Session) -> None:
         session.run("invoke", "build", "--target", "web", "--target", "worker",
                     "--target", "nginx", env=tree_env)  # fmt: skip
         session.run("python", "tests/bench/real.py", env=tree_env)
+
+
+@nox.session
+def swarm(session: nox.Session) -> None:
+    """Multi-node: the stack on a Docker Swarm of three Docker-in-Docker nodes (tests/swarm)."""
+    env = _engine_and_base(session)
+    session.run("invoke", "build", "--target", "web", "--target", "worker", "--target", "nginx",
+                env=env)  # fmt: skip
+    for folder, tag in (("swarm-node", "mcms-swarm/node:test"),
+                        ("registry", "mcms-swarm/registry:test")):  # fmt: skip
+        session.run("docker", "build", "--quiet", "--build-arg", f"BASE_IMAGE={BASE}",
+                    "--tag", tag, f"bootstrap/{folder}", external=True)  # fmt: skip
+    session.run("pytest", "tests/swarm", "-p", "no:cacheprovider", "-v", "-x", *session.posargs,
+                env=env)  # fmt: skip
