@@ -35,7 +35,7 @@ SHELL_SCRIPTS = [".ci/run", *sorted(map(str, Path().glob("scripts/**/*.sh"))),
 TARGETS = ["web", "worker", "worker-full", "dev", "nginx"]
 LEGACY_COMPOSE = "tests/e2e/legacy/docker-compose.yaml"  # the 7.x-style "before" of a test
 HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
-BASE = "mediacms-local/debian:trixie"  # the registry-free base `invoke images.bootstrap-images` makes
+BASE = "mediacms-local/debian:trixie"  # made by `invoke images.bootstrap-images`
 PLAYWRIGHT = "playwright==1.65.2"
 CHROMIUM = "/usr/bin/chromium"
 UPSTREAM = ROOT.parent / "shared" / "upstream"  # real MediaCMS trees, beside the clone

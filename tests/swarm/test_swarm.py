@@ -8,6 +8,7 @@ the nodes this test made. The tests run in order and share one deployment.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 import time
@@ -103,7 +104,7 @@ def uploaded(deployment, cluster):
                              timeout=120)  # fmt: skip
     assert response.status_code == 201, response.text[:500]
     print(f"\n[swarm] uploaded through {entry}; celery_long runs on {sorted(long_nodes)}")
-    return response.json(), video
+    return response.json(), video, entry
 
 
 def wait_encoded(deployment, node, media_id, timeout=300) -> dict:
@@ -118,7 +119,7 @@ def wait_encoded(deployment, node, media_id, timeout=300) -> dict:
 
 def test_upload_transcoded_on_another_node_and_served_by_every_node(deployment, cluster,
                                                                      uploaded):  # fmt: skip
-    media, video = uploaded
+    media, video, entry = uploaded
     state = wait_encoded(deployment, cluster.manager, media["id"])
     assert state["encoding_status"] == "success", state
     for node in cluster.nodes:  # every node's nginx, each through any web replica
@@ -127,8 +128,12 @@ def test_upload_transcoded_on_another_node_and_served_by_every_node(deployment, 
         encoded = deployment.get(node, state["encoded_url"], timeout=30)
         assert encoded.status_code == 200 and encoded.content[4:8] == b"ftyp", node
         assert deployment.get(node, state["thumbnail_url"]).content[:3] == b"\xff\xd8\xff"
-    logs = deployment.docker("service", "logs", f"{STACK}_celery_long").stdout
-    assert "files.tasks.encode_media" in logs and "succeeded" in logs
+    logs = deployment.docker("service", "logs", f"{STACK}_celery_long")
+    done = [line for line in (logs.stdout + logs.stderr).splitlines()
+            if "files.tasks.encode_media" in line and "succeeded" in line]  # fmt: skip
+    where = {match[1] for line in done if (match := re.search(r"@(node\d+)", line))}
+    print(f"[swarm] uploaded through {entry}, transcoded on {sorted(where)}")
+    assert where and entry.removeprefix("mcms-swarm-") not in where, done
 
 
 def requests_per_second(deployment, nodes, seconds=15.0, threads=8) -> float:
@@ -191,11 +196,12 @@ def test_drained_then_killed_node(deployment, cluster, uploaded):
         assert time.monotonic() < deadline, f"no answer within 60 s: {answers}"
         time.sleep(1)
     print(f"\n[swarm] site answers on {alive} {time.monotonic() - killed:.1f}s after the kill")
-    media, video = uploaded
+    media, video, _ = uploaded
     for node in alive:
         assert deployment.get(node, media["original_url"], timeout=30).content == video
-    listed = deployment.get(alive[0], "/api/v1/media").json()
-    assert media["id"] in {item["id"] for item in listed["results"]}
+        state = deployment.get(node, f"/api/v1/media/{media['id']}").json()
+        assert state["encoding_status"] == "success"
+        assert deployment.get(node, state["encoded_url"], timeout=30).content[4:8] == b"ftyp"
     for service in ("web", "celery_short", "celery_long", "celery_beat"):
         assert hostname not in {node for node, _ in deployment.tasks(service)}
 
