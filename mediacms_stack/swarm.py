@@ -334,9 +334,15 @@ def update(c: Context, settings: Settings, to: str, *, timeout: float = 900,
 
 def rollback(c: Context, settings: Settings, *, dry_run: bool = False) -> None:
     """Every app service back to its previous specification (Swarm keeps one)."""
+    failed = []
     for name in APP_SERVICES:
-        run(c, ["docker", "service", "rollback", "--detach=false", service(settings, name)],
-            dry_run=dry_run)  # fmt: skip
+        result = run(c, ["docker", "service", "rollback", "--detach=false",
+                         service(settings, name)], dry_run=dry_run, warn=True)  # fmt: skip
+        if result is not None and result.exited != 0:
+            failed.append(f"{name}: {result.stderr.strip() or 'failed'}")
+    if failed:
+        raise StackError("not rolled back: " + "; ".join(failed) +
+                         " (a service that was never updated has no previous spec)")  # fmt: skip
 
 
 def status(c: Context, settings: Settings) -> list[tuple[str, str, str, str]]:

@@ -201,3 +201,14 @@ def test_stack_file_keeps_secrets_out_and_pins_data(tmp_path):
         assert not re.search(rf"\${{{key}[:}}]", text), key
     assert text.count("node.labels.${SWARM_DATA_LABEL:-mediacms.data} == true") == 2
     assert "mode: replicated-job" in text and "failure_action: rollback" in text
+
+
+def test_rollback_names_the_services_it_could_not_roll_back(ready):
+    c = MockContext(run={
+        re.compile(r".*mediacms_nginx$"): Result(exited=1, stderr="no previous spec\n"),
+        re.compile(r".*"): Result(),
+    })  # fmt: skip
+    with pytest.raises(StackError, match="not rolled back: nginx: no previous spec"):
+        swarm.rollback(c, ready)
+    commands = [call.args[0] for call in c.run.call_args_list]
+    assert len(commands) == len(swarm.APP_SERVICES)  # the others were still rolled back
