@@ -15,6 +15,7 @@ import hashlib
 import re
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -217,25 +218,52 @@ def services(c: Context, settings: Settings) -> list[tuple[str, str, str, str]]:
     return [tuple(line.split("\t")) for line in out.splitlines() if line.strip()]
 
 
-def converged(replicas: str) -> bool:
-    """``2/2``, or a job's ``0/1 (1/1 completed)``: every task there and running/done."""
+def running_tasks(c: Context, settings: Settings) -> Counter[str]:
+    """Per service, its tasks that are meant to run and do (health checks passed).
+
+    `docker service ls` counts tasks by their last reported state, which a dead node
+    never updates: its tasks would still count as running. Tasks Swarm has replaced are
+    asked to shut down, so only those meant to run are counted here.
+    """
+    out = _query(c, ["docker", "stack", "ps", settings.project, "--filter",
+                     "desired-state=running", "--format", "{{.Name}}\t{{.CurrentState}}"])  # fmt: skip
+    counts: Counter[str] = Counter()
+    for line in out.splitlines():
+        name, _, state = line.partition("\t")
+        if state.startswith("Running"):
+            counts[name.rsplit(".", 1)[0]] += 1
+    return counts
+
+
+def converged(replicas: str, running: int) -> bool:
+    """``running`` tasks meet the wanted count of ``replicas`` (``2/2``), or a job's
+    ``0/1 (1/1 completed)`` has completed every task."""
     done = re.search(r"\((\d+)/(\d+) completed\)", replicas)
     if done:
         return done[1] == done[2]
-    running, _, wanted = replicas.partition("/")
-    return running == wanted.split()[0] and running != "0"
+    wanted = replicas.partition("/")[2].split()[0]
+    return wanted.isdigit() and running >= int(wanted)
+
+
+def behind(c: Context, settings: Settings) -> list[str]:
+    """Services not converged yet, as ``name running/wanted``."""
+    rows = services(c, settings)
+    if not rows:
+        return ["(no service yet)"]
+    running = running_tasks(c, settings)
+    return [f"{name} {running[name]} of {replicas}" for name, _, replicas, _ in rows
+            if not converged(replicas, running[name])]  # fmt: skip
 
 
 def wait(c: Context, settings: Settings, timeout: float = 600, poll: float = 5) -> float:
     """Until every service runs its tasks healthy (jobs completed); seconds it took."""
     start = time.monotonic()
     while True:
-        rows = services(c, settings)
-        behind = [f"{name} {replicas}" for name, _, replicas, _ in rows if not converged(replicas)]
-        if rows and not behind:
+        late = behind(c, settings)
+        if not late:
             return time.monotonic() - start
         if time.monotonic() - start > timeout:
-            raise StackError(f"not all healthy after {timeout:.0f}s: {', '.join(behind)}; "
+            raise StackError(f"not all healthy after {timeout:.0f}s: {', '.join(late)}; "
                              f"see `docker service ps {settings.project}_<service>`")  # fmt: skip
         time.sleep(poll)
 

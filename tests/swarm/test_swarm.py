@@ -15,8 +15,9 @@ import time
 
 import pytest
 import requests
+from invoke import Context
 
-from mediacms_stack.swarm import converged
+from mediacms_stack.swarm import behind
 from tests.swarm.conftest import ADMIN_PASSWORD, STACK, Deployment, local_images
 
 ADMIN_USER = "admin"
@@ -181,7 +182,7 @@ def test_drained_then_killed_node(deployment, cluster, uploaded):
     victim = cluster.nodes[-1]
     hostname = victim.removeprefix("mcms-swarm-")
     deployment.docker("node", "update", "--availability", "drain", hostname)
-    swarm_wait(deployment)
+    wait_drained(deployment, hostname)
     cluster.kill(victim)
     killed = time.monotonic()
     alive = cluster.nodes
@@ -206,14 +207,20 @@ def test_drained_then_killed_node(deployment, cluster, uploaded):
         assert hostname not in {node for node, _ in deployment.tasks(service)}
 
 
-def swarm_wait(deployment, timeout=600) -> None:
-    """Until every service of the stack has its tasks running (jobs completed)."""
+def wait_drained(deployment, hostname, timeout=600) -> None:
+    """Until nothing runs on the drained node any more and every service has its tasks."""
     deadline = time.monotonic() + timeout
     while True:
-        out = deployment.docker("stack", "services", STACK, "--format", "{{.Replicas}}").stdout
-        if out.strip() and all(converged(line) for line in out.splitlines()):
+        states = deployment.docker("node", "ps", hostname, "--format", "{{.CurrentState}}").stdout
+        active = [s for s in states.splitlines() if s.startswith(("Running", "Starting"))]
+        late = ["(node busy)"]
+        if not active:
+            with pytest.MonkeyPatch.context() as patch:  # the swarm module asks the manager
+                patch.setenv("DOCKER_HOST", deployment.cluster.host)
+                late = behind(Context(), deployment.settings)
+        if not late:
             return
-        assert time.monotonic() < deadline, out
+        assert time.monotonic() < deadline, (active, late)
         time.sleep(5)
 
 

@@ -163,12 +163,24 @@ def test_stack_deploy_command_and_removed_secret_folder(ready, monkeypatch):
     assert not Path(seen["env"]["SWARM_SECRETS_DIR"]).exists()
 
 
-@pytest.mark.parametrize("replicas, done", [
-    ("2/2", True), ("1/2", False), ("0/0", False), ("3/3", True),
-    ("0/1 (1/1 completed)", True), ("1/1 (0/1 completed)", False),
+@pytest.mark.parametrize("replicas, running, done", [
+    ("2/2", 2, True), ("1/2", 1, False), ("2/2", 1, False), ("3/2", 2, True),
+    ("0/0", 0, True), ("0/1 (1/1 completed)", 0, True), ("1/1 (0/1 completed)", 1, False),
 ])  # fmt: skip
-def test_converged(replicas, done):
-    assert swarm.converged(replicas) is done
+def test_converged(replicas, running, done):
+    assert swarm.converged(replicas, running) is done
+
+
+def test_tasks_of_a_dead_node_do_not_count(ready):
+    """service ls says 3/2 (a dead node's task still "Running"); only tasks meant to run count."""
+    c = MockContext(run={
+        re.compile(r"docker stack services .*"): Result("mediacms_web\treplicated\t3/2\timg\n"
+                                                        "mediacms_nginx\tglobal\t2/2\timg\n"),
+        re.compile(r"docker stack ps .*desired-state=running.*"): Result(
+            "mediacms_web.1\tRunning 5 minutes ago\nmediacms_web.2\tStarting 3 seconds ago\n"
+            "mediacms_nginx.abc\tRunning 1 minute ago\nmediacms_nginx.def\tRunning 2 minutes ago\n"),
+    })  # fmt: skip
+    assert swarm.behind(c, ready) == ["mediacms_web 1 of 3/2"]
 
 
 def test_update_reports_rollback_and_keeps_env(ready, monkeypatch):
