@@ -128,12 +128,13 @@ USER 33:33
 # ---------------------------------------------------------------------------
 FROM base AS web
 COPY config/uwsgi/uwsgi.ini /etc/uwsgi/mediacms.ini
+COPY scripts/start-uwsgi.py /usr/local/bin/start-uwsgi
 ENV UWSGI_PROCESSES=2 \
     UWSGI_THREADS=2
 EXPOSE 9000
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
     CMD ["python", "/usr/local/bin/healthcheck.py", "uwsgi"]
-CMD ["uwsgi", "--ini", "/etc/uwsgi/mediacms.ini"]
+CMD ["start-uwsgi"]
 
 # ---------------------------------------------------------------------------
 FROM base AS worker

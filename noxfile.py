@@ -96,7 +96,7 @@ def _compose_config(session: nox.Session) -> None:
     (plugin / "docker-compose").unlink(missing_ok=True)
     (plugin / "docker-compose").symlink_to(binary)
     example = (ROOT / ".env.example").read_text()
-    filled = re.sub(r"^(SECRET_KEY|POSTGRES_PASSWORD|REDIS_PASSWORD|VIRTUAL_HOST|LETSENCRYPT_HOST|LETSENCRYPT_EMAIL)=$",
+    filled = re.sub(r"^(SECRET_KEY|POSTGRES_PASSWORD|REDIS_PASSWORD|ACME_EMAIL)=$",
                     r"\1=lint-placeholder", example, flags=re.M)  # fmt: skip
     with tempfile.NamedTemporaryFile("w", suffix=".env", delete=False) as handle:
         handle.write(filled)
@@ -125,7 +125,7 @@ def _stack_config(session: nox.Session) -> None:
 def _gixy(session: nox.Session) -> None:
     """gixy on our nginx configuration, laid out as the image lays it out, in both media
     modes (gated through media-auth, or not), with the names the entrypoint writes."""
-    snippets = ["config/nginx-proxy/client_max_body_size.conf", "config/nginx/health.conf",
+    snippets = ["config/nginx/client_max_body_size.conf", "config/nginx/health.conf",
                 "config/nginx/uwsgi-app.conf"]  # fmt: skip
     for mode in ("on", "off"):
         with tempfile.TemporaryDirectory() as tmp:
@@ -244,11 +244,23 @@ def acceptance(session: nox.Session) -> None:
 
 
 @nox.session
+def acceptance_dev(session: nox.Session) -> None:
+    """`invoke dev`, `build-frontend` and `test` on a copy of the newest real tree (~25 min)."""
+    trees = _upstream_trees(session)
+    if not trees:
+        session.skip(f"no real MediaCMS trees: {UPSTREAM} is absent")
+    env = _engine_and_base(session) | {"ACCEPTANCE_DEV_TREE": str(trees[-1])}
+    session.run("pytest", "tests/acceptance/test_real_dev.py", "-p", "no:cacheprovider", "-v",
+                "-s", *session.posargs, env=env)  # fmt: skip
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Measured side-by-side ratios: images, rebuilds, start-up, backups, 7.x migration."""
     env = _engine_and_base(session)
     session.run("invoke", "build", env=env)
     session.run("python", "tests/bench/run.py", *session.posargs, env=env)
+    session.run("python", "tests/bench/https.py", env=env)
     session.run("python", "tests/bench/migrate_7x.py", env=env)
     trees = _upstream_trees(session)
     if not trees:

@@ -12,15 +12,16 @@ import os
 import sys
 from pathlib import Path
 
-from invoke import Collection, Exit
+from invoke import Collection, Exit, Task
 from invoke import task as invoke_task
 
 from mediacms_stack import backup as backups
-from mediacms_stack import bootstrap, config, images, ops
+from mediacms_stack import bootstrap, config, images, lock, ops, shell
 from mediacms_stack import dev as devstack
 from mediacms_stack import doctor as checks
 from mediacms_stack import engine as engines
-from mediacms_stack.compose import Compose
+from mediacms_stack import restore as restores
+from mediacms_stack.compose import Compose, uses_https
 from mediacms_stack.shell import StackError
 
 BACKUPS = config.home() / "backups"
@@ -31,14 +32,33 @@ def _settings() -> config.Settings:
 
 
 def _stack(dry_run: bool = False, *, dev: bool = False, https: bool = False, needs=("env",)):
+    """Settings and compose of the stack; a dry run needs no engine (it runs nothing)."""
     settings = _settings()
+    needs = tuple(n for n in needs if not (dry_run and n == "engine"))
     if needs:
         checks.require(settings, *needs)
     return settings, Compose.for_settings(settings, dev=dev, https=https, dry_run=dry_run)
 
 
-def task(*args, **kwargs):
-    """invoke's @task, plus: a StackError ends the task with one `error:` line, status 1.
+#: The only short flags, one meaning each across every task (-h stays invoke's help;
+#: one-letter options such as admin-shell's -c are their own short form).
+SHORT_FLAGS = {"dry_run": "n", "yes": "y"}
+
+
+class StackTask(Task):
+    """A task whose only short flags are :data:`SHORT_FLAGS`."""
+
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        if name in SHORT_FLAGS:
+            opts["names"] = [*opts["names"], SHORT_FLAGS[name]]
+        return opts
+
+
+def task(*args, exclusive=False, **kwargs):
+    """invoke's @task, plus: a StackError ends the task with one `error:` line, status 1;
+    ``exclusive``: the task holds the stack's lock (:mod:`mediacms_stack.lock`) unless it
+    is a dry run; `invoke --echo TASK` (or MEDIACMS_VERBOSE=1) prints whole commands.
 
     StackError is what the package raises for anything an operator can act on (the
     message says what went wrong and the fix), so no task needs its own try/except.
@@ -47,12 +67,17 @@ def task(*args, **kwargs):
     def decorate(body):
         @functools.wraps(body)
         def guarded(c, *a, **kw):
+            shell.set_verbose(bool(c.config.run.echo) or os.environ.get("MEDIACMS_VERBOSE") == "1")
             try:
+                if exclusive and not kw.get("dry_run"):
+                    operation = body.__name__.replace("_", "-").removesuffix("-stack")
+                    with lock.exclusive(_settings(), operation):
+                        return body(c, *a, **kw)
                 return body(c, *a, **kw)
             except StackError as error:
                 raise Exit(f"error: {error}", code=1) from error
 
-        return invoke_task(*args, **kwargs)(guarded)
+        return invoke_task(*args, klass=StackTask, auto_shortflags=False, **kwargs)(guarded)
 
     if len(args) == 1 and callable(args[0]) and not kwargs:
         body, args = args[0], ()
@@ -81,7 +106,7 @@ def bootstrap_images(c, force=False, old_postgres=None):
 
 @task(help={
     "force": "replace an existing .env",
-    "local_images": "use the stand-in images made by `invoke images.bootstrap`",
+    "local_images": "use the stand-in images made by `invoke images.bootstrap-images`",
     "set": "extra KEY=VALUE pairs (repeatable)",
 }, iterable=["set"])  # fmt: skip
 def init(c, force=False, local_images=False, set=None):
@@ -101,12 +126,21 @@ def init(c, force=False, local_images=False, set=None):
         example=config.ROOT / config.EXAMPLE_FILE,
     )
     print(f"wrote {path} (mode 600)")
+    print("next: `invoke up` builds or pulls the images, starts the stack and prints its URL "
+          "and admin login (`invoke doctor` checks this machine first)")  # fmt: skip
 
 
-@task
-def doctor(c):
+@task(
+    help={
+        "https": "check the HTTPS overlay's .env keys, name and ports 80/443 instead "
+        "(the default when HTTPS_OVERLAY=true)"
+    }
+)
+def doctor(c, https=False):
     """Checks before impact: engine, compose, ports, disk, .env, custom/, images, volumes."""
-    results = checks.run_checks(_settings())
+    settings = _settings()
+    https = https or uses_https(settings)
+    results = checks.run_checks(settings, checks.HTTPS if https else checks.PLAIN)
     print(checks.table(results))
     if not all(r.ok for r in results):
         raise Exit(code=1)
@@ -149,20 +183,29 @@ def pull(c, dry_run=False):
 
 
 # --- running ---------------------------------------------------------------------------
-@task(help={"dev": "the development stack (same as `invoke dev`)",
-            "https": "add docker-compose-cert.yaml"})  # fmt: skip
+@task(exclusive=True, help={"dev": "the development stack (same as `invoke dev`)",
+            "https": "add docker-compose-cert.yaml (Caddy, certificates over ACME) and record "
+                     "HTTPS_OVERLAY=true in .env, so later tasks include it"})  # fmt: skip
 def up(c, dev=False, https=False, dry_run=False):
     """Start the stack (building or bootstrapping missing images) and wait until healthy."""
     if dev:
         return dev_stack(c, dry_run=dry_run)
     if not dry_run:
         engines.ensure()
-    settings, compose = _stack(dry_run, https=https, needs=("env", "custom"))
-    ops.ensure_images(c, settings, dry_run=dry_run)
+    https = https or uses_https(_settings())  # HTTPS_OVERLAY=true in .env
+    needs = ("env", "custom", *(("https-env", "https-ports") if https else ()))
+    settings, compose = _stack(dry_run, https=https, needs=needs)
+    ops.ensure_images(c, settings, https=https, dry_run=dry_run)
     compose.up(c)
+    if https and not uses_https(settings) and not dry_run and settings.env_file:
+        config.set_values(settings.env_file, {"HTTPS_OVERLAY": "true"})
+        print(f"[up] HTTPS_OVERLAY=true in {settings.env_file}: upgrade, restart, logs and down "
+              "include the HTTPS overlay from now on")  # fmt: skip
+    if not dry_run:
+        print(ops.welcome(settings))
 
 
-@task(name="dev", help={
+@task(exclusive=True, name="dev", help={
     "build": "rebuild the dev image from MEDIACMS_TREE (after its requirements changed)",
     "timeout": "seconds to wait for every service to be healthy (first npm install is slow)",
 })  # fmt: skip
@@ -174,14 +217,14 @@ def dev_stack(c, build=False, timeout=900, dry_run=False):
     devstack.up(c, settings, compose, build=build, timeout=timeout)
 
 
-@task(help={"volumes": "also delete the named volumes (data loss!)"})
+@task(exclusive=True, help={"volumes": "also delete the named volumes (data loss!)"})
 def down(c, dev=False, https=False, volumes=False, dry_run=False):
     """Stop and remove the stack's containers (volumes kept unless --volumes)."""
     _, compose = _stack(dry_run, dev=dev, https=https)
     compose.run(c, "down", *(["--volumes"] if volumes else []))
 
 
-@task(iterable=["service"])
+@task(exclusive=True, iterable=["service"])
 def restart(c, service=None, dry_run=False):
     """Restart services (default: all)."""
     _, compose = _stack(dry_run)
@@ -204,7 +247,7 @@ def logs(c, service="", follow=False, tail="200"):
                 *([service] if service else []))  # fmt: skip
 
 
-@task(positional=["counts"], help={"counts": "SERVICE=N[,SERVICE=N...]"})
+@task(exclusive=True, positional=["counts"], help={"counts": "SERVICE=N[,SERVICE=N...]"})
 def scale(c, counts=None, dry_run=False):
     """Scale services, e.g. `invoke scale celery_short=3,celery_long=2` (beat stays one)."""
     wanted = ops.parse_scale([p for p in (counts or "").split(",") if p])
@@ -216,7 +259,7 @@ def scale(c, counts=None, dry_run=False):
 def manage(c, command, dry_run=False):
     """Run any manage.py command in the web container."""
     _, compose = _stack(dry_run)
-    compose.manage(c, *command.split(), tty=sys.stdin.isatty())
+    compose.manage(c, *ops.split_command(command), tty=sys.stdin.isatty())
 
 
 @task(help={"django": "the Django shell instead of bash", "c": "run one command and exit"})
@@ -262,49 +305,82 @@ def test(c, args="", dry_run=False):
 
 
 # --- backups ---------------------------------------------------------------------------
-@task(help={"keep": "keep only the newest N database backups", "dest": "folder (default backups/)"})
+@task(
+    exclusive=True,
+    help={"keep": "keep only the newest N database backups", "dest": "folder (default backups/)"},
+)
 def backup_db(c, keep=0, dest=str(BACKUPS), dry_run=False):
     """pg_dump (custom format) to backups/, with .sha256 and a manifest."""
     settings, compose = _stack(dry_run, needs=("engine", "env"))
     backups.backup_db(c, compose, settings, Path(dest), keep=keep or None)
 
 
-@task(help={"file": "a .dump made by backup-db", "yes": "replace a non-empty database"})
+@task(
+    exclusive=True,
+    help={"file": "a .dump made by backup-db", "yes": "replace a non-empty database"},
+)
 def restore_db(c, file, yes=False, dry_run=False):
     """Verify and restore a database backup (safety backup first, one transaction)."""
     settings, compose = _stack(dry_run, needs=("engine", "env"))
-    backups.restore_db(c, compose, settings, Path(file), yes=yes, safety_dir=BACKUPS)
+    restores.restore_db(c, compose, settings, Path(file), yes=yes, safety_dir=BACKUPS)
 
 
-@task
+@task(exclusive=True)
 def backup_media(c, keep=0, dest=str(BACKUPS), dry_run=False):
     """Stream the media volume into a .tar.gz (uid 33 and dotfiles kept) with .sha256."""
     _, compose = _stack(dry_run, needs=("engine", "env"))
     backups.backup_media(c, compose, Path(dest), keep=keep or None)
 
 
-@task
-def restore_media(c, file, dry_run=False):
-    """Verify a media archive's checksum and extract it into the media volume."""
+@task(
+    exclusive=True,
+    help={"file": "a .tar.gz made by backup-media", "yes": "replace a non-empty media volume"},
+)
+def restore_media(c, file, yes=False, dry_run=False):
+    """Verify a media archive, then replace the media volume's content with it."""
     _, compose = _stack(dry_run, needs=("engine", "env"))
-    backups.restore_media(c, compose, Path(file))
+    restores.restore_media(c, compose, Path(file), yes=yes)
 
 
-@task
-def backup(c, dest=str(BACKUPS), dry_run=False):
+@task(exclusive=True, help={
+    "dest": "folder (default backups/)",
+    "keep": "keep only the newest N full backups of this project",
+})  # fmt: skip
+def backup(c, dest=str(BACKUPS), keep=0, dry_run=False):
     """Full backup: database, media, custom/, .env and a manifest in one folder."""
     settings, compose = _stack(dry_run, needs=("engine", "env"))
-    backups.backup_all(c, compose, settings, Path(dest))
-
-
-@task
-def restore(c, folder, yes=False, dry_run=False):
-    """Restore a full backup folder made by `invoke backup`."""
-    settings, compose = _stack(dry_run, needs=("engine", "env"))
-    backups.restore_all(c, compose, settings, Path(folder), yes=yes, safety_dir=BACKUPS)
+    backups.backup_all(c, compose, settings, Path(dest), keep=keep or None)
 
 
 @task(help={
+    "at": "time of day, HH:MM local time (default 03:15)",
+    "keep": "full backups to keep (default 7)",
+    "dest": "folder (default backups/)",
+    "remove": "remove the schedule instead",
+})  # fmt: skip
+def backup_schedule(c, at="03:15", keep=7, dest=str(BACKUPS), remove=False, dry_run=False):
+    """Daily `invoke backup --keep N`: a systemd timer where systemd runs, else cron."""
+    from mediacms_stack import schedule
+
+    plan = schedule.make(_settings(), at=at, keep=int(keep), dest=Path(dest))
+    if remove:
+        schedule.remove(c, plan, dry_run=dry_run)
+        print(f"[backup-schedule] {plan.name} removed")
+        return
+    how = schedule.install(c, plan, dry_run=dry_run)
+    print(f"[backup-schedule] {'would run' if dry_run else 'runs'} daily at {at}, keeping "
+          f"{keep} backups in {plan.dest}: {how}. Copy them off this host too (README, "
+          "Scheduled backups)")  # fmt: skip
+
+
+@task(exclusive=True)
+def restore(c, folder, yes=False, dry_run=False):
+    """Restore a full backup folder made by `invoke backup`."""
+    settings, compose = _stack(dry_run, needs=("engine", "env"))
+    restores.restore_all(c, compose, settings, Path(folder), yes=yes, safety_dir=BACKUPS)
+
+
+@task(exclusive=True, help={
     "from_": "the 7.x deployment: its MediaCMS folder, with docker-compose.yaml and media_files/",
     "dump": "restore this pg_dump file (custom or plain SQL) instead of dumping the old database",
     "yes": "replace data already in the new stack (safety backup first)",
@@ -329,7 +405,7 @@ def migrate_from_7x(c, from_, dump=None, yes=False, new_secret_key=False, dry_ru
                       new_secret_key=new_secret_key, dry_run=dry_run)  # fmt: skip
 
 
-@task(help={
+@task(exclusive=True, help={
     "to": "version to upgrade to; becomes MEDIACMS_VERSION (default: the current one, again)",
     "build": "build the images from --source (default MEDIACMS_SOURCE) instead of pulling",
     "source": "MediaCMS tree for --build: PATH or GIT_URL@REF",
@@ -431,6 +507,7 @@ ns = Collection(
     backup_media,
     restore_media,
     backup,
+    backup_schedule,
     restore,
     upgrade,
     migrate_from_7x,

@@ -3,7 +3,7 @@
 For sites (and CI machines) that reach no container registry: a Debian trixie base made
 with ``debootstrap`` and ``docker import``, then stand-ins for the official PostgreSQL,
 Redis and Node images built on that base from ``bootstrap/*/Dockerfile``. Which images
-a stack uses is a ``.env`` switch (:data:`LOCAL_IMAGES` vs :data:`OFFICIAL_IMAGES`).
+a stack uses is a ``.env`` switch (:data:`LOCAL_IMAGES`, or .env.example's official ones).
 """
 
 from __future__ import annotations
@@ -30,16 +30,11 @@ LOCAL_IMAGES: dict[str, str] = {
     "POSTGRES_IMAGE": "mediacms-local/postgres:17",
     "REDIS_IMAGE": "mediacms-local/redis:8",
     "NODE_IMAGE": "mediacms-local/node:20",
-}
-#: The same keys pointing at the official images on Docker Hub.
-OFFICIAL_IMAGES: dict[str, str] = {
-    "BASE_IMAGE": "debian:trixie-slim",
-    "POSTGRES_IMAGE": "postgres:17",
-    "REDIS_IMAGE": "redis:8",
-    "NODE_IMAGE": "node:20-trixie-slim",
+    "CADDY_IMAGE": "mediacms-local/caddy:2",
 }
 #: Stand-in images: .env key -> folder under bootstrap/ holding its Dockerfile.
-STAND_INS = {"POSTGRES_IMAGE": "postgres", "REDIS_IMAGE": "redis", "NODE_IMAGE": "node"}
+STAND_INS = {"POSTGRES_IMAGE": "postgres", "REDIS_IMAGE": "redis", "NODE_IMAGE": "node",
+             "CADDY_IMAGE": "caddy"}  # fmt: skip
 
 # What a slim image leaves out; applied to the rootfs and kept for later apt installs.
 DPKG_EXCLUDES = """\
@@ -174,7 +169,7 @@ def base_image(
 
 
 def stand_ins(c: Context, root: Path, *, base: str = LOCAL_IMAGES["BASE_IMAGE"]) -> None:
-    """Build the PostgreSQL, Redis and Node stand-ins on the bootstrapped base."""
+    """Build the PostgreSQL, Redis, Node and Caddy stand-ins on the bootstrapped base."""
     builder = engine.builder()
     for key, folder in STAND_INS.items():
         argv = builder.command(

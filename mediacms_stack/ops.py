@@ -5,16 +5,14 @@ from __future__ import annotations
 import io
 import json
 import secrets
-import time
+import shlex
 
 from invoke.context import Context
 
 from .compose import SCALABLE, SERVICES, Compose
 from .config import Settings
 from .images import ImageNames
-from .shell import StackError
-
-STATIC_DIR = "/home/mediacms.io/mediacms/static"
+from .shell import StackError, wait_until
 
 
 def parse_scale(pairs: list[str]) -> dict[str, int]:
@@ -32,6 +30,30 @@ def parse_scale(pairs: list[str]) -> dict[str, int]:
     return counts
 
 
+def split_command(command: str) -> list[str]:
+    """A command line as a shell splits it (quotes group words and are removed)."""
+    try:
+        return shlex.split(command)
+    except ValueError as error:
+        raise StackError(f"cannot split {command!r} like a shell would: {error}") from None
+
+
+def welcome(settings: Settings) -> str:
+    """What `invoke up` ends with: where MediaCMS answers and how to log in."""
+    user = settings.get("ADMIN_USER", "admin")
+    where = settings.env_file or ".env"
+    password = (
+        f"ADMIN_PASSWORD in {where}"
+        if settings.get("ADMIN_PASSWORD")
+        else "generated at the first start and printed once by `invoke logs --service migrations`"
+    )
+    return "\n".join((
+        f"MediaCMS is up: {settings.get('FRONTEND_HOST', 'http://localhost')}",
+        f"admin user: {user}; password: {password}",
+        f"set a new one: invoke set-admin-password --user {user} --password-stdin",
+    ))  # fmt: skip
+
+
 def status_rows(c: Context, compose: Compose) -> list[tuple[str, str, str, str, str]]:
     """(service, state, health, image, version) for every container of the stack."""
     rows = []
@@ -43,29 +65,32 @@ def status_rows(c: Context, compose: Compose) -> list[tuple[str, str, str, str, 
     return sorted(rows)
 
 
-def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
-    data = [header, *rows]
-    widths = [max(len(str(r[i])) for r in data) for i in range(len(header))]
+def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...] = ()) -> str:
+    """Columns padded to their widest cell; the project's one table printer."""
+    data = [header, *rows] if header else rows
+    if not data:
+        return ""
+    widths = [max(len(str(r[i])) for r in data) for i in range(len(data[0]))]
     return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
                      for r in data)  # fmt: skip
 
 
-def wait_healthy(c: Context, compose: Compose, timeout: int = 300) -> None:
-    """Wait until every long-running service is running and healthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = status_rows(c, compose)
-        bad = [
-            r for r in rows if r[0] in SERVICES and (r[1] != "running" or r[2] not in ("healthy",))
-        ]
-        present = {r[0] for r in rows}
-        if not bad and set(SERVICES) <= present:
-            return
-        if time.monotonic() > deadline:
-            raise StackError(
-                f"not healthy after {timeout}s: {bad or sorted(set(SERVICES) - present)}"
-            )
-        time.sleep(2)
+def wait_healthy(
+    c: Context, compose: Compose, services: tuple[str, ...] = SERVICES, timeout: int = 300
+) -> None:
+    """Wait until every container of ``services`` is running and healthy."""
+    last: list = []
+
+    def healthy() -> bool:
+        rows = [r for r in status_rows(c, compose) if r[0] in services]
+        last[:] = [r[:3] for r in rows if r[1:3] != ("running", "healthy")]
+        last.extend(sorted(set(services) - {r[0] for r in rows}))
+        return not last
+
+    try:
+        wait_until(healthy, timeout=timeout, interval=2, what="every service healthy")
+    except StackError as error:
+        raise StackError(f"{error}; not yet: {last}") from None
 
 
 #: Reads {"user": ..., "password": ...} from stdin: the password is never in an argv
@@ -86,21 +111,31 @@ def set_admin_password(c: Context, compose: Compose, user: str, password: str | 
 
 
 def missing_images(refs: list[str]) -> list[str]:
+    """The references the engine does not have; StackError when no engine answers."""
     import docker
     import docker.errors
 
+    from .engine import engine_problem
+
+    problem = engine_problem()
+    if problem is not None:
+        raise StackError(f"{problem}; `invoke engine` provides one")
     client = docker.from_env()
     missing = []
-    for ref in refs:
-        try:
-            client.images.get(ref)
-        except docker.errors.ImageNotFound:
-            missing.append(ref)
-    client.close()
+    try:
+        for ref in refs:
+            try:
+                client.images.get(ref)
+            except docker.errors.ImageNotFound:
+                missing.append(ref)
+    finally:
+        client.close()
     return missing
 
 
-def ensure_images(c: Context, settings: Settings, *, dry_run: bool = False) -> None:
+def ensure_images(
+    c: Context, settings: Settings, *, https: bool = False, dry_run: bool = False
+) -> None:
     """Before `up`: bootstrap local stand-ins and build our images when they are missing.
 
     Third-party images named ``mediacms-local/...`` are made by the bootstrap; our own
@@ -109,7 +144,15 @@ def ensure_images(c: Context, settings: Settings, *, dry_run: bool = False) -> N
     from . import bootstrap, images
     from .config import ROOT
 
-    local = [settings.get(k) for k in bootstrap.LOCAL_IMAGES if k != "NODE_IMAGE"]
+    unused = {"NODE_IMAGE", *(() if https else ("CADDY_IMAGE",))}
+    local = [settings.get(k) for k in bootstrap.LOCAL_IMAGES if k not in unused]
+    if dry_run:
+        try:
+            missing_images(local)
+        except StackError as error:
+            print(f"(dry run) {error}: `invoke up` would provide the engine first, then "
+                  "bootstrap or build the images that are missing")  # fmt: skip
+            return
     if any(ref.startswith("mediacms-local/") for ref in missing_images(local)):
         print("[up] local stand-in images missing: bootstrapping them from Debian's archive")
         if not dry_run:

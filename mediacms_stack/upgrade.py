@@ -8,7 +8,8 @@ The steps, and what an operator is left with when one fails:
    fails: nothing changed.
 2. the new images: built from a MediaCMS tree (``--build``) or pulled, tagged with the
    target version; fails: nothing changed, the stack still runs the old version.
-3. MEDIACMS_VERSION in .env set to the target version.
+3. MEDIACMS_VERSION in .env set to the target version; a stack whose MediaCMS role is
+   still the database's superuser gets a plain role of its own (:mod:`.dbrole`).
 4. ``docker compose up --wait``: the migrations job of the new version runs first, then
    every service is recreated on the new images and waited for until healthy; fails: the
    database may be partly migrated, so the error names the backup of step 1 and the one
@@ -24,14 +25,13 @@ until every service is healthy.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from invoke.context import Context
 
-from . import backup, config
+from . import artifacts, backup, config, database, dbrole, restore, stackstate
 from .compose import Compose
 from .config import Settings
 from .images import ImageNames
@@ -68,7 +68,8 @@ def add_missing_keys(settings: Settings, *, dry_run: bool = False) -> Settings:
 
     example = dotenv_values(config.ROOT / config.EXAMPLE_FILE)
     generated = config.GENERATED
-    keys = [*config.missing_keys(settings), *(k for k in generated if k in settings.values)]
+    regenerate = (k for k in generated if k in settings.values and k not in config.FRESH_ONLY)
+    keys = [*config.missing_keys(settings), *regenerate]
     added = {}
     for key in keys:
         if key in generated and not settings.get(key):
@@ -88,8 +89,8 @@ def with_version(settings: Settings, version: str) -> Settings:
 
 
 def current_state(c: Context, compose: Compose, settings: Settings) -> State:
-    migrations = backup.Database.of(compose, settings).migrations(c)
-    return State(settings.version, backup.stack_images(c, compose), tuple(migrations))
+    migrations = database.Database.of(compose, settings).migrations(c)
+    return State(settings.version, stackstate.stack_images(c, compose), tuple(migrations))
 
 
 def summary(title: str, before: State, after: State, folder: Path) -> str:
@@ -192,7 +193,7 @@ def upgrade(
     if not compose.dry_run and "db" not in _running(c, compose):
         raise StackError("the stack is not running; an upgrade starts with a backup of the "
                          "running database: `invoke up` first")  # fmt: skip
-    before = current_state(c, compose, settings)
+    before = None if compose.dry_run else current_state(c, compose, settings)
 
     print(f"[upgrade] {old} -> {target}, step 1/4: full backup", flush=True)
     folder = backup.backup_all(c, compose, settings, backups)
@@ -223,6 +224,7 @@ def upgrade(
     print(f"[upgrade] step 3/4: MEDIACMS_VERSION={target} in {settings.env_file}", flush=True)
     if not compose.dry_run:
         set_env_value(settings.env_file, "MEDIACMS_VERSION", target)
+    new = dbrole.separate(c, compose, new)
 
     print("[upgrade] step 4/4: migrations, then every service on the new images", flush=True)
     why = _start(c, compose, timeout)
@@ -234,7 +236,7 @@ def upgrade(
     return folder
 
 
-def _restore_images(c: Context, recorded: dict[str, list[str]], *, dry_run: bool) -> None:
+def _restore_images(c: Context, recorded: dict[str, list[str]]) -> None:
     """Make each recorded reference point at the recorded image id again (a rebuild or pull
     of the same tag moved it); refuse when the reference is gone altogether."""
     import docker
@@ -259,7 +261,7 @@ def _restore_images(c: Context, recorded: dict[str, list[str]], *, dry_run: bool
                     ) from None
                 print(f"[rollback] {ref}: {short_id(image_id)} is gone, using {short_id(current)}")
                 continue
-            run(c, ["docker", "image", "tag", image_id, ref], dry_run=dry_run, in_stream=False)
+            run(c, ["docker", "image", "tag", image_id, ref], in_stream=False)
     finally:
         client.close()
 
@@ -273,30 +275,37 @@ def rollback(
     backups: Path,
     timeout: int = 300,
 ) -> None:
-    """Return to the version, images and data of a backup taken by ``upgrade``."""
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
-        raise StackError(f"{folder} has no manifest.json: not a backup made by `invoke backup`")
-    manifest = json.loads(manifest_path.read_text())
-    old = manifest.get("mediacms_version")
+    """Return to the version, images and data of a backup taken by ``upgrade``.
+
+    Every artifact of the backup is verified before anything changes, and the data are
+    restored all or nothing (:func:`restore.restore_all`); a dry run only reads the folder.
+    """
+    parts = artifacts.check_backup_folder(folder)
+    old = parts.manifest.get("mediacms_version")
     if not old:
-        raise StackError(f"{manifest_path} does not record the version it was taken from")
-    backup.check_dump_file(folder / manifest["database"])
-    backup.verify_checksum(folder / manifest["media"])
+        raise StackError(
+            f"{folder / 'manifest.json'} does not record the version it was taken from"
+        )
+    recorded = parts.manifest.get("images") or {}
+    if compose.dry_run:
+        print(f"(dry run) would re-tag the images recorded in {folder.name} "
+              f"({', '.join(sorted(recorded)) or 'none recorded'})")  # fmt: skip
+        restore.restore_all(c, compose, settings, folder, yes=True, safety_dir=backups)
+        print(f"(dry run) would set MEDIACMS_VERSION={old} in {settings.env_file}, then start "
+              "every service and wait until healthy")  # fmt: skip
+        return
     compose.up(c, "db", "redis", timeout=timeout)  # e.g. after `invoke down`
     before = current_state(c, compose, settings)
 
     print(f"[rollback] {settings.version} -> {old}: the images recorded in {folder.name}")
-    _restore_images(c, manifest.get("images") or {}, dry_run=compose.dry_run)
+    _restore_images(c, recorded)
+    print("[rollback] database, media and custom/ from the backup")
+    restore.restore_all(c, compose, settings, folder, yes=True, safety_dir=backups, start=False)
     print(f"[rollback] MEDIACMS_VERSION={old} in {settings.env_file}")
-    if not compose.dry_run and settings.env_file is not None:
+    if settings.env_file is not None:
         set_env_value(settings.env_file, "MEDIACMS_VERSION", old)
     restored = with_version(settings, old)
-    print("[rollback] database, media and custom/ from the backup")
-    backup.restore_all(c, compose, restored, folder, yes=True, safety_dir=backups)
     why = _start(c, compose, timeout)
     if why:
         raise StackError(f"rolled back to {old}, but the stack is not healthy: {why}")
-    if compose.dry_run:
-        return
     print(summary("rollback", before, current_state(c, compose, restored), folder))

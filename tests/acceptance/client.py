@@ -127,3 +127,14 @@ def media_digest(stack) -> str:
     ).stdout  # fmt: skip
     assert listing.strip()
     return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def set_state(stack, token: str, state: str) -> None:
+    """As the owner's edit form does, through the model's save(); then the media-auth
+    view's cached decisions (upstream keeps them X_ACCEL_AUTH_CACHE_SECONDS, 300 s) go."""
+    script = (
+        "from django.core.cache import cache; from files.models import Media; "
+        f"m = Media.objects.get(friendly_token='{token}'); m.state = '{state}'; m.save(); "
+        "cache.delete_pattern('xaccel:*')"
+    )
+    stack.dc("exec", "-T", "web", "python", "manage.py", "shell", "-c", script)

@@ -31,6 +31,7 @@ from tests.acceptance.client import (
     make_image,
     media_digest,
     media_state,
+    set_state,
     token_of,
     wait_ready,
     whoami,
@@ -240,17 +241,6 @@ def private_video(stack, second_user, gated) -> dict:
     state = wait_ready(stack, token)
     set_state(stack, token, "private")
     return state | {"token": token}
-
-
-def set_state(stack, token: str, state: str) -> None:
-    """As the owner's edit form does, through the model's save(); then the media-auth
-    view's cached decisions (upstream keeps them X_ACCEL_AUTH_CACHE_SECONDS, 300 s) go."""
-    script = (
-        "from django.core.cache import cache; from files.models import Media; "
-        f"m = Media.objects.get(friendly_token='{token}'); m.state = '{state}'; m.save(); "
-        "cache.delete_pattern('xaccel:*')"
-    )
-    stack.dc("exec", "-T", "web", "python", "manage.py", "shell", "-c", script)
 
 
 def protected_paths(state: dict) -> list[str]:

@@ -6,7 +6,9 @@
 - upload to every rendition ready, against the same ffmpeg commands (read back from
   MediaCMS's own Encoding rows) run one after the other in the celery_long container;
 - a static file's throughput through our nginx image against a bare nginx (the same
-  binary, a minimal configuration) serving the same file, both published on 127.0.0.1.
+  binary, a minimal configuration) serving the same file, both published on 127.0.0.1;
+- the media gate: 1 KiB range requests of a video's original through the gate (private,
+  as its owner; public, anonymous) against the same requests of an ungated media file.
 
 The stack is throwaway and removed at the end; all traffic goes to 127.0.0.1.
 """
@@ -23,13 +25,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from mediacms_stack import images
-from tests.acceptance.client import make_clip, media_state, wait_ready
+from tests.acceptance.client import login, make_clip, media_state, set_state, wait_ready
 from tests.e2e.conftest import ADMIN_PASSWORD, free_port, new_deployment
 
 SEED_MB = {"web": 800, "worker": 800, "nginx": 50}
@@ -53,7 +56,7 @@ def image_sizes(settings) -> None:
         )
 
 
-def transcoding(stack) -> None:
+def transcoding(stack) -> str:
     """Upload to every rendition ready, against MediaCMS's own ffmpeg commands run directly."""
     clip = make_clip(stack)
     started = time.monotonic()
@@ -65,30 +68,71 @@ def transcoding(stack) -> None:
     state = wait_ready(stack, token)
     pipeline = time.monotonic() - started
     assert state["encoding_status"] == "success", state
+    # Each encoding ran in a temporary folder of TEMP_DIRECTORY, gone since: its commands
+    # run again in a new one (on the scratch volume, like the pipeline's).
     script = (
-        "import ast, subprocess, time\n"
+        "import ast, os, subprocess, sys, tempfile, time\n"
+        "from django.conf import settings\n"
         "from files.models import Encoding\n"
         f"rows = Encoding.objects.filter(media__friendly_token='{token}', status='success')\n"
         "total = 0.0\n"
+        "rows = [row for row in rows if row.commands]  # the original's row runs nothing\n"
         "for row in rows:\n"
-        "    for argv in ast.literal_eval(row.commands):\n"
-        "        argv = [str(a).replace(row.temp_file, '/tmp/bench-out') for a in argv]\n"
-        "        start = time.monotonic()\n"
-        "        subprocess.run(argv, check=True, capture_output=True, cwd='/tmp')\n"
-        "        total += time.monotonic() - start\n"
+        "    old = os.path.dirname(row.temp_file)\n"
+        "    with tempfile.TemporaryDirectory(dir=settings.TEMP_DIRECTORY) as new:\n"
+        "        for argv in ast.literal_eval(row.commands):\n"
+        "            argv = [str(a).replace(old, new) for a in argv]\n"
+        "            start = time.monotonic()\n"
+        "            done = subprocess.run(argv, capture_output=True, text=True, cwd=new)\n"
+        "            total += time.monotonic() - start\n"
+        "            if done.returncode:\n"
+        "                sys.exit(f'{argv}: {done.stderr[-1500:]}')\n"
         "print('DIRECT', len(rows), total)\n"
     )
-    out = stack.dc("exec", "-T", "celery_long", "python", "manage.py", "shell", "-c", script).stdout
+    done = stack.dc("exec", "-T", "celery_long", "python", "manage.py", "shell", "-c", script,
+                    check=False)  # fmt: skip
+    if done.returncode:
+        raise AssertionError(f"running the encodings' ffmpeg commands failed:\n{done.stderr}")
+    out = done.stdout
     _, renditions, direct = re.search(r"DIRECT (\d+) ([\d.]+)", out)[0].split()
     report(f"transcode {media_state(stack, token)['duration']:.0f} s 720p clip, {renditions} renditions",
            f"pipeline {pipeline:.1f} s, ffmpeg alone {float(direct):.1f} s: "
            f"ratio {float(direct) / pipeline:.2f}")  # fmt: skip
+    return token
 
 
-def wrk(url: str, seconds: int = 8) -> float:
-    out = subprocess.run(["wrk", "-t2", "-c32", f"-d{seconds}s", url], capture_output=True,
-                         text=True, check=True).stdout  # fmt: skip
+def wrk(url: str, seconds: int = 8, headers: tuple[str, ...] = ()) -> float:
+    """Requests per second; fails when any answer was not 2xx/3xx (a refused gate)."""
+    flags = [arg for header in headers for arg in ("-H", header)]
+    out = subprocess.run(["wrk", "-t2", "-c32", f"-d{seconds}s", *flags, url],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    if "Non-2xx or 3xx responses" in out:
+        raise AssertionError(f"{url}: some answers were errors\n{out}")
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
+
+
+def media_gate(stack, token: str) -> None:
+    """1 KiB ranges of the original through the gate (private as its owner, public as
+    anyone) against the same ranges of an ungated media file (the default avatar)."""
+    original = urlsplit(media_state(stack, token)["original_media_url"]).path
+    session = login(stack, "admin", ADMIN_PASSWORD)
+    cookie = "Cookie: " + "; ".join(f"{k}={v}" for k, v in session.cookies.items())
+    ranged = "Range: bytes=0-1023"
+    if requests.get(stack.url("/api/v1/media-auth"), timeout=30).status_code == 404:
+        report("media gate", "skipped: this tree has no /api/v1/media-auth")
+        return
+    rates: dict[str, list[float]] = {"private": [], "public": [], "ungated": []}
+    for _ in range(ROUNDS):  # alternated, so drift hits all alike
+        rates["ungated"].append(wrk(stack.url("/media/userlogos/user.jpg"), headers=(ranged,)))
+        rates["public"].append(wrk(stack.url(original), headers=(ranged,)))
+        set_state(stack, token, "private")
+        rates["private"].append(wrk(stack.url(original), headers=(ranged, cookie)))
+        set_state(stack, token, "public")
+    ungated = statistics.median(rates["ungated"])
+    for kind in ("private", "public"):
+        rate = statistics.median(rates[kind])
+        report(f"media gate: {kind} original vs ungated file (1 KiB ranges, req/s)",
+               f"{rate:.0f} vs {ungated:.0f}: ratio {rate / ungated:.2f}")  # fmt: skip
 
 
 def bare_nginx(stack, path: str) -> tuple[str, str]:
@@ -147,8 +191,9 @@ def main() -> None:
         up = stack.invoke("up", check=False)
         if up.returncode != 0:
             sys.exit(f"invoke up failed:\n{up.stdout[-2000:]}\n{up.stderr[-2000:]}")
-        transcoding(stack)
+        token = transcoding(stack)
         static_throughput(stack)
+        media_gate(stack, token)
     finally:
         stack.dc("down", "--volumes", "--remove-orphans", check=False)
         shutil.rmtree(home, ignore_errors=True)

@@ -15,8 +15,7 @@ pytestmark = pytest.mark.e2e
 def resolved(stack, *files: str) -> dict:
     flags = [a for f in files for a in ("--file", str(config.ROOT / f))]
     env = ["--env-file", str(stack.home / ".env")]
-    extra = {"VIRTUAL_HOST": "media.example.org", "LETSENCRYPT_HOST": "media.example.org",
-             "LETSENCRYPT_EMAIL": "ops@example.org"}  # fmt: skip
+    extra = {"ACME_EMAIL": "ops@example.org"}
     done = subprocess.run(
         ["docker", "compose", *env, "--project-directory", str(config.ROOT), *flags,
          "config", "--format", "json"],
@@ -28,9 +27,12 @@ def resolved(stack, *files: str) -> dict:
 def test_https_overlay_really_removes_nginx_port(stack):
     merged = resolved(stack, "docker-compose.yaml", "docker-compose-cert.yaml")
     assert not merged["services"]["nginx"].get("ports")
-    published = {p["published"] for p in merged["services"]["nginx-proxy"]["ports"]}
-    assert published == {"80", "443"}
-    assert merged["services"]["nginx"]["environment"]["VIRTUAL_PORT"] == "8081"
+    caddy = merged["services"]["caddy"]
+    ports = {(p["published"], p["target"]) for p in caddy["ports"]}
+    assert ports == {(str(stack.port), 80), ("443", 443)}  # HTTP_PORT, HTTPS_PORT
+    assert {p["host_ip"] for p in caddy["ports"]} == {"127.0.0.1"}  # HTTP_BIND
+    assert caddy["environment"]["ACME_CA"] == "https://acme-v02.api.letsencrypt.org/directory"
+    assert caddy["environment"]["ACME_EMAIL"] == "ops@example.org"
 
 
 def test_production_file_stands_alone(stack):

@@ -60,10 +60,11 @@ def free_port() -> int:
 class DevStack:
     """A checkout copy, its .env, and helpers to drive it through invoke and compose."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, source: Path = REPO / "tests/app") -> None:
         self.token = uuid.uuid4().hex[:10]
         self.tree = work / "mediacms"
-        shutil.copytree(REPO / "tests/app", self.tree, symlinks=True, ignore=fresh)
+        ignore = fresh if source == REPO / "tests/app" else shutil.ignore_patterns("__pycache__")
+        shutil.copytree(source, self.tree, symlinks=True, ignore=ignore)
         if os.geteuid() == 0:
             subprocess.run(["chown", "-R", f"{DEV_UID}:{DEV_UID}", str(self.tree)], check=True)
         self.ports = {key: free_port() for key in ("DEV_PORT", "FRONTEND_DEV_PORT", "HTTP_PORT")}
@@ -118,6 +119,17 @@ class DevStack:
     def url(self, port_key: str, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.ports[port_key]}{path}"
 
+    def remove(self) -> None:
+        """Both projects with their volumes, and the images tagged for this run."""
+        for compose in (self.dev, self.prod):
+            self.dc(compose, "down", "--volumes", "--remove-orphans", check=False)
+        present = [ref for ref in self.images
+                   if subprocess.run(["docker", "image", "inspect", ref], capture_output=True,
+                                     check=False).returncode == 0]  # fmt: skip
+        if present:
+            subprocess.run(["docker", "image", "rm", *present], capture_output=True, check=False)
+        print(f"\n[dev] timings (s): {self.timings}", file=sys.stderr)
+
     def report(self) -> None:
         for compose in (self.dev, self.prod):
             print(f"\n=== {compose.project}: docker compose ps ===", file=sys.stderr)
@@ -136,14 +148,7 @@ def devstack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRe
     finally:
         if request.session.testsfailed > failed_before:
             stack.report()
-        for compose in (stack.dev, stack.prod):
-            stack.dc(compose, "down", "--volumes", "--remove-orphans", check=False)
-        present = [ref for ref in stack.images
-                   if subprocess.run(["docker", "image", "inspect", ref], capture_output=True,
-                                     check=False).returncode == 0]  # fmt: skip
-        if present:
-            subprocess.run(["docker", "image", "rm", *present], capture_output=True, check=False)
-        print(f"\n[test_dev] timings (s): {stack.timings}", file=sys.stderr)
+        stack.remove()
         assert (REPO / "tests/app/static/css/app.css").read_bytes() == repo_css
 
 

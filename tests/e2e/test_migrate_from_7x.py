@@ -147,6 +147,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(legacy, old_data, new: Stac
 def test_bad_input_is_refused_with_a_clear_error(legacy, old_data, new: Stack, tmp_path):
     nowhere = new.invoke("migrate-from-7x", "--from", str(tmp_path), check=False)
     assert nowhere.returncode != 0 and "is not a MediaCMS tree" in nowhere.stderr
+    missing = new.invoke("migrate-from-7x", "--from", str(tmp_path / "no-such"), check=False)
+    assert missing.returncode != 0 and "no-such does not exist" in missing.stderr
     junk = tmp_path / "junk.dump"
     junk.write_bytes(b"not a dump at all")
     refused = new.invoke("migrate-from-7x", "--from", str(legacy.tree), "--dump", str(junk),
@@ -213,6 +215,9 @@ def test_migration_carries_everything_over(legacy, old_data, new: Stack):
 
 
 def test_a_second_run_is_refused_before_it_touches_anything(legacy, old_data, new: Stack):
+    dry = new.invoke("migrate-from-7x", "--from", str(legacy.tree), "--dry-run")
+    assert "would refuse: the new media volume is not empty" in dry.stdout, dry.stdout
+    assert "would refuse: the new database already holds" in dry.stdout
     again = new.invoke("migrate-from-7x", "--from", str(legacy.tree), check=False)
     assert again.returncode != 0 and "pass --yes" in again.stderr, again.stderr[-2000:]
     assert "stopping the old application" not in again.stdout

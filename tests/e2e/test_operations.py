@@ -37,7 +37,8 @@ def test_admin_shell_runs_one_command_non_interactively(stack):
 
 def test_backup_db_writes_checksummed_archive_with_manifest(stack, tmp_path):
     done = stack.invoke("backup-db", "--dest", str(tmp_path), "--keep", "2")
-    assert "pg_dump" in done.stderr  # the command is printed
+    assert "exec -T db sh -c <" in done.stderr  # the command is printed, on one line
+    assert "pg_export_snapshot" not in done.stderr  # its script only with --echo
     dump = only(sorted(tmp_path.glob("mediacms-db-*.dump")))
     assert dump.read_bytes()[:5] == b"PGDMP"
     digest, name = (dump.parent / (dump.name + ".sha256")).read_text().split()

@@ -66,6 +66,43 @@ def test_nginx_reaches_web_only(stack):
     assert connect(stack, "web", "db", 5432) and connect(stack, "web", "redis", 6379)
 
 
+def web_addresses(stack) -> list[str]:
+    """Every address of every web container, on every network it joins."""
+    return [
+        network["IPAddress"]
+        for name, container in containers_all(stack, "web")
+        for network in container["NetworkSettings"]["Networks"].values()
+    ]
+
+
+def containers_all(stack, service: str) -> list[tuple[str, dict]]:
+    rows = [row for row in stack.compose.ps(Context(), all_=False) if row["Service"] == service]
+    done = subprocess.run(["docker", "inspect", *[row["ID"] for row in rows]],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return [(c["Name"], c) for c in json.loads(done.stdout)]
+
+
+def test_only_nginx_opens_the_uwsgi_socket_also_with_two_web_containers(stack):
+    """uWSGI listens on web's `app` address and loopback only: workers and beat share the
+    `data` network with web but get no connection, by name or by any address."""
+    stack.invoke("scale", "web=2")
+    try:
+        addresses = web_addresses(stack)
+        assert len(addresses) == 6, addresses  # two containers, each on app, data and egress
+        for source in ("celery_short", "celery_long", "celery_beat"):
+            assert not connect(stack, source, "web", 9000), f"{source} opens web:9000"
+            for address in addresses:
+                assert not connect(stack, source, address, 9000), f"{source} opens {address}:9000"
+        # nginx reaches each web container, and each web container is healthy
+        for name, container in containers_all(stack, "web"):
+            app = next(n for k, n in container["NetworkSettings"]["Networks"].items()
+                       if k.endswith("_app"))  # fmt: skip
+            assert connect(stack, "nginx", app["IPAddress"], 9000), f"nginx misses {name}"
+            assert container["State"]["Health"]["Status"] == "healthy", name
+    finally:
+        stack.invoke("scale", "web=1")
+
+
 def test_backend_is_internal_and_only_nginx_is_published(stack):
     inspected = containers(stack)
     names = {n for c in inspected.values() for n in c["NetworkSettings"]["Networks"]}
@@ -82,7 +119,7 @@ def test_backend_is_internal_and_only_nginx_is_published(stack):
     assert any(n.endswith("_data") for n in internal) and any(n.endswith("_app") for n in internal)
 
 
-def test_every_service_of_both_files_is_limited_and_the_proxies_join_frontend_only(stack):
+def test_every_service_of_both_files_is_limited_and_the_proxy_joins_frontend_only(stack):
     from test_compose_files import resolved  # same folder: pytest puts it on sys.path
 
     merged = resolved(stack, "docker-compose.yaml", "docker-compose-cert.yaml")
@@ -90,8 +127,13 @@ def test_every_service_of_both_files_is_limited_and_the_proxies_join_frontend_on
         assert service["logging"]["options"].keys() >= {"max-size", "max-file"}, name
         assert service.get("mem_limit") and service.get("pids_limit"), name
         assert "no-new-privileges:true" in service["security_opt"], name
-    for proxy in ("nginx-proxy", "acme-companion"):
-        assert set(merged["services"][proxy]["networks"]) == {"frontend"}, proxy
+    caddy = merged["services"]["caddy"]
+    assert set(caddy["networks"]) == {"frontend"}
+    assert caddy["read_only"] is True and caddy["cap_drop"] == ["ALL"]
+    mounts = [
+        v.get("source", "") for s in merged["services"].values() for v in s.get("volumes", [])
+    ]
+    assert not [m for m in mounts if "docker.sock" in m], mounts  # no service drives the engine
     assert set(merged["services"]["nginx"]["networks"]) == {"frontend", "app"}
     assert {n for n, net in merged["networks"].items() if net.get("internal")} == {"app", "data"}
 

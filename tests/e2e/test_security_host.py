@@ -24,7 +24,7 @@ import requests
 from conftest import REPO, Stack, new_deployment, report_failure
 from dotenv import dotenv_values
 
-from mediacms_stack import backup, config
+from mediacms_stack import artifacts, backup, config
 
 pytestmark = pytest.mark.e2e
 
@@ -179,7 +179,7 @@ def crafted(path: Path, name: str, kind: bytes, *, mode: int = 0o644, link: str 
             info.type, info.mode, info.linkname = entry_kind, entry_mode, entry_link
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    backup.write_checksum(path)
+    artifacts.write_checksum(path)
     return path
 
 
@@ -205,10 +205,11 @@ def test_restore_media_refuses_hostile_archives_and_leaves_the_volume_alone(host
         shown = name.rstrip("/")
         assert done.returncode == 1, (label, done.stdout, done.stderr)
         assert re.search(rf"entry '{re.escape(shown)}' .*{why}", done.stderr), (label, done.stderr)
-        assert "--extract" not in done.stderr  # refused before any container ran
+        assert "media-swap" not in done.stderr  # refused before any container ran
     assert media_listing(host) == before
     # the same path restores a clean archive: the listing would have shown a change
     clean = crafted(tmp_path / "clean.tar.gz", "./original/clean.txt", tarfile.REGTYPE)
-    host.invoke("restore-media", str(clean))
+    host.invoke("restore-media", str(clean), "--yes")
     after = media_listing(host)
     assert "./original/clean.txt f 644 33" in after and "./original/fine.txt f 644 33" in after
+    assert "seed.mp4" not in after  # a restore replaces the media, it does not merge

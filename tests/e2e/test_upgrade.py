@@ -25,7 +25,7 @@ import pytest
 from dotenv import dotenv_values
 from invoke import Context
 
-from mediacms_stack import backup, images, ops
+from mediacms_stack import artifacts, images, ops, stackstate
 from mediacms_stack.compose import SERVICES
 from mediacms_stack.upgrade import set_env_value, short_id
 
@@ -101,7 +101,7 @@ class Upgrades:
 
 
 def running_images(stack) -> dict[str, tuple[str, str]]:
-    return backup.stack_images(Context(), stack.compose)
+    return stackstate.stack_images(Context(), stack.compose)
 
 
 def image_id(ref: str) -> str:
@@ -216,8 +216,8 @@ def test_upgrade_backs_up_builds_migrates_and_reports_what_changed(stack, upgrad
     assert "files.0001_initial" in dump_manifest["migrations"]
     assert "files.0003_upgrade_probe" not in dump_manifest["migrations"]
     assert dump_manifest["row_counts"]["users_user"] >= 2
-    backup.verify_checksum(folder / manifest["database"])
-    backup.verify_checksum(folder / manifest["media"])
+    artifacts.verify_checksum(folder / manifest["database"])
+    artifacts.verify_checksum(folder / manifest["media"])
     upgrades.folder = folder
 
     # the new images run, the new migration is applied, nothing was lost
@@ -267,10 +267,10 @@ def test_rollback_puts_a_moved_tag_back_on_the_recorded_image(stack):
     recorded = image_id(stack.settings.get("POSTGRES_IMAGE"))
     subprocess.run(["docker", "image", "tag", moved_to, ref], check=True)
     try:
-        _restore_images(Context(), {"probe": [ref, recorded]}, dry_run=False)
+        _restore_images(Context(), {"probe": [ref, recorded]})
         assert image_id(ref) == recorded
         gone = {"probe": [f"{ref}-absent", "sha256:" + "0" * 64]}
         with pytest.raises(StackError, match=r"is gone.*pull it or build it"):
-            _restore_images(Context(), gone, dry_run=False)
+            _restore_images(Context(), gone)
     finally:
         subprocess.run(["docker", "image", "rm", ref], capture_output=True, check=False)

@@ -1,5 +1,6 @@
 import hashlib
 import json
+import os
 import re
 import shlex
 import stat
@@ -7,7 +8,7 @@ import stat
 import pytest
 from invoke import Context, MockContext, Result
 
-from mediacms_stack import backup, config, files
+from mediacms_stack import artifacts, backup, config, database, files, restore, stackstate
 from mediacms_stack.compose import Compose
 from mediacms_stack.shell import StackError
 
@@ -22,7 +23,9 @@ MANIFEST_STDERR = (
 @pytest.fixture(autouse=True)
 def no_engine(monkeypatch):
     """Unit tests never ask a Docker engine which images the stack runs."""
-    monkeypatch.setattr(backup, "stack_images", lambda c, compose: {"web": ("img:1", "sha256:ab")})
+    monkeypatch.setattr(
+        stackstate, "stack_images", lambda c, compose: {"web": ("img:1", "sha256:ab")}
+    )
 
 
 def fake_run(calls, *, payload=b"PGDMP-fake", stderr=MANIFEST_STDERR, exited=0):
@@ -39,28 +42,32 @@ def fake_run(calls, *, payload=b"PGDMP-fake", stderr=MANIFEST_STDERR, exited=0):
 
 
 def test_snapshot_dump_is_one_exec_in_the_db_container(tmp_path):
-    db = backup.Database(Compose(tmp_path, project="p"), "u", "d")
+    db = database.Database(Compose(tmp_path, project="p"), "u", "d")
     argv = db.snapshot_dump_argv()
     tail = argv[argv.index("exec") :]
-    assert tail == ["exec", "-T", "db", "sh", "-c", backup.DUMP_SCRIPT, "pg-dump", "u", "d",
-                    backup.MANIFEST_SQL]  # fmt: skip
-    assert "pg_dump --snapshot=" in backup.DUMP_SCRIPT and "--format=custom" in backup.DUMP_SCRIPT
-    assert "REPEATABLE READ" in backup.DUMP_SCRIPT and "pg_export_snapshot()" in backup.DUMP_SCRIPT
-    assert "django_migrations" in backup.MANIFEST_SQL and "count(*)" in backup.MANIFEST_SQL
+    assert tail == ["exec", "-T", "db", "sh", "-c", database.DUMP_SCRIPT, "pg-dump", "u", "d",
+                    database.MANIFEST_SQL]  # fmt: skip
+    assert (
+        "pg_dump --snapshot=" in database.DUMP_SCRIPT and "--format=custom" in database.DUMP_SCRIPT
+    )
+    assert (
+        "REPEATABLE READ" in database.DUMP_SCRIPT and "pg_export_snapshot()" in database.DUMP_SCRIPT
+    )
+    assert "django_migrations" in database.MANIFEST_SQL and "count(*)" in database.MANIFEST_SQL
 
 
 def test_replace_restores_in_one_transaction_that_commits_only_at_the_end(tmp_path):
-    argv = backup.Database(Compose(tmp_path), "u", "d").replace_argv()
-    assert argv[argv.index("exec") :] == ["exec", "-T", "db", "sh", "-c", backup.RESTORE_SCRIPT,
+    argv = database.Database(Compose(tmp_path), "u", "d").replace_argv()
+    assert argv[argv.index("exec") :] == ["exec", "-T", "db", "sh", "-c", database.RESTORE_SCRIPT,
                                           "pg-restore", "u", "d"]  # fmt: skip
-    script = backup.RESTORE_SCRIPT
+    script = database.RESTORE_SCRIPT
     assert script.index("BEGIN;") < script.index("DROP SCHEMA") < script.index("pg_restore")
     assert "--single-transaction" in script and "ON_ERROR_STOP=1" in script
     assert "COMMIT" not in script  # only pg_restore's last line commits
 
 
 def test_parse_manifest_lines_splits_counts_migrations_and_messages():
-    counts, migrations, other = backup.parse_manifest_lines(
+    counts, migrations, other = database.parse_manifest_lines(
         "pg_dump: warning: something\n" + MANIFEST_STDERR
     )
     assert counts == {"users_user": 2, "files_media": 5}
@@ -71,20 +78,20 @@ def test_parse_manifest_lines_splits_counts_migrations_and_messages():
 def test_hash_follows_a_real_writer_and_the_file_is_private(tmp_path):
     target = tmp_path / "out.bin"
     writer = "for i in $(seq 1 40); do head -c 30000 /dev/urandom; sleep 0.005; done"
-    with backup.hashed_while_written(target) as hasher:
+    with artifacts.hashed_while_written(target) as hasher:
         Context().run(f"sh -c '{writer}' > {target}", hide=True, in_stream=False)
     data = target.read_bytes()
     assert len(data) == 1_200_000 and hasher.size == len(data)
-    assert backup.checksum_of(target, hasher) == hashlib.sha256(data).hexdigest()
+    assert artifacts.checksum_of(target, hasher) == hashlib.sha256(data).hexdigest()
     assert target.stat().st_mode & 0o777 == 0o600
 
 
 def test_checksum_is_computed_again_when_the_hasher_missed_bytes(tmp_path):
     target = tmp_path / "x"
-    with backup.hashed_while_written(target) as hasher:
+    with artifacts.hashed_while_written(target) as hasher:
         pass
     target.write_bytes(b"written after the hasher stopped")
-    assert backup.checksum_of(target, hasher) == hashlib.sha256(target.read_bytes()).hexdigest()
+    assert artifacts.checksum_of(target, hasher) == hashlib.sha256(target.read_bytes()).hexdigest()
 
 
 def test_backup_db_streams_to_temp_name_then_renames(tmp_path, monkeypatch):
@@ -95,7 +102,7 @@ def test_backup_db_streams_to_temp_name_then_renames(tmp_path, monkeypatch):
     [(argv, target, _)] = calls  # one command: counts, migrations and the dump together
     assert target.endswith(".partial") and "pg-dump" in argv
     assert dump.read_bytes() == b"PGDMP-fake" and not list((tmp_path / "b").glob(".*"))
-    backup.verify_checksum(dump)
+    artifacts.verify_checksum(dump)
     manifest = json.loads((dump.parent / (dump.name + ".manifest.json")).read_text())
     assert manifest["row_counts"] == {"users_user": 2, "files_media": 5}
     assert manifest["migrations"] == ["users.0001_initial", "files.0001_initial"]
@@ -136,7 +143,7 @@ def test_backup_media_streams_tar_gz_into_a_checksummed_file(tmp_path, monkeypat
     assert "--create" in argv and "--gzip" in argv and "--numeric-owner" in argv
     assert target.endswith(".partial") and "hide" not in kwargs  # tar's progress stays visible
     assert archive.name.endswith(".tar.gz") and archive.read_bytes() == payload
-    backup.verify_checksum(archive)
+    artifacts.verify_checksum(archive)
 
 
 def test_backup_media_failure_leaves_nothing(tmp_path, monkeypatch):
@@ -149,7 +156,7 @@ def test_backup_media_failure_leaves_nothing(tmp_path, monkeypatch):
 def test_restore_db_replaces_schema_between_stop_and_start(tmp_path):
     dump = tmp_path / "x.dump"
     dump.write_bytes(b"PGDMP\x01rest")
-    backup.write_checksum(dump)
+    artifacts.write_checksum(dump)
     (tmp_path / "x.dump.manifest.json").write_text(json.dumps({"row_counts": {"users_user": 2}}))
     counts = iter([Result(""), Result("users_user\t2\n")])  # empty, then restored
     c = MockContext(
@@ -161,43 +168,60 @@ def test_restore_db_replaces_schema_between_stop_and_start(tmp_path):
         },
         repeat=False,
     )
-    restored = backup.restore_db(c, Compose(tmp_path), config.Settings(tmp_path, {}), dump,
+    restored = restore.restore_db(c, Compose(tmp_path), config.Settings(tmp_path, {}), dump,
                                  safety_dir=tmp_path / "safety")  # fmt: skip
     assert restored == {"users_user": 2}
     commands = [call.args[0] for call in c.run.call_args_list]
     kinds = [next(k for k in ("psql", "stop", "pg-restore", "up") if k in shlex.split(cmd))
              for cmd in commands]  # fmt: skip
-    assert kinds == ["psql", "stop", "pg-restore", "up", "psql"]
+    assert kinds == ["psql", "stop", "pg-restore", "psql", "up"]  # counts checked before start
     assert commands[2].endswith(f"< {dump}")
     assert not (tmp_path / "safety").exists()  # no tables yet: nothing to protect
 
 
-def test_retention_keeps_newest(tmp_path):
-    for stamp in ("20260101T000000Z", "20260102T000000Z", "20260103T000000Z"):
-        (tmp_path / f"mediacms-db-{stamp}.dump").write_bytes(b"PGDMP")
-        (tmp_path / f"mediacms-db-{stamp}.dump.sha256").write_text("x")
-    backup.prune(tmp_path, "mediacms-db-*.dump", 2)
+def test_retention_keeps_the_newest_of_this_project_and_never_touches_another(tmp_path):
+    for project, day in (("a", 1), ("b", 2), ("a", 3), ("b", 4), ("a", 5), (None, 6)):
+        name = f"mediacms-db-2026010{day}T000000Z.dump"
+        (tmp_path / name).write_bytes(b"PGDMP")
+        (tmp_path / f"{name}.sha256").write_text("x")
+        if project:
+            artifacts.write_json(tmp_path / f"{name}.manifest.json", {"project": project})
+    removed = artifacts.prune(tmp_path, "mediacms-db-*.dump", 2, "a")
+    assert [p.name for p in removed] == ["mediacms-db-20260101T000000Z.dump"]
     assert sorted(p.name for p in tmp_path.glob("*.dump")) == [
-        "mediacms-db-20260102T000000Z.dump",
-        "mediacms-db-20260103T000000Z.dump",
-    ]
-    assert not (tmp_path / "mediacms-db-20260101T000000Z.dump.sha256").exists()
+        f"mediacms-db-2026010{day}T000000Z.dump" for day in (2, 3, 4, 5, 6)
+    ]  # b's backups and the one without a manifest are not a's to delete
+    assert not list(tmp_path.glob("mediacms-db-20260101T000000Z.dump.*"))
+
+
+def test_concurrent_backups_get_their_own_temporary_and_final_names(tmp_path):
+    first = artifacts.temp_name(tmp_path, "mediacms-db", ".dump")
+    assert str(os.getpid()) in first.name and first.name.startswith(".")
+    first.write_bytes(b"one")
+    second = tmp_path / "other.partial"
+    second.write_bytes(b"two")
+    a = artifacts.publish(first, tmp_path, "mediacms-db", ".dump")
+    b = artifacts.publish(
+        second, tmp_path, "mediacms-db", ".dump"
+    )  # same second: waits for the next
+    assert a != b and a.read_bytes() == b"one" and b.read_bytes() == b"two"
+    assert sorted(tmp_path.iterdir()) == sorted([a, b])
 
 
 def test_check_dump_file_refuses_foreign_and_corrupt(tmp_path):
     foreign = tmp_path / "x.dump"
     foreign.write_text("hello")
     with pytest.raises(StackError, match="not a pg_dump"):
-        backup.check_dump_file(foreign)
+        artifacts.check_dump_file(foreign)
     good = tmp_path / "g.dump"
     good.write_bytes(b"PGDMP\x01\x02")
     with pytest.raises(StackError, match=r"no g\.dump\.sha256"):
-        backup.check_dump_file(good)
+        artifacts.check_dump_file(good)
     (tmp_path / "g.dump.sha256").write_text(hashlib.sha256(b"other").hexdigest() + "  g.dump\n")
     with pytest.raises(StackError, match="fails its checksum"):
-        backup.check_dump_file(good)
-    backup.write_checksum(good)
-    backup.check_dump_file(good)
+        artifacts.check_dump_file(good)
+    artifacts.write_checksum(good)
+    artifacts.check_dump_file(good)
 
 
 def test_restore_refuses_before_touching_anything(tmp_path):
@@ -205,7 +229,7 @@ def test_restore_refuses_before_touching_anything(tmp_path):
     bad.write_text("not a dump")
     c = MockContext()  # any command would fail the test
     with pytest.raises(StackError):
-        backup.restore_db(
+        restore.restore_db(
             c, Compose(tmp_path), config.Settings(tmp_path, {}), bad, yes=True, safety_dir=tmp_path
         )
 
@@ -223,7 +247,7 @@ def _tar(path, *entries):
             data = b"data" if kind == tarfile.REGTYPE else b""
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    backup.write_checksum(path)
+    artifacts.write_checksum(path)
     return path
 
 
@@ -260,46 +284,193 @@ def test_restore_media_refuses_naming_the_entry_before_running_anything(tmp_path
     archive = _tar(tmp_path / "bad.tar.gz", *_plain(entry))
     c = MockContext()  # any command would fail the test
     with pytest.raises(StackError, match=rf"entry '{re.escape(entry[0].rstrip('/'))}' .*{why}"):
-        backup.restore_media(c, Compose(tmp_path), archive)
+        restore.restore_media(c, Compose(tmp_path), archive)
 
 
 def test_truncated_archive_is_refused(tmp_path):
     archive = _tar(tmp_path / "ok.tar.gz", *_plain())
     archive.write_bytes(archive.read_bytes()[:-30])
-    backup.write_checksum(archive)
+    artifacts.write_checksum(archive)
     with pytest.raises(StackError, match=r"not a readable \.tar\.gz"):
-        backup.restore_media(MockContext(), Compose(tmp_path), archive)
+        restore.restore_media(MockContext(), Compose(tmp_path), archive)
 
 
-def test_restore_media_extracts_with_safe_flags(tmp_path):
+def _media_context(swap=None, held="./original\n"):
+    return MockContext(
+        run={
+            re.compile(r".*entrypoint find .*"): Result(held),
+            re.compile(r".* stop .*"): Result(),
+            re.compile(r".*media-swap \S+ swap.*", re.S): Result(".mediacms-restore-ab12\n")
+            if swap is None
+            else swap,
+            re.compile(r".*media-swap \S+ (commit|undo) .*", re.S): Result(),
+            re.compile(r".* up .*"): Result(),
+        },
+        repeat=False,
+    )
+
+
+def _kinds(c):
+    words = ("find", "stop", "swap", "commit", "undo", "up", "pg-restore")
+    kinds = []
+    for call in c.run.call_args_list:
+        tokens = shlex.split(call.args[0].rsplit(" < ", 1)[0])
+        counts = any("information_schema" in t for t in tokens)
+        kinds.append("counts" if counts else next(w for w in words if w in tokens))
+    return kinds
+
+
+def test_restore_media_swaps_with_app_services_stopped(tmp_path):
     archive = _tar(tmp_path / "ok.tar.gz", *_plain())
-    c = MockContext(run={re.compile(r".*--extract.*"): Result()})
-    backup.restore_media(c, Compose(tmp_path), archive)
-    command = shlex.split(c.run.call_args.args[0].rsplit(" < ", 1)[0])
-    assert {"--no-same-owner", "--no-same-permissions", "--no-overwrite-dir"} <= set(command)
-    assert "--numeric-owner" not in command and "--same-permissions" not in command
+    c = _media_context()
+    restore.restore_media(c, Compose(tmp_path), archive, yes=True)
+    assert _kinds(c) == ["find", "stop", "swap", "commit", "up"]
+    swap = c.run.call_args_list[2].args[0]
+    assert swap.endswith(f"< {archive}")
+    assert {"--no-same-owner", "--no-same-permissions", "--no-overwrite-dir"} <= set(
+        restore.EXTRACT_FLAGS
+    ) and " ".join(restore.EXTRACT_FLAGS) in restore.SWAP_SCRIPT
+    assert "--numeric-owner" not in restore.SWAP_SCRIPT
+
+
+def test_restore_media_needs_yes_over_existing_media(tmp_path):
+    archive = _tar(tmp_path / "ok.tar.gz", *_plain())
+    c = _media_context()
+    with pytest.raises(StackError, match=r"holds 1 entries; pass --yes"):
+        restore.restore_media(c, Compose(tmp_path), archive)
+    assert _kinds(c) == ["find"]  # nothing stopped, nothing changed
+
+
+def test_restore_media_that_fails_restarts_the_services_and_says_nothing_changed(tmp_path):
+    archive = _tar(tmp_path / "ok.tar.gz", *_plain())
+    c = _media_context(swap=Result(exited=1, stderr="tar: disk full"))
+    with pytest.raises(StackError, match="media volume is as it was"):
+        restore.restore_media(c, Compose(tmp_path), archive, yes=True)
+    assert _kinds(c) == ["find", "stop", "swap", "up"]
+
+
+def _swap(volume, mode, *args, archive=None):
+    """Run the real swap script with the host's sh, GNU tar, find and mv."""
+    import subprocess
+
+    stdin = archive.open("rb") if archive else subprocess.DEVNULL
+    done = subprocess.run(["sh", "-c", restore.SWAP_SCRIPT, "media-swap", str(volume), mode, *args],
+                          stdin=stdin, capture_output=True, check=False)  # fmt: skip
+    return done.returncode, done.stdout.decode().strip()
+
+
+def _tree(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def _media_volume(tmp_path, count):
+    volume = tmp_path / "volume"
+    for n in range(count):
+        (volume / "original" / f"f{n}.mp4").parent.mkdir(parents=True, exist_ok=True)
+        (volume / "original" / f"f{n}.mp4").write_text(f"old {n}")
+    (volume / ".hidden").write_text("old dotfile")
+    return volume
+
+
+def test_swap_script_replaces_the_tree_and_keeps_the_old_one_until_commit(tmp_path):
+    import tarfile
+
+    volume = _media_volume(tmp_path, 20)
+    source = tmp_path / "backup"
+    (source / "original").mkdir(parents=True)
+    for n in range(13):
+        (source / "original" / f"b{n}.mp4").write_text(f"new {n}")
+    archive = tmp_path / "m.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(source, arcname=".")
+    before = _tree(volume)
+    code, stage = _swap(volume, "swap", archive=archive)
+    assert code == 0 and stage.startswith(backup.STAGE_PREFIX)
+    assert _tree(volume / stage / "old") == before  # the previous media, whole
+    assert code == 0 and _swap(volume, "undo", stage)[0] == 0
+    assert _tree(volume) == before
+    code, stage = _swap(volume, "swap", archive=archive)
+    assert _swap(volume, "commit", stage)[0] == 0
+    assert _tree(volume) == ["original", *sorted(f"original/b{n}.mp4" for n in range(13))]
+
+
+def test_swap_script_leaves_the_media_alone_when_the_archive_is_corrupt(tmp_path):
+    volume = _media_volume(tmp_path, 3)
+    before = _tree(volume)
+    archive = _tar(tmp_path / "ok.tar.gz", *_plain())
+    archive.write_bytes(archive.read_bytes()[:40])
+    code, _ = _swap(volume, "swap", archive=archive)
+    assert code != 0 and _tree(volume) == before
+
+
+def _backup_folder(tmp_path, *custom_entries):
+    """A folder as `invoke backup` writes it: dump, media and custom/ archives, manifest."""
+    folder = tmp_path / "mediacms-x"
+    folder.mkdir()
+    dump = folder / "db.dump"
+    dump.write_bytes(b"PGDMP\x01")
+    artifacts.write_checksum(dump)
+    _tar(folder / "media.tar.gz", *_plain())
+    _tar(folder / "custom.tar.gz", *custom_entries)
+    manifest = {"database": "db.dump", "media": "media.tar.gz", "custom": "custom.tar.gz"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder, manifest
+
+
+def test_restore_all_undoes_database_and_media_when_custom_fails(tmp_path, monkeypatch):
+    folder, _ = _backup_folder(tmp_path, *_plain())
+    (tmp_path / "custom").mkdir()
+    (tmp_path / "custom" / "mine.css").write_text("kept")
+    safety = tmp_path / "pre.dump"
+    monkeypatch.setattr(backup, "backup_db", lambda *a, **k: safety)
+
+    def broken(archive, target):
+        raise OSError("no space left")
+
+    monkeypatch.setattr(restore, "swap_custom", broken)
+    c = MockContext(
+        run={
+            re.compile(r".*information_schema.*"): Result("users_user\t2\n"),
+            re.compile(r".* stop .*"): Result(),
+            re.compile(r".*pg-restore.*", re.S): Result(),
+            re.compile(r".*media-swap \S+ swap.*", re.S): Result(".mediacms-restore-ab12\n"),
+            re.compile(r".*media-swap \S+ undo .*", re.S): Result(),
+            re.compile(r".* up .*"): Result(),
+        },
+        repeat=True,
+    )
+    with pytest.raises(OSError, match="no space left"):
+        restore.restore_all(c, Compose(tmp_path), config.Settings(tmp_path, {}), folder, yes=True,
+                           safety_dir=tmp_path / "safety")  # fmt: skip
+    kinds = _kinds(c)
+    assert kinds == ["counts", "stop", "pg-restore", "counts", "swap", "undo", "pg-restore", "up"]
+    assert c.run.call_args_list[6].args[0].endswith(f"< {safety}")  # the safety dump went back
+    assert (tmp_path / "custom" / "mine.css").read_text() == "kept"
+
+
+def test_swap_custom_replaces_and_undo_puts_back(tmp_path):
+    target = tmp_path / "custom"
+    target.mkdir()
+    (target / "old.css").write_text("old")
+    archive = _tar(tmp_path / "c.tar.gz", *_plain())
+    kept = restore.swap_custom(archive, target)
+    assert _tree(target) == ["original", "original/a.mp4"] and _tree(kept) == ["old.css"]
+    restore.undo_custom(target, kept)
+    assert _tree(target) == ["old.css"] and not kept.exists()
 
 
 def test_restore_all_checks_every_archive_before_anything_changes(tmp_path):
     import tarfile
 
-    folder = tmp_path / "mediacms-x"
-    folder.mkdir()
-    dump = folder / "db.dump"
-    dump.write_bytes(b"PGDMP\x01")
-    backup.write_checksum(dump)
-    _tar(folder / "media.tar.gz", *_plain())
-    _tar(folder / "custom.tar.gz", ("./", tarfile.DIRTYPE, 0o755, ""),
-         ("./local_settings.py", tarfile.SYMTYPE, 0o777, "/etc/shadow"))  # fmt: skip
-    manifest = {"database": "db.dump", "media": "media.tar.gz", "custom": "custom.tar.gz"}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    folder, manifest = _backup_folder(tmp_path, ("./", tarfile.DIRTYPE, 0o755, ""),
+                                      ("./local_settings.py", tarfile.SYMTYPE, 0o777, "/etc/shadow"))  # fmt: skip
     settings = config.Settings(tmp_path, {})
     with pytest.raises(StackError, match=r"local_settings\.py' is a symbolic link"):
-        backup.restore_all(MockContext(), Compose(tmp_path), settings, folder, yes=True,
+        restore.restore_all(MockContext(), Compose(tmp_path), settings, folder, yes=True,
                            safety_dir=tmp_path / "safety")  # fmt: skip
     (folder / "manifest.json").write_text(json.dumps({**manifest, "media": "../../etc/x"}))
     with pytest.raises(StackError, match="not a file of the folder"):
-        backup.restore_all(MockContext(), Compose(tmp_path), settings, folder, yes=True,
+        restore.restore_all(MockContext(), Compose(tmp_path), settings, folder, yes=True,
                            safety_dir=tmp_path / "safety")  # fmt: skip
 
 

@@ -20,6 +20,19 @@ healthcheck = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(healthcheck)
 
 
+def test_an_older_env_passes_with_defaults_but_never_without_its_secrets(home):
+    env = home / ".env"
+    kept = [line for line in env.read_text().splitlines() if not line.startswith("HTTPS_PORT=")]
+    env.write_text("\n".join(kept) + "\n")
+    check = doctor.CHECKS["env"](config.load(home))
+    assert check.ok and check.info and "HTTPS_PORT" in check.detail, check
+    assert "invoke upgrade" in check.fix
+    env.write_text("\n".join(k for k in kept if not k.startswith("REDIS_PASSWORD=")) + "\n")
+    check = doctor.CHECKS["env"](config.load(home))
+    assert not check.ok and "REDIS_PASSWORD" in check.detail, check
+    assert "--force" not in check.fix  # regenerating secrets would lock out the database
+
+
 def test_env_check_passes_on_fresh_init_and_fails_when_readable(home):
     settings = config.load(home)
     assert doctor.CHECKS["env"](settings).ok

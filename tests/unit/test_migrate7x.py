@@ -252,3 +252,40 @@ def test_sessions_not_carried_is_a_warning_not_a_failure(tmp_path, capsys):
         == 0
     )
     assert "container is gone, none carried" in capsys.readouterr().out
+
+
+def test_a_missing_from_path_is_said_to_not_exist(tmp_path: Path):
+    with pytest.raises(StackError, match=r"no-such does not exist; --from is"):
+        migrate7x.make_plan(MockContext(), tmp_path / "no-such", project="new", dump=None)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StackError, match="is not a folder"):
+        migrate7x.make_plan(MockContext(), tmp_path / "file", project="new", dump=None)
+
+
+def test_dry_run_reports_what_the_real_run_would_refuse(tmp_path: Path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.setattr("mediacms_stack.engine.engine_answers", lambda: True)
+    tree, _ = old_tree(tmp_path, "")
+    running = json.dumps([{"Service": "db", "State": "running"}])
+    c = MockContext(  # no `up`, no `stop`: any command that would change something fails
+        run={
+            re.compile(r".* config --format json$"): Result(
+                json.dumps({"name": "mediacms", "services": {"db": {}}})
+            ),
+            re.compile(r".* ps --format json$"): Result(running),
+            re.compile(r".*entrypoint find web .*"): Result("/home/x/original\n"),
+            re.compile(r".*information_schema.*"): Result("users_user\t3\n"),
+        },
+        repeat=True,
+    )
+    new = tmp_path / "new"
+    new.mkdir()
+    settings = Settings(new, {"COMPOSE_PROJECT_NAME": "mediacms8"}, new / ".env")
+    compose = Compose(new, project="mediacms8")
+    migrate7x.migrate(c, compose, settings, tree, dry_run=True)
+    out = capsys.readouterr().out
+    assert "would refuse: the new media volume is not empty; pass --yes" in out
+    assert "would refuse: the new database already holds 3 rows; pass --yes" in out
+    migrate7x.migrate(c, compose, settings, tree, dry_run=True, yes=True)
+    assert "nothing found that the real run would refuse" in capsys.readouterr().out

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from invoke import MockContext, Result
 
-from mediacms_stack import backup, config, upgrade
+from mediacms_stack import backup, config, stackstate, upgrade
 from mediacms_stack.compose import Compose
 from mediacms_stack.shell import StackError
 
@@ -68,7 +68,7 @@ def test_upgrade_refuses_a_stopped_stack(tmp_path):
 
 def test_upgrade_dry_run_prints_backup_build_and_up_in_order(tmp_path, monkeypatch, capsys,
                                                              builder):  # fmt: skip
-    monkeypatch.setattr(backup, "stack_images", lambda c, compose: IMAGES)
+    monkeypatch.setattr(stackstate, "stack_images", lambda c, compose: IMAGES)
     (tmp_path / ".env").write_text("MEDIACMS_VERSION=8.3.2\n")
     settings = config.load(tmp_path)
     c = MockContext(run={re.compile(r".*psql.*django_migrations.*"): Result("files.0001\n")})
@@ -87,7 +87,7 @@ def test_upgrade_dry_run_prints_backup_build_and_up_in_order(tmp_path, monkeypat
 
 
 def test_upgrade_without_build_pulls_the_target_version(tmp_path, monkeypatch):
-    monkeypatch.setattr(backup, "stack_images", lambda c, compose: IMAGES)
+    monkeypatch.setattr(stackstate, "stack_images", lambda c, compose: IMAGES)
     monkeypatch.setattr(backup, "backup_all", lambda c, compose, settings, dest: dest / "bk")
     (tmp_path / ".env").write_text("MEDIACMS_VERSION=8.3.2\n")
     c = MockContext(

@@ -10,6 +10,7 @@ from django.contrib.auth import authenticate, login
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
@@ -71,7 +72,7 @@ def api_media_upload(request):
     if state not in dict(STATES):
         return JsonResponse({"detail": f"state must be one of {sorted(dict(STATES))}"}, status=400)
     media = Media.objects.create(title=title[:100], user=user, media_file=upload, state=state)
-    return JsonResponse(media.as_dict(), status=201)
+    return JsonResponse(_media_json(request, media), status=201)
 
 
 @require_GET
@@ -79,7 +80,14 @@ def api_media_detail(request, media_id):
     media = Media.objects.filter(pk=media_id).select_related("user").first()
     if media is None:
         return JsonResponse({"detail": "not found"}, status=404)
-    return JsonResponse(media.as_dict())
+    return JsonResponse(_media_json(request, media))
+
+
+def _media_json(request, media):
+    """The media's fields and, like MediaCMS's API, its absolute URL: built from the
+    request, so it shows which scheme and host the app believes it is served on."""
+    detail = reverse("api_media_detail", args=[media.pk])
+    return {**media.as_dict(), "url": request.build_absolute_uri(detail)}
 
 
 @csrf_exempt

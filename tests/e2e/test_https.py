@@ -1,0 +1,173 @@
+"""The HTTPS overlay end to end: Caddy obtains a certificate from Pebble over ACME (a
+real HTTP-01 or TLS-ALPN-01 validation on the compose network) and serves the app.
+
+Every request trusts Pebble's issuing root only; the tests run in file order (the
+restart check comes soon after the issuance, the renewal check last).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+import uuid
+
+import https_stack
+import pytest
+from cryptography import x509
+from https_stack import NAME, VALIDITY
+
+pytestmark = pytest.mark.e2e
+
+SPOOFED = "203.0.113.7"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, request):
+    home = tmp_path_factory.mktemp("https-deployment")
+    deployment = https_stack.start(home, f"mediacms-https-{os.getpid()}")
+    failed = request.session.testsfailed
+    try:
+        yield deployment
+    finally:
+        if request.session.testsfailed > failed:
+            deployment.report()
+        if os.environ.get("SMOKE_KEEP_STACK") == "1":
+            print(f"\nHTTPS stack kept in {home}", file=sys.stderr)
+        else:
+            https_stack.down(deployment)
+
+
+@pytest.fixture(scope="module")
+def first(site):
+    """The first certificate Caddy serves, as soon as it has one."""
+    return site.wait_certificate(timeout=90)
+
+
+def test_certificate_is_issued_by_pebble_after_a_real_validation(site, first):
+    names = first.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == [NAME]
+    assert "Pebble" in first.issuer.rfc4514_string()
+    log = site.pebble_log()
+    assert site.issued() == [format(first.serial_number, "x")], log[-3000:]
+    # Pebble checked the challenge itself (no "always valid" shortcut is configured)
+    assert re.search(r"authz \S+ set VALID by completed challenge", log), log[-3000:]
+    assert "Skipping real validation" not in log
+
+
+def test_a_new_proxy_container_keeps_the_certificate(site, first):
+    """The proxy recreated (as an upgrade does): the caddy_data volume brings the
+    certificate and the ACME account back, and the CA is not asked again."""
+    before = site.inspect("caddy")["Id"]
+    site.dc("up", "--detach", "--force-recreate", "--no-deps", "caddy", timeout=180)
+    after = site.inspect("caddy")
+    assert after["Id"] != before
+    volumes = {(m.get("Name"), m["Destination"]) for m in after["Mounts"]}
+    assert (f"{site.compose.project}_caddy_data", "/data") in volumes, volumes
+    again = site.wait_certificate(timeout=60)
+    assert again.serial_number == first.serial_number
+    assert site.issued() == [format(first.serial_number, "x")]  # nothing asked of the CA
+
+
+def test_the_proxy_runs_unprivileged_without_the_engines_socket(site, first):
+    from test_security_compose import setuid_files  # same folder: on sys.path
+
+    caddy = site.inspect("caddy")
+    assert site.dc("exec", "-T", "caddy", "id", "-u").stdout.strip() != "0"
+    assert caddy["HostConfig"]["CapDrop"] == ["ALL"] and caddy["HostConfig"]["ReadonlyRootfs"]
+    assert not [m for m in caddy["Mounts"] if "docker.sock" in m["Source"]], caddy["Mounts"]
+    assert list(caddy["NetworkSettings"]["Networks"]) == [f"{site.compose.project}_frontend"]
+    assert setuid_files(caddy["Image"]) == []
+
+
+def test_home_page_hsts_and_permanent_redirect(site, first):
+    home = site.curl(f"https://{NAME}/")
+    assert home.status == 200 and b"MediaCMS" in home.body, home
+    assert re.fullmatch(r"max-age=\d{7,}", home.header("strict-transport-security"))
+    moved = site.curl(f"http://{NAME}/x/y?a=1&b=two")
+    assert moved.status == 308, moved
+    assert moved.header("location") == f"https://{NAME}/x/y?a=1&b=two"
+
+
+def test_django_sees_https_secure_cookies_and_the_admin_login_form_works(site, first):
+    info = site.json(f"https://{NAME}/api/v1/request-info")
+    assert info["is_secure"] is True and info["meta"]["HTTP_X_FORWARDED_PROTO"] == "https"
+    jar = str(site.home / "cookies")
+    page = site.curl(f"https://{NAME}/admin/login/", "-c", jar)
+    assert page.status == 200
+    csrf = [c for c in page.headers["set-cookie"] if c.startswith("csrftoken=")]
+    assert csrf and "; secure" in csrf[0].lower(), page.headers["set-cookie"]
+    token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page.body)[1].decode()
+    login = site.curl(
+        f"https://{NAME}/admin/login/?next=/admin/", "-b", jar, "-c", jar,
+        "-H", f"Origin: https://{NAME}", "-H", f"Referer: https://{NAME}/admin/login/",
+        "--data-urlencode", f"csrfmiddlewaretoken={token}", "--data-urlencode", "username=admin",
+        "--data-urlencode", f"password={site.stack.admin_password}", "--data-urlencode",
+        "next=/admin/",
+    )  # fmt: skip
+    assert login.status == 302 and login.header("location") == "/admin/", login
+    session = [c for c in login.headers["set-cookie"] if c.startswith("sessionid=")]
+    assert session and "; secure" in session[0].lower() and "httponly" in session[0].lower()
+    admin = site.curl(f"https://{NAME}/admin/", "-b", jar)
+    assert admin.status == 200 and b"Log out" in admin.body
+
+
+def test_uploads_over_tls_stream_through_under_nginx_limits(site, first):
+    """A 160 MiB upload reaches the upload endpoint through Caddy, which never holds it
+    whole (its memory peak stays under the body's size); a body over 10 MiB elsewhere
+    is refused."""
+    big = site.home / "upload.bin"
+    with big.open("wb") as handle:
+        for _ in range(160):
+            handle.write(os.urandom(1 << 20))
+    auth = f"admin:{site.stack.admin_password}"
+    made = site.curl(f"https://{NAME}/api/v1/media", "-u", auth, "-F", "title=over tls",
+                     "-F", f"media_file=@{big}", timeout=300)  # fmt: skip
+    big.unlink()
+    assert made.status == 201, (made.status, made.body[:300])
+    # absolute URLs the app builds name the https site
+    url = json.loads(made.body)["url"]
+    assert re.fullmatch(rf"https://{re.escape(NAME)}/api/v1/media/\d+", url), url
+    state = site.inspect("caddy")["State"]
+    assert state["Running"] and not state["OOMKilled"], state
+    assert site.memory_peak("caddy") < 128 << 20
+    body = site.home / "body.bin"
+    body.write_bytes(b"x" * (11 << 20))
+    refused = site.curl(f"https://{NAME}/api/v1/login", "-u", auth, "--data-binary", f"@{body}")
+    assert refused.status == 413, refused
+    body.write_bytes(b"x" * (9 << 20))  # under the limit: the app answers (wrong password)
+    within = site.curl(f"https://{NAME}/api/v1/login", "-u", "admin:wrong", "--data-binary",
+                       f"@{body}")  # fmt: skip
+    assert within.status == 401, within
+
+
+def test_a_clients_own_forwarding_headers_are_not_believed(site, first):
+    probe = uuid.uuid4().hex
+    info = site.json(
+        f"https://{NAME}/api/v1/request-info?probe={probe}",
+        "-H", f"X-Forwarded-For: {SPOOFED}", "-H", "X-Forwarded-Proto: http",
+        "-H", f"X-Real-IP: {SPOOFED}", "-H", f"Forwarded: for={SPOOFED};proto=http",
+        "-H", "X-Forwarded-Host: evil.example",
+    )  # fmt: skip
+    meta = info["meta"]
+    assert SPOOFED not in str(meta), meta
+    assert info["is_secure"] is True and meta["HTTP_X_FORWARDED_PROTO"] == "https"
+    assert meta["HTTP_HOST"] == NAME and not meta["HTTP_X_FORWARDED_HOST"]
+    logged = [line for line in site.dc("logs", "--no-log-prefix", "nginx").stdout.splitlines()
+              if probe in line]  # fmt: skip
+    assert len(logged) == 1 and not logged[0].startswith(SPOOFED), logged
+    assert logged[0].split()[0] == meta["REMOTE_ADDR"]
+
+
+def test_the_certificate_is_renewed_before_it_expires(site, first):
+    """Pebble's certificates live VALIDITY seconds; Caddy renews with a third left."""
+    left = first.not_valid_after_utc.timestamp() - time.time()
+    renewed = site.wait_certificate(not_serial=first.serial_number, timeout=left + 15)
+    assert renewed.not_valid_after_utc > first.not_valid_after_utc
+    assert time.time() < first.not_valid_after_utc.timestamp()  # before the old one expired
+    issued = site.issued()
+    assert issued[0] == format(first.serial_number, "x") and len(issued) >= 2
+    assert format(renewed.serial_number, "x") in issued
+    assert (renewed.not_valid_after_utc - renewed.not_valid_before_utc).seconds >= VALIDITY - 2

@@ -1,0 +1,73 @@
+import re
+
+import pytest
+from dotenv import dotenv_values
+from invoke import MockContext, Result
+
+from mediacms_stack import config, dbrole
+from mediacms_stack.compose import Compose
+from mediacms_stack.shell import StackError
+
+OLD_ENV = "MEDIACMS_VERSION=8.3.2\nSECRET_KEY=k\nPOSTGRES_USER=mediacms\nPOSTGRES_PASSWORD=old-pw\n"
+
+
+def old_stack(tmp_path, text: str = OLD_ENV) -> config.Settings:
+    env = tmp_path / ".env"
+    env.write_text(text)
+    env.chmod(0o600)
+    return config.load(tmp_path)
+
+
+def test_a_fresh_env_has_a_superuser_apart_from_mediacms_role(home):
+    values = dotenv_values(home / ".env")
+    assert values["POSTGRES_SUPERUSER"] == "postgres" and values["POSTGRES_USER"] == "mediacms"
+    assert len(values["POSTGRES_SUPERUSER_PASSWORD"]) >= 24
+    assert values["POSTGRES_SUPERUSER_PASSWORD"] != values["POSTGRES_PASSWORD"]
+    assert dbrole.is_separate(config.load(home))
+
+
+def test_an_older_env_is_separated_as_its_superuser_with_the_password_on_stdin(tmp_path, capsys):
+    settings = old_stack(tmp_path)
+    c = MockContext(run={re.compile(r".*psql.*"): Result("")})
+    after = dbrole.separate(c, Compose(tmp_path), settings)
+    command = c.run.call_args.args[0]
+    sql = c.run.call_args.kwargs["in_stream"].getvalue()
+    assert "-U mediacms -d mediacms" in command and "--single-transaction" in command
+    values = dotenv_values(tmp_path / ".env")
+    password = values["POSTGRES_PASSWORD"]
+    assert password != "old-pw" and len(password) >= 24
+    assert password not in command and f"PASSWORD '{password}'" in sql
+    assert 'ALTER DATABASE "mediacms" OWNER TO "mediacms_app"' in sql
+    assert values["POSTGRES_USER"] == "mediacms_app"
+    assert values["POSTGRES_SUPERUSER"] == "mediacms"
+    assert values["POSTGRES_SUPERUSER_PASSWORD"] == "old-pw"
+    assert (tmp_path / ".env").stat().st_mode & 0o777 == 0o600
+    assert after.get("POSTGRES_USER") == "mediacms_app"
+    assert password not in capsys.readouterr().out
+
+
+def test_a_failed_separation_leaves_env_alone(tmp_path):
+    settings = old_stack(tmp_path)
+    c = MockContext(run={re.compile(r".*psql.*"): Result(stderr="ERROR: boom", exited=1)})
+    with pytest.raises(StackError, match="nothing changed: ERROR: boom"):
+        dbrole.separate(c, Compose(tmp_path), settings)
+    assert (tmp_path / ".env").read_text() == OLD_ENV
+
+
+def test_a_separated_stack_is_left_alone(home):
+    c = MockContext()  # any command would fail: none is expected
+    settings = config.load(home)
+    assert dbrole.separate(c, Compose(home), settings) is settings
+
+
+def test_names_outside_plain_identifiers_are_refused_before_anything_runs(tmp_path):
+    settings = old_stack(tmp_path, OLD_ENV.replace("POSTGRES_USER=mediacms", 'POSTGRES_USER=a"b'))
+    with pytest.raises(StackError, match="lower-case letters"):
+        dbrole.separate(MockContext(), Compose(tmp_path), settings)
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path, capsys):
+    settings = old_stack(tmp_path)
+    dbrole.separate(MockContext(), Compose(tmp_path, dry_run=True), settings)
+    assert (tmp_path / ".env").read_text() == OLD_ENV
+    assert "own role 'mediacms_app'" in capsys.readouterr().out
