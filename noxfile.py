@@ -35,6 +35,7 @@ SHELL_SCRIPTS = [".ci/run", *sorted(map(str, Path().glob("scripts/**/*.sh"))),
 TARGETS = ["web", "worker", "worker-full", "dev", "nginx"]
 LEGACY_COMPOSE = "tests/e2e/legacy/docker-compose.yaml"  # the 7.x-style "before" of a test
 HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
+BASE = "mediacms-local/debian:trixie"  # made by `invoke images.bootstrap-images`
 PLAYWRIGHT = "playwright==1.65.2"
 CHROMIUM = "/usr/bin/chromium"
 UPSTREAM = ROOT.parent / "shared" / "upstream"  # real MediaCMS trees, beside the clone
@@ -81,6 +82,7 @@ def lint(session: nox.Session) -> None:
     if workflows:
         session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
     _compose_config(session)
+    _stack_config(session)
     _gixy(session)
 
 
@@ -109,6 +111,17 @@ def _compose_config(session: nox.Session) -> None:
     os.unlink(handle.name)
 
 
+def _stack_config(session: nox.Session) -> None:
+    """docker-stack.yaml through the docker client's own stack loader (needs no engine),
+    with the values `invoke swarm.deploy` computes as placeholders."""
+    computed = {f"{name}_REV": "lint" for name in ("SECRET_KEY", "POSTGRES_PASSWORD",
+                "REDIS_PASSWORD", "REDIS_LOCATION", "ADMIN_PASSWORD")}  # fmt: skip
+    env = {"MEDIACMS_VERSION": "lint", "MEDIA_VOLUME_TYPE": "none", "MEDIA_VOLUME_OPTIONS": "bind",
+           "MEDIA_VOLUME_DEVICE": "/srv/media", "SWARM_SECRETS_DIR": "/run/lint", **computed}  # fmt: skip
+    session.run("docker", "stack", "config", "--compose-file", "docker-stack.yaml",
+                env=env, external=True, silent=True)  # fmt: skip
+
+
 def _gixy(session: nox.Session) -> None:
     """gixy on our nginx configuration, laid out as the image lays it out, in both media
     modes (gated through media-auth, or not), with the names the entrypoint writes."""
@@ -130,6 +143,7 @@ def _gixy(session: nox.Session) -> None:
                 (etc / target).write_text(text)
             (etc / "mime.types").write_text("types { text/html html; }\n")
             (Path(tmp) / "server-names.conf").write_text("server_name media.example.org;\n")
+            (Path(tmp) / "resolver.conf").write_text("resolver 127.0.0.11 valid=5s ipv6=off;\n")
             session.run("gixy", str(etc / "nginx.conf"))
 
 
@@ -258,3 +272,17 @@ def bench(session: nox.Session) -> None:
         session.run("invoke", "build", "--target", "web", "--target", "worker",
                     "--target", "nginx", env=tree_env)  # fmt: skip
         session.run("python", "tests/bench/real.py", env=tree_env)
+
+
+@nox.session
+def swarm(session: nox.Session) -> None:
+    """Multi-node: the stack on a Docker Swarm of three Docker-in-Docker nodes (tests/swarm)."""
+    env = _engine_and_base(session)
+    session.run("invoke", "build", "--target", "web", "--target", "worker", "--target", "nginx",
+                env=env)  # fmt: skip
+    for folder, tag in (("swarm-node", "mcms-swarm/node:test"),
+                        ("registry", "mcms-swarm/registry:test")):  # fmt: skip
+        session.run("docker", "build", "--quiet", "--build-arg", f"BASE_IMAGE={BASE}",
+                    "--tag", tag, f"bootstrap/{folder}", external=True)  # fmt: skip
+    session.run("pytest", "tests/swarm", "-p", "no:cacheprovider", "-v", "-x", *session.posargs,
+                env=env)  # fmt: skip

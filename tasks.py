@@ -427,6 +427,62 @@ def upgrade(c, to=None, build=False, source=None, rollback=None, timeout=300, dr
                          source=source, timeout=int(timeout))  # fmt: skip
 
 
+# --- Docker Swarm (docker-stack.yaml) ---------------------------------------------------
+@task(name="init", help={
+    "advertise_addr": "address the other nodes reach this manager at (docker swarm init)",
+    "data_node": "node that keeps the db and redis volumes (default: this one)",
+})  # fmt: skip
+def swarm_init(c, advertise_addr=None, data_node=None, dry_run=False):
+    """Make this engine a swarm manager and label the node that keeps db and redis."""
+    from mediacms_stack import swarm
+
+    swarm.init(c, _settings(), advertise_addr=advertise_addr, data_node=data_node,
+               dry_run=dry_run)  # fmt: skip
+
+
+@task(name="deploy", help={"timeout": "seconds to wait for every service to be healthy"})
+def swarm_deploy(c, timeout=600, dry_run=False):
+    """Check registry, shared media and data node, deploy docker-stack.yaml, wait healthy."""
+    from mediacms_stack import swarm
+
+    swarm.deploy(c, _settings(), timeout=float(timeout), dry_run=dry_run)
+
+
+@task(name="scale", positional=["counts"], help={"counts": "SERVICE=N[,SERVICE=N...]"})
+def swarm_scale(c, counts=None, dry_run=False):
+    """Scale services on the swarm, e.g. web=3,celery_long=2 (beat stays one)."""
+    from mediacms_stack import swarm
+
+    wanted = swarm.parse_scale([p for p in (counts or "").split(",") if p])
+    swarm.scale(c, _settings(), wanted, dry_run=dry_run)
+
+
+@task(name="status")
+def swarm_status(c):
+    """Services of the stack on the swarm: mode, replicas running/wanted, image."""
+    from mediacms_stack import swarm
+
+    rows = swarm.status(c, _settings())
+    print(ops.format_table(rows, ("SERVICE", "MODE", "REPLICAS", "IMAGE")))
+
+
+@task(name="update", help={"to": "version to run (its images must be in IMAGE_REGISTRY)",
+                           "timeout": "seconds to wait for the rolling update"})  # fmt: skip
+def swarm_update(c, to, timeout=900, dry_run=False):
+    """Rolling update to VERSION (start-first, health-gated, rolled back by Swarm on failure)."""
+    from mediacms_stack import swarm
+
+    swarm.update(c, _settings(), to, timeout=float(timeout), dry_run=dry_run)
+
+
+@task(name="rollback")
+def swarm_rollback(c, dry_run=False):
+    """Every app service back to its previous specification."""
+    from mediacms_stack import swarm
+
+    swarm.rollback(c, _settings(), dry_run=dry_run)
+
+
 ns = Collection(
     engine,
     init,
@@ -457,3 +513,5 @@ ns = Collection(
     migrate_from_7x,
 )
 ns.add_collection(Collection("images", bootstrap_images), name="images")
+ns.add_collection(Collection("swarm", swarm_init, swarm_deploy, swarm_scale, swarm_status,
+                             swarm_update, swarm_rollback), name="swarm")  # fmt: skip

@@ -54,6 +54,10 @@ def uwsgi(host="127.0.0.1", port=9000, path="/"):
 
 
 def _broker():
+    # Swarm hands the URL (it holds the password) in as a secret file: REDIS_LOCATION_FILE
+    path = os.environ.get("REDIS_LOCATION_FILE")
+    if path:
+        return Path(path).read_text().strip()
     return os.environ.get("REDIS_LOCATION", "redis://redis:6379/1")
 
 

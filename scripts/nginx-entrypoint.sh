@@ -41,5 +41,17 @@ IFS=$old_ifs
 
 mkdir -p "${out%/*}"
 echo "server_name$names;" > "$out"
+
+# nginx looks the app's name up again while it runs (web scaled, updated, moved on
+# Swarm), through the DNS server the engine gave this container.
+dns=""
+while read -r key value _; do
+    if [ "$key" = nameserver ] && [ -z "$dns" ]; then dns=$value; fi
+done < /etc/resolv.conf
+case $dns in
+    *:*) dns="[$dns]" ;;
+    "") echo "nginx-entrypoint: no nameserver in /etc/resolv.conf" >&2; exit 1 ;;
+esac
+echo "resolver $dns valid=5s ipv6=off;" > "${out%/*}/resolver.conf"
 echo "nginx-entrypoint: answering for$names"
 exec "$@"

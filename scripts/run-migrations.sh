@@ -28,6 +28,9 @@ if [ "$fresh" = yes ]; then
     python manage.py loaddata fixtures/encoding_profiles.json
     python manage.py loaddata fixtures/categories.json
 
+    if [ -n "${ADMIN_PASSWORD_FILE:-}" ]; then  # a Swarm secret
+        ADMIN_PASSWORD=$(cat "$ADMIN_PASSWORD_FILE")
+    fi
     admin_user=${ADMIN_USER:-admin}
     admin_email=${ADMIN_EMAIL:-admin@localhost}
     generated=no

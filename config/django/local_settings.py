@@ -39,6 +39,12 @@ def _env_list(name):
     return [item.strip() for item in (_env(name) or "").split(",") if item.strip()]
 
 
+# Trees read SECRET_KEY from the environment in their own settings, before any hook
+# (container_settings.py imports this module first): a key handed in as a file
+# (SECRET_KEY_FILE, a Swarm secret) is put there for them.
+if os.environ.get("SECRET_KEY_FILE") and not os.environ.get("SECRET_KEY"):
+    os.environ["SECRET_KEY"] = _env("SECRET_KEY")
+
 # The tree's own hook found this module (see container_settings.py).
 MEDIACMS_CONTAINER_BRIDGE = True
 

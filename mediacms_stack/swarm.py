@@ -1,0 +1,377 @@
+"""The stack on Docker Swarm: docker-stack.yaml deployed, scaled, updated, rolled back.
+
+``docker stack deploy`` reads no ``.env``: :func:`deploy` hands it the ``.env`` values
+as its environment, without the secrets, which it writes as files (mode 600, in a
+private folder removed afterwards) for Swarm to turn into secrets named after a hash
+of their value. Everything that can be checked before the cluster changes is checked
+first, and a refusal changes nothing: the images must resolve in IMAGE_REGISTRY from
+the manager, the media volume must be shared storage, exactly one node must carry the
+data label, beat never scales above one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+from invoke.context import Context
+
+from . import config
+from .compose import SCALABLE
+from .config import Settings
+from .files import write_private
+from .images import ImageNames
+from .shell import StackError, run
+
+STACK_FILE = "docker-stack.yaml"
+DEFAULT_LABEL = "mediacms.data"
+#: Images the nodes pull (targets of :class:`ImageNames`).
+IMAGES = ("web", "worker", "nginx")
+#: Secret files of the stack: name -> the .env key holding the value (or None: derived).
+SECRETS = {
+    "secret_key": "SECRET_KEY",
+    "postgres_password": "POSTGRES_PASSWORD",
+    "redis_password": "REDIS_PASSWORD",
+    "redis_location": None,
+    "admin_password": "ADMIN_PASSWORD",
+}
+#: .env keys never passed to `docker stack deploy` (they travel as secret files).
+SECRET_KEYS = frozenset(key for key in SECRETS.values() if key)
+MEDIA_KEYS = ("MEDIA_VOLUME_TYPE", "MEDIA_VOLUME_OPTIONS", "MEDIA_VOLUME_DEVICE")
+#: Services of the stack whose image is ours (rolled back together).
+APP_SERVICES = ("nginx", "web", "celery_short", "celery_long", "celery_beat")
+#: Ends of a rolling update (UpdateStatus.State).
+TERMINAL = ("completed", "rollback_completed", "paused", "rollback_paused")
+_LOOPBACK = re.compile(r"^(localhost|127\.[0-9.]+|\[::1\])(:[0-9]+)?/")
+
+
+def label(settings: Settings) -> str:
+    return settings.get("SWARM_DATA_LABEL", DEFAULT_LABEL)
+
+
+def service(settings: Settings, name: str) -> str:
+    return f"{settings.project}_{name}"
+
+
+# --- checks before anything changes ------------------------------------------------------
+def check_storage(settings: Settings) -> None:
+    """The media volume is storage every node sees: NFS, or a folder bound on each node."""
+    missing = [key for key in MEDIA_KEYS if not settings.get(key)]
+    if missing:
+        raise StackError(
+            f"{', '.join(missing)} not set in .env: Swarm needs media on storage every node "
+            "mounts, e.g. MEDIA_VOLUME_TYPE=nfs MEDIA_VOLUME_OPTIONS=addr=10.0.0.5,rw,nfsvers=4.1 "
+            "MEDIA_VOLUME_DEVICE=:/export/mediacms; nothing was deployed"
+        )
+    kind, options, device = (settings.get(key) for key in MEDIA_KEYS)
+    if kind.startswith("nfs") and "addr=" not in options:
+        raise StackError(f"MEDIA_VOLUME_OPTIONS={options!r} names no NFS server (addr=HOST); "
+                         "nothing was deployed")  # fmt: skip
+    if kind == "none" and ("bind" not in options.split(",") or not device.startswith("/")):
+        raise StackError("MEDIA_VOLUME_TYPE=none binds a folder: it needs MEDIA_VOLUME_OPTIONS=bind "
+                         "and an absolute MEDIA_VOLUME_DEVICE mounted from shared storage on every "
+                         "node; nothing was deployed")  # fmt: skip
+
+
+def check_registry(settings: Settings) -> None:
+    """IMAGE_REGISTRY is one every node can reach: set, and not a node's own loopback."""
+    registry = settings.registry
+    if not registry:
+        raise StackError(
+            "IMAGE_REGISTRY is not set in .env: every node pulls the images, so they must be "
+            "in a registry the nodes reach (e.g. registry.example.org/); push them with "
+            "`invoke push`; nothing was deployed"
+        )
+    if _LOOPBACK.match(registry):
+        raise StackError(f"IMAGE_REGISTRY={registry} is each node's own loopback, not one "
+                         "registry for all nodes; nothing was deployed")  # fmt: skip
+
+
+def check_images(settings: Settings, version: str | None = None) -> list[str]:
+    """Every image resolves in the registry, asked through the manager's engine (its
+    registry settings, its network): the references, or one error naming the missing."""
+    import docker  # deferred: keeps `invoke --list` fast
+    import docker.errors
+
+    names = ImageNames(settings.registry, version or settings.version)
+    refs = [names.ref(target) for target in IMAGES]
+    client = docker.from_env()
+    missing = []
+    try:
+        for ref in refs:
+            try:
+                client.api.inspect_distribution(ref)
+            except docker.errors.APIError as error:
+                missing.append(f"{ref} ({error.explanation or error})")
+    finally:
+        client.close()
+    if missing:
+        raise StackError("the swarm manager cannot resolve " + "; ".join(missing) +
+                         ": push them with `invoke push` (IMAGE_REGISTRY must be reachable from "
+                         "every node); nothing was deployed")  # fmt: skip
+    return refs
+
+
+def data_nodes(c: Context, settings: Settings) -> list[str]:
+    """Hostnames of the nodes whose data label is true (db and redis run there)."""
+    out = _query(c, ["docker", "node", "ls", "--format", "{{.ID}}"])
+    ids = out.split()
+    if not ids:
+        return []
+    template = f'{{{{.Description.Hostname}}}} {{{{index .Spec.Labels "{label(settings)}"}}}}'
+    rows = _query(c, ["docker", "node", "inspect", "--format", template, *ids])
+    return [name for name, _, value in (row.partition(" ") for row in rows.splitlines())
+            if value.strip() == "true"]  # fmt: skip
+
+
+def check_data_node(c: Context, settings: Settings) -> str:
+    nodes = data_nodes(c, settings)
+    if len(nodes) != 1:
+        found = f"nodes {', '.join(nodes)} carry it" if nodes else "no node carries it"
+        raise StackError(
+            f"db and redis keep their volumes on the one node labelled {label(settings)}=true, "
+            f"but {found}; label one with `invoke swarm.init --data-node NODE` (or `docker node "
+            f"update --label-add {label(settings)}=true NODE`); nothing was deployed"
+        )
+    return nodes[0]
+
+
+def _query(c: Context, argv: list[str]) -> str:
+    result = run(c, argv, hide="out", in_stream=False)
+    return result.stdout if result is not None else ""
+
+
+def parse_scale(pairs: list[str]) -> dict[str, int]:
+    """``["web=3", "celery_long=2"]`` -> counts; beat runs exactly once, db and redis too."""
+    counts = {}
+    for pair in pairs:
+        name, _, count = pair.partition("=")
+        if not count.isdigit():
+            raise StackError(f"scale {pair!r}: expected SERVICE=COUNT with a whole number; "
+                             "nothing was scaled")  # fmt: skip
+        if name == "celery_beat" and int(count) > 1:
+            raise StackError("celery_beat runs exactly once (each beat would send every "
+                             "scheduled task again); nothing was scaled")  # fmt: skip
+        if name not in (*SCALABLE, "celery_beat"):
+            raise StackError(f"{name!r} cannot be scaled; scalable: {', '.join(SCALABLE)}; "
+                             "nothing was scaled")  # fmt: skip
+        counts[name] = int(count)
+    if not counts:
+        raise StackError("nothing to scale; e.g. invoke swarm.scale web=3,celery_long=2")
+    return counts
+
+
+# --- what `docker stack deploy` is given ---------------------------------------------------
+def secret_values(settings: Settings) -> dict[str, str]:
+    """The secret files' contents. An empty ADMIN_PASSWORD stays empty in effect (the
+    migrations job generates one) but is written as a newline: Swarm refuses empty secrets."""
+    values = {name: settings.get(key) for name, key in SECRETS.items() if key}
+    for key in ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD"):
+        settings.require(key)
+    values["redis_location"] = f"redis://:{settings.get('REDIS_PASSWORD')}@redis:6379/1"
+    values["admin_password"] = values["admin_password"] or "\n"
+    return values
+
+
+def write_secrets(settings: Settings, folder: Path) -> dict[str, str]:
+    """Write the secret files (mode 600) and return ``<NAME>_REV`` hashes for the names."""
+    revisions = {}
+    for name, value in secret_values(settings).items():
+        write_private(folder / name, value)
+        revisions[f"{name.upper()}_REV"] = hashlib.sha256(value.encode()).hexdigest()[:12]
+    return revisions
+
+
+def deploy_env(settings: Settings, extra: Mapping[str, str]) -> dict[str, str]:
+    """.env without its secrets, plus what the stack file computes from (nginx's update
+    order: with host-mode ports the old task holds the port, so stop-first)."""
+    env = {k: v for k, v in settings.values.items() if k not in SECRET_KEYS}
+    env["COMPOSE_PROJECT_NAME"] = settings.project
+    host_mode = settings.get("SWARM_PUBLISH_MODE", "ingress") == "host"
+    env["SWARM_NGINX_UPDATE_ORDER"] = "stop-first" if host_mode else "start-first"
+    return {**env, **extra}
+
+
+def stack_deploy(c: Context, settings: Settings, *, version: str | None = None,
+                 dry_run: bool = False) -> None:  # fmt: skip
+    """`docker stack deploy` with the secrets as files that exist only meanwhile."""
+    with tempfile.TemporaryDirectory(prefix="mediacms-secrets-") as folder:
+        extra = {"SWARM_SECRETS_DIR": folder, **write_secrets(settings, Path(folder))}
+        if version:
+            extra["MEDIACMS_VERSION"] = version
+        argv = ["docker", "stack", "deploy", "--compose-file", str(settings.root / STACK_FILE),
+                "--with-registry-auth", "--prune", "--resolve-image", "always",
+                "--detach=true", settings.project]  # fmt: skip
+        run(c, argv, env=deploy_env(settings, extra), dry_run=dry_run)
+
+
+# --- waiting ---------------------------------------------------------------------------
+def services(c: Context, settings: Settings) -> list[tuple[str, str, str, str]]:
+    """(name, mode, replicas, image) of every service of the stack."""
+    out = _query(c, ["docker", "stack", "services", settings.project, "--format",
+                     "{{.Name}}\t{{.Mode}}\t{{.Replicas}}\t{{.Image}}"])  # fmt: skip
+    return [tuple(line.split("\t")) for line in out.splitlines() if line.strip()]
+
+
+def running_tasks(c: Context, settings: Settings) -> Counter[str]:
+    """Per service, its tasks that are meant to run and do (health checks passed).
+
+    `docker service ls` counts tasks by their last reported state, which a dead node
+    never updates: its tasks would still count as running. Tasks Swarm has replaced are
+    asked to shut down, so only those meant to run are counted here.
+    """
+    out = _query(c, ["docker", "stack", "ps", settings.project, "--filter",
+                     "desired-state=running", "--format", "{{.Name}}\t{{.CurrentState}}"])  # fmt: skip
+    counts: Counter[str] = Counter()
+    for line in out.splitlines():
+        name, _, state = line.partition("\t")
+        if state.startswith("Running"):
+            counts[name.rsplit(".", 1)[0]] += 1
+    return counts
+
+
+def converged(replicas: str, running: int) -> bool:
+    """``running`` tasks meet the wanted count of ``replicas`` (``2/2``), or a job's
+    ``0/1 (1/1 completed)`` has completed every task."""
+    done = re.search(r"\((\d+)/(\d+) completed\)", replicas)
+    if done:
+        return done[1] == done[2]
+    wanted = replicas.partition("/")[2].split()[0]
+    return wanted.isdigit() and running >= int(wanted)
+
+
+def behind(c: Context, settings: Settings) -> list[str]:
+    """Services not converged yet, as ``name running/wanted``."""
+    rows = services(c, settings)
+    if not rows:
+        return ["(no service yet)"]
+    running = running_tasks(c, settings)
+    return [f"{name} {running[name]} of {replicas}" for name, _, replicas, _ in rows
+            if not converged(replicas, running[name])]  # fmt: skip
+
+
+def wait(c: Context, settings: Settings, timeout: float = 600, poll: float = 5) -> float:
+    """Until every service runs its tasks healthy (jobs completed); seconds it took."""
+    start = time.monotonic()
+    while True:
+        late = behind(c, settings)
+        if not late:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise StackError(f"not all healthy after {timeout:.0f}s: {', '.join(late)}; "
+                             f"see `docker service ps {settings.project}_<service>`")  # fmt: skip
+        time.sleep(poll)
+
+
+def update_state(c: Context, settings: Settings, name: str) -> tuple[str, str]:
+    """(state, started-at) of the service's last rolling update; empty when none ran."""
+    out = _query(c, ["docker", "service", "inspect", service(settings, name), "--format",
+                     "{{if .UpdateStatus}}{{.UpdateStatus.State}} "
+                     "{{.UpdateStatus.StartedAt}}{{end}}"])  # fmt: skip
+    state, _, started = out.strip().partition(" ")
+    return state, started
+
+
+def running_image(c: Context, settings: Settings, name: str) -> str:
+    out = _query(c, ["docker", "service", "inspect", service(settings, name), "--format",
+                     "{{.Spec.TaskTemplate.ContainerSpec.Image}}"])  # fmt: skip
+    return out.strip()
+
+
+def wait_update(c: Context, settings: Settings, name: str, before: tuple[str, str],
+                timeout: float = 600, poll: float = 3) -> str:  # fmt: skip
+    """Until the rolling update that began after ``before`` ends: ``completed``, or a
+    rollback's state."""
+    start = time.monotonic()
+    while True:
+        state, started = update_state(c, settings, name)
+        if (state, started) != before and state in TERMINAL:
+            return state
+        if time.monotonic() - start > timeout:
+            raise StackError(f"{name}: update still {state} after {timeout:.0f}s")
+        time.sleep(poll)
+
+
+# --- the tasks ---------------------------------------------------------------------------
+def init(c: Context, settings: Settings, *, advertise_addr: str | None, data_node: str | None,
+         dry_run: bool = False) -> None:  # fmt: skip
+    """Make this engine a swarm manager (if it is not one yet) and label the data node."""
+    active = _query(c, ["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"]).strip()
+    if active != "active":
+        argv = ["docker", "swarm", "init", *(["--advertise-addr", advertise_addr]
+                                             if advertise_addr else [])]  # fmt: skip
+        run(c, argv, dry_run=dry_run)
+    node = data_node or "self"
+    run(c, ["docker", "node", "update", "--label-add", f"{label(settings)}=true", node],
+        dry_run=dry_run)  # fmt: skip
+    print(f"[swarm] db and redis will run on {node}; join workers with "
+          "`docker swarm join-token worker`")  # fmt: skip
+
+
+def preflight(c: Context, settings: Settings, version: str | None = None) -> str:
+    """Every refusal that must come before the cluster changes; the data node's name."""
+    check_registry(settings)
+    check_storage(settings)
+    node = check_data_node(c, settings)
+    check_images(settings, version)
+    return node
+
+
+def deploy(c: Context, settings: Settings, *, timeout: float = 600, dry_run: bool = False) -> None:
+    node = preflight(c, settings) if not dry_run else "(not checked: dry run)"
+    stack_deploy(c, settings, dry_run=dry_run)
+    if dry_run:
+        return
+    took = wait(c, settings, timeout)
+    print(f"[swarm] {settings.project}: every service healthy after {took:.0f}s "
+          f"(db and redis on {node})")  # fmt: skip
+
+
+def scale(c: Context, settings: Settings, counts: dict[str, int], *, dry_run: bool = False):
+    argv = ["docker", "service", "scale",
+            *(f"{service(settings, name)}={count}" for name, count in counts.items())]  # fmt: skip
+    run(c, argv, dry_run=dry_run)
+
+
+def update(c: Context, settings: Settings, to: str, *, timeout: float = 900,
+           dry_run: bool = False) -> None:  # fmt: skip
+    """Deploy version ``to``: migrations job, then rolling start-first updates; .env gets
+    MEDIACMS_VERSION=to only when web ends up on it (else Swarm has rolled web back)."""
+    if dry_run:
+        return stack_deploy(c, settings, version=to, dry_run=True)
+    preflight(c, settings, to)
+    target = ImageNames(settings.registry, to).ref("web")
+    before = update_state(c, settings, "web")
+    unchanged = running_image(c, settings, "web").split("@")[0] == target
+    stack_deploy(c, settings, version=to)
+    state = "completed" if unchanged else wait_update(c, settings, "web", before, timeout)
+    if state.startswith("rollback") or state == "paused":
+        raise StackError(f"web did not become healthy on {to}: Swarm rolled it back "
+                         f"(update {state}); .env still says {settings.version}; see "
+                         f"`docker service ps {service(settings, 'web')}`")  # fmt: skip
+    wait(c, settings, timeout)
+    if settings.env_file is not None:
+        config.set_values(settings.env_file, {"MEDIACMS_VERSION": to})
+    print(f"[swarm] {settings.project} runs {to}")
+
+
+def rollback(c: Context, settings: Settings, *, dry_run: bool = False) -> None:
+    """Every app service back to its previous specification (Swarm keeps one)."""
+    failed = []
+    for name in APP_SERVICES:
+        result = run(c, ["docker", "service", "rollback", "--detach=false",
+                         service(settings, name)], dry_run=dry_run, warn=True)  # fmt: skip
+        if result is not None and result.exited != 0:
+            failed.append(f"{name}: {result.stderr.strip() or 'failed'}")
+    if failed:
+        raise StackError("not rolled back: " + "; ".join(failed) +
+                         " (a service that was never updated has no previous spec)")  # fmt: skip
+
+
+def status(c: Context, settings: Settings) -> list[tuple[str, str, str, str]]:
+    return services(c, settings)

@@ -1,0 +1,139 @@
+"""The multi-node test's cluster and deployment (see cluster.py), made once per session.
+
+The deployment folder holds only docker-stack.yaml and a .env, outside this
+repository. Images are those `nox -s swarm` built from tests/app, handed to the
+nodes through the cluster's registry with `invoke push`. Whatever happens, every
+container, volume and network of the cluster is removed at the end (SWARM_KEEP=1 keeps
+them for debugging: remove them with `docker rm -f -v` and `docker volume rm` of the
+mcms-swarm-* names).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from mediacms_stack import config
+from mediacms_stack.images import ImageNames
+from tests.swarm.cluster import PREFIX, REGISTRY, SHARED, Cluster
+
+REPO = config.ROOT
+ADMIN_PASSWORD = "swarm-Admin-pw-1"
+PORT = 8000
+STACK = "mcms-swarm"
+
+
+class Deployment:
+    """The stack on the cluster, driven through this repository's invoke tasks."""
+
+    def __init__(self, cluster: Cluster, home: Path) -> None:
+        self.cluster = cluster
+        self.home = home
+
+    @property
+    def settings(self) -> config.Settings:
+        return config.load(self.home)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("MEDIACMS_ENV_FILE", None)
+        env.update(MEDIACMS_HOME=str(self.home), DOCKER_HOST=self.cluster.host, **extra)
+        return env
+
+    def invoke(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
+                              env=self.env(), capture_output=True, text=True, check=False)  # fmt: skip
+        if check and done.returncode != 0:
+            raise AssertionError(f"invoke {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """A docker command against the manager."""
+        return subprocess.run(["docker", "--host", self.cluster.host, *args], check=check,
+                              capture_output=True, text=True)  # fmt: skip
+
+    def url(self, node: str, path: str = "/") -> str:
+        return f"http://{self.cluster.ip(node)}:{PORT}{path}"
+
+    def get(self, node: str, path: str = "/", **kwargs) -> requests.Response:
+        # nginx answers only for FRONTEND_HOST's name
+        return requests.get(self.url(node, path), headers={"Host": "localhost"},
+                            timeout=kwargs.pop("timeout", 10), **kwargs)  # fmt: skip
+
+    def tasks(self, service: str) -> list[tuple[str, str]]:
+        """(node hostname, current state) of the service's tasks meant to run."""
+        out = self.docker("service", "ps", f"{STACK}_{service}", "--filter",
+                          "desired-state=running", "--format", "{{.Node}}\t{{.CurrentState}}").stdout  # fmt: skip
+        return [tuple(line.split("\t")) for line in out.splitlines() if line]
+
+
+def env_values() -> dict[str, str]:
+    return {
+        "COMPOSE_PROJECT_NAME": STACK,
+        "MEDIACMS_VERSION": os.environ.get("SWARM_TEST_VERSION", "testapp-swarm"),
+        "IMAGE_REGISTRY": f"{REGISTRY}/",
+        "POSTGRES_IMAGE": f"{REGISTRY}/mediacms-local/postgres:17",
+        "REDIS_IMAGE": f"{REGISTRY}/mediacms-local/redis:8",
+        "MEDIA_VOLUME_TYPE": "none",
+        "MEDIA_VOLUME_OPTIONS": "bind",
+        "MEDIA_VOLUME_DEVICE": f"{SHARED}/media",
+        "SWARM_ENDPOINT_MODE": "dnsrr",
+        "SWARM_PUBLISH_MODE": "host",
+        "HTTP_PORT": str(PORT),
+        "ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "WEB_REPLICAS": "2",
+        "UWSGI_PROCESSES": "2",
+        "CELERY_SHORT_CONCURRENCY": "1",
+    }
+
+
+def local_images(version: str) -> list[str]:
+    names = ImageNames("", version)
+    values = config.load(REPO, os.environ.get("MEDIACMS_ENV_FILE")).values
+    return [*(names.ref(t) for t in ("web", "worker", "nginx")),
+            values.get("POSTGRES_IMAGE") or "mediacms-local/postgres:17",
+            values.get("REDIS_IMAGE") or "mediacms-local/redis:8"]  # fmt: skip
+
+
+def push_images(cluster: Cluster, deployment: Deployment, version: str) -> None:
+    """Our images to the manager, then `invoke push` (and the stand-ins) to the registry."""
+    images = local_images(version)
+    cluster.load_images(images)
+    deployment.invoke("push", "--target", "web", "--target", "worker", "--target", "nginx")
+    for image in images[3:]:
+        deployment.docker("tag", image, f"{REGISTRY}/{image}")
+        deployment.docker("push", f"{REGISTRY}/{image}")
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    made = Cluster()
+    started = time.monotonic()
+    try:
+        made.create()
+        made.form_swarm()
+        print(f"\n[swarm] {made.size} nodes up in {time.monotonic() - started:.0f}s")
+        yield made
+    finally:
+        if os.environ.get("SWARM_KEEP") != "1":
+            made.destroy()
+            shutil.rmtree(made.sockets, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def deployment(cluster, tmp_path_factory) -> Deployment:
+    home = tmp_path_factory.mktemp(f"{PREFIX}home")
+    shutil.copy(REPO / "docker-stack.yaml", home)
+    config.init(home, env_values(), example=REPO / config.EXAMPLE_FILE)
+    made = Deployment(cluster, home)
+    started = time.monotonic()
+    push_images(cluster, made, made.settings.version)
+    print(f"[swarm] images in the registry after {time.monotonic() - started:.0f}s")
+    return made

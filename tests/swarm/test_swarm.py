@@ -1,0 +1,325 @@
+"""MediaCMS on a Docker Swarm of three nodes made on this machine (cluster.py).
+
+Modes used here, because this machine has no IPVS and no ingress routing mesh:
+services resolve with `endpoint_mode: dnsrr` and nginx publishes its port in host mode
+on every node (SWARM_ENDPOINT_MODE, SWARM_PUBLISH_MODE in .env). Traffic goes only to
+the nodes this test made. The tests run in order and share one deployment.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+from invoke import Context
+
+from mediacms_stack.swarm import behind
+from tests.swarm.conftest import ADMIN_PASSWORD, STACK, Deployment, local_images
+
+ADMIN_USER = "admin"
+
+pytestmark = pytest.mark.e2e
+
+SERVICES = ("nginx", "web", "celery_beat", "celery_short", "celery_long", "db", "redis",
+            "migrations")  # fmt: skip
+
+
+def stack_services(deployment: Deployment) -> set[str]:
+    out = deployment.docker("service", "ls", "--format", "{{.Name}}").stdout
+    return {name for name in out.split() if name.startswith(f"{STACK}_")}
+
+
+def test_refusals_change_nothing(deployment):
+    """No data label yet, no shared storage, beat above one: one error each, no stack."""
+    done = deployment.invoke("swarm.deploy", check=False)
+    assert done.returncode == 1
+    assert "no node carries it" in done.stderr and "nothing was deployed" in done.stderr
+    assert done.stderr.count("error:") == 1
+    env = deployment.home / ".env"
+    saved = env.read_text()
+    env.write_text(saved.replace("MEDIA_VOLUME_TYPE=none", "MEDIA_VOLUME_TYPE="))
+    try:
+        done = deployment.invoke("swarm.deploy", check=False)
+    finally:
+        env.write_text(saved)
+    assert done.returncode == 1 and "MEDIA_VOLUME_TYPE not set" in done.stderr
+    done = deployment.invoke("swarm.scale", "celery_beat=2", check=False)
+    assert done.returncode == 1 and "exactly once" in done.stderr
+    assert stack_services(deployment) == set()
+
+
+def test_deploy_from_nothing_to_healthy(deployment, cluster):
+    deployment.invoke("swarm.init", "--advertise-addr", cluster.ip(cluster.manager),
+                      "--data-node", "node1")  # fmt: skip
+    started = time.monotonic()
+    done = deployment.invoke("swarm.deploy", "--timeout", "900")
+    took = time.monotonic() - started
+    print(f"\n[bench] swarm.deploy to all healthy: {took:.0f}s\n{done.stdout}")
+    assert stack_services(deployment) == {f"{STACK}_{name}" for name in SERVICES}
+    status = deployment.invoke("swarm.status").stdout
+    print(status)
+    nodes = {node for node, _ in deployment.tasks("web")}
+    assert len(deployment.tasks("web")) == 2 and len(nodes) == 2, deployment.tasks("web")
+    assert {node for node, _ in deployment.tasks("db")} == {"node1"}
+    for node in cluster.nodes:  # nginx on every node answers, through web
+        response = deployment.get(node, "/")
+        assert response.status_code == 200, (node, response.status_code, response.text[:200])
+
+
+def test_secrets_are_files_not_environment(deployment):
+    out = deployment.docker("service", "inspect", f"{STACK}_web", "--format",
+                            "{{json .Spec.TaskTemplate.ContainerSpec.Env}}").stdout  # fmt: skip
+    settings = deployment.settings
+    for key in ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD"):
+        assert settings.get(key) not in out, key
+    assert "SECRET_KEY_FILE=/run/secrets/secret_key" in out
+
+
+def make_video(deployment: Deployment, seconds: int = 3) -> bytes:
+    """A real H.264/AAC clip made by the web image's own ffmpeg (on this machine)."""
+    script = (
+        f"ffmpeg -loglevel error -f lavfi -i testsrc=duration={seconds}:size=320x240:rate=25 "
+        f"-f lavfi -i sine=duration={seconds} -c:v libx264 -c:a aac -shortest "
+        "-movflags +faststart /tmp/clip.mp4 && cat /tmp/clip.mp4"
+    )
+    image = local_images(deployment.settings.version)[0]
+    done = subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "sh",
+                           image, "-c", script], capture_output=True, check=True)  # fmt: skip
+    assert done.stdout[4:8] == b"ftyp"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def uploaded(deployment, cluster):
+    """A clip uploaded through the nginx of a node that runs no celery_long task."""
+    long_nodes = {node for node, _ in deployment.tasks("celery_long")}
+    entry = next(n for n in cluster.nodes if n.removeprefix("mcms-swarm-") not in long_nodes)
+    video = make_video(deployment)
+    response = requests.post(deployment.url(entry, "/api/v1/media"), headers={"Host": "localhost"},
+                             auth=(ADMIN_USER, ADMIN_PASSWORD), data={"title": "swarm clip"},
+                             files={"media_file": ("swarm clip.mp4", video, "video/mp4")},
+                             timeout=120)  # fmt: skip
+    assert response.status_code == 201, response.text[:500]
+    print(f"\n[swarm] uploaded through {entry}; celery_long runs on {sorted(long_nodes)}")
+    return response.json(), video, entry
+
+
+def wait_encoded(deployment, node, media_id, timeout=300) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = deployment.get(node, f"/api/v1/media/{media_id}").json()
+        if state["encoding_status"] in ("success", "fail") and state["thumbnail_url"]:
+            return state
+        assert time.monotonic() < deadline, f"encoding did not finish: {state}"
+        time.sleep(3)
+
+
+def test_upload_transcoded_on_another_node_and_served_by_every_node(deployment, cluster,
+                                                                     uploaded):  # fmt: skip
+    media, video, entry = uploaded
+    state = wait_encoded(deployment, cluster.manager, media["id"])
+    assert state["encoding_status"] == "success", state
+    for node in cluster.nodes:  # every node's nginx, each through any web replica
+        original = deployment.get(node, media["original_url"], timeout=30)
+        assert original.status_code == 200 and original.content == video, node
+        encoded = deployment.get(node, state["encoded_url"], timeout=30)
+        assert encoded.status_code == 200 and encoded.content[4:8] == b"ftyp", node
+        assert deployment.get(node, state["thumbnail_url"]).content[:3] == b"\xff\xd8\xff"
+    logs = deployment.docker("service", "logs", f"{STACK}_celery_long")
+    done = [line for line in (logs.stdout + logs.stderr).splitlines()
+            if "files.tasks.encode_media" in line and "succeeded" in line]  # fmt: skip
+    where = {match[1] for line in done if (match := re.search(r"@(node\d+)", line))}
+    print(f"[swarm] uploaded through {entry}, transcoded on {sorted(where)}")
+    assert where and entry.removeprefix("mcms-swarm-") not in where, done
+
+
+def requests_per_second(deployment, nodes, seconds=15.0, threads=8) -> float:
+    """GET / through the nginx of every given node from `threads` clients, bounded in time."""
+    done, failed = [0], [0]
+    stop = time.monotonic() + seconds
+
+    def client(index):
+        session = requests.Session()
+        node = nodes[index % len(nodes)]
+        while time.monotonic() < stop:
+            try:
+                ok = session.get(deployment.url(node, "/"), headers={"Host": "localhost"},
+                                 timeout=10).status_code == 200  # fmt: skip
+            except requests.RequestException:
+                ok = False
+            done[0] += ok
+            failed[0] += not ok
+
+    workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(seconds + 15)
+    assert failed[0] == 0, f"{failed[0]} failed requests"
+    return done[0] / seconds
+
+
+def test_scale_web_and_celery_long_up_and_down(deployment, cluster):
+    deployment.invoke("swarm.scale", "web=1")
+    one = requests_per_second(deployment, cluster.nodes)
+    started = time.monotonic()
+    deployment.invoke("swarm.scale", "web=3,celery_long=2")
+    print(f"\n[bench] scale web 1 -> 3 and celery_long 1 -> 2: {time.monotonic() - started:.0f}s")
+    assert len(deployment.tasks("web")) == 3 and len(deployment.tasks("celery_long")) == 2
+    assert all("Running" in state for _, state in deployment.tasks("web"))
+    three = requests_per_second(deployment, cluster.nodes)
+    print(f"[bench] GET / through nginx: {one:.1f} req/s with 1 web, {three:.1f} with 3 "
+          f"(x{three / one:.2f}; 8 clients, every node's nginx)")  # fmt: skip
+    deployment.invoke("swarm.scale", "web=2,celery_long=1")
+    assert len(deployment.tasks("web")) == 2 and len(deployment.tasks("celery_long")) == 1
+
+
+def test_drained_then_killed_node(deployment, cluster, uploaded):
+    victim = cluster.nodes[-1]
+    hostname = victim.removeprefix("mcms-swarm-")
+    deployment.docker("node", "update", "--availability", "drain", hostname)
+    wait_drained(deployment, hostname)
+    cluster.kill(victim)
+    killed = time.monotonic()
+    alive = cluster.nodes
+    deadline = killed + 60
+    while True:
+        try:
+            answers = [deployment.get(node, "/").status_code for node in alive]
+        except requests.RequestException:
+            answers = []
+        if answers and all(code == 200 for code in answers):
+            break
+        assert time.monotonic() < deadline, f"no answer within 60 s: {answers}"
+        time.sleep(1)
+    print(f"\n[swarm] site answers on {alive} {time.monotonic() - killed:.1f}s after the kill")
+    media, video, _ = uploaded
+    for node in alive:
+        assert deployment.get(node, media["original_url"], timeout=30).content == video
+        state = deployment.get(node, f"/api/v1/media/{media['id']}").json()
+        assert state["encoding_status"] == "success"
+        assert deployment.get(node, state["encoded_url"], timeout=30).content[4:8] == b"ftyp"
+    for service in ("web", "celery_short", "celery_long", "celery_beat"):
+        assert hostname not in {node for node, _ in deployment.tasks(service)}
+
+
+def wait_drained(deployment, hostname, timeout=600) -> None:
+    """Until nothing runs on the drained node any more and every service has its tasks."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = deployment.docker("node", "ps", hostname, "--format", "{{.CurrentState}}").stdout
+        active = [s for s in states.splitlines() if s.startswith(("Running", "Starting"))]
+        late = ["(node busy)"]
+        if not active:
+            with pytest.MonkeyPatch.context() as patch:  # the swarm module asks the manager
+                patch.setenv("DOCKER_HOST", deployment.cluster.host)
+                late = behind(Context(), deployment.settings)
+        if not late:
+            return
+        assert time.monotonic() < deadline, (active, late)
+        time.sleep(5)
+
+
+class RequestLoop:
+    """GET / through the nodes' nginx until stopped: bounded in count and time.
+
+    Like a load balancer in front of host-mode ports, a request whose connection a node
+    refuses (its nginx restarting: stop-first, see docker-stack.yaml) goes to the next
+    node; such failovers are counted apart. An HTTP error, a timeout, a cut connection
+    or every node refusing is a failure.
+    """
+
+    def __init__(self, deployment, nodes, limit=5000, seconds=900):
+        self.deployment, self.nodes, self.limit, self.seconds = deployment, nodes, limit, seconds
+        self.ok, self.failovers, self.failures = 0, 0, []
+        self.running = True
+        self.thread = threading.Thread(target=self.loop)
+
+    def one(self, first):
+        for step in range(len(self.nodes)):
+            node = self.nodes[(first + step) % len(self.nodes)]
+            try:
+                # a new connection each time, as a balancer's (no idle keep-alive to reuse)
+                response = requests.get(self.deployment.url(node, "/"),
+                                        headers={"Host": "localhost"}, timeout=15)  # fmt: skip
+            except requests.ConnectionError as error:
+                if "refused" not in str(error):
+                    return f"{node}: {type(error).__name__}: {str(error)[-120:]}"
+                self.failovers += 1
+                continue
+            except requests.RequestException as error:
+                return f"{node}: {type(error).__name__}"
+            return None if response.status_code == 200 else f"{node}: {response.status_code}"
+        return "every node refused the connection"
+
+    def loop(self):
+        stop = time.monotonic() + self.seconds
+        count = 0
+        while self.running and count < self.limit and time.monotonic() < stop:
+            failure = self.one(count)
+            count += 1
+            if failure is None:
+                self.ok += 1
+            else:
+                self.failures.append(failure)
+                time.sleep(0.05)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join(30)
+
+
+def retag(deployment, source: str, target: str, web_change: str | None = None) -> None:
+    """Push the running images again as version ``target``, web changed by a Dockerfile line."""
+    registry = deployment.settings.registry
+    for image in ("mediacms/mediacms", "mediacms/mediacms-worker", "mediacms/mediacms-nginx"):
+        old, new = f"{registry}{image}:{source}", f"{registry}{image}:{target}"
+        if web_change and image == "mediacms/mediacms":
+            subprocess.run(["docker", "--host", deployment.cluster.host, "build", "--tag", new, "-"],
+                           input=f"FROM {old}\n{web_change}\n", text=True, check=True,
+                           capture_output=True)  # fmt: skip
+        else:
+            deployment.docker("tag", old, new)
+        deployment.docker("push", new)
+
+
+def test_rolling_update_of_web_fails_no_request(deployment, cluster):
+    version = deployment.settings.version
+    retag(deployment, version, f"{version}-next")
+    with RequestLoop(deployment, cluster.nodes) as loop:
+        started = time.monotonic()
+        deployment.invoke("swarm.update", "--to", f"{version}-next")
+        took = time.monotonic() - started
+        time.sleep(5)
+    print(f"\n[bench] swarm.update (2 web replicas, start-first): {took:.0f}s; "
+          f"{loop.ok} requests answered during it, {len(loop.failures)} failed, "
+          f"{loop.failovers} refused by a restarting nginx and sent to another node")  # fmt: skip
+    assert loop.ok > 20 and loop.failures == [], loop.failures[:20]
+    assert deployment.settings.version == f"{version}-next"
+    images = deployment.docker("service", "inspect", f"{STACK}_web", "--format",
+                               "{{.Spec.TaskTemplate.ContainerSpec.Image}}").stdout  # fmt: skip
+    assert f":{version}-next@" in images
+
+
+def test_broken_image_rolled_back_and_site_keeps_answering(deployment, cluster):
+    version = deployment.settings.version
+    # uWSGI answers, but its health check asks for a page that does not exist: never healthy
+    retag(deployment, version, f"{version}-broken", "ENV HEALTHCHECK_PATH=/no-such-page/")
+    with RequestLoop(deployment, cluster.nodes) as loop:
+        done = deployment.invoke("swarm.update", "--to", f"{version}-broken", check=False)
+    assert done.returncode == 1 and "rolled it back" in done.stderr, done.stderr
+    assert deployment.settings.version == version
+    images = deployment.docker("service", "inspect", f"{STACK}_web", "--format",
+                               "{{.Spec.TaskTemplate.ContainerSpec.Image}}").stdout  # fmt: skip
+    assert f":{version}@" in images
+    print(f"\n[swarm] broken web rolled back; {loop.ok} requests answered, "
+          f"{len(loop.failures)} failed meanwhile ({loop.failovers} failovers)")  # fmt: skip
+    assert loop.ok > 20 and loop.failures == [], loop.failures[:20]

@@ -1,0 +1,226 @@
+"""mediacms_stack.swarm with MockContext: refusals change nothing, commands are right."""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+import pytest
+from invoke import MockContext, Result
+
+from mediacms_stack import config, swarm
+from mediacms_stack.shell import StackError
+
+SHARED = {
+    "IMAGE_REGISTRY": "registry.example.org/",
+    "MEDIA_VOLUME_TYPE": "nfs",
+    "MEDIA_VOLUME_OPTIONS": "addr=10.0.0.5,rw,nfsvers=4.1",
+    "MEDIA_VOLUME_DEVICE": ":/export/mediacms",
+}
+
+
+def settings_with(home: Path, **values: str) -> config.Settings:
+    config.set_values(home / ".env", values)
+    return config.load(home)
+
+
+@pytest.fixture
+def ready(home) -> config.Settings:
+    return settings_with(home, **SHARED)
+
+
+def nodes_ctx(labels: dict[str, str]) -> MockContext:
+    """A manager whose nodes carry these mediacms.data label values."""
+    rows = "".join(f"{name} {value}\n" for name, value in labels.items())
+    return MockContext(run={
+        re.compile(r"docker node ls .*"): Result("".join(f"id{i}\n" for i in range(len(labels)))),
+        re.compile(r"docker node inspect .*"): Result(rows),
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize("key", swarm.MEDIA_KEYS)
+def test_storage_settings_are_required(home, key):
+    settings = settings_with(home, **{**SHARED, key: ""})
+    with pytest.raises(StackError, match=f"{key}.*not set.*nothing was deployed"):
+        swarm.check_storage(settings)
+
+
+def test_nfs_without_server_and_bind_without_path_are_refused(home):
+    with pytest.raises(StackError, match="names no NFS server"):
+        swarm.check_storage(settings_with(home, **{**SHARED, "MEDIA_VOLUME_OPTIONS": "rw"}))
+    bind = {**SHARED, "MEDIA_VOLUME_TYPE": "none", "MEDIA_VOLUME_OPTIONS": "bind",
+            "MEDIA_VOLUME_DEVICE": "relative/path"}  # fmt: skip
+    with pytest.raises(StackError, match="absolute MEDIA_VOLUME_DEVICE"):
+        swarm.check_storage(settings_with(home, **bind))
+    swarm.check_storage(settings_with(home, **{**bind, "MEDIA_VOLUME_DEVICE": "/srv/media"}))
+
+
+@pytest.mark.parametrize("registry", ["", "127.0.0.1:5000/", "localhost:5000/team/"])
+def test_registry_the_nodes_cannot_share_is_refused(home, registry):
+    settings = settings_with(home, **{**SHARED, "IMAGE_REGISTRY": registry})
+    with pytest.raises(StackError, match=r"IMAGE_REGISTRY.*nothing was deployed"):
+        swarm.check_registry(settings)
+
+
+def test_data_node_label_must_be_on_exactly_one_node(ready):
+    with pytest.raises(StackError, match="no node carries it"):
+        swarm.check_data_node(nodes_ctx({"n1": "", "n2": "<no value>"}), ready)
+    with pytest.raises(StackError, match="nodes n1, n2 carry it"):
+        swarm.check_data_node(nodes_ctx({"n1": "true", "n2": "true"}), ready)
+    assert swarm.check_data_node(nodes_ctx({"n1": "", "n2": "true"}), ready) == "n2"
+
+
+def test_deploy_refused_without_label_runs_no_stack_deploy(ready, monkeypatch):
+    c = nodes_ctx({"n1": ""})
+    monkeypatch.setattr(swarm, "check_images", lambda *a: pytest.fail("checked images"))
+    with pytest.raises(StackError, match="nothing was deployed"):
+        swarm.deploy(c, ready)
+    assert not any("stack deploy" in str(call) for call in c.run.call_args_list)
+
+
+def test_unreachable_image_is_refused_before_deploying(ready, monkeypatch):
+    import docker.errors
+
+    class Api:
+        def inspect_distribution(self, ref):
+            raise docker.errors.APIError("no such manifest", explanation="manifest unknown")
+
+    class Client:
+        api = Api()
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr("docker.from_env", Client)
+    with pytest.raises(StackError, match=r"cannot resolve registry\.example\.org/mediacms/"
+                                         r"mediacms:9\.9\.9 \(manifest unknown\)"):  # fmt: skip
+        swarm.check_images(ready)
+
+
+@pytest.mark.parametrize("pairs, message", [
+    (["celery_beat=2"], "exactly once"),
+    (["db=2"], "cannot be scaled"),
+    (["web=x"], "whole number"),
+    ([], "nothing to scale"),
+])  # fmt: skip
+def test_parse_scale_refuses(pairs, message):
+    with pytest.raises(StackError, match=message):
+        swarm.parse_scale(pairs)
+
+
+def test_scale_command(ready):
+    c = MockContext(run={re.compile(r".*"): Result()})
+    swarm.scale(c, ready, swarm.parse_scale(["web=3", "celery_long=2", "celery_beat=1"]))
+    command = c.run.call_args_list[0].args[0]
+    assert command == ("docker service scale mediacms_web=3 mediacms_celery_long=2 "
+                       "mediacms_celery_beat=1")  # fmt: skip
+
+
+def test_secrets_are_files_and_never_in_the_deploy_environment(ready, tmp_path):
+    folder = tmp_path / "secrets"
+    folder.mkdir()
+    revisions = swarm.write_secrets(ready, folder)
+    assert set(revisions) == {f"{name.upper()}_REV" for name in swarm.SECRETS}
+    for name in swarm.SECRETS:
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600
+    password = ready.require("REDIS_PASSWORD")
+    assert (folder / "redis_location").read_text() == f"redis://:{password}@redis:6379/1"
+    assert (folder / "admin_password").read_text() == "\n"  # empty: generated by migrations
+    env = swarm.deploy_env(ready, {"SWARM_SECRETS_DIR": str(folder), **revisions})
+    for key in ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD"):
+        assert key not in env
+        assert all(ready.require(key) not in value for value in env.values())
+    assert env["SWARM_NGINX_UPDATE_ORDER"] == "start-first"
+
+
+def test_changed_secret_gets_a_new_name(ready, home, tmp_path):
+    first = swarm.write_secrets(ready, tmp_path)
+    changed = settings_with(home, POSTGRES_PASSWORD="another-password")
+    second = swarm.write_secrets(changed, tmp_path)
+    assert first["POSTGRES_PASSWORD_REV"] != second["POSTGRES_PASSWORD_REV"]
+    assert first["SECRET_KEY_REV"] == second["SECRET_KEY_REV"]
+
+
+def test_host_mode_ports_make_nginx_stop_first(home):
+    settings = settings_with(home, **SHARED, SWARM_PUBLISH_MODE="host")
+    assert swarm.deploy_env(settings, {})["SWARM_NGINX_UPDATE_ORDER"] == "stop-first"
+
+
+def test_stack_deploy_command_and_removed_secret_folder(ready, monkeypatch):
+    seen = {}
+
+    def fake_run(c, argv, *, env=None, dry_run=False, **kwargs):
+        seen["argv"], seen["env"] = argv, env
+        seen["files"] = sorted(p.name for p in Path(env["SWARM_SECRETS_DIR"]).iterdir())
+
+    monkeypatch.setattr(swarm, "run", fake_run)
+    swarm.stack_deploy(MockContext(), ready, version="10.0")
+    assert seen["argv"][:3] == ["docker", "stack", "deploy"]
+    assert seen["argv"][-1] == "mediacms" and "--prune" in seen["argv"]
+    assert seen["env"]["MEDIACMS_VERSION"] == "10.0"
+    assert seen["files"] == sorted(swarm.SECRETS)
+    assert not Path(seen["env"]["SWARM_SECRETS_DIR"]).exists()
+
+
+@pytest.mark.parametrize("replicas, running, done", [
+    ("2/2", 2, True), ("1/2", 1, False), ("2/2", 1, False), ("3/2", 2, True),
+    ("0/0", 0, True), ("0/1 (1/1 completed)", 0, True), ("1/1 (0/1 completed)", 1, False),
+])  # fmt: skip
+def test_converged(replicas, running, done):
+    assert swarm.converged(replicas, running) is done
+
+
+def test_tasks_of_a_dead_node_do_not_count(ready):
+    """service ls says 3/2 (a dead node's task still "Running"); only tasks meant to run count."""
+    c = MockContext(run={
+        re.compile(r"docker stack services .*"): Result("mediacms_web\treplicated\t3/2\timg\n"
+                                                        "mediacms_nginx\tglobal\t2/2\timg\n"),
+        re.compile(r"docker stack ps .*desired-state=running.*"): Result(
+            "mediacms_web.1\tRunning 5 minutes ago\nmediacms_web.2\tStarting 3 seconds ago\n"
+            "mediacms_nginx.abc\tRunning 1 minute ago\nmediacms_nginx.def\tRunning 2 minutes ago\n"),
+    })  # fmt: skip
+    assert swarm.behind(c, ready) == ["mediacms_web 1 of 3/2"]
+
+
+def test_update_reports_rollback_and_keeps_env(ready, monkeypatch):
+    states = iter([("completed", "t0"), ("rollback_started", "t1"),
+                   ("rollback_completed", "t1")])  # fmt: skip
+    monkeypatch.setattr(swarm, "preflight", lambda *a: "n1")
+    monkeypatch.setattr(swarm, "update_state", lambda *a: next(states))
+    monkeypatch.setattr(
+        swarm, "running_image", lambda *a: "registry.example.org/mediacms/mediacms:9.9.9@sha256:x"
+    )
+    monkeypatch.setattr(swarm, "stack_deploy", lambda *a, **k: None)
+    monkeypatch.setattr(swarm.time, "sleep", lambda s: None)
+    with pytest.raises(StackError, match=r"rolled it back.*still says 9\.9\.9"):
+        swarm.update(MockContext(), ready, "10.0")
+    assert config.load(ready.root).version == "9.9.9"
+
+
+def test_init_joins_nothing_and_labels_the_data_node(ready):
+    c = MockContext(run={re.compile(r"docker info .*"): Result("inactive\n"),
+                         re.compile(r".*"): Result()})  # fmt: skip
+    swarm.init(c, ready, advertise_addr="10.0.0.1", data_node="db-host")
+    commands = [call.args[0] for call in c.run.call_args_list]
+    assert "docker swarm init --advertise-addr 10.0.0.1" in commands
+    assert "docker node update --label-add mediacms.data=true db-host" in commands
+
+
+def test_stack_file_keeps_secrets_out_and_pins_data(tmp_path):
+    text = (config.ROOT / swarm.STACK_FILE).read_text()
+    for key in ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "ADMIN_PASSWORD"):
+        assert not re.search(rf"\${{{key}[:}}]", text), key
+    assert text.count("node.labels.${SWARM_DATA_LABEL:-mediacms.data} == true") == 2
+    assert "mode: replicated-job" in text and "failure_action: rollback" in text
+
+
+def test_rollback_names_the_services_it_could_not_roll_back(ready):
+    c = MockContext(run={
+        re.compile(r".*mediacms_nginx$"): Result(exited=1, stderr="no previous spec\n"),
+        re.compile(r".*"): Result(),
+    })  # fmt: skip
+    with pytest.raises(StackError, match="not rolled back: nginx: no previous spec"):
+        swarm.rollback(c, ready)
+    commands = [call.args[0] for call in c.run.call_args_list]
+    assert len(commands) == len(swarm.APP_SERVICES)  # the others were still rolled back
