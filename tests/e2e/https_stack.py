@@ -166,9 +166,10 @@ class HttpsDeployment:
     def pebble_log(self) -> str:
         return self.dc("logs", "--no-log-prefix", "pebble").stdout
 
-    def issued(self) -> list[str]:
-        """Serials of the certificates Pebble issued, oldest first (hex)."""
-        return ISSUED.findall(self.pebble_log())
+    def issued(self) -> list[int]:
+        """Serials of the certificates Pebble issued, oldest first. Compared as numbers:
+        Pebble writes the serial's bytes in hex, so one in 16 starts with a 0 digit."""
+        return [int(serial, 16) for serial in ISSUED.findall(self.pebble_log())]
 
     def fetch_root(self) -> None:
         port = self.dc("port", "pebble", "15000").stdout.strip().rsplit(":", 1)[1]
