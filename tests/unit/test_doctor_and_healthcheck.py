@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -101,7 +102,11 @@ def test_beat_process_must_be_celery_beat_and_running():
     other = subprocess.Popen([sys.executable, "-c", code, "celery", "worker"])
     try:
         proc = f"/proc/{beat.pid}"
-        assert healthcheck.beat_process(proc) is None
+        # until each child has exec'd: its command line is empty or its parent's before
+        assert _until(lambda: healthcheck.beat_process(proc) is None), healthcheck.beat_process(
+            proc
+        )
+        assert _until(lambda: b"worker" in Path(f"/proc/{other.pid}/cmdline").read_bytes())
         beat.send_signal(signal.SIGSTOP)
         assert _until(lambda: "is stopped (state T)" in (healthcheck.beat_process(proc) or ""))
         beat.send_signal(signal.SIGCONT)
