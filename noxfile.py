@@ -230,8 +230,8 @@ def acceptance(session: nox.Session) -> None:
                     external=True)  # fmt: skip
     for tree in trees:
         env = _tree_env(session, tree)
-        if tree != trees[-1]:  # ten minutes of health once, on the newest tree; the others
-            env["ACCEPTANCE_SOAK_SECONDS"] = "0"  # wait out their longest health window only
+        if tree != trees[-1]:  # the long health soak once, on the newest tree; the others
+            env["ACCEPTANCE_SOAK_SECONDS"] = "0"  # are checked healthy without waiting
         session.log(f"acceptance of {tree.name}")
         session.run("invoke", "build", "--target", "web", "--target", "worker",
                     "--target", "nginx", env=env)  # fmt: skip
