@@ -244,8 +244,9 @@ def test_orchestrator_setting_alone_decides(home, on_swarm):
 
 
 def test_tasks_pick_the_swarm_stack_or_refuse(on_swarm):
-    import tasks
     from invoke import Exit
+
+    import tasks
 
     settings, stack = tasks._stack(True, swarm_with=MockContext())
     assert isinstance(stack, swarm.SwarmStack) and stack.project == settings.project
