@@ -12,6 +12,7 @@ data label, beat never scales above one.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import tempfile
 import time
@@ -198,16 +199,70 @@ def deploy_env(settings: Settings, extra: Mapping[str, str]) -> dict[str, str]:
     return {**env, **extra}
 
 
+# --- custom/ as Swarm configs ----------------------------------------------------------
+CUSTOM_SETTINGS = "/home/mediacms.io/mediacms/custom/local_settings.py"
+CUSTOM_STATIC = "/var/www/custom/static"
+#: Services whose settings bridge executes custom/local_settings.py.
+SETTINGS_READERS = ("migrations", "web", "celery_short", "celery_long", "celery_beat")
+CONFIG_LIMIT = 500 * 1024  # Swarm's size limit of one config
+
+
+def custom_files(settings: Settings) -> list[tuple[Path, str]]:
+    """(file, path in the containers) of what custom/ gives the stack: local_settings.py
+    to the app services, every file under static/ (dotfiles aside, as nginx refuses them)
+    to nginx. A file Swarm cannot carry is refused before anything changes."""
+    custom = settings.root / "custom"
+    found = []
+    if (custom / "local_settings.py").is_file():
+        found.append((custom / "local_settings.py", CUSTOM_SETTINGS))
+    static = custom / "static"
+    for path in sorted(static.rglob("*")) if static.is_dir() else []:
+        relative = path.relative_to(static)
+        if any(part.startswith(".") for part in relative.parts) or path.is_dir():
+            continue
+        if path.is_symlink() or not path.is_file():
+            raise StackError(f"{path} is not a plain file: copy the file itself there; "
+                             "nothing was deployed")  # fmt: skip
+        found.append((path, f"{CUSTOM_STATIC}/{relative.as_posix()}"))
+    for path, _ in found:
+        if path.stat().st_size > CONFIG_LIMIT:
+            raise StackError(f"{path} is larger than a Swarm config can be (500 KB): bake it "
+                             "into the nginx image instead; nothing was deployed")  # fmt: skip
+    return found
+
+
+def custom_overlay(settings: Settings, found: list[tuple[Path, str]]) -> dict:
+    """A compose file adding custom/'s files as configs named after a hash of their
+    content (a changed file is a new config, and the services using it roll)."""
+    configs, app, nginx = {}, [], []
+    for path, target in found:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        key = f"custom_{digest}"
+        configs[key] = {"name": f"{settings.project}_custom_{digest}", "file": str(path)}
+        mount = {"source": key, "target": target, "mode": 0o444}
+        (app if target == CUSTOM_SETTINGS else nginx).append(mount)
+    services = {name: {"configs": app} for name in SETTINGS_READERS if app}
+    if nginx:
+        services["nginx"] = {"configs": nginx}
+    return {"services": services, "configs": configs}
+
+
 def stack_deploy(c: Context, settings: Settings, *, version: str | None = None,
                  dry_run: bool = False) -> None:  # fmt: skip
-    """`docker stack deploy` with the secrets as files that exist only meanwhile."""
+    """`docker stack deploy` with the secrets as files that exist only meanwhile, and
+    custom/'s files as configs (see :func:`custom_overlay`)."""
+    found = custom_files(settings)
     with tempfile.TemporaryDirectory(prefix="mediacms-secrets-") as folder:
         extra = {"SWARM_SECRETS_DIR": folder, **write_secrets(settings, Path(folder))}
         if version:
             extra["MEDIACMS_VERSION"] = version
-        argv = ["docker", "stack", "deploy", "--compose-file", str(settings.root / STACK_FILE),
-                "--with-registry-auth", "--prune", "--resolve-image", "always",
-                "--detach=true", settings.project]  # fmt: skip
+        files = ["--compose-file", str(settings.root / STACK_FILE)]
+        if found:
+            overlay = Path(folder) / "custom.yaml"  # JSON is YAML
+            write_private(overlay, json.dumps(custom_overlay(settings, found), indent=1))
+            files += ["--compose-file", str(overlay)]
+        argv = ["docker", "stack", "deploy", *files, "--with-registry-auth", "--prune",
+                "--resolve-image", "always", "--detach=true", settings.project]  # fmt: skip
         run(c, argv, env=deploy_env(settings, extra), dry_run=dry_run)
 
 

@@ -28,6 +28,8 @@ REPO = config.ROOT
 ADMIN_PASSWORD = "swarm-Admin-pw-1"
 PORT = 8000
 STACK = "mcms-swarm"
+PORTAL_NAME = "Swarm Portal From Custom"
+CUSTOM_CSS = "body { color: #5a3a11; }\n"
 
 
 class Deployment:
@@ -135,6 +137,9 @@ def cluster():
 def deployment(cluster, tmp_path_factory) -> Deployment:
     home = tmp_path_factory.mktemp(f"{PREFIX}home")
     shutil.copy(REPO / "docker-stack.yaml", home)
+    (home / "custom" / "static" / "css").mkdir(parents=True)
+    (home / "custom" / "local_settings.py").write_text(f'PORTAL_NAME = "{PORTAL_NAME}"\n')
+    (home / "custom" / "static" / "css" / "custom.css").write_text(CUSTOM_CSS)
     config.init(home, env_values(), example=REPO / config.EXAMPLE_FILE)
     made = Deployment(cluster, home)
     started = time.monotonic()

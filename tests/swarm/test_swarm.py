@@ -20,7 +20,14 @@ from invoke import Context
 
 from mediacms_stack.swarm import behind
 from tests.swarm.cluster import SHARED
-from tests.swarm.conftest import ADMIN_PASSWORD, STACK, Deployment, local_images
+from tests.swarm.conftest import (
+    ADMIN_PASSWORD,
+    CUSTOM_CSS,
+    PORTAL_NAME,
+    STACK,
+    Deployment,
+    local_images,
+)
 
 ADMIN_USER = "admin"
 
@@ -54,9 +61,20 @@ def test_refusals_change_nothing(deployment):
     assert stack_services(deployment) == set()
 
 
+def stack_secrets(deployment: Deployment) -> set[str]:
+    out = deployment.docker("secret", "ls", "--filter",
+                            f"label=com.docker.stack.namespace={STACK}", "--format", "{{.Name}}")  # fmt: skip
+    return set(out.stdout.split())
+
+
 def test_deploy_from_nothing_to_healthy(deployment, cluster):
     deployment.invoke("swarm.init", "--advertise-addr", cluster.ip(cluster.manager),
                       "--data-node", "node1")  # fmt: skip
+    # a secret a former deploy left (same stack label), and one of someone else
+    for name, labels in ((f"{STACK}_secret_key_0ld0ld0ld0ld", ["--label",
+                          f"com.docker.stack.namespace={STACK}"]), ("not-ours", [])):  # fmt: skip
+        subprocess.run(["docker", "--host", cluster.host, "secret", "create", *labels, name, "-"],
+                       input="x", text=True, check=True, capture_output=True)  # fmt: skip
     started = time.monotonic()
     done = deployment.invoke("swarm.deploy", "--timeout", "900")
     took = time.monotonic() - started
@@ -70,6 +88,15 @@ def test_deploy_from_nothing_to_healthy(deployment, cluster):
     for node in cluster.nodes:  # nginx on every node answers, through web
         response = deployment.get(node, "/")
         assert response.status_code == 200, (node, response.status_code, response.text[:200])
+        # custom/local_settings.py and custom/static reach every node as Swarm configs
+        assert PORTAL_NAME in response.text, node
+        css = deployment.get(node, "/custom/static/css/custom.css")
+        assert css.status_code == 200 and css.text == CUSTOM_CSS, (node, css.status_code)
+    used = stack_secrets(deployment)
+    assert f"{STACK}_secret_key_0ld0ld0ld0ld" not in used and len(used) == 5, used
+    assert "not-ours" in deployment.docker("secret", "ls", "--format", "{{.Name}}").stdout
+    deployment.docker("secret", "rm", "not-ours")
+    assert "ORCHESTRATOR=swarm" in (deployment.home / ".env").read_text()
 
 
 def test_secrets_are_files_not_environment(deployment):
@@ -423,6 +450,7 @@ def test_rolling_update_of_web_fails_no_request(deployment, cluster):
     images = deployment.docker("service", "inspect", f"{STACK}_web", "--format",
                                "{{.Spec.TaskTemplate.ContainerSpec.Image}}").stdout  # fmt: skip
     assert f":{version}-next@" in images
+    assert len(stack_secrets(deployment)) == 5  # the update's own: nothing stale left
 
 
 def test_broken_image_rolled_back_and_site_keeps_answering(deployment, cluster):

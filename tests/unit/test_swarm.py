@@ -334,3 +334,26 @@ def test_unused_secrets_and_configs_are_removed_kept_ones_stay(ready):
     assert "docker secret rm s_key_old s_pw_gone" in calls(c)
     inspect = next(x for x in calls(c) if x.startswith("docker service inspect"))
     assert "PreviousSpec" in inspect and inspect.endswith("mediacms_web mediacms_db")
+
+
+def test_custom_folder_becomes_configs_named_by_content(ready, home):
+    custom = home / "custom"
+    (custom / "static" / "css").mkdir(parents=True, exist_ok=True)
+    (custom / "local_settings.py").write_text('PORTAL_NAME = "X"\n')
+    (custom / "static" / "css" / "site.css").write_text("body {}\n")
+    (custom / "static" / "css" / ".gitkeep").write_text("")
+    found = swarm.custom_files(ready)
+    assert [target for _, target in found] == [swarm.CUSTOM_SETTINGS,
+                                               f"{swarm.CUSTOM_STATIC}/css/site.css"]  # fmt: skip
+    overlay = swarm.custom_overlay(ready, found)
+    assert set(overlay["services"]) == {*swarm.SETTINGS_READERS, "nginx"}
+    (nginx,) = overlay["services"]["nginx"]["configs"]
+    assert nginx["target"].endswith("/css/site.css") and nginx["mode"] == 0o444
+    before = overlay["configs"][nginx["source"]]["name"]
+    assert before.startswith("mediacms_custom_")
+    (custom / "static" / "css" / "site.css").write_text("body { color: red; }\n")
+    again = swarm.custom_overlay(ready, swarm.custom_files(ready))
+    assert before not in {entry["name"] for entry in again["configs"].values()}
+    (custom / "static" / "big.png").write_bytes(b"x" * (swarm.CONFIG_LIMIT + 1))
+    with pytest.raises(StackError, match="larger than a Swarm config.*nothing was deployed"):
+        swarm.custom_files(ready)
