@@ -355,5 +355,5 @@ def test_custom_folder_becomes_configs_named_by_content(ready, home):
     again = swarm.custom_overlay(ready, swarm.custom_files(ready))
     assert before not in {entry["name"] for entry in again["configs"].values()}
     (custom / "static" / "big.png").write_bytes(b"x" * (swarm.CONFIG_LIMIT + 1))
-    with pytest.raises(StackError, match="larger than a Swarm config.*nothing was deployed"):
+    with pytest.raises(StackError, match=r"larger than a Swarm config.*nothing was deployed"):
         swarm.custom_files(ready)
