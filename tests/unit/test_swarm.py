@@ -306,6 +306,7 @@ def test_throwaway_media_container_uses_the_stack_volume(on_swarm):
 
 def test_restore_stops_writers_and_scales_them_back(on_swarm, monkeypatch):
     c = exec_ctx(**{r"docker service inspect mediacms_web .*": "3\n",
+                    r"docker info .*": "node1 true\n",
                     r"docker service inspect .*": "1\n", r"docker service scale .*": ""})  # fmt: skip
     monkeypatch.setattr(swarm, "wait", lambda *a, **k: 0.0)
     stack = swarm.SwarmStack.connect(c, on_swarm)
@@ -320,6 +321,10 @@ def test_restore_stops_writers_and_scales_them_back(on_swarm, monkeypatch):
     ]
     with pytest.raises(StackError, match="does not apply to the Swarm stack"):
         stack.argv("down")
+    worker = exec_ctx(**{r"docker info .*": "node2 false\n"})
+    with pytest.raises(StackError, match=r"node2 is not a swarm manager.*nothing was changed"):
+        swarm.SwarmStack.connect(worker, on_swarm).run(worker, "stop", "web")
+    assert not any("scale" in x for x in calls(worker))
 
 
 def test_unused_secrets_and_configs_are_removed_kept_ones_stay(ready):
