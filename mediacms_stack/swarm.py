@@ -519,6 +519,9 @@ class SwarmStack(Compose):
       read-only on the media) keeps answering.
     """
 
+    #: Labels of the stack's task containers: the stack, the service.
+    LABELS = ("com.docker.stack.namespace", "com.docker.swarm.service.name")
+
     settings: Settings = field(default=None, compare=False)  # type: ignore[assignment]
     context: Context = field(default=None, compare=False)  # type: ignore[assignment]
     containers: dict = field(default_factory=dict, compare=False)

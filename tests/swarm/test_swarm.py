@@ -212,7 +212,7 @@ def test_manage_and_backup_db_against_the_swarm(deployment, tmp_path):
     dumps = list(tmp_path.glob("mediacms-db-*.dump"))
     assert len(dumps) == 1 and dumps[0].read_bytes()[:5] == b"PGDMP", done.stdout
     manifest = json.loads(dumps[0].with_name(dumps[0].name + ".manifest.json").read_text())
-    assert manifest["project"] == STACK
+    assert manifest["project"] == STACK and {"db", "nginx"} <= set(manifest["images"])
     counts = row_counts(deployment)
     assert {t: manifest["row_counts"][t] for t in TABLES} == counts
 
