@@ -203,10 +203,17 @@ def logs_in(deployment, node, password) -> bool:
     return response.status_code == 200
 
 
-def test_manage_and_backup_db_against_the_swarm(deployment, tmp_path):
-    done = deployment.invoke("manage", "showmigrations users")
+def web_host(deployment: Deployment, cluster) -> str:
+    """DOCKER_HOST of a node running a web task (manage and the shells exec there)."""
+    node = sorted(node for node, _ in deployment.tasks("web"))[0]
+    return cluster.host_of(f"mcms-swarm-{node}")
+
+
+def test_manage_and_backup_db_against_the_swarm(deployment, cluster, tmp_path):
+    host = web_host(deployment, cluster)
+    done = deployment.invoke("manage", "showmigrations users", host=host)
     assert "[X]" in done.stdout and "[ ]" not in done.stdout, done.stdout
-    done = deployment.invoke("admin-shell", "-c", "id -u; hostname")
+    done = deployment.invoke("admin-shell", "-c", "id -u; hostname", host=host)
     assert done.stdout.split()[0] == "33", done.stdout
     done = deployment.invoke("backup-db", "--dest", str(tmp_path))
     dumps = list(tmp_path.glob("mediacms-db-*.dump"))
@@ -251,7 +258,8 @@ def test_backup_wipe_deploy_restore_round_trip(deployment, cluster, uploaded, tm
     media, video, _ = uploaded
     wait_encoded(deployment, cluster.manager, media["id"])
     backed_up_password = "swarm-Backed-up-pw-2"
-    deployment.invoke("set-admin-password", "--password-stdin", input=backed_up_password + "\n")
+    deployment.invoke("set-admin-password", "--password-stdin", input=backed_up_password + "\n",
+                      host=web_host(deployment, cluster))  # fmt: skip
     counts, checksums = row_counts(deployment), media_checksums(cluster)
     assert counts["files_media"] >= 1 and len(checksums) >= 3, (counts, checksums)
     started = time.monotonic()
@@ -277,7 +285,8 @@ def test_backup_wipe_deploy_restore_round_trip(deployment, cluster, uploaded, tm
     assert not logs_in(deployment, cluster.manager, ADMIN_PASSWORD)
     for name in ("web", "celery_short", "celery_long", "celery_beat"):  # back to their counts
         assert len(deployment.tasks(name)) == (2 if name == "web" else 1), name
-    deployment.invoke("set-admin-password", "--password-stdin", input=ADMIN_PASSWORD + "\n")
+    deployment.invoke("set-admin-password", "--password-stdin", input=ADMIN_PASSWORD + "\n",
+                      host=web_host(deployment, cluster))  # fmt: skip
 
 
 def requests_per_second(deployment, nodes, seconds=15.0, threads=8) -> float:
