@@ -52,9 +52,10 @@ def backup_db(
     from .shell import run
 
     db = Database.of(compose, settings)
+    argv = db.snapshot_dump_argv()  # on Swarm it may refuse: before any file exists
     partial = temp_name(dest, prefix, ".dump")
     if compose.dry_run:
-        run(c, db.snapshot_dump_argv(), stdout_to=str(partial), dry_run=True)
+        run(c, argv, stdout_to=str(partial), dry_run=True)
         final = dest / f"{prefix}-{utc_stamp()}.dump"
         print(f"(dry run) would rename {partial} -> {final}, write .sha256 and manifest")
         return final
@@ -62,8 +63,7 @@ def backup_db(
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=1) as pool, hashed_while_written(partial) as hasher:
         images = pool.submit(stackstate.image_ids, c, compose)  # asked while the dump runs
-        result = run(c, db.snapshot_dump_argv(), stdout_to=str(partial), warn=True, hide="err",
-                     in_stream=False)  # fmt: skip
+        result = run(c, argv, stdout_to=str(partial), warn=True, hide="err", in_stream=False)
         seconds = time.monotonic() - started
     counts, migrations, messages = parse_manifest_lines(result.stderr if result is not None else "")
     if result is None or not result.ok:

@@ -284,9 +284,10 @@ def test_task_elsewhere_is_one_refusal_naming_the_node(on_swarm, tmp_path, info,
     c = exec_ctx(**{r"docker ps .*": "", r"docker info .*": info,
                     r"docker service ps .*": service_ps})  # fmt: skip
     stack = swarm.SwarmStack.connect(c, on_swarm)
-    with pytest.raises(StackError, match=rf"no running db task on node\d.*{where}.*nothing was"):
-        backup.backup_all(c, stack, on_swarm, tmp_path / "out")
-    assert list((tmp_path / "out").iterdir()) == []  # no folder, no partial file
+    for make in (backup.backup_all, backup.backup_db):
+        with pytest.raises(StackError, match=rf"no running db task on node\d.*{where}.*nothing"):
+            make(c, stack, on_swarm, tmp_path / "out")
+        assert list((tmp_path / "out").iterdir()) == []  # no folder, no partial file
     assert not any("pg_dump" in x or "docker exec" in x for x in calls(c))
 
 
