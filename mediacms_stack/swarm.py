@@ -311,7 +311,7 @@ def behind(c: Context, settings: Settings) -> list[str]:
             if not converged(replicas, running[name])]  # fmt: skip
 
 
-def wait(c: Context, settings: Settings, timeout: float = 600, poll: float = 5) -> float:
+def wait(c: Context, settings: Settings, timeout: float = 600, poll: float = 2) -> float:
     """Until every service runs its tasks healthy (jobs completed); seconds it took."""
     start = time.monotonic()
     while True:
