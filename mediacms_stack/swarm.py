@@ -6,7 +6,11 @@ private folder removed afterwards) for Swarm to turn into secrets named after a 
 of their value. Everything that can be checked before the cluster changes is checked
 first, and a refusal changes nothing: the images must resolve in IMAGE_REGISTRY from
 the manager, the media volume must be shared storage, exactly one node must carry the
-data label, beat never scales above one.
+data label, beat never scales above one. custom/ travels as configs named after a hash
+of their content; after a deploy, the secrets and configs no service uses are removed.
+
+:class:`SwarmStack` lets the backup, restore and manage code, written for compose, act
+on the deployed stack through the engine DOCKER_HOST reaches.
 """
 
 from __future__ import annotations
