@@ -31,12 +31,25 @@ def _settings() -> config.Settings:
     return config.load(config.home(), os.environ.get("MEDIACMS_ENV_FILE"))
 
 
-def _stack(dry_run: bool = False, *, dev: bool = False, https: bool = False, needs=("env",)):
-    """Settings and compose of the stack; a dry run needs no engine (it runs nothing)."""
+def _stack(dry_run: bool = False, *, dev: bool = False, https: bool = False, needs=("env",),
+           swarm_with=None):  # fmt: skip
+    """Settings and compose of the stack; a dry run needs no engine (it runs nothing).
+
+    A deployment on Swarm (see swarm.deployed_on_swarm) is driven only by the tasks that
+    pass their context as ``swarm_with`` (backups, restores, manage, shells); the others
+    refuse it.
+    """
+    from mediacms_stack import swarm
+
     settings = _settings()
     needs = tuple(n for n in needs if not (dry_run and n == "engine"))
     if needs:
         checks.require(settings, *needs)
+    if not dev and swarm.deployed_on_swarm(settings):
+        if swarm_with is None:
+            raise StackError(f"this deployment runs on Swarm ({swarm.ORCHESTRATOR}=swarm in "
+                             ".env): use the swarm.* tasks; nothing was changed")  # fmt: skip
+        return settings, swarm.SwarmStack.connect(swarm_with, settings, dry_run=dry_run)
     return settings, Compose.for_settings(settings, dev=dev, https=https, dry_run=dry_run)
 
 
@@ -258,14 +271,14 @@ def scale(c, counts=None, dry_run=False):
 @task(help={"command": 'manage.py arguments, quoted, e.g. "showmigrations users"'})
 def manage(c, command, dry_run=False):
     """Run any manage.py command in the web container."""
-    _, compose = _stack(dry_run)
+    _, compose = _stack(dry_run, swarm_with=c)
     compose.manage(c, *ops.split_command(command), tty=sys.stdin.isatty())
 
 
 @task(help={"django": "the Django shell instead of bash", "c": "run one command and exit"})
 def admin_shell(c, django=False, c_=None, dry_run=False):
     """A shell in the web container (bash, or --django), or one command with -c."""
-    _, compose = _stack(dry_run)
+    _, compose = _stack(dry_run, swarm_with=c)
     if django:
         argv = ["python", "manage.py", "shell", *(["-c", c_] if c_ else [])]
     else:
@@ -280,7 +293,7 @@ def admin_shell(c, django=False, c_=None, dry_run=False):
 })  # fmt: skip
 def set_admin_password(c, user=None, password=None, password_stdin=False, dry_run=False):
     """Set an admin's password (random and printed when not given), handed over on stdin."""
-    settings, compose = _stack(dry_run)
+    settings, compose = _stack(dry_run, swarm_with=c)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
         if not password:
@@ -311,7 +324,7 @@ def test(c, args="", dry_run=False):
 )
 def backup_db(c, keep=0, dest=str(BACKUPS), dry_run=False):
     """pg_dump (custom format) to backups/, with .sha256 and a manifest."""
-    settings, compose = _stack(dry_run, needs=("engine", "env"))
+    settings, compose = _stack(dry_run, needs=("engine", "env"), swarm_with=c)
     backups.backup_db(c, compose, settings, Path(dest), keep=keep or None)
 
 
@@ -321,14 +334,14 @@ def backup_db(c, keep=0, dest=str(BACKUPS), dry_run=False):
 )
 def restore_db(c, file, yes=False, dry_run=False):
     """Verify and restore a database backup (safety backup first, one transaction)."""
-    settings, compose = _stack(dry_run, needs=("engine", "env"))
+    settings, compose = _stack(dry_run, needs=("engine", "env"), swarm_with=c)
     restores.restore_db(c, compose, settings, Path(file), yes=yes, safety_dir=BACKUPS)
 
 
 @task(exclusive=True)
 def backup_media(c, keep=0, dest=str(BACKUPS), dry_run=False):
     """Stream the media volume into a .tar.gz (uid 33 and dotfiles kept) with .sha256."""
-    _, compose = _stack(dry_run, needs=("engine", "env"))
+    _, compose = _stack(dry_run, needs=("engine", "env"), swarm_with=c)
     backups.backup_media(c, compose, Path(dest), keep=keep or None)
 
 
@@ -338,7 +351,7 @@ def backup_media(c, keep=0, dest=str(BACKUPS), dry_run=False):
 )
 def restore_media(c, file, yes=False, dry_run=False):
     """Verify a media archive, then replace the media volume's content with it."""
-    _, compose = _stack(dry_run, needs=("engine", "env"))
+    _, compose = _stack(dry_run, needs=("engine", "env"), swarm_with=c)
     restores.restore_media(c, compose, Path(file), yes=yes)
 
 
@@ -348,7 +361,7 @@ def restore_media(c, file, yes=False, dry_run=False):
 })  # fmt: skip
 def backup(c, dest=str(BACKUPS), keep=0, dry_run=False):
     """Full backup: database, media, custom/, .env and a manifest in one folder."""
-    settings, compose = _stack(dry_run, needs=("engine", "env"))
+    settings, compose = _stack(dry_run, needs=("engine", "env"), swarm_with=c)
     backups.backup_all(c, compose, settings, Path(dest), keep=keep or None)
 
 
@@ -376,7 +389,7 @@ def backup_schedule(c, at="03:15", keep=7, dest=str(BACKUPS), remove=False, dry_
 @task(exclusive=True)
 def restore(c, folder, yes=False, dry_run=False):
     """Restore a full backup folder made by `invoke backup`."""
-    settings, compose = _stack(dry_run, needs=("engine", "env"))
+    settings, compose = _stack(dry_run, needs=("engine", "env"), swarm_with=c)
     restores.restore_all(c, compose, settings, Path(folder), yes=yes, safety_dir=BACKUPS)
 
 

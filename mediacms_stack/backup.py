@@ -6,6 +6,7 @@ The database is dumped through :mod:`database`, files are written and published 
 
 from __future__ import annotations
 
+import shutil
 import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -51,9 +52,10 @@ def backup_db(
     from .shell import run
 
     db = Database.of(compose, settings)
+    argv = db.snapshot_dump_argv()  # on Swarm it may refuse: before any file exists
     partial = temp_name(dest, prefix, ".dump")
     if compose.dry_run:
-        run(c, db.snapshot_dump_argv(), stdout_to=str(partial), dry_run=True)
+        run(c, argv, stdout_to=str(partial), dry_run=True)
         final = dest / f"{prefix}-{utc_stamp()}.dump"
         print(f"(dry run) would rename {partial} -> {final}, write .sha256 and manifest")
         return final
@@ -61,8 +63,7 @@ def backup_db(
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=1) as pool, hashed_while_written(partial) as hasher:
         images = pool.submit(stackstate.image_ids, c, compose)  # asked while the dump runs
-        result = run(c, db.snapshot_dump_argv(), stdout_to=str(partial), warn=True, hide="err",
-                     in_stream=False)  # fmt: skip
+        result = run(c, argv, stdout_to=str(partial), warn=True, hide="err", in_stream=False)
         seconds = time.monotonic() - started
     counts, migrations, messages = parse_manifest_lines(result.stderr if result is not None else "")
     if result is None or not result.ok:
@@ -165,35 +166,41 @@ def backup_all(
         else:
             raise StackError(f"no free backup folder name in {dest_root}")
         folder.chmod(files.DIR_MODE)
-    dump = backup_db(c, compose, settings, folder)
-    media = backup_media(c, compose, folder)
-    if compose.dry_run:
-        return folder
-    custom = settings.root / "custom"
-    if custom.is_dir():
-        archive = folder / "custom.tar.gz"
-        with (
-            files.private_writer(archive, "wb") as handle,
-            tarfile.open(fileobj=handle, mode="w:gz") as tar,
-        ):
-            tar.add(custom, arcname=".", filter=_restorable)
-        write_checksum(archive)
-    env = settings.env_file
-    if env is not None and env.is_file():
-        files.copy_private(env, folder / "env")
-    manifest = {
-        "project": compose.project,
-        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "mediacms_version": settings.version,
-        "images": {
-            service: list(image) for service, image in stackstate.stack_images(c, compose).items()
-        },
-        "database": dump.name,
-        "media": media.name,
-        "custom": "custom.tar.gz" if custom.is_dir() else None,
-        "env": "env" if (folder / "env").exists() else None,
-    }
-    write_json(folder / "manifest.json", manifest)
+    try:
+        dump = backup_db(c, compose, settings, folder)
+        media = backup_media(c, compose, folder)
+        if compose.dry_run:
+            return folder
+        custom = settings.root / "custom"
+        if custom.is_dir():
+            archive = folder / "custom.tar.gz"
+            with (
+                files.private_writer(archive, "wb") as handle,
+                tarfile.open(fileobj=handle, mode="w:gz") as tar,
+            ):
+                tar.add(custom, arcname=".", filter=_restorable)
+            write_checksum(archive)
+        env = settings.env_file
+        if env is not None and env.is_file():
+            files.copy_private(env, folder / "env")
+        manifest = {
+            "project": compose.project,
+            "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            "mediacms_version": settings.version,
+            "images": {
+                service: list(image)
+                for service, image in stackstate.stack_images(c, compose).items()
+            },
+            "database": dump.name,
+            "media": media.name,
+            "custom": "custom.tar.gz" if custom.is_dir() else None,
+            "env": "env" if (folder / "env").exists() else None,
+        }
+        write_json(folder / "manifest.json", manifest)
+    except BaseException:
+        if not compose.dry_run:  # a failed backup leaves no folder behind
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     print(f"[backup] {folder}")
     if keep:
         prune(dest_root, "mediacms-2*", keep, compose.project)  # folders, named by their time

@@ -6,23 +6,29 @@ private folder removed afterwards) for Swarm to turn into secrets named after a 
 of their value. Everything that can be checked before the cluster changes is checked
 first, and a refusal changes nothing: the images must resolve in IMAGE_REGISTRY from
 the manager, the media volume must be shared storage, exactly one node must carry the
-data label, beat never scales above one.
+data label, beat never scales above one. custom/ travels as configs named after a hash
+of their content; after a deploy, the secrets and configs no service uses are removed.
+
+:class:`SwarmStack` lets the backup, restore and manage code, written for compose, act
+on the deployed stack through the engine DOCKER_HOST reaches.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from invoke.context import Context
 
 from . import config
-from .compose import SCALABLE
+from .compose import SCALABLE, Compose
 from .config import Settings
 from .files import write_private
 from .images import ImageNames
@@ -197,16 +203,70 @@ def deploy_env(settings: Settings, extra: Mapping[str, str]) -> dict[str, str]:
     return {**env, **extra}
 
 
+# --- custom/ as Swarm configs ----------------------------------------------------------
+CUSTOM_SETTINGS = "/home/mediacms.io/mediacms/custom/local_settings.py"
+CUSTOM_STATIC = "/var/www/custom/static"
+#: Services whose settings bridge executes custom/local_settings.py.
+SETTINGS_READERS = ("migrations", "web", "celery_short", "celery_long", "celery_beat")
+CONFIG_LIMIT = 500 * 1024  # Swarm's size limit of one config
+
+
+def custom_files(settings: Settings) -> list[tuple[Path, str]]:
+    """(file, path in the containers) of what custom/ gives the stack: local_settings.py
+    to the app services, every file under static/ (dotfiles aside, as nginx refuses them)
+    to nginx. A file Swarm cannot carry is refused before anything changes."""
+    custom = settings.root / "custom"
+    found = []
+    if (custom / "local_settings.py").is_file():
+        found.append((custom / "local_settings.py", CUSTOM_SETTINGS))
+    static = custom / "static"
+    for path in sorted(static.rglob("*")) if static.is_dir() else []:
+        relative = path.relative_to(static)
+        if any(part.startswith(".") for part in relative.parts) or path.is_dir():
+            continue
+        if path.is_symlink() or not path.is_file():
+            raise StackError(f"{path} is not a plain file: copy the file itself there; "
+                             "nothing was deployed")  # fmt: skip
+        found.append((path, f"{CUSTOM_STATIC}/{relative.as_posix()}"))
+    for path, _ in found:
+        if path.stat().st_size > CONFIG_LIMIT:
+            raise StackError(f"{path} is larger than a Swarm config can be (500 KB): bake it "
+                             "into the nginx image instead; nothing was deployed")  # fmt: skip
+    return found
+
+
+def custom_overlay(settings: Settings, found: list[tuple[Path, str]]) -> dict:
+    """A compose file adding custom/'s files as configs named after a hash of their
+    content (a changed file is a new config, and the services using it roll)."""
+    configs, app, nginx = {}, [], []
+    for path, target in found:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        key = f"custom_{digest}"
+        configs[key] = {"name": f"{settings.project}_custom_{digest}", "file": str(path)}
+        mount = {"source": key, "target": target, "mode": 0o444}
+        (app if target == CUSTOM_SETTINGS else nginx).append(mount)
+    services = {name: {"configs": app} for name in SETTINGS_READERS if app}
+    if nginx:
+        services["nginx"] = {"configs": nginx}
+    return {"services": services, "configs": configs}
+
+
 def stack_deploy(c: Context, settings: Settings, *, version: str | None = None,
                  dry_run: bool = False) -> None:  # fmt: skip
-    """`docker stack deploy` with the secrets as files that exist only meanwhile."""
+    """`docker stack deploy` with the secrets as files that exist only meanwhile, and
+    custom/'s files as configs (see :func:`custom_overlay`)."""
+    found = custom_files(settings)
     with tempfile.TemporaryDirectory(prefix="mediacms-secrets-") as folder:
         extra = {"SWARM_SECRETS_DIR": folder, **write_secrets(settings, Path(folder))}
         if version:
             extra["MEDIACMS_VERSION"] = version
-        argv = ["docker", "stack", "deploy", "--compose-file", str(settings.root / STACK_FILE),
-                "--with-registry-auth", "--prune", "--resolve-image", "always",
-                "--detach=true", settings.project]  # fmt: skip
+        files = ["--compose-file", str(settings.root / STACK_FILE)]
+        if found:
+            overlay = Path(folder) / "custom.yaml"  # JSON is YAML
+            write_private(overlay, json.dumps(custom_overlay(settings, found), indent=1))
+            files += ["--compose-file", str(overlay)]
+        argv = ["docker", "stack", "deploy", *files, "--with-registry-auth", "--prune",
+                "--resolve-image", "always", "--detach=true", settings.project]  # fmt: skip
         run(c, argv, env=deploy_env(settings, extra), dry_run=dry_run)
 
 
@@ -255,7 +315,7 @@ def behind(c: Context, settings: Settings) -> list[str]:
             if not converged(replicas, running[name])]  # fmt: skip
 
 
-def wait(c: Context, settings: Settings, timeout: float = 600, poll: float = 5) -> float:
+def wait(c: Context, settings: Settings, timeout: float = 600, poll: float = 2) -> float:
     """Until every service runs its tasks healthy (jobs completed); seconds it took."""
     start = time.monotonic()
     while True:
@@ -330,6 +390,11 @@ def deploy(c: Context, settings: Settings, *, timeout: float = 600, dry_run: boo
     took = wait(c, settings, timeout)
     print(f"[swarm] {settings.project}: every service healthy after {took:.0f}s "
           f"(db and redis on {node})")  # fmt: skip
+    prune_unused(c, settings)
+    if not deployed_on_swarm(settings) and settings.env_file is not None:
+        config.set_values(settings.env_file, {ORCHESTRATOR: "swarm"})
+        print(f"[swarm] {ORCHESTRATOR}=swarm in {settings.env_file}: backup, restore, manage "
+              "and admin-shell drive this Swarm stack from now on")  # fmt: skip
 
 
 def scale(c: Context, settings: Settings, counts: dict[str, int], *, dry_run: bool = False):
@@ -355,6 +420,7 @@ def update(c: Context, settings: Settings, to: str, *, timeout: float = 900,
                          f"(update {state}); .env still says {settings.version}; see "
                          f"`docker service ps {service(settings, 'web')}`")  # fmt: skip
     wait(c, settings, timeout)
+    prune_unused(c, settings)
     if settings.env_file is not None:
         config.set_values(settings.env_file, {"MEDIACMS_VERSION": to})
     print(f"[swarm] {settings.project} runs {to}")
@@ -375,3 +441,199 @@ def rollback(c: Context, settings: Settings, *, dry_run: bool = False) -> None:
 
 def status(c: Context, settings: Settings) -> list[tuple[str, str, str, str]]:
     return services(c, settings)
+
+
+# --- old secrets and configs ------------------------------------------------------------
+def _references(kind: str) -> str:
+    """Template listing the ``kind`` (secret/config) names a service's spec and previous
+    spec use."""
+    field_, name = ("Secrets", "SecretName") if kind == "secret" else ("Configs", "ConfigName")
+    each = f"{{{{range .TaskTemplate.ContainerSpec.{field_}}}}}{{{{.{name}}}}} {{{{end}}}}"
+    return "{{with .Spec}}" + each + "{{end}}{{with .PreviousSpec}}" + each + "{{end}}"
+
+
+def prune_unused(c: Context, settings: Settings, *, dry_run: bool = False) -> list[str]:
+    """Remove the stack's versioned secrets and configs that no service uses any more,
+    neither in its spec nor in its previous one (what `swarm.rollback` and Swarm's own
+    rollback go back to); returns their names."""
+    namespace = f"label=com.docker.stack.namespace={settings.project}"
+    names = _query(c, ["docker", "service", "ls", "--filter", namespace,
+                       "--format", "{{.Name}}"]).split()  # fmt: skip
+    removed = []
+    for kind in ("secret", "config"):
+        ours = _query(c, ["docker", kind, "ls", "--filter", namespace,
+                          "--format", "{{.Name}}"]).split()  # fmt: skip
+        if not ours:
+            continue
+        used = set(_query(c, ["docker", "service", "inspect", "--format", _references(kind),
+                              *names]).split()) if names else set()  # fmt: skip
+        unused = [name for name in ours if name not in used]
+        if unused:
+            run(c, ["docker", kind, "rm", *unused], dry_run=dry_run)
+            removed += unused
+    if removed:
+        print(f"[swarm] removed {len(removed)} secret(s)/config(s) no service uses any more")
+    return removed
+
+
+# --- the operations tasks (backup, restore, manage, admin-shell) on Swarm -----------------
+#: The .env key saying where the deployment runs; `swarm.deploy` records ``swarm`` there.
+ORCHESTRATOR = "ORCHESTRATOR"
+#: Services whose tasks write the database or the media: a restore scales them to 0.
+WRITERS = ("web", "celery_short", "celery_long", "celery_beat")
+MEDIA_DIR = "/home/mediacms.io/mediacms/media_files"
+
+
+def deployed_on_swarm(settings: Settings) -> bool:
+    """Whether the operations tasks drive the Swarm stack (.env ORCHESTRATOR=swarm,
+    written by `swarm.deploy`) rather than the compose one: decided here only."""
+    return settings.get(ORCHESTRATOR, "compose") == "swarm"
+
+
+def _words(args: tuple[str, ...], flags: frozenset[str], valued: frozenset[str]):
+    """A compose ``exec``/``run`` tail -> (flags seen, {option: value}, service, command)."""
+    seen, options, rest = set(), {}, list(args)
+    while rest and rest[0].startswith("-"):
+        word = rest.pop(0)
+        if word in valued:
+            options[word] = rest.pop(0)
+        elif word in flags:
+            seen.add(word)
+        else:
+            raise StackError(f"{word} has no Swarm equivalent here")
+    if not rest:
+        raise StackError("no service named")
+    return seen, options, rest[0], rest[1:]
+
+
+@dataclass(frozen=True)
+class SwarmStack(Compose):
+    """The stack deployed on Swarm, driven by the code that drives compose stacks
+    (:mod:`backup`, :mod:`restore`, :mod:`database`, ``manage``): the few compose
+    commands it uses are carried out on the engine DOCKER_HOST reaches.
+
+    * ``exec SERVICE ...``: ``docker exec`` into a running task of SERVICE on that
+      engine; when none runs there, one error naming the node where it runs (``docker
+      exec`` reaches only its own engine's containers).
+    * ``run --rm --entrypoint PROGRAM web ...``: a throwaway container of the web image
+      with the media volume, defined as the stack defines it (shared storage, so any node
+      sees the same files).
+    * ``stop`` / ``up`` of the app services: the writers (web, workers, beat) scaled to 0,
+      then back to the counts they had, and every service healthy again; nginx (global,
+      read-only on the media) keeps answering.
+    """
+
+    #: Labels of the stack's task containers: the stack, the service.
+    LABELS = ("com.docker.stack.namespace", "com.docker.swarm.service.name")
+
+    settings: Settings = field(default=None, compare=False)  # type: ignore[assignment]
+    context: Context = field(default=None, compare=False)  # type: ignore[assignment]
+    containers: dict = field(default_factory=dict, compare=False)
+    stopped: dict = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def connect(cls, c: Context, settings: Settings, *, dry_run: bool = False) -> SwarmStack:
+        return cls(settings.root, (STACK_FILE,), settings.project, settings.env_file, dry_run,
+                   settings, c)  # fmt: skip
+
+    def argv(self, *args: str) -> list[str]:
+        verb, tail = args[0], args[1:]
+        if verb == "exec":
+            flags, _, name, command = _words(tail, frozenset({"-T"}), frozenset())
+            mode = "-i" if "-T" in flags else "-it"
+            return ["docker", "exec", mode, self.container(name), *command]
+        if verb == "run":
+            _, options, name, command = _words(tail, frozenset({"--rm", "--no-deps", "-T"}),
+                                               frozenset({"--entrypoint"}))  # fmt: skip
+            if name != "web":
+                raise StackError(f"no throwaway {name} container on Swarm")
+            entry = ["--entrypoint", options["--entrypoint"]] if "--entrypoint" in options else []
+            return ["docker", "run", "--rm", "-i", "--network", "none", "--read-only",
+                    "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
+                    "--volume", f"{self.media_volume()}:{MEDIA_DIR}",
+                    *entry, ImageNames(self.settings.registry, self.settings.version).ref("web"),
+                    *command]  # fmt: skip
+        raise StackError(f"`docker compose {verb}` does not apply to the Swarm stack; "
+                         "use the swarm.* tasks")  # fmt: skip
+
+    def run(self, c: Context, *args: str, **kwargs):
+        if args[0] == "stop":
+            return self.stop_writers(c, args[1:])
+        return super().run(c, *args, **kwargs)
+
+    def up(self, c: Context, *services: str, **kwargs):
+        """Scale back what :meth:`stop_writers` stopped; wait until every service is healthy."""
+        if self.stopped:
+            scale(c, self.settings, dict(self.stopped), dry_run=self.dry_run)
+            self.stopped.clear()
+        if kwargs.get("wait", True) and not self.dry_run:
+            wait(c, self.settings, kwargs.get("timeout", 600))
+
+    def stop_writers(self, c: Context, services: tuple[str, ...]) -> None:
+        names = [name for name in services if name in WRITERS]
+        here = _ask(c, ["docker", "info", "--format", "{{.Name}} {{.Swarm.ControlAvailable}}"])
+        if not self.dry_run and not here.strip().endswith(" true"):
+            raise StackError(f"{here.split(' ')[0] or 'this engine'} is not a swarm manager: "
+                             "stopping web, the workers and beat (docker service scale) needs "
+                             "one; run this where DOCKER_HOST reaches a manager that runs the "
+                             "db task; nothing was changed")  # fmt: skip
+        for name in names:
+            out = _query(c, ["docker", "service", "inspect", service(self.settings, name),
+                             "--format", "{{.Spec.Mode.Replicated.Replicas}}"])  # fmt: skip
+            count = out.strip()
+            self.stopped[name] = int(count) if count.isdigit() else 1
+        scale(c, self.settings, dict.fromkeys(names, 0), dry_run=self.dry_run)
+
+    def container(self, name: str) -> str:
+        """A running task container of service ``name`` on the reached engine."""
+        if self.dry_run:
+            return f"<{service(self.settings, name)} task on this engine>"
+        if name not in self.containers:
+            label_ = f"label=com.docker.swarm.service.name={service(self.settings, name)}"
+            found = _query(self.context, ["docker", "ps", "--filter", label_, "--filter",
+                                          "status=running", "--format", "{{.ID}}"]).split()  # fmt: skip
+            if not found:
+                raise StackError(self.elsewhere(name))
+            self.containers[name] = found[0]
+        return self.containers[name]
+
+    def elsewhere(self, name: str) -> str:
+        """Why ``name`` cannot be reached from here, and which DOCKER_HOST can."""
+        c = self.context
+        here = _ask(c, ["docker", "info", "--format", "{{.Name}} {{.Swarm.ControlAvailable}}"])
+        node, _, manager = here.strip().partition(" ")
+        nodes = []
+        if manager == "true":
+            nodes = _ask(c, ["docker", "service", "ps", service(self.settings, name), "--filter",
+                             "desired-state=running", "--format", "{{.Node}}"]).split()  # fmt: skip
+        if nodes:
+            there = sorted(set(nodes))[0]
+            where = f"it runs on {', '.join(sorted(set(nodes)))}"
+        elif name in ("db", "redis"):
+            there = f"<the node labelled {label(self.settings)}=true>"
+            where = f"it runs on the node labelled {label(self.settings)}=true"
+        else:
+            there, where = "<a node running it>", "no node runs it now"
+        return (f"no running {name} task on {node or 'this engine'}, the engine DOCKER_HOST "
+                f"reaches ({where}; `docker exec` reaches only its own engine's containers): "
+                f"run this again with DOCKER_HOST=ssh://{there}; nothing was changed")  # fmt: skip
+
+    def media_volume(self) -> str:
+        """The stack's media volume on this engine, created as the stack file defines it
+        (MEDIA_VOLUME_*) when no task ran here yet."""
+        name = f"{self.settings.project}_media_files"
+        if self.dry_run or _ask(self.context, ["docker", "volume", "inspect", "--format",
+                                               "{{.Name}}", name]).strip():  # fmt: skip
+            return name
+        kind, options, device = (self.settings.get(key) for key in MEDIA_KEYS)
+        run(self.context, ["docker", "volume", "create", "--driver", "local", "--opt",
+                           f"type={kind}", "--opt", f"o={options}", "--opt", f"device={device}",
+                           "--label", f"com.docker.stack.namespace={self.settings.project}",
+                           name], hide="out")  # fmt: skip
+        return name
+
+
+def _ask(c: Context, argv: list[str]) -> str:
+    """A query that may fail (a worker cannot list services): its stdout, or nothing."""
+    result = run(c, argv, hide=True, warn=True, in_stream=False)
+    return result.stdout if result is not None and result.ok else ""

@@ -4,8 +4,8 @@ Each node is a Docker engine in a container (bootstrap/swarm-node: Debian's dock
 on a bridge network of its own; /var/lib/docker is a volume, so the inner engines run
 overlay2. Beside them: a registry (bootstrap/registry: Debian's docker-registry) that
 hands the images to every node, and a volume mounted into every node at SHARED, which
-the stack's media volume binds (MEDIA_VOLUME_TYPE=none): the shared storage. The
-manager's socket is bind-mounted to a folder on this machine, so the invoke tasks and
+the stack's media volume binds (MEDIA_VOLUME_TYPE=none): the shared storage. Each
+node's socket is bind-mounted to a folder on this machine, so the invoke tasks and
 the test drive the cluster as an operator's client does (DOCKER_HOST), without TCP.
 
 Every object is named PREFIX...; :meth:`Cluster.destroy` removes each of them.
@@ -53,7 +53,11 @@ class Cluster:
     @property
     def host(self) -> str:
         """DOCKER_HOST of the manager's engine."""
-        return f"unix://{self.sockets}/docker.sock"
+        return self.host_of(self.manager)
+
+    def host_of(self, node: str) -> str:
+        """DOCKER_HOST of a node's engine (its socket, bind-mounted to this machine)."""
+        return f"unix://{self.sockets}/{node}/docker.sock"
 
     def on(self, node: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """A docker command run by the node's own client against its own engine."""
@@ -71,11 +75,11 @@ class Cluster:
                "-v", f"{PREFIX}registry:/var/lib/docker-registry", REGISTRY_IMAGE)  # fmt: skip
         for number in range(1, self.size + 1):
             name = f"{PREFIX}node{number}"
-            mounts = ["-v", f"{name}-docker:/var/lib/docker", "-v", f"{PREFIX}shared:{SHARED}"]
-            hosts = ["--host", "unix:///var/run/docker.sock"]
-            if number == 1:
-                mounts += ["-v", f"{self.sockets}:/run/outside"]
-                hosts += ["--host", "unix:///run/outside/docker.sock"]
+            (self.sockets / name).mkdir(exist_ok=True)
+            mounts = ["-v", f"{name}-docker:/var/lib/docker", "-v", f"{PREFIX}shared:{SHARED}",
+                      "-v", f"{self.sockets / name}:/run/outside"]  # fmt: skip
+            hosts = ["--host", "unix:///var/run/docker.sock",
+                     "--host", "unix:///run/outside/docker.sock"]  # fmt: skip
             docker("run", "-d", "--name", name, "--hostname", f"node{number}",
                    "--network", self.network, *NODE_FLAGS, *mounts, NODE_IMAGE,
                    *hosts, "--storage-driver", "overlay2",

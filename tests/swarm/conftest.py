@@ -28,6 +28,8 @@ REPO = config.ROOT
 ADMIN_PASSWORD = "swarm-Admin-pw-1"
 PORT = 8000
 STACK = "mcms-swarm"
+PORTAL_NAME = "Swarm Portal From Custom"
+CUSTOM_CSS = "body { color: #5a3a11; }\n"
 
 
 class Deployment:
@@ -41,15 +43,19 @@ class Deployment:
     def settings(self) -> config.Settings:
         return config.load(self.home)
 
-    def env(self, **extra: str) -> dict[str, str]:
+    def env(self, host: str | None = None) -> dict[str, str]:
         env = dict(os.environ)
         env.pop("MEDIACMS_ENV_FILE", None)
-        env.update(MEDIACMS_HOME=str(self.home), DOCKER_HOST=self.cluster.host, **extra)
+        env.update(MEDIACMS_HOME=str(self.home), DOCKER_HOST=host or self.cluster.host)
         return env
 
-    def invoke(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def invoke(self, *args: str, check: bool = True, host: str | None = None,
+               input: str | None = None) -> subprocess.CompletedProcess:  # fmt: skip
+        """An invoke task run as the operator runs it, DOCKER_HOST at the manager (or
+        ``host``); stdin is ``input`` (no terminal)."""
         done = subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
-                              env=self.env(), capture_output=True, text=True, check=False)  # fmt: skip
+                              env=self.env(host), capture_output=True, text=True, check=False,
+                              input=input if input is not None else "")  # fmt: skip
         if check and done.returncode != 0:
             raise AssertionError(f"invoke {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         return done
@@ -131,6 +137,9 @@ def cluster():
 def deployment(cluster, tmp_path_factory) -> Deployment:
     home = tmp_path_factory.mktemp(f"{PREFIX}home")
     shutil.copy(REPO / "docker-stack.yaml", home)
+    (home / "custom" / "static" / "css").mkdir(parents=True)
+    (home / "custom" / "local_settings.py").write_text(f'PORTAL_NAME = "{PORTAL_NAME}"\n')
+    (home / "custom" / "static" / "css" / "custom.css").write_text(CUSTOM_CSS)
     config.init(home, env_values(), example=REPO / config.EXAMPLE_FILE)
     made = Deployment(cluster, home)
     started = time.monotonic()

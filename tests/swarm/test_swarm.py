@@ -8,6 +8,7 @@ the nodes this test made. The tests run in order and share one deployment.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import threading
@@ -18,7 +19,15 @@ import requests
 from invoke import Context
 
 from mediacms_stack.swarm import behind
-from tests.swarm.conftest import ADMIN_PASSWORD, STACK, Deployment, local_images
+from tests.swarm.cluster import SHARED
+from tests.swarm.conftest import (
+    ADMIN_PASSWORD,
+    CUSTOM_CSS,
+    PORTAL_NAME,
+    STACK,
+    Deployment,
+    local_images,
+)
 
 ADMIN_USER = "admin"
 
@@ -52,9 +61,20 @@ def test_refusals_change_nothing(deployment):
     assert stack_services(deployment) == set()
 
 
+def stack_secrets(deployment: Deployment) -> set[str]:
+    out = deployment.docker("secret", "ls", "--filter",
+                            f"label=com.docker.stack.namespace={STACK}", "--format", "{{.Name}}")  # fmt: skip
+    return set(out.stdout.split())
+
+
 def test_deploy_from_nothing_to_healthy(deployment, cluster):
     deployment.invoke("swarm.init", "--advertise-addr", cluster.ip(cluster.manager),
                       "--data-node", "node1")  # fmt: skip
+    # a secret a former deploy left (same stack label), and one of someone else
+    for name, labels in ((f"{STACK}_secret_key_0ld0ld0ld0ld", ["--label",
+                          f"com.docker.stack.namespace={STACK}"]), ("not-ours", [])):  # fmt: skip
+        subprocess.run(["docker", "--host", cluster.host, "secret", "create", *labels, name, "-"],
+                       input="x", text=True, check=True, capture_output=True)  # fmt: skip
     started = time.monotonic()
     done = deployment.invoke("swarm.deploy", "--timeout", "900")
     took = time.monotonic() - started
@@ -68,6 +88,15 @@ def test_deploy_from_nothing_to_healthy(deployment, cluster):
     for node in cluster.nodes:  # nginx on every node answers, through web
         response = deployment.get(node, "/")
         assert response.status_code == 200, (node, response.status_code, response.text[:200])
+        # custom/local_settings.py and custom/static reach every node as Swarm configs
+        assert PORTAL_NAME in response.text, node
+        css = deployment.get(node, "/custom/static/css/custom.css")
+        assert css.status_code == 200 and css.text == CUSTOM_CSS, (node, css.status_code)
+    used = stack_secrets(deployment)
+    assert f"{STACK}_secret_key_0ld0ld0ld0ld" not in used and len(used) == 5, used
+    assert "not-ours" in deployment.docker("secret", "ls", "--format", "{{.Name}}").stdout
+    deployment.docker("secret", "rm", "not-ours")
+    assert "ORCHESTRATOR=swarm" in (deployment.home / ".env").read_text()
 
 
 def test_secrets_are_files_not_environment(deployment):
@@ -135,6 +164,129 @@ def test_upload_transcoded_on_another_node_and_served_by_every_node(deployment, 
     where = {match[1] for line in done if (match := re.search(r"@(node\d+)", line))}
     print(f"[swarm] uploaded through {entry}, transcoded on {sorted(where)}")
     assert where and entry.removeprefix("mcms-swarm-") not in where, done
+
+
+# --- operations on the swarm: backup-db, manage, refusal, full backup round trip ---------
+TABLES = ("files_media", "users_user", "django_migrations", "auth_group")
+
+
+def db_container(deployment: Deployment) -> str:
+    """The db task's container on the manager (the data node)."""
+    found = deployment.docker("ps", "-q", "--filter",
+                              f"label=com.docker.swarm.service.name={STACK}_db").stdout.split()  # fmt: skip
+    assert len(found) == 1, found
+    return found[0]
+
+
+def row_counts(deployment: Deployment) -> dict[str, int]:
+    settings = deployment.settings
+    sql = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t}" for t in TABLES)  # noqa: S608
+    out = deployment.docker("exec", db_container(deployment), "psql", "-U",
+                            settings.get("POSTGRES_USER", "mediacms"), "-d",
+                            settings.get("POSTGRES_DB", "mediacms"), "-At", "-F", "\t", "-c",
+                            sql).stdout  # fmt: skip
+    return {table: int(count) for table, count in (line.split("\t") for line in out.splitlines())}
+
+
+def media_checksums(cluster) -> dict[str, str]:
+    """sha256 of every file on the shared media storage, as a node sees it."""
+    script = (f"cd {SHARED}/media && find . -type f ! -path './.mediacms-restore-*' "
+              "-exec sha256sum {} + | sort -k2")  # fmt: skip
+    out = subprocess.run(["docker", "exec", cluster.manager, "sh", "-c", script],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return {name: digest for digest, name in (line.split("  ", 1) for line in out.splitlines())}
+
+
+def logs_in(deployment, node, password) -> bool:
+    response = requests.post(deployment.url(node, "/api/v1/login"), headers={"Host": "localhost"},
+                             auth=(ADMIN_USER, password), timeout=15)  # fmt: skip
+    return response.status_code == 200
+
+
+def web_host(deployment: Deployment, cluster) -> str:
+    """DOCKER_HOST of a node running a web task (manage and the shells exec there)."""
+    node = sorted(node for node, _ in deployment.tasks("web"))[0]
+    return cluster.host_of(f"mcms-swarm-{node}")
+
+
+def test_manage_and_backup_db_against_the_swarm(deployment, cluster, tmp_path):
+    host = web_host(deployment, cluster)
+    done = deployment.invoke("manage", "showmigrations users", host=host)
+    assert "[X]" in done.stdout and "[ ]" not in done.stdout, done.stdout
+    done = deployment.invoke("admin-shell", "-c", "id -u; hostname", host=host)
+    assert done.stdout.split()[0] == "33", done.stdout
+    done = deployment.invoke("backup-db", "--dest", str(tmp_path))
+    dumps = list(tmp_path.glob("mediacms-db-*.dump"))
+    assert len(dumps) == 1 and dumps[0].read_bytes()[:5] == b"PGDMP", done.stdout
+    manifest = json.loads(dumps[0].with_name(dumps[0].name + ".manifest.json").read_text())
+    assert manifest["project"] == STACK and {"db", "nginx"} <= set(manifest["images"])
+    counts = row_counts(deployment)
+    assert {t: manifest["row_counts"][t] for t in TABLES} == counts
+
+
+def test_db_task_on_another_node_is_one_refusal_writing_nothing(deployment, cluster, tmp_path):
+    """DOCKER_HOST at a worker that runs no db task: one error naming where to point it."""
+    worker = cluster.nodes[1]
+    for task in (("backup-db", "--dest", str(tmp_path)), ("backup", "--dest", str(tmp_path))):
+        done = deployment.invoke(*task, check=False, host=cluster.host_of(worker))
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert done.stderr.count("error:") == 1, done.stderr
+        assert "no running db task on node2" in done.stderr and "DOCKER_HOST=" in done.stderr
+        assert "nothing was changed" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def wipe(deployment, cluster, timeout=300) -> None:
+    """The stack's data gone: stack removed, db and redis volumes removed, media emptied."""
+    deployment.docker("stack", "rm", STACK)
+    namespace = f"label=com.docker.stack.namespace={STACK}"
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [cluster.on(node, "ps", "-aq", "--filter", namespace).stdout.split()
+                for node in cluster.nodes]  # fmt: skip
+        left += [deployment.docker("network", "ls", "-q", "--filter", namespace).stdout.split()]
+        if not any(left):
+            break
+        assert time.monotonic() < deadline, f"stack not gone after {timeout}s: {left}"
+        time.sleep(2)
+    deployment.docker("volume", "rm", f"{STACK}_postgres_data", f"{STACK}_redis_data")
+    subprocess.run(["docker", "exec", cluster.manager, "find", f"{SHARED}/media", "-mindepth", "1",
+                    "-delete"], check=True, capture_output=True)  # fmt: skip
+
+
+def test_backup_wipe_deploy_restore_round_trip(deployment, cluster, uploaded, tmp_path):
+    media, video, _ = uploaded
+    wait_encoded(deployment, cluster.manager, media["id"])
+    backed_up_password = "swarm-Backed-up-pw-2"
+    deployment.invoke("set-admin-password", "--password-stdin", input=backed_up_password + "\n",
+                      host=web_host(deployment, cluster))  # fmt: skip
+    counts, checksums = row_counts(deployment), media_checksums(cluster)
+    assert counts["files_media"] >= 1 and len(checksums) >= 3, (counts, checksums)
+    started = time.monotonic()
+    deployment.invoke("backup", "--dest", str(tmp_path), "--keep", "1")
+    print(f"\n[bench] invoke backup on the swarm: {time.monotonic() - started:.0f}s")
+    (folder,) = tmp_path.glob("mediacms-2*")
+    assert json.loads((folder / "manifest.json").read_text())["project"] == STACK
+
+    wipe(deployment, cluster)
+    deployment.invoke("swarm.deploy", "--timeout", "900")
+    assert row_counts(deployment)["files_media"] == 0 and media_checksums(cluster) == {}
+    assert not logs_in(deployment, cluster.manager, backed_up_password)
+
+    started = time.monotonic()
+    done = deployment.invoke("restore", str(folder), "--yes")
+    print(f"[bench] invoke restore on the swarm (writers scaled to 0 and back): "
+          f"{time.monotonic() - started:.0f}s\n{done.stdout[-600:]}")  # fmt: skip
+    assert row_counts(deployment) == counts
+    assert media_checksums(cluster) == checksums
+    for node in cluster.nodes:
+        assert logs_in(deployment, node, backed_up_password), node
+        assert deployment.get(node, media["original_url"], timeout=30).content == video
+    assert not logs_in(deployment, cluster.manager, ADMIN_PASSWORD)
+    for name in ("web", "celery_short", "celery_long", "celery_beat"):  # back to their counts
+        assert len(deployment.tasks(name)) == (2 if name == "web" else 1), name
+    deployment.invoke("set-admin-password", "--password-stdin", input=ADMIN_PASSWORD + "\n",
+                      host=web_host(deployment, cluster))  # fmt: skip
 
 
 def requests_per_second(deployment, nodes, seconds=15.0, threads=8) -> float:
@@ -307,6 +459,7 @@ def test_rolling_update_of_web_fails_no_request(deployment, cluster):
     images = deployment.docker("service", "inspect", f"{STACK}_web", "--format",
                                "{{.Spec.TaskTemplate.ContainerSpec.Image}}").stdout  # fmt: skip
     assert f":{version}-next@" in images
+    assert len(stack_secrets(deployment)) == 5  # the update's own: nothing stale left
 
 
 def test_broken_image_rolled_back_and_site_keeps_answering(deployment, cluster):

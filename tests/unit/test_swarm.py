@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from invoke import MockContext, Result
 
-from mediacms_stack import config, swarm
+from mediacms_stack import backup, config, swarm
+from mediacms_stack.database import Database
 from mediacms_stack.shell import StackError
 
 SHARED = {
@@ -224,3 +225,141 @@ def test_rollback_names_the_services_it_could_not_roll_back(ready):
         swarm.rollback(c, ready)
     commands = [call.args[0] for call in c.run.call_args_list]
     assert len(commands) == len(swarm.APP_SERVICES)  # the others were still rolled back
+
+
+# --- operations on a Swarm deployment ------------------------------------------------------
+@pytest.fixture
+def on_swarm(home) -> config.Settings:
+    return settings_with(home, **SHARED, ORCHESTRATOR="swarm")
+
+
+def calls(c: MockContext) -> list[str]:
+    return [call.args[0] for call in c.run.call_args_list]
+
+
+def test_orchestrator_setting_alone_decides(home, on_swarm):
+    assert swarm.deployed_on_swarm(on_swarm)
+    assert not swarm.deployed_on_swarm(settings_with(home, ORCHESTRATOR="compose"))
+    assert not swarm.deployed_on_swarm(settings_with(home, ORCHESTRATOR=""))
+
+
+def test_tasks_pick_the_swarm_stack_or_refuse(on_swarm):
+    from invoke import Exit
+
+    import tasks
+
+    settings, stack = tasks._stack(True, swarm_with=MockContext())
+    assert isinstance(stack, swarm.SwarmStack) and stack.project == settings.project
+    with pytest.raises(StackError, match=r"runs on Swarm \(ORCHESTRATOR=swarm.*swarm\.\* tasks"):
+        tasks._stack(True)
+    c = exec_ctx(**{".*": ""})
+    with pytest.raises(Exit, match="runs on Swarm"):
+        tasks.down(c, dry_run=True)
+    assert c.run.call_args_list == []
+
+
+def exec_ctx(**answers: str) -> MockContext:
+    return MockContext(run={re.compile(pattern): Result(out) for pattern, out in answers.items()},
+                       repeat=True)  # fmt: skip
+
+
+def test_exec_goes_to_the_task_container_on_the_reached_engine(on_swarm):
+    c = exec_ctx(**{r"docker ps .*service\.name=mediacms_db .*": "c0ffee\n",
+                    r"docker ps .*service\.name=mediacms_web .*": "beef\n"})  # fmt: skip
+    stack = swarm.SwarmStack.connect(c, on_swarm)
+    db = Database.of(stack, on_swarm)
+    assert db.psql_argv("SELECT 1")[:4] == ["docker", "exec", "-i", "c0ffee"]
+    assert stack.argv("exec", "web", "bash") == ["docker", "exec", "-it", "beef", "bash"]
+    dump = db.snapshot_dump_argv()
+    assert dump[:6] == ["docker", "exec", "-i", "c0ffee", "sh", "-c"]
+    assert len([x for x in calls(c) if x.startswith("docker ps")]) == 2  # db once, web once
+
+
+@pytest.mark.parametrize("info, service_ps, where", [
+    ("node2 false\n", "", "labelled mediacms.data=true"),
+    ("node1 true\n", "node3\n", "it runs on node3.*DOCKER_HOST=ssh://node3"),
+])  # fmt: skip
+def test_task_elsewhere_is_one_refusal_naming_the_node(on_swarm, tmp_path, info, service_ps,
+                                                       where):  # fmt: skip
+    c = exec_ctx(**{r"docker ps .*": "", r"docker info .*": info,
+                    r"docker service ps .*": service_ps})  # fmt: skip
+    stack = swarm.SwarmStack.connect(c, on_swarm)
+    for make in (backup.backup_all, backup.backup_db):
+        with pytest.raises(StackError, match=rf"no running db task on node\d.*{where}.*nothing"):
+            make(c, stack, on_swarm, tmp_path / "out")
+        assert list((tmp_path / "out").iterdir()) == []  # no folder, no partial file
+    assert not any("pg_dump" in x or "docker exec" in x for x in calls(c))
+
+
+def test_throwaway_media_container_uses_the_stack_volume(on_swarm):
+    c = exec_ctx(**{r"docker volume inspect .*": ""})
+    c.set_result_for("run", re.compile(r"docker volume create .*"), Result("x\n"))
+    stack = swarm.SwarmStack.connect(c, on_swarm)
+    argv = backup.tar_argv(stack, "--create", "--file=-", ".")
+    assert argv[:3] == ["docker", "run", "--rm"] and "--network" in argv
+    assert f"mediacms_media_files:{swarm.MEDIA_DIR}" in argv
+    assert argv[argv.index("--entrypoint") + 1] == "tar"
+    assert "registry.example.org/mediacms/mediacms:9.9.9" in argv
+    create = next(x for x in calls(c) if x.startswith("docker volume create"))
+    assert "--opt type=nfs" in create and "--opt device=:/export/mediacms" in create
+    assert "'o=addr=10.0.0.5,rw,nfsvers=4.1'" in create or "o=addr=10.0.0.5,rw" in create
+
+
+def test_restore_stops_writers_and_scales_them_back(on_swarm, monkeypatch):
+    c = exec_ctx(**{r"docker service inspect mediacms_web .*": "3\n",
+                    r"docker info .*": "node1 true\n",
+                    r"docker service inspect .*": "1\n", r"docker service scale .*": ""})  # fmt: skip
+    monkeypatch.setattr(swarm, "wait", lambda *a, **k: 0.0)
+    stack = swarm.SwarmStack.connect(c, on_swarm)
+    stack.run(c, "stop", *backup.APP_SERVICES)
+    stack.up(c, *backup.APP_SERVICES)
+    scales = [x for x in calls(c) if x.startswith("docker service scale")]
+    assert scales == [
+        "docker service scale mediacms_web=0 mediacms_celery_beat=0 mediacms_celery_short=0 "
+        "mediacms_celery_long=0",
+        "docker service scale mediacms_web=3 mediacms_celery_beat=1 mediacms_celery_short=1 "
+        "mediacms_celery_long=1",
+    ]
+    with pytest.raises(StackError, match="does not apply to the Swarm stack"):
+        stack.argv("down")
+    worker = exec_ctx(**{r"docker info .*": "node2 false\n"})
+    with pytest.raises(StackError, match=r"node2 is not a swarm manager.*nothing was changed"):
+        swarm.SwarmStack.connect(worker, on_swarm).run(worker, "stop", "web")
+    assert not any("scale" in x for x in calls(worker))
+
+
+def test_unused_secrets_and_configs_are_removed_kept_ones_stay(ready):
+    c = exec_ctx(**{
+        r"docker service ls .*": "mediacms_web\nmediacms_db\n",
+        r"docker secret ls .*": "s_key_new\ns_key_old\ns_pw_prev\ns_pw_gone\n",
+        r"docker config ls .*": "",
+        r"docker service inspect .*": "s_key_new s_pw_new s_pw_prev \ns_pw_new \n",
+        r"docker secret rm .*": "",
+    })  # fmt: skip
+    assert swarm.prune_unused(c, ready) == ["s_key_old", "s_pw_gone"]
+    assert "docker secret rm s_key_old s_pw_gone" in calls(c)
+    inspect = next(x for x in calls(c) if x.startswith("docker service inspect"))
+    assert "PreviousSpec" in inspect and inspect.endswith("mediacms_web mediacms_db")
+
+
+def test_custom_folder_becomes_configs_named_by_content(ready, home):
+    custom = home / "custom"
+    (custom / "static" / "css").mkdir(parents=True, exist_ok=True)
+    (custom / "local_settings.py").write_text('PORTAL_NAME = "X"\n')
+    (custom / "static" / "css" / "site.css").write_text("body {}\n")
+    (custom / "static" / "css" / ".gitkeep").write_text("")
+    found = swarm.custom_files(ready)
+    assert [target for _, target in found] == [swarm.CUSTOM_SETTINGS,
+                                               f"{swarm.CUSTOM_STATIC}/css/site.css"]  # fmt: skip
+    overlay = swarm.custom_overlay(ready, found)
+    assert set(overlay["services"]) == {*swarm.SETTINGS_READERS, "nginx"}
+    (nginx,) = overlay["services"]["nginx"]["configs"]
+    assert nginx["target"].endswith("/css/site.css") and nginx["mode"] == 0o444
+    before = overlay["configs"][nginx["source"]]["name"]
+    assert before.startswith("mediacms_custom_")
+    (custom / "static" / "css" / "site.css").write_text("body { color: red; }\n")
+    again = swarm.custom_overlay(ready, swarm.custom_files(ready))
+    assert before not in {entry["name"] for entry in again["configs"].values()}
+    (custom / "static" / "big.png").write_bytes(b"x" * (swarm.CONFIG_LIMIT + 1))
+    with pytest.raises(StackError, match=r"larger than a Swarm config.*nothing was deployed"):
+        swarm.custom_files(ready)
