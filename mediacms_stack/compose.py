@@ -37,6 +37,13 @@ class Compose:
     env_file: Path | None = None
     dry_run: bool = field(default=False, compare=False)
 
+    #: Labels the engine finds the stack's containers by: the project, the service.
+    LABELS = ("com.docker.compose.project", "com.docker.compose.service")
+
+    def service_of(self, label: str) -> str:
+        """The service name in a container's service label."""
+        return label
+
     @classmethod
     def for_settings(
         cls, settings: Settings, *, dev: bool = False, https: bool = False, dry_run: bool = False

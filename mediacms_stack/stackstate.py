@@ -8,8 +8,6 @@ from invoke.context import Context
 from . import engine
 from .compose import Compose
 
-COMPOSE_LABELS = ("com.docker.compose.project", "com.docker.compose.service")
-
 
 def stack_images(c: Context, compose: Compose) -> dict[str, tuple[str, str]]:
     """Service -> (image reference, image id) that the stack's containers run.
@@ -20,14 +18,11 @@ def stack_images(c: Context, compose: Compose) -> dict[str, tuple[str, str]]:
     import docker.errors  # deferred: keeps `invoke --list` fast
     import requests.exceptions
 
-    from .swarm import SwarmStack
-
     project = compose.project or next((r.get("Project") for r in compose.ps(c)), None)
     if not project:
         return {}
     # on Swarm: the stack's task containers on the engine DOCKER_HOST reaches
-    on_swarm = isinstance(compose, SwarmStack)
-    project_label, service_label = SwarmStack.LABELS if on_swarm else COMPOSE_LABELS
+    project_label, service_label = compose.LABELS
     filters = {"label": [f"{project_label}={project}"]}
     try:
         with engine.client() as handle:
@@ -39,9 +34,7 @@ def stack_images(c: Context, compose: Compose) -> dict[str, tuple[str, str]]:
         labels = row.get("Labels") or {}
         if labels.get("com.docker.compose.oneoff") == "True":
             continue
-        service = labels.get(service_label, row.get("Image", "?")).removeprefix(
-            f"{project}_" if on_swarm else ""
-        )
+        service = compose.service_of(labels.get(service_label, row.get("Image", "?")))
         images[service] = (row.get("Image", ""), row.get("ImageID", ""))
     return dict(sorted(images.items()))
 

@@ -526,6 +526,9 @@ class SwarmStack(Compose):
     #: Labels of the stack's task containers: the stack, the service.
     LABELS = ("com.docker.stack.namespace", "com.docker.swarm.service.name")
 
+    def service_of(self, label: str) -> str:
+        return label.removeprefix(f"{self.project}_")  # Swarm names it <stack>_<service>
+
     settings: Settings = field(default=None, compare=False)  # type: ignore[assignment]
     context: Context = field(default=None, compare=False)  # type: ignore[assignment]
     containers: dict = field(default_factory=dict, compare=False)
