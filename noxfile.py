@@ -284,5 +284,5 @@ def swarm(session: nox.Session) -> None:
                         ("registry", "mcms-swarm/registry:test")):  # fmt: skip
         session.run("docker", "build", "--quiet", "--build-arg", f"BASE_IMAGE={BASE}",
                     "--tag", tag, f"bootstrap/{folder}", external=True)  # fmt: skip
-    session.run("pytest", "tests/swarm", "-p", "no:cacheprovider", "-v", "-x", *session.posargs,
+    session.run("pytest", "tests/swarm", "-p", "no:cacheprovider", "-v", "-s", "-x", *session.posargs,
                 env=env)  # fmt: skip
