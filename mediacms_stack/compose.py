@@ -93,6 +93,10 @@ class Compose:
         flags = ["--detach"] + (["--wait", "--wait-timeout", str(timeout)] if wait else [])
         return self.run(c, "up", *flags, *services, **kwargs)
 
+    def check_can_stop(self, c: Context) -> None:
+        """Raise before anything changes when this stack's services cannot be stopped
+        from here (compose always can; see :class:`swarm.SwarmStack`)."""
+
     def scale(self, c: Context, counts: dict[str, int], *, timeout: int = 300):
         flags = [f"--scale={name}={count}" for name, count in counts.items()]
         return self.run(c, "up", "--detach", "--no-recreate", "--wait", "--wait-timeout",

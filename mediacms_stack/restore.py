@@ -87,6 +87,7 @@ def restore_db(
               f"{', '.join(APP_SERVICES)}, replace the database and start them")  # fmt: skip
         run(c, db.replace_argv(), stdin_from=str(dump), dry_run=True)
         return {}
+    compose.check_can_stop(c)
     _safety_dump(c, compose, settings, yes=yes, safety_dir=safety_dir)
     compose.run(c, "stop", *APP_SERVICES)
     try:
@@ -193,6 +194,7 @@ def restore_media(c: Context, compose: Compose, archive: Path, *, yes: bool = Fa
               f"{archive} and start them again")  # fmt: skip
         swap_media(c, compose, archive)
         return
+    compose.check_can_stop(c)
     held = media_entries(c, compose)
     if held and not yes:
         raise StackError(f"the media volume holds {held} entries; pass --yes to replace them "
@@ -261,6 +263,7 @@ def restore_all(
               f"{', '.join(APP_SERVICES)}, replace the database, the media volume and "
               f"{custom_dir}, then start them; nothing was changed")  # fmt: skip
         return
+    compose.check_can_stop(c)
     safety = _safety_dump(c, compose, settings, yes=yes, safety_dir=safety_dir)
     undo: list[tuple[str, object]] = []
     compose.run(c, "stop", *APP_SERVICES)

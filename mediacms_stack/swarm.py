@@ -572,14 +572,17 @@ class SwarmStack(Compose):
         if kwargs.get("wait", True) and not self.dry_run:
             wait(c, self.settings, kwargs.get("timeout", 600))
 
-    def stop_writers(self, c: Context, services: tuple[str, ...]) -> None:
-        names = [name for name in services if name in WRITERS]
+    def check_can_stop(self, c: Context) -> None:
         here = _ask(c, ["docker", "info", "--format", "{{.Name}} {{.Swarm.ControlAvailable}}"])
         if not self.dry_run and not here.strip().endswith(" true"):
             raise StackError(f"{here.split(' ')[0] or 'this engine'} is not a swarm manager: "
                              "stopping web, the workers and beat (docker service scale) needs "
                              "one; run this where DOCKER_HOST reaches a manager that runs the "
                              "db task; nothing was changed")  # fmt: skip
+
+    def stop_writers(self, c: Context, services: tuple[str, ...]) -> None:
+        names = [name for name in services if name in WRITERS]
+        self.check_can_stop(c)
         for name in names:
             out = _query(c, ["docker", "service", "inspect", service(self.settings, name),
                              "--format", "{{.Spec.Mode.Replicated.Replicas}}"])  # fmt: skip

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from invoke import MockContext, Result
 
-from mediacms_stack import backup, config, swarm
+from mediacms_stack import backup, config, restore, swarm
+from mediacms_stack.artifacts import write_checksum
 from mediacms_stack.database import Database
 from mediacms_stack.shell import StackError
 
@@ -326,6 +327,18 @@ def test_restore_stops_writers_and_scales_them_back(on_swarm, monkeypatch):
     with pytest.raises(StackError, match=r"node2 is not a swarm manager.*nothing was changed"):
         swarm.SwarmStack.connect(worker, on_swarm).run(worker, "stop", "web")
     assert not any("scale" in x for x in calls(worker))
+
+
+def test_restore_on_a_worker_refuses_before_its_safety_dump(on_swarm, tmp_path):
+    dump = tmp_path / "mediacms.dump"
+    dump.write_bytes(b"PGDMP\x01rest")
+    write_checksum(dump)
+    worker = exec_ctx(**{r"docker info .*": "node2 false\n"})
+    stack = swarm.SwarmStack.connect(worker, on_swarm)
+    with pytest.raises(StackError, match=r"node2 is not a swarm manager.*nothing was changed"):
+        restore.restore_db(worker, stack, on_swarm, dump, yes=True, safety_dir=tmp_path / "safe")
+    assert calls(worker) == ["docker info --format '{{.Name}} {{.Swarm.ControlAvailable}}'"]
+    assert not (tmp_path / "safe").exists()
 
 
 def test_unused_secrets_and_configs_are_removed_kept_ones_stay(ready):
