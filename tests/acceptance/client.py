@@ -90,8 +90,10 @@ def token_of(url: str) -> str:
     return re.search(r"[?&]m=([\w-]+)", url)[1]
 
 
-def wait_ready(stack, token: str, timeout: float = 900) -> dict:
-    """Until encoding, thumbnail, poster and sprites are done (or one failed)."""
+def wait_ready(stack, token: str, timeout: float = 900, *, extras: bool = True,
+               poll: float = 3) -> dict:  # fmt: skip
+    """Until every rendition is done, and with ``extras`` the thumbnail, poster and
+    sprites too (or one failed); asked every ``poll`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         state = media_state(stack, token)
@@ -104,11 +106,11 @@ def wait_ready(stack, token: str, timeout: float = 900) -> dict:
         done = state["encoding_status"] in ("success", "fail") and all(
             enc.get("status") in ("success", "fail") for enc in renditions
         )
-        extras = state["thumbnail_url"] and state["poster_url"] and state["sprites_url"]
-        if state["encoding_status"] == "fail" or (done and extras):
+        pictures = state["thumbnail_url"] and state["poster_url"] and state["sprites_url"]
+        if state["encoding_status"] == "fail" or (done and (pictures or not extras)):
             return state
         assert time.monotonic() < deadline, f"media {token} not ready after {timeout}s: {state}"
-        time.sleep(3)
+        time.sleep(poll)
 
 
 def assert_served(stack, url: str, session: requests.Session | None = None) -> bytes:
