@@ -147,9 +147,20 @@ def check_data_node(c: Context, settings: Settings) -> str:
     return nodes[0]
 
 
-def _query(c: Context, argv: list[str]) -> str:
+def _query(c: Context, argv: list[str], *, may_fail: bool = False) -> str:
+    """A read-only command's stdout. With ``may_fail`` (a worker cannot list services) a
+    failure gives nothing instead of an error."""
+    if may_fail:
+        result = run(c, argv, hide=True, warn=True, in_stream=False)
+        return result.stdout if result is not None and result.ok else ""
     result = run(c, argv, hide="out", in_stream=False)
     return result.stdout if result is not None else ""
+
+
+def _engine_role(c: Context) -> str:
+    """'NODE-NAME true' on a manager, 'NODE-NAME false' on a worker (the reached engine)."""
+    return _query(c, ["docker", "info", "--format", "{{.Name}} {{.Swarm.ControlAvailable}}"],
+                  may_fail=True)  # fmt: skip
 
 
 def parse_scale(pairs: list[str]) -> dict[str, int]:
@@ -573,7 +584,7 @@ class SwarmStack(Compose):
             wait(c, self.settings, kwargs.get("timeout", 600))
 
     def check_can_stop(self, c: Context) -> None:
-        here = _ask(c, ["docker", "info", "--format", "{{.Name}} {{.Swarm.ControlAvailable}}"])
+        here = _engine_role(c)
         if not self.dry_run and not here.strip().endswith(" true"):
             raise StackError(f"{here.split(' ')[0] or 'this engine'} is not a swarm manager: "
                              "stopping web, the workers and beat (docker service scale) needs "
@@ -606,12 +617,13 @@ class SwarmStack(Compose):
     def elsewhere(self, name: str) -> str:
         """Why ``name`` cannot be reached from here, and which DOCKER_HOST can."""
         c = self.context
-        here = _ask(c, ["docker", "info", "--format", "{{.Name}} {{.Swarm.ControlAvailable}}"])
+        here = _engine_role(c)
         node, _, manager = here.strip().partition(" ")
         nodes = []
         if manager == "true":
-            nodes = _ask(c, ["docker", "service", "ps", service(self.settings, name), "--filter",
-                             "desired-state=running", "--format", "{{.Node}}"]).split()  # fmt: skip
+            nodes = _query(c, ["docker", "service", "ps", service(self.settings, name), "--filter",
+                               "desired-state=running", "--format", "{{.Node}}"],
+                           may_fail=True).split()  # fmt: skip
         if nodes:
             there = sorted(set(nodes))[0]
             where = f"it runs on {', '.join(sorted(set(nodes)))}"
@@ -628,8 +640,8 @@ class SwarmStack(Compose):
         """The stack's media volume on this engine, created as the stack file defines it
         (MEDIA_VOLUME_*) when no task ran here yet."""
         name = f"{self.settings.project}_media_files"
-        if self.dry_run or _ask(self.context, ["docker", "volume", "inspect", "--format",
-                                               "{{.Name}}", name]).strip():  # fmt: skip
+        inspect = ["docker", "volume", "inspect", "--format", "{{.Name}}", name]
+        if self.dry_run or _query(self.context, inspect, may_fail=True).strip():
             return name
         kind, options, device = (self.settings.get(key) for key in MEDIA_KEYS)
         run(self.context, ["docker", "volume", "create", "--driver", "local", "--opt",
@@ -637,9 +649,3 @@ class SwarmStack(Compose):
                            "--label", f"com.docker.stack.namespace={self.settings.project}",
                            name], hide="out")  # fmt: skip
         return name
-
-
-def _ask(c: Context, argv: list[str]) -> str:
-    """A query that may fail (a worker cannot list services): its stdout, or nothing."""
-    result = run(c, argv, hide=True, warn=True, in_stream=False)
-    return result.stdout if result is not None and result.ok else ""
