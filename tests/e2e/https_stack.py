@@ -220,7 +220,8 @@ class HttpsDeployment:
                               timeout=timeout + 10)  # fmt: skip
         assert done.returncode == 0 or not check, (argv, done.stderr)
         parsed: dict[str, list[str]] = {}
-        blocks = (headers.read_text(errors="replace") if headers.exists() else "").strip().split("\r\n\r\n")
+        raw = headers.read_text(errors="replace") if headers.exists() else ""
+        blocks = raw.strip().split("\r\n\r\n")
         for line in blocks[-1].splitlines()[1:]:
             name, _, value = line.partition(":")
             parsed.setdefault(name.strip().lower(), []).append(value.strip())
