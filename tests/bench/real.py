@@ -116,13 +116,13 @@ def transcoding(stack) -> str:
 PINNED = (os.cpu_count() or 1) >= 2  # wrk on CPU 0, the nginx measured on CPU 1
 
 
-def nginx_url(stack, path: str) -> str:
+def nginx_url(stack) -> str:
     """The stack's nginx at its own address (its published network), pinned to CPU 1."""
     container = stack.dc("ps", "--quiet", "nginx").stdout.split()[0]
     if PINNED:
         subprocess.run(["docker", "update", "--cpuset-cpus", "1", container],
                        check=True, capture_output=True)  # fmt: skip
-    return f"http://{address(container)}:8080{path}"
+    return f"http://{address(container)}:8080"
 
 
 def address(container: str) -> str:
@@ -163,7 +163,8 @@ def media_gate(stack, token: str) -> None:
         report("media gate", "skipped: this tree has no /api/v1/media-auth")
         return
     rates: dict[str, list[float]] = {"private": [], "public": [], "ungated": []}
-    avatar, video = nginx_url(stack, "/media/userlogos/user.jpg"), nginx_url(stack, original)
+    nginx = nginx_url(stack)
+    avatar, video = f"{nginx}/media/userlogos/user.jpg", f"{nginx}{original}"
     for _ in range(ROUNDS):  # alternated, so drift hits all alike
         rates["ungated"].append(wrk(stack, avatar, headers=(ranged,)))
         rates["public"].append(wrk(stack, video, headers=(ranged,)))
@@ -214,7 +215,7 @@ def static_throughput(stack) -> None:
     name, bare = bare_nginx(stack, path)
     try:
         ours, plain = [], []
-        served = nginx_url(stack, path)
+        served = nginx_url(stack) + path
         for _ in range(ROUNDS):  # alternated, so drift hits both alike
             plain.append(wrk(stack, bare))
             ours.append(wrk(stack, served))
