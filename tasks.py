@@ -33,7 +33,8 @@ def _settings() -> config.Settings:
 
 def _stack(dry_run: bool = False, *, dev: bool = False, https: bool = False, needs=("env",),
            swarm_with=None):  # fmt: skip
-    """Settings and compose of the stack; a dry run needs no engine (it runs nothing).
+    """Settings and compose of the stack; a dry run needs neither engine nor compose
+    plugin (it runs nothing).
 
     A deployment on Swarm (see swarm.deployed_on_swarm) is driven only by the tasks that
     pass their context as ``swarm_with`` (backups, restores, manage, shells); the others
@@ -42,7 +43,7 @@ def _stack(dry_run: bool = False, *, dev: bool = False, https: bool = False, nee
     from mediacms_stack import swarm
 
     settings = _settings()
-    needs = tuple(n for n in needs if not (dry_run and n == "engine"))
+    needs = tuple(n for n in needs if not (dry_run and n in ("engine", "compose")))
     if needs:
         checks.require(settings, *needs)
     if not dev and swarm.deployed_on_swarm(settings):
@@ -164,10 +165,11 @@ def doctor(c, https=False):
     "target": "web, worker, worker-full, dev, nginx (repeatable; default all)",
     "source": "MediaCMS tree: PATH or GIT_URL@REF (default MEDIACMS_SOURCE)",
     "ca_bundle": "CA bundle for pip/npm in the build (default BUILD_CA_BUNDLE)",
+    "cold": "use no layer or pip cache, as a fresh machine builds (Default: off)",
     "dry_run": "print the commands only",
 }, iterable=["target"])  # fmt: skip
-def build(c, target=None, source=None, ca_bundle=None, dry_run=False):
-    """Build our images with immutable version tags from a MediaCMS tree."""
+def build(c, target=None, source=None, ca_bundle=None, cold=False, dry_run=False):
+    """Build our images with immutable version tags from a MediaCMS tree, pinned by its lock."""
     settings = _settings()
     if not dry_run:
         engines.ensure()
@@ -177,9 +179,29 @@ def build(c, target=None, source=None, ca_bundle=None, dry_run=False):
         target or images.TARGETS,
         source=source or settings.require("MEDIACMS_SOURCE"),
         ca_bundle=ca_bundle if ca_bundle is not None else settings.get("BUILD_CA_BUNDLE"),
+        cold=cold,
         dry_run=dry_run,
     )
     print("built:", *built, sep="\n  ")
+
+
+@task(name="lock", help={
+    "source": "MediaCMS tree: PATH or GIT_URL@REF (default MEDIACMS_SOURCE)",
+    "ca_bundle": "CA bundle for pip in the build (default BUILD_CA_BUNDLE)",
+    "dry_run": "print the commands only",
+})  # fmt: skip
+def relock(c, source=None, ca_bundle=None, dry_run=False):
+    """Re-resolve the tree's Python requirements into constraints/mediacms/ and show the diff."""
+    settings = _settings()
+    if not dry_run:
+        engines.ensure()
+    images.relock(
+        c,
+        settings,
+        source=source or settings.require("MEDIACMS_SOURCE"),
+        ca_bundle=ca_bundle if ca_bundle is not None else settings.get("BUILD_CA_BUNDLE"),
+        dry_run=dry_run,
+    )
 
 
 @task(iterable=["target"], help={"target": "image targets to push (default all)"})
@@ -501,6 +523,7 @@ ns = Collection(
     init,
     doctor,
     build,
+    relock,
     push,
     pull,
     up,

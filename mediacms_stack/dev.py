@@ -26,9 +26,13 @@ WEB_PORT = "8000"
 FRONTEND_PORT = "8088"
 #: The frontend build as upstream's Makefile runs it; frontend/.env is read by the
 #: frontend's own build script.
-FRONTEND_BUILD = (
-    "npm install --no-audit --no-fund && npm run dist && cp -R dist/static/. ../static/"
+#: npm ci installs exactly the tree's package-lock.json; a tree without one (8.3.2's
+#: frontend/ has none) can only be resolved, by npm install.
+NPM_INSTALL = (
+    "if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; "
+    "else npm install --no-audit --no-fund; fi"
 )
+FRONTEND_BUILD = f"{NPM_INSTALL} && npm run dist && cp -R dist/static/. ../static/"
 
 
 def tree(settings: Settings) -> Path:

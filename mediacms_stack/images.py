@@ -30,7 +30,7 @@ from pathlib import Path
 
 from invoke.context import Context
 
-from . import engine
+from . import engine, locks
 from .config import ROOT, Settings
 from .shell import StackError, run
 
@@ -127,6 +127,13 @@ def source_revision(root: Path, source: str) -> str:
     return probe.stdout.strip() if probe.returncode == 0 else "unknown"
 
 
+def stack_revision(root: Path = ROOT) -> str:
+    """The commit of this repository (label io.mediacms.stack-revision of every image)."""
+    probe = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    return probe.stdout.strip() if probe.returncode == 0 else "unknown"
+
+
 def media_auth(tree: Path) -> bool:
     """Whether the tree has MediaCMS's media-auth endpoint (8.3+), which nginx gates
     private media through; older trees serve /media/ as their own nginx does."""
@@ -142,6 +149,7 @@ def build_argv(
     revision: str = "unknown",
     builder: engine.Builder | None = None,
     gate_media: bool = False,
+    cold: bool = False,
 ) -> list[str]:
     """The BuildKit command for one target; pure, so it is unit-tested as is."""
     names = ImageNames.from_settings(settings)
@@ -150,6 +158,7 @@ def build_argv(
         "BASE_IMAGE": settings.get("BASE_IMAGE", "debian:trixie-slim"),
         "MEDIACMS_VERSION": names.version,
         "VCS_REF": revision,
+        "STACK_REVISION": stack_revision(),
     }
     if target == "nginx":
         args["MEDIACMS_IMAGE"] = names.ref("web")
@@ -164,6 +173,9 @@ def build_argv(
             "BAKE_CA_BUNDLE": settings.get("BAKE_CA_BUNDLE", "0"),
         }
     argv = ["--file", dockerfile, "--tag", names.ref(target)]
+    if cold:  # as a fresh machine builds: no layer cache, no pip cache
+        argv.append("--no-cache")
+        args["PIP_NO_CACHE_DIR"] = "1"
     if stage:
         argv += ["--target", stage]
     for key, value in args.items():
@@ -180,9 +192,11 @@ def build(
     *,
     source: str,
     ca_bundle: str = "",
+    cold: bool = False,
     dry_run: bool = False,
 ) -> list[str]:
-    """Stage the tree and build ``targets``; returns the image references built."""
+    """Stage the tree and its lock and build ``targets``; returns the image references
+    built. ``cold`` builds without any cache, as on a fresh machine."""
     root = ROOT  # the build context is always this repository
     check_registry(settings.registry)
     if ca_bundle and not Path(ca_bundle).is_file():
@@ -195,6 +209,8 @@ def build(
         tree = stage_source(c, root, source, dry_run=dry_run)
         revision = source_revision(root, source)
         gate_media = media_auth(tree)
+        if set(wanted) - {"nginx"}:
+            locks.stage(c, settings, tree, ca_bundle=ca_bundle, dry_run=dry_run)
         if "nginx" in wanted:
             print("[build] nginx: private media (/media/encoded|hls|original/) "
                   + ("gated through the tree's /api/v1/media-auth" if gate_media else
@@ -202,11 +218,20 @@ def build(
         builder = engine.builder()
         for target in wanted:
             argv = build_argv(target, settings, ca_bundle=ca_bundle, revision=revision,
-                              builder=builder, gate_media=gate_media)  # fmt: skip
+                              builder=builder, gate_media=gate_media, cold=cold)  # fmt: skip
             with c.cd(str(root)):
                 run(c, argv, env=dict(builder.env), dry_run=dry_run)
             built.append(ImageNames.from_settings(settings).ref(target))
     return built
+
+
+def relock(
+    c: Context, settings: Settings, *, source: str, ca_bundle: str = "", dry_run: bool = False
+) -> Path:
+    """Stage the tree and resolve its requirements anew (`invoke lock`)."""
+    with _staging_lock(ROOT, dry_run=dry_run):
+        tree = stage_source(c, ROOT, source, dry_run=dry_run)
+        return locks.resolve(c, settings, tree, ca_bundle=ca_bundle, dry_run=dry_run)
 
 
 @contextmanager

@@ -34,6 +34,6 @@ if [ ! -x "$venv/bin/python" ]; then
     echo "[install] python3 -m venv $venv"
     python3 -m venv "$venv"
 fi
-echo "[install] pip install -e .$extra (into $venv)"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".$extra"
+echo "[install] pip install -e .$extra, pinned by constraints/dev.txt (into $venv)"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -c constraints/dev.txt -e ".$extra"
 echo "[install] done; next: . $venv/bin/activate && invoke init && invoke up"

@@ -99,6 +99,9 @@ CACHES = {
 # Both spellings: older trees read BROKER_URL, newer ones CELERY_BROKER_URL.
 BROKER_URL = CELERY_BROKER_URL = REDIS_LOCATION
 CELERY_RESULT_BACKEND = REDIS_LOCATION
+# beat writes its schedule store after every task it sends (not every 180 s), so its
+# health check can tell a stuck beat within --max-interval plus a small margin.
+CELERYBEAT_SYNC_EVERY = CELERY_BEAT_SYNC_EVERY = 1
 
 # Transcoding, thumbnails and large uploads write here: a disk volume in the compose
 # file, so long videos are not encoded into a RAM-backed /tmp.

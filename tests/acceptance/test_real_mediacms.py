@@ -414,8 +414,8 @@ def test_healthy_past_every_health_window_then_upgrade_to_the_same_version(stack
     healthy, and an upgrade to the running version goes through.
 
     A check's window is its start period plus interval times retries, plus the age it
-    tolerates when it is given one (beat's check: no entry overdue by more than 300 s).
-    Beat's is the longest (60 + 3 * 10 + 300 s; its old check failed on 8.3.2 at 300 s),
+    tolerates when it is given one (beat's check: no entry overdue by more than 120 s).
+    Beat's is the longest (60 + 3 * 10 + 120 s; an older check failed on 8.3.2 at 300 s),
     and the soak lasts a minute more, counted from beat's start: the tests before this
     one run inside it."""
     services = json.loads(stack.dc("config", "--format", "json").stdout)["services"]

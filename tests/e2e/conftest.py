@@ -23,6 +23,7 @@ from dotenv import dotenv_values
 
 from mediacms_stack import config
 from mediacms_stack.compose import Compose
+from tests.fresh import require_built_from_this_commit
 
 REPO = config.ROOT
 ADMIN_PASSWORD = "smoke-Admin-pw-1"
@@ -122,6 +123,7 @@ def report_failure(deployment: Stack) -> None:
 def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
     home = tmp_path_factory.mktemp("deployment")
     deployment = new_deployment(home, f"mediacms-smoke-{os.getpid()}")
+    require_built_from_this_commit(deployment.settings.version)
     started = time.monotonic()
     up = deployment.invoke("up", check=False)
     deployment.startup_seconds = time.monotonic() - started

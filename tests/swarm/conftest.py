@@ -22,6 +22,7 @@ import requests
 
 from mediacms_stack import config
 from mediacms_stack.images import ImageNames
+from tests.fresh import require_built_from_this_commit
 from tests.swarm.cluster import PREFIX, REGISTRY, SHARED, Cluster
 
 REPO = config.ROOT
@@ -83,7 +84,8 @@ class Deployment:
 def env_values() -> dict[str, str]:
     return {
         "COMPOSE_PROJECT_NAME": STACK,
-        "MEDIACMS_VERSION": os.environ.get("SWARM_TEST_VERSION", "testapp-swarm"),
+        # the images `nox -s swarm` built in this run (its .env's version)
+        "MEDIACMS_VERSION": built_version(),
         "IMAGE_REGISTRY": f"{REGISTRY}/",
         "POSTGRES_IMAGE": f"{REGISTRY}/mediacms-local/postgres:17",
         "REDIS_IMAGE": f"{REGISTRY}/mediacms-local/redis:8",
@@ -100,6 +102,10 @@ def env_values() -> dict[str, str]:
     }
 
 
+def built_version() -> str:
+    return config.load(REPO, os.environ.get("MEDIACMS_ENV_FILE")).version
+
+
 def local_images(version: str) -> list[str]:
     names = ImageNames("", version)
     values = config.load(REPO, os.environ.get("MEDIACMS_ENV_FILE")).values
@@ -110,6 +116,7 @@ def local_images(version: str) -> list[str]:
 
 def push_images(cluster: Cluster, deployment: Deployment, version: str) -> None:
     """Our images to the manager, then `invoke push` (and the stand-ins) to the registry."""
+    require_built_from_this_commit(version)
     images = local_images(version)
     cluster.load_images(images)
     deployment.invoke("push", "--target", "web", "--target", "worker", "--target", "nginx")

@@ -62,7 +62,12 @@ def deployment(tmp_path):
 
 
 def invoke(home, *args):
-    env = {**os.environ, "MEDIACMS_HOME": str(home), "DOCKER_HOST": f"unix://{home}/no.sock"}
+    """The task as a user runs it, with no engine and no compose plugin (an empty
+    DOCKER_CONFIG: whatever an earlier run installed in ~/.docker stays out of reach)."""
+    config_dir = home.parent / "docker-config"
+    config_dir.mkdir(exist_ok=True)
+    env = {**os.environ, "MEDIACMS_HOME": str(home), "DOCKER_HOST": f"unix://{home}/no.sock",
+           "DOCKER_CONFIG": str(config_dir)}  # fmt: skip
     env.pop("MEDIACMS_ENV_FILE", None)
     return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
                           env=env, capture_output=True, text=True, check=False, timeout=120)  # fmt: skip
