@@ -8,6 +8,7 @@ Which .env is used: ./.env, or the file named by MEDIACMS_ENV_FILE.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -59,6 +60,18 @@ def _stack(dry_run: bool = False, *, dev: bool = False, https: bool = False, nee
 SHORT_FLAGS = {"dry_run": "n", "yes": "y"}
 
 
+#: Help of the options that mean the same in every task that has them, written once here;
+#: a task's own ``help=`` text for one of them replaces it only where the task differs.
+COMMON_HELP = {
+    "dry_run": "print the plan and the commands only; change nothing, need no engine "
+    "(Default: off)",
+    "dest": "folder to write the backups to (Default: backups/ in the deployment folder)",
+}
+#: The development stack's dry runs ask the engine which images are missing.
+DEV_DRY_RUN = ("print the plan and the commands only; change nothing, but ask the engine which "
+               "images are missing (Default: off)")  # fmt: skip
+
+
 class StackTask(Task):
     """A task whose only short flags are :data:`SHORT_FLAGS`."""
 
@@ -72,7 +85,8 @@ class StackTask(Task):
 def task(*args, exclusive=False, **kwargs):
     """invoke's @task, plus: a StackError ends the task with one `error:` line, status 1;
     ``exclusive``: the task holds the stack's lock (:mod:`mediacms_stack.lock`) unless it
-    is a dry run; `invoke --echo TASK` (or MEDIACMS_VERBOSE=1) prints whole commands.
+    is a dry run; `invoke --echo TASK` (or MEDIACMS_VERBOSE=1) prints whole commands;
+    the options of :data:`COMMON_HELP` get its help unless ``help`` gives their own.
 
     StackError is what the package raises for anything an operator can act on (the
     message says what went wrong and the fix), so no task needs its own try/except.
@@ -91,7 +105,10 @@ def task(*args, exclusive=False, **kwargs):
             except StackError as error:
                 raise Exit(f"error: {error}", code=1) from error
 
-        return invoke_task(*args, klass=StackTask, auto_shortflags=False, **kwargs)(guarded)
+        params = inspect.signature(body).parameters
+        common = {name: text for name, text in COMMON_HELP.items() if name in params}
+        options = {**kwargs, "help": {**common, **kwargs.get("help", {})}}
+        return invoke_task(*args, klass=StackTask, auto_shortflags=False, **options)(guarded)
 
     if len(args) == 1 and callable(args[0]) and not kwargs:
         body, args = args[0], ()
@@ -107,8 +124,9 @@ def engine(c):
 
 
 @task(help={
-    "force": "re-create the base image even if its recipe is unchanged",
-    "old_postgres": "only build a stand-in for an older PostgreSQL major (15 or 13)",
+    "force": "re-create the base image even if its recipe is unchanged (Default: off)",
+    "old_postgres": "only build a stand-in for an older PostgreSQL major, 15 or 13 "
+    "(Default: none, build them all)",
 })  # fmt: skip
 def bootstrap_images(c, force=False, old_postgres=None):
     """Build the Debian base and PostgreSQL/Redis/Node stand-ins without any registry."""
@@ -119,9 +137,10 @@ def bootstrap_images(c, force=False, old_postgres=None):
 
 
 @task(help={
-    "force": "replace an existing .env",
-    "local_images": "use the stand-in images made by `invoke images.bootstrap-images`",
-    "set": "extra KEY=VALUE pairs (repeatable)",
+    "force": "replace an existing .env (Default: off)",
+    "local_images": "use the stand-in images made by `invoke images.bootstrap-images` "
+    "(Default: off)",
+    "set": "extra KEY=VALUE pairs for .env, repeatable (Default: none)",
 }, iterable=["set"])  # fmt: skip
 def init(c, force=False, local_images=False, set=None):
     """Write .env from .env.example with random secrets (mode 600)."""
@@ -147,7 +166,7 @@ def init(c, force=False, local_images=False, set=None):
 @task(
     help={
         "https": "check the HTTPS overlay's .env keys, name and ports 80/443 instead "
-        "(the default when HTTPS_OVERLAY=true)"
+        "(Default: off; on when HTTPS_OVERLAY=true in .env)"
     }
 )
 def doctor(c, https=False):
@@ -162,11 +181,10 @@ def doctor(c, https=False):
 
 # --- images ----------------------------------------------------------------------------
 @task(help={
-    "target": "web, worker, worker-full, dev, nginx (repeatable; default all)",
-    "source": "MediaCMS tree: PATH or GIT_URL@REF (default MEDIACMS_SOURCE)",
-    "ca_bundle": "CA bundle for pip/npm in the build (default BUILD_CA_BUNDLE)",
+    "target": "web, worker, worker-full, dev or nginx, repeatable (Default: all)",
+    "source": "MediaCMS tree: PATH or GIT_URL@REF (Default: MEDIACMS_SOURCE)",
+    "ca_bundle": "CA bundle for pip/npm in the build (Default: BUILD_CA_BUNDLE)",
     "cold": "use no layer or pip cache, as a fresh machine builds (Default: off)",
-    "dry_run": "print the commands only",
 }, iterable=["target"])  # fmt: skip
 def build(c, target=None, source=None, ca_bundle=None, cold=False, dry_run=False):
     """Build our images with immutable version tags from a MediaCMS tree, pinned by its lock."""
@@ -186,9 +204,8 @@ def build(c, target=None, source=None, ca_bundle=None, cold=False, dry_run=False
 
 
 @task(name="lock", help={
-    "source": "MediaCMS tree: PATH or GIT_URL@REF (default MEDIACMS_SOURCE)",
-    "ca_bundle": "CA bundle for pip in the build (default BUILD_CA_BUNDLE)",
-    "dry_run": "print the commands only",
+    "source": "MediaCMS tree: PATH or GIT_URL@REF (Default: MEDIACMS_SOURCE)",
+    "ca_bundle": "CA bundle for pip in the build (Default: BUILD_CA_BUNDLE)",
 })  # fmt: skip
 def relock(c, source=None, ca_bundle=None, dry_run=False):
     """Re-resolve the tree's Python requirements into constraints/mediacms/ and show the diff."""
@@ -204,7 +221,11 @@ def relock(c, source=None, ca_bundle=None, dry_run=False):
     )
 
 
-@task(iterable=["target"], help={"target": "image targets to push (default all)"})
+@task(iterable=["target"], help={
+    "target": "web, worker, worker-full, dev or nginx, repeatable (Default: all)",
+    "dry_run": "print the tags and pushes only; the local images are still looked up, so "
+    "it needs the engine (Default: off)",
+})  # fmt: skip
 def push(c, target=None, dry_run=False):
     """Push the version-tagged images to IMAGE_REGISTRY (tagging images built without it)."""
     images.push(c, _settings(), target or images.TARGETS, dry_run=dry_run)
@@ -218,9 +239,14 @@ def pull(c, dry_run=False):
 
 
 # --- running ---------------------------------------------------------------------------
-@task(exclusive=True, help={"dev": "the development stack (same as `invoke dev`)",
-            "https": "add docker-compose-cert.yaml (Caddy, certificates over ACME) and record "
-                     "HTTPS_OVERLAY=true in .env, so later tasks include it"})  # fmt: skip
+@task(exclusive=True, help={
+    "dev": "the development stack (same as `invoke dev`) (Default: off)",
+    "https": "add docker-compose-cert.yaml (Caddy, certificates over ACME) and record "
+    "HTTPS_OVERLAY=true in .env, so later tasks include it "
+    "(Default: off; on when HTTPS_OVERLAY=true in .env)",
+    "dry_run": "print the plan and the commands only; change nothing, need no engine (with "
+    "--dev, ask the engine which images are missing) (Default: off)",
+})  # fmt: skip
 def up(c, dev=False, https=False, dry_run=False):
     """Start the stack (building or bootstrapping missing images) and wait until healthy."""
     if dev:
@@ -241,8 +267,11 @@ def up(c, dev=False, https=False, dry_run=False):
 
 
 @task(exclusive=True, name="dev", help={
-    "build": "rebuild the dev image from MEDIACMS_TREE (after its requirements changed)",
-    "timeout": "seconds to wait for every service to be healthy (first npm install is slow)",
+    "build": "rebuild the dev image from MEDIACMS_TREE (after its requirements changed) "
+    "(Default: off)",
+    "timeout": "seconds to wait for every service to be healthy (first npm install is slow) "
+    "(Default: 900)",
+    "dry_run": DEV_DRY_RUN,
 })  # fmt: skip
 def dev_stack(c, build=False, timeout=900, dry_run=False):
     """Development stack: MEDIACMS_TREE mounted, runserver :8000, Celery, frontend :8088."""
@@ -252,21 +281,27 @@ def dev_stack(c, build=False, timeout=900, dry_run=False):
     devstack.up(c, settings, compose, build=build, timeout=timeout)
 
 
-@task(exclusive=True, help={"volumes": "also delete the named volumes (data loss!)"})
+@task(exclusive=True, help={
+    "dev": "the development stack (`invoke dev`) instead (Default: off)",
+    "https": "include the HTTPS overlay, docker-compose-cert.yaml "
+    "(Default: off; on when HTTPS_OVERLAY=true in .env)",
+    "volumes": "also delete the named volumes (data loss!) (Default: off)",
+})  # fmt: skip
 def down(c, dev=False, https=False, volumes=False, dry_run=False):
     """Stop and remove the stack's containers (volumes kept unless --volumes)."""
     _, compose = _stack(dry_run, dev=dev, https=https)
     compose.run(c, "down", *(["--volumes"] if volumes else []))
 
 
-@task(exclusive=True, iterable=["service"])
+@task(exclusive=True, iterable=["service"],
+      help={"service": "a service to restart, repeatable (Default: all)"})  # fmt: skip
 def restart(c, service=None, dry_run=False):
     """Restart services (default: all)."""
     _, compose = _stack(dry_run)
     compose.run(c, "restart", *(service or []))
 
 
-@task
+@task(help={"dev": "the development stack's containers instead (Default: off)"})
 def status(c, dev=False):
     """Table of service, state, health, image and version."""
     _, compose = _stack(dev=dev)
@@ -274,7 +309,11 @@ def status(c, dev=False):
     print(ops.format_table(rows, ("SERVICE", "STATE", "HEALTH", "IMAGE", "VERSION")))
 
 
-@task(help={"service": "one service (default all)", "follow": "keep following"})
+@task(help={
+    "service": "one service (Default: all)",
+    "follow": "keep following (Default: off)",
+    "tail": "lines to show from the end of each log, or `all` (Default: 200)",
+})  # fmt: skip
 def logs(c, service="", follow=False, tail="200"):
     """Show service logs."""
     _, compose = _stack()
@@ -297,7 +336,10 @@ def manage(c, command, dry_run=False):
     compose.manage(c, *ops.split_command(command), tty=sys.stdin.isatty())
 
 
-@task(help={"django": "the Django shell instead of bash", "c": "run one command and exit"})
+@task(help={
+    "django": "the Django shell instead of bash (Default: off)",
+    "c": "run one command and exit (Default: none, an interactive shell)",
+})  # fmt: skip
 def admin_shell(c, django=False, c_=None, dry_run=False):
     """A shell in the web container (bash, or --django), or one command with -c."""
     _, compose = _stack(dry_run, swarm_with=c)
@@ -309,9 +351,10 @@ def admin_shell(c, django=False, c_=None, dry_run=False):
 
 
 @task(help={
-    "user": "username (default ADMIN_USER)",
-    "password": "new password (default random); visible in ps, prefer --password-stdin",
-    "password_stdin": "read the new password from stdin (first line)",
+    "user": "username (Default: ADMIN_USER, else admin)",
+    "password": "new password; visible in ps, prefer --password-stdin "
+    "(Default: a random one, printed)",
+    "password_stdin": "read the new password from stdin (first line) (Default: off)",
 })  # fmt: skip
 def set_admin_password(c, user=None, password=None, password_stdin=False, dry_run=False):
     """Set an admin's password (random and printed when not given), handed over on stdin."""
@@ -325,14 +368,17 @@ def set_admin_password(c, user=None, password=None, password_stdin=False, dry_ru
         print(f"new password: {new}")
 
 
-@task
+@task(help={"dry_run": DEV_DRY_RUN})
 def build_frontend(c, dry_run=False):
     """npm run dist in the dev compose (honours frontend/.env); copy into static; restart web."""
     settings, compose = _stack(dry_run, dev=True)
     devstack.build_frontend(c, settings, compose)
 
 
-@task(help={"args": 'extra pytest arguments, quoted, e.g. "-k upload -x"'})
+@task(help={
+    "args": 'extra pytest arguments, quoted, e.g. "-k upload -x" (Default: none)',
+    "dry_run": DEV_DRY_RUN,
+})  # fmt: skip
 def test(c, args="", dry_run=False):
     """Run MediaCMS's pytest suite inside the dev image with TESTING=True."""
     settings, compose = _stack(dry_run, dev=True)
@@ -342,7 +388,7 @@ def test(c, args="", dry_run=False):
 # --- backups ---------------------------------------------------------------------------
 @task(
     exclusive=True,
-    help={"keep": "keep only the newest N database backups", "dest": "folder (default backups/)"},
+    help={"keep": "keep only the newest N database backups of this project (Default: 0, all)"},
 )
 def backup_db(c, keep=0, dest=str(BACKUPS), dry_run=False):
     """pg_dump (custom format) to backups/, with .sha256 and a manifest."""
@@ -352,7 +398,10 @@ def backup_db(c, keep=0, dest=str(BACKUPS), dry_run=False):
 
 @task(
     exclusive=True,
-    help={"file": "a .dump made by backup-db", "yes": "replace a non-empty database"},
+    help={
+        "file": "a .dump made by backup-db",
+        "yes": "replace a non-empty database (a safety backup is taken first) (Default: off)",
+    },
 )
 def restore_db(c, file, yes=False, dry_run=False):
     """Verify and restore a database backup (safety backup first, one transaction)."""
@@ -360,7 +409,10 @@ def restore_db(c, file, yes=False, dry_run=False):
     restores.restore_db(c, compose, settings, Path(file), yes=yes, safety_dir=BACKUPS)
 
 
-@task(exclusive=True)
+@task(
+    exclusive=True,
+    help={"keep": "keep only the newest N media archives of this project (Default: 0, all)"},
+)
 def backup_media(c, keep=0, dest=str(BACKUPS), dry_run=False):
     """Stream the media volume into a .tar.gz (uid 33 and dotfiles kept) with .sha256."""
     _, compose = _stack(dry_run, needs=("engine", "env"), swarm_with=c)
@@ -369,7 +421,10 @@ def backup_media(c, keep=0, dest=str(BACKUPS), dry_run=False):
 
 @task(
     exclusive=True,
-    help={"file": "a .tar.gz made by backup-media", "yes": "replace a non-empty media volume"},
+    help={
+        "file": "a .tar.gz made by backup-media",
+        "yes": "replace a non-empty media volume (Default: off)",
+    },
 )
 def restore_media(c, file, yes=False, dry_run=False):
     """Verify a media archive, then replace the media volume's content with it."""
@@ -378,8 +433,7 @@ def restore_media(c, file, yes=False, dry_run=False):
 
 
 @task(exclusive=True, help={
-    "dest": "folder (default backups/)",
-    "keep": "keep only the newest N full backups of this project",
+    "keep": "keep only the newest N full backups of this project (Default: 0, all)",
 })  # fmt: skip
 def backup(c, dest=str(BACKUPS), keep=0, dry_run=False):
     """Full backup: database, media, custom/, .env and a manifest in one folder."""
@@ -388,10 +442,9 @@ def backup(c, dest=str(BACKUPS), keep=0, dry_run=False):
 
 
 @task(help={
-    "at": "time of day, HH:MM local time (default 03:15)",
-    "keep": "full backups to keep (default 7)",
-    "dest": "folder (default backups/)",
-    "remove": "remove the schedule instead",
+    "at": "time of day, HH:MM local time (Default: 03:15)",
+    "keep": "full backups to keep (Default: 7)",
+    "remove": "remove the schedule instead (Default: off)",
 })  # fmt: skip
 def backup_schedule(c, at="03:15", keep=7, dest=str(BACKUPS), remove=False, dry_run=False):
     """Daily `invoke backup --keep N`: a systemd timer where systemd runs, else cron."""
@@ -408,7 +461,11 @@ def backup_schedule(c, at="03:15", keep=7, dest=str(BACKUPS), remove=False, dry_
           "Scheduled backups)")  # fmt: skip
 
 
-@task(exclusive=True)
+@task(exclusive=True, help={
+    "folder": "a full backup folder made by `invoke backup` (backups/mediacms-<time>)",
+    "yes": "replace a database that holds rows (a safety backup is taken first) "
+    "(Default: off)",
+})  # fmt: skip
 def restore(c, folder, yes=False, dry_run=False):
     """Restore a full backup folder made by `invoke backup`."""
     settings, compose = _stack(dry_run, needs=("engine", "env"), swarm_with=c)
@@ -417,10 +474,12 @@ def restore(c, folder, yes=False, dry_run=False):
 
 @task(exclusive=True, help={
     "from_": "the 7.x deployment: its MediaCMS folder, with docker-compose.yaml and media_files/",
-    "dump": "restore this pg_dump file (custom or plain SQL) instead of dumping the old database",
-    "yes": "replace data already in the new stack (safety backup first)",
-    "new_secret_key": "generate a new SECRET_KEY instead of carrying the old one",
-    "dry_run": "print the plan (sizes, counts, target volumes) and change nothing",
+    "dump": "restore this pg_dump file (custom or plain SQL) instead of dumping the old database "
+    "(Default: none)",
+    "yes": "replace data already in the new stack (safety backup first) (Default: off)",
+    "new_secret_key": "generate a new SECRET_KEY instead of carrying the old one (Default: off)",
+    "dry_run": "print the plan (sizes, counts, target volumes) and change nothing; the new "
+    "stack's volumes are looked into when an engine answers (Default: off)",
 })  # fmt: skip
 def migrate_from_7x(c, from_, dump=None, yes=False, new_secret_key=False, dry_run=False):
     """Move a monolithic 7.x deployment (database, media, settings, key) into this stack."""
@@ -441,11 +500,12 @@ def migrate_from_7x(c, from_, dump=None, yes=False, new_secret_key=False, dry_ru
 
 
 @task(exclusive=True, help={
-    "to": "version to upgrade to; becomes MEDIACMS_VERSION (default: the current one, again)",
-    "build": "build the images from --source (default MEDIACMS_SOURCE) instead of pulling",
-    "source": "MediaCMS tree for --build: PATH or GIT_URL@REF",
-    "rollback": "undo an upgrade: the backup folder it printed (version, images and data)",
-    "timeout": "seconds to wait for every service to be healthy",
+    "to": "version to upgrade to; becomes MEDIACMS_VERSION (Default: the current one, again)",
+    "build": "build the images from --source instead of pulling (Default: off)",
+    "source": "MediaCMS tree for --build: PATH or GIT_URL@REF (Default: MEDIACMS_SOURCE)",
+    "rollback": "undo an upgrade: the backup folder it printed (version, images and data) "
+    "(Default: none)",
+    "timeout": "seconds to wait for every service to be healthy (Default: 300)",
 })  # fmt: skip
 def upgrade(c, to=None, build=False, source=None, rollback=None, timeout=300, dry_run=False):
     """Back up, pull (or build) new images, migrate, wait healthy, show what changed."""
@@ -464,8 +524,11 @@ def upgrade(c, to=None, build=False, source=None, rollback=None, timeout=300, dr
 
 # --- Docker Swarm (docker-stack.yaml) ---------------------------------------------------
 @task(name="init", help={
-    "advertise_addr": "address the other nodes reach this manager at (docker swarm init)",
-    "data_node": "node that keeps the db and redis volumes (default: this one)",
+    "advertise_addr": "address the other nodes reach this manager at (docker swarm init) "
+    "(Default: Docker's choice)",
+    "data_node": "node that keeps the db and redis volumes (Default: this one)",
+    "dry_run": "print the commands only; change nothing, but ask the engine whether it is "
+    "in a swarm already (Default: off)",
 })  # fmt: skip
 def swarm_init(c, advertise_addr=None, data_node=None, dry_run=False):
     """Make this engine a swarm manager and label the node that keeps db and redis."""
@@ -475,7 +538,9 @@ def swarm_init(c, advertise_addr=None, data_node=None, dry_run=False):
                dry_run=dry_run)  # fmt: skip
 
 
-@task(name="deploy", help={"timeout": "seconds to wait for every service to be healthy"})
+@task(name="deploy", help={
+    "timeout": "seconds to wait for every service to be healthy (Default: 600)",
+})  # fmt: skip
 def swarm_deploy(c, timeout=600, dry_run=False):
     """Check registry, shared media and data node, deploy docker-stack.yaml, wait healthy."""
     from mediacms_stack import swarm
@@ -501,8 +566,10 @@ def swarm_status(c):
     print(ops.format_table(rows, ("SERVICE", "MODE", "REPLICAS", "IMAGE")))
 
 
-@task(name="update", help={"to": "version to run (its images must be in IMAGE_REGISTRY)",
-                           "timeout": "seconds to wait for the rolling update"})  # fmt: skip
+@task(name="update", help={
+    "to": "version to run (its images must be in IMAGE_REGISTRY)",
+    "timeout": "seconds to wait for the rolling update (Default: 900)",
+})  # fmt: skip
 def swarm_update(c, to, timeout=900, dry_run=False):
     """Rolling update to VERSION (start-first, health-gated, rolled back by Swarm on failure)."""
     from mediacms_stack import swarm
