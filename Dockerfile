@@ -42,8 +42,8 @@ RUN --mount=type=secret,id=ca_bundle \
 # builder-tools: compilers, headers and the venv at /home/mediacms.io with our pinned
 # tools. Every pip install below runs through pip-install, which refuses to run without
 # the constraints: versions from constraints/ (PIP_CONSTRAINT) and the build
-# dependencies of sdists built from source (PIP_BUILD_CONSTRAINT, which reaches PEP 517
-# isolated builds: lxml for xmlsec's build, Cython and setuptools for lxml's).
+# dependencies of whatever is built from source (PIP_BUILD_CONSTRAINT, which reaches
+# PEP 517 isolated builds: uWSGI, sdist-only packages, lxml/xmlsec where no wheel fits).
 FROM system AS builder-tools
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
@@ -56,8 +56,6 @@ ENV VIRTUAL_ENV=/home/mediacms.io
 ENV PATH=/home/mediacms.io/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PIP_BUILD_CONSTRAINT=/etc/mediacms-build/build.txt \
     PIP_CONSTRAINT=/etc/mediacms-build/tools.txt
-# PIP_NO_CACHE_DIR=1 (with --no-cache) builds as a fresh machine would: `invoke build --cold`.
-ARG PIP_NO_CACHE_DIR=""
 RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
     python3 -m venv "$VIRTUAL_ENV" \
  && pip-install pip wheel uwsgi
@@ -86,14 +84,18 @@ COPY ${MEDIACMS_SRC}/requirements.txt /tmp/requirements/
 COPY .build/mediacms-lock.txt /etc/mediacms-build/mediacms.txt
 # The tree's own pins win over ours (a 7.x tree pins its uWSGI).
 ENV PIP_CONSTRAINT=/etc/mediacms-build/mediacms.txt
-# lxml and xmlsec must link the same libxml2 (python3-saml breaks otherwise).
+# lxml and xmlsec must use one libxml2 (python3-saml breaks otherwise). Their wheels,
+# pinned together by the lock, bundle the same one; check-libxml2 fails the build if not.
+COPY scripts/build/check-libxml2.py /usr/local/bin/check-libxml2
 RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
-    pip-install --no-binary lxml --no-binary xmlsec -r /tmp/requirements/requirements.txt
+    pip-install -r /tmp/requirements/requirements.txt \
+ && python3 /usr/local/bin/check-libxml2
 
 FROM builder AS builder-dev
 COPY ${MEDIACMS_SRC}/requirements-dev.txt /tmp/requirements/
 RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
-    pip-install --no-binary lxml --no-binary xmlsec -r /tmp/requirements/requirements-dev.txt
+    pip-install -r /tmp/requirements/requirements-dev.txt \
+ && python3 /usr/local/bin/check-libxml2
 
 # ---------------------------------------------------------------------------
 # media-tools: ffmpeg/ffprobe and Bento4, collected under /opt/media-tools

@@ -176,6 +176,11 @@ class Builder:
     def command(self, *args: str) -> list[str]:
         return [*self.argv, *args]
 
+    def prune_cache_mounts(self) -> list[str]:
+        """Empty BuildKit's cache mounts (the pip cache of our builds); layers stay."""
+        verb = ["buildx", "prune"] if self.argv[1] == "buildx" else ["builder", "prune"]
+        return [self.argv[0], *verb, "--force", "--filter", "type=exec.cachemount"]
+
 
 @functools.cache
 def builder() -> Builder:

@@ -112,7 +112,8 @@ def stage_source(c: Context, root: Path, source: str, *, dry_run: bool = False) 
             shutil.rmtree(target, ignore_errors=True)
         run(c, ["git", "clone", "--depth", "1", "--branch", ref, location, str(target)],
             dry_run=dry_run)  # fmt: skip
-    (root / BENTO4_DIR).mkdir(parents=True, exist_ok=True)
+    if not dry_run:
+        (root / BENTO4_DIR).mkdir(parents=True, exist_ok=True)
     return target
 
 
@@ -173,9 +174,8 @@ def build_argv(
             "BAKE_CA_BUNDLE": settings.get("BAKE_CA_BUNDLE", "0"),
         }
     argv = ["--file", dockerfile, "--tag", names.ref(target)]
-    if cold:  # as a fresh machine builds: no layer cache, no pip cache
+    if cold:  # no layer cache (build() empties the pip cache mounts first)
         argv.append("--no-cache")
-        args["PIP_NO_CACHE_DIR"] = "1"
     if stage:
         argv += ["--target", stage]
     for key, value in args.items():
@@ -210,12 +210,16 @@ def build(
         revision = source_revision(root, source)
         gate_media = media_auth(tree)
         if set(wanted) - {"nginx"}:
-            locks.stage(c, settings, tree, ca_bundle=ca_bundle, dry_run=dry_run)
+            location, ref = parse_source(source)  # a dry run stages nothing: key on the source
+            origin = tree if ref or not dry_run else (root / location).resolve()
+            locks.stage(c, settings, origin, ca_bundle=ca_bundle, dry_run=dry_run)
         if "nginx" in wanted:
             print("[build] nginx: private media (/media/encoded|hls|original/) "
                   + ("gated through the tree's /api/v1/media-auth" if gate_media else
                      "served without a gate: the tree has no /api/v1/media-auth"))  # fmt: skip
         builder = engine.builder()
+        if cold:  # as a fresh machine builds: the pip cache mounts emptied, no layer cache
+            run(c, builder.prune_cache_mounts(), env=dict(builder.env), dry_run=dry_run)
         for target in wanted:
             argv = build_argv(target, settings, ca_bundle=ca_bundle, revision=revision,
                               builder=builder, gate_media=gate_media, cold=cold)  # fmt: skip

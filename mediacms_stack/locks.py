@@ -95,9 +95,12 @@ def resolve(
 
 def stage(
     c: Context, settings: Settings, tree: Path, *, ca_bundle: str = "", dry_run: bool = False
-) -> Path:
+) -> Path | None:
     """Put the tree's lock where the Dockerfile reads it; a tree without one is resolved
     first (and the new lock is kept in constraints/mediacms/ for the next build)."""
+    if not (tree / "requirements.txt").is_file():  # a git source in a dry run: not cloned
+        print(f"(dry run) would use the lock in {LOCK_DIR}/ of the cloned tree's requirements")
+        return None
     lock = find(tree)
     if lock is None:
         print(f"[build] no lock in {LOCK_DIR}/ for this tree's requirements "
