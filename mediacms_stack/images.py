@@ -171,6 +171,7 @@ def build_argv(
             "MEDIACMS_SRC": SOURCE_DIR.as_posix(),
             "FFMPEG_SOURCE": settings.get("FFMPEG_SOURCE", "static"),
             "BENTO4_URL": settings.get("BENTO4_URL"),
+            "BENTO4_SHA256": settings.get("BENTO4_SHA256"),
             "BAKE_CA_BUNDLE": settings.get("BAKE_CA_BUNDLE", "0"),
         }
     argv = ["--file", dockerfile, "--tag", names.ref(target)]

