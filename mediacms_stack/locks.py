@@ -74,12 +74,13 @@ def resolve(
     against the lock it replaces (same name). Returns the lock's path."""
     target = ROOT / LOCK_DIR / lock_name(settings)
     builder = engine.builder()
-    with tempfile.TemporaryDirectory(dir=ROOT / ".build") as out:
+    if dry_run:
+        run(c, resolve_argv(builder, settings, STAGED.parent / "resolved", ca_bundle), dry_run=True)
+        return target
+    (ROOT / STAGED.parent).mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=ROOT / STAGED.parent) as out:
         with c.cd(str(ROOT)):
-            run(c, resolve_argv(builder, settings, Path(out), ca_bundle),
-                env=dict(builder.env), dry_run=dry_run)  # fmt: skip
-        if dry_run:
-            return target
+            run(c, resolve_argv(builder, settings, Path(out), ca_bundle), env=dict(builder.env))
         pins = (Path(out) / "constraints.txt").read_text()
     text = (f"# requirements-sha256: {key(tree)}\n"
             f"# Resolved by `invoke lock` from MediaCMS {settings.version}'s "
