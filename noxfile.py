@@ -76,6 +76,7 @@ def _engine_and_base(session: nox.Session) -> dict[str, str]:
 def lint(session: nox.Session) -> None:
     """ruff, hadolint, shellcheck, compose files against the compose-spec and `docker compose config`."""
     session.install("-c", DEV_PINS, *LINT_TOOLS)
+    _pinned_installs(session)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("hadolint", "--config", ".hadolint.yaml", *DOCKERFILES)
@@ -90,7 +91,6 @@ def lint(session: nox.Session) -> None:
     _compose_config(session)
     _stack_config(session)
     _gixy(session)
-    _pinned_installs(session)
 
 
 # A package install in an image or a script: pip's own spellings and npm's.

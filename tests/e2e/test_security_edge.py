@@ -458,6 +458,23 @@ def test_dotfiles_never_served(stack, media):
     assert marker not in logs(stack, "web")
 
 
+def test_uploads_in_progress_never_served(stack, media):
+    """Chunks and assembled uploads belong to whoever is uploading: not to the public,
+    not to another user, however the path is spelled; finished media still are."""
+    in_volume(stack, "mkdir -p /m/chunks/abc /m/uploads && echo leaked > /m/chunks/abc/0 "
+                     "&& echo leaked > /m/uploads/clip.mp4")  # fmt: skip
+    try:
+        for path in ("/media/chunks/abc/0", "/media/uploads/clip.mp4", "/media//chunks/abc/0",
+                     "/media/./uploads/clip.mp4", "/media/%63hunks/abc/0", "/media/chunks/",
+                     "/media/uploads/"):  # fmt: skip
+            status, _, body = raw(stack, path)
+            assert status == 404 and b"leaked" not in body, (path, status)
+        public = requests.get(stack.url(media["public"]["original_url"]), timeout=10)
+        assert public.status_code == 200 and public.content == b"public bytes" * 100
+    finally:  # the session's later backups and restores compare the volume
+        in_volume(stack, "rm -rf /m/chunks/abc /m/uploads/clip.mp4")
+
+
 def test_symlinks_in_the_media_volume_not_followed(stack, people, media):
     uid = media["public"]["uid"]
     links = ["userlogos/passwd.png", "userlogos/etc", f"original/user/alice/{uid}.passwd.mp4"]
