@@ -56,8 +56,9 @@ COPY constraints/build.txt constraints/tools.txt constraints/media-tools.txt /et
 ENV VIRTUAL_ENV=/home/mediacms.io
 ENV PATH=/home/mediacms.io/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PIP_BUILD_CONSTRAINT=/etc/mediacms-build/build.txt \
-    PIP_CONSTRAINT=/etc/mediacms-build/tools.txt
-RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
+    PIP_CONSTRAINT=/etc/mediacms-build/tools.txt \
+    UWSGI_PROFILE_OVERRIDE=xml=false
+RUN --mount=type=cache,id=pip-uwsgi-noxml,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
     python3 -m venv "$VIRTUAL_ENV" \
  && pip-install pip wheel uwsgi
 
@@ -70,7 +71,7 @@ COPY scripts/build/lock-from-report.py /usr/local/bin/lock-from-report
 # Resolved under the build pins, so the tree gets the lxml that xmlsec is built against.
 ENV PIP_CONSTRAINT=/etc/mediacms-build/build.txt
 WORKDIR /tmp/requirements
-RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
+RUN --mount=type=cache,id=pip-uwsgi-noxml,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
     for f in requirements.txt requirements-dev.txt; do [ ! -f "$f" ] || set -- "$@" -r "$f"; done \
  && pip-install --quiet --dry-run --ignore-installed --report /tmp/report.json "$@" \
  && mkdir /lock && python3 /usr/local/bin/lock-from-report /tmp/report.json > /lock/constraints.txt
@@ -87,14 +88,18 @@ COPY .build/mediacms-lock.txt /etc/mediacms-build/mediacms.txt
 ENV PIP_CONSTRAINT=/etc/mediacms-build/mediacms.txt
 # lxml and xmlsec must use one libxml2 (python3-saml breaks otherwise). Their wheels,
 # pinned together by the lock, bundle the same one; check-libxml2 fails the build if not.
+# uWSGI is built without XML support (UWSGI_PROFILE_OVERRIDE above): linked to Debian's
+# libxml2, it would put that one first in the web process, under lxml's feet. The pip
+# cache's id names that build environment: wheels cached under another one (uWSGI with
+# XML) are never reused.
 COPY scripts/build/check-libxml2.py /usr/local/bin/check-libxml2
-RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
+RUN --mount=type=cache,id=pip-uwsgi-noxml,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
     pip-install -r /tmp/requirements/requirements.txt \
  && python3 /usr/local/bin/check-libxml2
 
 FROM builder AS builder-dev
 COPY ${MEDIACMS_SRC}/requirements-dev.txt /tmp/requirements/
-RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
+RUN --mount=type=cache,id=pip-uwsgi-noxml,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
     pip-install -r /tmp/requirements/requirements-dev.txt \
  && python3 /usr/local/bin/check-libxml2
 
@@ -106,7 +111,7 @@ ARG BENTO4_URL=""
 ARG BENTO4_SHA256=""
 COPY scripts/build/install-media-tools.sh /usr/local/bin/install-media-tools
 COPY .build/bento4* /tmp/bento4/
-RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
+RUN --mount=type=cache,id=pip-uwsgi-noxml,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
     install-media-tools /opt/media-tools
 
 # ---------------------------------------------------------------------------
@@ -165,6 +170,9 @@ USER 33:33
 FROM base AS web
 COPY config/uwsgi/uwsgi.ini /etc/uwsgi/mediacms.ini
 COPY scripts/start-uwsgi.py /usr/local/bin/start-uwsgi
+COPY scripts/build/check-libxml2.py /usr/local/bin/check-libxml2
+# the same check inside uWSGI's own process, where the web app runs
+RUN uwsgi --home /home/mediacms.io --pyrun /usr/local/bin/check-libxml2
 ENV UWSGI_PROCESSES=2 \
     UWSGI_THREADS=2
 EXPOSE 9000
@@ -185,7 +193,7 @@ USER 0:0
 COPY --from=builder-tools /usr/local/bin/pip-install /usr/local/bin/pip-install
 COPY --from=builder-tools /etc/mediacms-build/ /etc/mediacms-build/
 COPY --from=builder /etc/mediacms-build/mediacms.txt /etc/mediacms-build/
-RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
+RUN --mount=type=cache,id=pip-uwsgi-noxml,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
     PIP_BUILD_CONSTRAINT=/etc/mediacms-build/build.txt \
     PIP_CONSTRAINT=/etc/mediacms-build/mediacms.txt \
     pip-install -r requirements-full.txt

@@ -9,8 +9,12 @@ import sys
 if importlib.util.find_spec("xmlsec") is None:
     sys.exit(0)
 
-import lxml.etree
-import xmlsec
+# (an exception would not do: under `uwsgi --pyrun` it still exits 0)
+try:
+    import lxml.etree
+    import xmlsec
+except Exception as error:  # xmlsec refuses to load when it sees another libxml2
+    sys.exit(f"check-libxml2: {error!r}")
 
 ours = lxml.etree.LIBXML_VERSION
 theirs = xmlsec.get_libxml_version()
