@@ -17,7 +17,7 @@ from invoke import Collection, Exit, Task
 from invoke import task as invoke_task
 
 from mediacms_stack import backup as backups
-from mediacms_stack import bootstrap, config, images, lock, ops, shell
+from mediacms_stack import bootstrap, config, images, lock, model, ops, shell
 from mediacms_stack import dev as devstack
 from mediacms_stack import doctor as checks
 from mediacms_stack import engine as engines
@@ -25,7 +25,7 @@ from mediacms_stack import restore as restores
 from mediacms_stack.compose import Compose, uses_https
 from mediacms_stack.shell import StackError
 
-BACKUPS = config.home() / "backups"
+BACKUPS = config.home() / model.BACKUPS_DIR
 
 
 def _settings() -> config.Settings:

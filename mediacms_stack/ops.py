@@ -9,9 +9,10 @@ import shlex
 
 from invoke.context import Context
 
-from .compose import SCALABLE, SERVICES, Compose
+from .compose import Compose
 from .config import Settings
 from .images import ImageNames
+from .model import PRODUCTION_TARGETS, SCALABLE, SERVICES
 from .shell import StackError, wait_until
 
 
@@ -145,13 +146,13 @@ def ensure_images(
         if not dry_run:
             bootstrap.all_images(c, ROOT)
     names = ImageNames.from_settings(settings)
-    ours = [names.ref(t) for t in ("web", "worker", "nginx")]
+    ours = [names.ref(t) for t in PRODUCTION_TARGETS]
     if missing_images(ours) and settings.get("MEDIACMS_SOURCE"):
         print(f"[up] building missing images from {settings.get('MEDIACMS_SOURCE')}")
         images.build(
             c,
             settings,
-            ["web", "worker", "nginx"],
+            PRODUCTION_TARGETS,
             source=settings.get("MEDIACMS_SOURCE"),
             ca_bundle=settings.get("BUILD_CA_BUNDLE"),
             dry_run=dry_run,
