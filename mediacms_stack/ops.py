@@ -12,23 +12,8 @@ from invoke.context import Context
 from .compose import Compose
 from .config import Settings
 from .images import ImageNames
-from .model import PRODUCTION_TARGETS, SCALABLE, SERVICES
+from .model import PRODUCTION_TARGETS, SERVICES
 from .shell import StackError, wait_until
-
-
-def parse_scale(pairs: list[str]) -> dict[str, int]:
-    """``["celery_short=3", "celery_long=2"]`` -> counts; beat and db never scale."""
-    counts = {}
-    for pair in pairs:
-        name, _, count = pair.partition("=")
-        if name not in SCALABLE:
-            raise StackError(f"{name!r} cannot be scaled; scalable: {', '.join(SCALABLE)}")
-        if not count.isdigit():
-            raise StackError(f"scale {pair!r}: expected SERVICE=COUNT with a whole number")
-        counts[name] = int(count)
-    if not counts:
-        raise StackError("nothing to scale; e.g. invoke scale celery_short=3")
-    return counts
 
 
 def split_command(command: str) -> list[str]:

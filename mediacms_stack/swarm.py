@@ -32,7 +32,7 @@ from .compose import Compose
 from .config import Settings
 from .files import write_private
 from .images import ImageNames
-from .model import APP_SERVICES, MEDIA_DIR, PRODUCTION_TARGETS, SCALABLE, volume_name
+from .model import APP_SERVICES, MEDIA_DIR, PRODUCTION_TARGETS, volume_name
 from .shell import StackError, run
 
 STACK_FILE = "docker-stack.yaml"
@@ -158,26 +158,6 @@ def _engine_role(c: Context) -> str:
     """'NODE-NAME true' on a manager, 'NODE-NAME false' on a worker (the reached engine)."""
     return _query(c, ["docker", "info", "--format", "{{.Name}} {{.Swarm.ControlAvailable}}"],
                   may_fail=True)  # fmt: skip
-
-
-def parse_scale(pairs: list[str]) -> dict[str, int]:
-    """``["web=3", "celery_long=2"]`` -> counts; beat runs exactly once, db and redis too."""
-    counts = {}
-    for pair in pairs:
-        name, _, count = pair.partition("=")
-        if not count.isdigit():
-            raise StackError(f"scale {pair!r}: expected SERVICE=COUNT with a whole number; "
-                             "nothing was scaled")  # fmt: skip
-        if name == "celery_beat" and int(count) > 1:
-            raise StackError("celery_beat runs exactly once (each beat would send every "
-                             "scheduled task again); nothing was scaled")  # fmt: skip
-        if name not in (*SCALABLE, "celery_beat"):
-            raise StackError(f"{name!r} cannot be scaled; scalable: {', '.join(SCALABLE)}; "
-                             "nothing was scaled")  # fmt: skip
-        counts[name] = int(count)
-    if not counts:
-        raise StackError("nothing to scale; e.g. invoke swarm.scale web=3,celery_long=2")
-    return counts
 
 
 # --- what `docker stack deploy` is given ---------------------------------------------------

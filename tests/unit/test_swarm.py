@@ -100,20 +100,9 @@ def test_unreachable_image_is_refused_before_deploying(ready, monkeypatch):
         swarm.check_images(ready)
 
 
-@pytest.mark.parametrize("pairs, message", [
-    (["celery_beat=2"], "exactly once"),
-    (["db=2"], "cannot be scaled"),
-    (["web=x"], "whole number"),
-    ([], "nothing to scale"),
-])  # fmt: skip
-def test_parse_scale_refuses(pairs, message):
-    with pytest.raises(StackError, match=message):
-        swarm.parse_scale(pairs)
-
-
 def test_scale_command(ready):
     c = MockContext(run={re.compile(r".*"): Result()})
-    swarm.scale(c, ready, swarm.parse_scale(["web=3", "celery_long=2", "celery_beat=1"]))
+    swarm.scale(c, ready, model.parse_scale(["web=3", "celery_long=2", "celery_beat=1"]))
     command = c.run.call_args_list[0].args[0]
     assert command == ("docker service scale mediacms_web=3 mediacms_celery_long=2 "
                        "mediacms_celery_beat=1")  # fmt: skip
