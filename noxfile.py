@@ -21,6 +21,10 @@ from pathlib import Path
 
 import nox
 
+# nox runs from the project's .venv (scripts/install.sh test), where the package is installed
+from mediacms_stack.images import TARGETS
+from mediacms_stack.model import PRODUCTION_TARGETS
+
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_venv = "yes"
 nox.options.default_venv_backend = "venv"
@@ -36,7 +40,8 @@ DOCKERFILES = [
 SHELL_SCRIPTS = [".ci/run", *sorted(map(str, Path().glob("scripts/**/*.sh"))),
                  *sorted(map(str, Path("bootstrap").glob("*/*.sh"))),
                  "tests/e2e/legacy/start.sh"]  # fmt: skip
-TARGETS = ["web", "worker", "worker-full", "dev", "nginx"]
+#: `invoke build` options for the images the production stack runs.
+PRODUCTION_BUILD = [arg for target in PRODUCTION_TARGETS for arg in ("--target", target)]
 LEGACY_COMPOSE = "tests/e2e/legacy/docker-compose.yaml"  # the 7.x-style "before" of a test
 HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
 BASE = "mediacms-local/debian:trixie"  # made by `invoke images.bootstrap-images`
@@ -352,8 +357,7 @@ def acceptance(session: nox.Session) -> None:
         if tree != trees[-1]:  # the long health soak once, on the newest tree; the others
             env["ACCEPTANCE_SOAK_SECONDS"] = "0"  # are checked healthy without waiting
         session.log(f"acceptance of {tree.name}")
-        session.run("invoke", "build", "--target", "web", "--target", "worker",
-                    "--target", "nginx", env=env)  # fmt: skip
+        session.run("invoke", "build", *PRODUCTION_BUILD, env=env)
         session.run("pytest", "tests/acceptance/test_real_mediacms.py", *PYTEST,
                     *session.posargs, env=env)  # fmt: skip
     if len(trees) > 1:  # from the first tree's images (7.3 restructure) to the last's (8.3.2)
@@ -388,8 +392,7 @@ def bench(session: nox.Session) -> None:
         session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
     for tree in trees[-1:]:  # the newest tree (8.3.2): its images are built by acceptance
         tree_env = _tree_env(session, tree)
-        session.run("invoke", "build", "--target", "web", "--target", "worker",
-                    "--target", "nginx", env=tree_env)  # fmt: skip
+        session.run("invoke", "build", *PRODUCTION_BUILD, env=tree_env)
         session.run("python", "tests/bench/real.py", env=tree_env)
 
 
@@ -397,8 +400,7 @@ def bench(session: nox.Session) -> None:
 def swarm(session: nox.Session) -> None:
     """Multi-node: the stack on a Docker Swarm of three Docker-in-Docker nodes (tests/swarm)."""
     env = _engine_and_base(session)
-    session.run("invoke", "build", "--target", "web", "--target", "worker", "--target", "nginx",
-                env=env)  # fmt: skip
+    session.run("invoke", "build", *PRODUCTION_BUILD, env=env)
     for folder, tag in (("swarm-node", "mcms-swarm/node:test"),
                         ("registry", "mcms-swarm/registry:test")):  # fmt: skip
         session.run("docker", "build", "--quiet", "--build-arg", f"BASE_IMAGE={BASE}",

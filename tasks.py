@@ -17,7 +17,7 @@ from invoke import Collection, Exit, Task
 from invoke import task as invoke_task
 
 from mediacms_stack import backup as backups
-from mediacms_stack import bootstrap, config, images, lock, ops, shell
+from mediacms_stack import bootstrap, config, images, lock, model, ops, shell
 from mediacms_stack import dev as devstack
 from mediacms_stack import doctor as checks
 from mediacms_stack import engine as engines
@@ -25,7 +25,7 @@ from mediacms_stack import restore as restores
 from mediacms_stack.compose import Compose, uses_https
 from mediacms_stack.shell import StackError
 
-BACKUPS = config.home() / "backups"
+BACKUPS = config.home() / model.BACKUPS_DIR
 
 
 def _settings() -> config.Settings:
@@ -323,8 +323,8 @@ def logs(c, service="", follow=False, tail="200"):
 
 @task(exclusive=True, positional=["counts"], help={"counts": "SERVICE=N[,SERVICE=N...]"})
 def scale(c, counts=None, dry_run=False):
-    """Scale services, e.g. `invoke scale celery_short=3,celery_long=2` (beat stays one)."""
-    wanted = ops.parse_scale([p for p in (counts or "").split(",") if p])
+    """Scale services, e.g. `invoke scale celery_short=3,celery_long=2` (beat: 0 or 1)."""
+    wanted = model.parse_scale([p for p in (counts or "").split(",") if p])
     _, compose = _stack(dry_run)
     compose.scale(c, wanted)
 
@@ -550,10 +550,10 @@ def swarm_deploy(c, timeout=600, dry_run=False):
 
 @task(name="scale", positional=["counts"], help={"counts": "SERVICE=N[,SERVICE=N...]"})
 def swarm_scale(c, counts=None, dry_run=False):
-    """Scale services on the swarm, e.g. web=3,celery_long=2 (beat stays one)."""
+    """Scale services on the swarm, e.g. web=3,celery_long=2 (beat: 0 or 1)."""
     from mediacms_stack import swarm
 
-    wanted = swarm.parse_scale([p for p in (counts or "").split(",") if p])
+    wanted = model.parse_scale([p for p in (counts or "").split(",") if p], task="swarm.scale")
     swarm.scale(c, _settings(), wanted, dry_run=dry_run)
 
 

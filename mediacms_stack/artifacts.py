@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import config, files
+from .model import BACKUPS_DIR
 from .shell import StackError
 
 PGDUMP_MAGIC = b"PGDMP"
@@ -55,7 +56,7 @@ def write_json(path: Path, data: dict) -> None:
 
 def backup_dir(dest: Path) -> Path:
     """``dest`` created mode 700; the deployment's own ``backups/`` made 700 if it was not."""
-    ours = dest.resolve() == (config.home() / "backups").resolve()
+    ours = dest.resolve() == (config.home() / BACKUPS_DIR).resolve()
     return files.private_dir(dest, tighten=ours)
 
 

@@ -30,10 +30,9 @@ from .artifacts import (
 from .compose import Compose
 from .config import Settings
 from .database import Database, parse_manifest_lines
+from .model import MEDIA_DIR
 from .shell import StackError
 
-APP_SERVICES = ("nginx", "web", "celery_beat", "celery_short", "celery_long")
-MEDIA_DIR = "/home/mediacms.io/mediacms/media_files"
 #: Name prefix of the staging folders a media restore makes at the top of the volume
 #: (a dotfile: nginx never serves it, and backups leave it out).
 STAGE_PREFIX = ".mediacms-restore-"

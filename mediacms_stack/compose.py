@@ -16,10 +16,6 @@ PRODUCTION = "docker-compose.yaml"
 HTTPS = "docker-compose-cert.yaml"
 DEVELOPMENT = "docker-compose-dev.yaml"
 
-#: Long-running services of the production stack (migrations is a one-shot job).
-SERVICES = ("nginx", "web", "celery_beat", "celery_short", "celery_long", "db", "redis")
-SCALABLE = ("web", "celery_short", "celery_long")
-
 
 def uses_https(settings: Settings) -> bool:
     """True when .env says this deployment runs the HTTPS overlay (HTTPS_OVERLAY=true):

@@ -17,7 +17,7 @@ from pathlib import Path
 from invoke.context import Context
 
 from .compose import Compose
-from .config import ROOT, Settings
+from .config import Settings
 from .images import ImageNames
 from .shell import StackError
 
@@ -63,15 +63,12 @@ def ensure_images(
     dry_run: bool = False,
 ) -> None:
     """Bootstrap missing local stand-ins; build the dev image from the checkout if missing."""
-    from . import bootstrap, images
-    from .ops import missing_images
+    from . import images
+    from .ops import bootstrap_stand_ins, missing_images
 
     keys = ("POSTGRES_IMAGE", "REDIS_IMAGE", "NODE_IMAGE")
     third_party = [settings.get(k) for k in keys if settings.get(k)]
-    if any(ref.startswith("mediacms-local/") for ref in missing_images(third_party)):
-        print("[dev] local stand-in images missing: bootstrapping them from Debian's archive")
-        if not dry_run:
-            bootstrap.all_images(c, ROOT)
+    bootstrap_stand_ins(c, third_party, "dev", dry_run=dry_run)
     ref = ImageNames.from_settings(settings).ref("dev")
     if rebuild or (dev_image and missing_images([ref])):
         print(f"[dev] building {ref} from {checkout}")

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from . import engine
 from .config import SECRET_KEYS, Settings, missing_keys
 from .images import ImageNames
+from .model import DATA_VOLUMES, PRODUCTION_TARGETS, volume_name
 from .ops import missing_images
 from .shell import StackError
 
@@ -201,7 +202,7 @@ def _disk(settings: Settings) -> Check:
 
 def _images(settings: Settings) -> Check:
     names = ImageNames.from_settings(settings)
-    wanted = [names.ref(t) for t in ("web", "worker", "nginx")]
+    wanted = [names.ref(t) for t in PRODUCTION_TARGETS]
     wanted += [
         settings.get("POSTGRES_IMAGE", "postgres:17"),
         settings.get("REDIS_IMAGE", "redis:8"),
@@ -221,7 +222,7 @@ def _volumes(settings: Settings) -> Check:
         return Check("volumes", False, "engine down", "invoke engine")
     with engine.client() as handle:
         names = {v.name for v in handle.volumes.list()}
-    wanted = [f"{settings.project}_{v}" for v in ("media_files", "logs", "postgres_data")]
+    wanted = [volume_name(settings.project, v) for v in DATA_VOLUMES]
     missing = [v for v in wanted if v not in names]
     if len(missing) == len(wanted):
         return Check("volumes", True, "none yet: this stack is not deployed",
@@ -231,7 +232,7 @@ def _volumes(settings: Settings) -> Check:
         return Check("volumes", False, f"only some exist, missing {', '.join(missing)}",
                      "`invoke up` creates them empty; if they held data, `invoke restore "
                      "FOLDER` from your last backup")  # fmt: skip
-    return Check("volumes", True, "media_files, logs, postgres_data present")
+    return Check("volumes", True, f"{', '.join(DATA_VOLUMES)} present")
 
 
 CHECKS: dict[str, Callable[[Settings], Check]] = {

@@ -43,6 +43,7 @@ from invoke.context import Context
 from . import artifacts, backup, config, database, files
 from .compose import Compose
 from .config import Settings
+from .model import APP_SERVICES, BACKUPS_DIR, DB_VOLUME, MEDIA_DIR, volume_name
 from .shell import StackError, quote, run, wait_until
 
 #: Settings the new layout sets from .env in the image's settings bridge.
@@ -329,20 +330,19 @@ class Plan:
     def lines(self, settings: Settings) -> list[str]:
         old, sp = self.old, self.settings_plan
         key, key_from = self.secret
+        db_volume = volume_name(self.project, DB_VOLUME)
         rows = [
             f"from         {old.tree} (compose project '{old.project}')",
             f"media        {old.media}: {self.media_files} files, {human(self.media_bytes)}"
-            f" -> volume {self.project}_media_files, owner 33:33",
+            f" -> volume {volume_name(self.project)}, owner 33:33",
         ]
         if self.dump is not None:
-            rows.append(
-                f"database     given dump {self.dump} -> volume {self.project}_postgres_data"
-            )
+            rows.append(f"database     given dump {self.dump} -> volume {db_volume}")
         else:
             rows.append(
                 f"database     {old.pgdata() or '?'} (PostgreSQL {old.pg_major()}), dumped through"
                 f" the old '{old.db_service}' service -> PostgreSQL 17 in volume "
-                f"{self.project}_postgres_data"
+                f"{db_volume}"
             )
         redis = old.redis_service()
         rows.append(
@@ -472,7 +472,7 @@ def _wait_ready(c: Context, compose: Compose, service: str, user: str, timeout: 
 
 def media_volume_empty(c: Context, compose: Compose) -> bool:
     listing = compose.argv("run", "--rm", "--no-deps", "-T", "--entrypoint", "find", "web",
-                           backup.MEDIA_DIR, "-mindepth", "1", "-print", "-quit")  # fmt: skip
+                           MEDIA_DIR, "-mindepth", "1", "-print", "-quit")  # fmt: skip
     result = run(c, listing, hide=True, warn=True)
     if result is None or not result.ok:
         raise StackError(f"could not look into the media volume: {result.stderr if result else ''}")
@@ -489,7 +489,7 @@ def copy_media_argv(compose: Compose, source: Path) -> list[str]:
     the archive stamped 33:33 on the way, so no second pass over the files is needed."""
     pipeline = (
         f"tar -C {OLD_MEDIA_MOUNT} --create --owner=33 --group=33 --numeric-owner --file=- . "
-        f"| tar -C {backup.MEDIA_DIR} --extract --same-owner --preserve-permissions --file=-"
+        f"| tar -C {MEDIA_DIR} --extract --same-owner --preserve-permissions --file=-"
     )
     caps = [arg for cap in COPY_CAPS for arg in ("--cap-add", cap)]
     return compose.argv("run", "--rm", "--no-deps", "-T", "--user", "0:0", *caps,
@@ -511,7 +511,7 @@ def verify_media(c: Context, compose: Compose, source: Path) -> int:
     # both sides are hashed at the same time: the old folder here, the volume in a container
     hashing = subprocess.Popen(["sh", "-c", CHECKSUMS], cwd=source, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    script = f"cd {backup.MEDIA_DIR} && {CHECKSUMS} && echo '--owners--' && {FOREIGN_OWNERS}"
+    script = f"cd {MEDIA_DIR} && {CHECKSUMS} && echo '--owners--' && {FOREIGN_OWNERS}"
     argv = compose.argv("run", "--rm", "--no-deps", "-T", "--entrypoint", "sh", "web", "-c", script)
     result = run(c, argv, hide=True, warn=True)
     local, errors = hashing.communicate()
@@ -549,9 +549,9 @@ def restore_into_stack(
     """
     db = database.Database.of(compose, settings)
     compose.up(c, "db", "redis")
-    compose.run(c, "stop", *backup.APP_SERVICES)
+    compose.run(c, "stop", *APP_SERVICES)
     if replace:
-        safety = backup.backup_db(c, compose, settings, settings.root / "backups",
+        safety = backup.backup_db(c, compose, settings, settings.root / BACKUPS_DIR,
                                   prefix="pre-migrate")  # fmt: skip
         print(f"[migrate] safety backup of the new database: {safety}")
     if check_given_dump(dump) == "custom":
@@ -651,7 +651,7 @@ def carry_settings(plan: Plan, settings: Settings, *, yes: bool) -> list[str]:
         values["SECRET_KEY"] = key
     if values and env_file.is_file():
         saved = (
-            artifacts.backup_dir(settings.root / "backups")
+            artifacts.backup_dir(settings.root / BACKUPS_DIR)
             / f"env-before-migrate-{artifacts.utc_stamp()}"
         )
         files.copy_private(env_file, saved)
@@ -771,7 +771,7 @@ def migrate(
     t = time.monotonic()
     old_counts: dict[str, int] | None = None
     if dump is None:
-        dump, old_counts = dump_old_database(c, old, settings.root / "backups")
+        dump, old_counts = dump_old_database(c, old, settings.root / BACKUPS_DIR)
     report.step("dump old database", t)
 
     t = time.monotonic()
@@ -805,7 +805,8 @@ def migrate(
     report.seconds["total"] = round(time.monotonic() - started_all, 2)
 
     out = (
-        artifacts.backup_dir(settings.root / "backups") / f"migrate-7x-{artifacts.utc_stamp()}.json"
+        artifacts.backup_dir(settings.root / BACKUPS_DIR)
+        / f"migrate-7x-{artifacts.utc_stamp()}.json"
     )
     artifacts.write_json(out, {"seconds": report.seconds, **report.facts})
     print("[migrate] done:", *(f"{k}: {v} s" for k, v in report.seconds.items()), sep="\n  ")

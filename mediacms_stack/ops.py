@@ -9,25 +9,11 @@ import shlex
 
 from invoke.context import Context
 
-from .compose import SCALABLE, SERVICES, Compose
+from .compose import Compose
 from .config import Settings
 from .images import ImageNames
+from .model import PRODUCTION_TARGETS, SERVICES
 from .shell import StackError, wait_until
-
-
-def parse_scale(pairs: list[str]) -> dict[str, int]:
-    """``["celery_short=3", "celery_long=2"]`` -> counts; beat and db never scale."""
-    counts = {}
-    for pair in pairs:
-        name, _, count = pair.partition("=")
-        if name not in SCALABLE:
-            raise StackError(f"{name!r} cannot be scaled; scalable: {', '.join(SCALABLE)}")
-        if not count.isdigit():
-            raise StackError(f"scale {pair!r}: expected SERVICE=COUNT with a whole number")
-        counts[name] = int(count)
-    if not counts:
-        raise StackError("nothing to scale; e.g. invoke scale celery_short=3")
-    return counts
 
 
 def split_command(command: str) -> list[str]:
@@ -120,6 +106,18 @@ def missing_images(refs: list[str]) -> list[str]:
     return [ref for ref in refs if engine.image(ref) is None]
 
 
+def bootstrap_stand_ins(c: Context, refs: list[str], tag: str, *, dry_run: bool = False) -> None:
+    """Make the local stand-ins (``mediacms-local/...``) when ``refs`` name one the engine
+    lacks: the bootstrap makes them all, from Debian's archive."""
+    from . import bootstrap
+    from .config import ROOT
+
+    if any(ref.startswith("mediacms-local/") for ref in missing_images(refs)):
+        print(f"[{tag}] local stand-in images missing: bootstrapping them from Debian's archive")
+        if not dry_run:
+            bootstrap.all_images(c, ROOT)
+
+
 def ensure_images(
     c: Context, settings: Settings, *, https: bool = False, dry_run: bool = False
 ) -> None:
@@ -129,7 +127,6 @@ def ensure_images(
     images are built from MEDIACMS_SOURCE when set, otherwise compose pulls them.
     """
     from . import bootstrap, images
-    from .config import ROOT
 
     unused = {"NODE_IMAGE", *(() if https else ("CADDY_IMAGE",))}
     local = [settings.get(k) for k in bootstrap.LOCAL_IMAGES if k not in unused]
@@ -140,18 +137,15 @@ def ensure_images(
             print(f"(dry run) {error}: `invoke up` would provide the engine first, then "
                   "bootstrap or build the images that are missing")  # fmt: skip
             return
-    if any(ref.startswith("mediacms-local/") for ref in missing_images(local)):
-        print("[up] local stand-in images missing: bootstrapping them from Debian's archive")
-        if not dry_run:
-            bootstrap.all_images(c, ROOT)
+    bootstrap_stand_ins(c, local, "up", dry_run=dry_run)
     names = ImageNames.from_settings(settings)
-    ours = [names.ref(t) for t in ("web", "worker", "nginx")]
+    ours = [names.ref(t) for t in PRODUCTION_TARGETS]
     if missing_images(ours) and settings.get("MEDIACMS_SOURCE"):
         print(f"[up] building missing images from {settings.get('MEDIACMS_SOURCE')}")
         images.build(
             c,
             settings,
-            ["web", "worker", "nginx"],
+            PRODUCTION_TARGETS,
             source=settings.get("MEDIACMS_SOURCE"),
             ca_bundle=settings.get("BUILD_CA_BUNDLE"),
             dry_run=dry_run,

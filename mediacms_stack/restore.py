@@ -19,10 +19,11 @@ from invoke.context import Context
 
 from . import backup
 from .artifacts import check_archive, check_backup_folder, check_dump_file
-from .backup import APP_SERVICES, MEDIA_DIR, STAGE_PREFIX, volume_argv
+from .backup import STAGE_PREFIX, volume_argv
 from .compose import Compose
 from .config import Settings
 from .database import Database
+from .model import APP_SERVICES, MEDIA_DIR
 from .shell import StackError
 
 

@@ -28,16 +28,15 @@ from pathlib import Path
 from invoke.context import Context
 
 from . import config
-from .compose import SCALABLE, Compose
+from .compose import Compose
 from .config import Settings
 from .files import write_private
 from .images import ImageNames
+from .model import APP_SERVICES, MEDIA_DIR, PRODUCTION_TARGETS, volume_name
 from .shell import StackError, run
 
 STACK_FILE = "docker-stack.yaml"
 DEFAULT_LABEL = "mediacms.data"
-#: Images the nodes pull (targets of :class:`ImageNames`).
-IMAGES = ("web", "worker", "nginx")
 #: Secret files of the stack: name -> the .env key holding the value (or None: derived).
 SECRETS = {
     "secret_key": "SECRET_KEY",
@@ -49,8 +48,6 @@ SECRETS = {
 #: .env keys never passed to `docker stack deploy` (they travel as secret files).
 SECRET_KEYS = frozenset(key for key in SECRETS.values() if key)
 MEDIA_KEYS = ("MEDIA_VOLUME_TYPE", "MEDIA_VOLUME_OPTIONS", "MEDIA_VOLUME_DEVICE")
-#: Services of the stack whose image is ours (rolled back together).
-APP_SERVICES = ("nginx", "web", "celery_short", "celery_long", "celery_beat")
 #: Ends of a rolling update (UpdateStatus.State).
 TERMINAL = ("completed", "rollback_completed", "paused", "rollback_paused")
 _LOOPBACK = re.compile(r"^(localhost|127\.[0-9.]+|\[::1\])(:[0-9]+)?/")
@@ -105,7 +102,7 @@ def check_images(settings: Settings, version: str | None = None) -> list[str]:
     import docker.errors
 
     names = ImageNames(settings.registry, version or settings.version)
-    refs = [names.ref(target) for target in IMAGES]
+    refs = [names.ref(target) for target in PRODUCTION_TARGETS]
     client = docker.from_env()
     missing = []
     try:
@@ -161,26 +158,6 @@ def _engine_role(c: Context) -> str:
     """'NODE-NAME true' on a manager, 'NODE-NAME false' on a worker (the reached engine)."""
     return _query(c, ["docker", "info", "--format", "{{.Name}} {{.Swarm.ControlAvailable}}"],
                   may_fail=True)  # fmt: skip
-
-
-def parse_scale(pairs: list[str]) -> dict[str, int]:
-    """``["web=3", "celery_long=2"]`` -> counts; beat runs exactly once, db and redis too."""
-    counts = {}
-    for pair in pairs:
-        name, _, count = pair.partition("=")
-        if not count.isdigit():
-            raise StackError(f"scale {pair!r}: expected SERVICE=COUNT with a whole number; "
-                             "nothing was scaled")  # fmt: skip
-        if name == "celery_beat" and int(count) > 1:
-            raise StackError("celery_beat runs exactly once (each beat would send every "
-                             "scheduled task again); nothing was scaled")  # fmt: skip
-        if name not in (*SCALABLE, "celery_beat"):
-            raise StackError(f"{name!r} cannot be scaled; scalable: {', '.join(SCALABLE)}; "
-                             "nothing was scaled")  # fmt: skip
-        counts[name] = int(count)
-    if not counts:
-        raise StackError("nothing to scale; e.g. invoke swarm.scale web=3,celery_long=2")
-    return counts
 
 
 # --- what `docker stack deploy` is given ---------------------------------------------------
@@ -492,7 +469,6 @@ def prune_unused(c: Context, settings: Settings, *, dry_run: bool = False) -> li
 ORCHESTRATOR = "ORCHESTRATOR"
 #: Services whose tasks write the database or the media: a restore scales them to 0.
 WRITERS = ("web", "celery_short", "celery_long", "celery_beat")
-MEDIA_DIR = "/home/mediacms.io/mediacms/media_files"
 
 
 def deployed_on_swarm(settings: Settings) -> bool:
@@ -639,7 +615,7 @@ class SwarmStack(Compose):
     def media_volume(self) -> str:
         """The stack's media volume on this engine, created as the stack file defines it
         (MEDIA_VOLUME_*) when no task ran here yet."""
-        name = f"{self.settings.project}_media_files"
+        name = volume_name(self.settings.project)
         inspect = ["docker", "volume", "inspect", "--format", "{{.Name}}", name]
         if self.dry_run or _query(self.context, inspect, may_fail=True).strip():
             return name

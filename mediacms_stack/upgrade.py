@@ -35,10 +35,9 @@ from . import artifacts, backup, config, database, dbrole, restore, stackstate
 from .compose import Compose
 from .config import Settings
 from .images import ImageNames
+from .model import PRODUCTION_TARGETS
 from .shell import StackError, run
 
-#: Our images that the production compose runs (worker-full and dev are not upgraded).
-TARGETS = ("web", "worker", "nginx")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
@@ -204,7 +203,8 @@ def upgrade(
     try:
         if build:
             tree = source or settings.require("MEDIACMS_SOURCE")
-            images.build(c, new, TARGETS, source=tree, ca_bundle=settings.get("BUILD_CA_BUNDLE"),
+            images.build(c, new, PRODUCTION_TARGETS, source=tree,
+                         ca_bundle=settings.get("BUILD_CA_BUNDLE"),
                          dry_run=compose.dry_run)  # fmt: skip
         else:
             pulled = compose.run(c, "pull", "--ignore-buildable", env={"MEDIACMS_VERSION": target},
@@ -212,7 +212,8 @@ def upgrade(
             if pulled is not None and not pulled.ok:
                 raise StackError(f"docker compose pull failed: {pulled.stderr.strip()[-800:]}")
         names = ImageNames.from_settings(new)
-        missing = [] if compose.dry_run else missing_images([names.ref(t) for t in TARGETS])
+        refs = [names.ref(t) for t in PRODUCTION_TARGETS]
+        missing = [] if compose.dry_run else missing_images(refs)
         if missing:
             raise StackError(f"{', '.join(missing)} not available after the {how}")
     except StackError as error:

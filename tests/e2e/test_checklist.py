@@ -14,7 +14,7 @@ import pytest
 import requests
 from invoke import Context
 
-from mediacms_stack.compose import SERVICES
+from mediacms_stack.model import SERVICES
 
 pytestmark = pytest.mark.e2e
 

@@ -24,13 +24,13 @@ import requests
 from conftest import REPO, Stack, new_deployment, report_failure
 from dotenv import dotenv_values
 
-from mediacms_stack import artifacts, backup, config
+from mediacms_stack import artifacts, config, model
 
 pytestmark = pytest.mark.e2e
 
 #: `$` (compose interpolation), ` #` (a comment when unquoted) and `"`.
 TRICKY_PASSWORD = 'ab$CDef#1 "x'
-MEDIA = backup.MEDIA_DIR
+MEDIA = model.MEDIA_DIR
 
 
 @pytest.fixture(scope="module")

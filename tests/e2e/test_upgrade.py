@@ -26,7 +26,7 @@ from dotenv import dotenv_values
 from invoke import Context
 
 from mediacms_stack import artifacts, images, ops, stackstate
-from mediacms_stack.compose import SERVICES
+from mediacms_stack.model import SERVICES
 from mediacms_stack.upgrade import set_env_value, short_id
 
 pytestmark = pytest.mark.e2e

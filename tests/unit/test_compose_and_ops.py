@@ -3,7 +3,7 @@ import re
 import pytest
 from invoke import MockContext, Result
 
-from mediacms_stack import ops
+from mediacms_stack import model, ops
 from mediacms_stack.compose import Compose
 from mediacms_stack.shell import StackError
 
@@ -36,17 +36,29 @@ def test_scale_command(tmp_path):
     )
 
 
-@pytest.mark.parametrize("bad", [["celery_beat=2"], ["db=2"], ["celery_short=x"], []])
-def test_parse_scale_rejects(bad):
-    with pytest.raises(StackError):
-        ops.parse_scale(bad)
+@pytest.mark.parametrize("pairs, message", [
+    (["celery_beat=2"], "cannot be scaled above 1: it runs exactly once"),
+    (["db=2"], "cannot be scaled"),
+    (["redis=1"], "cannot be scaled"),
+    (["celery_short=x"], "whole number"),
+    (["web=-1"], "whole number"),
+    ([], "nothing to scale"),
+])  # fmt: skip
+def test_parse_scale_refuses(pairs, message):
+    """One rule for compose and Swarm: beat at most once, the scalable services any count."""
+    with pytest.raises(StackError, match=message):
+        model.parse_scale(pairs)
 
 
 def test_parse_scale():
-    assert ops.parse_scale(["celery_short=3", "celery_long=2"]) == {
+    pairs = ["celery_short=3", "celery_long=0", "web=2", "celery_beat=0"]
+    assert model.parse_scale(pairs) == {
         "celery_short": 3,
-        "celery_long": 2,
+        "celery_long": 0,
+        "web": 2,
+        "celery_beat": 0,
     }
+    assert model.parse_scale(["celery_beat=1"]) == {"celery_beat": 1}
 
 
 def test_status_rows_from_compose_json(tmp_path):

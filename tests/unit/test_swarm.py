@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from invoke import MockContext, Result
 
-from mediacms_stack import backup, config, restore, swarm
+from mediacms_stack import backup, config, model, restore, swarm
 from mediacms_stack.artifacts import write_checksum
 from mediacms_stack.database import Database
 from mediacms_stack.shell import StackError
@@ -100,20 +100,9 @@ def test_unreachable_image_is_refused_before_deploying(ready, monkeypatch):
         swarm.check_images(ready)
 
 
-@pytest.mark.parametrize("pairs, message", [
-    (["celery_beat=2"], "exactly once"),
-    (["db=2"], "cannot be scaled"),
-    (["web=x"], "whole number"),
-    ([], "nothing to scale"),
-])  # fmt: skip
-def test_parse_scale_refuses(pairs, message):
-    with pytest.raises(StackError, match=message):
-        swarm.parse_scale(pairs)
-
-
 def test_scale_command(ready):
     c = MockContext(run={re.compile(r".*"): Result()})
-    swarm.scale(c, ready, swarm.parse_scale(["web=3", "celery_long=2", "celery_beat=1"]))
+    swarm.scale(c, ready, model.parse_scale(["web=3", "celery_long=2", "celery_beat=1"]))
     command = c.run.call_args_list[0].args[0]
     assert command == ("docker service scale mediacms_web=3 mediacms_celery_long=2 "
                        "mediacms_celery_beat=1")  # fmt: skip
@@ -225,7 +214,7 @@ def test_rollback_names_the_services_it_could_not_roll_back(ready):
     with pytest.raises(StackError, match="not rolled back: nginx: no previous spec"):
         swarm.rollback(c, ready)
     commands = [call.args[0] for call in c.run.call_args_list]
-    assert len(commands) == len(swarm.APP_SERVICES)  # the others were still rolled back
+    assert len(commands) == len(model.APP_SERVICES)  # the others were still rolled back
 
 
 # --- operations on a Swarm deployment ------------------------------------------------------
@@ -298,7 +287,7 @@ def test_throwaway_media_container_uses_the_stack_volume(on_swarm):
     stack = swarm.SwarmStack.connect(c, on_swarm)
     argv = backup.tar_argv(stack, "--create", "--file=-", ".")
     assert argv[:3] == ["docker", "run", "--rm"] and "--network" in argv
-    assert f"mediacms_media_files:{swarm.MEDIA_DIR}" in argv
+    assert f"mediacms_media_files:{model.MEDIA_DIR}" in argv
     assert argv[argv.index("--entrypoint") + 1] == "tar"
     assert "registry.example.org/mediacms/mediacms:9.9.9" in argv
     create = next(x for x in calls(c) if x.startswith("docker volume create"))
@@ -312,8 +301,8 @@ def test_restore_stops_writers_and_scales_them_back(on_swarm, monkeypatch):
                     r"docker service inspect .*": "1\n", r"docker service scale .*": ""})  # fmt: skip
     monkeypatch.setattr(swarm, "wait", lambda *a, **k: 0.0)
     stack = swarm.SwarmStack.connect(c, on_swarm)
-    stack.run(c, "stop", *backup.APP_SERVICES)
-    stack.up(c, *backup.APP_SERVICES)
+    stack.run(c, "stop", *model.APP_SERVICES)
+    stack.up(c, *model.APP_SERVICES)
     scales = [x for x in calls(c) if x.startswith("docker service scale")]
     assert scales == [
         "docker service scale mediacms_web=0 mediacms_celery_beat=0 mediacms_celery_short=0 "

@@ -1,0 +1,239 @@
+"""docker-compose.yaml (one host) and docker-stack.yaml (Swarm) protect each service alike.
+
+The two files are written side by side, not generated one from the other (README,
+"Docker Swarm"). Here they are read as plain YAML and compared service by service on
+their protections. Each difference found today is listed in DIFFERENCES, exactly (what
+only one file has) and with its reason; a real gap is listed too, its reason starting
+with "GAP:". So this passes today, and fails on a NEW difference, and on a listed one
+that changed or is gone (then the table is out of date: mend the row).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+
+try:
+    import yaml
+except ModuleNotFoundError:  # PyYAML is no dependency of ours; invoke carries it
+    from invoke.util import yaml
+
+from mediacms_stack import config, model
+from mediacms_stack.compose import PRODUCTION
+from mediacms_stack.swarm import STACK_FILE
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((config.ROOT / name).read_text())
+
+
+# --- each protection of a service as a set of words, comparable across the two files ----
+def _bytes(text: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([bkmg]?)", text.strip().lower()).groups()
+    return int(number) * 1024 ** "bkmg".index(unit or "b")
+
+
+def size(value: object) -> str:
+    """``${VAR:-64m}`` -> ``VAR=67108864`` (the .env key and its default); ``256m`` and
+    ``268435456`` -> ``268435456``."""
+    text = str(value)
+    variable = re.fullmatch(r"\$\{(\w+):?-([^}]*)\}", text)
+    return f"{variable[1]}={_bytes(variable[2])}" if variable else str(_bytes(text))
+
+
+def _limits(service: dict) -> dict:
+    return ((service.get("deploy") or {}).get("resources") or {}).get("limits") or {}
+
+
+def _words(value: object) -> set[str]:
+    if value is None:
+        return set()
+    return {str(v) for v in value} if isinstance(value, list) else {str(value)}
+
+
+def _environment(service: dict) -> dict[str, str | None]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return {k: v for k, _, v in (item.partition("=") for item in env)}
+    return {k: None if v is None else str(v) for k, v in env.items()}
+
+
+def tmpfs(service: dict) -> set[str]:
+    """Mount point and size of every RAM-backed folder (compose's shm_size is /dev/shm)."""
+    found = set()
+    for entry in _words(service.get("tmpfs")):
+        target, _, options = entry.partition(":")
+        sizes = [o.removeprefix("size=") for o in options.split(",") if o.startswith("size=")]
+        found.add(f"{target} {size(sizes[0]) if sizes else 'unbounded'}")
+    if service.get("shm_size"):
+        found.add(f"/dev/shm {size(service['shm_size'])}")
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict) and volume.get("type") == "tmpfs":
+            bound = (volume.get("tmpfs") or {}).get("size")
+            found.add(f"{volume['target']} {size(bound) if bound else 'unbounded'}")
+    return found
+
+
+def healthcheck(service: dict) -> set[str]:
+    test = (service.get("healthcheck") or {}).get("test")
+    return {" ".join(test) if isinstance(test, list) else str(test)} if test else set()
+
+
+def ulimits(service: dict) -> set[str]:
+    return {f"{k}={v}" for k, v in (service.get("ulimits") or {}).items()}
+
+
+def pids(service: dict) -> set[str]:
+    return _words(service.get("pids_limit") or _limits(service).get("pids"))
+
+
+def memory(service: dict) -> set[str]:
+    limit = service.get("mem_limit") or _limits(service).get("memory")
+    return {size(limit)} if limit else set()
+
+
+_SECRET = re.compile(r"PASSWORD|SECRET|KEY")
+
+
+def plain_secrets(service: dict) -> set[str]:
+    """Environment keys that hold a secret themselves: a secret's name (not X_FILE, which
+    names a file under /run/secrets), or a value made from a secret's .env key."""
+    found = set()
+    for key, value in _environment(service).items():
+        named = _SECRET.search(key) and not key.endswith("_FILE")
+        made_of = any(_SECRET.search(v) for v in re.findall(r"\$\{(\w+)", value or ""))
+        if named or made_of:
+            found.add(key)
+    return found
+
+
+def environment(service: dict) -> set[str]:
+    """The names of the environment (X_FILE read as X: the settings bridge reads it so)."""
+    return {key.removesuffix("_FILE") for key in _environment(service)}
+
+
+def networks(service: dict) -> set[str]:
+    joined = service.get("networks") or []
+    if isinstance(joined, list):
+        return set(joined)
+    aliases = {f"{n} alias {a}" for n, o in joined.items() for a in (o or {}).get("aliases", [])}
+    return set(joined) | aliases
+
+
+ASPECTS: dict[str, Callable[[dict], set[str]]] = {
+    "user": lambda s: _words(s.get("user")),
+    "read_only": lambda s: {"read_only"} if s.get("read_only") else set(),
+    "cap_drop": lambda s: _words(s.get("cap_drop")),
+    "cap_add": lambda s: _words(s.get("cap_add")),
+    "security_opt": lambda s: _words(s.get("security_opt")),
+    "tmpfs": tmpfs,
+    "healthcheck": healthcheck,
+    "ulimits": ulimits,
+    "pids": pids,
+    "memory": memory,
+    #: held against none at all, in each file (not against the other file)
+    "plain secrets": plain_secrets,
+    "environment": environment,
+    "networks": networks,
+}
+
+# --- the differences of today: (only in docker-compose.yaml, only in docker-stack.yaml) ---
+NNP = "no-new-privileges:true"
+APP_SECRETS = {"SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_LOCATION"}
+REDIS_PING = "redis-cli ping | grep -qx PONG"
+REDIS_PASSWORD_FILE = 'REDISCLI_AUTH="$$(cat /run/secrets/redis_password)"'
+
+NO_SECURITY_OPT = ("docker stack deploy ignores security_opt (moby/moby#41371): on Swarm "
+                   "no-new-privileges comes only from each node's daemon.json")  # fmt: skip
+TMPFS_FIXED = "GAP: TMPFS_SIZE (.env) does not reach Swarm: the stack's /tmp is a fixed 64 MiB"
+SECRETS_IN_ENV = ("GAP: compose hands the secrets over as environment values (docker inspect "
+                  "shows them); Swarm hands files under /run/secrets")  # fmt: skip
+REDIS_FILE = "Swarm: redis's password is read from its secret file, never put in the environment"
+LISTEN = ("GAP: uWSGI listening on every network without WEB_LISTEN_NAME: on Swarm the workers "
+          "and beat, on data, can open web's socket")  # fmt: skip
+DB_SUPERUSER = ("GAP: the Swarm db running MediaCMS as the database superuser (no "
+                "MEDIACMS_DB_* role); POSTGRES_PASSWORD comes from the secret file")  # fmt: skip
+
+# fmt: off
+DIFFERENCES: dict[tuple[str, str], tuple[set[str], set[str], str]] = {
+    ("migrations", "security_opt"): ({NNP}, set(), NO_SECURITY_OPT),
+    ("web", "security_opt"): ({NNP}, set(), NO_SECURITY_OPT),
+    ("celery_beat", "security_opt"): ({NNP}, set(), NO_SECURITY_OPT),
+    ("celery_short", "security_opt"): ({NNP}, set(), NO_SECURITY_OPT),
+    ("celery_long", "security_opt"): ({NNP}, set(), NO_SECURITY_OPT),
+    ("nginx", "security_opt"): ({NNP}, set(), NO_SECURITY_OPT),
+    ("db", "security_opt"): ({NNP}, set(), NO_SECURITY_OPT),
+    ("redis", "security_opt"): ({NNP}, set(), NO_SECURITY_OPT),
+    ("migrations", "tmpfs"): ({"/tmp TMPFS_SIZE=67108864"}, {"/tmp 67108864"}, TMPFS_FIXED),
+    ("web", "tmpfs"): ({"/tmp TMPFS_SIZE=67108864"}, {"/tmp 67108864"}, TMPFS_FIXED),
+    ("celery_beat", "tmpfs"): ({"/tmp TMPFS_SIZE=67108864"}, {"/tmp 67108864"}, TMPFS_FIXED),
+    ("celery_short", "tmpfs"): ({"/tmp TMPFS_SIZE=67108864"}, {"/tmp 67108864"}, TMPFS_FIXED),
+    ("celery_long", "tmpfs"): ({"/tmp TMPFS_SIZE=67108864"}, {"/tmp 67108864"}, TMPFS_FIXED),
+    ("nginx", "tmpfs"): ({"/tmp TMPFS_SIZE=67108864"}, {"/tmp 67108864"}, TMPFS_FIXED),
+    ("migrations", "plain secrets"): ({*APP_SECRETS, "ADMIN_PASSWORD"}, set(), SECRETS_IN_ENV),
+    ("web", "plain secrets"): (APP_SECRETS, set(), SECRETS_IN_ENV),
+    ("celery_beat", "plain secrets"): (APP_SECRETS, set(), SECRETS_IN_ENV),
+    ("celery_short", "plain secrets"): (APP_SECRETS, set(), SECRETS_IN_ENV),
+    ("celery_long", "plain secrets"): (APP_SECRETS, set(), SECRETS_IN_ENV),
+    ("db", "plain secrets"): ({"POSTGRES_PASSWORD", "MEDIACMS_DB_PASSWORD"}, set(), SECRETS_IN_ENV),
+    ("redis", "plain secrets"): ({"REDISCLI_AUTH"}, set(), SECRETS_IN_ENV),
+    ("redis", "environment"): ({"REDISCLI_AUTH"}, set(), REDIS_FILE),
+    ("redis", "healthcheck"): (
+        {f"CMD-SHELL {REDIS_PING}"}, {f"CMD-SHELL {REDIS_PASSWORD_FILE} {REDIS_PING}"}, REDIS_FILE),
+    ("web", "environment"): ({"WEB_LISTEN_NAME"}, set(), LISTEN),
+    ("web", "networks"): ({"app alias uwsgi-app"}, set(), LISTEN),
+    ("db", "environment"): (
+        {"POSTGRES_PASSWORD", "MEDIACMS_DB_USER", "MEDIACMS_DB_PASSWORD"}, set(), DB_SUPERUSER),
+}
+# fmt: on
+
+COMPOSE_YAML, STACK_YAML = load(PRODUCTION), load(STACK_FILE)
+COMPOSE, STACK = COMPOSE_YAML["services"], STACK_YAML["services"]
+
+
+def differences(name: str) -> dict[str, tuple[set[str], set[str]]]:
+    """Aspect -> (only in compose, only in the stack file); "plain secrets": each file's own."""
+    found = {}
+    for aspect, read in ASPECTS.items():
+        ours, theirs = read(COMPOSE[name]), read(STACK[name])
+        diff = (ours, theirs) if aspect == "plain secrets" else (ours - theirs, theirs - ours)
+        if any(diff):
+            found[aspect] = diff
+    return found
+
+
+def test_both_files_run_the_services_of_the_model():
+    assert set(COMPOSE) == set(STACK) == {*model.SERVICES, "migrations"}
+    assert {service for service, _ in DIFFERENCES} <= set(COMPOSE)
+    assert {aspect for _, aspect in DIFFERENCES} <= set(ASPECTS)
+
+
+def _only(aspect: str) -> str:
+    return "in" if aspect == "plain secrets" else "only in"
+
+
+@pytest.mark.parametrize("name", sorted(COMPOSE))
+def test_protections_match_but_for_the_listed_differences(name):
+    listed = {a: (c, s) for (n, a), (c, s, _) in DIFFERENCES.items() if n == name}
+    found = differences(name)
+    wrong = [
+        f"{name} {aspect}: {_only(aspect)} {PRODUCTION} {sorted(ours)}, {_only(aspect)} "
+        f"{STACK_FILE} {sorted(theirs)}; DIFFERENCES says "
+        + (f"{sorted(listed[aspect][0])}, {sorted(listed[aspect][1])}" if aspect in listed
+           else "nothing: make the files agree, or list it with its reason (GAP: for a gap)")
+        for aspect, (ours, theirs) in found.items()
+        if listed.get(aspect) != (ours, theirs)
+    ]  # fmt: skip
+    wrong += [f"{name} {aspect}: listed in DIFFERENCES, but the files agree now: remove the row"
+              for aspect in listed if aspect not in found]  # fmt: skip
+    assert not wrong, "\n".join(wrong)
+
+
+def test_both_files_use_the_model_volumes_and_media_dir():
+    for declared in (COMPOSE_YAML["volumes"], STACK_YAML["volumes"]):
+        assert set(model.DATA_VOLUMES) <= set(declared)
+    mount = f"{model.MEDIA_VOLUME}:{model.MEDIA_DIR}"
+    for name in {"migrations", *model.APP_SERVICES} - {"nginx"}:
+        assert mount in COMPOSE[name]["volumes"] and mount in STACK[name]["volumes"], name
