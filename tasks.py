@@ -258,7 +258,7 @@ def up(c, dev=False, https=False, dry_run=False):
     settings, compose = _stack(dry_run, https=https, needs=needs)
     ops.ensure_images(c, settings, https=https, dry_run=dry_run)
     compose.up(c)
-    if https and not uses_https(settings) and not dry_run and settings.env_file:
+    if https and not uses_https(settings) and not dry_run:
         config.set_values(settings.env_file, {"HTTPS_OVERLAY": "true"})
         print(f"[up] HTTPS_OVERLAY=true in {settings.env_file}: upgrade, restart, logs and down "
               "include the HTTPS overlay from now on")  # fmt: skip
@@ -485,8 +485,8 @@ def migrate_from_7x(c, from_, dump=None, yes=False, new_secret_key=False, dry_ru
     """Move a monolithic 7.x deployment (database, media, settings, key) into this stack."""
     from mediacms_stack import migrate7x
 
-    env_file = config.load(config.home(), os.environ.get("MEDIACMS_ENV_FILE")).env_file
-    if env_file is not None and not env_file.exists() and not dry_run:
+    env_file = _settings().env_file
+    if not env_file.exists() and not dry_run:
         config.init(config.home(), env_file=env_file, example=config.ROOT / config.EXAMPLE_FILE)
         print(f"wrote {env_file} (mode 600)")
     if not dry_run:

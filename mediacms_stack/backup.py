@@ -179,9 +179,8 @@ def backup_all(
             ):
                 tar.add(custom, arcname=".", filter=_restorable)
             write_checksum(archive)
-        env = settings.env_file
-        if env is not None and env.is_file():
-            files.copy_private(env, folder / "env")
+        if settings.env_file.is_file():
+            files.copy_private(settings.env_file, folder / "env")
         manifest = {
             "project": compose.project,
             "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),

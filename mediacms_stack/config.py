@@ -11,7 +11,7 @@ import os
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from dotenv import dotenv_values
@@ -55,11 +55,12 @@ _PLAIN = re.compile(r"[A-Za-z0-9_.,:/@%+=-]*")
 
 @dataclass(frozen=True)
 class Settings:
-    """Values of a ``.env`` file, with the folder they apply to."""
+    """Values of a ``.env`` file, the file (which need not exist yet) and the folder they
+    apply to."""
 
     root: Path
-    values: Mapping[str, str] = field(default_factory=dict)
-    env_file: Path | None = None
+    values: Mapping[str, str]
+    env_file: Path
 
     def get(self, key: str, default: str = "") -> str:
         value = self.values.get(key)
@@ -68,8 +69,9 @@ class Settings:
     def require(self, key: str) -> str:
         value = self.get(key)
         if not value:
-            where = self.env_file or self.root / ENV_FILE
-            raise StackError(f"{key} is not set in {where}; run `invoke init` or add it there")
+            raise StackError(
+                f"{key} is not set in {self.env_file}; run `invoke init` or add it there"
+            )
         return value
 
     @property

@@ -79,7 +79,7 @@ def separate(c: Context, compose: Compose, settings: Settings) -> Settings:
     The database changes in one transaction, then .env; until .env is written the old
     role still works, as a superuser, so a failure in between leaves a working stack.
     """
-    if is_separate(settings) or settings.env_file is None:
+    if is_separate(settings):
         return settings
     superuser = settings.get("POSTGRES_USER", "mediacms")
     database = settings.get("POSTGRES_DB", "mediacms")

@@ -50,7 +50,7 @@ def _compose(settings: Settings) -> Check:
 
 
 def _env(settings: Settings) -> Check:
-    if settings.env_file is None or not settings.env_file.is_file():
+    if not settings.env_file.is_file():
         return Check("env", False, f"{settings.env_file} missing", "invoke init")
     empty = [k for k in SECRET_KEYS if not settings.get(k)]
     if empty:
@@ -143,9 +143,8 @@ def _is_ip(host: str) -> bool:
 def _https_env(settings: Settings) -> Check:
     problems = https_problems(settings)
     if problems:
-        where = settings.env_file or ".env"
         return Check("https-env", False, "; ".join(problems),
-                     f"set them in {where} (see .env.example)")  # fmt: skip
+                     f"set them in {settings.env_file} (see .env.example)")  # fmt: skip
     return Check("https-env", True, f"{settings.get('FRONTEND_HOST')}, ACME CA "
                  f"{settings.get('ACME_CA', ACME_CA_DEFAULT)}")  # fmt: skip
 

@@ -28,8 +28,7 @@ _held: set[Path] = set()  # locks this process holds (a task may call another ta
 
 
 def lock_path(settings: Settings) -> Path:
-    folder = settings.env_file.parent if settings.env_file is not None else settings.root
-    return folder / f".{settings.project}.lock"
+    return settings.env_file.parent / f".{settings.project}.lock"
 
 
 def holder(path: Path) -> str:

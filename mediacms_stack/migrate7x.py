@@ -644,7 +644,7 @@ def carry_settings(plan: Plan, settings: Settings, *, yes: bool) -> list[str]:
         compile(sp.text, str(target), "exec")
         target.write_text(sp.text)
         done.append(f"wrote {target}")
-    env_file = settings.env_file or settings.root / ".env"
+    env_file = settings.env_file
     values = dict(sp.to_env) if sp is not None else {}
     key, _ = plan.secret
     if key:

@@ -27,9 +27,8 @@ def split_command(command: str) -> list[str]:
 def welcome(settings: Settings) -> str:
     """What `invoke up` ends with: where MediaCMS answers and how to log in."""
     user = settings.get("ADMIN_USER", "admin")
-    where = settings.env_file or ".env"
     password = (
-        f"ADMIN_PASSWORD in {where}"
+        f"ADMIN_PASSWORD in {settings.env_file}"
         if settings.get("ADMIN_PASSWORD")
         else "generated at the first start and printed once by `invoke logs --service migrations`"
     )

@@ -40,9 +40,7 @@ class Schedule:
         return f"mediacms-backup-{self.settings.project}"
 
     def argv(self) -> list[str]:
-        env = [f"MEDIACMS_HOME={self.settings.root}"]
-        if self.settings.env_file is not None:
-            env.append(f"MEDIACMS_ENV_FILE={self.settings.env_file}")
+        env = [f"MEDIACMS_HOME={self.settings.root}", f"MEDIACMS_ENV_FILE={self.settings.env_file}"]
         return ["env", *env, sys.executable, "-m", "invoke", "--search-root", str(ROOT),
                 "backup", "--dest", str(self.dest), "--keep", str(self.keep)]  # fmt: skip
 

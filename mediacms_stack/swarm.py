@@ -379,7 +379,7 @@ def deploy(c: Context, settings: Settings, *, timeout: float = 600, dry_run: boo
     print(f"[swarm] {settings.project}: every service healthy after {took:.0f}s "
           f"(db and redis on {node})")  # fmt: skip
     prune_unused(c, settings)
-    if not deployed_on_swarm(settings) and settings.env_file is not None:
+    if not deployed_on_swarm(settings):
         config.set_values(settings.env_file, {ORCHESTRATOR: "swarm"})
         print(f"[swarm] {ORCHESTRATOR}=swarm in {settings.env_file}: backup, restore, manage "
               "and admin-shell drive this Swarm stack from now on")  # fmt: skip
@@ -409,8 +409,7 @@ def update(c: Context, settings: Settings, to: str, *, timeout: float = 900,
                          f"`docker service ps {service(settings, 'web')}`")  # fmt: skip
     wait(c, settings, timeout)
     prune_unused(c, settings)
-    if settings.env_file is not None:
-        config.set_values(settings.env_file, {"MEDIACMS_VERSION": to})
+    config.set_values(settings.env_file, {"MEDIACMS_VERSION": to})
     print(f"[swarm] {settings.project} runs {to}")
 
 

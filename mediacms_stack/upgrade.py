@@ -78,7 +78,7 @@ def add_missing_keys(settings: Settings, *, dry_run: bool = False) -> Settings:
     if added:
         verb = "would add" if dry_run else "adding"
         print(f"[upgrade] {verb} to {settings.env_file}: {', '.join(added)}", flush=True)
-    if added and not dry_run and settings.env_file is not None:
+    if added and not dry_run:
         config.set_values(settings.env_file, added)
     return replace(settings, values={**settings.values, **added})
 
@@ -187,7 +187,7 @@ def upgrade(
     target = to or old
     if not _TAG.fullmatch(target):
         raise StackError(f"{target!r} is not a valid image tag (letters, digits, '_', '.', '-')")
-    if settings.env_file is None or not settings.env_file.is_file():
+    if not settings.env_file.is_file():
         raise StackError("no .env to record the new version in; run `invoke init` first")
     if not compose.dry_run and "db" not in _running(c, compose):
         raise StackError("the stack is not running; an upgrade starts with a backup of the "
@@ -294,8 +294,7 @@ def rollback(
     print("[rollback] database, media and custom/ from the backup")
     restore.restore_all(c, compose, settings, folder, yes=True, safety_dir=backups, start=False)
     print(f"[rollback] MEDIACMS_VERSION={old} in {settings.env_file}")
-    if settings.env_file is not None:
-        set_env_value(settings.env_file, "MEDIACMS_VERSION", old)
+    set_env_value(settings.env_file, "MEDIACMS_VERSION", old)
     restored = with_version(settings, old)
     why = _start(c, compose, timeout)
     if why:

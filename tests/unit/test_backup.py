@@ -20,6 +20,11 @@ MANIFEST_STDERR = (
 )
 
 
+def bare(root, **values) -> config.Settings:
+    """Settings of a deployment folder, its .env holding ``values`` (not written to disk)."""
+    return config.Settings(root, values, root / config.ENV_FILE)
+
+
 @pytest.fixture(autouse=True)
 def no_engine(monkeypatch):
     """Unit tests never ask a Docker engine which images the stack runs."""
@@ -95,7 +100,7 @@ def test_checksum_is_computed_again_when_the_hasher_missed_bytes(tmp_path):
 
 
 def test_backup_db_streams_to_temp_name_then_renames(tmp_path, monkeypatch):
-    settings = config.Settings(tmp_path, {"MEDIACMS_VERSION": "8.3.2"})
+    settings = bare(tmp_path, MEDIACMS_VERSION="8.3.2")
     calls = []
     monkeypatch.setattr("mediacms_stack.shell.run", fake_run(calls))
     dump = backup.backup_db(MockContext(), Compose(tmp_path), settings, tmp_path / "b")
@@ -111,7 +116,7 @@ def test_backup_db_streams_to_temp_name_then_renames(tmp_path, monkeypatch):
 
 
 def test_failed_dump_leaves_nothing_and_reports_pg_dump(tmp_path):
-    settings = config.Settings(tmp_path, {})
+    settings = bare(tmp_path)
     c = MockContext(
         run={
             re.compile(r".*pg-dump.*", re.S): Result(
@@ -125,7 +130,7 @@ def test_failed_dump_leaves_nothing_and_reports_pg_dump(tmp_path):
 
 
 def test_backup_db_dry_run_prints_the_command_only(tmp_path, capsys):
-    settings = config.Settings(tmp_path, {})
+    settings = bare(tmp_path)
     backup.backup_db(MockContext(), Compose(tmp_path, dry_run=True), settings, tmp_path / "b")
     err = capsys.readouterr().err
     assert "pg-dump" in err and ".partial" in err
@@ -168,7 +173,7 @@ def test_restore_db_replaces_schema_between_stop_and_start(tmp_path):
         },
         repeat=False,
     )
-    restored = restore.restore_db(c, Compose(tmp_path), config.Settings(tmp_path, {}), dump,
+    restored = restore.restore_db(c, Compose(tmp_path), bare(tmp_path), dump,
                                  safety_dir=tmp_path / "safety")  # fmt: skip
     assert restored == {"users_user": 2}
     commands = [call.args[0] for call in c.run.call_args_list]
@@ -229,9 +234,7 @@ def test_restore_refuses_before_touching_anything(tmp_path):
     bad.write_text("not a dump")
     c = MockContext()  # any command would fail the test
     with pytest.raises(StackError):
-        restore.restore_db(
-            c, Compose(tmp_path), config.Settings(tmp_path, {}), bad, yes=True, safety_dir=tmp_path
-        )
+        restore.restore_db(c, Compose(tmp_path), bare(tmp_path), bad, yes=True, safety_dir=tmp_path)
 
 
 # --- backups are private; restores trust nothing in an archive ------------------------
@@ -440,7 +443,7 @@ def test_restore_all_undoes_database_and_media_when_custom_fails(tmp_path, monke
         repeat=True,
     )
     with pytest.raises(OSError, match="no space left"):
-        restore.restore_all(c, Compose(tmp_path), config.Settings(tmp_path, {}), folder, yes=True,
+        restore.restore_all(c, Compose(tmp_path), bare(tmp_path), folder, yes=True,
                            safety_dir=tmp_path / "safety")  # fmt: skip
     kinds = _kinds(c)
     assert kinds == ["counts", "stop", "pg-restore", "counts", "swap", "undo", "pg-restore", "up"]
@@ -464,7 +467,7 @@ def test_restore_all_checks_every_archive_before_anything_changes(tmp_path):
 
     folder, manifest = _backup_folder(tmp_path, ("./", tarfile.DIRTYPE, 0o755, ""),
                                       ("./local_settings.py", tarfile.SYMTYPE, 0o777, "/etc/shadow"))  # fmt: skip
-    settings = config.Settings(tmp_path, {})
+    settings = bare(tmp_path)
     with pytest.raises(StackError, match=r"local_settings\.py' is a symbolic link"):
         restore.restore_all(MockContext(), Compose(tmp_path), settings, folder, yes=True,
                            safety_dir=tmp_path / "safety")  # fmt: skip
@@ -512,5 +515,5 @@ def test_custom_with_a_symlink_is_refused_at_backup_time(tmp_path, monkeypatch):
     (tmp_path / "custom").mkdir()
     (tmp_path / "custom" / "logo.png").symlink_to("/etc/passwd")
     with pytest.raises(StackError, match=r"custom/logo\.png is a symbolic link"):
-        backup.backup_all(MockContext(), Compose(tmp_path), config.Settings(tmp_path, {}),
+        backup.backup_all(MockContext(), Compose(tmp_path), bare(tmp_path),
                           tmp_path / "backups")  # fmt: skip

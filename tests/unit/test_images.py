@@ -5,7 +5,9 @@ from mediacms_stack.shell import StackError
 
 
 def settings(**values):
-    return config.Settings(config.ROOT, {"MEDIACMS_VERSION": "8.3.2", **values})
+    return config.Settings(
+        config.ROOT, {"MEDIACMS_VERSION": "8.3.2", **values}, config.ROOT / config.ENV_FILE
+    )
 
 
 def test_immutable_tags_with_registry_prefix():

@@ -12,7 +12,8 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 def settings(registry="127.0.0.1:5000/"):
-    return config.Settings(config.ROOT, {"MEDIACMS_VERSION": "8.3.2", "IMAGE_REGISTRY": registry})
+    values = {"MEDIACMS_VERSION": "8.3.2", "IMAGE_REGISTRY": registry}
+    return config.Settings(config.ROOT, values, config.ROOT / config.ENV_FILE)
 
 
 def engine(local: dict[str, str]) -> MockContext:

@@ -224,7 +224,7 @@ def test_sessions_are_piped_from_the_old_redis_into_the_new_one_with_its_passwor
     })  # fmt: skip
     new = Compose(Path("/srv/new"), project="new")
     count = migrate7x.carry_sessions(
-        c, _old_with_redis(tmp_path), new, Settings(tmp_path, {}, None)
+        c, _old_with_redis(tmp_path), new, Settings(tmp_path, {}, tmp_path / ".env")
     )
     assert count == 3
     commands = [call.args[0] for call in c.run.call_args_list]
@@ -248,7 +248,9 @@ def test_sessions_not_carried_is_a_warning_not_a_failure(tmp_path, capsys):
     })  # fmt: skip
     new = Compose(Path("/srv/new"), project="new")
     assert (
-        migrate7x.carry_sessions(c, _old_with_redis(tmp_path), new, Settings(tmp_path, {}, None))
+        migrate7x.carry_sessions(
+            c, _old_with_redis(tmp_path), new, Settings(tmp_path, {}, tmp_path / ".env")
+        )
         == 0
     )
     assert "container is gone, none carried" in capsys.readouterr().out

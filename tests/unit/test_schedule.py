@@ -17,7 +17,7 @@ def plan(tmp_path):
 
 
 def test_bad_time_or_keep_is_refused(tmp_path):
-    settings = config.Settings(tmp_path, {})
+    settings = config.Settings(tmp_path, {}, tmp_path / ".env")
     for at in ("3:15", "24:00", "03:15; rm -rf /"):
         with pytest.raises(StackError, match="HH:MM"):
             schedule.make(settings, at=at, keep=1, dest=tmp_path)

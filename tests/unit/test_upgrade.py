@@ -107,8 +107,8 @@ def test_upgrade_without_build_pulls_the_target_version(tmp_path, monkeypatch):
 
 def test_rollback_refuses_a_folder_without_manifest(tmp_path):
     with pytest.raises(StackError, match=r"no manifest\.json"):
-        upgrade.rollback(MockContext(), Compose(tmp_path), config.Settings(tmp_path, {}),
-                         Path(tmp_path), backups=tmp_path)  # fmt: skip
+        upgrade.rollback(MockContext(), Compose(tmp_path), config.load(tmp_path), Path(tmp_path),
+                         backups=tmp_path)  # fmt: skip
 
 
 def test_failure_reason_keeps_the_lines_that_say_what_failed():
