@@ -258,8 +258,8 @@ def up(c, dev=False, https=False, dry_run=False):
     settings, compose = _stack(dry_run, https=https, needs=needs)
     ops.ensure_images(c, settings, https=https, dry_run=dry_run)
     compose.up(c)
-    if https and not uses_https(settings) and not dry_run:
-        config.set_values(settings.env_file, {"HTTPS_OVERLAY": "true"})
+    if https and not uses_https(settings) and not dry_run:  # recorded once it came up
+        config.update(settings, {"HTTPS_OVERLAY": "true"})
         print(f"[up] HTTPS_OVERLAY=true in {settings.env_file}: upgrade, restart, logs and down "
               "include the HTTPS overlay from now on")  # fmt: skip
     if not dry_run:

@@ -2,7 +2,8 @@
 
 Compose reads the same file for interpolation, so a value set here reaches both the
 tasks and the containers. ``.env.example`` documents every key; :func:`init` turns it
-into a ``.env`` with random secrets (mode 600).
+into a ``.env`` with random secrets (mode 600). Nothing else writes the file: every
+later change goes through :func:`update`, one atomic write per call.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dotenv import dotenv_values
@@ -56,7 +57,7 @@ _PLAIN = re.compile(r"[A-Za-z0-9_.,:/@%+=-]*")
 @dataclass(frozen=True)
 class Settings:
     """Values of a ``.env`` file, the file (which need not exist yet) and the folder they
-    apply to."""
+    apply to. Made by :func:`load`; changed on disk by :func:`update` alone."""
 
     root: Path
     values: Mapping[str, str]
@@ -136,13 +137,23 @@ def encode(key: str, value: str) -> str:
                      "python-dotenv cannot both read literally; nothing was written")  # fmt: skip
 
 
-def set_values(path: Path, updates: Mapping[str, str]) -> None:
-    """Set keys in an existing .env in place (other lines and comments kept), atomically.
+def update(settings: Settings, changes: Mapping[str, str], *, dry_run: bool = False) -> Settings:
+    """Set ``changes`` in the settings' .env in one atomic write; returns the settings read
+    back from it (a dry run writes nothing and returns them as they would be).
 
-    Every value is checked before anything is written; a key set twice in the file is
-    set once (compose and python-dotenv would both take the last one).
+    The one writer of an existing .env (:func:`init` makes a new one). Every key and value
+    is checked (:func:`encode`) before anything is written; then the whole file goes to a
+    temp file beside it (mode 600, fsynced) that replaces it in one rename, so a reader
+    sees the old file or the new one, never a part. Other lines and comments are kept; a
+    key set twice in the file is set once (compose and python-dotenv would both take the
+    last one); a missing file is created. No changes: nothing is written.
     """
-    lines = {key: encode(key, value) for key, value in updates.items()}
+    lines = {key: encode(key, value) for key, value in changes.items()}
+    if not lines:
+        return settings
+    if dry_run:
+        return replace(settings, values={**settings.values, **changes})
+    path = settings.env_file
     old = path.read_text().splitlines() if path.is_file() else []
     text, done = [], set()
     for line in old:
@@ -156,6 +167,7 @@ def set_values(path: Path, updates: Mapping[str, str]) -> None:
         text.append(line)
     text += [line for key, line in lines.items() if key not in done]
     write_private(path, "\n".join(text) + "\n")
+    return load(settings.root, path)
 
 
 def render(example: str, overrides: Mapping[str, str], generate: bool = True) -> str:

@@ -108,6 +108,6 @@ def separate(c: Context, compose: Compose, settings: Settings) -> Settings:
         "POSTGRES_USER": app,
         "POSTGRES_PASSWORD": password,
     }
-    config.set_values(settings.env_file, updates)
+    after = config.update(settings, updates)
     print(f"[db] {settings.env_file}: POSTGRES_USER={app}, POSTGRES_SUPERUSER={superuser}")
-    return config.load(settings.root, settings.env_file)
+    return after

@@ -657,7 +657,7 @@ def carry_settings(plan: Plan, settings: Settings, *, yes: bool) -> list[str]:
         files.copy_private(env_file, saved)
         done.append(f"saved the previous .env as {saved}")
     if values:
-        config.set_values(env_file, values)
+        config.update(settings, values)
         done += [f"set {name} in {env_file}" for name in values]
     return done
 

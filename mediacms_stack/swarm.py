@@ -379,8 +379,8 @@ def deploy(c: Context, settings: Settings, *, timeout: float = 600, dry_run: boo
     print(f"[swarm] {settings.project}: every service healthy after {took:.0f}s "
           f"(db and redis on {node})")  # fmt: skip
     prune_unused(c, settings)
-    if not deployed_on_swarm(settings):
-        config.set_values(settings.env_file, {ORCHESTRATOR: "swarm"})
+    if not deployed_on_swarm(settings):  # recorded once the stack is healthy on Swarm
+        config.update(settings, {ORCHESTRATOR: "swarm"})
         print(f"[swarm] {ORCHESTRATOR}=swarm in {settings.env_file}: backup, restore, manage "
               "and admin-shell drive this Swarm stack from now on")  # fmt: skip
 
@@ -409,7 +409,7 @@ def update(c: Context, settings: Settings, to: str, *, timeout: float = 900,
                          f"`docker service ps {service(settings, 'web')}`")  # fmt: skip
     wait(c, settings, timeout)
     prune_unused(c, settings)
-    config.set_values(settings.env_file, {"MEDIACMS_VERSION": to})
+    config.update(settings, {"MEDIACMS_VERSION": to})  # only now: web runs `to`, not rolled back
     print(f"[swarm] {settings.project} runs {to}")
 
 

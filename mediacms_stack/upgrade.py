@@ -54,11 +54,6 @@ def short_id(image_id: str) -> str:
     return image_id.removeprefix("sha256:")[:12] or "?"
 
 
-def set_env_value(path: Path, key: str, value: str) -> None:
-    """Set ``KEY=value`` in a .env file in place (other lines kept), still mode 600."""
-    config.set_values(path, {key: value})
-
-
 def add_missing_keys(settings: Settings, *, dry_run: bool = False) -> Settings:
     """Give an older .env what .env.example documents and it lacks: empty secrets are
     generated as by ``invoke init`` (e.g. REDIS_PASSWORD), other keys get the example's
@@ -78,9 +73,9 @@ def add_missing_keys(settings: Settings, *, dry_run: bool = False) -> Settings:
     if added:
         verb = "would add" if dry_run else "adding"
         print(f"[upgrade] {verb} to {settings.env_file}: {', '.join(added)}", flush=True)
-    if added and not dry_run:
-        config.set_values(settings.env_file, added)
-    return replace(settings, values={**settings.values, **added})
+    # a write of its own, before the backup of step 1: compose reads .env from disk and
+    # refuses every command (the backup's pg_dump too) while e.g. REDIS_PASSWORD is unset
+    return config.update(settings, added, dry_run=dry_run)
 
 
 def with_version(settings: Settings, version: str) -> Settings:
@@ -223,8 +218,7 @@ def upgrade(
         ) from error
 
     print(f"[upgrade] step 3/4: MEDIACMS_VERSION={target} in {settings.env_file}", flush=True)
-    if not compose.dry_run:
-        set_env_value(settings.env_file, "MEDIACMS_VERSION", target)
+    config.update(settings, {"MEDIACMS_VERSION": target}, dry_run=compose.dry_run)
     new = dbrole.separate(c, compose, new)
 
     print("[upgrade] step 4/4: migrations, then every service on the new images", flush=True)
@@ -294,8 +288,8 @@ def rollback(
     print("[rollback] database, media and custom/ from the backup")
     restore.restore_all(c, compose, settings, folder, yes=True, safety_dir=backups, start=False)
     print(f"[rollback] MEDIACMS_VERSION={old} in {settings.env_file}")
-    set_env_value(settings.env_file, "MEDIACMS_VERSION", old)
-    restored = with_version(settings, old)
+    # recorded once the data are back, before the services start on the old images
+    restored = config.update(settings, {"MEDIACMS_VERSION": old})
     why = _start(c, compose, timeout)
     if why:
         raise StackError(f"rolled back to {old}, but the stack is not healthy: {why}")

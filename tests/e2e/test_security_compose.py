@@ -237,7 +237,7 @@ TINY_TMPFS = "1m"
 
 def recreate_with_tmpfs(stack, size: str) -> None:
     """web, the workers and nginx (which looks web up again) with /tmp of `size`."""
-    config.set_values(stack.settings.env_file, {"TMPFS_SIZE": size})
+    config.update(stack.settings, {"TMPFS_SIZE": size})
     wait = ("--detach", "--wait", "--wait-timeout", "300", "--no-deps")
     stack.dc("up", *wait, "web", "celery_short", "celery_long")
     stack.dc("up", *wait, "--force-recreate", "nginx")

@@ -25,9 +25,9 @@ import pytest
 from dotenv import dotenv_values
 from invoke import Context
 
-from mediacms_stack import artifacts, images, ops, stackstate
+from mediacms_stack import artifacts, config, images, ops, stackstate
 from mediacms_stack.model import SERVICES
-from mediacms_stack.upgrade import set_env_value, short_id
+from mediacms_stack.upgrade import short_id
 
 pytestmark = pytest.mark.e2e
 
@@ -145,7 +145,7 @@ def backup_folder(output: str) -> Path:
 
 
 def switch_version(stack, version: str) -> None:
-    set_env_value(stack.settings.env_file, "MEDIACMS_VERSION", version)
+    config.update(stack.settings, {"MEDIACMS_VERSION": version})
     stack.dc("up", "--detach", "--wait", "--wait-timeout", "300")
 
 

@@ -1,4 +1,7 @@
+import ast
+import re
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -53,7 +56,7 @@ TRICKY = ['ab$CDef#1 "x', "plain-1.2_3", " lead", "trail ", "a #b", "a'b", "'", 
 @pytest.mark.parametrize("value", TRICKY)
 def test_values_read_back_literally_by_python_dotenv(tmp_path, value):
     path = tmp_path / ".env"
-    config.set_values(path, {"V": value})
+    assert config.update(config.load(tmp_path), {"V": value}).values["V"] == value
     assert config.load(tmp_path).values["V"] == value
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
@@ -76,7 +79,7 @@ def test_bad_keys_and_values_are_refused_and_nothing_changes(home, key, value, m
     path = home / ".env"
     before = path.read_bytes()
     with pytest.raises(StackError, match=message):
-        config.set_values(path, {"PORTAL_NAME": "fine", key: value})
+        config.update(config.load(home), {"PORTAL_NAME": "fine", key: value})
     with pytest.raises(StackError, match=message):
         config.init(home, {key: value}, force=True, example=config.ROOT / ".env.example")
     assert path.read_bytes() == before
@@ -96,11 +99,11 @@ def test_invoke_init_set_refuses_a_newline_and_writes_nothing(home):
     assert config.load(home).values["ADMIN_PASSWORD"] == 'ab$CDef#1 "x'
 
 
-def test_set_values_keeps_other_lines_and_sets_a_repeated_key_once(tmp_path):
+def test_update_keeps_other_lines_and_sets_a_repeated_key_once(tmp_path):
     path = tmp_path / ".env"
     path.write_text("# comment\nA=1\nexport B=2\nA=3\n\nC='x y'\n")
     path.chmod(0o644)
-    config.set_values(path, {"A": "new value", "D": "4"})
+    config.update(config.load(tmp_path), {"A": "new value", "D": "4"})
     assert path.read_text() == "# comment\nA='new value'\nexport B=2\n\nC='x y'\nD=4\n"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
@@ -114,5 +117,136 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypat
 
     monkeypatch.setattr("os.fsync", broken_fsync)
     with pytest.raises(OSError, match="disk full"):
-        config.set_values(path, {"A": "2"})
+        config.update(config.load(tmp_path), {"A": "2"})
     assert path.read_text() == "A=1\n" and [p.name for p in tmp_path.iterdir()] == [".env"]
+
+
+# --- the one owner of .env --------------------------------------------------------------
+def counting_writes(monkeypatch) -> list[Path]:
+    """The paths config writes from now on, one entry a write."""
+    written, real = [], config.write_private
+
+    def write(path, text):
+        written.append(path)
+        real(path, text)
+
+    monkeypatch.setattr(config, "write_private", write)
+    return written
+
+
+def test_update_sets_several_keys_in_one_atomic_write(home, monkeypatch):
+    path = home / ".env"
+    before = config.load(home)
+    inode = path.stat().st_ino
+    written = counting_writes(monkeypatch)
+    changes = {"MEDIACMS_VERSION": "9.9.10", "PORTAL_NAME": "a b", "NEW": "1"}
+    after = config.update(before, changes)
+    assert written == [path]
+    assert path.stat().st_ino != inode  # a new file renamed over the old one, not rewritten
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in home.iterdir()) == [".env"]  # no temp file left
+    assert after == config.load(home) and after.env_file == path
+    assert after.values == {**before.values, **changes}
+
+
+def test_update_creates_a_missing_file_with_mode_600(tmp_path):
+    settings = config.load(tmp_path)
+    assert settings.env_file == tmp_path / ".env" and not settings.env_file.exists()
+    assert config.update(settings, {"A": "1"}).values == {"A": "1"}
+    assert stat.S_IMODE(settings.env_file.stat().st_mode) == 0o600
+
+
+def test_a_dry_run_or_no_change_writes_nothing(home, monkeypatch):
+    before = config.load(home)
+    text = (home / ".env").read_bytes()
+    written = counting_writes(monkeypatch)
+    assert config.update(before, {}) is before
+    planned = config.update(before, {"MEDIACMS_VERSION": "10.0"}, dry_run=True)
+    assert planned.version == "10.0" and planned.env_file == before.env_file
+    with pytest.raises(StackError, match="a newline"):
+        config.update(before, {"A": "x\ny"}, dry_run=True)  # refused in a dry run too
+    assert written == [] and (home / ".env").read_bytes() == text
+
+
+#: Calls that write the path they are given (the index of that argument; -1: the last).
+TARGET_ARG = {"write_private": 0, "private_writer": 0, "copy_private": 1, "replace": -1,
+              "rename": -1, "copy": -1, "copyfile": -1, "copy2": -1, "move": -1}  # fmt: skip
+_NAMES_ENV = re.compile(r"env_file|ENV_FILE|['\"]([^'\"]*/)?\.env['\"]")
+
+
+def env_writers(source: str) -> list[int]:
+    """Lines of ``source`` that write a path named like the .env (``env_file``, ``ENV_FILE``,
+    ``".env"``): write_text/write_bytes, open for writing, the project's private writers,
+    a rename or copy onto it; and any use of python-dotenv's set_key/unset_key."""
+
+    def names_env(node: ast.AST | None) -> bool:
+        return node is not None and bool(_NAMES_ENV.search(ast.unparse(node)))
+
+    def writes_mode(mode: ast.AST | None) -> bool:
+        """open's mode or os.open's flags; one computed elsewhere counts as writing."""
+        if isinstance(mode, ast.Constant):
+            return bool(re.search("[wax+]", str(mode.value)))
+        return mode is not None and not re.fullmatch(r"os\.O_RDONLY", ast.unparse(mode))
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dotenv"):
+            found += (
+                [node.lineno] if {a.name for a in node.names} & {"set_key", "unset_key"} else []
+            )
+        if not isinstance(node, ast.Call):
+            continue
+        func, args = node.func, list(node.args)
+        on = func.value if isinstance(func, ast.Attribute) else None
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if name in ("set_key", "unset_key"):
+            found.append(node.lineno)
+        elif name in ("write_text", "write_bytes"):
+            found += [node.lineno] if names_env(on) else []
+        elif name == "open":
+            if on is not None and ast.unparse(on) != "os":
+                args.insert(0, on)  # path.open(mode): the path is the target
+            mode = next((k.value for k in node.keywords if k.arg in ("mode", "flags")), None)
+            mode = mode or (args[1] if len(args) > 1 else None)  # none: opened for reading
+            found += [node.lineno] if writes_mode(mode) and names_env(args[0]) else []
+        elif name in TARGET_ARG and args:
+            index = TARGET_ARG[name]
+            found += [node.lineno] if names_env(args[index] if index < len(args) else None) else []
+    return sorted(found)
+
+
+@pytest.mark.parametrize("code", [
+    "settings.env_file.write_text('A=1')",
+    "open(settings.env_file, 'a')",
+    "with (root / '.env').open(mode='w') as f: pass",
+    "os.open(env_file, os.O_WRONLY | os.O_TRUNC)",
+    "files.write_private(root / ENV_FILE, text)",
+    "files.copy_private(saved, settings.env_file)",
+    "os.replace(temp, env_file)",
+    "from dotenv import set_key",
+    "dotenv.unset_key(path, 'A')",
+])  # fmt: skip
+def test_the_env_writer_check_sees_a_writer(code):
+    assert env_writers(code) == [1]
+
+
+@pytest.mark.parametrize("code", [
+    "settings.env_file.read_text()",
+    "open(settings.env_file)",
+    "settings.env_file.open('rb')",
+    "files.copy_private(settings.env_file, folder / 'env')",
+    "config.update(settings, {'A': '1'})",
+    "(folder / 'manifest.json').write_text('{}')",
+])  # fmt: skip
+def test_the_env_writer_check_leaves_readers_alone(code):
+    assert env_writers(code) == []
+
+
+def test_config_is_the_only_writer_of_env():
+    """Every change of .env goes through config.update (a new one: config.init)."""
+    sources = [*sorted((config.ROOT / "mediacms_stack").glob("*.py")), config.ROOT / "tasks.py"]
+    owner = Path(config.__file__).resolve()
+    assert owner in sources
+    found = [f"{path.relative_to(config.ROOT)}:{line}" for path in sources if path != owner
+             for line in env_writers(path.read_text())]  # fmt: skip
+    assert found == [], "write .env through config.update, not here"

@@ -14,8 +14,7 @@ GOOD = {"FRONTEND_HOST": "https://media.example.org", "ACME_EMAIL": "ops@example
 
 
 def settings_with(home, **values):
-    config.set_values(home / ".env", values)
-    return config.load(home)
+    return config.update(config.load(home), values)
 
 
 def test_a_complete_https_env_has_no_problem_and_the_default_ca_is_lets_encrypt(home):

@@ -23,8 +23,7 @@ SHARED = {
 
 
 def settings_with(home: Path, **values: str) -> config.Settings:
-    config.set_values(home / ".env", values)
-    return config.load(home)
+    return config.update(config.load(home), values)
 
 
 @pytest.fixture

@@ -23,16 +23,16 @@ def split(command: str) -> list[str]:
         return []
 
 
-def test_set_env_value_replaces_one_line_and_keeps_mode_600(tmp_path):
+def test_a_new_version_replaces_one_line_and_keeps_mode_600(tmp_path):
     env = tmp_path / ".env"
     env.write_text("# comment\nMEDIACMS_VERSION=8.3.2\nSECRET_KEY=abc\n")
     env.chmod(0o600)
-    upgrade.set_env_value(env, "MEDIACMS_VERSION", "8.4.0")
+    after = config.update(config.load(tmp_path), {"MEDIACMS_VERSION": "8.4.0"})
     assert env.read_text() == "# comment\nMEDIACMS_VERSION=8.4.0\nSECRET_KEY=abc\n"
     assert env.stat().st_mode & 0o777 == 0o600
-    upgrade.set_env_value(env, "NEW_KEY", "x")
+    config.update(after, {"NEW_KEY": "x"})
     assert env.read_text().endswith("SECRET_KEY=abc\nNEW_KEY=x\n")
-    assert config.load(tmp_path).version == "8.4.0"
+    assert config.load(tmp_path).version == after.version == "8.4.0"
 
 
 def test_summary_names_versions_images_migrations_backup_and_rollback(tmp_path):
