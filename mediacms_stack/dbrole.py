@@ -18,7 +18,6 @@ import secrets
 
 from invoke.context import Context
 
-from . import config
 from .compose import Compose
 from .config import Settings
 from .shell import StackError, quote
@@ -73,14 +72,16 @@ def is_separate(settings: Settings) -> bool:
     return bool(settings.get("POSTGRES_SUPERUSER"))
 
 
-def separate(c: Context, compose: Compose, settings: Settings) -> Settings:
-    """Give a stack of the single-role layout its plain MediaCMS role (db running).
+def separate(c: Context, compose: Compose, settings: Settings) -> dict[str, str]:
+    """Give a stack of the single-role layout its plain MediaCMS role (db running); returns
+    the .env changes that name the roles ({} when there is nothing to do, or in a dry run).
 
-    The database changes in one transaction, then .env; until .env is written the old
-    role still works, as a superuser, so a failure in between leaves a working stack.
+    The database changes in one transaction; the caller hands the changes to
+    :func:`config.update` only after it. Until .env is written the old role still works,
+    as a superuser, so a failure in between leaves a working stack.
     """
     if is_separate(settings):
-        return settings
+        return {}
     superuser = settings.get("POSTGRES_USER", "mediacms")
     database = settings.get("POSTGRES_DB", "mediacms")
     app = f"{superuser}_app"
@@ -96,18 +97,16 @@ def separate(c: Context, compose: Compose, settings: Settings) -> Settings:
           f"{superuser!r} stays the superuser", flush=True)  # fmt: skip
     if compose.dry_run:
         print(f"$ {quote(argv)} < (SQL with a new password)")
-        return settings
+        return {}
     # the password travels on stdin, never in argv or the printed command
     done = c.run(quote(argv), in_stream=io.StringIO(sql), hide=True, warn=True)
     if not done.ok:
         raise StackError(f"separating the database role failed, nothing changed: "
                          f"{done.stderr.strip()[-800:]}")  # fmt: skip
-    updates = {
+    print(f"[db] {settings.env_file}: POSTGRES_USER={app}, POSTGRES_SUPERUSER={superuser}")
+    return {
         "POSTGRES_SUPERUSER": superuser,
         "POSTGRES_SUPERUSER_PASSWORD": settings.get("POSTGRES_PASSWORD"),
         "POSTGRES_USER": app,
         "POSTGRES_PASSWORD": password,
     }
-    after = config.update(settings, updates)
-    print(f"[db] {settings.env_file}: POSTGRES_USER={app}, POSTGRES_SUPERUSER={superuser}")
-    return after

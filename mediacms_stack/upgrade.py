@@ -8,8 +8,9 @@ The steps, and what an operator is left with when one fails:
    fails: nothing changed.
 2. the new images: built from a MediaCMS tree (``--build``) or pulled, tagged with the
    target version; fails: nothing changed, the stack still runs the old version.
-3. MEDIACMS_VERSION in .env set to the target version; a stack whose MediaCMS role is
-   still the database's superuser gets a plain role of its own (:mod:`.dbrole`).
+3. a stack whose MediaCMS role is still the database's superuser gets a plain role of its
+   own (:mod:`.dbrole`); then .env gets MEDIACMS_VERSION=target and the role split's keys
+   in one write.
 4. ``docker compose up --wait``: the migrations job of the new version runs first, then
    every service is recreated on the new images and waited for until healthy; fails: the
    database may be partly migrated, so the error names the backup of step 1 and the one
@@ -218,8 +219,11 @@ def upgrade(
         ) from error
 
     print(f"[upgrade] step 3/4: MEDIACMS_VERSION={target} in {settings.env_file}", flush=True)
-    config.update(settings, {"MEDIACMS_VERSION": target}, dry_run=compose.dry_run)
-    new = dbrole.separate(c, compose, new)
+    # one write, after the role split committed (its keys must not name a role the database
+    # lacks) and before step 4 starts the new images (they must find the version recorded):
+    # a failure up to here leaves .env as it was
+    changes = {"MEDIACMS_VERSION": target, **dbrole.separate(c, compose, settings)}
+    new = config.update(settings, changes, dry_run=compose.dry_run)
 
     print("[upgrade] step 4/4: migrations, then every service on the new images", flush=True)
     why = _start(c, compose, timeout)

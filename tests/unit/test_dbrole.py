@@ -29,7 +29,9 @@ def test_a_fresh_env_has_a_superuser_apart_from_mediacms_role(home):
 def test_an_older_env_is_separated_as_its_superuser_with_the_password_on_stdin(tmp_path, capsys):
     settings = old_stack(tmp_path)
     c = MockContext(run={re.compile(r".*psql.*"): Result("")})
-    after = dbrole.separate(c, Compose(tmp_path), settings)
+    changes = dbrole.separate(c, Compose(tmp_path), settings)
+    assert (tmp_path / ".env").read_text() == OLD_ENV  # the caller records the changes
+    after = config.update(settings, changes)
     command = c.run.call_args.args[0]
     sql = c.run.call_args.kwargs["in_stream"].getvalue()
     assert "-U mediacms -d mediacms" in command and "--single-transaction" in command
@@ -57,7 +59,7 @@ def test_a_failed_separation_leaves_env_alone(tmp_path):
 def test_a_separated_stack_is_left_alone(home):
     c = MockContext()  # any command would fail: none is expected
     settings = config.load(home)
-    assert dbrole.separate(c, Compose(home), settings) is settings
+    assert dbrole.separate(c, Compose(home), settings) == {}
 
 
 def test_names_outside_plain_identifiers_are_refused_before_anything_runs(tmp_path):
@@ -68,6 +70,6 @@ def test_names_outside_plain_identifiers_are_refused_before_anything_runs(tmp_pa
 
 def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path, capsys):
     settings = old_stack(tmp_path)
-    dbrole.separate(MockContext(), Compose(tmp_path, dry_run=True), settings)
+    assert dbrole.separate(MockContext(), Compose(tmp_path, dry_run=True), settings) == {}
     assert (tmp_path / ".env").read_text() == OLD_ENV
     assert "own role 'mediacms_app'" in capsys.readouterr().out

@@ -105,6 +105,46 @@ def test_upgrade_without_build_pulls_the_target_version(tmp_path, monkeypatch):
     assert config.load(tmp_path).version == "8.3.2"  # a failed pull changes nothing
 
 
+OLD_ROLE = "MEDIACMS_VERSION=8.3.2\nPOSTGRES_USER=mediacms\nPOSTGRES_PASSWORD=old-pw\n"
+
+
+def upgrade_up_to_step_4(tmp_path, monkeypatch, split: Result) -> tuple[list[str], list[str]]:
+    """An upgrade of a single-role stack whose role split answers ``split``; returns the
+    texts config wrote to .env and the .env text that step 4 started with."""
+    monkeypatch.setattr(stackstate, "stack_images", lambda c, compose: IMAGES)
+    monkeypatch.setattr(backup, "backup_all", lambda c, compose, settings, dest: dest / "bk")
+    monkeypatch.setattr("mediacms_stack.ops.missing_images", lambda refs: [])
+    env = tmp_path / ".env"
+    env.write_text(OLD_ROLE)
+    written, started, write = [], [], config.write_private
+    monkeypatch.setattr(config, "write_private",
+                        lambda path, text: written.append(text) or write(path, text))  # fmt: skip
+    monkeypatch.setattr(upgrade, "_start",
+                        lambda c, compose, timeout: started.append(env.read_text()) or "")  # fmt: skip
+    c = MockContext(run={
+        re.compile(r".* ps --format json$"): Result('{"Service":"db","State":"running"}\n'),
+        re.compile(r".*psql.*django_migrations.*"): Result("files.0001\n"),
+        re.compile(r".* pull .*"): Result(""),
+        re.compile(r".*psql .*--single-transaction.*"): split,
+    }, repeat=True)  # fmt: skip
+    upgrade.upgrade(c, Compose(tmp_path), config.load(tmp_path), backups=tmp_path, to="8.4.0")
+    return written, started
+
+
+def test_upgrade_writes_version_and_role_split_at_once_before_step_4(tmp_path, monkeypatch):
+    written, started = upgrade_up_to_step_4(tmp_path, monkeypatch, Result(""))
+    assert len(written) == 1 and started == written  # one write, read by step 4
+    values = config.load(tmp_path).values
+    assert values["MEDIACMS_VERSION"] == "8.4.0" and values["POSTGRES_USER"] == "mediacms_app"
+    assert values["POSTGRES_SUPERUSER"] == "mediacms"
+
+
+def test_a_failed_role_split_leaves_env_as_it_was(tmp_path, monkeypatch):
+    with pytest.raises(StackError, match="nothing changed: ERROR: boom"):
+        upgrade_up_to_step_4(tmp_path, monkeypatch, Result(stderr="ERROR: boom", exited=1))
+    assert (tmp_path / ".env").read_text() == OLD_ROLE  # the version is not recorded either
+
+
 def test_rollback_refuses_a_folder_without_manifest(tmp_path):
     with pytest.raises(StackError, match=r"no manifest\.json"):
         upgrade.rollback(MockContext(), Compose(tmp_path), config.load(tmp_path), Path(tmp_path),
