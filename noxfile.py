@@ -12,7 +12,6 @@ import difflib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tarfile
 import tempfile
@@ -186,61 +185,26 @@ def _gixy(session: nox.Session) -> None:
             session.run("gixy", str(etc / "nginx.conf"))
 
 
-#: What CI proves (`nox -s ci`, run by .ci/run): the quick sessions one after another,
-#: then the tiers that each deploy their own stacks side by side, since most of their time
-#: is spent waiting on containers rather than on the two cores.
-CI_SERIAL = ["lint", "tests", "cold"]
-CI_PARALLEL = ["smoke", "swarm", "acceptance"]
-CI_DEADLINE = 80 * 60  # seconds; CI's own limit is 90 minutes
+#: What CI proves (`nox -s ci`, run by .ci/run), in this order. Tried side by side (one
+#: run), the three tiers fought over the two cores: load average 12, and smoke a quarter
+#: done after 20 minutes, when alone it takes 24.
+CI_SESSIONS = ["lint", "tests", "cold", "smoke", "swarm", "acceptance"]
 
 
 @nox.session(venv_backend="none")
 def ci(session: nox.Session) -> None:
-    """Everything CI proves; ends with a table of each session's time."""
-    times: list[tuple[str, str, float]] = []
+    """Everything CI proves, one session after another; ends with a table of their times."""
+    rows = ["session      result   seconds"]
     try:
-        for name in CI_SERIAL:
+        for name in CI_SESSIONS:
             begun = time.monotonic()
             status = subprocess.run(["nox", "-s", name], check=False).returncode
-            times.append((name, "passed" if status == 0 else "FAILED", time.monotonic() - begun))
+            result = "passed" if status == 0 else "FAILED"
+            rows.append(f"{name:<12} {result:<7} {time.monotonic() - begun:8.0f}")
             if status:
                 session.error(f"{name} failed")
-        # venvs made one at a time (editable installs of this checkout must not overlap)
-        session.run("nox", "--install-only", "-s", *CI_PARALLEL, external=True)
-        failed = _side_by_side(session, times)
-        if failed:
-            session.error(f"failed: {', '.join(failed)}")
     finally:
-        rows = [f"{name:<12} {status:<7} {seconds:8.0f}" for name, status, seconds in times]
-        session.log("\n".join(["session      result   seconds", *rows]))
-
-
-def _side_by_side(session: nox.Session, times: list[tuple[str, str, float]]) -> list[str]:
-    """CI_PARALLEL at once, each into its own log, printed whole as it ends."""
-    logs = ROOT / ".build" / "ci-logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    begun = time.monotonic()
-    running = {}
-    for name in CI_PARALLEL:
-        handle = (logs / f"{name}.log").open("w")
-        running[name] = (subprocess.Popen(["nox", "-R", "-s", name], stdout=handle,
-                                          stderr=subprocess.STDOUT, start_new_session=True),
-                         handle)  # fmt: skip
-    failed = []
-    while running:
-        for name, (process, handle) in list(running.items()):
-            if process.poll() is None and time.monotonic() - begun < CI_DEADLINE:
-                continue
-            if process.poll() is None:  # past the deadline: the session and all it started
-                os.killpg(process.pid, signal.SIGKILL)
-            status = process.wait()
-            handle.close()
-            print(f"\n===== {name} =====\n{(logs / f'{name}.log').read_text()}", flush=True)
-            times.append((name, "passed" if status == 0 else "FAILED", time.monotonic() - begun))
-            failed += [name] if status else []
-            del running[name]
-        time.sleep(2)
-    return failed
+        session.log("\n".join(rows))
 
 
 @nox.session(venv_backend="none")
