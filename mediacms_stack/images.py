@@ -120,17 +120,16 @@ def stage_source(c: Context, root: Path, source: str, *, dry_run: bool = False) 
 def source_revision(root: Path, source: str) -> str:
     """The git commit of the source tree when it has one (OCI revision label)."""
     location, ref = parse_source(source)
-    where = root / SOURCE_DIR if ref else (root / location)
-    probe = subprocess.run(
-        ["git", "-C", str(where), "rev-parse", "--short=12", "HEAD"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    return probe.stdout.strip() if probe.returncode == 0 else "unknown"
+    return _git_commit(root / SOURCE_DIR if ref else root / location, "--short=12")
 
 
 def stack_revision(root: Path = ROOT) -> str:
     """The commit of this repository (label io.mediacms.stack-revision of every image)."""
-    probe = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
+    return _git_commit(root)
+
+
+def _git_commit(where: Path, *flags: str) -> str:
+    probe = subprocess.run(["git", "-C", str(where), "rev-parse", *flags, "HEAD"],
                            capture_output=True, text=True, check=False)  # fmt: skip
     return probe.stdout.strip() if probe.returncode == 0 else "unknown"
 
@@ -148,6 +147,7 @@ def build_argv(
     *,
     ca_bundle: str = "",
     revision: str = "unknown",
+    stack_rev: str = "unknown",
     builder: engine.Builder | None = None,
     gate_media: bool = False,
     cold: bool = False,
@@ -159,7 +159,7 @@ def build_argv(
         "BASE_IMAGE": settings.get("BASE_IMAGE", "debian:trixie-slim"),
         "MEDIACMS_VERSION": names.version,
         "VCS_REF": revision,
-        "STACK_REVISION": stack_revision(),
+        "STACK_REVISION": stack_rev,
     }
     if target == "nginx":
         args["MEDIACMS_IMAGE"] = names.ref("web")
@@ -208,7 +208,7 @@ def build(
     # and a second build staging another tree meanwhile would mix the two.
     with _staging_lock(root, dry_run=dry_run):
         tree = stage_source(c, root, source, dry_run=dry_run)
-        revision = source_revision(root, source)
+        revision, stack_rev = source_revision(root, source), stack_revision(root)
         gate_media = media_auth(tree)
         if set(wanted) - {"nginx"}:
             location, ref = parse_source(source)  # a dry run stages nothing: key on the source
@@ -223,7 +223,7 @@ def build(
             run(c, builder.prune_cache_mounts(), env=dict(builder.env), dry_run=dry_run)
         for target in wanted:
             argv = build_argv(target, settings, ca_bundle=ca_bundle, revision=revision,
-                              builder=builder, gate_media=gate_media, cold=cold)  # fmt: skip
+                              stack_rev=stack_rev, builder=builder, gate_media=gate_media, cold=cold)  # fmt: skip
             with c.cd(str(root)):
                 run(c, argv, env=dict(builder.env), dry_run=dry_run)
             built.append(ImageNames.from_settings(settings).ref(target))
