@@ -1,9 +1,11 @@
 """Files on the host that hold secrets or come from elsewhere.
 
 What the project writes (.env, backups, checksums, manifests) is readable by its owner
-only and replaces the previous version atomically. What a restore reads from an
-archive is trusted for nothing: :func:`check_tar` refuses, before anything is
-extracted, any entry that is not a regular file or a folder inside the target.
+only and replaces the previous version atomically; what the containers read as another
+user (custom/local_settings.py) is replaced as atomically, with a plain write's mode.
+What a restore reads from an archive is trusted for nothing: :func:`check_tar` refuses,
+before anything is extracted, any entry that is not a regular file or a folder inside
+the target.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ DIR_MODE = 0o700
 
 
 @contextmanager
-def private_writer(path: Path, mode: str = "w") -> Iterator[IO]:
-    """Open a temp file (mode 600) beside ``path``; on success it replaces ``path``.
+def private_writer(path: Path, mode: str = "w", *, file_mode: int = FILE_MODE) -> Iterator[IO]:
+    """Open a temp file beside ``path``; on success it replaces ``path``, with
+    ``file_mode`` (600 unless told otherwise).
 
     A reader sees the old file or the whole new one, never a part; on an error the
     temp file goes and ``path`` is untouched.
@@ -39,7 +42,7 @@ def private_writer(path: Path, mode: str = "w") -> Iterator[IO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temp, FILE_MODE)
+        os.chmod(temp, file_mode)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -48,6 +51,18 @@ def private_writer(path: Path, mode: str = "w") -> Iterator[IO]:
 
 def write_private(path: Path, text: str) -> None:
     with private_writer(path) as handle:
+        handle.write(text)
+
+
+def write_shared(path: Path, text: str) -> None:
+    """Replace ``path`` as atomically as :func:`write_private`, but with the mode a plain
+    write leaves: the replaced file's, or for a new one 666 less the umask. A link keeps
+    pointing at the file it names, which is the one replaced."""
+    path = path.resolve()
+    umask = os.umask(0o077)
+    os.umask(umask)
+    file_mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o666 & ~umask
+    with private_writer(path, file_mode=file_mode) as handle:
         handle.write(text)
 
 

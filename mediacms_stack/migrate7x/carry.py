@@ -23,7 +23,7 @@ def carry_settings(plan: Plan, settings: Settings, *, yes: bool) -> list[str]:
             done.append(f"kept the previous {target.name} as {target.name}.bak")
         target.parent.mkdir(parents=True, exist_ok=True)
         compile(sp.text, str(target), "exec")
-        target.write_text(sp.text)
+        files.write_shared(target, sp.text)  # the stack never reads half a file
         done.append(f"wrote {target}")
     env_file = settings.env_file
     values = dict(sp.to_env) if sp is not None else {}

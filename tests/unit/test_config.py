@@ -169,8 +169,9 @@ def test_a_dry_run_or_no_change_writes_nothing(home, monkeypatch):
 
 
 #: Calls that write the path they are given (the index of that argument; -1: the last).
-TARGET_ARG = {"write_private": 0, "private_writer": 0, "copy_private": 1, "replace": -1,
-              "rename": -1, "copy": -1, "copyfile": -1, "copy2": -1, "move": -1}  # fmt: skip
+TARGET_ARG = {"write_private": 0, "private_writer": 0, "write_shared": 0, "copy_private": 1,
+              "replace": -1, "rename": -1, "copy": -1, "copyfile": -1, "copy2": -1,
+              "move": -1}  # fmt: skip
 _NAMES_ENV = re.compile(r"env_file|ENV_FILE|['\"]([^'\"]*/)?\.env['\"]")
 
 
@@ -221,6 +222,7 @@ def env_writers(source: str) -> list[int]:
     "with (root / '.env').open(mode='w') as f: pass",
     "os.open(env_file, os.O_WRONLY | os.O_TRUNC)",
     "files.write_private(root / ENV_FILE, text)",
+    "files.write_shared(settings.env_file, text)",
     "files.copy_private(saved, settings.env_file)",
     "os.replace(temp, env_file)",
     "from dotenv import set_key",

@@ -11,6 +11,7 @@ from invoke import MockContext, Result
 from mediacms_stack import migrate7x
 from mediacms_stack.compose import Compose
 from mediacms_stack.config import Settings
+from mediacms_stack.migrate7x import carry
 from mediacms_stack.shell import StackError
 
 OLD_SETTINGS = """\
@@ -291,3 +292,45 @@ def test_dry_run_reports_what_the_real_run_would_refuse(tmp_path: Path, monkeypa
     assert "would refuse: the new database already holds 3 rows; pass --yes" in out
     migrate7x.migrate(c, compose, settings, tree, dry_run=True, yes=True)
     assert "nothing found that the real run would refuse" in capsys.readouterr().out
+
+
+def _carry(tmp_path: Path, text: str) -> list[str]:
+    old = migrate7x.OldDeployment(tmp_path, Compose(tmp_path, project=None), {})
+    plan = migrate7x.Plan(old, migrate7x.SettingsPlan(text=text), ("", "none found"), 0, 0,
+                          "new", None)  # fmt: skip
+    return carry.carry_settings(plan, Settings(tmp_path, {}, tmp_path / ".env"), yes=True)
+
+
+def test_custom_settings_are_replaced_in_one_rename_as_readable_as_a_plain_write(tmp_path):
+    """The containers read custom/local_settings.py as another user: a new one gets 666
+    less the umask, a replaced one keeps its mode; the file is swapped by a rename (a new
+    inode), never rewritten in place, the previous one kept as .bak, no temp file left."""
+    import os
+    import stat
+
+    target = tmp_path / "custom/local_settings.py"
+    previous = os.umask(0o022)
+    try:
+        assert _carry(tmp_path, "A = 1\n") == [f"wrote {target}"]
+        assert stat.S_IMODE(target.stat().st_mode) == 0o644
+        target.chmod(0o640)
+        inode = target.stat().st_ino
+        assert _carry(tmp_path, "A = 2\n") == [
+            "kept the previous local_settings.py as local_settings.py.bak", f"wrote {target}"]  # fmt: skip
+    finally:
+        os.umask(previous)
+    assert target.read_text() == "A = 2\n" and target.stat().st_ino != inode
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert (tmp_path / "custom/local_settings.py.bak").read_text() == "A = 1\n"
+    assert sorted(p.name for p in target.parent.iterdir()) == [
+        "local_settings.py", "local_settings.py.bak"]  # fmt: skip
+
+
+def test_a_linked_custom_settings_file_stays_a_link_to_the_new_text(tmp_path):
+    real = tmp_path / "elsewhere.py"
+    real.write_text("A = 1\n")
+    (tmp_path / "custom").mkdir()
+    (tmp_path / "custom/local_settings.py").symlink_to(real)
+    _carry(tmp_path, "A = 2\n")
+    assert (tmp_path / "custom/local_settings.py").is_symlink()
+    assert real.read_text() == "A = 2\n"
