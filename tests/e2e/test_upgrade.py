@@ -201,7 +201,9 @@ def test_failed_upgrade_names_backup_and_rollback_and_the_rollback_works(stack, 
     assert "broken_probe" not in migrations_of(stack)
 
 
-def test_upgrade_backs_up_builds_migrates_and_reports_what_changed(stack, upgrades):
+def test_upgrade_backs_up_builds_migrates_reports_and_rolls_back(stack, upgrades):
+    """A good upgrade, then its rollback from the backup it took (one test: the rollback
+    needs that upgrade, and no test may rely on another having run first)."""
     done = upgrades.upgrade_to(upgrades.good)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
@@ -218,7 +220,6 @@ def test_upgrade_backs_up_builds_migrates_and_reports_what_changed(stack, upgrad
     assert dump_manifest["row_counts"]["users_user"] >= 2
     artifacts.verify_checksum(folder / manifest["database"])
     artifacts.verify_checksum(folder / manifest["media"])
-    upgrades.folder = folder
 
     # the new images run, the new migration is applied, nothing was lost
     after = running_images(stack)
@@ -243,9 +244,8 @@ def test_upgrade_backs_up_builds_migrates_and_reports_what_changed(stack, upgrad
     assert "migrations applied (1): files.0003_upgrade_probe" in out
     assert f"roll back with: invoke upgrade --rollback {folder}" in out
 
-
-def test_rollback_of_a_good_upgrade_returns_to_the_old_version_and_schema(stack, upgrades):
-    back = upgrades.invoke("upgrade", "--rollback", str(upgrades.folder))
+    # rolled back from that backup: the old images, version and schema, nothing lost
+    back = upgrades.invoke("upgrade", "--rollback", str(folder))
     assert back.returncode == 0, back.stdout + back.stderr
     assert "migrations rolled back (1): files.0003_upgrade_probe" in back.stdout
     assert upgrades.env_version() == upgrades.original
