@@ -190,26 +190,36 @@ def _gixy(session: nox.Session) -> None:
             session.run("gixy", str(etc / "nginx.conf"))
 
 
-#: What CI proves (`nox -s ci`, run by .ci/run), in this order. Tried side by side (one
-#: run), the three tiers fought over the two cores: load average 12, and smoke a quarter
-#: done after 20 minutes, when alone it takes 24.
-CI_SESSIONS = ["lint", "tests", "cold", "smoke", "swarm", "acceptance"]
+#: What CI proves (`nox -s ci`, run by .ci/run): stages in this order, the sessions of a
+#: stage side by side. Swarm and acceptance share the last: both spend most of their time
+#: waiting on clusters and stacks. All three e2e tiers at once was tried (one run): they
+#: fought over the two cores, load average 12, and smoke a quarter done after 20 minutes.
+CI_STAGES = [["lint"], ["tests"], ["cold"], ["smoke"], ["swarm", "acceptance"]]
 
 
 @nox.session(venv_backend="none")
 def ci(session: nox.Session) -> None:
-    """Everything CI proves, one session after another; ends with a table of their times."""
+    """Everything CI proves, stage after stage; ends with a table of the sessions' times."""
     rows = ["session      result   seconds"]
     try:
-        for name in CI_SESSIONS:
-            begun = time.monotonic()
-            status = subprocess.run(["nox", "-s", name], check=False).returncode
-            result = "passed" if status == 0 else "FAILED"
-            rows.append(f"{name:<12} {result:<7} {time.monotonic() - begun:8.0f}")
-            if status:
-                session.error(f"{name} failed")
+        for stage in CI_STAGES:
+            runs = {name: (["nox", "-s", name], {}) for name in stage}
+            done = _side_by_side(session, runs) if len(stage) > 1 else _one(runs)
+            rows += [f"{name:<12} {'passed' if status == 0 else 'FAILED':<7} {took:8.0f}"
+                     for name, (status, took) in done.items()]  # fmt: skip
+            failed = [name for name, (status, _) in done.items() if status]
+            if failed:
+                session.error(f"failed: {', '.join(failed)}")
     finally:
         session.log("\n".join(rows))
+
+
+def _one(runs: dict[str, tuple[list[str], dict[str, str]]]) -> dict[str, tuple[int, float]]:
+    """The one run of ``runs``, its output straight to ours: {name: (exit status, seconds)}."""
+    [(name, (argv, env))] = runs.items()
+    begun = time.monotonic()
+    status = subprocess.run(argv, env=os.environ | env, check=False).returncode
+    return {name: (status, time.monotonic() - begun)}
 
 
 @nox.session(venv_backend="none")
@@ -331,34 +341,44 @@ def acceptance(session: nox.Session) -> None:
         runs[tree.name] = env
     # then every tree's stack side by side (each its own project and ports): they mostly
     # wait, on health checks and on the newest tree's soak
-    _side_by_side(session, ["pytest", "tests/acceptance/test_real_mediacms.py", *PYTEST,
-                            *session.posargs], runs)  # fmt: skip
+    argv = ["pytest", "tests/acceptance/test_real_mediacms.py", *PYTEST, *session.posargs]
+    done = _side_by_side(session, {name: (argv, env) for name, env in runs.items()})
+    failed = [name for name, (status, _) in done.items() if status]
+    if failed:
+        session.error(f"failed: {', '.join(failed)}")
     if len(trees) > 1:  # from the first tree's images (7.3 restructure) to the last's (8.3.2)
         env = _tree_env(session, trees[0]) | {"ACCEPTANCE_UPGRADE_TO": str(trees[-1])}
         session.run("pytest", "tests/acceptance/test_real_upgrade.py", *PYTEST,
                     *session.posargs, env=env)  # fmt: skip
 
 
-def _side_by_side(session: nox.Session, argv: list[str], runs: dict[str, dict[str, str]]) -> None:
-    """``argv`` once per run, all at the same time, each with its own environment; each
-    run's output is kept in .build/<name>.log and shown whole when it ends."""
-    base = {**os.environ, "PATH": f"{session.bin}{os.pathsep}{os.environ['PATH']}"}
-    started = {}
-    for name, env in runs.items():
+def _side_by_side(
+    session: nox.Session, runs: dict[str, tuple[list[str], dict[str, str]]]
+) -> dict[str, tuple[int, float]]:
+    """Every run of ``runs`` ({name: (argv, environment)}) at the same time, the session's
+    programs first on PATH; each one's output is kept in .build/<name>.log and shown whole
+    when it ends. Returns {name: (exit status, seconds)}."""
+    path = [*(session.bin_paths or []), os.environ["PATH"]]  # none in `ci`: it has no venv
+    base = {**os.environ, "PATH": os.pathsep.join(path)}
+    (ROOT / ".build").mkdir(exist_ok=True)
+    begun, started, done = time.monotonic(), {}, {}
+    for name, (argv, env) in runs.items():
         log = ROOT / ".build" / f"{name}.log"
         with log.open("w") as out:
             session.log(f"{name}: {' '.join(argv)} (output in {log.relative_to(ROOT)})")
             started[name] = (subprocess.Popen(argv, env=base | env, stdout=out,
                                               stderr=subprocess.STDOUT), log)  # fmt: skip
-    failed = []
-    for name, (process, log) in started.items():
-        status = process.wait()
-        print(log.read_text(), flush=True)
-        session.log(f"{name}: {'passed' if status == 0 else f'FAILED (exit {status})'}")
-        if status:
-            failed.append(name)
-    if failed:
-        session.error(f"failed: {', '.join(failed)}")
+    while started:  # shown in the order they end
+        for name, (process, log) in list(started.items()):
+            if process.poll() is None:
+                continue
+            del started[name]
+            done[name] = (process.returncode, time.monotonic() - begun)
+            print(log.read_text(), flush=True)
+            session.log(f"{name}: {'passed' if process.returncode == 0 else 'FAILED'}"
+                        f" after {done[name][1]:.0f} s")  # fmt: skip
+        time.sleep(1)
+    return done
 
 
 @nox.session
