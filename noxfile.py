@@ -113,7 +113,7 @@ def _pinned_installs(session: nox.Session) -> None:
     """Every pip/npm install in an image build or a script goes through a pinned path:
     Dockerfiles call pip-install (constraints enforced), nothing else installs unpinned."""
     files = [*DOCKERFILES, *SHELL_SCRIPTS, *COMPOSE_FILES,
-             *sorted(map(str, Path("mediacms_stack").glob("*.py")))]  # fmt: skip
+             *sorted(map(str, Path("mediacms_stack").rglob("*.py")))]  # fmt: skip
     found = [f"{name}:{number}: {line.strip()}"
              for name in files if name not in PINNED_BY
              for number, line in enumerate((ROOT / name).read_text().splitlines(), 1)

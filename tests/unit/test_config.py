@@ -244,7 +244,7 @@ def test_the_env_writer_check_leaves_readers_alone(code):
 
 def test_config_is_the_only_writer_of_env():
     """Every change of .env goes through config.update (a new one: config.init)."""
-    sources = [*sorted((config.ROOT / "mediacms_stack").glob("*.py")), config.ROOT / "tasks.py"]
+    sources = [*sorted((config.ROOT / "mediacms_stack").rglob("*.py")), config.ROOT / "tasks.py"]
     owner = Path(config.__file__).resolve()
     assert owner in sources
     found = [f"{path.relative_to(config.ROOT)}:{line}" for path in sources if path != owner
