@@ -27,13 +27,13 @@ from pathlib import Path
 
 from invoke.context import Context
 
-from . import config
-from .compose import Compose
-from .config import Settings
-from .files import write_private
-from .images import ImageNames
-from .model import APP_SERVICES, MEDIA_DIR, PRODUCTION_TARGETS, volume_name
-from .shell import StackError, run
+from .. import config
+from ..compose import Compose
+from ..config import Settings
+from ..files import write_private
+from ..images import ImageNames
+from ..model import APP_SERVICES, MEDIA_DIR, PRODUCTION_TARGETS, volume_name
+from ..shell import StackError, run
 
 STACK_FILE = "docker-stack.yaml"
 DEFAULT_LABEL = "mediacms.data"
