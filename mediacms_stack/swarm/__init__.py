@@ -20,7 +20,6 @@ import json
 import re
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +33,48 @@ from ..files import write_private
 from ..images import ImageNames
 from ..model import APP_SERVICES, MEDIA_DIR, PRODUCTION_TARGETS, volume_name
 from ..shell import StackError, run
+from .query import (
+    _engine_role,
+    _query,
+    data_nodes,
+    running_image,
+    running_tasks,
+    services,
+    update_state,
+)
+from .stack import MEDIA_KEYS, ORCHESTRATOR, STACK_FILE, deployed_on_swarm, label, service
 
-STACK_FILE = "docker-stack.yaml"
-DEFAULT_LABEL = "mediacms.data"
+__all__ = [
+    "CONFIG_LIMIT",
+    "CUSTOM_SETTINGS",
+    "CUSTOM_STATIC",
+    "MEDIA_KEYS",
+    "ORCHESTRATOR",
+    "SECRETS",
+    "SETTINGS_READERS",
+    "STACK_FILE",
+    "SwarmStack",
+    "behind",
+    "check_data_node",
+    "check_images",
+    "check_registry",
+    "check_storage",
+    "converged",
+    "custom_files",
+    "custom_overlay",
+    "deploy",
+    "deploy_env",
+    "deployed_on_swarm",
+    "init",
+    "prune_unused",
+    "rollback",
+    "scale",
+    "stack_deploy",
+    "status",
+    "update",
+    "write_secrets",
+]
+
 #: Secret files of the stack: name -> the .env key holding the value (or None: derived).
 SECRETS = {
     "secret_key": "SECRET_KEY",
@@ -47,18 +85,9 @@ SECRETS = {
 }
 #: .env keys never passed to `docker stack deploy` (they travel as secret files).
 SECRET_KEYS = frozenset(key for key in SECRETS.values() if key)
-MEDIA_KEYS = ("MEDIA_VOLUME_TYPE", "MEDIA_VOLUME_OPTIONS", "MEDIA_VOLUME_DEVICE")
 #: Ends of a rolling update (UpdateStatus.State).
 TERMINAL = ("completed", "rollback_completed", "paused", "rollback_paused")
 _LOOPBACK = re.compile(r"^(localhost|127\.[0-9.]+|\[::1\])(:[0-9]+)?/")
-
-
-def label(settings: Settings) -> str:
-    return settings.get("SWARM_DATA_LABEL", DEFAULT_LABEL)
-
-
-def service(settings: Settings, name: str) -> str:
-    return f"{settings.project}_{name}"
 
 
 # --- checks before anything changes ------------------------------------------------------
@@ -120,18 +149,6 @@ def check_images(settings: Settings, version: str | None = None) -> list[str]:
     return refs
 
 
-def data_nodes(c: Context, settings: Settings) -> list[str]:
-    """Hostnames of the nodes whose data label is true (db and redis run there)."""
-    out = _query(c, ["docker", "node", "ls", "--format", "{{.ID}}"])
-    ids = out.split()
-    if not ids:
-        return []
-    template = f'{{{{.Description.Hostname}}}} {{{{index .Spec.Labels "{label(settings)}"}}}}'
-    rows = _query(c, ["docker", "node", "inspect", "--format", template, *ids])
-    return [name for name, _, value in (row.partition(" ") for row in rows.splitlines())
-            if value.strip() == "true"]  # fmt: skip
-
-
 def check_data_node(c: Context, settings: Settings) -> str:
     nodes = data_nodes(c, settings)
     if len(nodes) != 1:
@@ -142,22 +159,6 @@ def check_data_node(c: Context, settings: Settings) -> str:
             f"update --label-add {label(settings)}=true NODE`); nothing was deployed"
         )
     return nodes[0]
-
-
-def _query(c: Context, argv: list[str], *, may_fail: bool = False) -> str:
-    """A read-only command's stdout. With ``may_fail`` (a worker cannot list services) a
-    failure gives nothing instead of an error."""
-    if may_fail:
-        result = run(c, argv, hide=True, warn=True, in_stream=False)
-        return result.stdout if result is not None and result.ok else ""
-    result = run(c, argv, hide="out", in_stream=False)
-    return result.stdout if result is not None else ""
-
-
-def _engine_role(c: Context) -> str:
-    """'NODE-NAME true' on a manager, 'NODE-NAME false' on a worker (the reached engine)."""
-    return _query(c, ["docker", "info", "--format", "{{.Name}} {{.Swarm.ControlAvailable}}"],
-                  may_fail=True)  # fmt: skip
 
 
 # --- what `docker stack deploy` is given ---------------------------------------------------
@@ -259,30 +260,6 @@ def stack_deploy(c: Context, settings: Settings, *, version: str | None = None,
 
 
 # --- waiting ---------------------------------------------------------------------------
-def services(c: Context, settings: Settings) -> list[tuple[str, str, str, str]]:
-    """(name, mode, replicas, image) of every service of the stack."""
-    out = _query(c, ["docker", "stack", "services", settings.project, "--format",
-                     "{{.Name}}\t{{.Mode}}\t{{.Replicas}}\t{{.Image}}"])  # fmt: skip
-    return [tuple(line.split("\t")) for line in out.splitlines() if line.strip()]
-
-
-def running_tasks(c: Context, settings: Settings) -> Counter[str]:
-    """Per service, its tasks that are meant to run and do (health checks passed).
-
-    `docker service ls` counts tasks by their last reported state, which a dead node
-    never updates: its tasks would still count as running. Tasks Swarm has replaced are
-    asked to shut down, so only those meant to run are counted here.
-    """
-    out = _query(c, ["docker", "stack", "ps", settings.project, "--filter",
-                     "desired-state=running", "--format", "{{.Name}}\t{{.CurrentState}}"])  # fmt: skip
-    counts: Counter[str] = Counter()
-    for line in out.splitlines():
-        name, _, state = line.partition("\t")
-        if state.startswith("Running"):
-            counts[name.rsplit(".", 1)[0]] += 1
-    return counts
-
-
 def converged(replicas: str, running: int) -> bool:
     """``running`` tasks meet the wanted count of ``replicas`` (``2/2``), or a job's
     ``0/1 (1/1 completed)`` has completed every task."""
@@ -314,21 +291,6 @@ def wait(c: Context, settings: Settings, timeout: float = 600, poll: float = 2) 
             raise StackError(f"not all healthy after {timeout:.0f}s: {', '.join(late)}; "
                              f"see `docker service ps {settings.project}_<service>`")  # fmt: skip
         time.sleep(poll)
-
-
-def update_state(c: Context, settings: Settings, name: str) -> tuple[str, str]:
-    """(state, started-at) of the service's last rolling update; empty when none ran."""
-    out = _query(c, ["docker", "service", "inspect", service(settings, name), "--format",
-                     "{{if .UpdateStatus}}{{.UpdateStatus.State}} "
-                     "{{.UpdateStatus.StartedAt}}{{end}}"])  # fmt: skip
-    state, _, started = out.strip().partition(" ")
-    return state, started
-
-
-def running_image(c: Context, settings: Settings, name: str) -> str:
-    out = _query(c, ["docker", "service", "inspect", service(settings, name), "--format",
-                     "{{.Spec.TaskTemplate.ContainerSpec.Image}}"])  # fmt: skip
-    return out.strip()
 
 
 def wait_update(c: Context, settings: Settings, name: str, before: tuple[str, str],
@@ -464,16 +426,8 @@ def prune_unused(c: Context, settings: Settings, *, dry_run: bool = False) -> li
 
 
 # --- the operations tasks (backup, restore, manage, admin-shell) on Swarm -----------------
-#: The .env key saying where the deployment runs; `swarm.deploy` records ``swarm`` there.
-ORCHESTRATOR = "ORCHESTRATOR"
 #: Services whose tasks write the database or the media: a restore scales them to 0.
 WRITERS = ("web", "celery_short", "celery_long", "celery_beat")
-
-
-def deployed_on_swarm(settings: Settings) -> bool:
-    """Whether the operations tasks drive the Swarm stack (.env ORCHESTRATOR=swarm,
-    written by `swarm.deploy`) rather than the compose one: decided here only."""
-    return settings.get(ORCHESTRATOR, "compose") == "swarm"
 
 
 def _words(args: tuple[str, ...], flags: frozenset[str], valued: frozenset[str]):
