@@ -74,7 +74,7 @@ def test_data_node_label_must_be_on_exactly_one_node(ready):
 
 def test_deploy_refused_without_label_runs_no_stack_deploy(ready, monkeypatch):
     c = nodes_ctx({"n1": ""})
-    monkeypatch.setattr(swarm, "check_images", lambda *a: pytest.fail("checked images"))
+    monkeypatch.setattr(swarm.checks, "check_images", lambda *a: pytest.fail("checked images"))
     with pytest.raises(StackError, match="nothing was deployed"):
         swarm.deploy(c, ready)
     assert not any("stack deploy" in str(call) for call in c.run.call_args_list)
