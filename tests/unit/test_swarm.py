@@ -144,7 +144,7 @@ def test_stack_deploy_command_and_removed_secret_folder(ready, monkeypatch):
         seen["argv"], seen["env"] = argv, env
         seen["files"] = sorted(p.name for p in Path(env["SWARM_SECRETS_DIR"]).iterdir())
 
-    monkeypatch.setattr(swarm, "run", fake_run)
+    monkeypatch.setattr(swarm.inputs, "run", fake_run)
     swarm.stack_deploy(MockContext(), ready, version="10.0")
     assert seen["argv"][:3] == ["docker", "stack", "deploy"]
     assert seen["argv"][-1] == "mediacms" and "--prune" in seen["argv"]
