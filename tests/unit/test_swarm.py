@@ -177,12 +177,13 @@ def test_update_reports_rollback_and_keeps_env(ready, monkeypatch):
     states = iter([("completed", "t0"), ("rollback_started", "t1"),
                    ("rollback_completed", "t1")])  # fmt: skip
     monkeypatch.setattr(swarm, "preflight", lambda *a: "n1")
-    monkeypatch.setattr(swarm, "update_state", lambda *a: next(states))
+    for module in (swarm, swarm.poll):  # update reads the state before, wait_update after
+        monkeypatch.setattr(module, "update_state", lambda *a: next(states))
     monkeypatch.setattr(
         swarm, "running_image", lambda *a: "registry.example.org/mediacms/mediacms:9.9.9@sha256:x"
     )
     monkeypatch.setattr(swarm, "stack_deploy", lambda *a, **k: None)
-    monkeypatch.setattr(swarm.time, "sleep", lambda s: None)
+    monkeypatch.setattr(swarm.poll.time, "sleep", lambda s: None)
     with pytest.raises(StackError, match=r"rolled it back.*still says 9\.9\.9"):
         swarm.update(MockContext(), ready, "10.0")
     assert config.load(ready.root).version == "9.9.9"
