@@ -176,13 +176,15 @@ def test_tasks_of_a_dead_node_do_not_count(ready):
 def test_update_reports_rollback_and_keeps_env(ready, monkeypatch):
     states = iter([("completed", "t0"), ("rollback_started", "t1"),
                    ("rollback_completed", "t1")])  # fmt: skip
-    monkeypatch.setattr(swarm, "preflight", lambda *a: "n1")
-    for module in (swarm, swarm.poll):  # update reads the state before, wait_update after
+    monkeypatch.setattr(swarm.operations, "preflight", lambda *a: "n1")
+    for module in (swarm.operations, swarm.poll):  # update reads it before, wait_update after
         monkeypatch.setattr(module, "update_state", lambda *a: next(states))
     monkeypatch.setattr(
-        swarm, "running_image", lambda *a: "registry.example.org/mediacms/mediacms:9.9.9@sha256:x"
+        swarm.operations,
+        "running_image",
+        lambda *a: "registry.example.org/mediacms/mediacms:9.9.9@sha256:x",
     )
-    monkeypatch.setattr(swarm, "stack_deploy", lambda *a, **k: None)
+    monkeypatch.setattr(swarm.operations, "stack_deploy", lambda *a, **k: None)
     monkeypatch.setattr(swarm.poll.time, "sleep", lambda s: None)
     with pytest.raises(StackError, match=r"rolled it back.*still says 9\.9\.9"):
         swarm.update(MockContext(), ready, "10.0")
