@@ -301,7 +301,7 @@ def test_restore_stops_writers_and_scales_them_back(on_swarm, monkeypatch):
     c = exec_ctx(**{r"docker service inspect mediacms_web .*": "3\n",
                     r"docker info .*": "node1 true\n",
                     r"docker service inspect .*": "1\n", r"docker service scale .*": ""})  # fmt: skip
-    monkeypatch.setattr(swarm, "wait", lambda *a, **k: 0.0)
+    monkeypatch.setattr(swarm.adapter, "wait", lambda *a, **k: 0.0)
     stack = swarm.SwarmStack.connect(c, on_swarm)
     stack.run(c, "stop", *model.APP_SERVICES)
     stack.up(c, *model.APP_SERVICES)
