@@ -96,10 +96,14 @@ class SwarmStack(Compose):
         return super().run(c, *args, **kwargs)
 
     def up(self, c: Context, *services: str, **kwargs):
-        """Scale back what :meth:`stop_writers` stopped; wait until every service is healthy."""
-        if self.stopped:
-            scale(c, self.settings, dict(self.stopped), dry_run=self.dry_run)
-            self.stopped.clear()
+        """Scale back what :meth:`stop_writers` stopped of ``services`` (of all of them when
+        none is named, as with compose); wait until every service is healthy."""
+        back = {name: count for name, count in self.stopped.items()
+                if not services or name in services}  # fmt: skip
+        if back:
+            scale(c, self.settings, back, dry_run=self.dry_run)
+            for name in back:
+                del self.stopped[name]
         if kwargs.get("wait", True) and not self.dry_run:
             wait(c, self.settings, kwargs.get("timeout", 600))
 

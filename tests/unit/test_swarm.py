@@ -320,6 +320,23 @@ def test_restore_stops_writers_and_scales_them_back(on_swarm, monkeypatch):
     assert not any("scale" in x for x in calls(worker))
 
 
+def test_up_scales_back_only_the_services_it_names(on_swarm, monkeypatch):
+    c = exec_ctx(**{r"docker service inspect mediacms_web .*": "3\n",
+                    r"docker info .*": "node1 true\n",
+                    r"docker service inspect .*": "1\n", r"docker service scale .*": ""})  # fmt: skip
+    monkeypatch.setattr(swarm.adapter, "wait", lambda *a, **k: 0.0)
+    stack = swarm.SwarmStack.connect(c, on_swarm)
+    stack.run(c, "stop", "web", "celery_beat")
+    stack.up(c, "web")
+    stack.up(c)  # none named: every one still stopped
+    stack.up(c)  # nothing stopped any more: no scale
+    assert [x for x in calls(c) if x.startswith("docker service scale")] == [
+        "docker service scale mediacms_web=0 mediacms_celery_beat=0",
+        "docker service scale mediacms_web=3",
+        "docker service scale mediacms_celery_beat=1",
+    ]
+
+
 def test_restore_on_a_worker_refuses_before_its_safety_dump(on_swarm, tmp_path):
     dump = tmp_path / "mediacms.dump"
     dump.write_bytes(b"PGDMP\x01rest")
