@@ -297,16 +297,25 @@ def test_throwaway_media_container_uses_the_stack_volume(on_swarm):
     assert "'o=addr=10.0.0.5,rw,nfsvers=4.1'" in create or "o=addr=10.0.0.5,rw" in create
 
 
-def test_restore_stops_writers_and_scales_them_back(on_swarm, monkeypatch):
+@pytest.fixture
+def on_manager(on_swarm, monkeypatch) -> tuple[MockContext, swarm.SwarmStack]:
+    """The stack reached on a manager where web runs 3 tasks, the other writers 1."""
     c = exec_ctx(**{r"docker service inspect mediacms_web .*": "3\n",
                     r"docker info .*": "node1 true\n",
                     r"docker service inspect .*": "1\n", r"docker service scale .*": ""})  # fmt: skip
     monkeypatch.setattr(swarm.adapter, "wait", lambda *a, **k: 0.0)
-    stack = swarm.SwarmStack.connect(c, on_swarm)
+    return c, swarm.SwarmStack.connect(c, on_swarm)
+
+
+def scales(c: MockContext) -> list[str]:
+    return [x for x in calls(c) if x.startswith("docker service scale")]
+
+
+def test_restore_stops_writers_and_scales_them_back(on_swarm, on_manager):
+    c, stack = on_manager
     stack.run(c, "stop", *model.APP_SERVICES)
     stack.up(c, *model.APP_SERVICES)
-    scales = [x for x in calls(c) if x.startswith("docker service scale")]
-    assert scales == [
+    assert scales(c) == [
         "docker service scale mediacms_web=0 mediacms_celery_beat=0 mediacms_celery_short=0 "
         "mediacms_celery_long=0",
         "docker service scale mediacms_web=3 mediacms_celery_beat=1 mediacms_celery_short=1 "
@@ -320,17 +329,13 @@ def test_restore_stops_writers_and_scales_them_back(on_swarm, monkeypatch):
     assert not any("scale" in x for x in calls(worker))
 
 
-def test_up_scales_back_only_the_services_it_names(on_swarm, monkeypatch):
-    c = exec_ctx(**{r"docker service inspect mediacms_web .*": "3\n",
-                    r"docker info .*": "node1 true\n",
-                    r"docker service inspect .*": "1\n", r"docker service scale .*": ""})  # fmt: skip
-    monkeypatch.setattr(swarm.adapter, "wait", lambda *a, **k: 0.0)
-    stack = swarm.SwarmStack.connect(c, on_swarm)
+def test_up_scales_back_only_the_services_it_names(on_manager):
+    c, stack = on_manager
     stack.run(c, "stop", "web", "celery_beat")
     stack.up(c, "web")
     stack.up(c)  # none named: every one still stopped
     stack.up(c)  # nothing stopped any more: no scale
-    assert [x for x in calls(c) if x.startswith("docker service scale")] == [
+    assert scales(c) == [
         "docker service scale mediacms_web=0 mediacms_celery_beat=0",
         "docker service scale mediacms_web=3",
         "docker service scale mediacms_celery_beat=1",
