@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import stat
 from pathlib import Path
@@ -171,6 +172,16 @@ def test_tasks_of_a_dead_node_do_not_count(ready):
             "mediacms_nginx.abc\tRunning 1 minute ago\nmediacms_nginx.def\tRunning 2 minutes ago\n"),
     })  # fmt: skip
     assert swarm.behind(c, ready) == ["mediacms_web 1 of 3/2"]
+
+
+def test_wait_gives_up_after_its_timeout_naming_what_is_behind(ready, monkeypatch):
+    clock = itertools.count(0, 5)
+    monkeypatch.setattr(swarm.poll, "behind", lambda *a: ["mediacms_web 1 of 2/2"])
+    monkeypatch.setattr(swarm.poll.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(swarm.poll.time, "sleep", lambda s: None)
+    with pytest.raises(StackError, match=r"not all healthy after 12s: mediacms_web 1 of 2/2; "
+                                         r"see `docker service ps mediacms_<service>`"):  # fmt: skip
+        swarm.poll.wait(MockContext(), ready, timeout=12)
 
 
 def test_update_reports_rollback_and_keeps_env(ready, monkeypatch):
