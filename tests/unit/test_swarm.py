@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import stat
 from pathlib import Path
@@ -74,7 +75,7 @@ def test_data_node_label_must_be_on_exactly_one_node(ready):
 
 def test_deploy_refused_without_label_runs_no_stack_deploy(ready, monkeypatch):
     c = nodes_ctx({"n1": ""})
-    monkeypatch.setattr(swarm, "check_images", lambda *a: pytest.fail("checked images"))
+    monkeypatch.setattr(swarm.checks, "check_images", lambda *a: pytest.fail("checked images"))
     with pytest.raises(StackError, match="nothing was deployed"):
         swarm.deploy(c, ready)
     assert not any("stack deploy" in str(call) for call in c.run.call_args_list)
@@ -144,7 +145,7 @@ def test_stack_deploy_command_and_removed_secret_folder(ready, monkeypatch):
         seen["argv"], seen["env"] = argv, env
         seen["files"] = sorted(p.name for p in Path(env["SWARM_SECRETS_DIR"]).iterdir())
 
-    monkeypatch.setattr(swarm, "run", fake_run)
+    monkeypatch.setattr(swarm.inputs, "run", fake_run)
     swarm.stack_deploy(MockContext(), ready, version="10.0")
     assert seen["argv"][:3] == ["docker", "stack", "deploy"]
     assert seen["argv"][-1] == "mediacms" and "--prune" in seen["argv"]
@@ -173,16 +174,29 @@ def test_tasks_of_a_dead_node_do_not_count(ready):
     assert swarm.behind(c, ready) == ["mediacms_web 1 of 3/2"]
 
 
+def test_wait_gives_up_after_its_timeout_naming_what_is_behind(ready, monkeypatch):
+    clock = itertools.count(0, 5)
+    monkeypatch.setattr(swarm.poll, "behind", lambda *a: ["mediacms_web 1 of 2/2"])
+    monkeypatch.setattr(swarm.poll.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(swarm.poll.time, "sleep", lambda s: None)
+    with pytest.raises(StackError, match=r"not all healthy after 12s: mediacms_web 1 of 2/2; "
+                                         r"see `docker service ps mediacms_<service>`"):  # fmt: skip
+        swarm.poll.wait(MockContext(), ready, timeout=12)
+
+
 def test_update_reports_rollback_and_keeps_env(ready, monkeypatch):
     states = iter([("completed", "t0"), ("rollback_started", "t1"),
                    ("rollback_completed", "t1")])  # fmt: skip
-    monkeypatch.setattr(swarm, "preflight", lambda *a: "n1")
-    monkeypatch.setattr(swarm, "update_state", lambda *a: next(states))
+    monkeypatch.setattr(swarm.operations, "preflight", lambda *a: "n1")
+    for module in (swarm.operations, swarm.poll):  # update reads it before, wait_update after
+        monkeypatch.setattr(module, "update_state", lambda *a: next(states))
     monkeypatch.setattr(
-        swarm, "running_image", lambda *a: "registry.example.org/mediacms/mediacms:9.9.9@sha256:x"
+        swarm.operations,
+        "running_image",
+        lambda *a: "registry.example.org/mediacms/mediacms:9.9.9@sha256:x",
     )
-    monkeypatch.setattr(swarm, "stack_deploy", lambda *a, **k: None)
-    monkeypatch.setattr(swarm.time, "sleep", lambda s: None)
+    monkeypatch.setattr(swarm.operations, "stack_deploy", lambda *a, **k: None)
+    monkeypatch.setattr(swarm.poll.time, "sleep", lambda s: None)
     with pytest.raises(StackError, match=r"rolled it back.*still says 9\.9\.9"):
         swarm.update(MockContext(), ready, "10.0")
     assert config.load(ready.root).version == "9.9.9"
@@ -294,16 +308,25 @@ def test_throwaway_media_container_uses_the_stack_volume(on_swarm):
     assert "'o=addr=10.0.0.5,rw,nfsvers=4.1'" in create or "o=addr=10.0.0.5,rw" in create
 
 
-def test_restore_stops_writers_and_scales_them_back(on_swarm, monkeypatch):
+@pytest.fixture
+def on_manager(on_swarm, monkeypatch) -> tuple[MockContext, swarm.SwarmStack]:
+    """The stack reached on a manager where web runs 3 tasks, the other writers 1."""
     c = exec_ctx(**{r"docker service inspect mediacms_web .*": "3\n",
                     r"docker info .*": "node1 true\n",
                     r"docker service inspect .*": "1\n", r"docker service scale .*": ""})  # fmt: skip
-    monkeypatch.setattr(swarm, "wait", lambda *a, **k: 0.0)
-    stack = swarm.SwarmStack.connect(c, on_swarm)
+    monkeypatch.setattr(swarm.adapter, "wait", lambda *a, **k: 0.0)
+    return c, swarm.SwarmStack.connect(c, on_swarm)
+
+
+def scales(c: MockContext) -> list[str]:
+    return [x for x in calls(c) if x.startswith("docker service scale")]
+
+
+def test_restore_stops_writers_and_scales_them_back(on_swarm, on_manager):
+    c, stack = on_manager
     stack.run(c, "stop", *model.APP_SERVICES)
     stack.up(c, *model.APP_SERVICES)
-    scales = [x for x in calls(c) if x.startswith("docker service scale")]
-    assert scales == [
+    assert scales(c) == [
         "docker service scale mediacms_web=0 mediacms_celery_beat=0 mediacms_celery_short=0 "
         "mediacms_celery_long=0",
         "docker service scale mediacms_web=3 mediacms_celery_beat=1 mediacms_celery_short=1 "
@@ -315,6 +338,19 @@ def test_restore_stops_writers_and_scales_them_back(on_swarm, monkeypatch):
     with pytest.raises(StackError, match=r"node2 is not a swarm manager.*nothing was changed"):
         swarm.SwarmStack.connect(worker, on_swarm).run(worker, "stop", "web")
     assert not any("scale" in x for x in calls(worker))
+
+
+def test_up_scales_back_only_the_services_it_names(on_manager):
+    c, stack = on_manager
+    stack.run(c, "stop", "web", "celery_beat")
+    stack.up(c, "web")
+    stack.up(c)  # none named: every one still stopped
+    stack.up(c)  # nothing stopped any more: no scale
+    assert scales(c) == [
+        "docker service scale mediacms_web=0 mediacms_celery_beat=0",
+        "docker service scale mediacms_web=3",
+        "docker service scale mediacms_celery_beat=1",
+    ]
 
 
 def test_restore_on_a_worker_refuses_before_its_safety_dump(on_swarm, tmp_path):
