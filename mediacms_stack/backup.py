@@ -96,9 +96,28 @@ def volume_argv(compose: Compose, program: str, *args: str) -> list[str]:
     return compose.argv("run", "--rm", "--no-deps", "-T", "--entrypoint", program, "web", *args)
 
 
-def tar_argv(compose: Compose, *tar_args: str) -> list[str]:
-    """GNU tar in a throwaway web container, in the media volume."""
-    return volume_argv(compose, "tar", "-C", MEDIA_DIR, *tar_args)
+#: The media archive's shell, in a throwaway web container: first every entry that a
+#: restore refuses (files.refusal: links, devices, FIFOs, sockets, set-id or sticky bits;
+#: and files of several hard links, which tar stores as links) is listed, one "refused: "
+#: line each, and nothing is archived (exit 65); else GNU tar ("$@") runs in the volume.
+#: A restore's own staging folders ($2, STAGE_PREFIX) are left out of both.
+ARCHIVE_SCRIPT = r"""set -u
+cd "$1" || exit 1
+stage=$2
+shift 2
+found=$(find . -path "./$stage*" -prune -o \( ! -type f ! -type d -o -perm /7000 \
+    -o -type f -links +1 \) -printf 'refused: %p (%y, mode %m, %n links) %l\n' | head -n 50)
+if [ -n "$found" ]; then printf '%s\n' "$found" >&2; exit 65; fi
+exec tar --exclude="./$stage*" "$@"
+"""
+REFUSED = "refused: "
+
+
+def archive_argv(compose: Compose, *tar_args: str) -> list[str]:
+    """GNU tar in a throwaway web container, in the media volume, once nothing there is
+    what a restore would refuse (ARCHIVE_SCRIPT)."""
+    return volume_argv(compose, "sh", "-c", ARCHIVE_SCRIPT, "backup-media", MEDIA_DIR,
+                       STAGE_PREFIX, *tar_args)  # fmt: skip
 
 
 def backup_media(
@@ -112,9 +131,9 @@ def backup_media(
     from .shell import run
 
     partial = temp_name(dest, prefix, ".tar.gz")
-    argv = tar_argv(compose, "--create", "--gzip", "--numeric-owner", "--totals",
-                    "--checkpoint=20000", "--checkpoint-action=echo=%T",
-                    f"--exclude=./{STAGE_PREFIX}*", "--file=-", ".")  # fmt: skip
+    argv = archive_argv(compose, "--create", "--gzip", "--numeric-owner", "--totals",
+                        "--checkpoint=20000", "--checkpoint-action=echo=%T",
+                        "--file=-", ".")  # fmt: skip
     if compose.dry_run:
         run(c, argv, stdout_to=str(partial), dry_run=True)
         return dest / f"{prefix}-{utc_stamp()}.tar.gz"
@@ -123,6 +142,14 @@ def backup_media(
         result = run(c, argv, stdout_to=str(partial), warn=True, in_stream=False)
     if result is None or not result.ok:
         partial.unlink(missing_ok=True)
+        said = result.stderr.splitlines() if result is not None else []
+        refused = [line.removeprefix(REFUSED) for line in said if line.startswith(REFUSED)]
+        if refused:
+            raise StackError(
+                "backup-media refused, no file written: the media volume holds entries a "
+                "restore would refuse:\n  " + "\n  ".join(refused)
+                + "\nreplace each with a plain file, or remove it, then back up again"
+            )  # fmt: skip
         raise StackError("backup-media failed, no file written (see tar's message above)")
     final = publish(partial, dest, prefix, ".tar.gz")
     write_checksum(final, checksum_of(final, hasher))

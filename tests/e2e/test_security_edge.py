@@ -487,3 +487,18 @@ def test_symlinks_in_the_media_volume_not_followed(stack, people, media):
             assert response.status_code in (403, 404) and b"root:" not in response.content, path
     finally:  # the session's later backups must not carry them (restores refuse links)
         in_volume(stack, "rm -f " + " ".join(f"/m/{link}" for link in links))
+
+
+def test_a_backup_refuses_links_in_the_media_volume_and_names_them(stack, tmp_path):
+    """A backup never holds what its restore refuses: a link in the media volume stops it
+    before anything is written, and the message names the link and its target."""
+    link = "userlogos/backup-probe.png"
+    in_volume(stack, f"ln -sf /etc/passwd /m/{link}")
+    try:
+        done = stack.invoke("backup", "--dest", str(tmp_path), check=False)
+    finally:
+        in_volume(stack, f"rm -f /m/{link}")
+    said = done.stdout + done.stderr
+    assert done.returncode != 0 and "refused, no file written" in said, said
+    assert f"./{link} (l, " in said and "/etc/passwd" in said, said
+    assert list(tmp_path.iterdir()) == []  # no backup folder, no partial file

@@ -1,9 +1,13 @@
 import hashlib
+import io
 import json
 import os
 import re
 import shlex
 import stat
+import subprocess
+import tarfile
+from pathlib import Path
 
 import pytest
 from invoke import Context, MockContext, Result
@@ -143,12 +147,55 @@ def test_backup_media_streams_tar_gz_into_a_checksummed_file(tmp_path, monkeypat
     monkeypatch.setattr("mediacms_stack.shell.run", fake_run(calls, payload=payload))
     archive = backup.backup_media(MockContext(), Compose(tmp_path), tmp_path / "m")
     [(argv, target, kwargs)] = calls
-    assert argv[argv.index("run") :][:7] == ["run", "--rm", "--no-deps", "-T", "--entrypoint",
-                                             "tar", "web"]  # fmt: skip
+    assert argv[argv.index("run") :][:10] == ["run", "--rm", "--no-deps", "-T", "--entrypoint",
+                                              "sh", "web", "-c", backup.ARCHIVE_SCRIPT,
+                                              "backup-media"]  # fmt: skip
     assert "--create" in argv and "--gzip" in argv and "--numeric-owner" in argv
     assert target.endswith(".partial") and "hide" not in kwargs  # tar's progress stays visible
     assert archive.name.endswith(".tar.gz") and archive.read_bytes() == payload
     artifacts.verify_checksum(archive)
+
+
+def _archive(folder: Path) -> subprocess.CompletedProcess:
+    """ARCHIVE_SCRIPT itself, run by this machine's sh, GNU find and tar on ``folder``."""
+    return subprocess.run(["sh", "-c", backup.ARCHIVE_SCRIPT, "backup-media", str(folder),
+                           backup.STAGE_PREFIX, "--create", "--file=-", "."],
+                          capture_output=True, check=False)  # fmt: skip
+
+
+def test_media_archive_refuses_what_a_restore_would_refuse(tmp_path):
+    media = tmp_path / "media"
+    (media / "original").mkdir(parents=True)
+    (media / "original" / "a.mp4").write_bytes(b"video")
+    (media / f"{backup.STAGE_PREFIX}x").mkdir()  # a restore's own staging: left out
+    (media / f"{backup.STAGE_PREFIX}x" / "l").symlink_to("/etc/passwd")
+    done = _archive(media)
+    assert done.returncode == 0, done.stderr
+    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
+        names = tar.getnames()
+    assert "./original/a.mp4" in names and not any(backup.STAGE_PREFIX in n for n in names)
+
+    (media / "original" / "passwd.mp4").symlink_to("/etc/passwd")
+    os.link(media / "original" / "a.mp4", media / "twin.mp4")
+    os.mkfifo(media / "pipe")
+    (media / "setuid").write_bytes(b"x")
+    (media / "setuid").chmod(0o4755)
+    done = _archive(media)
+    assert done.returncode == 65 and done.stdout == b""  # nothing archived
+    refused = sorted(line.split(" ")[1] for line in done.stderr.decode().splitlines())
+    assert refused == ["./original/a.mp4", "./original/passwd.mp4", "./pipe", "./setuid",
+                       "./twin.mp4"], done.stderr  # fmt: skip
+    assert "/etc/passwd" in done.stderr.decode()  # a link's target is named
+
+
+def test_backup_media_refusal_names_each_entry_and_writes_nothing(tmp_path, monkeypatch):
+    said = "refused: ./original/x.mp4 (l, mode 777, 1 links) /etc/passwd\nrefused: ./p (p, mode 644, 1 links) \n"
+    monkeypatch.setattr("mediacms_stack.shell.run", fake_run([], stderr=said, exited=65))
+    with pytest.raises(
+        StackError, match=r"(?s)refused, no file written.*\./original/x\.mp4 .*/etc/passwd.*\./p "
+    ):
+        backup.backup_media(MockContext(), Compose(tmp_path), tmp_path / "m")
+    assert list((tmp_path / "m").iterdir()) == []
 
 
 def test_backup_media_failure_leaves_nothing(tmp_path, monkeypatch):

@@ -298,10 +298,10 @@ def test_throwaway_media_container_uses_the_stack_volume(on_swarm):
     c = exec_ctx(**{r"docker volume inspect .*": ""})
     c.set_result_for("run", re.compile(r"docker volume create .*"), Result("x\n"))
     stack = swarm.SwarmStack.connect(c, on_swarm)
-    argv = backup.tar_argv(stack, "--create", "--file=-", ".")
+    argv = backup.archive_argv(stack, "--create", "--file=-", ".")
     assert argv[:3] == ["docker", "run", "--rm"] and "--network" in argv
     assert f"mediacms_media_files:{model.MEDIA_DIR}" in argv
-    assert argv[argv.index("--entrypoint") + 1] == "tar"
+    assert argv[argv.index("--entrypoint") + 1] == "sh"
     assert "registry.example.org/mediacms/mediacms:9.9.9" in argv
     create = next(x for x in calls(c) if x.startswith("docker volume create"))
     assert "--opt type=nfs" in create and "--opt device=:/export/mediacms" in create
