@@ -33,7 +33,7 @@ written) and :mod:`.procedure` (:func:`migrate`: the steps in order, timed).
 
 from .db import check_given_dump, dump_old_database
 from .legacy import OldDeployment
-from .media import copy_media, folder_stats, parse_checksums
+from .media import MediaFolder, copy_media, parse_checksums
 from .plan import Plan, make_plan
 from .procedure import migrate
 from .sessions import SESSION_KEYS, carry_sessions
@@ -41,6 +41,7 @@ from .settings import SettingsPlan, secret_key, split_settings
 
 __all__ = [
     "SESSION_KEYS",
+    "MediaFolder",
     "OldDeployment",
     "Plan",
     "SettingsPlan",
@@ -48,7 +49,6 @@ __all__ = [
     "check_given_dump",
     "copy_media",
     "dump_old_database",
-    "folder_stats",
     "make_plan",
     "migrate",
     "parse_checksums",

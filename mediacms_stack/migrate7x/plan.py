@@ -15,7 +15,7 @@ from ..model import DB_VOLUME, volume_name
 from ..shell import StackError
 from .db import check_given_dump
 from .legacy import OldDeployment
-from .media import folder_stats
+from .media import MediaFolder
 from .settings import LOCAL_SETTINGS, SettingsPlan, secret_key, split_settings
 
 
@@ -118,7 +118,13 @@ def make_plan(
         except StackError as exc:
             fix = "pass --new-secret-key" if name == "SECRET_KEY" else f"set {name} in .env by hand"
             raise StackError(f"{exc}: {fix}") from None
-    files, size = folder_stats(old.media)
+    media = MediaFolder.of(old.media)
+    if media.problems:
+        raise StackError(
+            f"{old.media} holds what the media copy cannot follow (nothing was changed):\n  "
+            + "\n  ".join(media.problems[:20])
+            + "\nreplace or remove each, then run it again"
+        )
     if dump is not None:
         check_given_dump(dump)
-    return Plan(old, settings_plan, secret, files, size, project, dump, warnings)
+    return Plan(old, settings_plan, secret, media.files, media.bytes, project, dump, warnings)

@@ -107,6 +107,13 @@ def old_data(legacy: Legacy) -> dict:
         "print(';'.join(f'{u.username}={u.password}' for u in User.objects.order_by('id')))"
     )
     legacy.dc("stop")
+    # like many 7.x sites, the originals live on another disk, linked into media_files:
+    # the migration must copy what the link leads to (and its check must see it)
+    originals = legacy.tree / "media_files" / "original"
+    disk2 = legacy.tree.parent / "disk2"
+    disk2.mkdir()
+    shutil.move(originals, disk2 / "original")
+    originals.symlink_to(disk2 / "original")
     return {"media": state, "video": video, "session": session.cookies.get("sessionid"),
             "hashes": hashes, "fingerprint": tree_fingerprint(legacy.tree)}  # fmt: skip
 
@@ -203,8 +210,9 @@ def test_migration_carries_everything_over(legacy, old_data, new: Stack):
         )
     owners = new.dc("exec", "-T", "web", "sh", "-c",
                     "cd /home/mediacms.io/mediacms/media_files && "
-                    "stat -c '%u:%g %n' .operator/.keep && find . ! -user 33 | wc -l").stdout  # fmt: skip
-    assert owners.split() == ["33:33", ".operator/.keep", "0"], owners
+                    "stat -c '%u:%g %n' .operator/.keep && find . ! -user 33 | wc -l && "
+                    "find . -type l | wc -l").stdout  # fmt: skip
+    assert owners.split() == ["33:33", ".operator/.keep", "0", "0"], owners  # and no links
 
     # settings: the operator's kept, the owned ones moved out
     custom = (new.home / "custom/local_settings.py").read_text()

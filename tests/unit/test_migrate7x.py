@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import os
 import re
+import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,7 @@ from mediacms_stack import migrate7x
 from mediacms_stack.compose import Compose
 from mediacms_stack.config import Settings
 from mediacms_stack.migrate7x import carry
+from mediacms_stack.migrate7x.media import read_media_argv
 from mediacms_stack.shell import StackError
 
 OLD_SETTINGS = """\
@@ -94,24 +99,70 @@ def test_given_dumps_are_recognised_or_refused(tmp_path: Path):
         migrate7x.check_given_dump(tmp_path / "missing.dump")
 
 
-def test_checksums_parse_and_folder_stats(tmp_path: Path):
+def test_checksums_parse_and_media_counted(tmp_path: Path):
     (tmp_path / ".hidden").write_bytes(b"12345")
     (tmp_path / "a/b").mkdir(parents=True)
     (tmp_path / "a/b/c.mp4").write_bytes(b"x" * 10)
-    assert migrate7x.folder_stats(tmp_path) == (2, 15)
+    found = migrate7x.MediaFolder.of(tmp_path)
+    assert (found.files, found.bytes, found.problems) == (2, 15, [])
     sums = migrate7x.parse_checksums("abc  ./a/b/c.mp4\ndef  ./.hidden\n")
     assert sums == {"a/b/c.mp4": "abc", ".hidden": "def"}
 
 
-def test_media_copy_runs_tar_in_one_container_reading_the_old_folder_read_only():
+def _linked_media(tmp_path: Path) -> Path:
+    """A 7.x media folder whose original/ is a link to another disk, plus a relative link."""
+    disk2 = tmp_path / "disk2" / "original"
+    (disk2 / "user" / "alice").mkdir(parents=True)
+    (disk2 / "user" / "alice" / "clip.mp4").write_bytes(b"video" * 100)
+    media = tmp_path / "media_files"
+    (media / "thumbnails").mkdir(parents=True)
+    (media / "thumbnails" / "t.jpg").write_bytes(b"jpeg")
+    (media / "original").symlink_to(disk2)  # absolute, to another disk
+    (media / "thumbnails" / "again.jpg").symlink_to("t.jpg")  # relative, a file
+    return media
+
+
+def test_media_links_are_followed_and_counted(tmp_path: Path):
+    found = migrate7x.MediaFolder.of(_linked_media(tmp_path))
+    assert (found.files, found.bytes, found.problems) == (3, 508, [])
+
+
+def test_media_links_that_cannot_be_followed_are_named(tmp_path: Path):
+    media = _linked_media(tmp_path)
+    (media / "gone").symlink_to(tmp_path / "nowhere")
+    (media / "thumbnails" / "loop").symlink_to("..")
+    os.mkfifo(media / "pipe")
+    problems = migrate7x.MediaFolder.of(media).problems
+    assert problems == [
+        f"gone -> {tmp_path / 'nowhere'}: no such file or directory",
+        "pipe: neither a file nor a folder",
+        "thumbnails/loop -> ..: leads back into a folder above it",
+    ]
+
+
+def test_media_copy_reads_here_with_links_followed_and_extracts_in_one_container():
     compose = Compose(Path("/srv/new"), project="new")
     c = MockContext(run={re.compile(r".*"): Result("")})
     migrate7x.copy_media(c, compose, Path("/srv/old/media_files"))
     command = c.run.call_args[0][0]
-    assert "--volume /srv/old/media_files:/mnt/old-media:ro" in command
-    assert "--cap-add CHOWN --cap-add DAC_OVERRIDE --cap-add FOWNER" in command
-    assert "--entrypoint bash web -o pipefail -c" in command
-    assert "--owner=33 --group=33" in command and "--same-owner" in command
+    sender, _, receiver = command.partition(" | ")
+    assert sender.startswith("set -o pipefail; tar -C /srv/old/media_files --create --dereference")
+    assert "--owner=33 --group=33" in sender and "--hard-dereference" in sender
+    assert "--cap-add CHOWN --cap-add DAC_OVERRIDE --cap-add FOWNER" in receiver
+    assert "--entrypoint tar web -C /home/mediacms.io/mediacms/media_files --extract" in receiver
+    assert "--same-owner" in receiver
+
+
+def test_media_stream_carries_linked_content_and_no_links(tmp_path: Path):
+    """The sending tar itself, on this machine: what arrives is files, never links."""
+    sent = subprocess.run(read_media_argv(_linked_media(tmp_path)), capture_output=True,
+                          check=True).stdout  # fmt: skip
+    with tarfile.open(fileobj=io.BytesIO(sent)) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert all(m.isreg() or m.isdir() for m in members.values())
+    assert members["./original/user/alice/clip.mp4"].size == 500
+    assert members["./thumbnails/again.jpg"].size == 4
+    assert {(m.uid, m.gid) for m in members.values()} == {(33, 33)}
 
 
 def test_old_compose_uses_its_own_project_name(tmp_path: Path):
