@@ -123,11 +123,17 @@ def admin_login(stack, password) -> requests.Response:
     )
 
 
+#: Django admin's refusal (AdminAuthenticationForm's invalid_login), on its login page
+LOGIN_REFUSED = "Please enter the correct username and password for a staff account."
+
+
 def test_admin_page_and_login(stack):
     ok = admin_login(stack, stack.admin_password)
     assert ok.status_code == 200 and "Site administration" in ok.text
     wrong = admin_login(stack, "not-the-password")
-    assert "Site administration" not in wrong.text
+    # the login page again, saying why: a server error is not a refusal
+    assert wrong.status_code == 200 and wrong.url.endswith("/admin/login/?next=/admin/")
+    assert LOGIN_REFUSED in wrong.text and "Site administration" not in wrong.text
 
 
 @pytest.mark.parametrize(

@@ -61,7 +61,13 @@ def host(tmp_path_factory: pytest.TempPathFactory):
         deployment.dc("down", "--volumes", "--remove-orphans", check=False)
 
 
+#: Django admin's refusal (AdminAuthenticationForm's invalid_login), on its login page
+LOGIN_REFUSED = "Please enter the correct username and password for a staff account."
+
+
 def admin_login(stack: Stack, password: str) -> bool:
+    """True when the admin is let in, False when Django's login page refuses the password;
+    anything else (a server error, a page that is neither) fails the test."""
     session = requests.Session()
     page = session.get(stack.url("/admin/login/"), timeout=10)
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)[1]
@@ -71,7 +77,11 @@ def admin_login(stack: Stack, password: str) -> bool:
         headers={"Referer": stack.url("/admin/login/")},
         timeout=10,
     )
-    return done.status_code == 200 and "Site administration" in done.text
+    assert done.status_code == 200, (done.status_code, done.text[:500])
+    let_in = "Site administration" in done.text
+    refused = LOGIN_REFUSED in done.text and done.url.endswith("/admin/login/?next=/admin/")
+    assert let_in != refused, done.text[:2000]
+    return let_in
 
 
 # --- 1. the .env writer -----------------------------------------------------------------

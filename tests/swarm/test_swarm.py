@@ -13,12 +13,14 @@ import re
 import subprocess
 import threading
 import time
+from datetime import datetime
 
 import pytest
 import requests
 from invoke import Context
 
 from mediacms_stack.swarm import behind
+from mediacms_stack.swarm.poll import TERMINAL, until
 from tests.swarm.cluster import SHARED
 from tests.swarm.conftest import (
     ADMIN_PASSWORD,
@@ -377,18 +379,22 @@ def wait_drained(deployment, hostname, timeout=600) -> None:
 
 
 class RequestLoop:
-    """GET / through the nodes' nginx until stopped: bounded in count and time.
+    """GET / through the nodes' nginx until stopped, or at the latest after ``seconds``.
 
     Like a load balancer in front of host-mode ports, a request whose connection a node
     refuses (its nginx restarting: stop-first, see docker-stack.yaml) goes to the next
     node; such failovers are counted apart. An HTTP error, a timeout, a cut connection
-    or every node refusing is a failure.
+    or every node refusing is a failure. ``answered`` holds the time each answered
+    request was sent at, on the wall clock Swarm's UpdateStatus uses (the nodes are
+    containers on this machine).
     """
 
-    def __init__(self, deployment, nodes, limit=5000, seconds=900):
-        self.deployment, self.nodes, self.limit, self.seconds = deployment, nodes, limit, seconds
+    def __init__(self, deployment, nodes, seconds=900):
+        self.deployment, self.nodes, self.seconds = deployment, nodes, seconds
         self.ok, self.failovers, self.failures = 0, 0, []
+        self.answered: list[float] = []
         self.running = True
+        self.progress = threading.Condition()
         self.thread = threading.Thread(target=self.loop)
 
     def one(self, first):
@@ -411,14 +417,27 @@ class RequestLoop:
     def loop(self):
         stop = time.monotonic() + self.seconds
         count = 0
-        while self.running and count < self.limit and time.monotonic() < stop:
+        while self.running and time.monotonic() < stop:
+            sent = time.time()
             failure = self.one(count)
             count += 1
-            if failure is None:
-                self.ok += 1
-            else:
-                self.failures.append(failure)
+            with self.progress:
+                if failure is None:
+                    self.ok += 1
+                    self.answered.append(sent)
+                else:
+                    self.failures.append(failure)
+                self.progress.notify_all()
+            if failure is not None:
                 time.sleep(0.05)
+
+    def answered_after(self, moment: float, count: int, timeout: float) -> bool:
+        """Wait until the last ``count`` answered requests were all sent after ``moment``
+        (wall clock); False if that has not happened within ``timeout`` seconds."""
+        with self.progress:
+            return self.progress.wait_for(
+                lambda: len(self.answered) >= count and self.answered[-count] > moment, timeout
+            )
 
     def __enter__(self):
         self.thread.start()
@@ -427,6 +446,37 @@ class RequestLoop:
     def __exit__(self, *exc):
         self.running = False
         self.thread.join(30)
+
+
+def update_statuses(deployment) -> dict[str, dict]:
+    """Each stack service's UpdateStatus (State, StartedAt, CompletedAt); {} if none, and
+    for a job (migrations), which is run again, never rolled."""
+    names = sorted(stack_services(deployment))
+    status = ("{{if or .Spec.Mode.ReplicatedJob .Spec.Mode.GlobalJob}}null"
+              "{{else}}{{json .UpdateStatus}}{{end}}")  # fmt: skip
+    out = deployment.docker("service", "inspect", "--format", status, *names).stdout
+    return {name: json.loads(line) or {}
+            for name, line in zip(names, out.splitlines(), strict=True)}  # fmt: skip
+
+
+def wait_updates_ended(deployment, before: dict[str, dict], timeout=600) -> dict[str, dict]:
+    """Until every service's rolling update begun since ``before`` (update_statuses) has
+    ended, whatever the task waited for itself (web only); their UpdateStatus."""
+
+    def ended(now: dict[str, dict]) -> bool:
+        return all(not status or status == before.get(name) or status["State"] in TERMINAL
+                   for name, status in now.items())  # fmt: skip
+
+    def late(now: dict[str, dict]) -> str:
+        return f"updates not ended after {timeout}s: {now}"
+
+    now, _ = until(lambda: update_statuses(deployment), ended, late, timeout, 3)
+    return {name: status for name, status in now.items() if status and status != before.get(name)}
+
+
+def wall(timestamp: str) -> float:
+    """An engine's RFC 3339 time (nanoseconds cut to micro) as time.time() counts it."""
+    return datetime.fromisoformat(timestamp).timestamp()
 
 
 def retag(deployment, source: str, target: str, web_change: str | None = None) -> None:
@@ -446,15 +496,29 @@ def retag(deployment, source: str, target: str, web_change: str | None = None) -
 def test_rolling_update_of_web_fails_no_request(deployment, cluster):
     version = deployment.settings.version
     retag(deployment, version, f"{version}-next")
+    before = update_statuses(deployment)
     with RequestLoop(deployment, cluster.nodes) as loop:
         started = time.monotonic()
         deployment.invoke("swarm.update", "--to", f"{version}-next")
         took = time.monotonic() - started
-        time.sleep(5)
+        # nginx (global) and the workers may still be rolling when the task is done
+        updated = wait_updates_ended(deployment, before)
+        ended = time.time()
+        # the load goes on past that moment: the last answers were all asked for after it
+        outlasted = loop.answered_after(ended, count=5, timeout=60)
     print(f"\n[bench] swarm.update (2 web replicas, start-first): {took:.0f}s; "
-          f"{loop.ok} requests answered during it, {len(loop.failures)} failed, "
-          f"{loop.failovers} refused by a restarting nginx and sent to another node")  # fmt: skip
-    assert loop.ok > 20 and loop.failures == [], loop.failures[:20]
+          f"{loop.ok} requests answered, {len(loop.failures)} failed, {loop.failovers} "
+          "refused by a restarting nginx and sent to another node")  # fmt: skip
+    assert loop.failures == [], loop.failures[:20]
+    path = [updated.get(f"{STACK}_{name}", {}) for name in ("web", "nginx")]
+    assert [status.get("State") for status in path] == ["completed"] * 2, updated
+    # from the first start to the last end of the rolling updates, on the engine's clock
+    ends = [wall(status["CompletedAt"]) for status in updated.values() if "CompletedAt" in status]
+    first, last = min(wall(status["StartedAt"]) for status in updated.values()), max(ends)
+    during = sum(first <= sent <= last for sent in loop.answered)
+    print(f"[bench] rolling updates over in {last - first:.0f}s, {during} answered meanwhile")
+    assert last <= ended and outlasted, (last, ended, loop.answered[-5:])
+    assert during >= 20, (during, first, last)
     assert deployment.settings.version == f"{version}-next"
     images = deployment.docker("service", "inspect", f"{STACK}_web", "--format",
                                "{{.Spec.TaskTemplate.ContainerSpec.Image}}").stdout  # fmt: skip
