@@ -518,27 +518,3 @@ def test_a_backup_refuses_links_in_the_media_volume_and_names_them(stack, tmp_pa
     assert done.returncode != 0 and "refused, no file written" in said, said
     assert f"./{link} (l, " in said and "/etc/passwd" in said, said
     assert list(tmp_path.iterdir()) == []  # no backup folder, no partial file
-
-
-def test_gate_misses_are_refused_by_nginx_without_asking_the_app(stack, media):
-    """Made-up paths under the gated folders get nginx's 404 and never reach the app:
-    the web container's request log shows no gate question for them (and shows one for
-    a file that is there, so the count can see them)."""
-
-    def questions() -> int:
-        return stack.dc("logs", "--no-log-prefix", "web").stdout.count("/api/v1/media-auth")
-
-    before, deadline = -1, time.monotonic() + 30
-    while (now := questions()) != before and time.monotonic() < deadline:
-        before = now  # the earlier tests' log lines all written
-        time.sleep(1)
-    for number in range(60):
-        folder = ("original/user/nobody", "encoded", "hls/nothing")[number % 3]
-        status, _, body = raw(stack, f"/media/{folder}/{uuid.uuid4().hex}.mp4")
-        assert status == 404 and b"<h1>404 Not Found</h1>" in body, (folder, status)
-    assert questions() == before
-    assert raw(stack, media["public"]["original_url"])[0] == 200
-    deadline = time.monotonic() + 30  # uWSGI writes its request log line after the reply
-    while questions() == before and time.monotonic() < deadline:
-        time.sleep(1)
-    assert questions() > before
