@@ -509,7 +509,7 @@ def test_a_backup_refuses_links_in_the_media_volume_and_names_them(stack, tmp_pa
     """A backup never holds what its restore refuses: a link in the media volume stops it
     before anything is written, and the message names the link and its target."""
     link = "userlogos/backup-probe.png"
-    in_volume(stack, f"ln -sf /etc/passwd /m/{link}")
+    in_volume(stack, f"mkdir -p /m/userlogos && ln -sf /etc/passwd /m/{link}")
     try:
         done = stack.invoke("backup", "--dest", str(tmp_path), check=False)
     finally:
