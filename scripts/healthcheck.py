@@ -2,11 +2,19 @@
 """Container health checks of the MediaCMS images; standard library only, no Django.
 
     healthcheck.py uwsgi            uWSGI on 127.0.0.1:9000 answers GET / (uwsgi protocol)
-    healthcheck.py celery NODE      the Celery worker NODE@<hostname> answers a ping
-    healthcheck.py beat FILE SECS   celery beat (PID 1) runs, reaches the broker, and no entry
+    healthcheck.py celery NODE      the worker (PID 1) runs, Redis answers, and the worker
+                                    NODE@<hostname> answers a Celery ping
+    healthcheck.py beat FILE SECS   celery beat (PID 1) runs, Redis answers, and no entry
                                     of its schedule FILE is overdue by more than SECS
 
 Exit 0 when healthy, 1 with a one-line reason otherwise (docker inspect shows it).
+
+The process and Redis checks run every time and cost a few milliseconds. The Celery ping
+and the schedule check import Celery (0.6 CPU-seconds, three containers per stack every
+10 s: a fifth of a core per idle stack), so they run at most once per DEEP_EVERY seconds
+while they pass; a failing one runs again at every check until it passes. A stopped,
+dead or cut-off worker turns unhealthy as fast as before; a worker whose process runs
+but no longer answers, within DEEP_EVERY seconds more.
 """
 
 import dbm
@@ -14,11 +22,13 @@ import importlib
 import os
 import shelve
 import socket
+import ssl
 import struct
 import sys
 import threading
+import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 
 def uwsgi(host="127.0.0.1", port=9000, path="/"):
@@ -53,6 +63,28 @@ def uwsgi(host="127.0.0.1", port=9000, path="/"):
     return None
 
 
+#: the expensive checks run at most this often while they pass (seconds)
+DEEP_EVERY = 60
+#: when each passed last: the container's own /tmp (a tmpfs only www-data writes)
+PASSED = "/tmp/healthcheck-{}.passed"  # noqa: S108
+
+
+def now_and_then(check, stamp, every=DEEP_EVERY):
+    """``check()``, unless it passed less than ``every`` seconds ago (``stamp``'s time)."""
+    stamp = Path(stamp)
+    try:
+        if time.time() - stamp.stat().st_mtime < every:
+            return None
+    except FileNotFoundError:
+        pass
+    problem = check()
+    if problem:
+        stamp.unlink(missing_ok=True)
+    else:
+        stamp.touch()
+    return problem
+
+
 def _broker():
     # Swarm hands the URL (it holds the password) in as a secret file: REDIS_LOCATION_FILE
     path = os.environ.get("REDIS_LOCATION_FILE")
@@ -61,7 +93,75 @@ def _broker():
     return os.environ.get("REDIS_LOCATION", "redis://redis:6379/1")
 
 
-def celery(node):
+def _redis_command(*words):
+    """One command in Redis's wire protocol (RESP)."""
+    encoded = [word.encode() for word in words]
+    return f"*{len(encoded)}\r\n".encode() + b"".join(
+        b"$%d\r\n%s\r\n" % (len(word), word) for word in encoded
+    )
+
+
+def _redis_ping(url, seconds):
+    """AUTH (when the URL holds a password) and PING; None when Redis answers PONG."""
+    where = urlsplit(url)
+    if where.scheme not in ("redis", "rediss"):
+        return f"cannot probe a {where.scheme}:// broker (redis:// or rediss:// only)"
+    commands = [_redis_command("PING")]
+    if where.password:
+        login = [unquote(where.username)] if where.username else []
+        commands.insert(0, _redis_command("AUTH", *login, unquote(where.password)))
+    host = where.hostname or "localhost"
+    with socket.create_connection((host, where.port or 6379), timeout=seconds) as conn:
+        if where.scheme == "rediss":
+            conn = ssl.create_default_context().wrap_socket(conn, server_hostname=host)
+        conn.sendall(b"".join(commands))
+        replies = conn.makefile("rb")
+        for _ in commands:
+            reply = replies.readline().decode(errors="replace").strip()
+            if reply.startswith("-") or not reply:
+                return f"Redis refused: {reply or 'connection closed'}"
+    return None if reply == "+PONG" else f"Redis answered {reply[:40]!r} to PING"
+
+
+def broker_reachable(seconds=4.0):
+    """Redis answers PING; bounded, since a cut network makes name lookups hang."""
+    outcome = []
+
+    def probe():
+        try:
+            outcome.append(_redis_ping(_broker(), seconds))
+        except Exception as exc:  # reported below
+            outcome.append(f"unreachable: {type(exc).__name__}: {exc}")
+
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    where = urlsplit(_broker())
+    if not outcome:
+        return f"broker {where.hostname}:{where.port} did not answer within {seconds:.0f}s"
+    return outcome[0] and f"broker {where.hostname}:{where.port} {outcome[0]}"
+
+
+#: /proc states of a process that will not run again by itself
+HALTED = {"T": "stopped", "t": "stopped by a tracer", "Z": "a zombie", "X": "dead"}
+
+
+def main_process(role, proc="/proc/1"):
+    """The container's main process is celery ``role`` (worker, beat) and is not stopped."""
+    proc = Path(proc)
+    try:
+        words = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, IndexError):
+        return f"no process {proc.name}"
+    if role not in words.split() or "celery" not in map(os.path.basename, words.split()):
+        return f"process {proc.name} is not celery {role}: {words[:80]!r}"
+    if state in HALTED:
+        return f"celery {role} (process {proc.name}) is {HALTED[state]} (state {state})"
+    return None
+
+
+def answers_ping(node):
     from celery import Celery  # the worker image's venv has it
 
     target = f"{node}@{socket.gethostname()}"
@@ -72,23 +172,13 @@ def celery(node):
     return None
 
 
-#: /proc states of a process that will not run again by itself
-HALTED = {"T": "stopped", "t": "stopped by a tracer", "Z": "a zombie", "X": "dead"}
-
-
-def beat_process(proc="/proc/1"):
-    """The container's main process is celery beat and is not stopped."""
-    proc = Path(proc)
-    try:
-        words = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
-    except (FileNotFoundError, IndexError):
-        return f"no process {proc.name}"
-    if "beat" not in words.split() or "celery" not in map(os.path.basename, words.split()):
-        return f"process {proc.name} is not celery beat: {words[:80]!r}"
-    if state in HALTED:
-        return f"celery beat (process {proc.name}) is {HALTED[state]} (state {state})"
-    return None
+def celery(node):
+    """Running (PID 1), reaching Redis, and answering a ping (at most once a minute)."""
+    return (
+        main_process("worker")
+        or broker_reachable()
+        or now_and_then(lambda: answers_ping(node), PASSED.format("celery"))
+    )
 
 
 def overdue(path, margin):
@@ -126,31 +216,13 @@ def overdue(path, margin):
     return None
 
 
-def broker_reachable(seconds=4.0):
-    """Beat can connect to Redis; bounded, since a cut network makes name lookups hang."""
-    from celery import Celery  # the worker image's venv has it
-
-    failure = []
-
-    def connect():
-        try:
-            with Celery(broker=_broker()).connection_for_write() as conn:
-                conn.ensure_connection(max_retries=1, timeout=seconds)
-        except Exception as exc:  # reported below
-            failure.append(f"{type(exc).__name__}: {exc}")
-
-    probe = threading.Thread(target=connect, daemon=True)
-    probe.start()
-    probe.join(seconds)
-    where = urlsplit(_broker())
-    if probe.is_alive():
-        return f"broker {where.hostname}:{where.port} did not answer within {seconds:.0f}s"
-    return f"broker {where.hostname}:{where.port} unreachable: {failure[0]}" if failure else None
-
-
 def beat(path, margin):
-    """Alive (PID 1 running), scheduling (nothing overdue) and able to send (broker)."""
-    return beat_process() or overdue(path, margin) or broker_reachable()
+    """Alive (PID 1 running), able to send (Redis), scheduling (nothing overdue)."""
+    return (
+        main_process("beat")
+        or broker_reachable()
+        or now_and_then(lambda: overdue(path, margin), PASSED.format("beat"))
+    )
 
 
 def main(argv):

@@ -54,6 +54,16 @@ def test_uwsgi_answers_on_9000(stack):
     assert sh(stack, "web", "python /usr/local/bin/healthcheck.py uwsgi").stdout.strip() == "ok"
 
 
+def test_worker_and_beat_checks_ask_redis_and_refuse_a_wrong_password(stack):
+    for service, check in (("celery_short", "celery short"),
+                           ("celery_beat", "beat /tmp/celerybeat-schedule 120")):  # fmt: skip
+        assert sh(stack, service, f"python /usr/local/bin/healthcheck.py {check}").stdout == "ok\n"
+        wrong = sh(stack, service, "REDIS_LOCATION=redis://:wrong@redis:6379/1 "
+                   f"python /usr/local/bin/healthcheck.py {check}", check=False)  # fmt: skip
+        assert wrong.returncode == 1, wrong
+        assert wrong.stdout.startswith("broker redis:6379 Redis refused: -WRONGPASS"), wrong
+
+
 def test_nginx_config_is_valid(stack):
     done = stack.dc("exec", "-T", "nginx", "nginx", "-t", check=False)
     assert done.returncode == 0, done.stderr

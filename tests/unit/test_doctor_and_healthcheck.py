@@ -96,27 +96,30 @@ def test_some_volumes_missing_is_a_problem_and_all_present_passes(home, volumes)
     assert check.ok and not check.info and doctor.table([check]).startswith("PASS")
 
 
-def test_beat_process_must_be_celery_beat_and_running():
+def test_the_main_process_must_be_the_celery_role_and_running():
     code = "import time; time.sleep(30)"
     beat = subprocess.Popen([sys.executable, "-c", code, "celery", "beat"])
     other = subprocess.Popen([sys.executable, "-c", code, "celery", "worker"])
     try:
         proc = f"/proc/{beat.pid}"
         # until each child has exec'd: its command line is empty or its parent's before
-        assert _until(lambda: healthcheck.beat_process(proc) is None), healthcheck.beat_process(
-            proc
+        assert _until(lambda: healthcheck.main_process("beat", proc) is None), (
+            healthcheck.main_process("beat", proc)
         )
         assert _until(lambda: b"worker" in Path(f"/proc/{other.pid}/cmdline").read_bytes())
         beat.send_signal(signal.SIGSTOP)
-        assert _until(lambda: "is stopped (state T)" in (healthcheck.beat_process(proc) or ""))
+        assert _until(
+            lambda: "is stopped (state T)" in (healthcheck.main_process("beat", proc) or "")
+        )
         beat.send_signal(signal.SIGCONT)
-        assert _until(lambda: healthcheck.beat_process(proc) is None)
-        assert "is not celery beat" in healthcheck.beat_process(f"/proc/{other.pid}")
+        assert _until(lambda: healthcheck.main_process("beat", proc) is None)
+        assert "is not celery beat" in healthcheck.main_process("beat", f"/proc/{other.pid}")
+        assert healthcheck.main_process("worker", f"/proc/{other.pid}") is None
     finally:
         for process in (beat, other):
             process.kill()
             process.wait()
-    assert "no process" in healthcheck.beat_process(f"/proc/{beat.pid}")
+    assert "no process" in healthcheck.main_process("beat", f"/proc/{beat.pid}")
 
 
 def _until(condition, seconds=5.0):
@@ -209,3 +212,60 @@ def test_beat_check_reports_an_unreachable_broker(monkeypatch):
     monkeypatch.setenv("REDIS_LOCATION", f"redis://127.0.0.1:{port}/1")
     problem = healthcheck.broker_reachable()
     assert f"broker 127.0.0.1:{port} unreachable" in problem and "111" in problem, problem
+
+
+def test_the_expensive_check_runs_once_a_minute_while_it_passes_and_every_time_it_fails(tmp_path):
+    stamp, calls = tmp_path / "passed", []
+
+    def check(problem):
+        return lambda: calls.append(problem) or problem
+
+    assert healthcheck.now_and_then(check(None), stamp) is None and calls == [None]
+    assert healthcheck.now_and_then(check("never asked"), stamp) is None and len(calls) == 1
+    os.utime(stamp, (time.time() - 61, time.time() - 61))  # a minute later
+    assert healthcheck.now_and_then(check("hung"), stamp) == "hung" and not stamp.exists()
+    assert healthcheck.now_and_then(check("still hung"), stamp) == "still hung"
+    assert healthcheck.now_and_then(check(None), stamp) is None and stamp.exists()
+    assert calls == [None, "hung", "still hung", None]
+
+
+def _one_reply_server(replies: list[bytes]):
+    """A listening socket that reads one request and sends ``replies``: what Redis says."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    received = []
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            received.append(conn.recv(4096))
+            conn.sendall(b"".join(replies))
+
+    import threading
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, received
+
+
+@pytest.mark.parametrize(
+    "replies, problem",
+    [
+        ([b"+OK\r\n", b"+PONG\r\n"], None),
+        ([b"-WRONGPASS invalid username-password pair\r\n"], "refused: -WRONGPASS"),
+        ([b"+OK\r\n", b"-LOADING Redis is loading\r\n"], "refused: -LOADING"),
+        ([], "refused: connection closed"),
+    ],
+    ids=["pong", "wrong-password", "loading", "closed"],
+)
+def test_the_broker_check_logs_in_and_wants_pong(monkeypatch, replies, problem):
+    server, received = _one_reply_server(replies)
+    with server:
+        port = server.getsockname()[1]
+        monkeypatch.setenv("REDIS_LOCATION", f"redis://:s%40cret@127.0.0.1:{port}/1")
+        found = healthcheck.broker_reachable()
+    assert received == [b"*2\r\n$4\r\nAUTH\r\n$6\r\ns@cret\r\n*1\r\n$4\r\nPING\r\n"]
+    if problem is None:
+        assert found is None
+    else:
+        assert found.startswith(f"broker 127.0.0.1:{port} ") and problem in found, found
