@@ -18,7 +18,7 @@ from invoke.context import Context
 
 from .compose import Compose
 from .config import Settings
-from .images import ImageNames
+from .model import ImageNames
 from .shell import StackError
 
 #: Long-running services of the dev compose (migrations is a one-shot job).

@@ -14,8 +14,7 @@ from urllib.parse import urlsplit
 
 from . import engine
 from .config import SECRET_KEYS, Settings, missing_keys
-from .images import ImageNames
-from .model import DATA_VOLUMES, PRODUCTION_TARGETS, volume_name
+from .model import DATA_VOLUMES, PRODUCTION_TARGETS, ImageNames, volume_name
 from .ops import missing_images
 from .shell import StackError
 

@@ -1,4 +1,4 @@
-"""Our images: their immutable names, how they are built from a MediaCMS tree, pushing.
+"""Our images: built from a MediaCMS tree, pushed (their names: :class:`model.ImageNames`).
 
 Targets and tags (``<r>`` is IMAGE_REGISTRY, ``<v>`` MEDIACMS_VERSION):
 
@@ -32,6 +32,7 @@ from invoke.context import Context
 
 from . import engine, locks
 from .config import ROOT, Settings
+from .model import ImageNames
 from .shell import StackError, run
 
 TARGETS = ("web", "worker", "worker-full", "dev", "nginx")
@@ -54,26 +55,6 @@ def source_ignore(folder: str, names: list[str]) -> set[str]:
     if Path(folder).name == "media_files":
         ignored |= MEDIA_RUNTIME.intersection(names)
     return ignored
-
-
-@dataclass(frozen=True)
-class ImageNames:
-    registry: str
-    version: str
-
-    def ref(self, target: str) -> str:
-        r, v = self.registry, self.version
-        return {
-            "web": f"{r}mediacms/mediacms:{v}",
-            "worker": f"{r}mediacms/mediacms-worker:{v}",
-            "worker-full": f"{r}mediacms/mediacms-worker:{v}-full",
-            "dev": f"{r}mediacms/mediacms-dev:{v}",
-            "nginx": f"{r}mediacms/mediacms-nginx:{v}",
-        }[target]
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ImageNames:
-        return cls(settings.registry, settings.version)
 
 
 def order(targets: Iterable[str]) -> list[str]:

@@ -7,6 +7,9 @@ these names; tests/unit/test_stack_file_matches_compose.py holds the two files t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from .config import Settings
 from .shell import StackError
 
 #: Long-running services (migrations is a one-shot job), in the compose file's order.
@@ -18,7 +21,7 @@ SCALABLE = ("web", "celery_short", "celery_long")
 #: The scheduler runs once at most: each beat would send every scheduled task again.
 BEAT = "celery_beat"
 
-#: Our images that the production stack runs (targets of :class:`images.ImageNames`);
+#: Our images that the production stack runs (targets of :class:`ImageNames`);
 #: worker-full and dev are built on request only.
 PRODUCTION_TARGETS = ("web", "worker", "nginx")
 
@@ -58,3 +61,26 @@ def parse_scale(pairs: list[str], *, task: str = "scale") -> dict[str, int]:
     if not counts:
         raise StackError(f"nothing to scale; e.g. invoke {task} web=3,celery_long=2")
     return counts
+
+
+@dataclass(frozen=True)
+class ImageNames:
+    """Our images' references: ``<IMAGE_REGISTRY>mediacms/...:<MEDIACMS_VERSION>``, a
+    target each (the table in :mod:`images`)."""
+
+    registry: str
+    version: str
+
+    def ref(self, target: str) -> str:
+        r, v = self.registry, self.version
+        return {
+            "web": f"{r}mediacms/mediacms:{v}",
+            "worker": f"{r}mediacms/mediacms-worker:{v}",
+            "worker-full": f"{r}mediacms/mediacms-worker:{v}-full",
+            "dev": f"{r}mediacms/mediacms-dev:{v}",
+            "nginx": f"{r}mediacms/mediacms-nginx:{v}",
+        }[target]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ImageNames:
+        return cls(settings.registry, settings.version)

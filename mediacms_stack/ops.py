@@ -11,8 +11,7 @@ from invoke.context import Context
 
 from .compose import Compose
 from .config import Settings
-from .images import ImageNames
-from .model import PRODUCTION_TARGETS, SERVICES
+from .model import PRODUCTION_TARGETS, SERVICES, ImageNames
 from .shell import StackError, wait_until
 
 

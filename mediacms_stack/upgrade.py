@@ -35,8 +35,7 @@ from invoke.context import Context
 from . import artifacts, backup, config, database, dbrole, restore, stackstate
 from .compose import Compose
 from .config import Settings
-from .images import ImageNames
-from .model import PRODUCTION_TARGETS
+from .model import PRODUCTION_TARGETS, ImageNames
 from .shell import StackError, run
 
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")

@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 
-from mediacms_stack.images import ImageNames, stack_revision
+from mediacms_stack.images import stack_revision
+from mediacms_stack.model import ImageNames
 
 LABEL = "io.mediacms.stack-revision"
 

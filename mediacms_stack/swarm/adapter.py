@@ -9,8 +9,7 @@ from invoke.context import Context
 
 from ..compose import Compose
 from ..config import Settings
-from ..images import ImageNames
-from ..model import MEDIA_DIR, volume_name
+from ..model import MEDIA_DIR, ImageNames, volume_name
 from ..shell import StackError, run
 from .operations import scale
 from .poll import wait

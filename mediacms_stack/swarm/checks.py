@@ -9,8 +9,7 @@ import re
 from invoke.context import Context
 
 from ..config import Settings
-from ..images import ImageNames
-from ..model import PRODUCTION_TARGETS
+from ..model import PRODUCTION_TARGETS, ImageNames
 from ..shell import StackError
 from .query import data_nodes
 from .stack import MEDIA_KEYS, label

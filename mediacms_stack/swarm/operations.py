@@ -8,8 +8,7 @@ from invoke.context import Context
 
 from .. import config
 from ..config import Settings
-from ..images import ImageNames
-from ..model import APP_SERVICES
+from ..model import APP_SERVICES, ImageNames
 from ..shell import StackError, run
 from .checks import preflight
 from .inputs import stack_deploy

@@ -38,7 +38,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from mediacms_stack import images
+from mediacms_stack import model
 from tests.acceptance.client import login, make_clip, media_state, set_state, wait_ready
 from tests.e2e.conftest import ADMIN_PASSWORD, new_deployment
 
@@ -51,7 +51,7 @@ def report(name: str, value: str) -> None:
 
 
 def image_sizes(settings) -> None:
-    names = images.ImageNames.from_settings(settings)
+    names = model.ImageNames.from_settings(settings)
     for target, seed in SEED_MB.items():
         size = subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}",
                                names.ref(target)], capture_output=True, text=True,
@@ -180,7 +180,7 @@ def media_gate(stack, token: str) -> None:
 
 def bare_nginx(stack, path: str) -> tuple[str, str]:
     """The nginx image's own binary with a minimal configuration, serving the same file."""
-    image = images.ImageNames.from_settings(stack.settings).ref("nginx")
+    image = model.ImageNames.from_settings(stack.settings).ref("nginx")
     folder = Path(tempfile.mkdtemp(prefix="bare-nginx-"))
     body = requests.get(stack.url(path), timeout=30).content
     (folder / Path(path).name).write_bytes(body)

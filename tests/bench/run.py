@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from mediacms_stack import config, images
+from mediacms_stack import config, images, model
 from mediacms_stack.compose import Compose
 
 REPO = config.ROOT
@@ -46,7 +46,7 @@ def image_sizes(settings: config.Settings) -> None:
     import docker
 
     client = docker.from_env()
-    names = images.ImageNames.from_settings(settings)
+    names = model.ImageNames.from_settings(settings)
     layers = {}
     for target in ("web", "worker", "worker-full", "nginx", "dev"):
         image = client.images.get(names.ref(target))

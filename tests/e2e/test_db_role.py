@@ -17,7 +17,7 @@ import pytest
 from conftest import Stack, new_deployment, report_failure
 from dotenv import dotenv_values
 
-from mediacms_stack import config, images
+from mediacms_stack import config, model
 
 pytestmark = pytest.mark.e2e
 
@@ -128,6 +128,6 @@ def test_upgrade_gives_an_older_stack_a_plain_role_and_keeps_everything(
         if request.session.testsfailed:
             report_failure(deployment)
         deployment.dc("down", "--volumes", "--remove-orphans", check=False)
-        names = images.ImageNames(deployment.settings.registry, version)
+        names = model.ImageNames(deployment.settings.registry, version)
         refs = [names.ref(target) for target in ("web", "worker", "nginx")]
         subprocess.run(["docker", "image", "rm", *refs], capture_output=True, check=False)

@@ -30,7 +30,7 @@ from invoke import Context
 
 from mediacms_stack import config
 from mediacms_stack.compose import Compose
-from mediacms_stack.images import ImageNames
+from mediacms_stack.model import ImageNames
 
 pytestmark = pytest.mark.e2e
 

@@ -25,7 +25,7 @@ import pytest
 import requests
 from dotenv import dotenv_values
 
-from mediacms_stack import config, images
+from mediacms_stack import config, images, model
 
 pytestmark = pytest.mark.e2e
 
@@ -144,10 +144,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def built() -> images.ImageNames:
+def built() -> model.ImageNames:
     """The locally built images (the smoke session builds them) and their .env values."""
     values = dotenv_values(REPO / os.environ.get("MEDIACMS_ENV_FILE", config.ENV_FILE))
-    names = images.ImageNames(
+    names = model.ImageNames(
         values.get("IMAGE_REGISTRY") or "", values.get("MEDIACMS_VERSION") or "latest"
     )
     assert names.registry == "", "this test pushes images built with an empty IMAGE_REGISTRY"
@@ -157,7 +157,7 @@ def built() -> images.ImageNames:
 
 
 @pytest.fixture(scope="module")
-def pushed(registry: Registry, built: images.ImageNames, tmp_path_factory):
+def pushed(registry: Registry, built: model.ImageNames, tmp_path_factory):
     """Run `invoke push` with IMAGE_REGISTRY pointing at the test registry (twice)."""
     source = REPO / os.environ.get("MEDIACMS_ENV_FILE", config.ENV_FILE)
     text = re.sub(r"(?m)^IMAGE_REGISTRY=.*\n?", "", source.read_text())
@@ -166,7 +166,7 @@ def pushed(registry: Registry, built: images.ImageNames, tmp_path_factory):
     env_file.chmod(0o600)
     env = {**os.environ, "MEDIACMS_ENV_FILE": str(env_file)}
     env.pop("MEDIACMS_HOME", None)
-    target = images.ImageNames(registry.prefix, built.version)
+    target = model.ImageNames(registry.prefix, built.version)
     ids = {t: image_attrs(built.ref(t))["Id"] for t in images.TARGETS}
     argv = [sys.executable, "-m", "invoke", "--search-root", str(REPO), "push"]
     runs = []

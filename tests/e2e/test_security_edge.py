@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from mediacms_stack.config import ROOT
-from mediacms_stack.images import ImageNames
+from mediacms_stack.model import ImageNames
 
 pytestmark = pytest.mark.e2e
 

@@ -25,7 +25,7 @@ import pytest
 from dotenv import dotenv_values
 from invoke import Context
 
-from mediacms_stack import artifacts, config, images, ops, stackstate
+from mediacms_stack import artifacts, config, images, model, ops, stackstate
 from mediacms_stack.model import SERVICES
 from mediacms_stack.upgrade import short_id
 
@@ -96,7 +96,7 @@ class Upgrades:
         return dotenv_values(self.stack.settings.env_file)["MEDIACMS_VERSION"]
 
     def refs(self, version: str) -> list[str]:
-        names = images.ImageNames(self.stack.settings.registry, version)
+        names = model.ImageNames(self.stack.settings.registry, version)
         return [names.ref(t) for t in ("web", "worker", "nginx")]
 
 

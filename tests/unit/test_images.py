@@ -1,6 +1,6 @@
 import pytest
 
-from mediacms_stack import config, images
+from mediacms_stack import config, images, model
 from mediacms_stack.shell import StackError
 
 
@@ -11,7 +11,7 @@ def settings(**values):
 
 
 def test_immutable_tags_with_registry_prefix():
-    names = images.ImageNames("registry.example.org/", "8.3.2")
+    names = model.ImageNames("registry.example.org/", "8.3.2")
     assert names.ref("web") == "registry.example.org/mediacms/mediacms:8.3.2"
     assert names.ref("worker-full") == "registry.example.org/mediacms/mediacms-worker:8.3.2-full"
     assert names.ref("nginx") == "registry.example.org/mediacms/mediacms-nginx:8.3.2"
@@ -20,7 +20,7 @@ def test_immutable_tags_with_registry_prefix():
 def test_compose_files_use_the_same_names():
     prod = (config.ROOT / "docker-compose.yaml").read_text()
     dev = (config.ROOT / "docker-compose-dev.yaml").read_text()
-    names = images.ImageNames("${IMAGE_REGISTRY:-}", "${MEDIACMS_VERSION:?")
+    names = model.ImageNames("${IMAGE_REGISTRY:-}", "${MEDIACMS_VERSION:?")
     for target in ("web", "worker", "nginx"):
         assert names.ref(target) in prod
     assert names.ref("dev") in dev

@@ -5,7 +5,7 @@ import re
 import pytest
 from invoke import MockContext, Result
 
-from mediacms_stack import config, images
+from mediacms_stack import config, images, model
 from mediacms_stack.shell import StackError
 
 DIGEST = "sha256:" + "ab" * 32
@@ -21,7 +21,7 @@ def engine(local: dict[str, str]) -> MockContext:
     answers = {}
     for target in images.TARGETS:
         for registry in ("", "127.0.0.1:5000/", "registry.example.org/team/"):
-            ref = images.ImageNames(registry, "8.3.2").ref(target)
+            ref = model.ImageNames(registry, "8.3.2").ref(target)
             command = f"docker image inspect --format '{{{{.Id}}}}' {ref}"
             answers[command] = Result(local[ref] + "\n") if ref in local else Result("", exited=1)
     answers[re.compile(r"docker tag .*")] = Result()
@@ -38,7 +38,7 @@ def commands(c: MockContext, verb: str) -> list[str]:
 
 def test_images_built_for_the_registry_are_pushed_as_they_are():
     local = {
-        images.ImageNames("127.0.0.1:5000/", "8.3.2").ref(t): f"sha256:{t}" for t in images.TARGETS
+        model.ImageNames("127.0.0.1:5000/", "8.3.2").ref(t): f"sha256:{t}" for t in images.TARGETS
     }
     c = engine(local)
     pushed = images.push(c, settings(), images.TARGETS)
@@ -55,7 +55,7 @@ def test_images_built_for_the_registry_are_pushed_as_they_are():
 
 
 def test_images_built_without_a_registry_are_tagged_for_it_then_pushed(capsys):
-    local = {images.ImageNames("", "8.3.2").ref(t): f"sha256:{t}" for t in images.TARGETS}
+    local = {model.ImageNames("", "8.3.2").ref(t): f"sha256:{t}" for t in images.TARGETS}
     c = engine(local)
     images.push(c, settings(), ["nginx", "web"])
     assert commands(c, "tag") == [
@@ -70,14 +70,14 @@ def test_images_built_without_a_registry_are_tagged_for_it_then_pushed(capsys):
 
 
 def test_pushing_nginx_alone_does_not_push_web():
-    local = {images.ImageNames("127.0.0.1:5000/", "8.3.2").ref("nginx"): "sha256:n"}
+    local = {model.ImageNames("127.0.0.1:5000/", "8.3.2").ref("nginx"): "sha256:n"}
     c = engine(local)
     images.push(c, settings(), ["nginx"])
     assert commands(c, "push") == ["docker push 127.0.0.1:5000/mediacms/mediacms-nginx:8.3.2"]
 
 
 def test_a_missing_image_stops_the_push_before_anything_is_pushed():
-    local = {images.ImageNames("", "8.3.2").ref("web"): "sha256:w"}
+    local = {model.ImageNames("", "8.3.2").ref("web"): "sha256:w"}
     c = engine(local)
     with pytest.raises(
         StackError, match=r"not built here: .*mediacms-nginx:8\.3\.2.*--target nginx"
@@ -87,7 +87,7 @@ def test_a_missing_image_stops_the_push_before_anything_is_pushed():
 
 
 def test_a_differing_unprefixed_image_is_reported_not_pushed(capsys):
-    prefixed = images.ImageNames("127.0.0.1:5000/", "8.3.2").ref("web")
+    prefixed = model.ImageNames("127.0.0.1:5000/", "8.3.2").ref("web")
     local = {prefixed: "sha256:" + "1" * 64, "mediacms/mediacms:8.3.2": "sha256:" + "2" * 64}
     c = engine(local)
     images.push(c, settings(), ["web"])
@@ -97,7 +97,7 @@ def test_a_differing_unprefixed_image_is_reported_not_pushed(capsys):
 
 
 def test_registry_with_a_path_prefix():
-    local = {images.ImageNames("", "8.3.2").ref("dev"): "sha256:d"}
+    local = {model.ImageNames("", "8.3.2").ref("dev"): "sha256:d"}
     c = engine(local)
     images.push(c, settings("registry.example.org/team/"), ["dev"])
     assert commands(c, "push") == [
@@ -106,7 +106,7 @@ def test_registry_with_a_path_prefix():
 
 
 def test_empty_registry_pushes_the_plain_names_and_says_where(capsys):
-    local = {images.ImageNames("", "8.3.2").ref("worker"): "sha256:w"}
+    local = {model.ImageNames("", "8.3.2").ref("worker"): "sha256:w"}
     c = engine(local)
     images.push(c, settings(""), ["worker"])
     assert commands(c, "tag") == []
@@ -115,7 +115,7 @@ def test_empty_registry_pushes_the_plain_names_and_says_where(capsys):
 
 
 def test_dry_run_looks_images_up_but_neither_tags_nor_pushes(capsys):
-    local = {images.ImageNames("", "8.3.2").ref("web"): "sha256:w"}
+    local = {model.ImageNames("", "8.3.2").ref("web"): "sha256:w"}
     c = engine(local)
     pushed = images.push(c, settings(), ["web"], dry_run=True)
     assert commands(c, "tag") == [] and commands(c, "push") == []

@@ -17,7 +17,7 @@ from pathlib import Path
 import requests
 from dotenv import dotenv_values
 
-from mediacms_stack import bootstrap, config, images
+from mediacms_stack import bootstrap, config, images, model
 
 HERE = Path(__file__).parent
 OLD_PG_MAJOR = "15"
@@ -76,7 +76,7 @@ def create_legacy(
     shutil.copy(HERE / "docker-compose.yaml", tree / "docker-compose.yaml")
     (tree / ".secret_key").write_text(OLD_SECRET_KEY + "\n")
     built = dotenv_values(config.ROOT / os.environ.get("MEDIACMS_ENV_FILE", config.ENV_FILE))
-    names = images.ImageNames(built.get("IMAGE_REGISTRY") or "", built["MEDIACMS_VERSION"] or "")
+    names = model.ImageNames(built.get("IMAGE_REGISTRY") or "", built["MEDIACMS_VERSION"] or "")
     (tree / ".env").write_text(
         f"COMPOSE_PROJECT_NAME={project}\n"
         f"MONOLITH_IMAGE={names.ref('web')}\n"
