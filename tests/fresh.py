@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from mediacms_stack.images import stack_revision
-from mediacms_stack.model import ImageNames
+from mediacms_stack.images.mediacms import stack_revision
+from mediacms_stack.stack.model import ImageNames
 
 LABEL = "io.mediacms.stack-revision"
 

@@ -21,7 +21,7 @@ import requests
 from dotenv import dotenv_values
 from invoke import Context
 
-from mediacms_stack.model import SERVICES
+from mediacms_stack.stack.model import SERVICES
 from tests.acceptance.client import (
     CLIP_SECONDS,
     assert_served,

@@ -31,7 +31,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests/e2e")]
 from conftest import free_port, new_deployment  # noqa: E402
 from legacy import create_legacy  # noqa: E402
 
-from mediacms_stack import migrate7x  # noqa: E402
+from mediacms_stack.procedures import migrate7x  # noqa: E402
 
 FILE_BYTES = 100_000
 

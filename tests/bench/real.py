@@ -38,7 +38,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from mediacms_stack import model
+from mediacms_stack.stack import model
 from tests.acceptance.client import login, make_clip, media_state, set_state, wait_ready
 from tests.e2e.conftest import ADMIN_PASSWORD, new_deployment
 

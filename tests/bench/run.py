@@ -21,8 +21,9 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from mediacms_stack import config, images, model
-from mediacms_stack.compose import Compose
+from mediacms_stack.engines.compose import Compose
+from mediacms_stack.images import mediacms
+from mediacms_stack.stack import config, model
 
 REPO = config.ROOT
 SEED_MB = {"web": 800, "worker": 800, "worker-full": 1200, "nginx": 50}
@@ -88,7 +89,7 @@ def rebuild_ratio(settings: config.Settings, skip_cold: bool) -> None:
     if skip_cold:
         return
     builder_env = {**env, "DOCKER_BUILDKIT": "1"}
-    argv = images.build_argv("web", settings, ca_bundle=settings.get("BUILD_CA_BUNDLE"))
+    argv = mediacms.build_argv("web", settings, ca_bundle=settings.get("BUILD_CA_BUNDLE"))
     argv = [*argv[:-1], "--no-cache", "--tag", "bench/cold:web", "."]
     cold = timed(sh, *argv, cwd=REPO, env=builder_env)
     report("cold build of web (--no-cache, pip cache mount kept)", f"{cold:6.1f} s")

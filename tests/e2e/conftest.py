@@ -21,8 +21,8 @@ import pytest
 import requests
 from dotenv import dotenv_values
 
-from mediacms_stack import config
-from mediacms_stack.compose import Compose
+from mediacms_stack.engines.compose import Compose
+from mediacms_stack.stack import config
 from tests.fresh import require_built_from_this_commit
 
 REPO = config.ROOT

@@ -34,8 +34,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mediacms_stack import bootstrap, engine
-from mediacms_stack.compose import HTTPS, PRODUCTION, Compose
+from mediacms_stack.engines import engine
+from mediacms_stack.engines.compose import HTTPS, PRODUCTION, Compose
+from mediacms_stack.images import bootstrap
 
 NAME = "media.example.org"
 PEBBLE_IMAGE = "mediacms-local/pebble:test"

@@ -14,7 +14,7 @@ import pytest
 import requests
 from invoke import Context
 
-from mediacms_stack.model import SERVICES
+from mediacms_stack.stack.model import SERVICES
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +53,7 @@ def test_static_files_load_through_nginx(stack):
 
 
 def stack_repo():
-    from mediacms_stack.config import ROOT
+    from mediacms_stack.stack.config import ROOT
 
     return ROOT
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from mediacms_stack import config
+from mediacms_stack.stack import config
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import Stack, new_deployment, report_failure
 from dotenv import dotenv_values
 
-from mediacms_stack import config, model
+from mediacms_stack.stack import config, model
 
 pytestmark = pytest.mark.e2e
 

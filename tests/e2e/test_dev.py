@@ -28,9 +28,9 @@ import requests
 from dotenv import dotenv_values
 from invoke import Context
 
-from mediacms_stack import config
-from mediacms_stack.compose import Compose
-from mediacms_stack.model import ImageNames
+from mediacms_stack.engines.compose import Compose
+from mediacms_stack.stack import config
+from mediacms_stack.stack.model import ImageNames
 
 pytestmark = pytest.mark.e2e
 

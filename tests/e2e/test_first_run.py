@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
-from mediacms_stack import config
+from mediacms_stack.stack import config
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ import os
 import pytest
 from invoke import Context
 
-from mediacms_stack import config
+from mediacms_stack.stack import config
 
 pytestmark = pytest.mark.e2e
 

@@ -25,7 +25,8 @@ import pytest
 import requests
 from dotenv import dotenv_values
 
-from mediacms_stack import config, images, model
+from mediacms_stack.images import mediacms
+from mediacms_stack.stack import config, model
 
 pytestmark = pytest.mark.e2e
 
@@ -151,7 +152,7 @@ def built() -> model.ImageNames:
         values.get("IMAGE_REGISTRY") or "", values.get("MEDIACMS_VERSION") or "latest"
     )
     assert names.registry == "", "this test pushes images built with an empty IMAGE_REGISTRY"
-    missing = [names.ref(t) for t in images.TARGETS if image_attrs(names.ref(t)) is None]
+    missing = [names.ref(t) for t in mediacms.TARGETS if image_attrs(names.ref(t)) is None]
     assert not missing, f"build the images first (invoke build): missing {missing}"
     return names
 
@@ -167,7 +168,7 @@ def pushed(registry: Registry, built: model.ImageNames, tmp_path_factory):
     env = {**os.environ, "MEDIACMS_ENV_FILE": str(env_file)}
     env.pop("MEDIACMS_HOME", None)
     target = model.ImageNames(registry.prefix, built.version)
-    ids = {t: image_attrs(built.ref(t))["Id"] for t in images.TARGETS}
+    ids = {t: image_attrs(built.ref(t))["Id"] for t in mediacms.TARGETS}
     argv = [sys.executable, "-m", "invoke", "--search-root", str(REPO), "push"]
     runs = []
     try:
@@ -179,7 +180,7 @@ def pushed(registry: Registry, built: model.ImageNames, tmp_path_factory):
         print(f"\ninvoke push: {runs[0][1]:.1f} s, again (all layers present): {runs[1][1]:.1f} s")
         yield {"runs": runs, "ids": ids, "target": target, "source": built}
     finally:
-        for t in images.TARGETS:  # untag ours; the images keep their build names
+        for t in mediacms.TARGETS:  # untag ours; the images keep their build names
             attrs = image_attrs(target.ref(t))
             if attrs and len(attrs["RepoTags"]) > 1:
                 docker("rmi", target.ref(t), check=False)
@@ -192,12 +193,12 @@ def reported_digests(stdout: str) -> dict[str, str]:
 def test_push_tags_local_builds_for_the_registry_and_reports_digests(pushed):
     (first, _), (second, _) = pushed["runs"]
     target, source = pushed["target"], pushed["source"]
-    for t in images.TARGETS:
+    for t in mediacms.TARGETS:
         assert f"$ docker tag {source.ref(t)} {target.ref(t)}" in first.stderr
         assert image_attrs(target.ref(t))["Id"] == pushed["ids"][t]
     assert "$ docker tag" not in second.stderr, "tagged again although the tags existed"
     digests = reported_digests(first.stdout)
-    assert set(digests) == {target.ref(t) for t in images.TARGETS}
+    assert set(digests) == {target.ref(t) for t in mediacms.TARGETS}
     assert reported_digests(second.stdout) == digests, "a second push changed the manifests"
 
 
@@ -205,7 +206,7 @@ def test_registry_lists_every_immutable_tag(registry, pushed):
     target = pushed["target"]
     catalog = registry.get("/v2/_catalog").json()["repositories"]
     expected: dict[str, set[str]] = {}
-    for t in images.TARGETS:
+    for t in mediacms.TARGETS:
         repo, _, tag = target.ref(t).removeprefix(registry.prefix).rpartition(":")
         expected.setdefault(repo, set()).add(tag)
     assert set(expected) <= set(catalog), catalog
@@ -221,7 +222,7 @@ def test_manifests_match_what_was_pushed_and_the_local_images(registry, pushed):
 
     target = pushed["target"]
     digests = reported_digests(pushed["runs"][0][0].stdout)
-    for t in images.TARGETS:
+    for t in mediacms.TARGETS:
         ref = target.ref(t)
         repo, _, tag = ref.removeprefix(registry.prefix).rpartition(":")
         response = registry.get(f"/v2/{repo}/manifests/{tag}", Accept=MANIFEST_TYPES)

@@ -17,7 +17,9 @@ import requests
 from dotenv import dotenv_values
 from invoke import Context
 
-from mediacms_stack import bootstrap, config, engine
+from mediacms_stack.engines import engine
+from mediacms_stack.images import bootstrap
+from mediacms_stack.stack import config
 
 pytestmark = pytest.mark.e2e
 

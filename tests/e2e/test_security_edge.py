@@ -21,8 +21,8 @@ import uuid
 import pytest
 import requests
 
-from mediacms_stack.config import ROOT
-from mediacms_stack.model import ImageNames
+from mediacms_stack.stack.config import ROOT
+from mediacms_stack.stack.model import ImageNames
 
 pytestmark = pytest.mark.e2e
 

@@ -24,7 +24,8 @@ import requests
 from conftest import REPO, Stack, new_deployment, report_failure
 from dotenv import dotenv_values
 
-from mediacms_stack import artifacts, config, model
+from mediacms_stack.data import artifacts
+from mediacms_stack.stack import config, model
 
 pytestmark = pytest.mark.e2e
 

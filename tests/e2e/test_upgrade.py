@@ -25,9 +25,13 @@ import pytest
 from dotenv import dotenv_values
 from invoke import Context
 
-from mediacms_stack import artifacts, config, images, model, ops, stackstate
-from mediacms_stack.model import SERVICES
-from mediacms_stack.upgrade import short_id
+from mediacms_stack.data import artifacts
+from mediacms_stack.engines import stackstate
+from mediacms_stack.images import mediacms
+from mediacms_stack.procedures import ops
+from mediacms_stack.procedures.upgrade import short_id
+from mediacms_stack.stack import config, model
+from mediacms_stack.stack.model import SERVICES
 
 pytestmark = pytest.mark.e2e
 
@@ -66,7 +70,7 @@ class Upgrades:
     def __init__(self, stack, root: Path) -> None:
         self.stack = stack
         self.repo = root / "repo"
-        shutil.copytree(images.ROOT, self.repo, ignore=IGNORE, symlinks=True)
+        shutil.copytree(mediacms.ROOT, self.repo, ignore=IGNORE, symlinks=True)
         self.shared = stack.settings.version  # the tag the smoke images carry
         self.original = f"{self.shared}-base-{os.getpid()}"
         self.good = f"{self.shared}-upgrade-{os.getpid()}"
@@ -78,7 +82,7 @@ class Upgrades:
 
     @staticmethod
     def _tree(path: Path, name: str, migration: str) -> Path:
-        shutil.copytree(images.ROOT / "tests" / "app", path, ignore=IGNORE)
+        shutil.copytree(mediacms.ROOT / "tests" / "app", path, ignore=IGNORE)
         (path / "files" / "migrations" / f"{name}.py").write_text(migration)
         return path
 
@@ -259,8 +263,8 @@ def test_upgrade_backs_up_builds_migrates_reports_and_rolls_back(stack, upgrades
 def test_rollback_puts_a_moved_tag_back_on_the_recorded_image(stack):
     """An upgrade that rebuilt or re-pulled the same tag: the rollback re-tags the image id
     recorded in the backup; a reference gone altogether is refused with its fix."""
-    from mediacms_stack.shell import StackError
-    from mediacms_stack.upgrade import _restore_images
+    from mediacms_stack.procedures.upgrade import _restore_images
+    from mediacms_stack.stack.errors import StackError
 
     ref = f"mediacms-upgrade-probe/retag:{os.getpid()}"
     moved_to = image_id(stack.settings.get("REDIS_IMAGE"))

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from mediacms_stack import config
-from mediacms_stack.model import ImageNames
+from mediacms_stack.stack import config
+from mediacms_stack.stack.model import ImageNames
 from tests.fresh import require_built_from_this_commit
 from tests.swarm.cluster import PREFIX, REGISTRY, SHARED, Cluster
 

@@ -19,8 +19,8 @@ import pytest
 import requests
 from invoke import Context
 
-from mediacms_stack.swarm import behind
-from mediacms_stack.swarm.poll import TERMINAL, until
+from mediacms_stack.engines.swarm import behind
+from mediacms_stack.engines.swarm.poll import TERMINAL, until
 from tests.swarm.cluster import SHARED
 from tests.swarm.conftest import (
     ADMIN_PASSWORD,

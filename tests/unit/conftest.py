@@ -2,7 +2,8 @@ import sys
 
 import pytest
 
-from mediacms_stack import config, engine
+from mediacms_stack.engines import engine
+from mediacms_stack.stack import config
 
 # `import tasks` works under `python -m pytest` (cwd on sys.path) but not under nox's
 # `pytest`: put the repository root, where tasks.py lives, on the path for both.

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from invoke import Context, MockContext, Result
 
-from mediacms_stack import artifacts, backup, config, database, files, restore, stackstate
-from mediacms_stack.compose import Compose
-from mediacms_stack.shell import StackError
+from mediacms_stack.data import artifacts, backup, database, restore
+from mediacms_stack.engines import stackstate
+from mediacms_stack.engines.compose import Compose
+from mediacms_stack.stack import config, files
+from mediacms_stack.stack.errors import StackError
 
 MANIFEST_STDERR = (
     "@manifest\trows\tusers_user\t2\n"
@@ -106,7 +108,7 @@ def test_checksum_is_computed_again_when_the_hasher_missed_bytes(tmp_path):
 def test_backup_db_streams_to_temp_name_then_renames(tmp_path, monkeypatch):
     settings = bare(tmp_path, MEDIACMS_VERSION="8.3.2")
     calls = []
-    monkeypatch.setattr("mediacms_stack.shell.run", fake_run(calls))
+    monkeypatch.setattr("mediacms_stack.engines.shell.run", fake_run(calls))
     dump = backup.backup_db(MockContext(), Compose(tmp_path), settings, tmp_path / "b")
     [(argv, target, _)] = calls  # one command: counts, migrations and the dump together
     assert target.endswith(".partial") and "pg-dump" in argv
@@ -144,7 +146,7 @@ def test_backup_db_dry_run_prints_the_command_only(tmp_path, capsys):
 def test_backup_media_streams_tar_gz_into_a_checksummed_file(tmp_path, monkeypatch):
     calls = []
     payload = b"\x1f\x8b-fake-tar"
-    monkeypatch.setattr("mediacms_stack.shell.run", fake_run(calls, payload=payload))
+    monkeypatch.setattr("mediacms_stack.engines.shell.run", fake_run(calls, payload=payload))
     archive = backup.backup_media(MockContext(), Compose(tmp_path), tmp_path / "m")
     [(argv, target, kwargs)] = calls
     assert argv[argv.index("run") :][:10] == ["run", "--rm", "--no-deps", "-T", "--entrypoint",
@@ -190,7 +192,7 @@ def test_media_archive_refuses_what_a_restore_would_refuse(tmp_path):
 
 def test_backup_media_refusal_names_each_entry_and_writes_nothing(tmp_path, monkeypatch):
     said = "refused: ./original/x.mp4 (l, mode 777, 1 links) /etc/passwd\nrefused: ./p (p, mode 644, 1 links) \n"
-    monkeypatch.setattr("mediacms_stack.shell.run", fake_run([], stderr=said, exited=65))
+    monkeypatch.setattr("mediacms_stack.engines.shell.run", fake_run([], stderr=said, exited=65))
     with pytest.raises(
         StackError, match=r"(?s)refused, no file written.*\./original/x\.mp4 .*/etc/passwd.*\./p "
     ):
@@ -199,7 +201,7 @@ def test_backup_media_refusal_names_each_entry_and_writes_nothing(tmp_path, monk
 
 
 def test_backup_media_failure_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr("mediacms_stack.shell.run", fake_run([], exited=2))
+    monkeypatch.setattr("mediacms_stack.engines.shell.run", fake_run([], exited=2))
     with pytest.raises(StackError, match="no file written"):
         backup.backup_media(MockContext(), Compose(tmp_path), tmp_path / "m")
     assert list((tmp_path / "m").iterdir()) == []
@@ -534,7 +536,7 @@ def test_full_backup_folder_is_700_and_every_file_600(tmp_path, monkeypatch):
             handle.write(next(payloads))
         return Result(stderr=MANIFEST_STDERR)
 
-    monkeypatch.setattr("mediacms_stack.shell.run", run)
+    monkeypatch.setattr("mediacms_stack.engines.shell.run", run)
     monkeypatch.setenv("MEDIACMS_HOME", str(tmp_path))
     monkeypatch.setattr("os.umask", lambda mask: 0)  # not used by us; the modes are explicit
     (tmp_path / "custom").mkdir()
@@ -558,7 +560,7 @@ def test_full_backup_folder_is_700_and_every_file_600(tmp_path, monkeypatch):
 
 
 def test_custom_with_a_symlink_is_refused_at_backup_time(tmp_path, monkeypatch):
-    monkeypatch.setattr("mediacms_stack.shell.run", fake_run([]))
+    monkeypatch.setattr("mediacms_stack.engines.shell.run", fake_run([]))
     (tmp_path / "custom").mkdir()
     (tmp_path / "custom" / "logo.png").symlink_to("/etc/passwd")
     with pytest.raises(StackError, match=r"custom/logo\.png is a symbolic link"):

@@ -10,7 +10,7 @@ from invoke import Program
 from invoke.exceptions import ParseError
 from invoke.parser import Parser, ParserContext
 
-from mediacms_stack import config
+from mediacms_stack.stack import config
 
 REPO = config.ROOT
 DOCS = ["README.md", "UPGRADE_TO_7.3.md", ".env.example", "custom/README.md"]
@@ -107,7 +107,7 @@ def test_down_dash_h_shows_help_instead_of_stopping_anything():
 
 
 def test_manage_splits_like_a_shell():
-    from mediacms_stack import ops
+    from mediacms_stack.procedures import ops
 
     assert ops.split_command("shell -c 'print(1)'") == ["shell", "-c", "print(1)"]
     with pytest.raises(Exception, match="like a shell"):

@@ -3,9 +3,10 @@ import re
 import pytest
 from invoke import MockContext, Result
 
-from mediacms_stack import model, ops
-from mediacms_stack.compose import Compose
-from mediacms_stack.shell import StackError
+from mediacms_stack.engines.compose import Compose
+from mediacms_stack.procedures import ops
+from mediacms_stack.stack import model
+from mediacms_stack.stack.errors import StackError
 
 
 def test_compose_argv_names_project_env_and_files(tmp_path):

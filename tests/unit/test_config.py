@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from mediacms_stack import config
-from mediacms_stack.shell import StackError
+from mediacms_stack.stack import config
+from mediacms_stack.stack.errors import StackError
 
 
 def test_init_generates_distinct_secrets_with_private_mode(home):

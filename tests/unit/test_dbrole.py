@@ -4,9 +4,10 @@ import pytest
 from dotenv import dotenv_values
 from invoke import MockContext, Result
 
-from mediacms_stack import config, dbrole
-from mediacms_stack.compose import Compose
-from mediacms_stack.shell import StackError
+from mediacms_stack.data import dbrole
+from mediacms_stack.engines.compose import Compose
+from mediacms_stack.stack import config
+from mediacms_stack.stack.errors import StackError
 
 OLD_ENV = "MEDIACMS_VERSION=8.3.2\nSECRET_KEY=k\nPOSTGRES_USER=mediacms\nPOSTGRES_PASSWORD=old-pw\n"
 

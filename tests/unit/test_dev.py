@@ -11,9 +11,10 @@ import sys
 import pytest
 from invoke import MockContext, Result
 
-from mediacms_stack import config, dev, ops
-from mediacms_stack.compose import Compose
-from mediacms_stack.shell import StackError
+from mediacms_stack.engines.compose import Compose
+from mediacms_stack.procedures import dev, ops
+from mediacms_stack.stack import config
+from mediacms_stack.stack.errors import StackError
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from celery import Celery
 from celery.beat import PersistentScheduler
 from celery.schedules import crontab
 
-from mediacms_stack import config, doctor
+from mediacms_stack.procedures import doctor
+from mediacms_stack.stack import config
 
 spec = importlib.util.spec_from_file_location("healthcheck", config.ROOT / "scripts/healthcheck.py")
 healthcheck = importlib.util.module_from_spec(spec)

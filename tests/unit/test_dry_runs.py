@@ -15,8 +15,10 @@ import tarfile
 
 import pytest
 
-from mediacms_stack import artifacts, config, engine
-from mediacms_stack.shell import StackError
+from mediacms_stack.data import artifacts
+from mediacms_stack.engines import engine
+from mediacms_stack.stack import config
+from mediacms_stack.stack.errors import StackError
 
 REPO = config.ROOT
 

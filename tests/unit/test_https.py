@@ -6,8 +6,9 @@ import pytest
 from invoke import Exit, MockContext, Result
 
 import tasks
-from mediacms_stack import config, doctor
-from mediacms_stack.compose import Compose
+from mediacms_stack.engines.compose import Compose
+from mediacms_stack.procedures import doctor
+from mediacms_stack.stack import config
 
 GOOD = {"FRONTEND_HOST": "https://media.example.org", "ACME_EMAIL": "ops@example.org",
         "ACME_CA": "https://acme-staging-v02.api.letsencrypt.org/directory"}  # fmt: skip

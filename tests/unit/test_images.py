@@ -1,7 +1,8 @@
 import pytest
 
-from mediacms_stack import config, images, model
-from mediacms_stack.shell import StackError
+from mediacms_stack.images import mediacms
+from mediacms_stack.stack import config, model
+from mediacms_stack.stack.errors import StackError
 
 
 def settings(**values):
@@ -27,13 +28,15 @@ def test_compose_files_use_the_same_names():
 
 
 def test_nginx_is_built_after_web():
-    assert images.order(["nginx"]) == ["web", "nginx"]
+    assert mediacms.order(["nginx"]) == ["web", "nginx"]
     with pytest.raises(StackError, match="unknown target"):
-        images.order(["webb"])
+        mediacms.order(["webb"])
 
 
 def test_build_argv_for_web_passes_ca_bundle_as_secret(builder):
-    argv = images.build_argv("web", settings(BASE_IMAGE="b:1"), ca_bundle="/ca.pem", revision="abc")
+    argv = mediacms.build_argv(
+        "web", settings(BASE_IMAGE="b:1"), ca_bundle="/ca.pem", revision="abc"
+    )
     assert argv[:2] == ["/usr/bin/docker", "build"]
     assert argv[argv.index("--target") + 1] == "web"
     assert "BASE_IMAGE=b:1" in argv and "VCS_REF=abc" in argv
@@ -42,22 +45,22 @@ def test_build_argv_for_web_passes_ca_bundle_as_secret(builder):
 
 
 def test_build_argv_for_nginx_copies_static_from_web(builder):
-    argv = images.build_argv("nginx", settings(IMAGE_REGISTRY="r/"))
+    argv = mediacms.build_argv("nginx", settings(IMAGE_REGISTRY="r/"))
     assert argv[argv.index("--file") + 1] == "Dockerfile.nginx"
     assert "MEDIACMS_IMAGE=r/mediacms/mediacms:8.3.2" in argv
     assert "--target" not in argv and "--secret" not in argv
     assert "MEDIA_AUTH=off" in argv
-    assert "MEDIA_AUTH=on" in images.build_argv("nginx", settings(), gate_media=True)
+    assert "MEDIA_AUTH=on" in mediacms.build_argv("nginx", settings(), gate_media=True)
 
 
 def test_media_gate_decided_from_the_tree(tmp_path):
-    assert images.media_auth(config.ROOT / "tests/app")  # the stand-in has the endpoint
-    assert not images.media_auth(tmp_path)  # no files/urls.py
+    assert mediacms.media_auth(config.ROOT / "tests/app")  # the stand-in has the endpoint
+    assert not mediacms.media_auth(tmp_path)  # no files/urls.py
     (tmp_path / "files").mkdir()
     (tmp_path / "files/urls.py").write_text('re_path(r"^api/v1/media$", views.MediaList)\n')
-    assert not images.media_auth(tmp_path)  # a 7.x tree
+    assert not mediacms.media_auth(tmp_path)  # a 7.x tree
     (tmp_path / "files/urls.py").write_text('re_path(r"^api/v1/media-auth$", views.media_auth)\n')
-    assert images.media_auth(tmp_path)
+    assert mediacms.media_auth(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -75,11 +78,11 @@ def test_media_gate_decided_from_the_tree(tmp_path):
     ],
 )
 def test_parse_source(source, expected):
-    assert images.parse_source(source) == expected
+    assert mediacms.parse_source(source) == expected
 
 
 def test_stage_source_refuses_a_folder_that_is_not_mediacms(tmp_path):
     from invoke import MockContext
 
     with pytest.raises(StackError, match="not a MediaCMS tree"):
-        images.stage_source(MockContext(), config.ROOT, str(tmp_path))
+        mediacms.stage_source(MockContext(), config.ROOT, str(tmp_path))

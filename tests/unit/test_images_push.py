@@ -5,8 +5,9 @@ import re
 import pytest
 from invoke import MockContext, Result
 
-from mediacms_stack import config, images, model
-from mediacms_stack.shell import StackError
+from mediacms_stack.images import mediacms
+from mediacms_stack.stack import config, model
+from mediacms_stack.stack.errors import StackError
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -19,7 +20,7 @@ def settings(registry="127.0.0.1:5000/"):
 def engine(local: dict[str, str]) -> MockContext:
     """A MockContext answering `docker image inspect` from ``local`` (ref -> image id)."""
     answers = {}
-    for target in images.TARGETS:
+    for target in mediacms.TARGETS:
         for registry in ("", "127.0.0.1:5000/", "registry.example.org/team/"):
             ref = model.ImageNames(registry, "8.3.2").ref(target)
             command = f"docker image inspect --format '{{{{.Id}}}}' {ref}"
@@ -38,10 +39,10 @@ def commands(c: MockContext, verb: str) -> list[str]:
 
 def test_images_built_for_the_registry_are_pushed_as_they_are():
     local = {
-        model.ImageNames("127.0.0.1:5000/", "8.3.2").ref(t): f"sha256:{t}" for t in images.TARGETS
+        model.ImageNames("127.0.0.1:5000/", "8.3.2").ref(t): f"sha256:{t}" for t in mediacms.TARGETS
     }
     c = engine(local)
-    pushed = images.push(c, settings(), images.TARGETS)
+    pushed = mediacms.push(c, settings(), mediacms.TARGETS)
     assert commands(c, "tag") == []
     assert commands(c, "push") == [
         "docker push 127.0.0.1:5000/mediacms/mediacms:8.3.2",
@@ -55,9 +56,9 @@ def test_images_built_for_the_registry_are_pushed_as_they_are():
 
 
 def test_images_built_without_a_registry_are_tagged_for_it_then_pushed(capsys):
-    local = {model.ImageNames("", "8.3.2").ref(t): f"sha256:{t}" for t in images.TARGETS}
+    local = {model.ImageNames("", "8.3.2").ref(t): f"sha256:{t}" for t in mediacms.TARGETS}
     c = engine(local)
-    images.push(c, settings(), ["nginx", "web"])
+    mediacms.push(c, settings(), ["nginx", "web"])
     assert commands(c, "tag") == [
         "docker tag mediacms/mediacms:8.3.2 127.0.0.1:5000/mediacms/mediacms:8.3.2",
         "docker tag mediacms/mediacms-nginx:8.3.2 127.0.0.1:5000/mediacms/mediacms-nginx:8.3.2",
@@ -72,7 +73,7 @@ def test_images_built_without_a_registry_are_tagged_for_it_then_pushed(capsys):
 def test_pushing_nginx_alone_does_not_push_web():
     local = {model.ImageNames("127.0.0.1:5000/", "8.3.2").ref("nginx"): "sha256:n"}
     c = engine(local)
-    images.push(c, settings(), ["nginx"])
+    mediacms.push(c, settings(), ["nginx"])
     assert commands(c, "push") == ["docker push 127.0.0.1:5000/mediacms/mediacms-nginx:8.3.2"]
 
 
@@ -82,7 +83,7 @@ def test_a_missing_image_stops_the_push_before_anything_is_pushed():
     with pytest.raises(
         StackError, match=r"not built here: .*mediacms-nginx:8\.3\.2.*--target nginx"
     ):
-        images.push(c, settings(), ["web", "nginx"])
+        mediacms.push(c, settings(), ["web", "nginx"])
     assert commands(c, "push") == [] and commands(c, "tag") == []
 
 
@@ -90,7 +91,7 @@ def test_a_differing_unprefixed_image_is_reported_not_pushed(capsys):
     prefixed = model.ImageNames("127.0.0.1:5000/", "8.3.2").ref("web")
     local = {prefixed: "sha256:" + "1" * 64, "mediacms/mediacms:8.3.2": "sha256:" + "2" * 64}
     c = engine(local)
-    images.push(c, settings(), ["web"])
+    mediacms.push(c, settings(), ["web"])
     assert commands(c, "tag") == []
     assert commands(c, "push") == [f"docker push {prefixed}"]
     assert "differs from" in capsys.readouterr().out
@@ -99,7 +100,7 @@ def test_a_differing_unprefixed_image_is_reported_not_pushed(capsys):
 def test_registry_with_a_path_prefix():
     local = {model.ImageNames("", "8.3.2").ref("dev"): "sha256:d"}
     c = engine(local)
-    images.push(c, settings("registry.example.org/team/"), ["dev"])
+    mediacms.push(c, settings("registry.example.org/team/"), ["dev"])
     assert commands(c, "push") == [
         "docker push registry.example.org/team/mediacms/mediacms-dev:8.3.2"
     ]
@@ -108,7 +109,7 @@ def test_registry_with_a_path_prefix():
 def test_empty_registry_pushes_the_plain_names_and_says_where(capsys):
     local = {model.ImageNames("", "8.3.2").ref("worker"): "sha256:w"}
     c = engine(local)
-    images.push(c, settings(""), ["worker"])
+    mediacms.push(c, settings(""), ["worker"])
     assert commands(c, "tag") == []
     assert commands(c, "push") == ["docker push mediacms/mediacms-worker:8.3.2"]
     assert "Docker Hub" in capsys.readouterr().out
@@ -117,9 +118,9 @@ def test_empty_registry_pushes_the_plain_names_and_says_where(capsys):
 def test_dry_run_looks_images_up_but_neither_tags_nor_pushes(capsys):
     local = {model.ImageNames("", "8.3.2").ref("web"): "sha256:w"}
     c = engine(local)
-    pushed = images.push(c, settings(), ["web"], dry_run=True)
+    pushed = mediacms.push(c, settings(), ["web"], dry_run=True)
     assert commands(c, "tag") == [] and commands(c, "push") == []
-    assert pushed == [images.Pushed("127.0.0.1:5000/mediacms/mediacms:8.3.2", None)]
+    assert pushed == [mediacms.Pushed("127.0.0.1:5000/mediacms/mediacms:8.3.2", None)]
     printed = capsys.readouterr().err
     assert "$ docker tag mediacms/mediacms:8.3.2 127.0.0.1:5000/mediacms/mediacms:8.3.2" in printed
     assert "$ docker push 127.0.0.1:5000/mediacms/mediacms:8.3.2" in printed
@@ -135,12 +136,12 @@ def test_dry_run_looks_images_up_but_neither_tags_nor_pushes(capsys):
 def test_malformed_registry_prefix_is_refused_before_any_command(registry, message):
     c = MockContext()  # any command would raise NotImplementedError
     with pytest.raises(StackError, match=message):
-        images.push(c, settings(registry), ["web"])
+        mediacms.push(c, settings(registry), ["web"])
 
 
 def test_unknown_target_is_refused():
     with pytest.raises(StackError, match="unknown target"):
-        images.push(MockContext(), settings(), ["webb"])
+        mediacms.push(MockContext(), settings(), ["webb"])
 
 
 def test_push_task_turns_errors_into_a_message(home, monkeypatch):

@@ -5,7 +5,9 @@ import stat
 from dotenv import dotenv_values
 from invoke import MockContext
 
-from mediacms_stack import bootstrap, config, upgrade
+from mediacms_stack.images import bootstrap
+from mediacms_stack.procedures import upgrade
+from mediacms_stack.stack import config
 
 OLD_ENV = "# an older .env\nMEDIACMS_VERSION=8.3.2\nSECRET_KEY=old-key\nPOSTGRES_PASSWORD=old-pw\n"
 

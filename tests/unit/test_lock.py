@@ -6,12 +6,12 @@ import time
 
 import pytest
 
-from mediacms_stack import config, lock
-from mediacms_stack.shell import StackError
+from mediacms_stack.stack import config, lock
+from mediacms_stack.stack.errors import StackError
 
 HOLDER = """
 import sys, time
-from mediacms_stack import config, lock
+from mediacms_stack.stack import config, lock
 settings = config.load(config.Path(sys.argv[1]))
 with lock.exclusive(settings, "backup-db"):
     print("held", flush=True)

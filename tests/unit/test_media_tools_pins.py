@@ -14,7 +14,7 @@ import zipfile
 
 import pytest
 
-from mediacms_stack.config import ROOT
+from mediacms_stack.stack.config import ROOT
 
 SCRIPT = ROOT / "scripts/build/install-media-tools.sh"
 

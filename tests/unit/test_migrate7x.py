@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from invoke import MockContext, Result
 
-from mediacms_stack import migrate7x
-from mediacms_stack.compose import Compose
-from mediacms_stack.config import Settings
-from mediacms_stack.migrate7x import carry
-from mediacms_stack.migrate7x.media import read_media_argv
-from mediacms_stack.shell import StackError
+from mediacms_stack.engines.compose import Compose
+from mediacms_stack.procedures import migrate7x
+from mediacms_stack.procedures.migrate7x import carry
+from mediacms_stack.procedures.migrate7x.media import read_media_argv
+from mediacms_stack.stack.config import Settings
+from mediacms_stack.stack.errors import StackError
 
 OLD_SETTINGS = """\
 import os
@@ -319,7 +319,7 @@ def test_a_missing_from_path_is_said_to_not_exist(tmp_path: Path):
 def test_dry_run_reports_what_the_real_run_would_refuse(tmp_path: Path, monkeypatch, capsys):
     import json
 
-    monkeypatch.setattr("mediacms_stack.engine.engine_answers", lambda: True)
+    monkeypatch.setattr("mediacms_stack.engines.engine.engine_answers", lambda: True)
     tree, _ = old_tree(tmp_path, "")
     running = json.dumps([{"Service": "db", "State": "running"}])
     c = MockContext(  # no `up`, no `stop`: any command that would change something fails

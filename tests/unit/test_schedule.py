@@ -6,8 +6,9 @@ import shlex
 import pytest
 from invoke import MockContext, Result
 
-from mediacms_stack import config, schedule
-from mediacms_stack.shell import StackError
+from mediacms_stack.data import schedule
+from mediacms_stack.stack import config
+from mediacms_stack.stack.errors import StackError
 
 
 @pytest.fixture
@@ -90,7 +91,7 @@ def test_without_cron_it_says_what_to_do(plan):
 def test_full_backups_are_pruned_per_project(tmp_path):
     import json
 
-    from mediacms_stack import artifacts
+    from mediacms_stack.data import artifacts
 
     for project, day in (("shop", 1), ("other", 2), ("shop", 3), ("shop", 4)):
         folder = tmp_path / f"mediacms-2026010{day}T000000Z"

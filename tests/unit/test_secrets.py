@@ -5,8 +5,8 @@ import re
 
 from invoke import MockContext, Result
 
-from mediacms_stack import ops
-from mediacms_stack.compose import Compose
+from mediacms_stack.engines.compose import Compose
+from mediacms_stack.procedures import ops
 
 SECRET = "s3cret-$(id)-'x\" y"
 

@@ -20,9 +20,9 @@ try:
 except ModuleNotFoundError:  # PyYAML is no dependency of ours; invoke carries it
     from invoke.util import yaml
 
-from mediacms_stack import config, model
-from mediacms_stack.compose import PRODUCTION
-from mediacms_stack.swarm import STACK_FILE
+from mediacms_stack.engines.compose import PRODUCTION
+from mediacms_stack.engines.swarm import STACK_FILE
+from mediacms_stack.stack import config, model
 
 
 def load(name: str) -> dict:

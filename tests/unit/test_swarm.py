@@ -1,4 +1,4 @@
-"""mediacms_stack.swarm with MockContext: refusals change nothing, commands are right."""
+"""mediacms_stack.engines.swarm with MockContext: refusals change nothing, commands are right."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 from invoke import MockContext, Result
 
-from mediacms_stack import backup, config, model, restore, swarm
-from mediacms_stack.artifacts import write_checksum
-from mediacms_stack.database import Database
-from mediacms_stack.shell import StackError
+from mediacms_stack.data import backup, restore
+from mediacms_stack.data.artifacts import write_checksum
+from mediacms_stack.data.database import Database
+from mediacms_stack.engines import swarm
+from mediacms_stack.stack import config, model
+from mediacms_stack.stack.errors import StackError
 
 SHARED = {
     "IMAGE_REGISTRY": "registry.example.org/",

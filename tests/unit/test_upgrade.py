@@ -5,9 +5,12 @@ from pathlib import Path
 import pytest
 from invoke import MockContext, Result
 
-from mediacms_stack import backup, config, stackstate, upgrade
-from mediacms_stack.compose import Compose
-from mediacms_stack.shell import StackError
+from mediacms_stack.data import backup
+from mediacms_stack.engines import stackstate
+from mediacms_stack.engines.compose import Compose
+from mediacms_stack.procedures import upgrade
+from mediacms_stack.stack import config
+from mediacms_stack.stack.errors import StackError
 
 IMAGES = {
     "web": ("mediacms/mediacms:8.3.2", "sha256:" + "a" * 64),
@@ -113,7 +116,7 @@ def upgrade_up_to_step_4(tmp_path, monkeypatch, split: Result) -> tuple[list[str
     texts config wrote to .env and the .env text that step 4 started with."""
     monkeypatch.setattr(stackstate, "stack_images", lambda c, compose: IMAGES)
     monkeypatch.setattr(backup, "backup_all", lambda c, compose, settings, dest: dest / "bk")
-    monkeypatch.setattr("mediacms_stack.ops.missing_images", lambda refs: [])
+    monkeypatch.setattr("mediacms_stack.procedures.ops.missing_images", lambda refs: [])
     env = tmp_path / ".env"
     env.write_text(OLD_ROLE)
     written, started, write = [], [], config.write_private

@@ -17,7 +17,8 @@ from pathlib import Path
 import requests
 from dotenv import dotenv_values
 
-from mediacms_stack import bootstrap, config, images, model
+from mediacms_stack.images import bootstrap, mediacms
+from mediacms_stack.stack import config, model
 
 HERE = Path(__file__).parent
 OLD_PG_MAJOR = "15"
@@ -69,7 +70,7 @@ def create_legacy(
                     "images.bootstrap-images", "--old-postgres", OLD_PG_MAJOR],
                    check=True, capture_output=True)  # fmt: skip
     tree = root / "mediacms"
-    shutil.copytree(config.ROOT / "tests/app", tree, ignore=images.source_ignore)
+    shutil.copytree(config.ROOT / "tests/app", tree, ignore=mediacms.source_ignore)
     shutil.copy(HERE / "local_settings.py", tree / "cms/local_settings.py")
     (tree / "deploy/docker").mkdir(parents=True)
     shutil.copy(HERE / "start.sh", tree / "deploy/docker/start.sh")

@@ -1,0 +1,99 @@
+"""Every ``docker compose`` invocation of the project is built here, and only here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from invoke.context import Context
+from invoke.runners import Result
+
+from ..stack.config import Settings
+from .shell import run
+
+PRODUCTION = "docker-compose.yaml"
+HTTPS = "docker-compose-cert.yaml"
+DEVELOPMENT = "docker-compose-dev.yaml"
+
+
+def uses_https(settings: Settings) -> bool:
+    """True when .env says this deployment runs the HTTPS overlay (HTTPS_OVERLAY=true):
+    every task (upgrade, restart, logs, down, ...) then includes docker-compose-cert.yaml."""
+    return settings.get("HTTPS_OVERLAY").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Compose:
+    """A stack: which compose files, which project name, which .env."""
+
+    root: Path
+    files: tuple[str, ...] = (PRODUCTION,)
+    project: str | None = "mediacms"  # None: compose's own default (folder name, .env)
+    env_file: Path | None = None
+    dry_run: bool = field(default=False, compare=False)
+
+    #: Labels the engine finds the stack's containers by: the project, the service.
+    LABELS = ("com.docker.compose.project", "com.docker.compose.service")
+
+    def service_of(self, label: str) -> str:
+        """The service name in a container's service label."""
+        return label
+
+    @classmethod
+    def for_settings(
+        cls, settings: Settings, *, dev: bool = False, https: bool = False, dry_run: bool = False
+    ) -> Compose:
+        https = https or uses_https(settings)
+        files = (DEVELOPMENT,) if dev else (PRODUCTION, HTTPS) if https else (PRODUCTION,)
+        project = settings.project + ("-dev" if dev else "")
+        return cls(settings.root, files, project, settings.env_file, dry_run)
+
+    def argv(self, *args: str) -> list[str]:
+        argv = ["docker", "compose", "--project-directory", str(self.root)]
+        if self.project is not None:
+            argv += ["--project-name", self.project]
+        if self.env_file is not None:
+            argv += ["--env-file", str(self.env_file)]
+        for name in self.files:
+            argv += ["--file", str(self.root / name)]
+        return [*argv, *args]
+
+    def run(self, c: Context, *args: str, **kwargs) -> Result | None:
+        return run(c, self.argv(*args), dry_run=self.dry_run, **kwargs)
+
+    def query(self, c: Context, *args: str) -> str:
+        """Run a read-only compose command even in dry-run mode and return its stdout."""
+        result = run(c, self.argv(*args), hide="out", in_stream=False)
+        return result.stdout if result is not None else ""
+
+    def ps(self, c: Context, *, all_: bool = True) -> list[dict]:
+        """Containers of the stack as compose reports them (one dict per container)."""
+        out = self.query(c, "ps", "--format", "json", *(["--all"] if all_ else []))
+        out = out.strip()
+        if not out:
+            return []
+        if out.startswith("["):
+            return json.loads(out)
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    # Commands used by several tasks -------------------------------------------------
+    def exec(self, c: Context, service: str, *command: str, tty: bool = False, **kwargs):
+        flags = [] if tty else ["-T"]
+        return self.run(c, "exec", *flags, service, *command, pty=tty, **kwargs)
+
+    def manage(self, c: Context, *command: str, tty: bool = False, **kwargs):
+        return self.exec(c, "web", "python", "manage.py", *command, tty=tty, **kwargs)
+
+    def up(self, c: Context, *services: str, wait: bool = True, timeout: int = 300, **kwargs):
+        flags = ["--detach"] + (["--wait", "--wait-timeout", str(timeout)] if wait else [])
+        return self.run(c, "up", *flags, *services, **kwargs)
+
+    def check_can_stop(self, c: Context) -> None:
+        """Raise before anything changes when this stack's services cannot be stopped
+        from here (compose always can; see :class:`swarm.SwarmStack`)."""
+
+    def scale(self, c: Context, counts: dict[str, int], *, timeout: int = 300):
+        flags = [f"--scale={name}={count}" for name, count in counts.items()]
+        return self.run(c, "up", "--detach", "--no-recreate", "--wait", "--wait-timeout",
+                        str(timeout), *flags, *counts)  # fmt: skip

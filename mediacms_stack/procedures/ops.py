@@ -1,0 +1,151 @@
+"""Day-to-day operations on a running stack, built on :mod:`mediacms_stack.engines.compose`."""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import shlex
+
+from invoke.context import Context
+
+from ..engines.compose import Compose
+from ..engines.shell import wait_until
+from ..stack.config import Settings
+from ..stack.errors import StackError
+from ..stack.model import PRODUCTION_TARGETS, SERVICES, ImageNames
+
+
+def split_command(command: str) -> list[str]:
+    """A command line as a shell splits it (quotes group words and are removed)."""
+    try:
+        return shlex.split(command)
+    except ValueError as error:
+        raise StackError(f"cannot split {command!r} like a shell would: {error}") from None
+
+
+def welcome(settings: Settings) -> str:
+    """What `invoke up` ends with: where MediaCMS answers and how to log in."""
+    user = settings.get("ADMIN_USER", "admin")
+    password = (
+        f"ADMIN_PASSWORD in {settings.env_file}"
+        if settings.get("ADMIN_PASSWORD")
+        else "generated at the first start and printed once by `invoke logs --service migrations`"
+    )
+    return "\n".join((
+        f"MediaCMS is up: {settings.get('FRONTEND_HOST', 'http://localhost')}",
+        f"admin user: {user}; password: {password}",
+        f"set a new one: invoke set-admin-password --user {user} --password-stdin",
+    ))  # fmt: skip
+
+
+def status_rows(c: Context, compose: Compose) -> list[tuple[str, str, str, str, str]]:
+    """(service, state, health, image, version) for every container of the stack."""
+    rows = []
+    for item in compose.ps(c):
+        image = item.get("Image", "")
+        version = image.rsplit(":", 1)[-1] if ":" in image else "latest"
+        rows.append((item.get("Service", "?"), item.get("State", "?"),
+                     item.get("Health", "") or "-", image, version))  # fmt: skip
+    return sorted(rows)
+
+
+def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...] = ()) -> str:
+    """Columns padded to their widest cell; the project's one table printer."""
+    data = [header, *rows] if header else rows
+    if not data:
+        return ""
+    widths = [max(len(str(r[i])) for r in data) for i in range(len(data[0]))]
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+                     for r in data)  # fmt: skip
+
+
+def wait_healthy(
+    c: Context, compose: Compose, services: tuple[str, ...] = SERVICES, timeout: int = 300
+) -> None:
+    """Wait until every container of ``services`` is running and healthy."""
+    last: list = []
+
+    def healthy() -> bool:
+        rows = [r for r in status_rows(c, compose) if r[0] in services]
+        last[:] = [r[:3] for r in rows if r[1:3] != ("running", "healthy")]
+        last.extend(sorted(set(services) - {r[0] for r in rows}))
+        return not last
+
+    try:
+        wait_until(healthy, timeout=timeout, interval=2, what="every service healthy")
+    except StackError as error:
+        raise StackError(f"{error}; not yet: {last}") from None
+
+
+#: Reads {"user": ..., "password": ...} from stdin: the password is never in an argv
+#: (``ps``, /proc/*/cmdline) nor in the printed command.
+CHANGE_LOGIN_CODE = (
+    "import json, sys; from users.models import User; wanted = json.load(sys.stdin);"
+    " u = User.objects.get(username=wanted['user']); u.set_password(wanted['password']);"
+    " u.save(); print('password set for', u.username)"
+)
+
+
+def set_admin_password(c: Context, compose: Compose, user: str, password: str | None) -> str:
+    """Set (or generate) a user's password through Django; returns the password."""
+    password = password or secrets.token_urlsafe(18)
+    wanted = io.StringIO(json.dumps({"user": user, "password": password}))
+    compose.manage(c, "shell", "-c", CHANGE_LOGIN_CODE, in_stream=wanted)
+    return password
+
+
+def missing_images(refs: list[str]) -> list[str]:
+    """The references the engine does not have; StackError when no engine answers."""
+    from ..engines import engine
+
+    problem = engine.engine_problem()
+    if problem is not None:
+        raise StackError(f"{problem}; `invoke engine` provides one")
+    return [ref for ref in refs if engine.image(ref) is None]
+
+
+def bootstrap_stand_ins(c: Context, refs: list[str], tag: str, *, dry_run: bool = False) -> None:
+    """Make the local stand-ins (``mediacms-local/...``) when ``refs`` name one the engine
+    lacks: the bootstrap makes them all, from Debian's archive."""
+    from ..images import bootstrap
+    from ..stack.config import ROOT
+
+    if any(ref.startswith("mediacms-local/") for ref in missing_images(refs)):
+        print(f"[{tag}] local stand-in images missing: bootstrapping them from Debian's archive")
+        if not dry_run:
+            bootstrap.all_images(c, ROOT)
+
+
+def ensure_images(
+    c: Context, settings: Settings, *, https: bool = False, dry_run: bool = False
+) -> None:
+    """Before `up`: bootstrap local stand-ins and build our images when they are missing.
+
+    Third-party images named ``mediacms-local/...`` are made by the bootstrap; our own
+    images are built from MEDIACMS_SOURCE when set, otherwise compose pulls them.
+    """
+    from ..images import bootstrap, mediacms
+
+    unused = {"NODE_IMAGE", *(() if https else ("CADDY_IMAGE",))}
+    local = [settings.get(k) for k in bootstrap.LOCAL_IMAGES if k not in unused]
+    if dry_run:
+        try:
+            missing_images(local)
+        except StackError as error:
+            print(f"(dry run) {error}: `invoke up` would provide the engine first, then "
+                  "bootstrap or build the images that are missing")  # fmt: skip
+            return
+    bootstrap_stand_ins(c, local, "up", dry_run=dry_run)
+    names = ImageNames.from_settings(settings)
+    ours = [names.ref(t) for t in PRODUCTION_TARGETS]
+    if missing_images(ours) and settings.get("MEDIACMS_SOURCE"):
+        print(f"[up] building missing images from {settings.get('MEDIACMS_SOURCE')}")
+        mediacms.build(
+            c,
+            settings,
+            PRODUCTION_TARGETS,
+            source=settings.get("MEDIACMS_SOURCE"),
+            ca_bundle=settings.get("BUILD_CA_BUNDLE"),
+            dry_run=dry_run,
+        )

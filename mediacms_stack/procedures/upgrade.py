@@ -1,0 +1,302 @@
+"""``invoke upgrade``: back up, get the new images, migrate, wait healthy, say what changed.
+
+The steps, and what an operator is left with when one fails:
+
+0. keys that newer releases of this stack need (e.g. REDIS_PASSWORD) are added to an
+   older .env (:func:`add_missing_keys`); the running stack is not touched.
+1. a full backup (database, media, custom/, .env, manifest with the running image ids);
+   fails: nothing changed.
+2. the new images: built from a MediaCMS tree (``--build``) or pulled, tagged with the
+   target version; fails: nothing changed, the stack still runs the old version.
+3. a stack whose MediaCMS role is still the database's superuser gets a plain role of its
+   own (:mod:`.dbrole`); then .env gets MEDIACMS_VERSION=target and the role split's keys
+   in one write.
+4. ``docker compose up --wait``: the migrations job of the new version runs first, then
+   every service is recreated on the new images and waited for until healthy; fails: the
+   database may be partly migrated, so the error names the backup of step 1 and the one
+   command that returns to it, ``invoke upgrade --rollback FOLDER``.
+5. the summary: version before and after, per service the image (reference and id)
+   before and after, the migrations the upgrade applied, the backup and the rollback.
+
+``--rollback FOLDER`` puts back the version recorded in the backup (re-tagging the exact
+image ids it recorded when a rebuild moved the tag), restores database, media and
+custom/ from it (the database as a whole: tables of newer migrations go too) and waits
+until every service is healthy.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from invoke.context import Context
+
+from ..data import artifacts, backup, database, dbrole, restore
+from ..engines import stackstate
+from ..engines.compose import Compose
+from ..engines.shell import run
+from ..stack import config
+from ..stack.config import Settings
+from ..stack.errors import StackError
+from ..stack.model import PRODUCTION_TARGETS, ImageNames
+
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+@dataclass(frozen=True)
+class State:
+    """What the stack runs: version, per service (image reference, image id), migrations."""
+
+    version: str
+    images: dict[str, tuple[str, str]]
+    migrations: tuple[str, ...]
+
+
+def short_id(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")[:12] or "?"
+
+
+def add_missing_keys(settings: Settings, *, dry_run: bool = False) -> Settings:
+    """Give an older .env what .env.example documents and it lacks: empty secrets are
+    generated as by ``invoke init`` (e.g. REDIS_PASSWORD), other keys get the example's
+    value. Prints the keys, never the values; returns the settings with them."""
+    from dotenv import dotenv_values
+
+    example = dotenv_values(config.ROOT / config.EXAMPLE_FILE)
+    generated = config.GENERATED
+    regenerate = (k for k in generated if k in settings.values and k not in config.FRESH_ONLY)
+    keys = [*config.missing_keys(settings), *regenerate]
+    added = {}
+    for key in keys:
+        if key in generated and not settings.get(key):
+            added[key] = generated[key]()
+        elif key not in settings.values:
+            added[key] = example.get(key) or ""
+    if added:
+        verb = "would add" if dry_run else "adding"
+        print(f"[upgrade] {verb} to {settings.env_file}: {', '.join(added)}", flush=True)
+    # a write of its own, before the backup of step 1: compose reads .env from disk and
+    # refuses every command (the backup's pg_dump too) while e.g. REDIS_PASSWORD is unset
+    return config.update(settings, added, dry_run=dry_run)
+
+
+def with_version(settings: Settings, version: str) -> Settings:
+    return replace(settings, values={**settings.values, "MEDIACMS_VERSION": version})
+
+
+def current_state(c: Context, compose: Compose, settings: Settings) -> State:
+    migrations = database.Database.of(compose, settings).migrations(c)
+    return State(settings.version, stackstate.stack_images(c, compose), tuple(migrations))
+
+
+def summary(title: str, before: State, after: State, folder: Path) -> str:
+    """The report printed at the end of an upgrade or a rollback."""
+    from .ops import format_table
+
+    rows = []
+    for service in sorted(set(before.images) | set(after.images)):
+        old = before.images.get(service)
+        new = after.images.get(service)
+        shown_old = f"{old[0]} ({short_id(old[1])})" if old else "-"
+        shown_new = f"{new[0]} ({short_id(new[1])})" if new else "-"
+        rows.append((service, shown_old, "unchanged" if old == new else shown_new))
+    applied = [m for m in after.migrations if m not in before.migrations]
+    reverted = [m for m in before.migrations if m not in after.migrations]
+    lines = [
+        f"[{title}] MediaCMS {before.version} -> {after.version}; every service is healthy",
+        format_table(rows, ("SERVICE", "IMAGE BEFORE", "IMAGE AFTER")),
+        f"migrations applied ({len(applied)}): {', '.join(applied) or 'none'}",
+    ]
+    if reverted:
+        lines.append(f"migrations rolled back ({len(reverted)}): {', '.join(reverted)}")
+    lines.append(f"backup taken before: {folder}")
+    if title == "upgrade":
+        lines.append(f"roll back with: invoke upgrade --rollback {folder}")
+    return "\n".join(lines)
+
+
+def _running(c: Context, compose: Compose) -> set[str]:
+    return {r.get("Service", "") for r in compose.ps(c, all_=False) if r.get("State") == "running"}
+
+
+def _start(c: Context, compose: Compose, timeout: int) -> str:
+    """``compose up --wait``; returns '' when every service is up and healthy, else why not."""
+    from .ops import wait_healthy
+
+    result = compose.up(c, timeout=timeout, warn=True)
+    if compose.dry_run:
+        return ""
+    if result is None or not result.ok:
+        return _reason(result.stderr if result is not None else "")
+    try:
+        wait_healthy(c, compose, timeout=timeout)
+    except StackError as error:
+        return str(error)
+    return ""
+
+
+def _reason(compose_output: str) -> str:
+    """The lines of compose's progress output that say what failed."""
+    lines = [line.strip() for line in compose_output.splitlines() if line.strip()]
+    telling = re.compile(r"didn't complete|unhealthy|error|exited|failed|refused", re.I)
+    picked = list(dict.fromkeys(line for line in lines if telling.search(line)))
+    return "\n  ".join(picked[-5:] or lines[-3:]) or "compose up failed"
+
+
+def _failure_report(c: Context, compose: Compose, why: str, folder: Path, old: str) -> str:
+    from .ops import format_table, status_rows
+
+    logs = compose.run(c, "logs", "--no-color", "--tail", "15", "migrations", hide=True,
+                       warn=True, in_stream=False)  # fmt: skip
+    tail = logs.stdout.strip() if logs is not None and logs.ok else "(no logs)"
+    rows = status_rows(c, compose)
+    table = format_table(rows, ("SERVICE", "STATE", "HEALTH", "IMAGE", "VERSION"))
+    serving = any(r[0] == "web" and r[1] == "running" for r in rows)
+    down = "" if serving else "MediaCMS is not serving until you roll back or fix and rerun. "
+    return (
+        f"the new version did not come up healthy:\n  {why}\n\n"
+        f"last lines of the migrations job:\n{tail}\n\n{table}\n\n"
+        f"{down}The database may already be partly migrated by the new version. "
+        "Nothing is lost:\n"
+        f"  backup taken before the upgrade (version {old}): {folder}\n"
+        f"  see why:   invoke logs --service migrations   (or web)\n"
+        f"  roll back: invoke upgrade --rollback {folder}"
+    )
+
+
+def upgrade(
+    c: Context,
+    compose: Compose,
+    settings: Settings,
+    *,
+    backups: Path,
+    to: str | None = None,
+    build: bool = False,
+    source: str | None = None,
+    timeout: int = 300,
+) -> Path:
+    """Upgrade the running stack to version ``to`` (default: the current one, re-pulled or
+    rebuilt); returns the folder of the backup taken first."""
+    from ..images import mediacms
+    from .ops import missing_images
+
+    old = settings.version
+    target = to or old
+    if not _TAG.fullmatch(target):
+        raise StackError(f"{target!r} is not a valid image tag (letters, digits, '_', '.', '-')")
+    if not settings.env_file.is_file():
+        raise StackError("no .env to record the new version in; run `invoke init` first")
+    if not compose.dry_run and "db" not in _running(c, compose):
+        raise StackError("the stack is not running; an upgrade starts with a backup of the "
+                         "running database: `invoke up` first")  # fmt: skip
+    before = None if compose.dry_run else current_state(c, compose, settings)
+
+    print(f"[upgrade] {old} -> {target}, step 1/4: full backup", flush=True)
+    folder = backup.backup_all(c, compose, settings, backups)
+
+    new = with_version(settings, target)
+    how = "build" if build else "pull"
+    print(f"[upgrade] step 2/4: {how} the images of {target}", flush=True)
+    try:
+        if build:
+            tree = source or settings.require("MEDIACMS_SOURCE")
+            mediacms.build(c, new, PRODUCTION_TARGETS, source=tree,
+                         ca_bundle=settings.get("BUILD_CA_BUNDLE"),
+                         dry_run=compose.dry_run)  # fmt: skip
+        else:
+            pulled = compose.run(c, "pull", "--ignore-buildable", env={"MEDIACMS_VERSION": target},
+                                 warn=True)  # fmt: skip
+            if pulled is not None and not pulled.ok:
+                raise StackError(f"docker compose pull failed: {pulled.stderr.strip()[-800:]}")
+        names = ImageNames.from_settings(new)
+        refs = [names.ref(t) for t in PRODUCTION_TARGETS]
+        missing = [] if compose.dry_run else missing_images(refs)
+        if missing:
+            raise StackError(f"{', '.join(missing)} not available after the {how}")
+    except StackError as error:
+        raise StackError(
+            f"upgrade stopped before changing anything: {error}\n"
+            f"The stack still runs {old}. Backup taken: {folder}"
+        ) from error
+
+    print(f"[upgrade] step 3/4: MEDIACMS_VERSION={target} in {settings.env_file}", flush=True)
+    # one write, after the role split committed (its keys must not name a role the database
+    # lacks) and before step 4 starts the new images (they must find the version recorded):
+    # a failure up to here leaves .env as it was
+    changes = {"MEDIACMS_VERSION": target, **dbrole.separate(c, compose, settings)}
+    new = config.update(settings, changes, dry_run=compose.dry_run)
+
+    print("[upgrade] step 4/4: migrations, then every service on the new images", flush=True)
+    why = _start(c, compose, timeout)
+    if why:
+        raise StackError(_failure_report(c, compose, why, folder, old))
+    if compose.dry_run:
+        return folder
+    print(summary("upgrade", before, current_state(c, compose, new), folder))
+    return folder
+
+
+def _restore_images(c: Context, recorded: dict[str, list[str]]) -> None:
+    """Make each recorded reference point at the recorded image id again (a rebuild or pull
+    of the same tag moved it); refuse when the reference is gone altogether."""
+    from ..engines import engine
+
+    for service, (ref, image_id) in sorted(recorded.items()):
+        found = engine.image(ref)
+        current = found.id if found is not None else None
+        if current == image_id:
+            continue
+        if engine.image(image_id) is None:
+            if current is None:
+                raise StackError(
+                    f"image {ref} of service {service} is gone (it was {short_id(image_id)}); "
+                    "pull it or build it for that version, then run the rollback again"
+                )
+            print(f"[rollback] {ref}: {short_id(image_id)} is gone, using {short_id(current)}")
+            continue
+        run(c, ["docker", "image", "tag", image_id, ref], in_stream=False)
+
+
+def rollback(
+    c: Context,
+    compose: Compose,
+    settings: Settings,
+    folder: Path,
+    *,
+    backups: Path,
+    timeout: int = 300,
+) -> None:
+    """Return to the version, images and data of a backup taken by ``upgrade``.
+
+    Every artifact of the backup is verified before anything changes, and the data are
+    restored all or nothing (:func:`restore.restore_all`); a dry run only reads the folder.
+    """
+    parts = artifacts.check_backup_folder(folder)
+    old = parts.manifest.get("mediacms_version")
+    if not old:
+        raise StackError(
+            f"{folder / 'manifest.json'} does not record the version it was taken from"
+        )
+    recorded = parts.manifest.get("images") or {}
+    if compose.dry_run:
+        print(f"(dry run) would re-tag the images recorded in {folder.name} "
+              f"({', '.join(sorted(recorded)) or 'none recorded'})")  # fmt: skip
+        restore.restore_all(c, compose, settings, folder, yes=True, safety_dir=backups)
+        print(f"(dry run) would set MEDIACMS_VERSION={old} in {settings.env_file}, then start "
+              "every service and wait until healthy")  # fmt: skip
+        return
+    compose.up(c, "db", "redis", timeout=timeout)  # e.g. after `invoke down`
+    before = current_state(c, compose, settings)
+
+    print(f"[rollback] {settings.version} -> {old}: the images recorded in {folder.name}")
+    _restore_images(c, recorded)
+    print("[rollback] database, media and custom/ from the backup")
+    restore.restore_all(c, compose, settings, folder, yes=True, safety_dir=backups, start=False)
+    print(f"[rollback] MEDIACMS_VERSION={old} in {settings.env_file}")
+    # recorded once the data are back, before the services start on the old images
+    restored = config.update(settings, {"MEDIACMS_VERSION": old})
+    why = _start(c, compose, timeout)
+    if why:
+        raise StackError(f"rolled back to {old}, but the stack is not healthy: {why}")
+    print(summary("rollback", before, current_state(c, compose, restored), folder))
