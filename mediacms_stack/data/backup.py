@@ -15,7 +15,7 @@ from pathlib import Path
 
 from invoke.context import Context
 
-from ..engines import stackstate
+from ..engines import shell, stackstate
 from ..engines.compose import Compose
 from ..stack import files
 from ..stack.config import Settings
@@ -49,13 +49,11 @@ def backup_db(
     prefix: str = "mediacms-db",
 ) -> Path:
     """pg_dump (custom format) out of the db container into ``dest``; returns the file."""
-    from ..engines.shell import run
-
     db = Database.of(compose, settings)
     argv = db.snapshot_dump_argv()  # on Swarm it may refuse: before any file exists
     partial = temp_name(dest, prefix, ".dump")
     if compose.dry_run:
-        run(c, argv, stdout_to=str(partial), dry_run=True)
+        shell.run(c, argv, stdout_to=str(partial), dry_run=True)
         final = dest / f"{prefix}-{utc_stamp()}.dump"
         print(f"(dry run) would rename {partial} -> {final}, write .sha256 and manifest")
         return final
@@ -63,7 +61,7 @@ def backup_db(
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=1) as pool, hashed_while_written(partial) as hasher:
         images = pool.submit(stackstate.image_ids, c, compose)  # asked while the dump runs
-        result = run(c, argv, stdout_to=str(partial), warn=True, hide="err", in_stream=False)
+        result = shell.run(c, argv, stdout_to=str(partial), warn=True, hide="err", in_stream=False)
         seconds = time.monotonic() - started
     counts, migrations, messages = parse_manifest_lines(result.stderr if result is not None else "")
     if result is None or not result.ok:
@@ -129,18 +127,16 @@ def backup_media(
     keep: int | None = None,
     prefix: str = "mediacms-media",
 ) -> Path:
-    from ..engines.shell import run
-
     partial = temp_name(dest, prefix, ".tar.gz")
     argv = archive_argv(compose, "--create", "--gzip", "--numeric-owner", "--totals",
                         "--checkpoint=20000", "--checkpoint-action=echo=%T",
                         "--file=-", ".")  # fmt: skip
     if compose.dry_run:
-        run(c, argv, stdout_to=str(partial), dry_run=True)
+        shell.run(c, argv, stdout_to=str(partial), dry_run=True)
         return dest / f"{prefix}-{utc_stamp()}.tar.gz"
     backup_dir(dest)
     with hashed_while_written(partial) as hasher:
-        result = run(c, argv, stdout_to=str(partial), warn=True, in_stream=False)
+        result = shell.run(c, argv, stdout_to=str(partial), warn=True, in_stream=False)
     if result is None or not result.ok:
         partial.unlink(missing_ok=True)
         said = result.stderr.splitlines() if result is not None else []

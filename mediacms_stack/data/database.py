@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from invoke.context import Context
 
 from ..engines.compose import Compose
-from ..engines.shell import quote
+from ..engines.shell import run
 from ..stack.config import Settings
 from ..stack.errors import StackError
 
@@ -127,7 +127,7 @@ class Database:
                                  "-v", "ON_ERROR_STOP=1", "-At", "-F", "\t", "-c", sql)  # fmt: skip
 
     def query(self, c: Context, sql: str) -> list[list[str]]:
-        result = c.run(quote(self.psql_argv(sql)), hide=True, warn=True)
+        result = run(c, self.psql_argv(sql), hide=True, warn=True)
         if not result.ok:
             raise StackError(f"psql failed: {result.stderr.strip()}")
         return [line.split("\t") for line in result.stdout.splitlines() if line]

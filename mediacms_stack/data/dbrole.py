@@ -19,7 +19,7 @@ import secrets
 from invoke.context import Context
 
 from ..engines.compose import Compose
-from ..engines.shell import quote
+from ..engines.shell import quote, run
 from ..stack.config import Settings
 from ..stack.errors import StackError
 
@@ -100,7 +100,7 @@ def separate(c: Context, compose: Compose, settings: Settings) -> dict[str, str]
         print(f"$ {quote(argv)} < (SQL with a new password)")
         return {}
     # the password travels on stdin, never in argv or the printed command
-    done = c.run(quote(argv), in_stream=io.StringIO(sql), hide=True, warn=True)
+    done = run(c, argv, in_stream=io.StringIO(sql), hide=True, warn=True)
     if not done.ok:
         raise StackError(f"separating the database role failed, nothing changed: "
                          f"{done.stderr.strip()[-800:]}")  # fmt: skip

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from invoke.context import Context
 
+from ..engines import shell
 from ..engines.compose import Compose
 from ..stack.config import Settings
 from ..stack.errors import StackError
@@ -35,9 +36,7 @@ def _expected_counts(dump: Path) -> dict[str, int] | None:
 
 def _replace_db(c: Context, db: Database, dump: Path, expected: dict[str, int] | None) -> dict:
     """Replace the database with ``dump`` in one transaction; check the manifest's counts."""
-    from ..engines.shell import run
-
-    result = run(c, db.replace_argv(), stdin_from=str(dump), warn=True, hide="err")
+    result = shell.run(c, db.replace_argv(), stdin_from=str(dump), warn=True, hide="err")
     if result is None or not result.ok:
         raise StackError(
             "restoring the dump failed; the transaction was rolled back and the database "
@@ -79,14 +78,12 @@ def restore_db(
     safety_dir: Path,
 ) -> dict[str, int]:
     """Restore ``dump`` into the stack's database, atomically; returns the new row counts."""
-    from ..engines.shell import run
-
     check_dump_file(dump)
     db = Database.of(compose, settings)
     if compose.dry_run:
         print(f"(dry run) verified {dump}; would take a safety backup into {safety_dir}, stop "
               f"{', '.join(APP_SERVICES)}, replace the database and start them")  # fmt: skip
-        run(c, db.replace_argv(), stdin_from=str(dump), dry_run=True)
+        shell.run(c, db.replace_argv(), stdin_from=str(dump), dry_run=True)
         return {}
     compose.check_can_stop(c)
     _safety_dump(c, compose, settings, yes=yes, safety_dir=safety_dir)
@@ -149,11 +146,9 @@ def media_swap_argv(compose: Compose, mode: str, *stage: str) -> list[str]:
 
 def media_entries(c: Context, compose: Compose) -> int:
     """How many entries the media volume holds at its top (staging folders aside)."""
-    from ..engines.shell import run
-
     argv = volume_argv(compose, "find", MEDIA_DIR, "-mindepth", "1", "-maxdepth", "1",
                        "!", "-name", f"{STAGE_PREFIX}*")  # fmt: skip
-    result = run(c, argv, hide=True, warn=True, in_stream=False)
+    result = shell.run(c, argv, hide=True, warn=True, in_stream=False)
     if result is None or not result.ok:
         raise StackError(f"cannot read the media volume: {result.stderr.strip() if result else ''}")
     return len(result.stdout.splitlines())
@@ -162,9 +157,7 @@ def media_entries(c: Context, compose: Compose) -> int:
 def swap_media(c: Context, compose: Compose, archive: Path) -> str:
     """Replace the media volume's content with ``archive``; returns the staging folder
     that holds the previous media until :func:`finish_media`."""
-    from ..engines.shell import run
-
-    result = run(c, media_swap_argv(compose, "swap"), stdin_from=str(archive), warn=True,
+    result = shell.run(c, media_swap_argv(compose, "swap"), stdin_from=str(archive), warn=True,
                  hide="out")  # fmt: skip
     if compose.dry_run:
         return f"{STAGE_PREFIX}XXXXXX"
@@ -177,9 +170,7 @@ def swap_media(c: Context, compose: Compose, archive: Path) -> str:
 
 def finish_media(c: Context, compose: Compose, stage: str, *, undo: bool = False) -> None:
     """Delete the previous media kept by :func:`swap_media`, or (``undo``) put them back."""
-    from ..engines.shell import run
-
-    result = run(c, media_swap_argv(compose, "undo" if undo else "commit", stage), warn=True,
+    result = shell.run(c, media_swap_argv(compose, "undo" if undo else "commit", stage), warn=True,
                  dry_run=compose.dry_run, in_stream=False)  # fmt: skip
     if result is not None and not result.ok:
         where = f"{MEDIA_DIR}/{stage}/old"
@@ -295,8 +286,6 @@ def restore_all(
 def _undo(c: Context, compose: Compose, db: Database, done: list, custom_dir: Path) -> None:
     """Put back what :func:`restore_all` replaced, the last step first; every step is
     tried, and those that fail are named."""
-    from ..engines.shell import run
-
     failed = []
     for kind, kept in reversed(done):
         try:
@@ -305,7 +294,9 @@ def _undo(c: Context, compose: Compose, db: Database, done: list, custom_dir: Pa
             elif kind == "media":
                 finish_media(c, compose, str(kept), undo=True)
             elif kept is not None:  # the database, from its safety dump
-                result = run(c, db.replace_argv(), stdin_from=str(kept), warn=True, hide="err")
+                result = shell.run(
+                    c, db.replace_argv(), stdin_from=str(kept), warn=True, hide="err"
+                )
                 if result is None or not result.ok:
                     raise StackError(f"restore the safety backup {kept} with invoke restore-db")
             else:  # it had no tables before
