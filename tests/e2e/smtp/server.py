@@ -43,7 +43,8 @@ def check_login(server, session, envelope, mechanism, auth_data):
         os.environ["SMTP_USER"],
         os.environ["SMTP_PASSWORD"],
     )
-    return AuthResult(success=good, handled=False)  # not handled: aiosmtpd answers 535
+    # not handled: aiosmtpd answers 535 itself; auth_data: the session keeps the login
+    return AuthResult(success=good, handled=False, auth_data=auth_data)
 
 
 async def main():
