@@ -35,6 +35,7 @@ DOCKERFILES = [
     "Dockerfile",
     "Dockerfile.nginx",
     *sorted(map(str, Path("bootstrap").glob("*/Dockerfile"))),
+    "tests/e2e/smtp/Dockerfile",  # the e-mail test's SMTP server
 ]
 SHELL_SCRIPTS = [".ci/run", *sorted(map(str, Path().glob("scripts/**/*.sh"))),
                  *sorted(map(str, Path("bootstrap").glob("*/*.sh"))),

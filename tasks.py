@@ -169,11 +169,22 @@ def init(c, force=False, local_images=False, set=None):
 @task(
     help={
         "https": "check the HTTPS overlay's .env keys, name and ports 80/443 instead "
-        "(Default: off; on when HTTPS_OVERLAY=true in .env)"
+        "(Default: off; on when HTTPS_OVERLAY=true in .env)",
+        "email": "instead, send a test message to this address through the site's SMTP "
+        "settings, from inside the running web container, and name the step that fails "
+        "(Default: none)",
+        "dry_run": "with --email: print what it would send and the command, send nothing "
+        "(the checks themselves change nothing) (Default: off)",
     }
 )
-def doctor(c, https=False):
+def doctor(c, https=False, email=None, dry_run=False):
     """Checks before impact: engine, compose, ports, disk, .env, custom/, images, volumes."""
+    if email is not None:
+        from mediacms_stack import mail
+
+        _, compose = _stack(dry_run, swarm_with=c)
+        print("\n".join(mail.send_test(c, compose, email)))
+        return
     settings = _settings()
     https = https or uses_https(settings)
     results = checks.run_checks(settings, checks.HTTPS if https else checks.PLAIN)

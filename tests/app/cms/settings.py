@@ -110,6 +110,7 @@ CELERY_TASK_ROUTES = {
     "files.tasks.make_thumbnail": {"queue": "short_tasks"},
     "files.tasks.encode_media": {"queue": "long_tasks"},
     "files.tasks.heartbeat": {"queue": "short_tasks"},
+    "files.tasks.send_emails": {"queue": "short_tasks"},
 }
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {
@@ -123,6 +124,18 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 if TESTING:
     CELERY_TASK_ALWAYS_EAGER = True
     CELERY_TASK_EAGER_PROPAGATES = True
+
+# E-mail as MediaCMS 8.x ships it: example values (an operator sets theirs in
+# custom/local_settings.py), and every message queued for a short_tasks worker.
+DEFAULT_FROM_EMAIL = "info@mediacms.io"
+EMAIL_HOST_PASSWORD = "xyz"
+EMAIL_HOST_USER = "info@mediacms.io"
+EMAIL_USE_TLS = True
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+EMAIL_HOST = "mediacms.io"
+EMAIL_PORT = 587
+EMAIL_BACKEND = "cms.mail.CeleryEmailBackend"  # upstream: djcelery_email's, same path
+CELERY_EMAIL_TASK_CONFIG = {"queue": "short_tasks"}
 
 STATIC_URL = "/static/"
 STATIC_ROOT = str(BASE_DIR / "static") + "/"

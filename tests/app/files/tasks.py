@@ -111,3 +111,18 @@ def heartbeat():
     pending = Media.objects.filter(encoding_status="pending").count()
     logger.info("heartbeat: %d media pending", pending)
     return pending
+
+
+@shared_task(name="files.tasks.send_emails")
+def send_emails(messages):
+    """Send what cms.mail.CeleryEmailBackend queued, through CELERY_EMAIL_BACKEND."""
+    from cms.mail import from_dict
+    from django.core.mail import get_connection
+
+    backend = getattr(
+        settings, "CELERY_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend"
+    )
+    with get_connection(backend) as connection:
+        sent = connection.send_messages([from_dict(dict(m)) for m in messages])
+    logger.info("sent %s of %s e-mail messages", sent, len(messages))
+    return sent
