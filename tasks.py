@@ -24,7 +24,7 @@ from mediacms_stack.engines.compose import Compose, uses_https
 from mediacms_stack.images import bootstrap, mediacms
 from mediacms_stack.procedures import dev as devstack
 from mediacms_stack.procedures import doctor as checks
-from mediacms_stack.procedures import ops
+from mediacms_stack.procedures import mail, ops
 from mediacms_stack.stack import config, lock, model
 from mediacms_stack.stack.errors import StackError
 
@@ -180,8 +180,6 @@ def init(c, force=False, local_images=False, set=None):
 def doctor(c, https=False, email=None, dry_run=False):
     """Checks before impact: engine, compose, ports, disk, .env, custom/, images, volumes."""
     if email is not None:
-        from mediacms_stack import mail
-
         _, compose = _stack(dry_run, swarm_with=c)
         print("\n".join(mail.send_test(c, compose, email)))
         return

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mediacms_stack import mail
-from mediacms_stack.shell import StackError
+from mediacms_stack.procedures import mail
+from mediacms_stack.stack.errors import StackError
 
 # aiosmtpd warns about AUTH without TLS: the plain-text login is what these tests need
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")

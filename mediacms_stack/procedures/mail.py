@@ -28,8 +28,8 @@ import re
 from invoke.context import Context
 from invoke.exceptions import CommandTimedOut
 
-from .compose import Compose
-from .shell import StackError
+from ..engines.compose import Compose
+from ..stack.errors import StackError
 
 #: The one line of the script's output the task reads (``manage.py shell`` may print more).
 MARKER = "MEDIACMS-EMAIL-DOCTOR "
