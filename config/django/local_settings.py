@@ -89,13 +89,31 @@ DATABASES = {
 }
 
 REDIS_LOCATION = _env("REDIS_LOCATION", "redis://redis:6379/1")
-CACHES = {
-    "default": {
-        "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": REDIS_LOCATION,
-        "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
-    }
+
+
+def _on_host(location, host):
+    """REDIS_LOCATION (password, database) pointed at another Redis server."""
+    parts = urlsplit(location)
+    auth = parts.netloc.rpartition("@")[0]
+    return parts._replace(netloc=f"{auth}@{host}" if auth else host).geturl()
+
+
+# Two Redis servers (docker-compose.yaml, docker-stack.yaml): REDIS_LOCATION keeps what
+# must never be evicted, the Celery broker and the sessions (the tree's cache-backed
+# sessions, under the same keys as before, so nobody is logged out and migrate-from-7x's
+# carried sessions stay valid); REDIS_CACHE_HOST (same password and database) is the
+# cache, bounded and evicting its least recently used keys. Without it, one server.
+_cache_host = _env("REDIS_CACHE_HOST")
+_redis = {
+    "BACKEND": "django_redis.cache.RedisCache",
+    "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
 }
+_cache = _on_host(REDIS_LOCATION, _cache_host) if _cache_host else REDIS_LOCATION
+CACHES = {
+    "default": {**_redis, "LOCATION": _cache},
+    "sessions": {**_redis, "LOCATION": REDIS_LOCATION},
+}
+SESSION_CACHE_ALIAS = "sessions"
 # Both spellings: older trees read BROKER_URL, newer ones CELERY_BROKER_URL.
 BROKER_URL = CELERY_BROKER_URL = REDIS_LOCATION
 CELERY_RESULT_BACKEND = REDIS_LOCATION

@@ -13,7 +13,16 @@ from .config import Settings
 from .errors import StackError
 
 #: Long-running services (migrations is a one-shot job), in the compose file's order.
-SERVICES = ("nginx", "web", "celery_beat", "celery_short", "celery_long", "db", "redis")
+SERVICES = (
+    "nginx",
+    "web",
+    "celery_beat",
+    "celery_short",
+    "celery_long",
+    "db",
+    "redis",
+    "redis_cache",
+)
 #: Services that run our images: stopped for a restore, rolled back together on Swarm.
 APP_SERVICES = ("nginx", "web", "celery_beat", "celery_short", "celery_long")
 #: Services that run any number of replicas (0 stops them).

@@ -9,6 +9,7 @@ matter (no client-side normalisation of paths or headers).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import json
@@ -294,13 +295,17 @@ def test_chunked_body_beyond_the_limit_refused(stack):
 
 def test_upload_endpoints_take_large_bodies(stack):
     big = b"x" * (12 * 2**20)
-    # nginx passes them on: the app answers (401 without credentials, 404 for the
-    # Fine Uploader path the test app lacks), never nginx's 413
+    # from a logged-in user nginx passes them on: the app answers (400 for a body that is
+    # no form, 404 for the Fine Uploader path the test app lacks), never nginx's 413
     # (several times: uWSGI must drain a body the app refused unread, or nginx, still
-    # sending it, would answer 502)
+    # sending it, would answer 502); anonymous ones nginx refuses itself
+    # (test_redis_uploads.py: before reading their body)
+    admin = {"Authorization": "Basic " + base64.b64encode(
+        f"admin:{stack.admin_password}".encode()).decode()}  # fmt: skip
     for _ in range(3):
-        assert raw(stack, "/api/v1/media", method="POST", body=big)[0] == 401
-    assert raw(stack, "/fu/upload/", method="POST", body=big)[0] == 404
+        assert raw(stack, "/api/v1/media", method="POST", body=big, headers=admin)[0] == 400
+    assert raw(stack, "/fu/upload/", method="POST", body=big, headers=admin)[0] == 404
+    assert raw(stack, "/api/v1/media", method="POST", body=big)[0] == 403
 
 
 def test_bodies_are_buffered_on_disk_before_the_app_sees_them(stack):
@@ -315,9 +320,10 @@ def test_bodies_are_buffered_on_disk_before_the_app_sees_them(stack):
         "done 2>/dev/null"
     )
     with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as conn:
-        head = (
+        auth = base64.b64encode(f"admin:{stack.admin_password}".encode()).decode()
+        head = (  # logged in: anonymous bodies are refused before nginx reads them
             f"POST /api/v1/media?{marker} HTTP/1.1\r\nHost: 127.0.0.1:{stack.port}\r\n"
-            f"Content-Length: {200 * 2**20}\r\n\r\n"
+            f"Authorization: Basic {auth}\r\nContent-Length: {200 * 2**20}\r\n\r\n"
         )
         conn.sendall(head.encode() + b"x" * 3 * 2**20)
         deadline = time.monotonic() + 20
@@ -337,9 +343,12 @@ def test_slow_bodies_do_not_starve_the_app(stack):
             for _ in range(workers + 4)]  # fmt: skip
     stop = threading.Event()
 
+    auth = base64.b64encode(f"admin:{stack.admin_password}".encode()).decode()
+
     def trickle():
-        for conn in slow:
+        for conn in slow:  # logged in: anonymous ones would be refused at once
             conn.sendall(f"POST /api/v1/media HTTP/1.1\r\nHost: 127.0.0.1:{stack.port}\r\n"
+                         f"Authorization: Basic {auth}\r\n"
                          "Content-Length: 1000\r\n\r\n".encode())  # fmt: skip
         while not stop.wait(2):  # one byte every 2 s on each connection
             for conn in slow:

@@ -166,6 +166,7 @@ DIFFERENCES: dict[tuple[str, str], tuple[set[str], set[str], str]] = {
     ("nginx", "security_opt"): ({NNP}, set(), NO_SECURITY_OPT),
     ("db", "security_opt"): ({NNP}, set(), NO_SECURITY_OPT),
     ("redis", "security_opt"): ({NNP}, set(), NO_SECURITY_OPT),
+    ("redis_cache", "security_opt"): ({NNP}, set(), NO_SECURITY_OPT),
     ("migrations", "tmpfs"): ({"/tmp TMPFS_SIZE=67108864"}, {"/tmp 67108864"}, TMPFS_FIXED),
     ("web", "tmpfs"): ({"/tmp TMPFS_SIZE=67108864"}, {"/tmp 67108864"}, TMPFS_FIXED),
     ("celery_beat", "tmpfs"): ({"/tmp TMPFS_SIZE=67108864"}, {"/tmp 67108864"}, TMPFS_FIXED),
@@ -181,6 +182,10 @@ DIFFERENCES: dict[tuple[str, str], tuple[set[str], set[str], str]] = {
     ("redis", "plain secrets"): ({"REDISCLI_AUTH"}, set(), SECRETS_IN_ENV),
     ("redis", "environment"): ({"REDISCLI_AUTH"}, set(), REDIS_FILE),
     ("redis", "healthcheck"): (
+        {f"CMD-SHELL {REDIS_PING}"}, {f"CMD-SHELL {REDIS_PASSWORD_FILE} {REDIS_PING}"}, REDIS_FILE),
+    ("redis_cache", "plain secrets"): ({"REDISCLI_AUTH"}, set(), SECRETS_IN_ENV),
+    ("redis_cache", "environment"): ({"REDISCLI_AUTH"}, set(), REDIS_FILE),
+    ("redis_cache", "healthcheck"): (
         {f"CMD-SHELL {REDIS_PING}"}, {f"CMD-SHELL {REDIS_PASSWORD_FILE} {REDIS_PING}"}, REDIS_FILE),
     ("web", "environment"): ({"WEB_LISTEN_NAME"}, set(), LISTEN),
     ("web", "networks"): ({"app alias uwsgi-app"}, set(), LISTEN),

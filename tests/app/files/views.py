@@ -101,6 +101,19 @@ def api_login(request):
     return JsonResponse({"username": user.username})
 
 
+@require_GET
+def api_whoami(request):
+    """MediaCMS's /api/v1/whoami (users app, 7.x and 8.x): the user of the session or of
+    HTTP Basic credentials; 403 without one, as upstream's DRF view answers (its first
+    authenticator, the session, sends no challenge). nginx asks it before an upload's
+    body is read (config/nginx/upload-auth.conf)."""
+    user = request.user if request.user.is_authenticated else _basic_auth_user(request)
+    if user is None or not user.is_active:
+        return JsonResponse({"detail": "Authentication credentials were not provided."},
+                            status=403)  # fmt: skip
+    return JsonResponse({"username": user.username, "is_staff": user.is_staff})
+
+
 UID = re.compile(r"[0-9a-f]{32}")
 
 
