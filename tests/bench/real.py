@@ -159,7 +159,7 @@ def media_gate(stack, token: str) -> None:
     session = login(stack, "admin", ADMIN_PASSWORD)
     cookie = "Cookie: " + "; ".join(f"{k}={v}" for k, v in session.cookies.items())
     ranged = "Range: bytes=0-1023"
-    nginx_image = images.ImageNames.from_settings(stack.settings).ref("nginx")
+    nginx_image = model.ImageNames.from_settings(stack.settings).ref("nginx")
     label = subprocess.run(["docker", "image", "inspect", "--format",
                             '{{ index .Config.Labels "io.mediacms.media-auth" }}', nginx_image],
                            capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
