@@ -21,7 +21,9 @@ import pytest
 import requests
 from conftest import Stack, new_deployment, report_failure
 
-from mediacms_stack import bootstrap, config, engine
+from mediacms_stack.engines import engine
+from mediacms_stack.images import bootstrap
+from mediacms_stack.stack import config
 from tests.fresh import require_built_from_this_commit
 
 pytestmark = pytest.mark.e2e
