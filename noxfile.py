@@ -21,6 +21,7 @@ from pathlib import Path
 import nox
 
 # nox runs from the project's .venv (scripts/install.sh test), where the package is installed
+from mediacms_stack.engines.swarm.inputs import SECRETS as SWARM_SECRETS
 from mediacms_stack.images.mediacms import TARGETS
 from mediacms_stack.stack.model import PRODUCTION_TARGETS
 
@@ -159,10 +160,10 @@ def _compose_config(session: nox.Session) -> None:
 def _stack_config(session: nox.Session) -> None:
     """docker-stack.yaml through the docker client's own stack loader (needs no engine),
     with the values `invoke swarm.deploy` computes as placeholders."""
-    computed = {f"{name}_REV": "lint" for name in ("SECRET_KEY", "POSTGRES_PASSWORD",
-                "REDIS_PASSWORD", "REDIS_LOCATION", "ADMIN_PASSWORD")}  # fmt: skip
+    computed = {f"{name.upper()}_REV": "lint" for name in (*SWARM_SECRETS, "db_app_role")}
     env = {"MEDIACMS_VERSION": "lint", "MEDIA_VOLUME_TYPE": "none", "MEDIA_VOLUME_OPTIONS": "bind",
-           "MEDIA_VOLUME_DEVICE": "/srv/media", "SWARM_SECRETS_DIR": "/run/lint", **computed}  # fmt: skip
+           "MEDIA_VOLUME_DEVICE": "/srv/media", "SWARM_SECRETS_DIR": "/run/lint",
+           "POSTGRES_SUPERUSER": "postgres", **computed}  # fmt: skip
     session.run("docker", "stack", "config", "--compose-file", "docker-stack.yaml",
                 env=env, external=True, silent=True)  # fmt: skip
 

@@ -101,7 +101,8 @@ def task(*args, exclusive=False, **kwargs):
             shell.set_verbose(bool(c.config.run.echo) or os.environ.get("MEDIACMS_VERBOSE") == "1")
             try:
                 if exclusive and not kw.get("dry_run"):
-                    operation = body.__name__.replace("_", "-").removesuffix("-stack")
+                    name = body.__name__.replace("swarm_", "swarm.", 1)
+                    operation = name.replace("_", "-").removesuffix("-stack")
                     with lock.exclusive(_settings(), operation):
                         return body(c, *a, **kw)
                 return body(c, *a, **kw)
@@ -550,7 +551,7 @@ def swarm_init(c, advertise_addr=None, data_node=None, dry_run=False):
                dry_run=dry_run)  # fmt: skip
 
 
-@task(name="deploy", help={
+@task(name="deploy", exclusive=True, help={
     "timeout": "seconds to wait for every service to be healthy (Default: 600)",
 })  # fmt: skip
 def swarm_deploy(c, timeout=600, dry_run=False):
@@ -560,7 +561,8 @@ def swarm_deploy(c, timeout=600, dry_run=False):
     swarm.deploy(c, _settings(), timeout=float(timeout), dry_run=dry_run)
 
 
-@task(name="scale", positional=["counts"], help={"counts": "SERVICE=N[,SERVICE=N...]"})
+@task(name="scale", exclusive=True, positional=["counts"],
+      help={"counts": "SERVICE=N[,SERVICE=N...]"})  # fmt: skip
 def swarm_scale(c, counts=None, dry_run=False):
     """Scale services on the swarm, e.g. web=3,celery_long=2 (beat: 0 or 1)."""
     from mediacms_stack.engines import swarm
@@ -578,7 +580,7 @@ def swarm_status(c):
     print(ops.format_table(rows, ("SERVICE", "MODE", "REPLICAS", "IMAGE")))
 
 
-@task(name="update", help={
+@task(name="update", exclusive=True, help={
     "to": "version to run (its images must be in IMAGE_REGISTRY)",
     "timeout": "seconds to wait for the rolling update (Default: 900)",
 })  # fmt: skip
@@ -589,7 +591,7 @@ def swarm_update(c, to, timeout=900, dry_run=False):
     swarm.update(c, _settings(), to, timeout=float(timeout), dry_run=dry_run)
 
 
-@task(name="rollback")
+@task(name="rollback", exclusive=True)
 def swarm_rollback(c, dry_run=False):
     """Every app service back to its previous specification."""
     from mediacms_stack.engines import swarm

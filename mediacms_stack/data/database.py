@@ -55,28 +55,49 @@ counted=$?
 sed 's/^/@manifest\t/' "$work/manifest" >&2
 """
 
-#: What ``restore-db`` runs inside the db container (``sh -c SCRIPT pg-restore USER DB``,
-#: the archive on stdin): one transaction that replaces the public schema with the
-#: archive's, so tables the archive does not know (say, from a later migration) go too.
-#: COMMIT comes only from pg_restore's last line: when it cannot read the whole archive,
-#: psql reaches the end of its input inside the transaction and nothing is committed.
+#: Where the public schema waits while a restore loads the dump into a new one.
+PREVIOUS_SCHEMA = "mediacms_restore_previous"
+
+#: What a restore runs inside the db container as its ``postgres`` user, never root
+#: (``sh -c SCRIPT pg-restore USER DB FORMAT``, the dump on stdin), connected as
+#: MediaCMS's role, which owns the database and so may replace its public schema:
+#: the schema is renamed aside and an empty one made (one transaction); the dump is
+#: loaded in one transaction, a custom-format archive by pg_restore straight into the
+#: database (no psql reads it), a plain-SQL dump (checked by :mod:`plainsql` first)
+#: by psql; then the previous schema is dropped, or, when the load failed, put back.
+#: Tables the dump does not have (say, from a later migration) go with the old schema.
 RESTORE_SCRIPT = r"""set -u
-work=$(mktemp -d) || exit 1
-trap 'rm -rf "$work"' EXIT
-{
-  printf '%s\n' 'SET client_min_messages = error;' 'BEGIN;' \
-    'DROP SCHEMA IF EXISTS public CASCADE;' 'CREATE SCHEMA public;'
-  pg_restore --no-owner --no-privileges --single-transaction --file=-
-  echo "$?" >"$work/read"
-} | psql -X -q -v ON_ERROR_STOP=1 -U "$1" -d "$2" >/dev/null
-applied=$?
-[ "$applied" -eq 0 ] || exit "$applied"
-read -r status <"$work/read"
-if [ "$status" -ne 0 ]; then
-  echo "pg_restore could not read the whole archive (exit $status); nothing was committed" >&2
+export PGOPTIONS="-c client_min_messages=warning"
+sql() { psql -X -q -v ON_ERROR_STOP=1 -U "$1" -d "$2" -c "$3"; }
+sql "$1" "$2" "DO \$aside\$ BEGIN
+  IF to_regnamespace('PREVIOUS') IS NOT NULL THEN
+    RAISE EXCEPTION 'schema PREVIOUS exists: an earlier restore stopped before its end and it holds the database from before that restore; rename it to public (dropping the public schema) or drop it, then restore again';
+  END IF;
+  IF to_regnamespace('public') IS NOT NULL THEN ALTER SCHEMA public RENAME TO PREVIOUS; END IF;
+  CREATE SCHEMA public;
+END \$aside\$" || exit 1
+case $3 in
+custom) pg_restore --no-owner --no-privileges --single-transaction -U "$1" -d "$2" ;;
+plain) psql -X -q -v ON_ERROR_STOP=1 --single-transaction -U "$1" -d "$2" >/dev/null ;;
+*) false ;;
+esac
+loaded=$?
+if [ "$loaded" -eq 0 ]; then
+  sql "$1" "$2" "DROP SCHEMA IF EXISTS PREVIOUS CASCADE" && exit 0
+  echo "the dump is restored, but the previous data is still in schema PREVIOUS: drop it" >&2
   exit 1
 fi
-"""
+sql "$1" "$2" "DO \$back\$ BEGIN
+  DROP SCHEMA public CASCADE;
+  IF to_regnamespace('PREVIOUS') IS NOT NULL THEN ALTER SCHEMA PREVIOUS RENAME TO public;
+  ELSE CREATE SCHEMA public; END IF;
+END \$back\$" || {
+  echo "the load failed and the previous data could not be put back: it is in schema PREVIOUS" >&2
+  exit 1
+}
+echo "loading the dump failed (exit $loaded); its transaction was rolled back and the previous schema is back" >&2
+exit 1
+""".replace("PREVIOUS", PREVIOUS_SCHEMA)
 
 
 #: Row counts and applied migrations as ``rows``/``migration`` lines (psql -At); only
@@ -152,9 +173,11 @@ class Database:
         return self.compose.argv("exec", "-T", "db", "sh", "-c", DUMP_SCRIPT, "pg-dump",
                                  self.user, self.name, MANIFEST_SQL)  # fmt: skip
 
-    def replace_argv(self) -> list[str]:
-        """Replace the public schema with the archive on stdin, in one transaction (see
-        :data:`RESTORE_SCRIPT`); unlike ``pg_restore --clean``, tables the archive does not
-        have are dropped too."""
-        return self.compose.argv("exec", "-T", "db", "sh", "-c", RESTORE_SCRIPT, "pg-restore",
-                                 self.user, self.name)  # fmt: skip
+    def replace_argv(self, dump_format: str = "custom") -> list[str]:
+        """Replace the public schema with the dump on stdin (``custom``: a pg_dump archive;
+        ``plain``: SQL that :func:`plainsql.check` passed), as the container's postgres
+        user (see :data:`RESTORE_SCRIPT`); unlike ``pg_restore --clean``, tables the dump
+        does not have are dropped too."""
+        return self.compose.argv("exec", "-T", "--user", "postgres", "db", "sh", "-c",
+                                 RESTORE_SCRIPT, "pg-restore", self.user, self.name,
+                                 dump_format)  # fmt: skip

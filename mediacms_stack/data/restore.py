@@ -1,7 +1,8 @@
 """Restores that replace, never merge, and change nothing when they fail.
 
-Every artifact is verified (:mod:`artifacts`) before anything changes; the database is
-replaced in one transaction after a safety dump; the media are swapped inside their
+Every artifact is verified (:mod:`artifacts`) before anything changes; after a safety
+dump, the database is loaded in one transaction while the previous schema waits aside
+(:data:`database.RESTORE_SCRIPT`); the media are swapped inside their
 volume with the previous tree kept until the new one is in place; custom/ is swapped
 by renames; a full restore undoes its earlier steps when a later one fails.
 """
@@ -35,7 +36,7 @@ def _expected_counts(dump: Path) -> dict[str, int] | None:
 
 
 def _replace_db(c: Context, db: Database, dump: Path, expected: dict[str, int] | None) -> dict:
-    """Replace the database with ``dump`` in one transaction; check the manifest's counts."""
+    """Replace the database with ``dump`` (all or nothing); check the manifest's counts."""
     result = shell.run(c, db.replace_argv(), stdin_from=str(dump), warn=True, hide="err")
     if result is None or not result.ok:
         raise StackError(

@@ -222,6 +222,26 @@ def test_migration_carries_everything_over(legacy, old_data, new: Stack):
     assert portal == "Legacy Portal"
 
 
+def test_a_plain_dump_with_a_meta_command_is_refused_before_anything_runs(
+    legacy, old_data, new: Stack, tmp_path
+):
+    """The database step reads a plain-SQL dump first: psql never sees a \\! in it."""
+    dump = tmp_path / "old.sql"
+    dump.write_text("--\n-- PostgreSQL database dump\n--\n\nSET client_encoding = 'UTF8';\n"
+                    "CREATE TABLE public.t (id integer);\n\\! touch /tmp/pwned\n")  # fmt: skip
+    users = new.dc("exec", "-T", "web", "python", "manage.py", "shell", "-c",
+                   "from users.models import User; print(User.objects.count())").stdout  # fmt: skip
+    refused = new.invoke("migrate-from-7x", "--from", str(legacy.tree), "--dump", str(dump),
+                         "--yes", check=False)  # fmt: skip
+    assert refused.returncode != 0, refused.stdout
+    assert 'old.sql, line 7: "\\! touch /tmp/pwned"' in refused.stderr, refused.stderr
+    assert "stopping the old application" not in refused.stdout
+    assert new.dc("exec", "-T", "db", "test", "-e", "/tmp/pwned", check=False).returncode == 1
+    again = new.dc("exec", "-T", "web", "python", "manage.py", "shell", "-c",
+                   "from users.models import User; print(User.objects.count())").stdout  # fmt: skip
+    assert again == users
+
+
 def test_a_second_run_is_refused_before_it_touches_anything(legacy, old_data, new: Stack):
     dry = new.invoke("migrate-from-7x", "--from", str(legacy.tree), "--dry-run")
     assert "would refuse: the new media volume is not empty" in dry.stdout, dry.stdout

@@ -102,12 +102,29 @@ def test_deploy_from_nothing_to_healthy(deployment, cluster):
 
 
 def test_secrets_are_files_not_environment(deployment):
-    out = deployment.docker("service", "inspect", f"{STACK}_web", "--format",
-                            "{{json .Spec.TaskTemplate.ContainerSpec.Env}}").stdout  # fmt: skip
+    out = deployment.docker("service", "inspect", *(f"{STACK}_{name}" for name in SERVICES),
+                            "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Env}}").stdout  # fmt: skip
     settings = deployment.settings
-    for key in ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD"):
-        assert settings.get(key) not in out, key
+    for key in ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "ADMIN_PASSWORD",
+                "POSTGRES_SUPERUSER_PASSWORD"):  # fmt: skip
+        assert settings.require(key) not in out, key
     assert "SECRET_KEY_FILE=/run/secrets/secret_key" in out
+
+
+def test_mediacms_is_a_plain_database_role_and_uwsgi_listens_on_app_only(deployment):
+    settings = deployment.settings
+    user, superuser = settings.require("POSTGRES_USER"), settings.require("POSTGRES_SUPERUSER")
+    assert user != superuser
+    sql = ("SELECT rolsuper, rolcreaterole, rolcreatedb, (SELECT datdba::regrole::text FROM "
+           "pg_database WHERE datname = current_database()) FROM pg_roles "
+           "WHERE rolname = current_user")  # fmt: skip
+    role = deployment.docker("exec", db_container(deployment), "psql", "-U", user, "-d",
+                             settings.get("POSTGRES_DB", "mediacms"), "-At", "-c", sql).stdout  # fmt: skip
+    assert role.strip() == f"f|f|f|{user}", role
+    logs = deployment.docker("service", "logs", "--raw", f"{STACK}_web").stdout
+    listening = [line for line in logs.splitlines() if "start-uwsgi: listening on" in line]
+    own = re.compile(r".*listening on (?!0\.)[\d.]+:9000, 127\.0\.0\.1:9000")  # not every address
+    assert listening and all(own.fullmatch(line) for line in listening), listening
 
 
 def make_video(deployment: Deployment, seconds: int = 3) -> bytes:

@@ -67,14 +67,23 @@ def test_snapshot_dump_is_one_exec_in_the_db_container(tmp_path):
     assert "django_migrations" in database.MANIFEST_SQL and "count(*)" in database.MANIFEST_SQL
 
 
-def test_replace_restores_in_one_transaction_that_commits_only_at_the_end(tmp_path):
-    argv = database.Database(Compose(tmp_path), "u", "d").replace_argv()
-    assert argv[argv.index("exec") :] == ["exec", "-T", "db", "sh", "-c", database.RESTORE_SCRIPT,
-                                          "pg-restore", "u", "d"]  # fmt: skip
+def test_replace_loads_the_dump_without_root_or_psql_and_keeps_the_old_schema_until_it_ends(
+    tmp_path,
+):
+    db = database.Database(Compose(tmp_path), "u", "d")
+    argv = db.replace_argv()
+    assert argv[argv.index("exec") :] == ["exec", "-T", "--user", "postgres", "db", "sh", "-c",
+                                          database.RESTORE_SCRIPT, "pg-restore", "u", "d",
+                                          "custom"]  # fmt: skip
+    assert db.replace_argv("plain")[-1] == "plain"
     script = database.RESTORE_SCRIPT
-    assert script.index("BEGIN;") < script.index("DROP SCHEMA") < script.index("pg_restore")
-    assert "--single-transaction" in script and "ON_ERROR_STOP=1" in script
-    assert "COMMIT" not in script  # only pg_restore's last line commits
+    custom = next(line for line in script.splitlines() if line.startswith("custom)"))
+    assert "pg_restore" in custom and "psql" not in custom  # no psql reads an archive
+    assert "--single-transaction" in custom and "-d" in custom.split()
+    previous = database.PREVIOUS_SCHEMA
+    aside, load, drop = (script.index(f"RENAME TO {previous}"), script.index("case $3"),
+                         script.index(f"DROP SCHEMA IF EXISTS {previous}"))  # fmt: skip
+    assert aside < load < drop and f"ALTER SCHEMA {previous} RENAME TO public" in script
 
 
 def test_parse_manifest_lines_splits_counts_migrations_and_messages():

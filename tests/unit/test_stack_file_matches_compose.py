@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import pytest
+from invoke import MockContext
 
 try:
     import yaml
 except ModuleNotFoundError:  # PyYAML is no dependency of ours; invoke carries it
     from invoke.util import yaml
 
+from mediacms_stack.engines import swarm
 from mediacms_stack.engines.compose import PRODUCTION
 from mediacms_stack.engines.swarm import STACK_FILE
 from mediacms_stack.stack import config, model
@@ -114,12 +117,39 @@ def environment(service: dict) -> set[str]:
     return {key.removesuffix("_FILE") for key in _environment(service)}
 
 
-def networks(service: dict) -> set[str]:
+def _aliases(service: dict) -> dict[str, set[str]]:
     joined = service.get("networks") or []
     if isinstance(joined, list):
-        return set(joined)
-    aliases = {f"{n} alias {a}" for n, o in joined.items() for a in (o or {}).get("aliases", [])}
-    return set(joined) | aliases
+        return {name: set() for name in joined}
+    return {n: set((o or {}).get("aliases", [])) for n, o in joined.items()}
+
+
+def networks(service: dict) -> set[str]:
+    aliases = _aliases(service)
+    return set(aliases) | {f"{n} alias {a}" for n, named in aliases.items() for a in named}
+
+
+def listens_on(service: dict) -> set[str]:
+    """The networks where WEB_LISTEN_NAME (``tasks.NAME`` on Swarm: each task's own
+    address) is an alias, so uWSGI listens there and on no other network."""
+    name = (_environment(service).get("WEB_LISTEN_NAME") or "").removeprefix("tasks.")
+    return {n for n, named in _aliases(service).items() if name in named} if name else set()
+
+
+def roles(service: dict) -> set[str]:
+    """The database roles a service is given, as the .env key each comes from
+    (``${POSTGRES_SUPERUSER:-${POSTGRES_USER...}}`` and ``${POSTGRES_SUPERUSER:?...}`` are
+    both POSTGRES_SUPERUSER: swarm.deploy sets it to the same value)."""
+    env = _environment(service)
+    first = {key: re.match(r"\$\{(\w+)", env.get(key) or "") for key in ROLE_KEYS}
+    return {f"{key}={found[1]}" for key, found in first.items() if found}
+
+
+ROLE_KEYS = ("POSTGRES_USER", "MEDIACMS_DB_USER")
+
+
+def configs(service: dict) -> set[str]:
+    return {f"{c['source']} at {c['target']}" for c in service.get("configs") or []}
 
 
 ASPECTS: dict[str, Callable[[dict], set[str]]] = {
@@ -137,6 +167,9 @@ ASPECTS: dict[str, Callable[[dict], set[str]]] = {
     "plain secrets": plain_secrets,
     "environment": environment,
     "networks": networks,
+    "uwsgi listens on": listens_on,
+    "database roles": roles,
+    "configs": configs,
 }
 
 # --- the differences of today: (only in docker-compose.yaml, only in docker-stack.yaml) ---
@@ -151,10 +184,10 @@ TMPFS_FIXED = "GAP: TMPFS_SIZE (.env) does not reach Swarm: the stack's /tmp is 
 SECRETS_IN_ENV = ("GAP: compose hands the secrets over as environment values (docker inspect "
                   "shows them); Swarm hands files under /run/secrets")  # fmt: skip
 REDIS_FILE = "Swarm: redis's password is read from its secret file, never put in the environment"
-LISTEN = ("GAP: uWSGI listening on every network without WEB_LISTEN_NAME: on Swarm the workers "
-          "and beat, on data, can open web's socket")  # fmt: skip
-DB_SUPERUSER = ("GAP: the Swarm db running MediaCMS as the database superuser (no "
-                "MEDIACMS_DB_* role); POSTGRES_PASSWORD comes from the secret file")  # fmt: skip
+DB_FILES = ("Swarm: the db's command reads both passwords (superuser's, MediaCMS's role's) "
+            "from their secret files, never from the service's environment")  # fmt: skip
+LISTEN_NAME = ("Swarm: uWSGI's name is tasks.uwsgi-app, each task's own address on app (the "
+               "alias itself is the service's virtual IP in vip mode)")  # fmt: skip
 
 # fmt: off
 DIFFERENCES: dict[tuple[str, str], tuple[set[str], set[str], str]] = {
@@ -187,10 +220,7 @@ DIFFERENCES: dict[tuple[str, str], tuple[set[str], set[str], str]] = {
     ("redis_cache", "environment"): ({"REDISCLI_AUTH"}, set(), REDIS_FILE),
     ("redis_cache", "healthcheck"): (
         {f"CMD-SHELL {REDIS_PING}"}, {f"CMD-SHELL {REDIS_PASSWORD_FILE} {REDIS_PING}"}, REDIS_FILE),
-    ("web", "environment"): ({"WEB_LISTEN_NAME"}, set(), LISTEN),
-    ("web", "networks"): ({"app alias uwsgi-app"}, set(), LISTEN),
-    ("db", "environment"): (
-        {"POSTGRES_PASSWORD", "MEDIACMS_DB_USER", "MEDIACMS_DB_PASSWORD"}, set(), DB_SUPERUSER),
+    ("db", "environment"): ({"POSTGRES_PASSWORD", "MEDIACMS_DB_PASSWORD"}, set(), DB_FILES),
 }
 # fmt: on
 
@@ -242,3 +272,48 @@ def test_both_files_use_the_model_volumes_and_media_dir():
     mount = f"{model.MEDIA_VOLUME}:{model.MEDIA_DIR}"
     for name in {"migrations", *model.APP_SERVICES} - {"nginx"}:
         assert mount in COMPOSE[name]["volumes"] and mount in STACK[name]["volumes"], name
+
+
+# --- what Swarm needs beyond the services' own keys ------------------------------------
+def test_the_swarm_networks_of_the_database_and_redis_are_encrypted():
+    """Overlay traffic between nodes is plain VXLAN unless the network is encrypted
+    (IPsec); compose's networks never leave the host."""
+    carrying = {n for name in ("db", "redis") for n in _aliases(STACK[name])}
+    assert carrying == {"data"}
+    for name in carrying:
+        network = STACK_YAML["networks"][name]
+        assert network.get("driver") == "overlay", name
+        assert (network.get("driver_opts") or {}).get("encrypted") == "true", name
+
+
+#: .env keys that hold a secret: generated by `invoke init`, or the admin's password.
+SECRET_ENV_KEYS = {*config.GENERATED, "ADMIN_PASSWORD"}
+
+
+def test_no_secret_reaches_a_swarm_service_or_the_deploy_command():
+    """The stack file takes no secret from the deploy's environment (only the hash that
+    names its secret, X_REV); swarm.deploy leaves every secret out of that environment."""
+    text = (config.ROOT / STACK_FILE).read_text()
+    used = set(re.findall(r"\$\{(\w+)", text))
+    assert not used & SECRET_ENV_KEYS, used & SECRET_ENV_KEYS
+    assert {f"{key}_REV" for key in ("POSTGRES_PASSWORD", "POSTGRES_SUPERUSER_PASSWORD",
+                                     "ADMIN_PASSWORD")} <= used  # fmt: skip
+    assert SECRET_ENV_KEYS <= swarm.inputs.SECRET_KEYS
+
+
+@pytest.mark.parametrize("name", ["deploy", "scale", "update", "rollback"])
+def test_the_swarm_tasks_that_change_the_stack_take_its_lock(name, home, monkeypatch):
+    import tasks
+
+    held = []
+
+    @contextmanager
+    def exclusive(settings, operation, **kwargs):
+        held.append(operation)
+        yield
+
+    monkeypatch.setattr(tasks.lock, "exclusive", exclusive)
+    monkeypatch.setattr(swarm, name, lambda *a, **k: held.append("ran"))
+    arguments = {"scale": {"counts": "web=2"}, "update": {"to": "9.9.10"}}.get(name, {})
+    getattr(tasks, f"swarm_{name}")(MockContext(), **arguments)
+    assert held == [f"swarm.{name}", "ran"]

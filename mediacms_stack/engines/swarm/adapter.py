@@ -73,9 +73,11 @@ class SwarmStack(Compose):
     def argv(self, *args: str) -> list[str]:
         verb, tail = args[0], args[1:]
         if verb == "exec":
-            flags, _, name, command = _words(tail, frozenset({"-T"}), frozenset())
+            flags, options, name, command = _words(tail, frozenset({"-T"}),
+                                                   frozenset({"--user"}))  # fmt: skip
             mode = "-i" if "-T" in flags else "-it"
-            return ["docker", "exec", mode, self.container(name), *command]
+            user = ["--user", options["--user"]] if "--user" in options else []
+            return ["docker", "exec", mode, *user, self.container(name), *command]
         if verb == "run":
             _, options, name, command = _words(tail, frozenset({"--rm", "--no-deps", "-T"}),
                                                frozenset({"--entrypoint"}))  # fmt: skip

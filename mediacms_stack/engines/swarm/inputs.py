@@ -1,8 +1,9 @@
 """What `docker stack deploy` is given, and the deploy that gives it. It reads no
 ``.env``: it gets the ``.env`` values as its environment, without the secrets, which
 are written as files (mode 600, in a private folder removed afterwards) for Swarm to turn
-into secrets named after a hash of their value; custom/'s files travel as configs named
-after a hash of their content."""
+into secrets named after a hash of their value; custom/'s files and the db's init script
+(docker-compose.yaml's ``db-app-role``) travel as configs named after a hash of their
+content."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from invoke.context import Context
+from invoke.util import yaml
 
-from ...stack.config import Settings
+from ...stack.config import ROOT, Settings
 from ...stack.errors import StackError
 from ...stack.files import write_private
+from ..compose import PRODUCTION
 from ..shell import run
 from .stack import STACK_FILE
 
@@ -24,6 +27,7 @@ from .stack import STACK_FILE
 SECRETS = {
     "secret_key": "SECRET_KEY",
     "postgres_password": "POSTGRES_PASSWORD",
+    "postgres_superuser_password": "POSTGRES_SUPERUSER_PASSWORD",
     "redis_password": "REDIS_PASSWORD",
     "redis_location": None,
     "admin_password": "ADMIN_PASSWORD",
@@ -34,29 +38,47 @@ SECRET_KEYS = frozenset(key for key in SECRETS.values() if key)
 
 def secret_values(settings: Settings) -> dict[str, str]:
     """The secret files' contents. An empty ADMIN_PASSWORD stays empty in effect (the
-    migrations job generates one) but is written as a newline: Swarm refuses empty secrets."""
+    migrations job generates one) but is written as a newline: Swarm refuses empty secrets.
+    A stack of one database role (made before the split) has no superuser password: its
+    one role is the superuser."""
     values = {name: settings.get(key) for name, key in SECRETS.items() if key}
     for key in ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD"):
         settings.require(key)
+    values["postgres_superuser_password"] = (
+        values["postgres_superuser_password"] or values["postgres_password"]
+    )
     values["redis_location"] = f"redis://:{settings.get('REDIS_PASSWORD')}@redis:6379/1"
     values["admin_password"] = values["admin_password"] or "\n"
     return values
 
 
+def db_app_role() -> str:
+    """The db's first-start script that makes MediaCMS's plain role: docker-compose.yaml's
+    ``db-app-role`` config, the same text on both."""
+    return yaml.safe_load((ROOT / PRODUCTION).read_text())["configs"]["db-app-role"]["content"]
+
+
 def write_secrets(settings: Settings, folder: Path) -> dict[str, str]:
-    """Write the secret files (mode 600) and return ``<NAME>_REV`` hashes for the names."""
+    """Write the secret files and the db's init script (mode 600) and return
+    ``<NAME>_REV`` hashes for their names."""
+    files = {**secret_values(settings), "db_app_role.sql": db_app_role()}
     revisions = {}
-    for name, value in secret_values(settings).items():
+    for name, value in files.items():
         write_private(folder / name, value)
-        revisions[f"{name.upper()}_REV"] = hashlib.sha256(value.encode()).hexdigest()[:12]
+        key = name.removesuffix(".sql").upper()
+        revisions[f"{key}_REV"] = hashlib.sha256(value.encode()).hexdigest()[:12]
     return revisions
 
 
 def deploy_env(settings: Settings, extra: Mapping[str, str]) -> dict[str, str]:
-    """.env without its secrets, plus what the stack file computes from (nginx's update
-    order: with host-mode ports the old task holds the port, so stop-first)."""
+    """.env without its secrets, plus what the stack file computes from: the database
+    superuser (POSTGRES_USER on a stack of one role), nginx's update order (with
+    host-mode ports the old task holds the port, so stop-first)."""
     env = {k: v for k, v in settings.values.items() if k not in SECRET_KEYS}
     env["COMPOSE_PROJECT_NAME"] = settings.project
+    env["POSTGRES_SUPERUSER"] = settings.get("POSTGRES_SUPERUSER") or settings.get(
+        "POSTGRES_USER", "mediacms"
+    )
     host_mode = settings.get("SWARM_PUBLISH_MODE", "ingress") == "host"
     env["SWARM_NGINX_UPDATE_ORDER"] = "stop-first" if host_mode else "start-first"
     return {**env, **extra}

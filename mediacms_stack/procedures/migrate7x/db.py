@@ -9,7 +9,7 @@ from pathlib import Path
 
 from invoke.context import Context
 
-from ...data import artifacts, backup, database
+from ...data import artifacts, backup, database, plainsql
 from ...engines.compose import Compose
 from ...engines.shell import quote, run, wait_until
 from ...stack.config import Settings
@@ -19,7 +19,8 @@ from .legacy import OldDeployment
 
 
 def check_given_dump(dump: Path) -> str:
-    """'custom' or 'plain' for a pg_dump file; anything else is refused."""
+    """'custom' or 'plain' for a pg_dump file; anything else is refused, and so is a
+    plain dump that holds what psql could run as a meta-command (:mod:`plainsql`)."""
     if not dump.is_file():
         raise StackError(f"{dump} does not exist")
     with dump.open("rb") as handle:
@@ -27,6 +28,7 @@ def check_given_dump(dump: Path) -> str:
     if head.startswith(artifacts.PGDUMP_MAGIC):
         return "custom"
     if b"PostgreSQL database dump" in head:
+        plainsql.check(dump)
         return "plain"
     raise StackError(f"{dump} is neither a pg_dump archive nor a plain pg_dump SQL file")
 
@@ -86,8 +88,8 @@ def restore_into_stack(
     """Load the dump into the stack's database; returns the row counts.
 
     ``replace``: the database holds data (the operator passed --yes): a safety backup is
-    taken first. Either way the public schema is replaced as a whole, in one transaction,
-    so no table of a newer schema lingers.
+    taken first. Either way the public schema is replaced as a whole (see
+    :data:`database.RESTORE_SCRIPT`), so no table of a newer schema lingers.
     """
     db = database.Database.of(compose, settings)
     compose.up(c, "db", "redis")
@@ -96,14 +98,8 @@ def restore_into_stack(
         safety = backup.backup_db(c, compose, settings, settings.root / BACKUPS_DIR,
                                   prefix="pre-migrate")  # fmt: skip
         print(f"[migrate] safety backup of the new database: {safety}")
-    if check_given_dump(dump) == "custom":
-        result = run(c, db.replace_argv(), stdin_from=str(dump), warn=True, hide="err")
-    else:
-        if replace:
-            db.query(c, "DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-        argv = compose.argv("exec", "-T", "db", "psql", "-U", db.user, "-d", db.name, "--quiet",
-                            "-v", "ON_ERROR_STOP=1", "--single-transaction")  # fmt: skip
-        result = run(c, argv, stdin_from=str(dump), warn=True, hide="both")
+    result = run(c, db.replace_argv(check_given_dump(dump)), stdin_from=str(dump), warn=True,
+                 hide="err")  # fmt: skip
     if result is None or not result.ok:
         raise StackError(
             "restoring the old database failed and was rolled back: "
