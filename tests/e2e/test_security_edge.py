@@ -336,19 +336,20 @@ def test_bodies_are_buffered_on_disk_before_the_app_sees_them(stack):
     assert marker not in logs(stack, "web")  # the app never saw the unfinished request
 
 
-def test_slow_bodies_do_not_starve_the_app(stack):
+def test_slow_bodies_do_not_starve_the_app(stack, people):
     env = stack.settings
     workers = int(env.get("UWSGI_PROCESSES", "2")) * int(env.get("UWSGI_THREADS", "2"))
     slow = [socket.create_connection(("127.0.0.1", stack.port), timeout=10)
             for _ in range(workers + 4)]  # fmt: skip
     stop = threading.Event()
-
-    auth = base64.b64encode(f"admin:{stack.admin_password}".encode()).decode()
+    # logged in (anonymous bodies are refused at once), by session: HTTP Basic would make
+    # each upload's login check hash the password, which is not what this test measures
+    cookie = f"sessionid={people['admin'].cookies['sessionid']}"
 
     def trickle():
-        for conn in slow:  # logged in: anonymous ones would be refused at once
+        for conn in slow:
             conn.sendall(f"POST /api/v1/media HTTP/1.1\r\nHost: 127.0.0.1:{stack.port}\r\n"
-                         f"Authorization: Basic {auth}\r\n"
+                         f"Cookie: {cookie}\r\n"
                          "Content-Length: 1000\r\n\r\n".encode())  # fmt: skip
         while not stop.wait(2):  # one byte every 2 s on each connection
             for conn in slow:
