@@ -137,6 +137,8 @@ ASPECTS: dict[str, Callable[[dict], set[str]]] = {
     "plain secrets": plain_secrets,
     "environment": environment,
     "networks": networks,
+    #: how long requests or tasks in flight get to end when a container stops
+    "stop_grace_period": lambda s: _words(s.get("stop_grace_period")),
 }
 
 # --- the differences of today: (only in docker-compose.yaml, only in docker-stack.yaml) ---
@@ -153,6 +155,8 @@ SECRETS_IN_ENV = ("GAP: compose hands the secrets over as environment values (do
 REDIS_FILE = "Swarm: redis's password is read from its secret file, never put in the environment"
 LISTEN = ("GAP: uWSGI listening on every network without WEB_LISTEN_NAME: on Swarm the workers "
           "and beat, on data, can open web's socket")  # fmt: skip
+LONG_GRACE = ("GAP: on one host celery_long gets the engine's 10 s to stop: a transcode in "
+              "flight is cut (Celery's warm shutdown needs the whole file's time)")  # fmt: skip
 DB_SUPERUSER = ("GAP: the Swarm db running MediaCMS as the database superuser (no "
                 "MEDIACMS_DB_* role); POSTGRES_PASSWORD comes from the secret file")  # fmt: skip
 
@@ -184,6 +188,7 @@ DIFFERENCES: dict[tuple[str, str], tuple[set[str], set[str], str]] = {
         {f"CMD-SHELL {REDIS_PING}"}, {f"CMD-SHELL {REDIS_PASSWORD_FILE} {REDIS_PING}"}, REDIS_FILE),
     ("web", "environment"): ({"WEB_LISTEN_NAME"}, set(), LISTEN),
     ("web", "networks"): ({"app alias uwsgi-app"}, set(), LISTEN),
+    ("celery_long", "stop_grace_period"): (set(), {"10m"}, LONG_GRACE),
     ("db", "environment"): (
         {"POSTGRES_PASSWORD", "MEDIACMS_DB_USER", "MEDIACMS_DB_PASSWORD"}, set(), DB_SUPERUSER),
 }
