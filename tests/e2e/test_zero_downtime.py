@@ -30,7 +30,9 @@ PATHS = ("/", "/api/v1/media")
 
 
 def docker(*args: str) -> str:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
+    """What the command printed, stdout then stderr (uWSGI logs to stderr)."""
+    done = subprocess.run(["docker", *args], capture_output=True, text=True, check=True)
+    return done.stdout + done.stderr
 
 
 class Loop(threading.Thread):
@@ -131,6 +133,7 @@ def test_restart_of_a_lone_web_fails_no_request(stack):
     print(f"\nrestart web (one container): {summary(loop, start, end)}")
     assert "a spare answers meanwhile" in done.stdout
     assert not loop.failed(), summary(loop, start, end)
+    assert {status for *_, status in loop.answers} == {200}, summary(loop, start, end)
     assert len(loop.during(start, end)) >= 30, summary(loop, start, end)
     assert loop.answers[0][0] < start and loop.answers[-1][1] > end  # it ran throughout
     # the same container, restarted; the spare is gone
@@ -151,6 +154,7 @@ def test_kill_of_one_of_two_webs_fails_no_get(stack):
         end = time.monotonic()
     print(f"\nkill -9 of one of two web containers: {summary(loop, start, end)}")
     assert not loop.failed(), summary(loop, start, end)
+    assert {status for *_, status in loop.answers} == {200}, summary(loop, start, end)
     assert len(loop.during(start, end)) >= 30, summary(loop, start, end)
     assert loop.answers[0][0] < start and loop.answers[-1][1] > end
     assert web_containers(stack) == [first, second]
