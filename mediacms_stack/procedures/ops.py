@@ -127,7 +127,8 @@ def restart_web(c: Context, compose: Compose, replicas: int, *, timeout: int = 3
     if spare is not None:
         print(f"[restart] {spare}: the spare ends the requests it serves and is removed")
         compose.remove_container(c, spare)
-    print(f"[restart] web restarted, {len(running)} container(s), one at a time")
+    if not compose.dry_run:
+        print(f"[restart] web restarted, {len(running)} container(s), one at a time")
 
 
 #: Reads {"user": ..., "password": ...} from stdin: the password is never in an argv

@@ -144,7 +144,7 @@ def test_restart_web_dry_run_plans_for_web_replicas_and_asks_nothing(tmp_path, c
     shown = capsys.readouterr()
     assert "--scale=web=2 web" in shown.err and "docker restart site-web-1" in shown.err
     assert "docker stop site-web-2" in shown.err and "docker rm site-web-2" in shown.err
-    assert "a spare answers meanwhile" in shown.out
+    assert "a spare answers meanwhile" in shown.out and "web restarted" not in shown.out
 
 
 def test_restart_without_web_running_refuses_and_changes_nothing(tmp_path):
