@@ -306,12 +306,15 @@ def down(c, dev=False, https=False, volumes=False, dry_run=False):
     compose.run(c, "down", *(["--volumes"] if volumes else []))
 
 
-@task(exclusive=True, iterable=["service"],
-      help={"service": "a service to restart, repeatable (Default: all)"})  # fmt: skip
-def restart(c, service=None, dry_run=False):
-    """Restart services (default: all)."""
-    _, compose = _stack(dry_run)
-    compose.run(c, "restart", *(service or []))
+@task(exclusive=True, iterable=["service"], help={
+    "service": "a service to restart, repeatable; web is restarted one container at a time, "
+    "failing no request (a spare runs while a lone one restarts) (Default: all, at once)",
+    "timeout": "seconds to wait for each web container to be healthy again (Default: 300)",
+})  # fmt: skip
+def restart(c, service=None, timeout=300, dry_run=False):
+    """Restart services (default: all at once); web one container at a time, failing none."""
+    settings, compose = _stack(dry_run)
+    ops.restart(c, compose, settings, service or [], timeout=timeout)
 
 
 @task(help={"dev": "the development stack's containers instead (Default: off)"})

@@ -93,7 +93,24 @@ class Compose:
         """Raise before anything changes when this stack's services cannot be stopped
         from here (compose always can; see :class:`swarm.SwarmStack`)."""
 
-    def scale(self, c: Context, counts: dict[str, int], *, timeout: int = 300):
+    def scale(self, c: Context, counts: dict[str, int], *, deps: bool = True, timeout: int = 300):
+        """Run ``counts`` containers of each service, keeping the running ones as they are;
+        ``deps=False`` leaves the services they depend on alone (no migrations job again)."""
         flags = [f"--scale={name}={count}" for name, count in counts.items()]
-        return self.run(c, "up", "--detach", "--no-recreate", "--wait", "--wait-timeout",
-                        str(timeout), *flags, *counts)  # fmt: skip
+        return self.run(c, "up", "--detach", "--no-recreate", *([] if deps else ["--no-deps"]),
+                        "--wait", "--wait-timeout", str(timeout), *flags, *counts)  # fmt: skip
+
+    def running(self, c: Context, service: str) -> list[str]:
+        """The names of ``service``'s running containers, lowest container number first."""
+        names = [row["Name"] for row in self.ps(c, all_=False)
+                 if row.get("Service") == service and row.get("State") == "running"]  # fmt: skip
+        return sorted(names, key=lambda name: int(name.rsplit("-", 1)[1]))
+
+    # One container of a service (compose acts on all of them at once): the engine stops
+    # it as compose would, SIGTERM then the service's stop_grace_period.
+    def restart_container(self, c: Context, name: str):
+        return run(c, ["docker", "restart", name], dry_run=self.dry_run)
+
+    def remove_container(self, c: Context, name: str):
+        run(c, ["docker", "stop", name], dry_run=self.dry_run)
+        return run(c, ["docker", "rm", name], dry_run=self.dry_run)

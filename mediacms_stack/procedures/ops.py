@@ -13,7 +13,7 @@ from ..engines.compose import Compose
 from ..engines.shell import wait_until
 from ..stack.config import Settings
 from ..stack.errors import StackError
-from ..stack.model import PRODUCTION_TARGETS, SERVICES, ImageNames
+from ..stack.model import PRODUCTION_TARGETS, SERVICES, ImageNames, parse_scale
 
 
 def split_command(command: str) -> list[str]:
@@ -76,6 +76,59 @@ def wait_healthy(
         wait_until(healthy, timeout=timeout, interval=2, what="every service healthy")
     except StackError as error:
         raise StackError(f"{error}; not yet: {last}") from None
+
+
+def restart(
+    c: Context, compose: Compose, settings: Settings, services: list[str], *, timeout: int = 300
+) -> None:
+    """Restart ``services`` (all when empty, at once, as compose does). web named on its
+    own terms: after the others, one container at a time (:func:`restart_web`)."""
+    others = [s for s in services if s != "web"]
+    if others or not services:
+        compose.run(c, "restart", *others)
+    if "web" in services:
+        replicas = parse_scale([f"web={settings.get('WEB_REPLICAS') or 1}"])["web"]
+        restart_web(c, compose, replicas, timeout=timeout)
+
+
+def restart_web(c: Context, compose: Compose, replicas: int, *, timeout: int = 300) -> None:
+    """Restart every web container without failing a request: one at a time, each
+    stopping gracefully while the others answer (nginx passes them what it refuses). A
+    lone web container gets a spare beside it while it restarts; the spare goes after.
+
+    A dry run asks the engine nothing: it plans for ``replicas`` containers (.env's
+    WEB_REPLICAS) under compose's names.
+    """
+    prefix = f"{compose.project}-web-"
+    if compose.dry_run:
+        running = [f"{prefix}{n}" for n in range(1, replicas + 1)]
+    else:
+        running = compose.running(c, "web")
+    if not running:
+        raise StackError("no web container runs: `invoke up` starts the stack; nothing was changed")
+    spare = None
+    if len(running) == 1:
+        print(f"[restart] {running[0]} is the only web container: a spare answers meanwhile")
+        compose.scale(c, {"web": 2}, deps=False, timeout=timeout)
+        if compose.dry_run:
+            spare = f"{prefix}{int(running[0].rsplit('-', 1)[1]) + 1}"
+        else:
+            (spare,) = set(compose.running(c, "web")) - set(running)
+    for name in running:
+        print(f"[restart] {name}: ends the requests it serves, restarts, then must be healthy")
+        compose.restart_container(c, name)
+        if compose.dry_run:
+            continue
+        try:
+            wait_healthy(c, compose, ("web",), timeout)
+        except StackError as error:
+            kept = f"; the spare {spare} keeps answering" if spare else ""
+            raise StackError(f"{name} restarted but {error}{kept}") from None
+    if spare is not None:
+        print(f"[restart] {spare}: the spare ends the requests it serves and is removed")
+        compose.remove_container(c, spare)
+    if not compose.dry_run:
+        print(f"[restart] web restarted, {len(running)} container(s), one at a time")
 
 
 #: Reads {"user": ..., "password": ...} from stdin: the password is never in an argv

@@ -1,3 +1,4 @@
+import json
 import re
 
 import pytest
@@ -5,7 +6,7 @@ from invoke import MockContext, Result
 
 from mediacms_stack.engines.compose import Compose
 from mediacms_stack.procedures import ops
-from mediacms_stack.stack import model
+from mediacms_stack.stack import config, model
 from mediacms_stack.stack.errors import StackError
 
 
@@ -77,3 +78,92 @@ def test_manage_and_exec_are_non_interactive_by_default(tmp_path):
     Compose(tmp_path).manage(c, "migrate", "--plan")
     command = c.run.call_args[0][0]
     assert " exec -T web python manage.py migrate --plan" in command
+
+
+# --- restart web: one container at a time, a spare beside a lone one ---------------------
+def _web(*names: str, health: str = "healthy") -> Result:
+    rows = [{"Name": n, "Service": "web", "State": "running", "Health": health, "Image": "m:1"}
+            for n in names]  # fmt: skip
+    return Result("\n".join(json.dumps(row) for row in rows) + "\n")
+
+
+def _commands(c) -> list[str]:
+    """Each command run, compose's project options left out; PS for every ``ps`` query."""
+    commands = [re.sub(r"^docker compose .*?--file \S+ ", "docker compose ", call.args[0])
+                for call in c.run.call_args_list]  # fmt: skip
+    return [PS if " ps --format json" in command else command for command in commands]
+
+
+PS = "docker compose ps"
+ANY = [Result()] * 9
+
+
+def test_restart_lone_web_starts_a_spare_restarts_it_and_removes_the_spare(tmp_path):
+    compose = Compose(tmp_path, project="site")
+    ps = [_web("site-web-1"), _web("site-web-1", "site-web-2"), _web("site-web-1", "site-web-2")]
+    c = MockContext(run={re.compile(r".* ps --format json"): ps, re.compile(r".*"): ANY},
+                    repeat=False)  # fmt: skip
+    ops.restart_web(c, compose, replicas=1, timeout=60)
+    assert _commands(c) == [
+        PS,
+        "docker compose up --detach --no-recreate --no-deps --wait --wait-timeout 60 "
+        "--scale=web=2 web",
+        PS,  # which one is the spare
+        "docker restart site-web-1",
+        PS,  # healthy again, both
+        "docker stop site-web-2",
+        "docker rm site-web-2",
+    ]
+
+
+def test_restart_two_webs_one_after_the_other_each_healthy_first(tmp_path):
+    compose = Compose(tmp_path, project="site")
+    both = _web("site-web-1", "site-web-2")
+    c = MockContext(run={re.compile(r".* ps --format json"): [both, both, both],
+                         re.compile(r".*"): ANY}, repeat=False)  # fmt: skip
+    ops.restart_web(c, compose, replicas=2)
+    assert _commands(c) == [PS, "docker restart site-web-1", PS, "docker restart site-web-2", PS]
+
+
+def test_restart_web_waits_while_the_restarted_one_is_starting(tmp_path, monkeypatch):
+    monkeypatch.setattr("time.sleep", lambda _: None)
+    compose = Compose(tmp_path, project="site")
+    both = _web("site-web-1", "site-web-2")
+    starting = _web("site-web-1", "site-web-2", health="starting")
+    ps = [both, starting, starting, both, both]
+    c = MockContext(run={re.compile(r".* ps --format json"): ps, re.compile(r".*"): ANY},
+                    repeat=False)  # fmt: skip
+    ops.restart_web(c, compose, replicas=2, timeout=60)
+    restarts = [PS, "docker restart site-web-1", PS, PS, PS, "docker restart site-web-2", PS]
+    assert _commands(c) == restarts
+
+
+def test_restart_web_dry_run_plans_for_web_replicas_and_asks_nothing(tmp_path, capsys):
+    c = MockContext()  # any command run would raise: nothing is configured
+    ops.restart_web(c, Compose(tmp_path, project="site", dry_run=True), replicas=1)
+    shown = capsys.readouterr()
+    assert "--scale=web=2 web" in shown.err and "docker restart site-web-1" in shown.err
+    assert "docker stop site-web-2" in shown.err and "docker rm site-web-2" in shown.err
+    assert "a spare answers meanwhile" in shown.out and "web restarted" not in shown.out
+
+
+def test_restart_without_web_running_refuses_and_changes_nothing(tmp_path):
+    c = MockContext(run={re.compile(r".* ps --format json"): Result("")}, repeat=False)
+    with pytest.raises(StackError, match="no web container runs"):
+        ops.restart_web(c, Compose(tmp_path, project="site"), replicas=1)
+    assert _commands(c) == [PS]
+
+
+@pytest.mark.parametrize("services, first, web", [
+    ([], "docker compose restart", False),
+    (["nginx", "web"], "docker compose restart nginx", True),
+    (["web"], None, True),
+])  # fmt: skip
+def test_restart_sends_web_its_own_way(tmp_path, monkeypatch, services, first, web):
+    planned = []
+    monkeypatch.setattr(ops, "restart_web", lambda c, compose, n, **_: planned.append(n))
+    c = MockContext(run={re.compile(r".*"): Result()})
+    settings = config.Settings(tmp_path, {"WEB_REPLICAS": "2"}, tmp_path / ".env")
+    ops.restart(c, Compose(tmp_path, project="site"), settings, services)
+    assert _commands(c) == ([first] if first else [])
+    assert planned == ([2] if web else [])

@@ -170,6 +170,8 @@ ASPECTS: dict[str, Callable[[dict], set[str]]] = {
     "uwsgi listens on": listens_on,
     "database roles": roles,
     "configs": configs,
+    #: how long requests or tasks in flight get to end when a container stops
+    "stop_grace_period": lambda s: _words(s.get("stop_grace_period")),
 }
 
 # --- the differences of today: (only in docker-compose.yaml, only in docker-stack.yaml) ---
@@ -188,6 +190,8 @@ DB_FILES = ("Swarm: the db's command reads both passwords (superuser's, MediaCMS
             "from their secret files, never from the service's environment")  # fmt: skip
 LISTEN_NAME = ("Swarm: uWSGI's name is tasks.uwsgi-app, each task's own address on app (the "
                "alias itself is the service's virtual IP in vip mode)")  # fmt: skip
+LONG_GRACE = ("GAP: on one host celery_long gets the engine's 10 s to stop: a transcode in "
+              "flight is cut (Celery's warm shutdown needs the whole file's time)")  # fmt: skip
 
 # fmt: off
 DIFFERENCES: dict[tuple[str, str], tuple[set[str], set[str], str]] = {
@@ -221,6 +225,7 @@ DIFFERENCES: dict[tuple[str, str], tuple[set[str], set[str], str]] = {
     ("redis_cache", "healthcheck"): (
         {f"CMD-SHELL {REDIS_PING}"}, {f"CMD-SHELL {REDIS_PASSWORD_FILE} {REDIS_PING}"}, REDIS_FILE),
     ("db", "environment"): ({"POSTGRES_PASSWORD", "MEDIACMS_DB_PASSWORD"}, set(), DB_FILES),
+    ("celery_long", "stop_grace_period"): (set(), {"10m"}, LONG_GRACE),
 }
 # fmt: on
 

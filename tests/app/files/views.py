@@ -12,7 +12,7 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from .models import STATES, Media
 
@@ -56,9 +56,14 @@ def _basic_auth_user(request):
 
 
 @csrf_exempt
-@require_POST
-def api_media_upload(request):
-    """POST multipart (title, media_file) with HTTP Basic auth; 201 with the media JSON."""
+@require_http_methods(["GET", "POST"])
+def api_media(request):
+    """GET: the public media, newest first, as MediaCMS lists them (count and results).
+    POST multipart (title, media_file) with HTTP Basic auth; 201 with the media JSON."""
+    if request.method == "GET":
+        public = Media.objects.filter(state="public").select_related("user").order_by("-pk")
+        results = [_media_json(request, media) for media in public[:50]]
+        return JsonResponse({"count": public.count(), "results": results})
     user = _basic_auth_user(request)
     if user is None or not user.is_active:
         response = JsonResponse({"detail": "authentication required"}, status=401)

@@ -1,0 +1,185 @@
+"""Restarts and crashes of web fail no request; with no web at all, visitors get a 503.
+
+A stack of its own (web is restarted, killed and stopped here). A thread sends GET / and
+GET /api/v1/media in turn to nginx on the stack's 127.0.0.1 port while the operation
+runs; an answer of 500 or more, or no answer, is a failure. In order: `invoke restart
+--service web` with one web container (a spare answers meanwhile), WEB_REPLICAS=2 and
+kill -9 of one of them, then every web container stopped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+import requests
+from conftest import new_deployment, report_failure
+
+from mediacms_stack.stack import config
+from tests.fresh import require_built_from_this_commit
+
+pytestmark = pytest.mark.e2e
+
+PATHS = ("/", "/api/v1/media")
+
+
+def docker(*args: str) -> str:
+    """What the command printed, stdout then stderr (uWSGI logs to stderr)."""
+    done = subprocess.run(["docker", *args], capture_output=True, text=True, check=True)
+    return done.stdout + done.stderr
+
+
+class Loop(threading.Thread):
+    """GET requests in turn on PATHS until stopped, or after ``limit`` seconds at most."""
+
+    def __init__(self, base: str, limit: float = 400) -> None:
+        super().__init__(daemon=True)
+        self.base, self.limit = base, limit
+        self.stopped = threading.Event()
+        self.answers: list[tuple[float, float, str, int | str]] = []  # start, end, path, status
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.limit
+        for path in itertools.cycle(PATHS):
+            if self.stopped.is_set() or time.monotonic() > deadline:
+                return
+            started = time.monotonic()
+            try:
+                outcome: int | str = requests.get(self.base + path, timeout=30).status_code
+            except requests.RequestException as error:
+                outcome = type(error).__name__
+            self.answers.append((started, time.monotonic(), path, outcome))
+            time.sleep(0.1)
+
+    def failed(self) -> list[tuple[float, float, str, int | str]]:
+        return [a for a in self.answers if not isinstance(a[3], int) or a[3] >= 500]
+
+    def during(self, start: float, end: float) -> list[tuple[float, float, str, int | str]]:
+        return [a for a in self.answers if start <= a[0] and a[1] <= end]
+
+    def slowest(self) -> float:
+        return max(end - start for start, end, _, _ in self.answers)
+
+
+@contextmanager
+def requests_meanwhile(stack, lead: float = 3):
+    """A running Loop, ``lead`` seconds of answers before and after the block."""
+    loop = Loop(stack.base)
+    loop.start()
+    time.sleep(lead)
+    try:
+        yield loop
+        time.sleep(lead)
+    finally:
+        loop.stopped.set()
+        loop.join(timeout=60)
+
+
+def web_containers(stack) -> list[str]:
+    names = stack.dc("ps", "--format", "{{.Name}}", "web").stdout.split()
+    return sorted(names)
+
+
+def wait_healthy_web(stack, count: int, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = [json.loads(line) for line in stack.dc("ps", "--format", "json", "web").stdout
+                .splitlines() if line.strip()]  # fmt: skip
+        if len(rows) == count and all(r.get("Health") == "healthy" for r in rows):
+            return
+        assert time.monotonic() < deadline, f"web not {count} healthy: {rows}"
+        time.sleep(2)
+
+
+def started_at(name: str) -> str:
+    return docker("inspect", "--format", "{{.State.StartedAt}}", name).strip()
+
+
+def summary(loop: Loop, start: float, end: float) -> str:
+    return (f"{len(loop.answers)} answered in all, {len(loop.during(start, end))} during "
+            f"{end - start:.0f} s, {len(loop.failed())} failed {loop.failed()[:5]}, slowest "
+            f"{loop.slowest():.1f} s")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    home = tmp_path_factory.mktemp("zero")
+    deployment = new_deployment(home, f"mediacms-zero-{os.getpid()}")
+    require_built_from_this_commit(deployment.settings.version)
+    up = deployment.invoke("up", check=False)
+    failures = request.session.testsfailed
+    try:
+        assert up.returncode == 0, f"invoke up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
+        yield deployment
+    finally:
+        if up.returncode != 0 or request.session.testsfailed > failures:
+            report_failure(deployment)
+        deployment.dc("down", "--volumes", "--remove-orphans", check=False)
+
+
+def test_restart_of_a_lone_web_fails_no_request(stack):
+    (web,) = web_containers(stack)
+    before = started_at(web)
+    with requests_meanwhile(stack) as loop:
+        start = time.monotonic()
+        done = stack.invoke("restart", "--service", "web")
+        end = time.monotonic()
+    print(f"\nrestart web (one container): {summary(loop, start, end)}")
+    assert "a spare answers meanwhile" in done.stdout
+    assert not loop.failed(), summary(loop, start, end)
+    assert {status for *_, status in loop.answers} == {200}, summary(loop, start, end)
+    assert len(loop.during(start, end)) >= 30, summary(loop, start, end)
+    assert loop.answers[0][0] < start and loop.answers[-1][1] > end  # it ran throughout
+    # the same container, restarted; the spare is gone
+    assert web_containers(stack) == [web] and started_at(web) != before
+    assert "graceful shutdown triggered" in docker("logs", web)
+
+
+def test_kill_of_one_of_two_webs_fails_no_get(stack):
+    config.update(stack.settings, {"WEB_REPLICAS": "2"})
+    stack.invoke("up")
+    first, second = web_containers(stack)
+    with requests_meanwhile(stack) as loop:
+        start = time.monotonic()
+        docker("kill", "--signal", "KILL", first)
+        time.sleep(10)  # the other one answers alone
+        docker("start", first)  # and nginx takes the first one back when it listens
+        wait_healthy_web(stack, 2)
+        end = time.monotonic()
+    print(f"\nkill -9 of one of two web containers: {summary(loop, start, end)}")
+    assert not loop.failed(), summary(loop, start, end)
+    assert {status for *_, status in loop.answers} == {200}, summary(loop, start, end)
+    assert len(loop.during(start, end)) >= 30, summary(loop, start, end)
+    assert loop.answers[0][0] < start and loop.answers[-1][1] > end
+    assert web_containers(stack) == [first, second]
+
+
+def test_without_web_every_request_gets_the_503_page(stack):
+    stack.dc("stop", "web")
+    deadline = time.monotonic() + 30
+    while requests.get(stack.url("/"), timeout=30).status_code != 503:
+        assert time.monotonic() < deadline, "no 503 within 30 s of web stopping"
+        time.sleep(1)
+    for _ in range(3):
+        page = requests.get(stack.url("/"), timeout=30)
+        assert page.status_code == 503 and page.headers["Retry-After"] == "30"
+        assert page.headers["Content-Type"].startswith("text/html")
+        assert page.headers["Cache-Control"] == "no-store"
+        assert "Back in a moment" in page.text
+        # self-contained: nothing else to load (no script, stylesheet, image or link)
+        assert not any(word in page.text for word in ("src=", "href=", "url(", "@import"))
+        api = requests.get(stack.url("/api/v1/media"), timeout=30)
+        assert api.status_code == 503 and api.headers["Retry-After"] == "30"
+        assert api.headers["Content-Type"] == "application/json"
+        assert "try again" in api.json()["detail"]
+        # a POST is never passed on twice, and gets the same answer
+        upload = requests.post(stack.url("/api/v1/media"), data={"title": "x"}, timeout=30)
+        assert upload.status_code == 503 and upload.headers["Content-Type"] == "application/json"
+    hidden = requests.get(stack.url("/_unavailable/503.html"), timeout=30)
+    assert hidden.status_code == 404  # internal: only nginx's error_page reaches it
