@@ -356,7 +356,7 @@ def status(c, dev=False, json_=False, stuck_after=encodes.STUCK_AFTER_MINUTES,
 def encodings(c, retry=False, stuck_after=encodes.STUCK_AFTER_MINUTES, json_=False,
               dry_run=False):  # fmt: skip
     """Failed and stuck encodings of the running site; --retry queues them again."""
-    _, compose = _stack()
+    _, compose = _stack(swarm_with=c)
     answer = encodes.ask(c, compose, stuck_after=float(stuck_after) * 60, details=True,
                          retry=retry and not dry_run)  # fmt: skip
     if json_:
