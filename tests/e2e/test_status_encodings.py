@@ -31,8 +31,9 @@ from datetime import timedelta
 from django.utils import timezone
 from files.models import Encoding, EncodingProfile, Media
 from users.models import User
-media = Media.objects.create(title="stuck", user=User.objects.get(username="admin"),
-                             media_file="original/user/admin/missing.mp4")
+# bulk_create sends no post_save: no encoding of its own is queued, as an upload's would be
+[media] = Media.objects.bulk_create([Media(title="stuck", user=User.objects.get(username="admin"),
+                                           media_file="original/user/admin/missing.mp4")])
 encoding = Encoding.objects.create(media=media, profile=EncodingProfile.objects.first(),
                                    status="running")
 Encoding.objects.filter(pk=encoding.pk).update(update_date=timezone.now() - timedelta(hours=3))
