@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import os
 import sys
 from pathlib import Path
@@ -24,7 +25,8 @@ from mediacms_stack.engines.compose import Compose, uses_https
 from mediacms_stack.images import bootstrap, mediacms
 from mediacms_stack.procedures import dev as devstack
 from mediacms_stack.procedures import doctor as checks
-from mediacms_stack.procedures import mail, ops
+from mediacms_stack.procedures import encodings as encodes
+from mediacms_stack.procedures import health, mail, ops
 from mediacms_stack.stack import config, lock, model
 from mediacms_stack.stack.errors import StackError
 
@@ -317,12 +319,67 @@ def restart(c, service=None, timeout=300, dry_run=False):
     ops.restart(c, compose, settings, service or [], timeout=timeout)
 
 
-@task(help={"dev": "the development stack's containers instead (Default: off)"})
-def status(c, dev=False):
-    """Table of service, state, health, image and version."""
-    _, compose = _stack(dev=dev)
-    rows = ops.status_rows(c, compose)
-    print(ops.format_table(rows, ("SERVICE", "STATE", "HEALTH", "IMAGE", "VERSION")))
+STUCK_HELP = (
+    "minutes a running encoding may go without an update before it counts as "
+    f"stuck (Default: {encodes.STUCK_AFTER_MINUTES}, MediaCMS's task time limit)"
+)
+
+
+@task(help={
+    "dev": "the development stack's containers instead, the services' table only "
+    "(Default: off)",
+    "json_": "print the report as JSON, for scripts and monitoring (Default: off)",
+    "stuck_after": STUCK_HELP,
+    "backups": "the folder the backups are in (Default: backups/ in the deployment folder)",
+})  # fmt: skip
+def status(c, dev=False, json_=False, stuck_after=encodes.STUCK_AFTER_MINUTES,
+           backups=str(BACKUPS)):  # fmt: skip
+    """Services, Celery queues, encodings, volumes and free space, last backups, version;
+    exits 1 when something needs looking at."""
+    if dev:
+        _, compose = _stack(dev=dev)
+        rows = ops.status_rows(c, compose)
+        print(ops.format_table(rows, ("SERVICE", "STATE", "HEALTH", "IMAGE", "VERSION")))
+        return
+    settings, compose = _stack()
+    data = health.report(c, compose, settings, backups=Path(backups),
+                         stuck_after=float(stuck_after) * 60)  # fmt: skip
+    print(json.dumps(data, indent=2) if json_ else health.format_report(data))
+    if data["problems"]:
+        raise Exit(code=1)
+
+
+@task(help={
+    "retry": "queue the failed and stuck encodings again, through MediaCMS's own "
+    "encode_media task (Default: off)",
+    "stuck_after": STUCK_HELP,
+    "json_": "print the encodings as JSON (Default: off)",
+    "dry_run": "with --retry: list what it would queue again and change nothing (the list "
+    "is read from the running site) (Default: off)",
+})  # fmt: skip
+def encodings(c, retry=False, stuck_after=encodes.STUCK_AFTER_MINUTES, json_=False,
+              dry_run=False):  # fmt: skip
+    """Failed and stuck encodings of the running site; --retry queues them again."""
+    _, compose = _stack(swarm_with=c)
+    answer = encodes.ask(c, compose, stuck_after=float(stuck_after) * 60, details=True,
+                         retry=retry and not dry_run)  # fmt: skip
+    if json_:
+        print(json.dumps(answer, indent=2))
+        return
+    listed = answer["listed"]
+    if listed:
+        print(encodes.format_listed(listed))
+    print(f"{answer['failed']} failed, {answer['stuck']} stuck (running, not updated for "
+          f"{ops.format_age(float(stuck_after) * 60)})")  # fmt: skip
+    if retry and dry_run:
+        print(f"(dry run) would queue {len(listed)} encoding(s) again: "
+              f"{' '.join(str(e['id']) for e in listed) or 'none'}")  # fmt: skip
+    elif retry:
+        left = sorted({e["id"] for e in listed} - set(answer["retried"]))
+        print(f"queued again: {' '.join(map(str, answer['retried'])) or 'none'}"
+              + (f"; changed while being read, left alone: {left}" if left else ""))  # fmt: skip
+    elif listed:
+        print("`invoke encodings --retry` queues them again")
 
 
 @task(help={
@@ -615,6 +672,7 @@ ns = Collection(
     down,
     restart,
     status,
+    encodings,
     logs,
     scale,
     manage,

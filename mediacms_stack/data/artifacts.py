@@ -143,13 +143,19 @@ def publish(partial: Path, dest: Path, prefix: str, suffix: str) -> Path:
     raise StackError(f"no free backup name in {dest} for {prefix}-*{suffix}; {partial} is kept")
 
 
-def _written_by(path: Path, project: str | None) -> bool:
-    """Whether the manifest of a backup file (beside it) or folder (in it) names ``project``."""
+def _manifest_of(path: Path) -> dict:
+    """The manifest of a backup file (beside it) or folder (in it); {} when unreadable."""
     side = path / "manifest.json" if path.is_dir() else path.with_name(path.name + ".manifest.json")
     try:
-        return json.loads(side.read_text()).get("project") == project
+        manifest = json.loads(side.read_text())
     except (OSError, ValueError):
-        return False
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _written_by(path: Path, project: str | None) -> bool:
+    """Whether the manifest of a backup file or folder names ``project``."""
+    return _manifest_of(path).get("project") == project
 
 
 def prune(dest: Path, pattern: str, keep: int, project: str | None) -> list[Path]:
@@ -165,6 +171,18 @@ def prune(dest: Path, pattern: str, keep: int, project: str | None) -> list[Path
             side.unlink(missing_ok=True)
         print(f"[backup] retention: removed {path.name}")
     return removed
+
+
+def latest(dest: Path, pattern: str, project: str | None) -> tuple[Path, datetime] | None:
+    """The newest backup (file or folder) matching ``pattern`` that ``project`` wrote,
+    with the time its manifest records; None when there is none."""
+    ours = sorted(path for path in dest.glob(pattern) if _written_by(path, project))
+    for path in reversed(ours):
+        try:
+            return path, datetime.fromisoformat(_manifest_of(path)["created_utc"])
+        except (KeyError, TypeError, ValueError):
+            continue
+    return None
 
 
 def check_dump_file(path: Path) -> None:

@@ -60,6 +60,21 @@ def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...] = ()) -> s
                      for r in data)  # fmt: skip
 
 
+def format_age(seconds: float | None) -> str:
+    """A duration as an operator reads it: ``45s``, ``12m``, ``3h 05m``, ``2d 04h``."""
+    if seconds is None:
+        return "-"
+    seconds = max(0, int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days}d {hours:02d}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m" if minutes else f"{seconds}s"
+
+
 def wait_healthy(
     c: Context, compose: Compose, services: tuple[str, ...] = SERVICES, timeout: int = 300
 ) -> None:

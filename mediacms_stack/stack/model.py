@@ -41,6 +41,19 @@ DB_VOLUME = "postgres_data"
 #: The volumes that hold data (scratch holds temporary files only).
 DATA_VOLUMES = (MEDIA_VOLUME, "logs", DB_VOLUME)
 
+#: Where each volume is mounted, in which service: (service, path).
+VOLUME_PATHS = {
+    MEDIA_VOLUME: ("web", MEDIA_DIR),
+    "logs": ("web", "/home/mediacms.io/mediacms/logs"),
+    "scratch": ("web", "/home/mediacms.io/scratch"),
+    DB_VOLUME: ("db", "/var/lib/postgresql/data"),
+}
+
+#: Celery's queues (the tree contract) and the Redis database of the broker: the
+#: REDIS_LOCATION the compose and stack files give MediaCMS ends in /1.
+QUEUES = ("short_tasks", "long_tasks")
+BROKER_DB = 1
+
 #: The deployment's own backups folder, beside its .env (the backup tasks' default --dest).
 BACKUPS_DIR = "backups"
 

@@ -3,7 +3,7 @@
 import uuid
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 
 STATES = [("public", "Public"), ("unlisted", "Unlisted"), ("private", "Private")]
 
@@ -63,6 +63,24 @@ class Media(models.Model):
     def __str__(self):
         return self.title
 
+    @property
+    def friendly_token(self):
+        """MediaCMS names a media item by its friendly_token; here it is the uid's hex."""
+        return self.uid.hex
+
+    def encode(self):
+        """Like MediaCMS's Media.encode: an Encoding row per profile (here the first one
+        only), each queued to encode_media once the transaction commits."""
+        from . import tasks
+
+        profile = EncodingProfile.objects.order_by("id").first()
+        if profile is None:
+            return
+        encoding = Encoding.objects.create(media=self, profile=profile)
+        kwargs = {"friendly_token": self.friendly_token, "profile_id": profile.id,
+                  "encoding_id": encoding.id, "force": True}  # fmt: skip
+        transaction.on_commit(lambda: tasks.encode_media.apply_async(kwargs=kwargs))
+
     def as_dict(self):
         def url(field):
             return field.url if field else None
@@ -79,3 +97,21 @@ class Media(models.Model):
             "encoded_url": url(self.encoded_file),
             "thumbnail_url": url(self.thumbnail),
         }
+
+
+class Encoding(models.Model):
+    """One rendition of a media item, shaped like MediaCMS's files.Encoding: its status
+    (pending, running, fail, success), add_date and update_date, media and profile."""
+
+    media = models.ForeignKey(Media, on_delete=models.CASCADE, related_name="encodings")
+    profile = models.ForeignKey(EncodingProfile, on_delete=models.CASCADE)
+    status = models.CharField(max_length=20, choices=ENCODING_STATUS, default="pending")
+    progress = models.PositiveSmallIntegerField(default=0)
+    chunk = models.BooleanField(default=False)
+    chunk_file_path = models.CharField(max_length=400, blank=True)
+    retries = models.IntegerField(default=0)
+    add_date = models.DateTimeField(auto_now_add=True)
+    update_date = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.profile.name}-{self.media.title}"

@@ -35,5 +35,5 @@ def media_created(sender, instance, created, **kwargs):
     Media.objects.filter(pk=instance.pk).update(duration=duration)
     instance.duration = duration
     media_id = instance.pk
-    transaction.on_commit(lambda: tasks.encode_media.delay(media_id))
+    instance.encode()
     transaction.on_commit(lambda: tasks.make_thumbnail.delay(media_id))

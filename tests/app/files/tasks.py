@@ -8,9 +8,10 @@ import tempfile
 
 from celery import shared_task
 from django.conf import settings
+from django.utils import timezone
 from PIL import Image
 
-from .models import EncodingProfile, Media
+from .models import Encoding, EncodingProfile, Media
 
 logger = logging.getLogger(__name__)
 THUMBNAIL_SIZE = (320, 180)
@@ -22,16 +23,31 @@ def _run(cmd, timeout):
 
 
 @shared_task(name="files.tasks.encode_media")
-def encode_media(media_id):
-    """Transcode to H.264/AAC mp4 at the first EncodingProfile's height (long_tasks).
+def encode_media(friendly_token, profile_id, encoding_id, force=True, chunk=False,
+                 chunk_file_path=""):  # fmt: skip
+    """Transcode one Encoding to H.264/AAC mp4 at its profile's height (long_tasks).
 
-    Like MediaCMS, ffmpeg writes into a temporary folder under TEMP_DIRECTORY and the
-    result is moved into MEDIA_ROOT once complete.
+    Called like MediaCMS's encode_media (``force``, ``chunk`` and ``chunk_file_path`` are
+    accepted and unused: the stand-in never splits a video). The Encoding is ``running``
+    while ffmpeg works, then ``success`` or ``fail``, and the media item follows it. Like
+    MediaCMS, ffmpeg writes into a temporary folder under TEMP_DIRECTORY and the result
+    is moved into MEDIA_ROOT once complete.
     """
-    media = Media.objects.get(pk=media_id)
-    profile = EncodingProfile.objects.order_by("id").first()
-    height = profile.resolution if profile else 240
-    Media.objects.filter(pk=media_id).update(encoding_status="running")
+    encodings = Encoding.objects.filter(pk=encoding_id)
+    media = Media.objects.filter(uid=friendly_token).first()
+    profile = EncodingProfile.objects.filter(pk=profile_id).first()
+    if media is None or profile is None or not encodings.exists():
+        logger.info("nothing to encode for %s/%s/%s", friendly_token, profile_id, encoding_id)
+        return False
+    media_rows = Media.objects.filter(pk=media.pk)
+
+    def finish(status, **fields):
+        encodings.update(status=status, update_date=timezone.now())
+        media_rows.update(encoding_status=status, **fields)
+        return status
+
+    finish("running")
+    height = profile.resolution
     name = f"encoded/{media.uid.hex}_{height}p.mp4"  # uid in the path, as MediaCMS
     output = os.path.join(settings.MEDIA_ROOT, name)
     os.makedirs(os.path.dirname(output), exist_ok=True)
@@ -62,11 +78,10 @@ def encode_media(media_id):
             _run(cmd, timeout=None)
             shutil.move(partial, output)
         except (OSError, subprocess.SubprocessError) as exc:
-            logger.error("encoding media %s failed: %s", media_id, getattr(exc, "stderr", exc))
-            Media.objects.filter(pk=media_id).update(encoding_status="fail")
-            return "fail"
-    Media.objects.filter(pk=media_id).update(encoded_file=name, encoding_status="success")
-    return "success"
+            logger.error("encoding %s of media %s failed: %s", encoding_id, media.pk,
+                         getattr(exc, "stderr", exc))  # fmt: skip
+            return finish("fail")
+    return finish("success", encoded_file=name)
 
 
 @shared_task(name="files.tasks.make_thumbnail", soft_time_limit=300)
