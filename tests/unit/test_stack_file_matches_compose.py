@@ -130,9 +130,9 @@ def networks(service: dict) -> set[str]:
 
 
 def listens_on(service: dict) -> set[str]:
-    """The networks where WEB_LISTEN_NAME (``tasks.NAME`` on Swarm: each task's own
-    address) is an alias, so uWSGI listens there and on no other network."""
-    name = (_environment(service).get("WEB_LISTEN_NAME") or "").removeprefix("tasks.")
+    """The networks where WEB_LISTEN_NAME is an alias, so uWSGI listens there and on no
+    other network."""
+    name = _environment(service).get("WEB_LISTEN_NAME") or ""
     return {n for n, named in _aliases(service).items() if name in named} if name else set()
 
 
@@ -188,8 +188,9 @@ SECRETS_IN_ENV = ("GAP: compose hands the secrets over as environment values (do
 REDIS_FILE = "Swarm: redis's password is read from its secret file, never put in the environment"
 DB_FILES = ("Swarm: the db's command reads both passwords (superuser's, MediaCMS's role's) "
             "from their secret files, never from the service's environment")  # fmt: skip
-LISTEN_NAME = ("Swarm: uWSGI's name is tasks.uwsgi-app, each task's own address on app (the "
-               "alias itself is the service's virtual IP in vip mode)")  # fmt: skip
+LISTEN = ("GAP: on Swarm uWSGI listens on every network of the task (Swarm's DNS names a task "
+          "only once it is healthy, after uWSGI must have bound): the workers and beat, on "
+          "data, can open web's socket")  # fmt: skip
 LONG_GRACE = ("GAP: on one host celery_long gets the engine's 10 s to stop: a transcode in "
               "flight is cut (Celery's warm shutdown needs the whole file's time)")  # fmt: skip
 
@@ -212,6 +213,9 @@ DIFFERENCES: dict[tuple[str, str], tuple[set[str], set[str], str]] = {
     ("nginx", "tmpfs"): ({"/tmp TMPFS_SIZE=67108864"}, {"/tmp 67108864"}, TMPFS_FIXED),
     ("migrations", "plain secrets"): ({*APP_SECRETS, "ADMIN_PASSWORD"}, set(), SECRETS_IN_ENV),
     ("web", "plain secrets"): (APP_SECRETS, set(), SECRETS_IN_ENV),
+    ("web", "environment"): ({"WEB_LISTEN_NAME"}, set(), LISTEN),
+    ("web", "networks"): ({"app alias uwsgi-app"}, set(), LISTEN),
+    ("web", "uwsgi listens on"): ({"app"}, set(), LISTEN),
     ("celery_beat", "plain secrets"): (APP_SECRETS, set(), SECRETS_IN_ENV),
     ("celery_short", "plain secrets"): (APP_SECRETS, set(), SECRETS_IN_ENV),
     ("celery_long", "plain secrets"): (APP_SECRETS, set(), SECRETS_IN_ENV),
