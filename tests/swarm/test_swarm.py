@@ -21,6 +21,7 @@ from invoke import Context
 
 from mediacms_stack.engines.swarm import behind
 from mediacms_stack.engines.swarm.poll import TERMINAL, until
+from mediacms_stack.stack import model
 from tests.swarm.cluster import SHARED
 from tests.swarm.conftest import (
     ADMIN_PASSWORD,
@@ -35,8 +36,7 @@ ADMIN_USER = "admin"
 
 pytestmark = pytest.mark.e2e
 
-SERVICES = ("nginx", "web", "celery_beat", "celery_short", "celery_long", "db", "redis",
-            "migrations")  # fmt: skip
+SERVICES = (*model.SERVICES, "migrations")  # the one-shot job is a service on Swarm too
 
 
 def stack_services(deployment: Deployment) -> set[str]:
