@@ -19,7 +19,7 @@ import pytest
 import requests
 from invoke import Context
 
-from mediacms_stack.engines.swarm import behind
+from mediacms_stack.engines.swarm import behind, inputs
 from mediacms_stack.engines.swarm.poll import TERMINAL, until
 from mediacms_stack.stack import model
 from tests.swarm.cluster import SHARED
@@ -95,7 +95,7 @@ def test_deploy_from_nothing_to_healthy(deployment, cluster):
         css = deployment.get(node, "/custom/static/css/custom.css")
         assert css.status_code == 200 and css.text == CUSTOM_CSS, (node, css.status_code)
     used = stack_secrets(deployment)
-    assert f"{STACK}_secret_key_0ld0ld0ld0ld" not in used and len(used) == 5, used
+    assert f"{STACK}_secret_key_0ld0ld0ld0ld" not in used and len(used) == len(inputs.SECRETS), used
     assert "not-ours" in deployment.docker("secret", "ls", "--format", "{{.Name}}").stdout
     deployment.docker("secret", "rm", "not-ours")
     assert "ORCHESTRATOR=swarm" in (deployment.home / ".env").read_text()
@@ -536,7 +536,7 @@ def test_rolling_update_of_web_fails_no_request(deployment, cluster):
     images = deployment.docker("service", "inspect", f"{STACK}_web", "--format",
                                "{{.Spec.TaskTemplate.ContainerSpec.Image}}").stdout  # fmt: skip
     assert f":{version}-next@" in images
-    assert len(stack_secrets(deployment)) == 5  # the update's own: nothing stale left
+    assert len(stack_secrets(deployment)) == len(inputs.SECRETS)  # the update's own: nothing stale
 
 
 def test_broken_image_rolled_back_and_site_keeps_answering(deployment, cluster):
