@@ -38,11 +38,14 @@ pytestmark = pytest.mark.e2e
 MEDIA = "/home/mediacms.io/mediacms/media_files"
 IGNORE = shutil.ignore_patterns(".git", ".nox", ".venv", "node_modules", "__pycache__", "backups",
                                 ".build", ".pytest_cache", ".ruff_cache")  # fmt: skip
+#: the test app's newest migration of `files`: each probe comes after it, whatever it is
+NEWEST = max(m.stem for m in (config.ROOT / "tests/app/files/migrations").glob("[0-9]*.py"))
+PROBE = "9001_upgrade_probe"  # numbered past any migration the test app will have
 GOOD_MIGRATION = """from django.db import migrations
 
 
 class Migration(migrations.Migration):
-    dependencies = [("files", "0002_media_uid_state")]
+    dependencies = [("files", "{newest}")]
     operations = [
         migrations.RunSQL(
             "CREATE TABLE files_upgrade_probe (id bigint PRIMARY KEY, note text NOT NULL);"
@@ -59,7 +62,7 @@ def fail(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("files", "0002_media_uid_state")]
+    dependencies = [("files", "{newest}")]
     operations = [migrations.RunPython(fail)]
 """
 
@@ -76,14 +79,16 @@ class Upgrades:
         self.good = f"{self.shared}-upgrade-{os.getpid()}"
         self.broken = f"{self.shared}-broken-{os.getpid()}"
         self.trees = {
-            self.good: self._tree(root / "app-good", "0003_upgrade_probe", GOOD_MIGRATION),
-            self.broken: self._tree(root / "app-broken", "0003_broken_probe", BROKEN_MIGRATION),
+            self.good: self._tree(root / "app-good", PROBE, GOOD_MIGRATION),
+            self.broken: self._tree(root / "app-broken", "9001_broken_probe", BROKEN_MIGRATION),
         }
 
     @staticmethod
     def _tree(path: Path, name: str, migration: str) -> Path:
         shutil.copytree(mediacms.ROOT / "tests" / "app", path, ignore=IGNORE)
-        (path / "files" / "migrations" / f"{name}.py").write_text(migration)
+        (path / "files" / "migrations" / f"{name}.py").write_text(
+            migration.replace("{newest}", NEWEST)
+        )
         return path
 
     def invoke(self, *args: str) -> subprocess.CompletedProcess:
@@ -220,7 +225,7 @@ def test_upgrade_backs_up_builds_migrates_reports_and_rolls_back(stack, upgrades
     assert {k: tuple(v) for k, v in manifest["images"].items()} == upgrades.before
     dump_manifest = json.loads((folder / (manifest["database"] + ".manifest.json")).read_text())
     assert "files.0001_initial" in dump_manifest["migrations"]
-    assert "files.0003_upgrade_probe" not in dump_manifest["migrations"]
+    assert f"files.{PROBE}" not in dump_manifest["migrations"]
     assert dump_manifest["row_counts"]["users_user"] >= 2
     artifacts.verify_checksum(folder / manifest["database"])
     artifacts.verify_checksum(folder / manifest["media"])
@@ -232,7 +237,7 @@ def test_upgrade_backs_up_builds_migrates_reports_and_rolls_back(stack, upgrades
         assert after[service] == (new_ref, image_id(new_ref)), after
     assert after["db"] == upgrades.before["db"]
     assert upgrades.env_version() == upgrades.good
-    assert "[X] 0003_upgrade_probe" in migrations_of(stack)
+    assert f"[X] {PROBE}" in migrations_of(stack)
     assert table_exists(stack, "files_upgrade_probe")
     all_healthy(stack)
     assert stack.wait_http("/").status_code == 200
@@ -245,17 +250,17 @@ def test_upgrade_backs_up_builds_migrates_reports_and_rolls_back(stack, upgrades
     assert f"{old_web[0]} ({short_id(old_web[1])})" in web_row
     assert f"{new_web[0]} ({short_id(new_web[1])})" in web_row
     assert re.search(r"^db\s+.*unchanged$", out, re.M)
-    assert "migrations applied (1): files.0003_upgrade_probe" in out
+    assert f"migrations applied (1): files.{PROBE}" in out
     assert f"roll back with: invoke upgrade --rollback {folder}" in out
 
     # rolled back from that backup: the old images, version and schema, nothing lost
     back = upgrades.invoke("upgrade", "--rollback", str(folder))
     assert back.returncode == 0, back.stdout + back.stderr
-    assert "migrations rolled back (1): files.0003_upgrade_probe" in back.stdout
+    assert f"migrations rolled back (1): files.{PROBE}" in back.stdout
     assert upgrades.env_version() == upgrades.original
     assert running_images(stack) == upgrades.before
     assert not table_exists(stack, "files_upgrade_probe")  # the whole schema was restored
-    assert "0003_upgrade_probe" not in migrations_of(stack)
+    assert PROBE not in migrations_of(stack)
     all_healthy(stack)
     assert state(stack) == upgrades.state
 
