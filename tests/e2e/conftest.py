@@ -23,6 +23,7 @@ from dotenv import dotenv_values
 
 from mediacms_stack.engines.compose import Compose
 from mediacms_stack.stack import config
+from tests import leftovers
 from tests.fresh import require_built_from_this_commit
 
 REPO = config.ROOT
@@ -80,6 +81,13 @@ class Stack:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{path} did not answer within {timeout}s")
             time.sleep(1)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Once per run (not per xdist worker, not when only collecting): a killed earlier
+    run's stacks go before this one needs their address pools."""
+    if not hasattr(session.config, "workerinput") and not session.config.option.collectonly:
+        leftovers.sweep()
 
 
 def new_deployment(home: Path, project: str, **extra: str) -> Stack:

@@ -167,3 +167,31 @@ def test_restart_sends_web_its_own_way(tmp_path, monkeypatch, services, first, w
     ops.restart(c, Compose(tmp_path, project="site"), settings, services)
     assert _commands(c) == ([first] if first else [])
     assert planned == ([2] if web else [])
+
+
+def test_a_dockerd_we_start_cuts_its_networks_small_unless_daemon_json_chose(tmp_path):
+    from mediacms_stack.engines import engine
+
+    absent = tmp_path / "absent.json"
+    assert engine.dockerd_argv(absent) == ["dockerd", "--default-address-pool", engine.ADDRESS_POOL]
+    assert "size=24" in engine.ADDRESS_POOL
+    own = tmp_path / "daemon.json"
+    own.write_text('{"default-address-pools": [{"base": "10.10.0.0/16", "size": 24}]}')
+    assert engine.dockerd_argv(own) == ["dockerd"]
+    other = tmp_path / "other.json"
+    other.write_text('{"log-level": "warn"}')
+    assert engine.dockerd_argv(other)[1:] == ["--default-address-pool", engine.ADDRESS_POOL]
+
+
+def test_only_projects_of_ended_test_runs_count_as_left_over():
+    import os
+    import subprocess
+
+    from tests import leftovers
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    mine = os.getpid()
+    names = {f"mediacms-smoke-{gone.pid}", f"mediacms-host-{mine}", "mediacms", "mediacms-prod",
+             f"other-smoke-{gone.pid}", f"mediacms-smoke-{gone.pid}x"}
+    assert leftovers.orphaned(names) == [f"mediacms-smoke-{gone.pid}"]
