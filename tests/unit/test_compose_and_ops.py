@@ -192,6 +192,12 @@ def test_only_projects_of_ended_test_runs_count_as_left_over():
     gone = subprocess.Popen(["true"])
     gone.wait()
     mine = os.getpid()
-    names = {f"mediacms-smoke-{gone.pid}", f"mediacms-host-{mine}", "mediacms", "mediacms-prod",
-             f"other-smoke-{gone.pid}", f"mediacms-smoke-{gone.pid}x"}
+    names = {
+        f"mediacms-smoke-{gone.pid}",
+        f"mediacms-host-{mine}",
+        "mediacms",
+        "mediacms-prod",
+        f"other-smoke-{gone.pid}",
+        f"mediacms-smoke-{gone.pid}x",
+    }
     assert leftovers.orphaned(names) == [f"mediacms-smoke-{gone.pid}"]
