@@ -49,7 +49,14 @@ BASE = "mediacms-local/debian:trixie"  # made by `invoke images.bootstrap-images
 PLAYWRIGHT = "playwright==1.65.2"
 CHROMIUM = "/usr/bin/chromium"
 UPSTREAM = ROOT.parent / "shared" / "upstream"  # real MediaCMS trees, beside the clone
-PYTEST = ["-p", "no:cacheprovider", "-v", "--durations=15"]  # the slowest tests, every run
+PYTEST = [
+    "-p",
+    "no:cacheprovider",
+    "-p",
+    "tests.timing",
+    "-v",
+    "--durations=15",
+]  # + times per module
 #: Smoke's modules on three workers, each module whole and in order on one of them (its
 #: stacks are its own). Measured on the 2-core CI machine, cold: the e2e tests took 764 s
 #: on three workers (2026-12-04) against about 1,400 s one at a time (2026-12-03); much of
@@ -197,7 +204,9 @@ def _gixy(session: nox.Session) -> None:
 #: stage side by side. Swarm and acceptance share the last: both spend most of their time
 #: waiting on clusters and stacks. All three e2e tiers at once was tried (one run): they
 #: fought over the two cores, load average 12, and smoke a quarter done after 20 minutes.
-CI_STAGES = [["lint"], ["tests"], ["cold"], ["smoke"], ["swarm", "acceptance"]]
+#: Lint and the unit tests need one core and no engine: they run while `cold` installs
+#: the engine and builds.
+CI_STAGES = [["lint", "tests", "cold"], ["smoke"], ["swarm", "acceptance"]]
 
 
 @nox.session(venv_backend="none")
