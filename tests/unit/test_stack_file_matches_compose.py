@@ -191,8 +191,6 @@ DB_FILES = ("Swarm: the db's command reads both passwords (superuser's, MediaCMS
 LISTEN = ("GAP: on Swarm uWSGI listens on every network of the task (Swarm's DNS names a task "
           "only once it is healthy, after uWSGI must have bound): the workers and beat, on "
           "data, can open web's socket")  # fmt: skip
-LONG_GRACE = ("GAP: on one host celery_long gets the engine's 10 s to stop: a transcode in "
-              "flight is cut (Celery's warm shutdown needs the whole file's time)")  # fmt: skip
 
 # fmt: off
 DIFFERENCES: dict[tuple[str, str], tuple[set[str], set[str], str]] = {
@@ -229,7 +227,6 @@ DIFFERENCES: dict[tuple[str, str], tuple[set[str], set[str], str]] = {
     ("redis_cache", "healthcheck"): (
         {f"CMD-SHELL {REDIS_PING}"}, {f"CMD-SHELL {REDIS_PASSWORD_FILE} {REDIS_PING}"}, REDIS_FILE),
     ("db", "environment"): ({"POSTGRES_PASSWORD", "MEDIACMS_DB_PASSWORD"}, set(), DB_FILES),
-    ("celery_long", "stop_grace_period"): (set(), {"10m"}, LONG_GRACE),
 }
 # fmt: on
 
