@@ -197,6 +197,7 @@ def _gixy(session: nox.Session) -> None:
             (etc / "mime.types").write_text("types { text/html html; }\n")
             (Path(tmp) / "server-names.conf").write_text("server_name media.example.org;\n")
             (Path(tmp) / "resolver.conf").write_text("resolver 127.0.0.11 valid=5s ipv6=off;\n")
+            (Path(tmp) / "trusted-proxies.conf").write_text("192.0.2.0/24 1;\n")
             session.run("gixy", str(etc / "nginx.conf"))
 
 

@@ -269,7 +269,7 @@ def up(c, dev=False, https=False, dry_run=False):
     if not dry_run:
         engines.ensure()
     https = https or uses_https(_settings())  # HTTPS_OVERLAY=true in .env
-    needs = ("env", "custom", *(("https-env", "https-ports") if https else ()))
+    needs = ("env", "custom", "proxies", *(("https-env", "https-ports") if https else ()))
     settings, compose = _stack(dry_run, https=https, needs=needs)
     ops.ensure_images(c, settings, https=https, dry_run=dry_run)
     compose.up(c)

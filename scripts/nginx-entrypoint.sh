@@ -6,6 +6,8 @@
 #   FRONTEND_HOST   the site's URL (http://localhost by default); its host name
 #   ALLOWED_HOSTS   optional further names, comma-separated (".example.org" also
 #                   matches every subdomain, as in Django)
+#   TRUSTED_PROXIES optional load balancers (addresses or CIDR networks, comma-
+#                   separated) whose X-Forwarded-For and -Proto nginx believes
 #
 # A request for any other name gets 400 from nginx and never reaches the app.
 set -euf  # -f: no globbing, a "*" in ALLOWED_HOSTS stays a "*" (and is refused)
@@ -53,5 +55,21 @@ case $dns in
     "") echo "nginx-entrypoint: no nameserver in /etc/resolv.conf" >&2; exit 1 ;;
 esac
 echo "resolver $dns valid=5s ipv6=off;" > "${out%/*}/resolver.conf"
-echo "nginx-entrypoint: answering for$names"
+
+# The load balancers whose X-Forwarded-For / -Proto are believed on the published port:
+# TRUSTED_PROXIES, addresses or networks (CIDR), comma-separated; none by default.
+proxies=""
+IFS=', '
+for net in ${TRUSTED_PROXIES:-}; do
+    case $net in
+        *[!0-9A-Fa-f.:/]* | */*/* | /* | */)
+            echo "nginx-entrypoint: '$net' is not an address or a network (TRUSTED_PROXIES)" >&2
+            exit 1 ;;
+    esac
+    proxies="$proxies$net 1;
+"
+done
+IFS=$old_ifs
+printf '%s' "$proxies" > "${out%/*}/trusted-proxies.conf"
+echo "nginx-entrypoint: answering for$names; trusted proxies: ${TRUSTED_PROXIES:-none}"
 exec "$@"

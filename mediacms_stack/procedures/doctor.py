@@ -80,6 +80,23 @@ def _custom(settings: Settings) -> Check:
     return Check("custom", True, "custom/local_settings.py compiles")
 
 
+def _proxies(settings: Settings) -> Check:
+    """TRUSTED_PROXIES: addresses or networks nginx can load (it refuses to start on any
+    other), each a host or a network with no host bits set."""
+    given = [p for p in re.split(r"[,\s]+", settings.get("TRUSTED_PROXIES", "")) if p]
+    wrong = []
+    for entry in given:
+        try:
+            ipaddress.ip_network(entry)
+        except ValueError:
+            wrong.append(entry)
+    if wrong:
+        return Check("proxies", False, f"TRUSTED_PROXIES: {', '.join(wrong)} not an address "
+                     "or a network", "name load balancers as 10.0.0.5 or 10.0.0.0/24 in .env")  # fmt: skip
+    return Check("proxies", True, f"X-Forwarded-For believed from {', '.join(given)}"
+                 if given else "no trusted proxies: clients' forwarding headers ignored")  # fmt: skip
+
+
 def _port(settings: Settings) -> Check:
     bind = settings.get("HTTP_BIND", "0.0.0.0")  # noqa: S104 - the address compose publishes on
     port = int(settings.get("HTTP_PORT", "80"))
@@ -238,6 +255,7 @@ CHECKS: dict[str, Callable[[Settings], Check]] = {
     "compose": _compose,
     "env": _env,
     "custom": _custom,
+    "proxies": _proxies,
     "port": _port,
     "disk": _disk,
     "images": _images,

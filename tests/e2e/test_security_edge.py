@@ -466,6 +466,64 @@ def test_proxy_listener_trusts_the_proxy_and_is_not_published(stack):
     assert ports["8080/tcp"] and not ports.get("8081/tcp"), ports
 
 
+def test_trusted_proxies_from_the_environment_at_start(stack):
+    """TRUSTED_PROXIES becomes nginx's list of believed peers; anything that is not an
+    address or a network stops the container with one clear line."""
+    image = ImageNames.from_settings(stack.settings).ref("nginx")
+
+    def render(value):
+        return subprocess.run(
+            ["docker", "run", "--rm", "--network", "none", "-e", f"TRUSTED_PROXIES={value}",
+             image, "cat", "/tmp/nginx/trusted-proxies.conf"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    done = render("10.0.0.0/8, 192.0.2.7,2001:db8::/32")
+    assert done.returncode == 0 and done.stdout == "10.0.0.0/8 1;\n192.0.2.7 1;\n2001:db8::/32 1;\n"
+    assert render("").stdout == ""
+    for bad in ("10.0.0.0/8;} server {", "all", "1.2.3.4/8/8", "/8", "10.0.0.0/"):
+        done = render(bad)
+        assert done.returncode != 0 and "is not an address or a network" in done.stderr, bad
+
+
+@contextlib.contextmanager
+def nginx_trusting(stack, proxies: str):
+    """The stack's nginx recreated with TRUSTED_PROXIES=proxies, and as it was afterwards."""
+    env = stack.home / ".env"
+    before = env.read_text()
+    env.write_text(before + f"\nTRUSTED_PROXIES={proxies}\n")
+    try:
+        stack.dc("up", "--detach", "--no-deps", "--wait", "nginx")
+        yield
+    finally:
+        env.write_text(before)
+        stack.dc("up", "--detach", "--no-deps", "--wait", "nginx")
+
+
+def test_a_trusted_load_balancer_names_the_visitor_and_no_one_else_can(stack):
+    """Behind a load balancer named in TRUSTED_PROXIES, the visitor's address is the last
+    one the balancer appended to X-Forwarded-For (what the client wrote before it is not
+    believed) and its X-Forwarded-Proto counts; a peer that is not named is ignored as
+    before, on the same nginx."""
+    peer = request_info(stack, {})["meta"]["REMOTE_ADDR"]  # how this test's requests arrive
+    chain = {"X-Forwarded-For": "198.51.100.1, 203.0.113.5", "X-Forwarded-Proto": "https",
+             "User-Agent": "balanced-probe"}  # fmt: skip
+    with nginx_trusting(stack, f"192.0.2.0/24, {peer}"):
+        info = request_info(stack, chain)
+        assert info["meta"]["REMOTE_ADDR"] == info["meta"]["HTTP_X_FORWARDED_FOR"] == "203.0.113.5"
+        assert info["is_secure"] is True
+        access = [line for line in logs(stack, "nginx").splitlines() if "balanced-probe" in line]
+        assert access and access[-1].startswith("203.0.113.5 "), access
+        # nginx's own loopback is not a named balancer: its header is the client's word
+        curl = ["curl", "-fsS", "-H", f"Host: 127.0.0.1:{stack.port}", "-H",
+                "X-Forwarded-For: 203.0.113.5", "-H", "X-Forwarded-Proto: https",
+                "http://127.0.0.1:8080/api/v1/request-info"]  # fmt: skip
+        inside = json.loads(stack.dc("exec", "-T", "nginx", *curl).stdout)
+        assert inside["meta"]["REMOTE_ADDR"] == "127.0.0.1" and inside["is_secure"] is False
+    info = request_info(stack, chain)  # the list is gone with the setting
+    assert info["meta"]["REMOTE_ADDR"] == peer and info["is_secure"] is False
+
+
 # 5. Dotfiles and symlinks ----------------------------------------------------------------
 
 

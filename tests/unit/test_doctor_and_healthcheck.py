@@ -270,3 +270,15 @@ def test_the_broker_check_logs_in_and_wants_pong(monkeypatch, replies, problem):
         assert found is None
     else:
         assert found.startswith(f"broker 127.0.0.1:{port} ") and problem in found, found
+
+
+def test_trusted_proxies_must_be_addresses_or_networks(home):
+    settings = config.update(config.load(home), {"TRUSTED_PROXIES": ""})
+    check = doctor.CHECKS["proxies"](settings)
+    assert check.ok and "ignored" in check.detail
+    settings = config.update(settings, {"TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.7,2001:db8::/32"})
+    check = doctor.CHECKS["proxies"](settings)
+    assert check.ok and "10.0.0.0/8, 192.0.2.7, 2001:db8::/32" in check.detail, check
+    settings = config.update(settings, {"TRUSTED_PROXIES": "10.0.0.1/8, abc, 10.0.0.0/8"})
+    check = doctor.CHECKS["proxies"](settings)
+    assert not check.ok and check.detail.startswith("TRUSTED_PROXIES: 10.0.0.1/8, abc not"), check
