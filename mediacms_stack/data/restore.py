@@ -9,6 +9,7 @@ by renames; a full restore undoes its earlier steps when a later one fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import stat
@@ -24,7 +25,7 @@ from ..stack.config import Settings
 from ..stack.errors import StackError
 from ..stack.model import APP_SERVICES, MEDIA_DIR
 from . import backup
-from .artifacts import check_archive, check_backup_folder, check_dump_file
+from .artifacts import BackupSet, check_archive, check_backup_folder, check_dump_file
 from .backup import STAGE_PREFIX, volume_argv
 from .database import Database
 
@@ -45,9 +46,12 @@ def _replace_db(c: Context, db: Database, dump: Path, expected: dict[str, int] |
         )
     restored = db.row_counts(c)
     if expected is not None:
-        diff = {t: (n, restored.get(t)) for t, n in expected.items() if restored.get(t) != n}
+        diff = [f"{t} {n} in the manifest, {restored.get(t, 'no table')} restored"
+                for t, n in expected.items() if restored.get(t) != n]  # fmt: skip
         if diff:
-            raise StackError(f"row counts differ from the manifest after restore: {diff}")
+            raise StackError(
+                f"row counts differ from the manifest after restore: {'; '.join(diff)}"
+            )
         print(f"[restore-db] row counts match the manifest ({len(expected)} tables)")
     return restored
 
@@ -155,6 +159,36 @@ def media_entries(c: Context, compose: Compose) -> int:
     return len(result.stdout.splitlines())
 
 
+#: sha256 of every regular file of the media volume as JSON {path: digest}, read by the
+#: web image's Python (``python -c SCRIPT MEDIA_DIR``); a restore's staging folders aside.
+CHECKSUMS_SCRIPT = """import hashlib, json, os, sys
+root = sys.argv[1]
+sums = {}
+for folder, subfolders, names in os.walk(root):
+    if folder == root:
+        subfolders[:] = [d for d in subfolders if not d.startswith(sys.argv[2])]
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path) and not os.path.islink(path):
+            digest = hashlib.sha256()
+            with open(path, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+            sums[os.path.relpath(path, root)] = digest.hexdigest()
+json.dump(sums, sys.stdout)
+"""
+
+
+def media_checksums(c: Context, compose: Compose) -> dict[str, str]:
+    """sha256 of every file in the media volume, by its path inside the volume."""
+    argv = volume_argv(compose, "python", "-c", CHECKSUMS_SCRIPT, MEDIA_DIR, STAGE_PREFIX)
+    result = shell.run(c, argv, hide="out", warn=True, in_stream=False)
+    if result is not None and result.ok:
+        with contextlib.suppress(ValueError):
+            return json.loads(result.stdout)
+    raise StackError("cannot read the media volume's checksums (see the message above)")
+
+
 def swap_media(c: Context, compose: Compose, archive: Path) -> str:
     """Replace the media volume's content with ``archive``; returns the staging folder
     that holds the previous media until :func:`finish_media`."""
@@ -235,6 +269,7 @@ def restore_all(
     yes: bool,
     safety_dir: Path,
     start: bool = True,
+    checked: BackupSet | None = None,
 ) -> None:
     """Replace database, media and custom/ with a backup's, all or nothing.
 
@@ -243,8 +278,9 @@ def restore_all(
     swapped (previous folder kept). When any step fails, the earlier ones are undone
     (the safety dump restored, the previous media and custom/ put back). ``start``: the
     app services are started again at the end (an upgrade rollback starts them itself).
+    ``checked``: the folder's parts as :func:`check_backup_folder` verified them already.
     """
-    parts = check_backup_folder(folder)
+    parts = checked or check_backup_folder(folder)
     custom_dir = settings.root / "custom"
     db = Database.of(compose, settings)
     if compose.dry_run:
