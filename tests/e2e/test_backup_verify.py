@@ -146,7 +146,7 @@ def test_a_dump_with_a_row_fewer_than_recorded_fails(site, verified, tmp_path):
     manifest["row_counts"]["users_user"] = users + 1  # the dump holds one row fewer
     side.write_text(json.dumps(manifest))
     before = fingerprint(site)
-    done = site.invoke("backup-verify", str(tampered), check=False)
+    done = site.invoke("backup-verify", "--folder", str(tampered), check=False)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "FAILED its verification" in done.stderr
     assert f"users_user {users + 1} in the manifest, {users} restored" in done.stderr
@@ -170,7 +170,7 @@ def test_a_changed_media_file_fails_and_status_says_so(site, verified):
                 new.addfile(member, io.BytesIO(data) if data is not None else None)
         archive.write_bytes(packed.getvalue())
         rewrite_sha256(archive)  # the archive is whole: only its content differs
-        done = site.invoke("backup-verify", str(tampered), check=False)
+        done = site.invoke("backup-verify", "--folder", str(tampered), check=False)
         assert done.returncode == 1, done.stdout + done.stderr
         assert f"1 file(s) with another checksum: {PROBE}" in done.stderr, done.stderr
         result = json.loads((tampered / "verified.json").read_text())
@@ -186,10 +186,10 @@ def test_a_changed_media_file_fails_and_status_says_so(site, verified):
 
 def test_bad_input_is_refused_and_changes_nothing(site, verified, tmp_path):
     before = fingerprint(site)
-    missing = site.invoke("backup-verify", str(tmp_path / "nowhere"), check=False)
+    missing = site.invoke("backup-verify", "--folder", str(tmp_path / "nowhere"), check=False)
     assert missing.returncode == 1 and "is not a folder" in missing.stderr
     (tmp_path / "notes.txt").write_text("not a backup")
-    foreign = site.invoke("backup-verify", str(tmp_path), check=False)
+    foreign = site.invoke("backup-verify", "--folder", str(tmp_path), check=False)
     assert foreign.returncode == 1 and "not a backup made by `invoke backup`" in foreign.stderr
     collide = site.invoke("backup-verify", "--project", site.compose.project, check=False)
     assert collide.returncode == 1, collide.stdout
@@ -206,7 +206,7 @@ def test_bad_input_is_refused_and_changes_nothing(site, verified, tmp_path):
 def test_ctrl_c_removes_the_throwaway_stack(site, verified):
     recorded = (verified[0] / "verified.json").read_text()
     run = subprocess.Popen([sys.executable, "-m", "invoke", "--search-root", str(REPO),
-                            "backup-verify", str(verified[0])], env=site.env(),
+                            "backup-verify", "--folder", str(verified[0])], env=site.env(),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            start_new_session=True)  # fmt: skip
     try:
