@@ -269,7 +269,6 @@ def restore_all(
     yes: bool,
     safety_dir: Path,
     start: bool = True,
-    checked: BackupSet | None = None,
 ) -> None:
     """Replace database, media and custom/ with a backup's, all or nothing.
 
@@ -278,9 +277,8 @@ def restore_all(
     swapped (previous folder kept). When any step fails, the earlier ones are undone
     (the safety dump restored, the previous media and custom/ put back). ``start``: the
     app services are started again at the end (an upgrade rollback starts them itself).
-    ``checked``: the folder's parts as :func:`check_backup_folder` verified them already.
     """
-    parts = checked or check_backup_folder(folder)
+    parts = check_backup_folder(folder)
     custom_dir = settings.root / "custom"
     db = Database.of(compose, settings)
     if compose.dry_run:
@@ -318,6 +316,21 @@ def restore_all(
     if start:
         compose.up(c, *APP_SERVICES)
     print(f"[restore] {folder} restored (the saved .env is at {folder / 'env'}; not applied)")
+
+
+def restore_into_empty(c: Context, compose: Compose, settings: Settings,
+                       parts: BackupSet) -> dict[str, int]:  # fmt: skip
+    """The verified parts of a backup into a stack that holds nothing yet (backup-verify's
+    throwaway): the same steps as :func:`restore_all`, with nothing to keep or undo.
+    Returns the restored row counts, checked against the manifest's."""
+    restored = _replace_db(c, Database.of(compose, settings), parts.dump,
+                           _expected_counts(parts.dump))  # fmt: skip
+    finish_media(c, compose, swap_media(c, compose, parts.media))
+    if parts.custom is not None:
+        old = swap_custom(parts.custom, settings.root / "custom")
+        if old is not None:
+            shutil.rmtree(old)
+    return restored
 
 
 def _undo(c: Context, compose: Compose, db: Database, done: list, custom_dir: Path) -> None:

@@ -1,7 +1,7 @@
 """`invoke backup-verify`: a backup proves itself by being restored and used.
 
-The backup folder is restored, by the same :func:`restore.restore_all` that `invoke
-restore` runs, into a throwaway stack on this host: a deployment folder of its own
+The backup folder is restored, by the steps of `invoke restore`
+(:func:`restore.restore_into_empty`), into a throwaway stack on this host: a deployment folder of its own
 (the live docker-compose.yaml and .env, with its own compose project name, a free port
 on 127.0.0.1, the backup's custom/), so its own containers, networks and volumes; the
 live stack is never touched. Then: the row counts of every table against the dump's
@@ -229,12 +229,10 @@ def _restore_and_check(c: Context, compose: Compose, own: Settings, parts: Backu
             f"the throwaway stack's db and redis did not start: {_unhealthy(c, compose)}"
         )
     try:
-        restore.restore_all(c, compose, own, parts.folder, yes=True, start=False,
-                            safety_dir=own.root / "safety", checked=parts)  # fmt: skip
+        counts = restore.restore_into_empty(c, compose, own, parts)
     except StackError as error:
-        checks["restore"] = {"ok": False, "detail": str(error).split("\nthe restore was undone")[0]}
+        checks["restore"] = {"ok": False, "detail": str(error)}
         return
-    counts = Database.of(compose, own).row_counts(c)
     recorded = manifest_of(parts.dump).get("row_counts")
     figures.update(tables=len(counts), rows=sum(counts.values()))
     checks["database"] = {"ok": True, "detail": (
