@@ -515,23 +515,44 @@ def backup(c, dest=str(BACKUPS), keep=0, dry_run=False):
 
 
 @task(help={
+    "folder": "a full backup folder made by `invoke backup` (Default: this project's newest "
+    "in --backups)",
+    "backups": "the folder the newest backup is looked for in (Default: backups/ in the "
+    "deployment folder)",
+    "project": "compose project name of the throwaway stack; an existing stack of that name "
+    "is refused (Default: <COMPOSE_PROJECT_NAME>-verify)",
+})  # fmt: skip
+def backup_verify(c, folder=None, backups=str(BACKUPS), project=None):
+    """Restore a backup into a throwaway stack, check rows, media, site and admin login,
+    remove it; the result goes to the folder's verified.json (`invoke status` shows it)."""
+    from mediacms_stack.procedures import verify
+
+    settings, _ = _stack(needs=("engine", "env"))
+    chosen = verify.pick_folder(folder, Path(backups), settings.project)
+    verify.verify(c, settings, chosen, project=project)
+
+
+@task(help={
     "at": "time of day, HH:MM local time (Default: 03:15)",
     "keep": "full backups to keep (Default: 7)",
+    "verify": "run `invoke backup-verify` on each new backup, right after it (Default: off)",
     "remove": "remove the schedule instead (Default: off)",
 })  # fmt: skip
-def backup_schedule(c, at="03:15", keep=7, dest=str(BACKUPS), remove=False, dry_run=False):
-    """Daily `invoke backup --keep N`: a systemd timer where systemd runs, else cron."""
+def backup_schedule(c, at="03:15", keep=7, dest=str(BACKUPS), verify=False, remove=False,
+                    dry_run=False):  # fmt: skip
+    """Daily `invoke backup --keep N` (and --verify: backup-verify): a systemd timer where
+    systemd runs, else cron."""
     from mediacms_stack.data import schedule
 
-    plan = schedule.make(_settings(), at=at, keep=int(keep), dest=Path(dest))
+    plan = schedule.make(_settings(), at=at, keep=int(keep), dest=Path(dest), verify=verify)
     if remove:
         schedule.remove(c, plan, dry_run=dry_run)
         print(f"[backup-schedule] {plan.name} removed")
         return
     how = schedule.install(c, plan, dry_run=dry_run)
     print(f"[backup-schedule] {'would run' if dry_run else 'runs'} daily at {at}, keeping "
-          f"{keep} backups in {plan.dest}: {how}. Copy them off this host too (README, "
-          "Scheduled backups)")  # fmt: skip
+          f"{keep} backups in {plan.dest}{', each verified' if verify else ''}: {how}. Copy "
+          "them off this host too (README, Scheduled backups)")  # fmt: skip
 
 
 @task(exclusive=True, help={
@@ -685,6 +706,7 @@ ns = Collection(
     backup_media,
     restore_media,
     backup,
+    backup_verify,
     backup_schedule,
     restore,
     upgrade,

@@ -29,6 +29,8 @@ from ..stack.errors import StackError
 from ..stack.model import BACKUPS_DIR
 
 PGDUMP_MAGIC = b"PGDMP"
+#: What `invoke backup-verify` records in the backup folder it verified.
+VERIFIED = "verified.json"
 
 
 def utc_stamp() -> str:
@@ -143,7 +145,7 @@ def publish(partial: Path, dest: Path, prefix: str, suffix: str) -> Path:
     raise StackError(f"no free backup name in {dest} for {prefix}-*{suffix}; {partial} is kept")
 
 
-def _manifest_of(path: Path) -> dict:
+def manifest_of(path: Path) -> dict:
     """The manifest of a backup file (beside it) or folder (in it); {} when unreadable."""
     side = path / "manifest.json" if path.is_dir() else path.with_name(path.name + ".manifest.json")
     try:
@@ -155,7 +157,7 @@ def _manifest_of(path: Path) -> dict:
 
 def _written_by(path: Path, project: str | None) -> bool:
     """Whether the manifest of a backup file or folder names ``project``."""
-    return _manifest_of(path).get("project") == project
+    return manifest_of(path).get("project") == project
 
 
 def prune(dest: Path, pattern: str, keep: int, project: str | None) -> list[Path]:
@@ -179,10 +181,19 @@ def latest(dest: Path, pattern: str, project: str | None) -> tuple[Path, datetim
     ours = sorted(path for path in dest.glob(pattern) if _written_by(path, project))
     for path in reversed(ours):
         try:
-            return path, datetime.fromisoformat(_manifest_of(path)["created_utc"])
+            return path, datetime.fromisoformat(manifest_of(path)["created_utc"])
         except (KeyError, TypeError, ValueError):
             continue
     return None
+
+
+def verification(folder: Path) -> dict | None:
+    """What `invoke backup-verify` recorded in a backup folder; None when nothing."""
+    try:
+        found = json.loads((folder / VERIFIED).read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def check_dump_file(path: Path) -> None:

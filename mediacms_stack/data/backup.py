@@ -153,7 +153,8 @@ def backup_media(
     write_json(final.with_name(final.name + ".manifest.json"), {
         "kind": "media-tar-gz", "project": compose.project, "file": final.name,
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "bytes": final.stat().st_size})  # fmt: skip
+        "bytes": final.stat().st_size,
+        "files": files.tar_checksums(final)})  # fmt: skip
     print(f"[backup-media] {final} ({final.stat().st_size} bytes)")
     if keep:
         prune(dest, f"{prefix}-*.tar.gz", keep, compose.project)

@@ -9,6 +9,7 @@ by renames; a full restore undoes its earlier steps when a later one fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import stat
@@ -24,7 +25,7 @@ from ..stack.config import Settings
 from ..stack.errors import StackError
 from ..stack.model import APP_SERVICES, MEDIA_DIR
 from . import backup
-from .artifacts import check_archive, check_backup_folder, check_dump_file
+from .artifacts import BackupSet, check_archive, check_backup_folder, check_dump_file
 from .backup import STAGE_PREFIX, volume_argv
 from .database import Database
 
@@ -45,9 +46,12 @@ def _replace_db(c: Context, db: Database, dump: Path, expected: dict[str, int] |
         )
     restored = db.row_counts(c)
     if expected is not None:
-        diff = {t: (n, restored.get(t)) for t, n in expected.items() if restored.get(t) != n}
+        diff = [f"{t} {n} in the manifest, {restored.get(t, 'no table')} restored"
+                for t, n in expected.items() if restored.get(t) != n]  # fmt: skip
         if diff:
-            raise StackError(f"row counts differ from the manifest after restore: {diff}")
+            raise StackError(
+                f"row counts differ from the manifest after restore: {'; '.join(diff)}"
+            )
         print(f"[restore-db] row counts match the manifest ({len(expected)} tables)")
     return restored
 
@@ -153,6 +157,36 @@ def media_entries(c: Context, compose: Compose) -> int:
     if result is None or not result.ok:
         raise StackError(f"cannot read the media volume: {result.stderr.strip() if result else ''}")
     return len(result.stdout.splitlines())
+
+
+#: sha256 of every regular file of the media volume as JSON {path: digest}, read by the
+#: web image's Python (``python -c SCRIPT MEDIA_DIR``); a restore's staging folders aside.
+CHECKSUMS_SCRIPT = """import hashlib, json, os, sys
+root = sys.argv[1]
+sums = {}
+for folder, subfolders, names in os.walk(root):
+    if folder == root:
+        subfolders[:] = [d for d in subfolders if not d.startswith(sys.argv[2])]
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path) and not os.path.islink(path):
+            digest = hashlib.sha256()
+            with open(path, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+            sums[os.path.relpath(path, root)] = digest.hexdigest()
+json.dump(sums, sys.stdout)
+"""
+
+
+def media_checksums(c: Context, compose: Compose) -> dict[str, str]:
+    """sha256 of every file in the media volume, by its path inside the volume."""
+    argv = volume_argv(compose, "python", "-c", CHECKSUMS_SCRIPT, MEDIA_DIR, STAGE_PREFIX)
+    result = shell.run(c, argv, hide="out", warn=True, in_stream=False)
+    if result is not None and result.ok:
+        with contextlib.suppress(ValueError):
+            return json.loads(result.stdout)
+    raise StackError("cannot read the media volume's checksums (see the message above)")
 
 
 def swap_media(c: Context, compose: Compose, archive: Path) -> str:
@@ -282,6 +316,21 @@ def restore_all(
     if start:
         compose.up(c, *APP_SERVICES)
     print(f"[restore] {folder} restored (the saved .env is at {folder / 'env'}; not applied)")
+
+
+def restore_into_empty(c: Context, compose: Compose, settings: Settings,
+                       parts: BackupSet) -> dict[str, int]:  # fmt: skip
+    """The verified parts of a backup into a stack that holds nothing yet (backup-verify's
+    throwaway): the same steps as :func:`restore_all`, with nothing to keep or undo.
+    Returns the restored row counts, checked against the manifest's."""
+    restored = _replace_db(c, Database.of(compose, settings), parts.dump,
+                           _expected_counts(parts.dump))  # fmt: skip
+    finish_media(c, compose, swap_media(c, compose, parts.media))
+    if parts.custom is not None:
+        old = swap_custom(parts.custom, settings.root / "custom")
+        if old is not None:
+            shutil.rmtree(old)
+    return restored
 
 
 def _undo(c: Context, compose: Compose, db: Database, done: list, custom_dir: Path) -> None:

@@ -4,7 +4,9 @@ Where systemd runs (``/run/systemd/system`` exists) a service and a timer are wr
 (system units as root, user units otherwise; ``Persistent=true`` catches up a run missed
 while the machine was off). Elsewhere one line in the user's crontab, marked with the
 project's name so that it is replaced, never doubled. Either runs
-``python -m invoke backup --keep N`` from this checkout against this deployment.
+``python -m invoke backup --keep N`` from this checkout against this deployment, and
+with ``verify`` then ``backup-verify`` (systemd: a second ``ExecStart``, run only when
+the backup succeeded; cron: ``&&``).
 """
 
 from __future__ import annotations
@@ -35,24 +37,34 @@ class Schedule:
     at: str
     keep: int
     dest: Path
+    verify: bool = False
 
     @property
     def name(self) -> str:
         return f"mediacms-backup-{self.settings.project}"
 
-    def argv(self) -> list[str]:
+    def invoke(self, *task: str) -> list[str]:
+        """``invoke TASK...`` from this checkout against this deployment."""
         env = [f"MEDIACMS_HOME={self.settings.root}", f"MEDIACMS_ENV_FILE={self.settings.env_file}"]
-        return ["env", *env, sys.executable, "-m", "invoke", "--search-root", str(ROOT),
-                "backup", "--dest", str(self.dest), "--keep", str(self.keep)]  # fmt: skip
+        return ["env", *env, sys.executable, "-m", "invoke", "--search-root", str(ROOT), *task]
+
+    def argv(self) -> list[str]:
+        return self.invoke("backup", "--dest", str(self.dest), "--keep", str(self.keep))
+
+    def commands(self) -> list[list[str]]:
+        """The backup, then (``verify``) backup-verify of the newest backup it made."""
+        verify = [self.invoke("backup-verify", "--backups", str(self.dest))] if self.verify else []
+        return [self.argv(), *verify]
 
     def units(self) -> dict[str, str]:
-        command = shlex.join(self.argv())
+        starts = "".join(f"ExecStart={shlex.join(argv).replace('%', '%%')}\n"
+                         for argv in self.commands())  # fmt: skip
         return {
             f"{self.name}.service": (
                 "[Unit]\n"
                 f"Description=MediaCMS full backup of {self.settings.project}\n\n"
                 "[Service]\nType=oneshot\n"
-                f"ExecStart={command.replace('%', '%%')}\n"
+                f"{starts}"
             ),
             f"{self.name}.timer": (
                 "[Unit]\n"
@@ -64,16 +76,16 @@ class Schedule:
 
     def cron_line(self) -> str:
         hour, minute = self.at.split(":")
-        command = shlex.join(self.argv()).replace("%", "\\%")
+        command = " && ".join(shlex.join(argv) for argv in self.commands()).replace("%", "\\%")
         return f"{int(minute)} {int(hour)} * * * {command} >/dev/null 2>&1  # {self.name}"
 
 
-def make(settings: Settings, *, at: str, keep: int, dest: Path) -> Schedule:
+def make(settings: Settings, *, at: str, keep: int, dest: Path, verify: bool = False) -> Schedule:
     if not _TIME.fullmatch(at):
         raise StackError(f"--at {at!r}: expected HH:MM (24 h, local time), e.g. 03:15")
     if keep < 1:
         raise StackError("--keep must be at least 1 (how many full backups to keep)")
-    return Schedule(settings, at, keep, dest.resolve())
+    return Schedule(settings, at, keep, dest.resolve(), verify)
 
 
 def unit_dir() -> Path:

@@ -77,6 +77,19 @@ class Compose:
             return json.loads(out)
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
+    def existing(self, c: Context) -> dict[str, int]:
+        """How many containers (running or not), volumes and networks the engine holds
+        under this project's name."""
+        found = {}
+        for kind in ("container", "volume", "network"):
+            listing = ["docker", kind, "ls", "--quiet",
+                       "--filter", f"label={self.LABELS[0]}={self.project}"]  # fmt: skip
+            if kind == "container":
+                listing.insert(3, "--all")
+            result = run(c, listing, hide=True, in_stream=False)
+            found[kind] = len(result.stdout.split()) if result is not None else 0
+        return found
+
     # Commands used by several tasks -------------------------------------------------
     def exec(self, c: Context, service: str, *command: str, tty: bool = False, **kwargs):
         flags = [] if tty else ["-T"]

@@ -3,7 +3,8 @@
 One report, read in parallel from the running stack: every service's state and health,
 the Celery queues' depth (from Redis), the encodings (from Django, see
 :mod:`.encodings`), the size of each volume and the free space of the filesystem under
-it, the last backups in the deployment's backups folder, the version. Each part that
+it, the last backups in the deployment's backups folder (and whether and when
+`invoke backup-verify` proved the last full one), the version. Each part that
 cannot be read is a problem of the report, not the end of it; a report with problems
 makes `invoke status` exit 1, so monitoring can run it as it is.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from invoke.context import Context
 
-from ..data.artifacts import latest
+from ..data.artifacts import latest, verification
 from ..engines.compose import Compose
 from ..engines.shell import run
 from ..stack.config import Settings
@@ -101,9 +102,27 @@ def _backups(dest: Path, project: str | None) -> dict[str, dict | None]:
     now = datetime.now(UTC)
     found = {"full": latest(dest, "mediacms-2*", project),
              "database": latest(dest, "mediacms-db-*.dump", project)}  # fmt: skip
-    return {kind: None if hit is None else {
+    said = {kind: None if hit is None else {
         "path": str(hit[0]), "created_utc": hit[1].isoformat(timespec="seconds"),
         "age_seconds": (now - hit[1]).total_seconds()} for kind, hit in found.items()}  # fmt: skip
+    if said["full"] is not None:
+        said["full"]["verified"] = _verified(Path(said["full"]["path"]), now)
+    return said
+
+
+def _verified(folder: Path, now: datetime) -> dict | None:
+    """When `invoke backup-verify` checked the folder and what it found; None: never."""
+    found = verification(folder)
+    try:
+        when = datetime.fromisoformat(found["verified_utc"]) if found else None
+    except (KeyError, TypeError, ValueError):
+        when = None
+    if found is None or when is None:
+        return None
+    failed = [f"{kind}: {check.get('detail')}" for kind, check in found.get("checks", {}).items()
+              if not check.get("ok")]  # fmt: skip
+    return {"verified_utc": found["verified_utc"], "age_seconds": (now - when).total_seconds(),
+            "outcome": found.get("outcome"), "failed": failed}  # fmt: skip
 
 
 def problems_of(report: dict) -> list[str]:
@@ -119,6 +138,10 @@ def problems_of(report: dict) -> list[str]:
             found.append(f"{name}: no container")
         elif (row["state"], row["health"]) != ("running", "healthy"):
             found.append(f"{name}: {row['state']}, {row['health']}")
+    verified = (report["backups"]["full"] or {}).get("verified")
+    if verified and verified["outcome"] != "passed":
+        found.append(f"the last full backup failed its verification: "
+                     f"{'; '.join(verified['failed']) or verified['outcome']}")  # fmt: skip
     stuck = (report["encodings"] or {}).get("stuck")
     if stuck:
         found.append(f"{stuck} encoding(s) stuck: `invoke encodings` lists them, "
@@ -195,6 +218,10 @@ def format_report(data: dict) -> str:
         )
     for kind, hit in data["backups"].items():
         said = f"{format_age(hit['age_seconds'])} ago: {hit['path']}" if hit else "none"
+        if hit and kind == "full":
+            verified = hit["verified"]
+            said += (f"; verified {format_age(verified['age_seconds'])} ago: "
+                     f"{verified['outcome']}" if verified else "; not verified")  # fmt: skip
         lines.append(f"backup     last {kind}: {said}")
     if data["volumes"]:
         rows = [(name, format_bytes(v["bytes"]), format_bytes(v["free"]), format_bytes(v["total"]))

@@ -11,6 +11,7 @@ the target.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import shutil
 import stat
@@ -130,3 +131,22 @@ def check_tar(archive: Path) -> int:
         raise StackError(f"{archive} is not a readable .tar.gz ({error}); nothing was "
                          "touched") from error  # fmt: skip
     return count
+
+
+def tar_checksums(archive: Path) -> dict[str, str]:
+    """sha256 of every regular file in a .tar.gz, by its path inside the archive (``./``
+    dropped), read in one pass: what a restore of the archive puts in its target."""
+    sums = {}
+    try:
+        with tarfile.open(archive, mode="r|gz") as tar:
+            for member in tar:
+                if not member.isreg():
+                    continue
+                digest = hashlib.sha256()
+                reader = tar.extractfile(member)
+                while reader is not None and (chunk := reader.read(1 << 20)):
+                    digest.update(chunk)
+                sums[str(PurePosixPath(member.name))] = digest.hexdigest()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+        raise StackError(f"{archive} is not a readable .tar.gz ({error})") from error
+    return sums

@@ -39,14 +39,26 @@ def no_engine(monkeypatch):
     )
 
 
-def fake_run(calls, *, payload=b"PGDMP-fake", stderr=MANIFEST_STDERR, exited=0):
-    """shell.run stand-in: writes ``payload`` where the command's stdout was redirected."""
+def _tar_gz(*entries: tuple[str, bytes]) -> bytes:
+    packed = io.BytesIO()
+    with tarfile.open(fileobj=packed, mode="w:gz") as tar:
+        for name, data in entries:
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return packed.getvalue()
+
+
+def fake_run(calls, *, payload=None, stderr=MANIFEST_STDERR, exited=0):
+    """shell.run stand-in: writes ``payload`` where the command's stdout was redirected
+    (by default a fake dump, or for the media archive an empty .tar.gz)."""
 
     def run(c, argv, stdout_to=None, **kwargs):
         calls.append((list(argv), stdout_to, kwargs))
         if exited == 0:
+            media = "backup-media" in argv
             with open(stdout_to, "ab") as handle:
-                handle.write(payload)
+                handle.write(payload or (_tar_gz() if media else b"PGDMP-fake"))
         return Result(stderr=stderr, exited=exited)
 
     return run
@@ -154,7 +166,7 @@ def test_backup_db_dry_run_prints_the_command_only(tmp_path, capsys):
 
 def test_backup_media_streams_tar_gz_into_a_checksummed_file(tmp_path, monkeypatch):
     calls = []
-    payload = b"\x1f\x8b-fake-tar"
+    payload = _tar_gz(("./original/a.mp4", b"video"), ("./.dot", b""))
     monkeypatch.setattr("mediacms_stack.engines.shell.run", fake_run(calls, payload=payload))
     archive = backup.backup_media(MockContext(), Compose(tmp_path), tmp_path / "m")
     [(argv, target, kwargs)] = calls
@@ -165,6 +177,9 @@ def test_backup_media_streams_tar_gz_into_a_checksummed_file(tmp_path, monkeypat
     assert target.endswith(".partial") and "hide" not in kwargs  # tar's progress stays visible
     assert archive.name.endswith(".tar.gz") and archive.read_bytes() == payload
     artifacts.verify_checksum(archive)
+    manifest = json.loads(archive.with_name(archive.name + ".manifest.json").read_text())
+    assert manifest["files"] == {"original/a.mp4": hashlib.sha256(b"video").hexdigest(),
+                                 ".dot": hashlib.sha256(b"").hexdigest()}  # fmt: skip
 
 
 def _archive(folder: Path) -> subprocess.CompletedProcess:
@@ -537,7 +552,7 @@ def test_restore_all_checks_every_archive_before_anything_changes(tmp_path):
 
 def test_full_backup_folder_is_700_and_every_file_600(tmp_path, monkeypatch):
     calls = []
-    payloads = iter([b"PGDMP-fake", b"\x1f\x8b-fake-tar"])
+    payloads = iter([b"PGDMP-fake", _tar_gz()])
 
     def run(c, argv, stdout_to=None, **kwargs):
         calls.append(argv)

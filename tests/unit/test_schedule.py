@@ -103,3 +103,18 @@ def test_full_backups_are_pruned_per_project(tmp_path):
         "mediacms-20260102T000000Z", "mediacms-20260103T000000Z", "mediacms-20260104T000000Z",
         "mediacms-db-20260105T000000Z.dump",
     ]  # fmt: skip
+
+
+def test_verify_runs_backup_verify_only_after_a_backup_that_succeeded(tmp_path):
+    settings = config.Settings(tmp_path, {"COMPOSE_PROJECT_NAME": "shop"}, tmp_path / ".env")
+    plan = schedule.make(settings, at="03:15", keep=7, dest=tmp_path / "b", verify=True)
+    backup, verify = plan.commands()
+    assert backup == plan.argv()
+    assert verify[verify.index("backup-verify") :] == ["backup-verify", "--backups",
+                                                      str(tmp_path / "b")]  # fmt: skip
+    service = plan.units()["mediacms-backup-shop.service"]
+    starts = [shlex.split(line.removeprefix("ExecStart="))
+              for line in service.splitlines() if line.startswith("ExecStart=")]  # fmt: skip
+    assert starts == [backup, verify]  # oneshot: the second runs only when the first succeeded
+    line = plan.cron_line()
+    assert f"{shlex.join(backup)} && {shlex.join(verify)}" in line

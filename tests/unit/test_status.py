@@ -178,3 +178,28 @@ def test_the_encodings_script_queues_through_the_trees_own_task():
     assert "encode_media.apply_async(kwargs=kwargs)" in code
     assert '"encoding_url" in takes' in code  # 7.x trees take it, 8.x trees do not
     compile(code, "encodings", "exec")
+
+
+def test_the_last_full_backup_says_whether_and_when_it_was_verified(tmp_path):
+    now = datetime.now(UTC).replace(microsecond=0)
+    _backup(tmp_path, "mediacms-20260101T000000Z", "p", now - timedelta(days=1), folder=True)
+    unverified = health._backups(tmp_path, "p")
+    assert unverified["full"]["verified"] is None
+    text = health.format_report({**_report(backups=unverified), "problems": []})
+    assert "; not verified" in text
+    record = {"verified_utc": (now - timedelta(hours=2)).isoformat(), "outcome": "failed",
+              "checks": {"database": {"ok": True, "detail": "3 tables"},
+                         "media": {"ok": False, "detail": "1 file(s) missing: a"}}}  # fmt: skip
+    (tmp_path / "mediacms-20260101T000000Z" / "verified.json").write_text(json.dumps(record))
+    said = health._backups(tmp_path, "p")
+    verified = said["full"]["verified"]
+    assert verified["outcome"] == "failed" and verified["failed"] == ["media: 1 file(s) missing: a"]
+    assert 7100 < verified["age_seconds"] < 7300
+    report = _report(backups=said)
+    assert health.problems_of(report) == [
+        "the last full backup failed its verification: media: 1 file(s) missing: a"
+    ]
+    assert "; verified 2h 00m ago: failed" in health.format_report({**report, "problems": []})
+    record.update(outcome="passed", checks={"database": {"ok": True, "detail": "3 tables"}})
+    (tmp_path / "mediacms-20260101T000000Z" / "verified.json").write_text(json.dumps(record))
+    assert health.problems_of(_report(backups=health._backups(tmp_path, "p"))) == []
