@@ -1,11 +1,13 @@
 #!/bin/sh
-# Entry point of the nginx image: writes the host names this nginx answers for, from
-# the container's environment, then runs the command (nginx). The image is built once
+# Entry point of the nginx image: writes the host names this nginx answers for and the
+# media gate's cache lifetime, from the container's environment, then runs the command
+# (nginx). The image is built once
 # and run under many names, so the names cannot be baked in.
 #
 #   FRONTEND_HOST   the site's URL (http://localhost by default); its host name
 #   ALLOWED_HOSTS   optional further names, comma-separated (".example.org" also
 #                   matches every subdomain, as in Django)
+#   MEDIA_GATE_CACHE_SECONDS  how long the media gate's decisions are kept (10; 0-300)
 #
 # A request for any other name gets 400 from nginx and never reaches the app.
 set -euf  # -f: no globbing, a "*" in ALLOWED_HOSTS stays a "*" (and is refused)
@@ -53,5 +55,22 @@ case $dns in
     "") echo "nginx-entrypoint: no nameserver in /etc/resolv.conf" >&2; exit 1 ;;
 esac
 echo "resolver $dns valid=5s ipv6=off;" > "${out%/*}/resolver.conf"
+
+# How long nginx keeps the media gate's decisions (media-gate-on.conf): whole seconds
+# from 0 (no cache: the app is asked on every request) to 300.
+gate=${MEDIA_GATE_CACHE_SECONDS:-10}
+case $gate in
+    "" | *[!0-9]* | ????*) gate=invalid ;;
+esac
+if [ "$gate" = invalid ] || [ "$gate" -gt 300 ]; then
+    echo "nginx-entrypoint: MEDIA_GATE_CACHE_SECONDS='${MEDIA_GATE_CACHE_SECONDS-}' is not a whole number of seconds from 0 to 300" >&2
+    exit 1
+fi
+if [ "$gate" -eq 0 ]; then
+    echo "uwsgi_cache off;"
+else
+    echo "uwsgi_cache media_gate; uwsgi_cache_valid 200 204 401 403 ${gate}s;"
+fi > "${out%/*}/media-gate-cache.conf"
+echo "nginx-entrypoint: media gate decisions kept ${gate}s"
 echo "nginx-entrypoint: answering for$names"
 exec "$@"
