@@ -415,17 +415,18 @@ def acceptance_dev(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Measured side-by-side ratios: images, rebuilds, start-up, backups, 7.x migration."""
+    """Measured side-by-side ratios: images, rebuilds, start-up, backups, 7.x migration, media gate."""
     env = _engine_and_base(session)
     session.run("invoke", "build", env=env)
     session.run("python", "tests/bench/run.py", *session.posargs, env=env)
     session.run("python", "tests/bench/https.py", env=env)
     session.run("python", "tests/bench/migrate_7x.py", env=env)
+    if not shutil.which("wrk"):
+        session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
+    session.run("python", "tests/bench/gate.py", env=env)
     trees = _upstream_trees(session)
     if not trees:
         session.log(f"real-tree benchmarks skipped: {UPSTREAM} is absent")
-    if trees and not shutil.which("wrk"):
-        session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
     for tree in trees[-1:]:  # the newest tree (8.3.2): its images are built by acceptance
         tree_env = _tree_env(session, tree)
         session.run("invoke", "build", *PRODUCTION_BUILD, env=tree_env)
