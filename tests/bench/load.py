@@ -52,4 +52,3 @@ def wrk(stack, url: str, seconds: int = 8, headers: tuple[str, ...] = ()) -> flo
     if "Non-2xx or 3xx responses" in out:
         raise AssertionError(f"{url}: some answers were errors\n{out}")
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
-
