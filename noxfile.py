@@ -198,6 +198,9 @@ def _gixy(session: nox.Session) -> None:
             (Path(tmp) / "server-names.conf").write_text("server_name media.example.org;\n")
             (Path(tmp) / "resolver.conf").write_text("resolver 127.0.0.11 valid=5s ipv6=off;\n")
             (Path(tmp) / "trusted-proxies.conf").write_text("192.0.2.0/24 1;\n")
+            (Path(tmp) / "media-gate-cache.conf").write_text(
+                "uwsgi_cache media_gate; uwsgi_cache_valid 200 204 401 403 10s;\n"
+            )
             session.run("gixy", str(etc / "nginx.conf"))
 
 
@@ -425,17 +428,18 @@ def acceptance_dev(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Measured side-by-side ratios: images, rebuilds, start-up, backups, 7.x migration."""
+    """Measured side-by-side ratios: images, rebuilds, start-up, backups, 7.x migration, media gate."""
     env = _engine_and_base(session)
     session.run("invoke", "build", env=env)
     session.run("python", "tests/bench/run.py", *session.posargs, env=env)
     session.run("python", "tests/bench/https.py", env=env)
     session.run("python", "tests/bench/migrate_7x.py", env=env)
+    if not shutil.which("wrk"):
+        session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
+    session.run("python", "tests/bench/gate.py", env=env)
     trees = _upstream_trees(session)
     if not trees:
         session.log(f"real-tree benchmarks skipped: {UPSTREAM} is absent")
-    if trees and not shutil.which("wrk"):
-        session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
     for tree in trees[-1:]:  # the newest tree (8.3.2): its images are built by acceptance
         tree_env = _tree_env(session, tree)
         session.run("invoke", "build", *PRODUCTION_BUILD, env=tree_env)

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Entry point of the nginx image: writes the host names this nginx answers for, from
-# the container's environment, then runs the command (nginx). The image is built once
+# Entry point of the nginx image: writes the host names this nginx answers for and the
+# media gate's cache lifetime, from the container's environment, then runs the command
+# (nginx). The image is built once
 # and run under many names, so the names cannot be baked in.
 #
 #   FRONTEND_HOST   the site's URL (http://localhost by default); its host name
@@ -8,6 +9,7 @@
 #                   matches every subdomain, as in Django)
 #   TRUSTED_PROXIES optional load balancers (addresses or CIDR networks, comma-
 #                   separated) whose X-Forwarded-For and -Proto nginx believes
+#   MEDIA_GATE_CACHE_SECONDS  how long the media gate's decisions are kept (10; 0-300)
 #
 # A request for any other name gets 400 from nginx and never reaches the app.
 set -euf  # -f: no globbing, a "*" in ALLOWED_HOSTS stays a "*" (and is refused)
@@ -71,5 +73,22 @@ for net in ${TRUSTED_PROXIES:-}; do
 done
 IFS=$old_ifs
 printf '%s' "$proxies" > "${out%/*}/trusted-proxies.conf"
+
+# How long nginx keeps the media gate's decisions (media-gate-on.conf): whole seconds
+# from 0 (no cache: the app is asked on every request) to 300.
+gate=${MEDIA_GATE_CACHE_SECONDS:-10}
+case $gate in
+    "" | *[!0-9]* | ????*) gate=invalid ;;
+esac
+if [ "$gate" = invalid ] || [ "$gate" -gt 300 ]; then
+    echo "nginx-entrypoint: MEDIA_GATE_CACHE_SECONDS='${MEDIA_GATE_CACHE_SECONDS-}' is not a whole number of seconds from 0 to 300" >&2
+    exit 1
+fi
+if [ "$gate" -eq 0 ]; then
+    echo "uwsgi_cache off;"
+else
+    echo "uwsgi_cache media_gate; uwsgi_cache_valid 200 204 401 403 ${gate}s;"
+fi > "${out%/*}/media-gate-cache.conf"
+echo "nginx-entrypoint: media gate decisions kept ${gate}s"
 echo "nginx-entrypoint: answering for$names; trusted proxies: ${TRUSTED_PROXIES:-none}"
 exec "$@"

@@ -133,10 +133,12 @@ def media_digest(stack) -> str:
 
 def set_state(stack, token: str, state: str) -> None:
     """As the owner's edit form does, through the model's save(); then the media-auth
-    view's cached decisions (upstream keeps them X_ACCEL_AUTH_CACHE_SECONDS, 300 s) go."""
+    view's cached decisions (upstream keeps them X_ACCEL_AUTH_CACHE_SECONDS, 300 s) go,
+    and nginx's (MEDIA_GATE_CACHE_SECONDS) are waited out."""
     script = (
         "from django.core.cache import cache; from files.models import Media; "
         f"m = Media.objects.get(friendly_token='{token}'); m.state = '{state}'; m.save(); "
         "cache.delete_pattern('xaccel:*')"
     )
     stack.dc("exec", "-T", "web", "python", "manage.py", "shell", "-c", script)
+    time.sleep(float(stack.settings.get("MEDIA_GATE_CACHE_SECONDS", "10")))

@@ -12,6 +12,7 @@ urlpatterns = [
     re_path(r"^api/v1/media/(?P<media_id>\d+)/?$", views.api_media_detail, name="api_media_detail"),
     re_path(r"^api/v1/media-auth$", views.media_auth, name="media_auth"),
     re_path(r"^api/v1/login$", views.api_login, name="api_login"),
+    re_path(r"^api/v1/logout$", views.api_logout, name="api_logout"),
     path("api/v1/whoami", views.api_whoami, name="api_whoami"),
     re_path(r"^api/v1/request-info$", views.api_request_info, name="api_request_info"),
 ]

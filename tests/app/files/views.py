@@ -6,7 +6,7 @@ import re
 from urllib.parse import unquote
 
 from django.conf import settings
-from django.contrib.auth import authenticate, login
+from django.contrib.auth import authenticate, login, logout
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -104,6 +104,14 @@ def api_login(request):
         return JsonResponse({"detail": "authentication required"}, status=401)
     login(request, user)
     return JsonResponse({"username": user.username})
+
+
+@csrf_exempt
+@require_POST
+def api_logout(request):
+    """POST: ends the session, as MediaCMS's logout does (its key no longer signs anyone in)."""
+    logout(request)
+    return HttpResponse(status=204)
 
 
 @require_GET

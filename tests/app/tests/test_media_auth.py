@@ -53,3 +53,13 @@ def test_login_starts_a_session(client, people):
     response = client.post("/api/v1/login", HTTP_AUTHORIZATION=f"Basic {token}")
     assert response.status_code == 200 and "sessionid" in response.cookies
     assert client.post("/api/v1/login").status_code == 401
+
+
+@pytest.mark.django_db
+def test_logout_ends_the_session(client, people):
+    private = media_of(people[0], "private")
+    uri = f"/media/original/user/alice/{private.uid.hex}.x.mp4"
+    client.force_login(people[0])
+    assert ask(client, uri) == 204
+    assert client.post("/api/v1/logout").status_code == 204
+    assert ask(client, uri) == 403
