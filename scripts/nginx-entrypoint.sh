@@ -1,7 +1,7 @@
 #!/bin/sh
-# Entry point of the nginx image: writes the host names this nginx answers for and the
-# media gate's cache lifetime, from the container's environment, then runs the command
-# (nginx). The image is built once
+# Entry point of the nginx image: writes the host names this nginx answers for, the
+# load balancers it believes and the media gate's cache lifetime, from the container's
+# environment (saying so on stderr), then runs the command (nginx). The image is built once
 # and run under many names, so the names cannot be baked in.
 #
 #   FRONTEND_HOST   the site's URL (http://localhost by default); its host name
@@ -89,6 +89,6 @@ if [ "$gate" -eq 0 ]; then
 else
     echo "uwsgi_cache media_gate; uwsgi_cache_valid 200 204 401 403 ${gate}s;"
 fi > "${out%/*}/media-gate-cache.conf"
-echo "nginx-entrypoint: media gate decisions kept ${gate}s"
-echo "nginx-entrypoint: answering for$names; trusted proxies: ${TRUSTED_PROXIES:-none}"
+echo "nginx-entrypoint: media gate decisions kept ${gate}s" >&2
+echo "nginx-entrypoint: answering for$names; trusted proxies: ${TRUSTED_PROXIES:-none}" >&2
 exec "$@"
