@@ -265,9 +265,10 @@ def test_media_made_private_while_watched(stack, people, media):
 
 
 def test_app_errors_are_never_kept(stack, people, media):
-    """The database refuses the app: the gate's answer is the app's 500 and nothing is
-    kept; as soon as the database is back, the same viewer's next request asks again
-    and is served (well within the lifetime a kept 500 would have had)."""
+    """The database refuses the app: the gate cannot decide, the visitor gets the 503
+    page and nothing is kept; as soon as the database is back, the same viewer's next
+    request asks again and is served (well within the lifetime a kept 500 would have
+    had)."""
     path, content = next(iter(media["private"]["files"].items()))
     cookie = login(stack, "alice")
     role = stack.settings.get("POSTGRES_USER", "mediacms")
@@ -284,8 +285,9 @@ def test_app_errors_are_never_kept(stack, people, media):
         # the role's name is the stack's own setting, not input
         sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'")  # noqa: S608
         failed = time.monotonic()
-        status, body = get(stack, path, cookie)
-        assert status == 500 and content[:4] not in body, status
+        status, headers, body = raw(stack, path, headers={"Cookie": cookie})
+        assert status == 503 and content[:4] not in body, status
+        assert headers.get("Retry-After") == "30", dict(headers)
     finally:
         sql(f'ALTER ROLE "{role}" LOGIN')
     assert get(stack, path, cookie) == (200, content)

@@ -169,6 +169,9 @@ def test_kill_of_one_of_two_webs_fails_no_get(stack):
 
 
 def test_without_web_every_request_gets_the_503_page(stack):
+    gated = "/media/original/zero-downtime-probe.mp4"  # a file the gate must ask web about
+    stack.dc("exec", "-T", "web", "sh", "-c", "mkdir -p media_files/original && "
+             "echo zd-secret-bytes > media_files/original/zero-downtime-probe.mp4")  # fmt: skip
     stack.dc("stop", "web")
     deadline = time.monotonic() + 30
     while requests.get(stack.url("/"), timeout=30).status_code != 503:
@@ -186,6 +189,10 @@ def test_without_web_every_request_gets_the_503_page(stack):
         assert api.status_code == 503 and api.headers["Retry-After"] == "30"
         assert api.headers["Content-Type"] == "application/json"
         assert "try again" in api.json()["detail"]
+        # the media gate cannot ask: the same page, never the file
+        media = requests.get(stack.url(gated), timeout=30)
+        assert media.status_code == 503 and media.headers["Retry-After"] == "30"
+        assert "zd-secret-bytes" not in media.text
         # a POST is never passed on twice, and gets the same answer
         upload = requests.post(stack.url("/api/v1/media"), data={"title": "x"}, timeout=30)
         assert upload.status_code == 503 and upload.headers["Content-Type"] == "application/json"
