@@ -143,7 +143,7 @@ def publish(partial: Path, dest: Path, prefix: str, suffix: str) -> Path:
     raise StackError(f"no free backup name in {dest} for {prefix}-*{suffix}; {partial} is kept")
 
 
-def _manifest_of(path: Path) -> dict:
+def manifest_of(path: Path) -> dict:
     """The manifest of a backup file (beside it) or folder (in it); {} when unreadable."""
     side = path / "manifest.json" if path.is_dir() else path.with_name(path.name + ".manifest.json")
     try:
@@ -155,14 +155,20 @@ def _manifest_of(path: Path) -> dict:
 
 def _written_by(path: Path, project: str | None) -> bool:
     """Whether the manifest of a backup file or folder names ``project``."""
-    return _manifest_of(path).get("project") == project
+    return manifest_of(path).get("project") == project
+
+
+def written_by(dest: Path, pattern: str, project: str | None) -> list[Path]:
+    """The backups (files or folders) matching ``pattern`` that ``project`` wrote, oldest
+    first."""
+    return sorted(path for path in dest.glob(pattern) if _written_by(path, project))
 
 
 def prune(dest: Path, pattern: str, keep: int, project: str | None) -> list[Path]:
     """Delete all but the newest ``keep`` backups (files with their side files, or full
     backup folders) that ``project`` wrote (its name in their manifest); other projects'
     backups are never touched."""
-    ours = sorted(path for path in dest.glob(pattern) if _written_by(path, project))
+    ours = written_by(dest, pattern, project)
     removed = ours[:-keep] if keep > 0 else []
     for path in removed:
         if path.is_dir():
@@ -176,10 +182,9 @@ def prune(dest: Path, pattern: str, keep: int, project: str | None) -> list[Path
 def latest(dest: Path, pattern: str, project: str | None) -> tuple[Path, datetime] | None:
     """The newest backup (file or folder) matching ``pattern`` that ``project`` wrote,
     with the time its manifest records; None when there is none."""
-    ours = sorted(path for path in dest.glob(pattern) if _written_by(path, project))
-    for path in reversed(ours):
+    for path in reversed(written_by(dest, pattern, project)):
         try:
-            return path, datetime.fromisoformat(_manifest_of(path)["created_utc"])
+            return path, datetime.fromisoformat(manifest_of(path)["created_utc"])
         except (KeyError, TypeError, ValueError):
             continue
     return None
