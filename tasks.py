@@ -18,6 +18,7 @@ from invoke import Collection, Exit, Task
 from invoke import task as invoke_task
 
 from mediacms_stack.data import backup as backups
+from mediacms_stack.data import offsite as offsites
 from mediacms_stack.data import restore as restores
 from mediacms_stack.engines import engine as engines
 from mediacms_stack.engines import shell
@@ -507,23 +508,46 @@ def restore_media(c, file, yes=False, dry_run=False):
 
 @task(exclusive=True, help={
     "keep": "keep only the newest N full backups of this project (Default: 0, all)",
+    "offsite": "also send the folder to the restic repository of OFFSITE_REPOSITORY, "
+    "checked (made on first use) before anything is written, then apply the OFFSITE_KEEP_* "
+    "retention (Default: off)",
 })  # fmt: skip
-def backup(c, dest=str(BACKUPS), keep=0, dry_run=False):
+def backup(c, dest=str(BACKUPS), keep=0, offsite=False, dry_run=False):
     """Full backup: database, media, custom/, .env and a manifest in one folder."""
     settings, compose = _stack(dry_run, needs=("engine", "env"), swarm_with=c)
-    backups.backup_all(c, compose, settings, Path(dest), keep=keep or None)
+    if offsite:
+        offsites.backup(c, compose, settings, Path(dest), keep=keep or None)
+    else:
+        backups.backup_all(c, compose, settings, Path(dest), keep=keep or None)
+
+
+@task(name="backups", help={
+    "offsite": "list the snapshots in the off-site repository instead (Default: off)",
+})  # fmt: skip
+def list_backups(c, dest=str(BACKUPS), offsite=False, dry_run=False):
+    """List this project's full backups: the local folders, or the off-site snapshots."""
+    settings = _settings()
+    if offsite:
+        restic = offsites.Restic(c, offsites.configured(settings, Path(dest)), dry_run=dry_run)
+        restic.open()
+        print(offsites.table(restic.snapshots()))
+    else:
+        print(offsites.local_table(Path(dest), settings.project))
 
 
 @task(help={
     "at": "time of day, HH:MM local time (Default: 03:15)",
     "keep": "full backups to keep (Default: 7)",
+    "offsite": "run `invoke backup --offsite`: each backup also goes to the off-site "
+    "repository (Default: off)",
     "remove": "remove the schedule instead (Default: off)",
 })  # fmt: skip
-def backup_schedule(c, at="03:15", keep=7, dest=str(BACKUPS), remove=False, dry_run=False):
+def backup_schedule(c, at="03:15", keep=7, dest=str(BACKUPS), offsite=False, remove=False,
+                    dry_run=False):  # fmt: skip
     """Daily `invoke backup --keep N`: a systemd timer where systemd runs, else cron."""
     from mediacms_stack.data import schedule
 
-    plan = schedule.make(_settings(), at=at, keep=int(keep), dest=Path(dest))
+    plan = schedule.make(_settings(), at=at, keep=int(keep), dest=Path(dest), offsite=offsite)
     if remove:
         schedule.remove(c, plan, dry_run=dry_run)
         print(f"[backup-schedule] {plan.name} removed")
@@ -534,14 +558,25 @@ def backup_schedule(c, at="03:15", keep=7, dest=str(BACKUPS), remove=False, dry_
           "Scheduled backups)")  # fmt: skip
 
 
-@task(exclusive=True, help={
-    "folder": "a full backup folder made by `invoke backup` (backups/mediacms-<time>)",
+@task(exclusive=True, positional=["folder"], help={
+    "folder": "a full backup folder made by `invoke backup` (backups/mediacms-<time>) "
+    "(Default: none, then --from-offsite)",
+    "from_offsite": "instead of FOLDER: a snapshot of the off-site repository (its id, or "
+    "latest), fetched into backups/ first (Default: none)",
     "yes": "replace a database that holds rows (a safety backup is taken first) "
     "(Default: off)",
 })  # fmt: skip
-def restore(c, folder, yes=False, dry_run=False):
-    """Restore a full backup folder made by `invoke backup`."""
+def restore(c, folder=None, from_offsite=None, yes=False, dry_run=False):
+    """Restore a full backup folder made by `invoke backup`, or an off-site snapshot of one."""
+    if bool(folder) == bool(from_offsite):
+        raise Exit("error: give a FOLDER or --from-offsite SNAPSHOT (one of them)", code=1)
     settings, compose = _stack(dry_run, needs=("engine", "env"), swarm_with=c)
+    if from_offsite:
+        restic = offsites.Restic(c, offsites.configured(settings, BACKUPS), dry_run=dry_run)
+        folder = restic.fetch(from_offsite, BACKUPS)
+        if dry_run:
+            print(f"(dry run) then: invoke restore {folder}" + (" --yes" if yes else ""))
+            return
     restores.restore_all(c, compose, settings, Path(folder), yes=yes, safety_dir=BACKUPS)
 
 
@@ -685,6 +720,7 @@ ns = Collection(
     backup_media,
     restore_media,
     backup,
+    list_backups,
     backup_schedule,
     restore,
     upgrade,

@@ -4,7 +4,7 @@ Where systemd runs (``/run/systemd/system`` exists) a service and a timer are wr
 (system units as root, user units otherwise; ``Persistent=true`` catches up a run missed
 while the machine was off). Elsewhere one line in the user's crontab, marked with the
 project's name so that it is replaced, never doubled. Either runs
-``python -m invoke backup --keep N`` from this checkout against this deployment.
+``python -m invoke backup --keep N [--offsite]`` from this checkout against this deployment.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ..engines.shell import run
 from ..stack import files
 from ..stack.config import ROOT, Settings
 from ..stack.errors import StackError
+from .offsite import configured
 
 SYSTEMD_RUNNING = Path("/run/systemd/system")
 _TIME = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
@@ -35,6 +36,7 @@ class Schedule:
     at: str
     keep: int
     dest: Path
+    offsite: bool = False
 
     @property
     def name(self) -> str:
@@ -43,7 +45,8 @@ class Schedule:
     def argv(self) -> list[str]:
         env = [f"MEDIACMS_HOME={self.settings.root}", f"MEDIACMS_ENV_FILE={self.settings.env_file}"]
         return ["env", *env, sys.executable, "-m", "invoke", "--search-root", str(ROOT),
-                "backup", "--dest", str(self.dest), "--keep", str(self.keep)]  # fmt: skip
+                "backup", "--dest", str(self.dest), "--keep", str(self.keep),
+                *(["--offsite"] if self.offsite else [])]  # fmt: skip
 
     def units(self) -> dict[str, str]:
         command = shlex.join(self.argv())
@@ -68,12 +71,17 @@ class Schedule:
         return f"{int(minute)} {int(hour)} * * * {command} >/dev/null 2>&1  # {self.name}"
 
 
-def make(settings: Settings, *, at: str, keep: int, dest: Path) -> Schedule:
+def make(settings: Settings, *, at: str, keep: int, dest: Path, offsite: bool = False
+         ) -> Schedule:  # fmt: skip
+    """The schedule, checked; with ``offsite`` the .env's repository settings too, so that
+    a mistake shows now rather than in the first night's log."""
     if not _TIME.fullmatch(at):
         raise StackError(f"--at {at!r}: expected HH:MM (24 h, local time), e.g. 03:15")
     if keep < 1:
         raise StackError("--keep must be at least 1 (how many full backups to keep)")
-    return Schedule(settings, at, keep, dest.resolve())
+    if offsite:
+        configured(settings, dest)
+    return Schedule(settings, at, keep, dest.resolve(), offsite)
 
 
 def unit_dir() -> Path:
