@@ -96,7 +96,7 @@ class Offsite:
             binds.append((local, "/repository", "rw"))
         binds.append((CACHE_DIR, "/cache", "rw"))
         return ["docker", "run", "--rm", "--user", f"{os.getuid()}:{os.getgid()}",
-                "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
+                "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",  # noqa: S108 (its own /tmp)
                 "--security-opt", "no-new-privileges:true",
                 "--network", "none" if local is not None else "host",
                 *(a for path, inside, mode in binds for a in ("-v", f"{path}:{inside}:{mode}")),
@@ -269,12 +269,10 @@ class Restic:
                              "them); nothing was changed")  # fmt: skip
         snap = found[0]
         paths = [PurePosixPath(p) for p in snap.get("paths", [])]
-        if len(paths) != 1 or paths[0].parent != PurePosixPath(SNAPSHOT_ROOT) or not (
-            _FOLDER.fullmatch(paths[0].name)
-        ):
+        name = paths[0].name if len(paths) == 1 else ""
+        if not _FOLDER.fullmatch(name) or paths[0].parent != PurePosixPath(SNAPSHOT_ROOT):
             raise StackError(f"snapshot {snap['short_id']} holds {', '.join(map(str, paths))}, "
                              "not one folder of `invoke backup --offsite`; nothing was changed")  # fmt: skip
-        name = paths[0].name
         target = dest / name
         if target.exists():
             target = dest / f"{name}-{snap['short_id']}"

@@ -237,8 +237,8 @@ def test_bad_input_is_one_error_and_changes_nothing(site, noise, tmp_path):
         site.env(OFFSITE_REPOSITORY=site.sftp)
 
     impostor = site.keys / "impostor_hosts"  # a host key that is not the server's
-    other = docker("run", "--rm", "--entrypoint", "sh", IMAGE, "-c",
-                   "ssh-keygen -q -t ed25519 -N '' -f /tmp/k && cat /tmp/k.pub").stdout.strip()
+    keygen = "ssh-keygen -q -t ed25519 -N '' -f /tmp/k && cat /tmp/k.pub"
+    other = docker("run", "--rm", "--entrypoint", "sh", IMAGE, "-c", keygen).stdout.strip()
     impostor.write_text(f"[127.0.0.1]:{site.port} {other}\n")
     saved = config.load(site.stack.home)
     for changes, said in (
