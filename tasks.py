@@ -558,22 +558,20 @@ def backup_schedule(c, at="03:15", keep=7, dest=str(BACKUPS), offsite=False, rem
           "Scheduled backups)")  # fmt: skip
 
 
-@task(exclusive=True, positional=["folder"], help={
-    "folder": "a full backup folder made by `invoke backup` (backups/mediacms-<time>) "
-    "(Default: none, then --from-offsite)",
-    "from_offsite": "instead of FOLDER: a snapshot of the off-site repository (its id, or "
-    "latest), fetched into backups/ first (Default: none)",
+@task(exclusive=True, help={
+    "folder": "a full backup folder made by `invoke backup` (backups/mediacms-<time>); with "
+    "--from-offsite a snapshot of the off-site repository (its id, or latest)",
+    "from_offsite": "fetch the snapshot FOLDER names from the off-site repository into "
+    "backups/ first, then restore that folder (Default: off)",
     "yes": "replace a database that holds rows (a safety backup is taken first) "
     "(Default: off)",
 })  # fmt: skip
-def restore(c, folder=None, from_offsite=None, yes=False, dry_run=False):
+def restore(c, folder, from_offsite=False, yes=False, dry_run=False):
     """Restore a full backup folder made by `invoke backup`, or an off-site snapshot of one."""
-    if bool(folder) == bool(from_offsite):
-        raise Exit("error: give a FOLDER or --from-offsite SNAPSHOT (one of them)", code=1)
     settings, compose = _stack(dry_run, needs=("engine", "env"), swarm_with=c)
     if from_offsite:
         restic = offsites.Restic(c, offsites.configured(settings, BACKUPS), dry_run=dry_run)
-        folder = restic.fetch(from_offsite, BACKUPS)
+        folder = restic.fetch(folder, BACKUPS)
         if dry_run:
             print(f"(dry run) then: invoke restore {folder}" + (" --yes" if yes else ""))
             return
