@@ -198,3 +198,24 @@ def test_backup_offsite_dry_run_prints_the_restic_commands_and_writes_nothing(
     for step in ("cat config", "backup --json --host", "forget --prune --tag project=mediacms"):
         assert step in said.err
     assert not (home / "backups").exists() and not Path(home.parent / "repo").exists()
+
+
+def test_backups_lists_this_projects_folders_and_snapshots(tmp_path):
+    for name, project in (("mediacms-20260101T031500Z", "shop"), ("mediacms-20260102T031500Z",
+                                                                  "other")):  # fmt: skip
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(
+            f'{{"project": "{project}", "created_utc": "2026-01-01T03:15:00+00:00", '
+            '"mediacms_version": "8.3.2"}'
+        )
+    listed = offsite.local_table(tmp_path, "shop")
+    assert "mediacms-20260101T031500Z" in listed and "2026-01-01 03:15:00" in listed
+    assert "mediacms-20260102T031500Z" not in listed  # another project's
+    assert "no full backup of nobody" in offsite.local_table(tmp_path, "nobody")
+    snap = {"short_id": "ab12cd34", "time": "2026-01-01T03:16:00.1Z",
+            "paths": ["/backups/mediacms-20260101T031500Z"],
+            "summary": {"total_bytes_processed": 8_448_611, "data_added_packed": 12_316}}  # fmt: skip
+    row = offsite.table([snap]).splitlines()[1].split()
+    assert row == ["ab12cd34", "2026-01-01", "03:16:00", "mediacms-20260101T031500Z", "8.4",
+                   "MB", "12.3", "kB"]  # fmt: skip
+    assert "no off-site snapshot" in offsite.table([])
