@@ -200,7 +200,7 @@ def test_restore_from_offsite_brings_back_what_was_deleted(site, noise):
     assert len(fetched) == 1 and (site.backups / fetched[0] / "manifest.json").is_file(), folders
 
 
-def test_a_local_repository_backs_up_lists_and_restores_by_id(site, noise, tmp_path):
+def test_a_local_repository_backs_up_lists_restores_by_id_and_prunes(site, noise, tmp_path):
     repository = tmp_path / "disk" / "repo"
     (tmp_path / "disk").mkdir()
     site.env(OFFSITE_REPOSITORY=str(repository))
@@ -214,8 +214,14 @@ def test_a_local_repository_backs_up_lists_and_restores_by_id(site, noise, tmp_p
         before = site.data()[:2]
         site.stack.invoke("restore", "--from-offsite", snapshot, "--yes")
         assert site.data()[:2] == before
+        # retention: one a day kept, so the next backup's snapshot replaces this one
+        site.env(OFFSITE_KEEP_DAILY="1", OFFSITE_KEEP_WEEKLY="0", OFFSITE_KEEP_MONTHLY="0")
+        newer = SNAPSHOT_LINE.search(site.stack.invoke("backup", "--offsite").stdout).group(1)
+        listed = site.stack.invoke("backups", "--offsite").stdout
+        assert re.findall(r"^[0-9a-f]{8}(?= )", listed, re.M) == [newer], listed
     finally:
-        site.env(OFFSITE_REPOSITORY=site.sftp)
+        site.env(OFFSITE_REPOSITORY=site.sftp, OFFSITE_KEEP_DAILY="7", OFFSITE_KEEP_WEEKLY="4",
+                 OFFSITE_KEEP_MONTHLY="6")  # fmt: skip
 
 
 def test_bad_input_is_one_error_and_changes_nothing(site, noise, tmp_path):
