@@ -59,7 +59,8 @@ def _file(settings: Settings, key: str, *, private: bool) -> Path:
         raise StackError(f"{key}={path} is readable by others (mode "
                          f"{path.stat().st_mode & 0o777:o}): chmod 600 it; nothing was changed")  # fmt: skip
     if ":" in str(path) or "," in str(path):
-        raise StackError(f"{key}={path}: a path with ':' or ',' cannot be mounted")
+        raise StackError(f"{key}={path}: a path with ':' or ',' cannot be mounted; nothing was "
+                         "changed")  # fmt: skip
     return path
 
 
