@@ -37,6 +37,7 @@ DOCKERFILES = [
     "Dockerfile.nginx",
     *sorted(map(str, Path("bootstrap").glob("*/Dockerfile"))),
     "tests/e2e/smtp/Dockerfile",  # the e-mail test's SMTP server
+    "tests/e2e/sftp/Dockerfile",  # the off-site test's SFTP server
 ]
 SHELL_SCRIPTS = [".ci/run", *sorted(map(str, Path().glob("scripts/**/*.sh"))),
                  *sorted(map(str, Path("bootstrap").glob("*/*.sh"))),

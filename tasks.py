@@ -18,6 +18,7 @@ from invoke import Collection, Exit, Task
 from invoke import task as invoke_task
 
 from mediacms_stack.data import backup as backups
+from mediacms_stack.data import offsite as offsites
 from mediacms_stack.data import restore as restores
 from mediacms_stack.engines import engine as engines
 from mediacms_stack.engines import shell
@@ -507,11 +508,31 @@ def restore_media(c, file, yes=False, dry_run=False):
 
 @task(exclusive=True, help={
     "keep": "keep only the newest N full backups of this project (Default: 0, all)",
+    "offsite": "also send the folder to the restic repository of OFFSITE_REPOSITORY, "
+    "checked (made on first use) before anything is written, then apply the OFFSITE_KEEP_* "
+    "retention (Default: off)",
 })  # fmt: skip
-def backup(c, dest=str(BACKUPS), keep=0, dry_run=False):
+def backup(c, dest=str(BACKUPS), keep=0, offsite=False, dry_run=False):
     """Full backup: database, media, custom/, .env and a manifest in one folder."""
     settings, compose = _stack(dry_run, needs=("engine", "env"), swarm_with=c)
-    backups.backup_all(c, compose, settings, Path(dest), keep=keep or None)
+    if offsite:
+        offsites.backup(c, compose, settings, Path(dest), keep=keep or None)
+    else:
+        backups.backup_all(c, compose, settings, Path(dest), keep=keep or None)
+
+
+@task(name="backups", help={
+    "offsite": "list the snapshots in the off-site repository instead (Default: off)",
+})  # fmt: skip
+def list_backups(c, dest=str(BACKUPS), offsite=False, dry_run=False):
+    """List this project's full backups: the local folders, or the off-site snapshots."""
+    settings = _settings()
+    if offsite:
+        restic = offsites.Restic(c, offsites.configured(settings, Path(dest)), dry_run=dry_run)
+        restic.open()
+        print(offsites.table(restic.snapshots()))
+    else:
+        print(offsites.local_table(Path(dest), settings.project))
 
 
 @task(help={
@@ -536,15 +557,18 @@ def backup_verify(c, folder=None, backups=str(BACKUPS), project=None):
     "at": "time of day, HH:MM local time (Default: 03:15)",
     "keep": "full backups to keep (Default: 7)",
     "verify": "run `invoke backup-verify` on each new backup, right after it (Default: off)",
+    "offsite": "run `invoke backup --offsite`: each backup also goes to the off-site "
+    "repository (Default: off)",
     "remove": "remove the schedule instead (Default: off)",
 })  # fmt: skip
-def backup_schedule(c, at="03:15", keep=7, dest=str(BACKUPS), verify=False, remove=False,
-                    dry_run=False):  # fmt: skip
-    """Daily `invoke backup --keep N` (and --verify: backup-verify): a systemd timer where
-    systemd runs, else cron."""
+def backup_schedule(c, at="03:15", keep=7, dest=str(BACKUPS), verify=False, offsite=False,
+                    remove=False, dry_run=False):  # fmt: skip
+    """Daily `invoke backup --keep N` (--offsite: also off-site; --verify: then
+    backup-verify): a systemd timer where systemd runs, else cron."""
     from mediacms_stack.data import schedule
 
-    plan = schedule.make(_settings(), at=at, keep=int(keep), dest=Path(dest), verify=verify)
+    plan = schedule.make(_settings(), at=at, keep=int(keep), dest=Path(dest), verify=verify,
+                         offsite=offsite)  # fmt: skip
     if remove:
         schedule.remove(c, plan, dry_run=dry_run)
         print(f"[backup-schedule] {plan.name} removed")
@@ -556,13 +580,22 @@ def backup_schedule(c, at="03:15", keep=7, dest=str(BACKUPS), verify=False, remo
 
 
 @task(exclusive=True, help={
-    "folder": "a full backup folder made by `invoke backup` (backups/mediacms-<time>)",
+    "folder": "a full backup folder made by `invoke backup` (backups/mediacms-<time>); with "
+    "--from-offsite a snapshot of the off-site repository (its id, or latest)",
+    "from_offsite": "fetch the snapshot FOLDER names from the off-site repository into "
+    "backups/ first, then restore that folder (Default: off)",
     "yes": "replace a database that holds rows (a safety backup is taken first) "
     "(Default: off)",
 })  # fmt: skip
-def restore(c, folder, yes=False, dry_run=False):
-    """Restore a full backup folder made by `invoke backup`."""
+def restore(c, folder, from_offsite=False, yes=False, dry_run=False):
+    """Restore a full backup folder made by `invoke backup`, or an off-site snapshot of one."""
     settings, compose = _stack(dry_run, needs=("engine", "env"), swarm_with=c)
+    if from_offsite:
+        restic = offsites.Restic(c, offsites.configured(settings, BACKUPS), dry_run=dry_run)
+        folder = restic.fetch(folder, BACKUPS)
+        if dry_run:
+            print(f"(dry run) then: invoke restore {folder}" + (" --yes" if yes else ""))
+            return
     restores.restore_all(c, compose, settings, Path(folder), yes=yes, safety_dir=BACKUPS)
 
 
@@ -706,6 +739,7 @@ ns = Collection(
     backup_media,
     restore_media,
     backup,
+    list_backups,
     backup_verify,
     backup_schedule,
     restore,

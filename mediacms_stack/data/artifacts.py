@@ -160,11 +160,17 @@ def _written_by(path: Path, project: str | None) -> bool:
     return manifest_of(path).get("project") == project
 
 
+def written_by(dest: Path, pattern: str, project: str | None) -> list[Path]:
+    """The backups (files or folders) matching ``pattern`` that ``project`` wrote, oldest
+    first."""
+    return sorted(path for path in dest.glob(pattern) if _written_by(path, project))
+
+
 def prune(dest: Path, pattern: str, keep: int, project: str | None) -> list[Path]:
     """Delete all but the newest ``keep`` backups (files with their side files, or full
     backup folders) that ``project`` wrote (its name in their manifest); other projects'
     backups are never touched."""
-    ours = sorted(path for path in dest.glob(pattern) if _written_by(path, project))
+    ours = written_by(dest, pattern, project)
     removed = ours[:-keep] if keep > 0 else []
     for path in removed:
         if path.is_dir():
@@ -178,8 +184,7 @@ def prune(dest: Path, pattern: str, keep: int, project: str | None) -> list[Path
 def latest(dest: Path, pattern: str, project: str | None) -> tuple[Path, datetime] | None:
     """The newest backup (file or folder) matching ``pattern`` that ``project`` wrote,
     with the time its manifest records; None when there is none."""
-    ours = sorted(path for path in dest.glob(pattern) if _written_by(path, project))
-    for path in reversed(ours):
+    for path in reversed(written_by(dest, pattern, project)):
         try:
             return path, datetime.fromisoformat(manifest_of(path)["created_utc"])
         except (KeyError, TypeError, ValueError):

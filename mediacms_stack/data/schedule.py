@@ -4,9 +4,9 @@ Where systemd runs (``/run/systemd/system`` exists) a service and a timer are wr
 (system units as root, user units otherwise; ``Persistent=true`` catches up a run missed
 while the machine was off). Elsewhere one line in the user's crontab, marked with the
 project's name so that it is replaced, never doubled. Either runs
-``python -m invoke backup --keep N`` from this checkout against this deployment, and
-with ``verify`` then ``backup-verify`` (systemd: a second ``ExecStart``, run only when
-the backup succeeded; cron: ``&&``).
+``python -m invoke backup --keep N [--offsite]`` from this checkout against this
+deployment, and with ``verify`` then ``backup-verify`` (systemd: a second
+``ExecStart``, run only when the backup succeeded; cron: ``&&``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ..engines.shell import run
 from ..stack import files
 from ..stack.config import ROOT, Settings
 from ..stack.errors import StackError
+from .offsite import configured
 
 SYSTEMD_RUNNING = Path("/run/systemd/system")
 _TIME = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
@@ -38,6 +39,7 @@ class Schedule:
     keep: int
     dest: Path
     verify: bool = False
+    offsite: bool = False
 
     @property
     def name(self) -> str:
@@ -49,7 +51,8 @@ class Schedule:
         return ["env", *env, sys.executable, "-m", "invoke", "--search-root", str(ROOT), *task]
 
     def argv(self) -> list[str]:
-        return self.invoke("backup", "--dest", str(self.dest), "--keep", str(self.keep))
+        return self.invoke("backup", "--dest", str(self.dest), "--keep", str(self.keep),
+                           *(["--offsite"] if self.offsite else []))  # fmt: skip
 
     def commands(self) -> list[list[str]]:
         """The backup, then (``verify``) backup-verify of the newest backup it made."""
@@ -80,12 +83,17 @@ class Schedule:
         return f"{int(minute)} {int(hour)} * * * {command} >/dev/null 2>&1  # {self.name}"
 
 
-def make(settings: Settings, *, at: str, keep: int, dest: Path, verify: bool = False) -> Schedule:
+def make(settings: Settings, *, at: str, keep: int, dest: Path, verify: bool = False,
+         offsite: bool = False) -> Schedule:  # fmt: skip
+    """The schedule, checked; with ``offsite`` the .env's repository settings too, so that
+    a mistake shows now rather than in the first night's log."""
     if not _TIME.fullmatch(at):
         raise StackError(f"--at {at!r}: expected HH:MM (24 h, local time), e.g. 03:15")
     if keep < 1:
         raise StackError("--keep must be at least 1 (how many full backups to keep)")
-    return Schedule(settings, at, keep, dest.resolve(), verify)
+    if offsite:
+        configured(settings, dest)
+    return Schedule(settings, at, keep, dest.resolve(), verify, offsite)
 
 
 def unit_dir() -> Path:

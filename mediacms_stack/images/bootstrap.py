@@ -207,3 +207,24 @@ def old_postgres(c: Context, root: Path, major: str, *, force: bool = False) -> 
     )  # fmt: skip
     run(c, argv, env=dict(builder.env))
     return old_postgres_image(major)
+
+
+#: Tool images the tasks run (not stand-ins): name -> folder under bootstrap/.
+TOOLS = {"restic": "restic"}
+
+
+def tool_image(c: Context, root: Path, name: str, *, base: str, dry_run: bool = False) -> str:
+    """``mediacms-local/NAME:<recipe>``, built from ``bootstrap/NAME`` on ``base`` when
+    missing. The tag is a hash of the base's name and the folder's files, so a changed
+    recipe is a new image and never a stale one."""
+    folder = root / "bootstrap" / TOOLS[name]
+    digest = hashlib.sha256(base.encode())
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    ref = f"mediacms-local/{name}:{digest.hexdigest()[:12]}"
+    if dry_run or engine.image(ref) is not None:
+        return ref
+    builder = engine.builder()
+    run(c, builder.command("--build-arg", f"BASE_IMAGE={base}", "--tag", ref, str(folder)),
+        env=dict(builder.env))  # fmt: skip
+    return ref
