@@ -29,7 +29,7 @@ from .database import Database, compare_counts
 MAINTENANCE_DB = "postgres"
 #: The databases that are copied: every one but the templates and the maintenance one.
 DATABASES_SQL = ("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate "
-                 f"AND datname <> '{MAINTENANCE_DB}' ORDER BY 1")  # fmt: skip
+                 "AND datname <> 'postgres' ORDER BY 1")  # fmt: skip
 ROLES_SQL = "SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1"
 EXTENSIONS_SQL = "SELECT extname FROM pg_extension ORDER BY 1"
 #: The role initdb made (the bootstrap superuser): the new cluster's one role at first.

@@ -15,8 +15,14 @@ from urllib.parse import urlsplit
 from ..engines import engine
 from ..stack.config import SECRET_KEYS, Settings, missing_keys
 from ..stack.errors import StackError
-from ..stack.model import (DATA_VOLUMES, DB_VOLUME, PRODUCTION_TARGETS, ImageNames, db_volume,
-                           volume_name)  # fmt: skip
+from ..stack.model import (
+    DATA_VOLUMES,
+    DB_VOLUME,
+    PRODUCTION_TARGETS,
+    ImageNames,
+    db_volume,
+    volume_name,
+)
 from .ops import missing_images
 
 ACME_CA_DEFAULT = "https://acme-v02.api.letsencrypt.org/directory"

@@ -167,7 +167,10 @@ def _copy(c: Context, compose: Compose, settings: Settings, plan: Plan) -> list[
         logins = {name: ("postgres", password)}
         if dbrole.is_separate(settings):
             app = settings.get("POSTGRES_USER", "mediacms")
-            logins[app] = (settings.get("POSTGRES_DB", "mediacms"), settings.get("POSTGRES_PASSWORD"))
+            logins[app] = (
+                settings.get("POSTGRES_DB", "mediacms"),
+                settings.get("POSTGRES_PASSWORD"),
+            )
         for role, (database, secret) in logins.items():
             pgmajor.login(c, old, new, role, secret, database)
         checked.append(f"logins with .env's passwords: {', '.join(logins)}")
@@ -237,7 +240,10 @@ def _start_and_check(c: Context, compose: Compose, settings: Settings, timeout: 
 
 def rollback_postgres(c: Context, compose: Compose, settings: Settings, *, timeout: int = 300):
     """Back to the volume and image upgrade-postgres recorded; the newer volume is kept."""
-    previous, image = settings.get("POSTGRES_PREVIOUS_VOLUME"), settings.get("POSTGRES_PREVIOUS_IMAGE")
+    previous, image = (
+        settings.get("POSTGRES_PREVIOUS_VOLUME"),
+        settings.get("POSTGRES_PREVIOUS_IMAGE"),
+    )
     if not previous or not image:
         raise StackError("nothing to roll back: .env records no POSTGRES_PREVIOUS_VOLUME and "
                          "POSTGRES_PREVIOUS_IMAGE (a successful upgrade-postgres sets them); "

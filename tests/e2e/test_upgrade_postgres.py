@@ -48,7 +48,9 @@ def shell(stack: Stack, code: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def network_login(stack: Stack, role: str, password: str, database: str) -> subprocess.CompletedProcess:
+def network_login(
+    stack: Stack, role: str, password: str, database: str
+) -> subprocess.CompletedProcess:
     """A login over db's own network address (so the password is asked), the password on
     stdin."""
     script = ('IFS= read -r PGPASSWORD && export PGPASSWORD && exec psql -X -At '
@@ -112,7 +114,9 @@ def test_dry_run_says_what_it_would_do_and_changes_nothing(pg15: Stack, before):
     done = pg15.invoke("upgrade-postgres", "--image", NEW_IMAGE, "--dry-run")
     project = pg15.settings.project
     assert f"PostgreSQL {OLD_MAJOR} -> 17" in done.stdout, done.stdout
-    assert f"{project}_postgres_data ({OLD_MAJOR}) -> {project}_postgres_data_17 (new)" in done.stdout
+    assert (
+        f"{project}_postgres_data ({OLD_MAJOR}) -> {project}_postgres_data_17 (new)" in done.stdout
+    )
     assert f"{OLD_IMAGE} reads the old cluster" in done.stdout
     assert "(dry run) nothing was changed" in done.stdout
     assert env_bytes(pg15) == env and volumes(pg15) == vols
