@@ -206,10 +206,13 @@ def upgrade_postgres(
         run(c, ["docker", "volume", "rm", volume_name(plan.project, plan.target)], warn=True,
             hide=True, in_stream=False)  # fmt: skip
         why = start_healthy(c, compose, timeout)
-        state = f"not healthy: {why}" if why else "running on it again"
+        state = (
+            f"started on the old volume but is not healthy: {why}"
+            if why
+            else ("runs on the old volume again")
+        )
         raise StackError(f"the upgrade stopped before the switch: {error}\nThe new volume was "
-                         f"removed; .env is unchanged; the stack, on the old volume, is "
-                         f"{state}") from error  # fmt: skip
+                         f"removed and .env is unchanged; the stack {state}") from error  # fmt: skip
     copied = time.monotonic() - started
     print(f"{TAG} checked:", *checked, sep="\n  ", flush=True)
     new = config.update(settings, {

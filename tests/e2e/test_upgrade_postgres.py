@@ -19,7 +19,7 @@ from dotenv import dotenv_values
 from test_checklist import make_video
 
 from mediacms_stack.images import bootstrap
-from mediacms_stack.stack import model
+from mediacms_stack.stack import config, model
 from tests.fresh import require_built_from_this_commit
 
 pytestmark = pytest.mark.e2e
@@ -138,12 +138,32 @@ def test_bad_input_is_refused_with_one_clear_error(pg15: Stack, before, args, sa
     assert requests.get(pg15.url("/"), timeout=10).status_code == 200
 
 
+def test_a_failure_before_the_switch_leaves_the_stack_on_15_as_it_was(pg15: Stack, before):
+    """.env names a superuser the cluster does not have: refused once the old cluster is
+    read, and the stack runs again on the old volume with .env as it was."""
+    vols = volumes(pg15)
+    config.update(pg15.settings, {"POSTGRES_SUPERUSER": "someone_else"})
+    try:
+        env = env_bytes(pg15)
+        done = pg15.invoke("upgrade-postgres", "--image", NEW_IMAGE, check=False)
+        assert done.returncode != 0, done.stdout
+        assert "the upgrade stopped before the switch" in done.stderr, done.stderr
+        assert ".env names 'someone_else'" in done.stderr
+        assert "the stack runs on the old volume again" in done.stderr
+        assert env_bytes(pg15) == env and volumes(pg15) == vols
+    finally:
+        config.update(pg15.settings, {"POSTGRES_SUPERUSER": "postgres"})
+    assert sql(pg15, "SHOW server_version_num").startswith(OLD_MAJOR)
+    assert requests.get(pg15.url("/"), timeout=10).status_code == 200
+
+
 def test_upgrade_moves_the_cluster_to_17_in_a_new_volume_and_checks_it(pg15: Stack, before):
     project = pg15.settings.project
     started = time.monotonic()
     done = pg15.invoke("upgrade-postgres", "--image", NEW_IMAGE)
-    print(f"\nupgrade-postgres 15 -> 17 took {time.monotonic() - started:.1f} s", file=sys.stderr)
     out = done.stdout
+    said = next(line for line in out.splitlines() if "done: PostgreSQL" in line)
+    print(f"\nupgrade-postgres took {time.monotonic() - started:.1f} s; {said}", file=sys.stderr)
     assert "the same counts per table; extensions citext, plpgsql" in out, out
     assert "roles: mediacms, postgres" in out
     assert "logins with .env's passwords: postgres, mediacms" in out
