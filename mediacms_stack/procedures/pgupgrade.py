@@ -152,9 +152,13 @@ def _copy(c: Context, compose: Compose, settings: Settings, plan: Plan) -> list[
                           f"{plan.project}-pg{plan.new_major}-new", name)  # fmt: skip
     try:
         old.start(c, new=False)
-        bootstrap = old.query(c, pgmajor.BOOTSTRAP_SQL)
+        try:
+            bootstrap = old.query(c, pgmajor.BOOTSTRAP_SQL)
+        except StackError as error:  # .env names a role the cluster does not have
+            bootstrap = [str(error)]
         if bootstrap != [name]:
-            raise StackError(f"the old cluster's superuser is {bootstrap}, .env names {name!r}")
+            raise StackError(f"the old cluster's superuser is not {name!r}, the one .env names: "
+                             f"{bootstrap[0]}")  # fmt: skip
         databases = old.query(c, pgmajor.DATABASES_SQL)
         counts = {db: old.db(db).row_counts(c) for db in databases}
         new.start(c, new=True)
