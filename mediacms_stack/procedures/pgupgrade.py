@@ -32,7 +32,7 @@ from invoke.context import Context
 
 from ..data import dbrole, pgmajor
 from ..engines.compose import Compose
-from ..engines.shell import run
+from ..engines.shell import run, wait_until
 from ..stack import config
 from ..stack.config import Settings
 from ..stack.errors import StackError
@@ -47,6 +47,18 @@ STOPPED = tuple(s for s in APP_SERVICES if s != "nginx")
 def volume_exists(c: Context, name: str) -> bool:
     done = run(c, ["docker", "volume", "inspect", name], hide=True, warn=True, in_stream=False)
     return done.ok
+
+
+def remove_volume(c: Context, name: str) -> str:
+    """Remove a volume the upgrade made (its one-off container may take a moment to go);
+    returns what happened, for the operator."""
+    try:
+        wait_until(lambda: not volume_exists(c, name) or run(c, ["docker", "volume", "rm", name],
+                   hide=True, warn=True, in_stream=False).ok, timeout=30, interval=2,
+                   what=f"volume {name} was not removed")  # fmt: skip
+    except StackError as error:
+        return f"{error}: remove it with `docker volume rm {name}`"
+    return f"the new volume {name} is gone"
 
 
 def superuser(settings: Settings) -> tuple[str, str]:
@@ -168,7 +180,7 @@ def _copy(c: Context, compose: Compose, settings: Settings, plan: Plan) -> list[
             pgmajor.copy_database(c, old, new, database)
         pgmajor.refresh_and_analyze(c, new)
         checked = pgmajor.verify(c, old, new, databases, counts)
-        logins = {name: ("postgres", password)}
+        logins = {name: (pgmajor.MAINTENANCE_DB, password)}
         if dbrole.is_separate(settings):
             app = settings.get("POSTGRES_USER", "mediacms")
             logins[app] = (
@@ -193,6 +205,8 @@ def upgrade_postgres(
     old_image: str | None = None,
     timeout: int = 300,
 ) -> None:
+    """The cluster to ``image``'s major (default POSTGRES_IMAGE) in a new volume: the steps
+    of the module's docstring."""
     image = image or settings.get("POSTGRES_IMAGE", "postgres:17")
     plan = make_plan(c, settings, image, old_image)
     if plan is None:
@@ -207,16 +221,11 @@ def upgrade_postgres(
     try:
         checked = _copy(c, compose, settings, plan)
     except BaseException as error:
-        run(c, ["docker", "volume", "rm", volume_name(plan.project, plan.target)], warn=True,
-            hide=True, in_stream=False)  # fmt: skip
+        removed = remove_volume(c, volume_name(plan.project, plan.target))
         why = start_healthy(c, compose, timeout)
-        state = (
-            f"started on the old volume but is not healthy: {why}"
-            if why
-            else ("runs on the old volume again")
-        )
-        raise StackError(f"the upgrade stopped before the switch: {error}\nThe new volume was "
-                         f"removed and .env is unchanged; the stack {state}") from error  # fmt: skip
+        state = f"started on the old volume, not healthy: {why}" if why else "runs on it again"
+        raise StackError(f"the upgrade stopped before the switch: {error}\n{removed}; .env is "
+                         f"unchanged; the stack {state}") from error  # fmt: skip
     copied = time.monotonic() - started
     print(f"{TAG} checked:", *checked, sep="\n  ", flush=True)
     new = config.update(settings, {

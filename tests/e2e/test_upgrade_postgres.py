@@ -149,7 +149,10 @@ def test_a_failure_before_the_switch_leaves_the_stack_on_15_as_it_was(pg15: Stac
         assert done.returncode != 0, done.stdout
         assert "the upgrade stopped before the switch" in done.stderr, done.stderr
         assert "superuser is not 'someone_else', the one .env names" in done.stderr
-        assert "the stack runs on the old volume again" in done.stderr
+        assert (
+            "_postgres_data_17 is gone; .env is unchanged; the stack runs on it again"
+            in done.stderr
+        )
         assert env_bytes(pg15) == env and volumes(pg15) == vols
     finally:
         config.update(pg15.settings, {"POSTGRES_SUPERUSER": "postgres"})
