@@ -649,6 +649,29 @@ def upgrade(c, to=None, build=False, source=None, rollback=None, timeout=300, dr
                          source=source, timeout=int(timeout))  # fmt: skip
 
 
+@task(exclusive=True, help={
+    "image": "PostgreSQL image of the new major; recorded as POSTGRES_IMAGE "
+    "(Default: POSTGRES_IMAGE)",
+    "old_image": "image of the cluster's current major to read it with (Default: "
+    "POSTGRES_IMAGE when --image differs from it, else --image's name with that major's tag)",
+    "rollback": "return to the volume and image recorded by the last upgrade-postgres "
+    "(Default: off)",
+    "timeout": "seconds to wait for every service to be healthy (Default: 300)",
+    "dry_run": "print the plan only; reads the volume's major through a throwaway "
+    "container, changes nothing (Default: off)",
+})  # fmt: skip
+def upgrade_postgres(c, image=None, old_image=None, rollback=False, timeout=300, dry_run=False):
+    """Move the database to the PostgreSQL image's newer major in a new volume, checked."""
+    from mediacms_stack.procedures import pgupgrade
+
+    settings, compose = _stack(dry_run, needs=("engine", "compose", "env"))
+    if rollback:
+        pgupgrade.rollback_postgres(c, compose, settings, timeout=int(timeout))
+    else:
+        pgupgrade.upgrade_postgres(c, compose, settings, image=image, old_image=old_image,
+                                   timeout=int(timeout))  # fmt: skip
+
+
 # --- Docker Swarm (docker-stack.yaml) ---------------------------------------------------
 @task(name="init", help={
     "advertise_addr": "address the other nodes reach this manager at (docker swarm init) "
@@ -744,6 +767,7 @@ ns = Collection(
     backup_schedule,
     restore,
     upgrade,
+    upgrade_postgres,
     migrate_from_7x,
 )
 ns.add_collection(Collection("images", bootstrap_images), name="images")

@@ -6,12 +6,13 @@ what a dump or a restore does inside the container.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from invoke.context import Context
 
 from ..engines.compose import Compose
-from ..engines.shell import run
+from ..engines.shell import quote, run, wait_until
 from ..stack.config import Settings
 from ..stack.errors import StackError
 
@@ -132,23 +133,32 @@ def parse_manifest_lines(stderr: str) -> tuple[dict[str, int], list[str], list[s
 
 @dataclass(frozen=True)
 class Database:
-    """The stack's PostgreSQL, reached through ``docker compose exec db``."""
+    """A PostgreSQL database, reached through ``docker compose exec db`` (the stack's) or,
+    given ``container``, through ``docker exec`` into that container (a one-off one)."""
 
     compose: Compose
     user: str
     name: str
+    container: str | None = None
 
     @classmethod
     def of(cls, compose: Compose, settings: Settings) -> Database:
         return cls(compose, settings.get("POSTGRES_USER", "mediacms"),
                    settings.get("POSTGRES_DB", "mediacms"))  # fmt: skip
 
+    def exec_argv(self, *command: str, as_postgres: bool = False) -> list[str]:
+        """``command`` run in the database's container (as its ``postgres`` user)."""
+        user = ["--user", "postgres"] if as_postgres else []
+        if self.container is not None:
+            return ["docker", "exec", "-i", *user, self.container, *command]
+        return self.compose.argv("exec", "-T", *user, "db", *command)
+
     def psql_argv(self, sql: str) -> list[str]:
-        return self.compose.argv("exec", "-T", "db", "psql", "-U", self.user, "-d", self.name,
-                                 "-v", "ON_ERROR_STOP=1", "-At", "-F", "\t", "-c", sql)  # fmt: skip
+        return self.exec_argv("psql", "-U", self.user, "-d", self.name, "-v", "ON_ERROR_STOP=1",
+                              "-At", "-F", "\t", "-c", sql)  # fmt: skip
 
     def query(self, c: Context, sql: str) -> list[list[str]]:
-        result = run(c, self.psql_argv(sql), hide=True, warn=True)
+        result = run(c, self.psql_argv(sql), hide=True, warn=True, in_stream=False)
         if not result.ok:
             raise StackError(f"psql failed: {result.stderr.strip()}")
         return [line.split("\t") for line in result.stdout.splitlines() if line]
@@ -162,22 +172,38 @@ class Database:
         except StackError:
             return []
 
+    def wait_ready(self, c: Context, *, timeout: float = 60, what: str = "the database") -> None:
+        """Until the server accepts connections over TCP (during its first start the
+        image's setup runs a server on the socket only, which is not it yet)."""
+        argv = self.exec_argv("pg_isready", "-h", "127.0.0.1", "-U", self.user)
+        wait_until(lambda: c.run(quote(argv), hide=True, warn=True, in_stream=False).ok,
+                   timeout=timeout, interval=1, what=f"{what} did not accept connections")  # fmt: skip
+
     def dump_argv(self) -> list[str]:
         """Plain pg_dump (custom format) to stdout."""
-        return self.compose.argv("exec", "-T", "db", "pg_dump", "-U", self.user, "-d", self.name,
-                                 "--format=custom", "--no-owner", "--no-privileges")  # fmt: skip
+        return self.exec_argv("pg_dump", "-U", self.user, "-d", self.name, "--format=custom",
+                              "--no-owner", "--no-privileges")  # fmt: skip
 
     def snapshot_dump_argv(self) -> list[str]:
         """The dump on stdout, the manifest's counts and migrations of the same snapshot on
         stderr (see :data:`DUMP_SCRIPT`): one ``docker compose exec`` for all of it."""
-        return self.compose.argv("exec", "-T", "db", "sh", "-c", DUMP_SCRIPT, "pg-dump",
-                                 self.user, self.name, MANIFEST_SQL)  # fmt: skip
+        return self.exec_argv("sh", "-c", DUMP_SCRIPT, "pg-dump", self.user, self.name,
+                              MANIFEST_SQL)  # fmt: skip
 
     def replace_argv(self, dump_format: str = "custom") -> list[str]:
         """Replace the public schema with the dump on stdin (``custom``: a pg_dump archive;
         ``plain``: SQL that :func:`plainsql.check` passed), as the container's postgres
         user (see :data:`RESTORE_SCRIPT`); unlike ``pg_restore --clean``, tables the dump
         does not have are dropped too."""
-        return self.compose.argv("exec", "-T", "--user", "postgres", "db", "sh", "-c",
-                                 RESTORE_SCRIPT, "pg-restore", self.user, self.name,
-                                 dump_format)  # fmt: skip
+        return self.exec_argv("sh", "-c", RESTORE_SCRIPT, "pg-restore", self.user, self.name,
+                              dump_format, as_postgres=True)  # fmt: skip
+
+
+def compare_counts(before: Mapping[str, int], after: Mapping[str, int], before_is: str,
+                   after_is: str, what: str) -> None:  # fmt: skip
+    """StackError ``what: TABLE N <before_is>, M <after_is>; ...`` naming every table whose
+    count differs (a table missing after: ``no table``)."""
+    diff = [f"{t} {n} {before_is}, {after.get(t, 'no table')} {after_is}"
+            for t, n in before.items() if after.get(t) != n]  # fmt: skip
+    if diff:
+        raise StackError(f"{what}: {'; '.join(diff)}")

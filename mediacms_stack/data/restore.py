@@ -27,7 +27,7 @@ from ..stack.model import APP_SERVICES, MEDIA_DIR
 from . import backup
 from .artifacts import BackupSet, check_archive, check_backup_folder, check_dump_file
 from .backup import STAGE_PREFIX, volume_argv
-from .database import Database
+from .database import Database, compare_counts
 
 
 def _expected_counts(dump: Path) -> dict[str, int] | None:
@@ -46,12 +46,8 @@ def _replace_db(c: Context, db: Database, dump: Path, expected: dict[str, int] |
         )
     restored = db.row_counts(c)
     if expected is not None:
-        diff = [f"{t} {n} in the manifest, {restored.get(t, 'no table')} restored"
-                for t, n in expected.items() if restored.get(t) != n]  # fmt: skip
-        if diff:
-            raise StackError(
-                f"row counts differ from the manifest after restore: {'; '.join(diff)}"
-            )
+        compare_counts(expected, restored, "in the manifest", "restored",
+                       "row counts differ from the manifest after restore")  # fmt: skip
         print(f"[restore-db] row counts match the manifest ({len(expected)} tables)")
     return restored
 

@@ -15,7 +15,14 @@ from urllib.parse import urlsplit
 from ..engines import engine
 from ..stack.config import SECRET_KEYS, Settings, missing_keys
 from ..stack.errors import StackError
-from ..stack.model import DATA_VOLUMES, PRODUCTION_TARGETS, ImageNames, volume_name
+from ..stack.model import (
+    DATA_VOLUMES,
+    DB_VOLUME,
+    PRODUCTION_TARGETS,
+    ImageNames,
+    db_volume,
+    volume_name,
+)
 from .ops import missing_images
 
 ACME_CA_DEFAULT = "https://acme-v02.api.letsencrypt.org/directory"
@@ -237,7 +244,8 @@ def _volumes(settings: Settings) -> Check:
         return Check("volumes", False, "engine down", "invoke engine")
     with engine.client() as handle:
         names = {v.name for v in handle.volumes.list()}
-    wanted = [volume_name(settings.project, v) for v in DATA_VOLUMES]
+    live = {DB_VOLUME: db_volume(settings)}  # the one upgrade-postgres moved the cluster to
+    wanted = [volume_name(settings.project, live.get(v, v)) for v in DATA_VOLUMES]
     missing = [v for v in wanted if v not in names]
     if len(missing) == len(wanted):
         return Check("volumes", True, "none yet: this stack is not deployed",

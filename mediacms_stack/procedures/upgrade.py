@@ -120,7 +120,7 @@ def _running(c: Context, compose: Compose) -> set[str]:
     return {r.get("Service", "") for r in compose.ps(c, all_=False) if r.get("State") == "running"}
 
 
-def _start(c: Context, compose: Compose, timeout: int) -> str:
+def start_healthy(c: Context, compose: Compose, timeout: int) -> str:
     """``compose up --wait``; returns '' when every service is up and healthy, else why not."""
     from .ops import wait_healthy
 
@@ -228,7 +228,7 @@ def upgrade(
     new = config.update(settings, changes, dry_run=compose.dry_run)
 
     print("[upgrade] step 4/4: migrations, then every service on the new images", flush=True)
-    why = _start(c, compose, timeout)
+    why = start_healthy(c, compose, timeout)
     if why:
         raise StackError(_failure_report(c, compose, why, folder, old))
     if compose.dry_run:
@@ -296,7 +296,7 @@ def rollback(
     print(f"[rollback] MEDIACMS_VERSION={old} in {settings.env_file}")
     # recorded once the data are back, before the services start on the old images
     restored = config.update(settings, {"MEDIACMS_VERSION": old})
-    why = _start(c, compose, timeout)
+    why = start_healthy(c, compose, timeout)
     if why:
         raise StackError(f"rolled back to {old}, but the stack is not healthy: {why}")
     print(summary("rollback", before, current_state(c, compose, restored), folder))

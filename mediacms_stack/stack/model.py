@@ -37,6 +37,9 @@ PRODUCTION_TARGETS = ("web", "worker", "nginx")
 #: Where the media volume is mounted in the MediaCMS containers.
 MEDIA_DIR = "/home/mediacms.io/mediacms/media_files"
 MEDIA_VOLUME = "media_files"
+#: The database's volume as the compose file names it; .env's POSTGRES_VOLUME says which
+#: engine volume it is (``<project>_<POSTGRES_VOLUME>``): `invoke upgrade-postgres`
+#: moves the cluster into a new one and points POSTGRES_VOLUME at it.
 DB_VOLUME = "postgres_data"
 #: The volumes that hold data (scratch holds temporary files only).
 DATA_VOLUMES = (MEDIA_VOLUME, "logs", DB_VOLUME)
@@ -61,6 +64,11 @@ BACKUPS_DIR = "backups"
 def volume_name(project: str, volume: str = MEDIA_VOLUME) -> str:
     """A named volume as the engine lists it: compose and Swarm prefix the project."""
     return f"{project}_{volume}"
+
+
+def db_volume(settings: Settings) -> str:
+    """The live database volume's name without the project prefix (POSTGRES_VOLUME)."""
+    return settings.get("POSTGRES_VOLUME", DB_VOLUME)
 
 
 def parse_scale(pairs: list[str], *, task: str = "scale") -> dict[str, int]:

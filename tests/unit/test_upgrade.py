@@ -122,7 +122,7 @@ def upgrade_up_to_step_4(tmp_path, monkeypatch, split: Result) -> tuple[list[str
     written, started, write = [], [], config.write_private
     monkeypatch.setattr(config, "write_private",
                         lambda path, text: written.append(text) or write(path, text))  # fmt: skip
-    monkeypatch.setattr(upgrade, "_start",
+    monkeypatch.setattr(upgrade, "start_healthy",
                         lambda c, compose, timeout: started.append(env.read_text()) or "")  # fmt: skip
     c = MockContext(run={
         re.compile(r".* ps --format json$"): Result('{"Service":"db","State":"running"}\n'),

@@ -3,7 +3,6 @@ operator gives), restored into the stack's PostgreSQL, row counts compared."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from invoke.context import Context
 
 from ...data import artifacts, backup, database, plainsql
 from ...engines.compose import Compose
-from ...engines.shell import quote, run, wait_until
+from ...engines.shell import run
 from ...stack.config import Settings
 from ...stack.errors import StackError
 from ...stack.model import APP_SERVICES, BACKUPS_DIR
@@ -40,7 +39,7 @@ def dump_old_database(c: Context, old: OldDeployment, dest: Path) -> tuple[Path,
         old.compose.run(c, "up", "--detach", "--wait", old.db_service)
     db = old.database()
     try:
-        _wait_ready(c, old.compose, old.db_service, db.user)
+        db.wait_ready(c, what=f"the old '{old.db_service}' service")
         counts = db.row_counts(c)
         artifacts.backup_dir(dest)  # 700; dumps and manifests hold password hashes
         final = dest / f"migrate-7x-{artifacts.utc_stamp()}.dump"
@@ -68,12 +67,6 @@ def dump_old_database(c: Context, old: OldDeployment, dest: Path) -> tuple[Path,
             old.compose.run(c, "stop", old.db_service)
     print(f"[migrate] old database: {sum(counts.values())} rows in {len(counts)} tables -> {final}")
     return final, counts
-
-
-def _wait_ready(c: Context, compose: Compose, service: str, user: str, timeout: float = 60) -> None:
-    argv = compose.argv("exec", "-T", service, "pg_isready", "-U", user)
-    wait_until(lambda: c.run(quote(argv), hide=True, warn=True).ok, timeout=timeout, interval=1,
-               what=f"the old '{service}' service did not accept connections")  # fmt: skip
 
 
 def new_database_rows(c: Context, compose: Compose, settings: Settings, *, start: bool) -> int:
@@ -106,9 +99,3 @@ def restore_into_stack(
             f"{(result.stderr if result else '').strip()[-1500:]}"
         )
     return db.row_counts(c)
-
-
-def compare_counts(old: Mapping[str, int], new: Mapping[str, int]) -> None:
-    diff = {t: (n, new.get(t)) for t, n in old.items() if new.get(t) != n}
-    if diff:
-        raise StackError(f"row counts differ between the old and the new database: {diff}")

@@ -12,7 +12,7 @@ from invoke.context import Context
 from ...stack import config
 from ...stack.config import Settings
 from ...stack.errors import StackError
-from ...stack.model import DB_VOLUME, volume_name
+from ...stack.model import db_volume, volume_name
 from .db import check_given_dump
 from .legacy import OldDeployment
 from .media import MediaFolder
@@ -41,19 +41,19 @@ class Plan:
     def lines(self, settings: Settings) -> list[str]:
         old, sp = self.old, self.settings_plan
         key, key_from = self.secret
-        db_volume = volume_name(self.project, DB_VOLUME)
+        database_volume = volume_name(self.project, db_volume(settings))
         rows = [
             f"from         {old.tree} (compose project '{old.project}')",
             f"media        {old.media}: {self.media_files} files, {human(self.media_bytes)}"
             f" -> volume {volume_name(self.project)}, owner 33:33",
         ]
         if self.dump is not None:
-            rows.append(f"database     given dump {self.dump} -> volume {db_volume}")
+            rows.append(f"database     given dump {self.dump} -> volume {database_volume}")
         else:
             rows.append(
                 f"database     {old.pgdata() or '?'} (PostgreSQL {old.pg_major()}), dumped through"
                 f" the old '{old.db_service}' service -> PostgreSQL 17 in volume "
-                f"{db_volume}"
+                f"{database_volume}"
             )
         redis = old.redis_service()
         rows.append(

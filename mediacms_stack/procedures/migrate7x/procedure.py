@@ -12,12 +12,13 @@ from pathlib import Path
 from invoke.context import Context
 
 from ...data import artifacts
+from ...data.database import compare_counts
 from ...engines.compose import Compose
 from ...stack.config import Settings
 from ...stack.model import BACKUPS_DIR
 from .carry import carry_settings
 from .checks import dry_run_refusals, preflight
-from .db import compare_counts, dump_old_database, restore_into_stack
+from .db import dump_old_database, restore_into_stack
 from .legacy import OldDeployment
 from .media import copy_media, verify_media
 from .plan import make_plan
@@ -62,7 +63,8 @@ def restore_database(
     here (a given dump has none); returns the rows restored."""
     new_counts = restore_into_stack(c, compose, settings, dump, replace=replace)
     if old_counts is not None:
-        compare_counts(old_counts, new_counts)
+        compare_counts(old_counts, new_counts, "in the old database", "in the new one",
+                       "row counts differ between the old and the new database")  # fmt: skip
         print(f"[migrate] row counts match the old database ({len(old_counts)} tables)")
     return sum(new_counts.values())
 
