@@ -201,3 +201,11 @@ def test_only_projects_of_ended_test_runs_count_as_left_over():
         f"mediacms-smoke-{gone.pid}x",
     }
     assert leftovers.orphaned(names) == [f"mediacms-smoke-{gone.pid}"]
+
+
+def test_every_module_named_slowest_first_exists():
+    from tests.e2e import conftest
+
+    names = {path.name for path in (config.ROOT / "tests" / "e2e").glob("test_*.py")}
+    assert set(conftest.SLOWEST_FIRST) <= names
+    assert len(set(conftest.SLOWEST_FIRST)) == len(conftest.SLOWEST_FIRST)
