@@ -89,6 +89,15 @@ class Compose:
         flags = ["--detach"] + (["--wait", "--wait-timeout", str(timeout)] if wait else [])
         return self.run(c, "up", *flags, *services, **kwargs)
 
+    def job(self, c: Context, service: str, *command: str, query: bool = False, **kwargs):
+        """A one-off container of ``service`` (its own command unless one is given); the
+        services it depends on must run already. ``query``: it only reads, so it runs in
+        a dry run too, output captured, a failure returned rather than raised."""
+        argv = self.argv("run", "--rm", "--no-deps", "-T", service, *command)
+        if query:
+            return run(c, argv, hide=True, warn=True, in_stream=False, **kwargs)
+        return run(c, argv, dry_run=self.dry_run, **kwargs)
+
     def check_can_stop(self, c: Context) -> None:
         """Raise before anything changes when this stack's services cannot be stopped
         from here (compose always can; see :class:`swarm.SwarmStack`)."""
