@@ -26,6 +26,8 @@ from ..stack.errors import StackError
 
 ADDITIVE = "additive"
 MAINTENANCE = "maintenance"
+#: The two paths: every operation additive, or at least one that is not.
+ZERO_DOWNTIME = "zero-downtime"
 
 #: The script run inside the new image (its text is handed to the image's python).
 PLAN_SCRIPT = ROOT / "scripts" / "migration-plan.py"
@@ -54,11 +56,11 @@ _REQUIRED = "a NOT NULL column without a database default: the running version's
 
 @dataclass(frozen=True)
 class Step:
-    """One operation of the plan: the migration it is in, what it is, its class."""
+    """One operation of the plan: its migration, what it is, its class (verdict) and why."""
 
     migration: str
     operation: str
-    path: str
+    verdict: str
     reason: str
 
 
@@ -111,7 +113,8 @@ def steps(plan: list[dict]) -> list[Step]:
 
 
 def path_of(plan: list[Step]) -> str:
-    return MAINTENANCE if any(s.path == MAINTENANCE for s in plan) else ADDITIVE
+    """ZERO_DOWNTIME or MAINTENANCE."""
+    return MAINTENANCE if any(s.verdict == MAINTENANCE for s in plan) else ZERO_DOWNTIME
 
 
 def report(plan: list[Step]) -> str:
@@ -120,12 +123,12 @@ def report(plan: list[Step]) -> str:
 
     if not plan:
         return "no migration to apply: the zero-downtime path"
-    rows = [(s.migration, s.operation, s.path, s.reason) for s in plan]
+    rows = [(s.migration, s.operation, s.verdict, s.reason) for s in plan]
     table = format_table(rows, ("MIGRATION", "OPERATION", "CLASS", "WHY"))
-    if path_of(plan) == ADDITIVE:
+    if path_of(plan) == ZERO_DOWNTIME:
         way = "every operation is additive: the zero-downtime path"
     else:
-        first = next(s for s in plan if s.path == MAINTENANCE)
+        first = next(s for s in plan if s.verdict == MAINTENANCE)
         way = f"the maintenance path ({first.migration}: {first.operation}, {first.reason})"
     migrations = len({s.migration for s in plan})
     return f"{migrations} migration(s) to apply:\n{table}\n{way}"

@@ -268,7 +268,7 @@ def _go_in(c: Context, compose: Compose, path: str, timeout: int) -> str:
     """Step 5: the new version in, the gate's way; '' when every service ends up healthy."""
     from .ops import replace_web
 
-    if path == gate.ADDITIVE:
+    if path == gate.ZERO_DOWNTIME:
         print("[upgrade] migrations of the new version, while the running one serves")
         job = compose.job(c, "migrations", warn=True)
         if not job.ok:
