@@ -244,7 +244,7 @@ def test_the_maintenance_flag_answers_every_request_but_the_health_check(stack):
             assert page.headers["Retry-After"] == "30" and "Back in a moment" in page.text
         # what nginx refuses before anything else stays refused; its health check and the
         # pages themselves stay closed to the outside
-        for path, status in (("/a/../x", 400), ("/%2e%2e/x", 400), ("/nginx-health", 403),
+        for path, status in (("/%2e%2e/x", 400), ("/nginx-health", 403),
                              ("/_unavailable/503.json", 404)):  # fmt: skip
             assert requests.get(stack.url(path), timeout=30).status_code == status, path
         for method in ("GET", "POST", "PUT", "DELETE", "HEAD"):
