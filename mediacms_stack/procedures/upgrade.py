@@ -18,12 +18,12 @@ The steps, and what an operator is left with when one fails:
 5. the new version goes in, the way the gate chose:
    - zero-downtime (every operation additive): the migrations job of the new version runs
      while the old version serves, then new web containers start beside the old ones,
-     which go once the new ones are healthy (:func:`ops.replace_web`);
+     which go once the new ones are healthy (:func:`ops.replace_web`), then beat, the
+     workers and nginx are recreated;
    - maintenance: nginx answers every request with the 503 page (a flag on its /tmp),
-     web, beat and the workers stop, the migrations job runs;
-   then ``docker compose up --wait`` recreates every service left on the old images, nginx
-   last (the new nginx has no flag: the page goes when the new version is healthy), and
-   waits until all are healthy. Fails: the database may be partly migrated, so the error
+     web, beat and the workers stop, the migrations job runs and they start on the new
+     images; nginx is recreated last, once they are healthy: the new nginx has no flag.
+   Every service must end healthy. Fails: the database may be partly migrated, so the error
    names the backup of step 1 and the one command that returns to it,
    ``invoke upgrade --rollback FOLDER``.
 6. the summary: version before and after, per service the image (reference and id)
@@ -132,11 +132,12 @@ def _running(c: Context, compose: Compose) -> set[str]:
     return {r.get("Service", "") for r in compose.ps(c, all_=False) if r.get("State") == "running"}
 
 
-def _start(c: Context, compose: Compose, timeout: int) -> str:
-    """``compose up --wait``; returns '' when every service is up and healthy, else why not."""
+def _start(c: Context, compose: Compose, timeout: int, *services: str, deps: bool = True) -> str:
+    """``compose up --wait`` of ``services`` (default: all); returns '' when every service
+    of the stack is up and healthy, else why not."""
     from .ops import wait_healthy
 
-    result = compose.up(c, timeout=timeout, warn=True)
+    result = compose.up(c, *services, timeout=timeout, deps=deps, warn=True)
     if compose.dry_run:
         return ""
     if result is None or not result.ok:
@@ -268,19 +269,26 @@ def _go_in(c: Context, compose: Compose, path: str, timeout: int) -> str:
     """Step 5: the new version in, the gate's way; '' when every service ends up healthy."""
     from .ops import replace_web
 
+    app = [s for s in APP_SERVICES if s != "nginx"]
     if path == gate.ZERO_DOWNTIME:
         print("[upgrade] migrations of the new version, while the running one serves")
         job = compose.job(c, "migrations", warn=True)
         if not job.ok:
             return f"the migrations job failed (exit {job.exited})"
         replace_web(c, compose, timeout=timeout)
-    else:
-        print("[upgrade] maintenance: every request gets the 503 page until the new version "
-              "is healthy")  # fmt: skip
-        compose.exec(c, "nginx", "touch", MAINTENANCE_FLAG)
-        compose.run(c, "stop", *(s for s in APP_SERVICES if s != "nginx"))
-    print("[upgrade] every other service on the new images, nginx last")
-    return _start(c, compose, timeout)
+        print("[upgrade] beat, the workers and nginx on the new images")
+        return _start(c, compose, timeout, *(s for s in app if s != "web"), "nginx", deps=False)
+    print("[upgrade] maintenance: every request gets the 503 page until the new version "
+          "is healthy")  # fmt: skip
+    compose.exec(c, "nginx", "touch", MAINTENANCE_FLAG)
+    compose.run(c, "stop", *app)
+    # nginx is left out of this `up`, which would stop it at once and start the new one
+    # only when web is healthy: the old one answers with the page meanwhile
+    why = _start(c, compose, timeout, *app)
+    if why:
+        return why
+    print("[upgrade] nginx on the new image, without the flag: the page goes")
+    return _start(c, compose, timeout, "nginx", deps=False)
 
 
 def _restore_images(c: Context, recorded: dict[str, list[str]]) -> None:

@@ -46,7 +46,9 @@ ADD = """from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [("files", "{newest}")]
-    operations = [migrations.AddField("media", "gate_note", models.TextField(null=True))]
+    operations = [
+        migrations.AddField("media", "gate_note", models.TextField(null=True, blank=True))
+    ]
 """
 DROP = """from django.db import migrations
 
@@ -172,7 +174,8 @@ def upgraded_under_loop(stack, versions, version: str):
     time.sleep(3)
     loop.stopped.set()
     loop.join(timeout=120)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    print(f"\n{done.stdout}\n{done.stderr[-3000:]}")
+    assert done.returncode == 0, done.stderr[-4000:]
     return done, loop, start, end, nginx_started(stack)
 
 
