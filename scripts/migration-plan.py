@@ -47,11 +47,14 @@ def describe(operation, app, state):
             "many_to_many": bool(field.many_to_many),
         }
     if isinstance(operation, migrations.AlterField):
-        old_type, found["was_null"] = column(state, app, operation.model_name, operation.name)
-        after = state.clone()
-        operation.state_forwards(app, after)
-        new_type, _ = column(after, app, operation.model_name, operation.name)
-        found["type_changed"] = old_type != new_type
+        try:
+            old_type, found["was_null"] = column(state, app, operation.model_name, operation.name)
+            after = state.clone()
+            operation.state_forwards(app, after)
+            new_type, _ = column(after, app, operation.model_name, operation.name)
+            found["type_changed"] = old_type != new_type
+        except Exception as error:  # any: the gate then plans for the worst
+            found["unreadable"] = f"{type(error).__name__}: {error}"
     return found
 
 

@@ -80,6 +80,8 @@ def classify(operation: dict) -> tuple[str, str]:
             return ADDITIVE, "a column with a database default"
         return MAINTENANCE, _REQUIRED
     if kind == "AlterField":
+        if "unreadable" in operation:
+            return MAINTENANCE, f"the columns could not be compared ({operation['unreadable']})"
         if operation.get("type_changed"):
             return MAINTENANCE, "changes a column's type"
         tightened = operation.get("was_null") and not operation.get("null")

@@ -26,6 +26,8 @@ from mediacms_stack.procedures import gate
         ({"type": "AlterField", "field": "n", "null": False, "was_null": True, "db_default": True},
          gate.ADDITIVE, "same column type"),
         ({"type": "AlterField", "field": "n", "type_changed": True}, gate.MAINTENANCE, "type"),
+        ({"type": "AlterField", "field": "n", "null": True, "unreadable": "LookupError: x"},
+         gate.MAINTENANCE, "could not be compared (LookupError: x)"),
         ({"type": "RemoveField", "field": "n"}, gate.MAINTENANCE, "drops a column"),
         ({"type": "DeleteModel", "model": "Note"}, gate.MAINTENANCE, "drops a table"),
         ({"type": "RenameField", "old_name": "a", "new_name": "b"}, gate.MAINTENANCE, "renames"),
