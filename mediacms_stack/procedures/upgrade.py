@@ -276,18 +276,21 @@ def _go_in(c: Context, compose: Compose, path: str, timeout: int) -> str:
         if not job.ok:
             return f"the migrations job failed (exit {job.exited})"
         replace_web(c, compose, timeout=timeout)
-        print("[upgrade] beat, the workers and nginx on the new images")
-        return _start(c, compose, timeout, *(s for s in app if s != "web"), "nginx", deps=False)
-    print("[upgrade] maintenance: every request gets the 503 page until the new version "
-          "is healthy")  # fmt: skip
-    compose.exec(c, "nginx", "touch", MAINTENANCE_FLAG)
-    compose.run(c, "stop", *app)
-    # nginx is left out of this `up`, which would stop it at once and start the new one
-    # only when web is healthy: the old one answers with the page meanwhile
-    why = _start(c, compose, timeout, *app)
+        print("[upgrade] beat and the workers on the new images")
+        why = _start(c, compose, timeout, *(s for s in app if s != "web"), deps=False)
+        gone = ""
+    else:
+        print("[upgrade] maintenance: every request gets the 503 page until the new version "
+              "is healthy")  # fmt: skip
+        compose.exec(c, "nginx", "touch", MAINTENANCE_FLAG)
+        compose.run(c, "stop", *app)
+        why = _start(c, compose, timeout, *app)
+        gone = "; it has no flag: the page goes"
     if why:
         return why
-    print("[upgrade] nginx on the new image, without the flag: the page goes")
+    # nginx alone, last: an `up` stops every container it recreates first and starts them
+    # together, so nginx in a larger one would leave its port closed for all that time
+    print(f"[upgrade] nginx on the new image{gone}")
     return _start(c, compose, timeout, "nginx", deps=False)
 
 

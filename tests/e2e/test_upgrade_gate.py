@@ -58,7 +58,7 @@ class Migration(migrations.Migration):
     operations = [migrations.RemoveField("media", "gate_note")]
 """
 #: the seconds around the new nginx's start in which its swap may refuse connections
-SWAP = (-3.0, 2.0)
+SWAP = (-5.0, 2.0)
 
 
 class Answers(Loop):
@@ -200,10 +200,11 @@ def report(loop: Loop, start: float, end: float, swapped: float) -> str:
         counts[answer[3]] = counts.get(answer[3], 0) + 1
     outage = [a for a in loop.answers if a[3] == 503]
     longest = outage[-1][1] - outage[0][0] if outage else 0.0
-    refused = len(loop.failed()) - len(outside_the_swap(loop, swapped))
+    inside = [a for a in loop.failed() if a not in outside_the_swap(loop, swapped)]
+    swap = inside[-1][1] - inside[0][0] if inside else 0.0
     return (f"{len(loop.during(start, end))} requests during {end - start:.0f} s: {counts}; "
-            f"503 page from first to last {longest:.1f} s; {refused} refused at the nginx swap; "
-            f"slowest {loop.slowest():.1f} s")  # fmt: skip
+            f"503 page from first to last {longest:.1f} s; {len(inside)} refused in "
+            f"{swap:.1f} s at the nginx swap; slowest {loop.slowest():.1f} s")  # fmt: skip
 
 
 def column_exists(stack) -> bool:
