@@ -32,16 +32,18 @@ def column(state, app, model, name):
 def describe(operation, app, state):
     """What the gate needs of one operation; ``state`` is the state just before it."""
     found = {"type": type(operation).__name__}
-    model = getattr(operation, "model_name", None) or getattr(operation, "name", None)
-    if model is not None:
-        found["model"] = model
+    if hasattr(operation, "model_name"):  # on a model's field, index or constraint
+        found["model"] = operation.model_name
+        if hasattr(operation, "name"):
+            found["field"] = operation.name
+    elif hasattr(operation, "name"):  # on a model
+        found["model"] = operation.name
     for renamed in ("old_name", "new_name"):
         if hasattr(operation, renamed):
             found[renamed] = getattr(operation, renamed)
     field = getattr(operation, "field", None)
     if field is not None:
         found |= {
-            "field": operation.name,
             "null": field.null,
             "db_default": getattr(field, "db_default", NOT_PROVIDED) is not NOT_PROVIDED,
             "many_to_many": bool(field.many_to_many),

@@ -95,10 +95,11 @@ def _name(operation: dict) -> str:
     """``AddField media.note``, ``RenameField media.title->name``, ``RunPython``."""
     kind = operation.get("type", "?")
     target = operation.get("model", "")
-    if "field" in operation:
+    if "old_name" in operation:
+        renamed = f"{operation['old_name']}->{operation.get('new_name', '?')}"
+        target = f"{target}.{renamed}" if target else renamed
+    elif "field" in operation:
         target += f".{operation['field']}"
-    elif "old_name" in operation:
-        target += f".{operation['old_name']}->{operation.get('new_name', '?')}"
     return f"{kind} {target}".strip()
 
 

@@ -63,6 +63,12 @@ def test_one_maintenance_operation_decides_the_path_and_the_report_names_it():
                          "column the running version reads)")  # fmt: skip
 
 
+def test_a_renamed_model_is_named_old_to_new():
+    (step,) = gate.steps([{"migration": "files.0012_d", "operations": [
+        {"type": "RenameModel", "old_name": "Clip", "new_name": "Video"}]}])  # fmt: skip
+    assert step.operation == "RenameModel Clip->Video" and step.verdict == gate.MAINTENANCE
+
+
 def test_an_additive_or_empty_plan_takes_the_zero_downtime_path():
     plan = gate.steps(additive_then({"type": "AddIndex", "model": "media"}))
     assert gate.path_of(plan) == gate.ZERO_DOWNTIME
