@@ -189,9 +189,11 @@ def nginx_started(stack) -> float:
 
 
 def outside_the_swap(loop: Loop, swapped: float) -> list:
-    """The failed answers, but for refused connections around the nginx swap."""
+    """The failed answers but the 503 page (Answers counts a 503 without it as a failure
+    of its own) and refused connections around the nginx swap."""
     low, high = swapped + SWAP[0], swapped + SWAP[1]
-    return [a for a in loop.failed() if not (a[3] == "ConnectionError" and low <= a[0] <= high)]
+    return [a for a in loop.failed() if a[3] != 503
+            and not (a[3] == "ConnectionError" and low <= a[0] <= high)]  # fmt: skip
 
 
 def report(loop: Loop, start: float, end: float, swapped: float) -> str:
@@ -200,7 +202,8 @@ def report(loop: Loop, start: float, end: float, swapped: float) -> str:
         counts[answer[3]] = counts.get(answer[3], 0) + 1
     outage = [a for a in loop.answers if a[3] == 503]
     longest = outage[-1][1] - outage[0][0] if outage else 0.0
-    inside = [a for a in loop.failed() if a not in outside_the_swap(loop, swapped)]
+    outside = outside_the_swap(loop, swapped)
+    inside = [a for a in loop.failed() if a[3] != 503 and a not in outside]
     swap = inside[-1][1] - inside[0][0] if inside else 0.0
     return (f"{len(loop.during(start, end))} requests during {end - start:.0f} s: {counts}; "
             f"503 page from first to last {longest:.1f} s; {len(inside)} refused in "
