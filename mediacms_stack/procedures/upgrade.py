@@ -275,7 +275,10 @@ def _go_in(c: Context, compose: Compose, path: str, timeout: int) -> str:
         job = compose.job(c, "migrations", warn=True)
         if not job.ok:
             return f"the migrations job failed (exit {job.exited})"
-        replace_web(c, compose, timeout=timeout)
+        try:
+            replace_web(c, compose, timeout=timeout)
+        except StackError as error:  # the old web containers still run, and answer
+            return f"the new web containers: {error}"
         print("[upgrade] beat and the workers on the new images")
         why = _start(c, compose, timeout, *(s for s in app if s != "web"), deps=False)
         gone = ""

@@ -189,3 +189,37 @@ def test_failure_reason_keeps_the_lines_that_say_what_failed():
         'Container p-migrations-1  service "migrations" didn\'t complete successfully: exit 1'
     )
     assert upgrade._reason("a\nb\nc\nd\n") == "b\n  c\n  d"
+
+
+def go_in(tmp_path, monkeypatch, path: str) -> list[str]:
+    """The commands step 5 runs on the ``path`` the gate chose, every one succeeding."""
+    monkeypatch.setattr("mediacms_stack.procedures.ops.wait_healthy", lambda *a, **k: None)
+    web = '{"Name":"p-web-1","Service":"web","State":"running"}\n'
+    c = MockContext(run={re.compile(r".* ps --format json$"): Result(web),
+                         re.compile(".*"): Result("")}, repeat=True)  # fmt: skip
+    assert upgrade._go_in(c, Compose(tmp_path, project="p"), path, 300) == ""
+    return [call.args[0].split(" --file ")[-1] for call in c.run.call_args_list
+            if " ps " not in call.args[0]]  # fmt: skip
+
+
+def test_the_zero_downtime_path_migrates_beside_then_replaces_web_then_nginx_alone(
+    tmp_path, monkeypatch
+):
+    done = go_in(tmp_path, monkeypatch, gate.ZERO_DOWNTIME)
+    assert done[0].endswith("run --rm --no-deps -T migrations")
+    assert "--scale=web=2 web" in done[1] and "--no-recreate" in done[1]
+    assert done[2:4] == ["docker stop p-web-1", "docker rm p-web-1"]  # once the new is healthy
+    assert done[4].endswith("--no-deps celery_beat celery_short celery_long")
+    assert done[5].endswith("--no-deps nginx") and len(done) == 6
+
+
+def test_the_maintenance_path_raises_the_page_first_and_nginx_goes_last_alone(
+    tmp_path, monkeypatch
+):
+    done = go_in(tmp_path, monkeypatch, gate.MAINTENANCE)
+    assert done[0].endswith("exec -T nginx touch /tmp/nginx/maintenance")
+    assert done[1].endswith("stop web celery_beat celery_short celery_long")
+    # the migrations job runs as web's dependency; nginx, with the page, is not recreated
+    assert done[2].endswith("up --detach --wait --wait-timeout 300 web celery_beat celery_short "
+                            "celery_long")  # fmt: skip
+    assert done[3].endswith("--no-deps nginx") and len(done) == 4
