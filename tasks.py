@@ -633,9 +633,11 @@ def migrate_from_7x(c, from_, dump=None, yes=False, new_secret_key=False, dry_ru
     "rollback": "undo an upgrade: the backup folder it printed (version, images and data) "
     "(Default: none)",
     "timeout": "seconds to wait for every service to be healthy (Default: 300)",
+    "dry_run": "print the steps and, when the new images are on this engine, the migrations "
+    "they would apply (asked read-only) and the path they take; change nothing (Default: off)",
 })  # fmt: skip
 def upgrade(c, to=None, build=False, source=None, rollback=None, timeout=300, dry_run=False):
-    """Back up, pull (or build) new images, migrate, wait healthy, show what changed."""
+    """Back up, get new images, gate their migrations, go in (no downtime or behind a 503 page)."""
     from mediacms_stack.procedures import upgrade as upgrades
 
     settings, compose = _stack(dry_run, needs=("engine", "compose"))

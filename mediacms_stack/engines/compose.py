@@ -98,9 +98,22 @@ class Compose:
     def manage(self, c: Context, *command: str, tty: bool = False, **kwargs):
         return self.exec(c, "web", "python", "manage.py", *command, tty=tty, **kwargs)
 
-    def up(self, c: Context, *services: str, wait: bool = True, timeout: int = 300, **kwargs):
+    def up(self, c: Context, *services: str, wait: bool = True, timeout: int = 300,
+           deps: bool = True, **kwargs):  # fmt: skip
+        """``up`` stops every container it recreates at once, and starts each new one only
+        when its dependencies are ready: ``services`` and ``deps=False`` keep the others
+        (e.g. nginx while migrations run) as they are."""
         flags = ["--detach"] + (["--wait", "--wait-timeout", str(timeout)] if wait else [])
-        return self.run(c, "up", *flags, *services, **kwargs)
+        return self.run(c, "up", *flags, *([] if deps else ["--no-deps"]), *services, **kwargs)
+
+    def job(self, c: Context, service: str, *command: str, query: bool = False, **kwargs):
+        """A one-off container of ``service`` (its own command unless one is given); the
+        services it depends on must run already. ``query``: it only reads, so it runs in
+        a dry run too, output captured, a failure returned rather than raised."""
+        argv = self.argv("run", "--rm", "--no-deps", "-T", service, *command)
+        if query:
+            return run(c, argv, hide=True, warn=True, in_stream=False, **kwargs)
+        return run(c, argv, dry_run=self.dry_run, **kwargs)
 
     def check_can_stop(self, c: Context) -> None:
         """Raise before anything changes when this stack's services cannot be stopped

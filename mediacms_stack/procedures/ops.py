@@ -146,6 +146,21 @@ def restart_web(c: Context, compose: Compose, replicas: int, *, timeout: int = 3
         print(f"[restart] web restarted, {len(running)} container(s), one at a time")
 
 
+def replace_web(c: Context, compose: Compose, *, timeout: int = 300) -> None:
+    """Move web onto the image .env names without failing a request: as many new
+    containers as run start beside the old ones (nginx sends requests to both), and once
+    every one is healthy the old ones end the requests they serve and go."""
+    old = [] if compose.dry_run else compose.running(c, "web")
+    count = max(len(old), 1)
+    print(f"[upgrade] web: {count} new container(s) beside the running one(s), then the old go")
+    compose.scale(c, {"web": 2 * count}, deps=False, timeout=timeout)
+    if compose.dry_run:
+        return
+    wait_healthy(c, compose, ("web",), timeout)
+    for name in old:
+        compose.remove_container(c, name)
+
+
 #: Reads {"user": ..., "password": ...} from stdin: the password is never in an argv
 #: (``ps``, /proc/*/cmdline) nor in the printed command.
 CHANGE_LOGIN_CODE = (

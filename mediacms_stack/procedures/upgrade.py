@@ -8,14 +8,25 @@ The steps, and what an operator is left with when one fails:
    fails: nothing changed.
 2. the new images: built from a MediaCMS tree (``--build``) or pulled, tagged with the
    target version; fails: nothing changed, the stack still runs the old version.
-3. a stack whose MediaCMS role is still the database's superuser gets a plain role of its
+3. the migration gate (:mod:`.gate`): the new images are asked for the migrations they
+   would apply to the live database, read-only, and each is classified; the plan, each
+   operation with its class and why, is printed. ``--dry-run`` ends here (it shows the
+   plan when the new images are on this engine); fails: nothing changed.
+4. a stack whose MediaCMS role is still the database's superuser gets a plain role of its
    own (:mod:`.dbrole`); then .env gets MEDIACMS_VERSION=target and the role split's keys
    in one write.
-4. ``docker compose up --wait``: the migrations job of the new version runs first, then
-   every service is recreated on the new images and waited for until healthy; fails: the
-   database may be partly migrated, so the error names the backup of step 1 and the one
-   command that returns to it, ``invoke upgrade --rollback FOLDER``.
-5. the summary: version before and after, per service the image (reference and id)
+5. the new version goes in, the way the gate chose:
+   - zero-downtime (every operation additive): the migrations job of the new version runs
+     while the old version serves, then new web containers start beside the old ones,
+     which go once the new ones are healthy (:func:`ops.replace_web`), then beat, the
+     workers and nginx are recreated;
+   - maintenance: nginx answers every request with the 503 page (a flag on its /tmp),
+     web, beat and the workers stop, the migrations job runs and they start on the new
+     images; nginx is recreated last, once they are healthy: the new nginx has no flag.
+   Every service must end healthy. Fails: the database may be partly migrated, so the error
+   names the backup of step 1 and the one command that returns to it,
+   ``invoke upgrade --rollback FOLDER``.
+6. the summary: version before and after, per service the image (reference and id)
    before and after, the migrations the upgrade applied, the backup and the rollback.
 
 ``--rollback FOLDER`` puts back the version recorded in the backup (re-tagging the exact
@@ -39,7 +50,8 @@ from ..engines.shell import run
 from ..stack import config
 from ..stack.config import Settings
 from ..stack.errors import StackError
-from ..stack.model import PRODUCTION_TARGETS, ImageNames
+from ..stack.model import APP_SERVICES, MAINTENANCE_FLAG, PRODUCTION_TARGETS, ImageNames
+from . import gate
 
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
@@ -120,11 +132,13 @@ def _running(c: Context, compose: Compose) -> set[str]:
     return {r.get("Service", "") for r in compose.ps(c, all_=False) if r.get("State") == "running"}
 
 
-def start_healthy(c: Context, compose: Compose, timeout: int) -> str:
-    """``compose up --wait``; returns '' when every service is up and healthy, else why not."""
+def start_healthy(c: Context, compose: Compose, timeout: int, *services: str,
+                  deps: bool = True) -> str:  # fmt: skip
+    """``compose up --wait`` of ``services`` (default: all); returns '' when every service
+    of the stack is up and healthy, else why not."""
     from .ops import wait_healthy
 
-    result = compose.up(c, timeout=timeout, warn=True)
+    result = compose.up(c, *services, timeout=timeout, deps=deps, warn=True)
     if compose.dry_run:
         return ""
     if result is None or not result.ok:
@@ -192,12 +206,12 @@ def upgrade(
                          "running database: `invoke up` first")  # fmt: skip
     before = None if compose.dry_run else current_state(c, compose, settings)
 
-    print(f"[upgrade] {old} -> {target}, step 1/4: full backup", flush=True)
+    print(f"[upgrade] {old} -> {target}, step 1/5: full backup", flush=True)
     folder = backup.backup_all(c, compose, settings, backups)
 
     new = with_version(settings, target)
     how = "build" if build else "pull"
-    print(f"[upgrade] step 2/4: {how} the images of {target}", flush=True)
+    print(f"[upgrade] step 2/5: {how} the images of {target}", flush=True)
     try:
         if build:
             tree = source or settings.require("MEDIACMS_SOURCE")
@@ -211,30 +225,77 @@ def upgrade(
                 raise StackError(f"docker compose pull failed: {pulled.stderr.strip()[-800:]}")
         names = ImageNames.from_settings(new)
         refs = [names.ref(t) for t in PRODUCTION_TARGETS]
-        missing = [] if compose.dry_run else missing_images(refs)
+        try:
+            missing = ", ".join(missing_images(refs))
+        except StackError as error:  # no engine: a dry run goes on without one
+            if not compose.dry_run:
+                raise
+            missing = str(error)
+        if missing and not compose.dry_run:
+            raise StackError(f"{missing} not available after the {how}")
+        print(f"[upgrade] step 3/5: the migration gate, asked of the images of {target}",
+              flush=True)  # fmt: skip
         if missing:
-            raise StackError(f"{', '.join(missing)} not available after the {how}")
+            print(f"(dry run) cannot ask the images of {target} yet ({missing}): once built "
+                  "or pulled, they say which migrations they would apply")  # fmt: skip
+            return folder
+        plan = gate.ask(c, compose, target)
     except StackError as error:
         raise StackError(
             f"upgrade stopped before changing anything: {error}\n"
             f"The stack still runs {old}. Backup taken: {folder}"
         ) from error
+    print(f"[upgrade] {gate.report(plan)}", flush=True)
+    path = gate.path_of(plan)
+    if compose.dry_run:
+        print(f"(dry run) would take the {path} path; nothing was changed")
+        return folder
 
-    print(f"[upgrade] step 3/4: MEDIACMS_VERSION={target} in {settings.env_file}", flush=True)
+    print(f"[upgrade] step 4/5: MEDIACMS_VERSION={target} in {settings.env_file}", flush=True)
     # one write, after the role split committed (its keys must not name a role the database
-    # lacks) and before step 4 starts the new images (they must find the version recorded):
+    # lacks) and before step 5 starts the new images (they must find the version recorded):
     # a failure up to here leaves .env as it was
     changes = {"MEDIACMS_VERSION": target, **dbrole.separate(c, compose, settings)}
-    new = config.update(settings, changes, dry_run=compose.dry_run)
+    new = config.update(settings, changes)
 
-    print("[upgrade] step 4/4: migrations, then every service on the new images", flush=True)
-    why = start_healthy(c, compose, timeout)
+    print(f"[upgrade] step 5/5: the {path} path", flush=True)
+    why = _go_in(c, compose, path, timeout)
     if why:
         raise StackError(_failure_report(c, compose, why, folder, old))
-    if compose.dry_run:
-        return folder
     print(summary("upgrade", before, current_state(c, compose, new), folder))
     return folder
+
+
+def _go_in(c: Context, compose: Compose, path: str, timeout: int) -> str:
+    """Step 5: the new version in, the gate's way; '' when every service ends up healthy."""
+    from .ops import replace_web
+
+    app = [s for s in APP_SERVICES if s != "nginx"]
+    if path == gate.ZERO_DOWNTIME:
+        print("[upgrade] migrations of the new version, while the running one serves")
+        job = compose.job(c, "migrations", warn=True)
+        if not job.ok:
+            return f"the migrations job failed (exit {job.exited})"
+        try:
+            replace_web(c, compose, timeout=timeout)
+        except StackError as error:  # the old web containers still run, and answer
+            return f"the new web containers: {error}"
+        print("[upgrade] beat and the workers on the new images")
+        why = start_healthy(c, compose, timeout, *(s for s in app if s != "web"), deps=False)
+        gone = ""
+    else:
+        print("[upgrade] maintenance: every request gets the 503 page until the new version "
+              "is healthy")  # fmt: skip
+        compose.exec(c, "nginx", "touch", MAINTENANCE_FLAG)
+        compose.run(c, "stop", *app)
+        why = start_healthy(c, compose, timeout, *app)
+        gone = "; it has no flag: the page goes"
+    if why:
+        return why
+    # nginx alone, last: an `up` stops every container it recreates first and starts them
+    # together, so nginx in a larger one would leave its port closed for all that time
+    print(f"[upgrade] nginx on the new image{gone}")
+    return start_healthy(c, compose, timeout, "nginx", deps=False)
 
 
 def _restore_images(c: Context, recorded: dict[str, list[str]]) -> None:

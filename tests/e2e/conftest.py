@@ -89,6 +89,7 @@ class Stack:
 #: here runs after these, in file order.
 SLOWEST_FIRST = [
     "test_offsite.py", "test_upgrade_postgres.py", "test_backup_verify.py", "test_upgrade.py",
+    "test_upgrade_gate.py",
     "test_media_gate_cache.py", "test_migrate_from_7x.py", "test_db_role.py",
     "test_zero_downtime.py", "test_operations.py", "test_restore_replaces.py", "test_https.py",
     "test_dev.py", "test_beat_health.py", "test_status_encodings.py", "test_email.py",

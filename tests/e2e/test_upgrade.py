@@ -219,7 +219,7 @@ def test_upgrade_backs_up_builds_migrates_reports_and_rolls_back(stack, upgrades
 
     # a full backup, taken before anything changed
     folder = backup_folder(out)
-    assert out.index(f"[backup] {folder}") < out.index("step 2/4")
+    assert out.index(f"[backup] {folder}") < out.index("step 2/5")
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["mediacms_version"] == upgrades.original
     assert {k: tuple(v) for k, v in manifest["images"].items()} == upgrades.before

@@ -59,11 +59,15 @@ class Loop(threading.Thread):
                 # they wait while it loads the app: over 30 s on a machine busy with CI.
                 # They are answered, so the visitor's patience is set above that; the
                 # slowest answer is in every report (README: Restarts and crashes)
-                outcome: int | str = requests.get(self.base + path, timeout=PATIENCE).status_code
+                outcome = self.outcome(requests.get(self.base + path, timeout=PATIENCE))
             except requests.RequestException as error:
                 outcome = type(error).__name__
             self.answers.append((started, time.monotonic(), path, outcome))
             time.sleep(0.1)
+
+    def outcome(self, response: requests.Response) -> int | str:
+        """What an answer counts as: its status (a subclass may look further)."""
+        return response.status_code
 
     def failed(self) -> list[tuple[float, float, str, int | str]]:
         return [a for a in self.answers if not isinstance(a[3], int) or a[3] >= 500]

@@ -8,7 +8,7 @@ from invoke import MockContext, Result
 from mediacms_stack.data import backup
 from mediacms_stack.engines import stackstate
 from mediacms_stack.engines.compose import Compose
-from mediacms_stack.procedures import upgrade
+from mediacms_stack.procedures import gate, upgrade
 from mediacms_stack.stack import config
 from mediacms_stack.stack.errors import StackError
 
@@ -69,24 +69,48 @@ def test_upgrade_refuses_a_stopped_stack(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-def test_upgrade_dry_run_prints_backup_build_and_up_in_order(tmp_path, monkeypatch, capsys,
-                                                             builder):  # fmt: skip
+def dry_run(tmp_path, monkeypatch, capsys, missing, plan=None) -> tuple[list[list[str]], str]:
+    """An upgrade to 8.4.0 --build, dry; the engine lacks ``missing``; the new images'
+    plan is ``plan``. Returns the commands printed and the rest of the output."""
     monkeypatch.setattr(stackstate, "stack_images", lambda c, compose: IMAGES)
+    monkeypatch.setattr("mediacms_stack.procedures.ops.missing_images",
+                        lambda refs: [r for r in refs if r in missing])  # fmt: skip
+    monkeypatch.setattr(gate, "ask", lambda c, compose, version: gate.steps(plan or []))
     (tmp_path / ".env").write_text("MEDIACMS_VERSION=8.3.2\n")
     settings = config.load(tmp_path)
     c = MockContext(run={re.compile(r".*psql.*django_migrations.*"): Result("files.0001\n")})
     compose = Compose(tmp_path, dry_run=True)
     upgrade.upgrade(c, compose, settings, backups=tmp_path / "b", to="8.4.0", build=True,
                     source=str(config.ROOT / "tests" / "app"))  # fmt: skip
-    commands = [split(line[2:]) for line in capsys.readouterr().err.splitlines()
+    out = capsys.readouterr()
+    commands = [split(line[2:]) for line in out.err.splitlines()
                 if line.startswith("$ ") and split(line[2:])]  # fmt: skip
-    builds = [argv for argv in commands if "build" in argv[:2]]
-    assert [argv[argv.index("--tag") + 1] for argv in builds] == [
-        "mediacms/mediacms:8.4.0", "mediacms/mediacms-worker:8.4.0", "mediacms/mediacms-nginx:8.4.0"
-    ]  # fmt: skip
-    last = commands[-1]
-    assert last[last.index("up") :] == ["up", "--detach", "--wait", "--wait-timeout", "300"]
     assert (tmp_path / ".env").read_text() == "MEDIACMS_VERSION=8.3.2\n"  # dry run: untouched
+    assert not (tmp_path / "b").exists()
+    return commands, out.out
+
+
+def test_upgrade_dry_run_prints_backup_and_build_and_stops_at_the_gate(tmp_path, monkeypatch,
+                                                                      capsys, builder):  # fmt: skip
+    new = ["mediacms/mediacms:8.4.0", "mediacms/mediacms-worker:8.4.0",
+           "mediacms/mediacms-nginx:8.4.0"]  # fmt: skip
+    commands, out = dry_run(tmp_path, monkeypatch, capsys, missing=new)
+    builds = [argv for argv in commands if "build" in argv[:2]]
+    assert [argv[argv.index("--tag") + 1] for argv in builds] == new
+    assert commands[-1] == builds[-1]  # nothing after the build: no .env, no compose up
+    assert "step 3/5" in out and "cannot ask the images of 8.4.0 yet" in out
+
+
+def test_upgrade_dry_run_shows_the_plan_and_its_path_and_changes_nothing(tmp_path, monkeypatch,
+                                                                        capsys, builder):  # fmt: skip
+    plan = [{"migration": "files.0009_x", "operations": [
+        {"type": "AddField", "model": "media", "field": "note", "null": True},
+        {"type": "RemoveField", "model": "media", "field": "title"}]}]  # fmt: skip
+    commands, out = dry_run(tmp_path, monkeypatch, capsys, missing=[], plan=plan)
+    assert re.search(r"files\.0009_x\s+AddField media\.note\s+additive\s+a nullable column", out)
+    assert re.search(r"RemoveField media\.title\s+maintenance\s+drops a column", out)
+    assert "would take the maintenance path; nothing was changed" in out
+    assert "step 4/5" not in out and not [a for a in commands if "up" in a or "stop" in a]
 
 
 def test_upgrade_without_build_pulls_the_target_version(tmp_path, monkeypatch):
@@ -111,9 +135,9 @@ def test_upgrade_without_build_pulls_the_target_version(tmp_path, monkeypatch):
 OLD_ROLE = "MEDIACMS_VERSION=8.3.2\nPOSTGRES_USER=mediacms\nPOSTGRES_PASSWORD=old-pw\n"
 
 
-def upgrade_up_to_step_4(tmp_path, monkeypatch, split: Result) -> tuple[list[str], list[str]]:
+def upgrade_up_to_step_5(tmp_path, monkeypatch, split: Result) -> tuple[list[str], list[str]]:
     """An upgrade of a single-role stack whose role split answers ``split``; returns the
-    texts config wrote to .env and the .env text that step 4 started with."""
+    texts config wrote to .env and the .env text that step 5 started with."""
     monkeypatch.setattr(stackstate, "stack_images", lambda c, compose: IMAGES)
     monkeypatch.setattr(backup, "backup_all", lambda c, compose, settings, dest: dest / "bk")
     monkeypatch.setattr("mediacms_stack.procedures.ops.missing_images", lambda refs: [])
@@ -122,8 +146,9 @@ def upgrade_up_to_step_4(tmp_path, monkeypatch, split: Result) -> tuple[list[str
     written, started, write = [], [], config.write_private
     monkeypatch.setattr(config, "write_private",
                         lambda path, text: written.append(text) or write(path, text))  # fmt: skip
-    monkeypatch.setattr(upgrade, "start_healthy",
-                        lambda c, compose, timeout: started.append(env.read_text()) or "")  # fmt: skip
+    monkeypatch.setattr(gate, "ask", lambda c, compose, version: [])
+    monkeypatch.setattr(upgrade, "_go_in",
+                        lambda c, compose, path, timeout: started.append(env.read_text()) or "")  # fmt: skip
     c = MockContext(run={
         re.compile(r".* ps --format json$"): Result('{"Service":"db","State":"running"}\n'),
         re.compile(r".*psql.*django_migrations.*"): Result("files.0001\n"),
@@ -134,9 +159,9 @@ def upgrade_up_to_step_4(tmp_path, monkeypatch, split: Result) -> tuple[list[str
     return written, started
 
 
-def test_upgrade_writes_version_and_role_split_at_once_before_step_4(tmp_path, monkeypatch):
-    written, started = upgrade_up_to_step_4(tmp_path, monkeypatch, Result(""))
-    assert len(written) == 1 and started == written  # one write, read by step 4
+def test_upgrade_writes_version_and_role_split_at_once_before_step_5(tmp_path, monkeypatch):
+    written, started = upgrade_up_to_step_5(tmp_path, monkeypatch, Result(""))
+    assert len(written) == 1 and started == written  # one write, read by step 5
     values = config.load(tmp_path).values
     assert values["MEDIACMS_VERSION"] == "8.4.0" and values["POSTGRES_USER"] == "mediacms_app"
     assert values["POSTGRES_SUPERUSER"] == "mediacms"
@@ -144,7 +169,7 @@ def test_upgrade_writes_version_and_role_split_at_once_before_step_4(tmp_path, m
 
 def test_a_failed_role_split_leaves_env_as_it_was(tmp_path, monkeypatch):
     with pytest.raises(StackError, match="nothing changed: ERROR: boom"):
-        upgrade_up_to_step_4(tmp_path, monkeypatch, Result(stderr="ERROR: boom", exited=1))
+        upgrade_up_to_step_5(tmp_path, monkeypatch, Result(stderr="ERROR: boom", exited=1))
     assert (tmp_path / ".env").read_text() == OLD_ROLE  # the version is not recorded either
 
 
@@ -164,3 +189,37 @@ def test_failure_reason_keeps_the_lines_that_say_what_failed():
         'Container p-migrations-1  service "migrations" didn\'t complete successfully: exit 1'
     )
     assert upgrade._reason("a\nb\nc\nd\n") == "b\n  c\n  d"
+
+
+def go_in(tmp_path, monkeypatch, path: str) -> list[str]:
+    """The commands step 5 runs on the ``path`` the gate chose, every one succeeding."""
+    monkeypatch.setattr("mediacms_stack.procedures.ops.wait_healthy", lambda *a, **k: None)
+    web = '{"Name":"p-web-1","Service":"web","State":"running"}\n'
+    c = MockContext(run={re.compile(r".* ps --format json$"): Result(web),
+                         re.compile(".*"): Result("")}, repeat=True)  # fmt: skip
+    assert upgrade._go_in(c, Compose(tmp_path, project="p"), path, 300) == ""
+    return [call.args[0].split(" --file ")[-1] for call in c.run.call_args_list
+            if " ps " not in call.args[0]]  # fmt: skip
+
+
+def test_the_zero_downtime_path_migrates_beside_then_replaces_web_then_nginx_alone(
+    tmp_path, monkeypatch
+):
+    done = go_in(tmp_path, monkeypatch, gate.ZERO_DOWNTIME)
+    assert done[0].endswith("run --rm --no-deps -T migrations")
+    assert "--scale=web=2 web" in done[1] and "--no-recreate" in done[1]
+    assert done[2:4] == ["docker stop p-web-1", "docker rm p-web-1"]  # once the new is healthy
+    assert done[4].endswith("--no-deps celery_beat celery_short celery_long")
+    assert done[5].endswith("--no-deps nginx") and len(done) == 6
+
+
+def test_the_maintenance_path_raises_the_page_first_and_nginx_goes_last_alone(
+    tmp_path, monkeypatch
+):
+    done = go_in(tmp_path, monkeypatch, gate.MAINTENANCE)
+    assert done[0].endswith("exec -T nginx touch /tmp/nginx/maintenance")
+    assert done[1].endswith("stop web celery_beat celery_short celery_long")
+    # the migrations job runs as web's dependency; nginx, with the page, is not recreated
+    assert done[2].endswith("up --detach --wait --wait-timeout 300 web celery_beat celery_short "
+                            "celery_long")  # fmt: skip
+    assert done[3].endswith("--no-deps nginx") and len(done) == 4

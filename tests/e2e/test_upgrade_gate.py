@@ -1,0 +1,308 @@
+"""The migration gate of `invoke upgrade` and its two paths, end to end, on one stack.
+
+Two new versions of the test application, built from copies of tests/app (in a copy of
+this repository, as tests/e2e/test_upgrade.py does, for the same reason):
+
+- `add`: 9101_gate_note adds a nullable column, which the new models read: additive,
+  the zero-downtime path;
+- `drop`: 9101 and then 9102_drop_gate_note, which drops it again: the maintenance path.
+
+In order: the stack moves to `add` under a loop of GET requests (none fails); the
+maintenance flag alone, attacked; a dry run to `drop` shows the plan and changes nothing;
+the stack moves to `drop` under the loop (only the 503 page with Retry-After while the
+migrations run, the outage measured). The new nginx replaces the old one at the end of
+each upgrade: the published port is closed for that moment, so connections refused then
+are the one failure allowed, and only around the new nginx's start (README: Upgrades).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import new_deployment, report_failure
+from dotenv import dotenv_values
+from test_zero_downtime import Loop
+
+from mediacms_stack.images import mediacms
+from mediacms_stack.stack import config, model
+from tests.fresh import require_built_from_this_commit
+
+pytestmark = pytest.mark.e2e
+
+IGNORE = shutil.ignore_patterns(".git", ".nox", ".venv", "node_modules", "__pycache__", "backups",
+                                ".build", ".pytest_cache", ".ruff_cache")  # fmt: skip
+NEWEST = max(m.stem for m in (config.ROOT / "tests/app/files/migrations").glob("[0-9]*.py"))
+ADD = """from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [("files", "{newest}")]
+    operations = [
+        migrations.AddField("media", "gate_note", models.TextField(null=True, blank=True))
+    ]
+"""
+DROP = """from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = [("files", "9101_gate_note")]
+    operations = [migrations.RemoveField("media", "gate_note")]
+"""
+#: the seconds around the new nginx's start in which its swap may refuse connections
+SWAP = (-5.0, 2.0)
+
+
+class Answers(Loop):
+    """The GET loop; a 503 counts only with Retry-After and the page's type, else it is a
+    failure of its own kind."""
+
+    def outcome(self, response: requests.Response) -> int | str:
+        if response.status_code != 503:
+            return response.status_code
+        kind = "application/json" if response.url.endswith("/api/v1/media") else "text/html"
+        page = response.headers.get("Content-Type", "").startswith(kind)
+        return 503 if page and response.headers.get("Retry-After") == "30" else "503 not the page"
+
+
+class Versions:
+    """The stack under test and the two versions, built in a copy of this repository."""
+
+    def __init__(self, stack, root: Path) -> None:
+        self.stack, self.root = stack, root
+        self.repo = root / "repo"
+        shutil.copytree(mediacms.ROOT, self.repo, ignore=IGNORE, symlinks=True)
+        shared = stack.settings.version
+        self.add, self.drop = (
+            f"{shared}-gate-add-{os.getpid()}",
+            f"{shared}-gate-drop-{os.getpid()}",
+        )
+        self.trees = {self.add: self._tree("add", {"9101_gate_note": ADD}, note=True),
+                      self.drop: self._tree("drop", {"9101_gate_note": ADD,
+                                                     "9102_drop_gate_note": DROP})}  # fmt: skip
+
+    def _tree(self, name: str, migrations: dict[str, str], note: bool = False) -> Path:
+        tree = self.root / f"app-{name}"
+        shutil.copytree(mediacms.ROOT / "tests" / "app", tree, ignore=IGNORE)
+        for stem, text in migrations.items():
+            (tree / "files" / "migrations" / f"{stem}.py").write_text(
+                text.replace("{newest}", NEWEST)
+            )
+        if note:  # the new version reads the new column
+            models = tree / "files" / "models.py"
+            anchor = "    add_date = models.DateTimeField(auto_now_add=True)\n"
+            assert anchor in models.read_text()
+            models.write_text(models.read_text().replace(
+                anchor, anchor + "    gate_note = models.TextField(null=True, blank=True)\n"))  # fmt: skip
+        return tree
+
+    def invoke(self, *args: str, home: Path | None = None) -> subprocess.CompletedProcess:
+        env = {**self.stack.env(), "PYTHONPATH": str(self.repo)}
+        if home is not None:
+            env["MEDIACMS_HOME"] = str(home)
+        return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(self.repo),
+                               *args], env=env, capture_output=True, text=True,
+                              check=False)  # fmt: skip
+
+    def build(self, version: str) -> None:
+        """The images of ``version``, from a home of their own (the stack's .env is not
+        touched)."""
+        home = self.root / f"home-{version}"
+        home.mkdir()
+        shutil.copy(self.stack.settings.env_file, home / ".env")
+        config.update(config.load(home), {"MEDIACMS_VERSION": version})
+        done = self.invoke("build", "--source", str(self.trees[version]), "--target", "web",
+                           "--target", "worker", "--target", "nginx", home=home)  # fmt: skip
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+
+    def upgrade(self, version: str, *flags: str) -> subprocess.CompletedProcess:
+        return self.invoke("upgrade", "--to", version, *flags)
+
+    def refs(self, version: str) -> list[str]:
+        names = model.ImageNames(self.stack.settings.registry, version)
+        return [names.ref(t) for t in model.PRODUCTION_TARGETS]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    home = tmp_path_factory.mktemp("gate")
+    deployment = new_deployment(home, f"mediacms-gate-{os.getpid()}")
+    require_built_from_this_commit(deployment.settings.version)
+    up = deployment.invoke("up", check=False)
+    failures = request.session.testsfailed
+    try:
+        assert up.returncode == 0, f"invoke up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
+        yield deployment
+    finally:
+        if up.returncode != 0 or request.session.testsfailed > failures:
+            report_failure(deployment)
+        deployment.dc("down", "--volumes", "--remove-orphans", check=False)
+
+
+@pytest.fixture(scope="module")
+def versions(stack, tmp_path_factory):
+    """Both versions built before any loop starts (the upgrades' --build then finds every
+    layer cached); their images are removed at the end."""
+    made = Versions(stack, tmp_path_factory.mktemp("versions"))
+    try:
+        for version in (made.add, made.drop):
+            made.build(version)
+        yield made
+    finally:
+        for version in (made.add, made.drop):
+            subprocess.run(["docker", "image", "rm", "--force", *made.refs(version)],
+                           capture_output=True, check=False)  # fmt: skip
+
+
+def upgraded_under_loop(stack, versions, version: str):
+    """``invoke upgrade --to version --build`` while Answers runs; (result, loop, start, end,
+    nginx start) in the loop's clock."""
+    loop = Answers(stack.base, limit=600)
+    loop.start()
+    time.sleep(3)
+    start = time.monotonic()
+    done = versions.upgrade(version, "--build", "--source", str(versions.trees[version]))
+    end = time.monotonic()
+    time.sleep(3)
+    loop.stopped.set()
+    loop.join(timeout=120)
+    print(f"\n{done.stdout}\n{done.stderr[-3000:]}")
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done, loop, start, end, nginx_started(stack)
+
+
+def nginx_started(stack) -> float:
+    """When the nginx container started, in time.monotonic()'s clock."""
+    name = stack.dc("ps", "--format", "{{.Name}}", "nginx").stdout.split()[0]
+    text = subprocess.run(["docker", "inspect", "--format", "{{.State.StartedAt}}", name],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    wall = datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", text)).timestamp()
+    return wall - time.time() + time.monotonic()
+
+
+def outside_the_swap(loop: Loop, swapped: float) -> list:
+    """The failed answers but the 503 page (Answers counts a 503 without it as a failure
+    of its own) and refused connections around the nginx swap."""
+    low, high = swapped + SWAP[0], swapped + SWAP[1]
+    return [a for a in loop.failed() if a[3] != 503
+            and not (a[3] == "ConnectionError" and low <= a[0] <= high)]  # fmt: skip
+
+
+def report(loop: Loop, start: float, end: float, swapped: float) -> str:
+    counts: dict = {}
+    for answer in loop.during(start, end):
+        counts[answer[3]] = counts.get(answer[3], 0) + 1
+    outage = [a for a in loop.answers if a[3] == 503]
+    longest = outage[-1][1] - outage[0][0] if outage else 0.0
+    outside = outside_the_swap(loop, swapped)
+    inside = [a for a in loop.failed() if a[3] != 503 and a not in outside]
+    swap = inside[-1][1] - inside[0][0] if inside else 0.0
+    return (f"{len(loop.during(start, end))} requests during {end - start:.0f} s: {counts}; "
+            f"503 page from first to last {longest:.1f} s; {len(inside)} refused in "
+            f"{swap:.1f} s at the nginx swap; slowest {loop.slowest():.1f} s")  # fmt: skip
+
+
+def column_exists(stack) -> bool:
+    settings = stack.settings
+    done = stack.dc("exec", "-T", "db", "psql", "-U", settings.get("POSTGRES_USER", "mediacms"),
+                    "-d", settings.get("POSTGRES_DB", "mediacms"), "-Atc",
+                    "SELECT count(*) FROM information_schema.columns "
+                    "WHERE table_name = 'files_media' AND column_name = 'gate_note'")  # fmt: skip
+    return done.stdout.strip() == "1"
+
+
+def test_an_additive_migration_goes_in_beside_the_running_version(stack, versions):
+    (old_web,) = stack.dc("ps", "--format", "{{.Name}}", "web").stdout.split()
+    done, loop, start, end, swapped = upgraded_under_loop(stack, versions, versions.add)
+    out = done.stdout
+    print(f"\nzero-downtime upgrade: {report(loop, start, end, swapped)}")
+    assert re.search(r"files\.9101_gate_note\s+AddField media\.gate_note\s+additive\s+"
+                     r"a nullable column", out), out  # fmt: skip
+    assert "every operation is additive: the zero-downtime path" in out
+    assert out.index("zero-downtime path") < out.index("step 4/5")  # said before any change
+    assert "step 5/5: the zero-downtime path" in out and "maintenance:" not in out
+    assert not outside_the_swap(loop, swapped), report(loop, start, end, swapped)
+    assert {a[3] for a in loop.answers} <= {200, "ConnectionError"}, report(
+        loop, start, end, swapped
+    )
+    assert len(loop.during(start, end)) >= 30 and loop.answers[-1][1] > end
+    # the old web container went once the new one was healthy; the column is there
+    (new_web,) = stack.dc("ps", "--format", "{{.Name}}", "web").stdout.split()
+    assert new_web != old_web
+    assert column_exists(stack)
+    assert "migrations applied (1): files.9101_gate_note" in out
+
+
+def test_the_maintenance_flag_answers_every_request_but_the_health_check(stack):
+    stack.dc("exec", "-T", "nginx", "touch", model.MAINTENANCE_FLAG)
+    try:
+        for path in ("/", "/static/css/x.css", "/media/original/x.mp4", "/admin/login/",
+                     "/nginx-healthz"):  # fmt: skip
+            page = requests.get(stack.url(path), timeout=30)
+            assert page.status_code == 503, (path, page.status_code)
+            assert page.headers["Retry-After"] == "30" and "Back in a moment" in page.text
+        # what nginx refuses before anything else stays refused; its health check and the
+        # pages themselves stay closed to the outside
+        for path, status in (("/%2e%2e/x", 400), ("/nginx-health", 403),
+                             ("/_unavailable/503.json", 404)):  # fmt: skip
+            assert requests.get(stack.url(path), timeout=30).status_code == status, path
+        for method in ("GET", "POST", "PUT", "DELETE", "HEAD"):
+            api = requests.request(method, stack.url("/api/v1/media"), data={"x": "1"}, timeout=30)
+            assert api.status_code == 503 and api.headers["Retry-After"] == "30"
+            assert api.headers["Content-Type"] == "application/json"
+        # nginx's own health check still answers (from inside its container only)
+        health = stack.dc(
+            "exec", "-T", "nginx", "curl", "-fsS", "http://127.0.0.1:8080/nginx-health"
+        )
+        assert health.stdout.strip() == "ok"
+    finally:
+        stack.dc("restart", "nginx")  # a restarted nginx has a fresh /tmp: no flag
+    assert stack.wait_http("/", timeout=60).status_code == 200
+
+
+def test_a_dry_run_shows_the_plan_and_changes_nothing(stack, versions):
+    env_before = stack.settings.env_file.read_text()
+    images = stack.dc("ps", "--format", "{{.Name}} {{.Image}}").stdout
+    migrations = stack.invoke("manage", "showmigrations files").stdout
+    backups = sorted(p.name for p in (stack.home / "backups").glob("*"))
+    done = versions.upgrade(versions.drop, "--dry-run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert re.search(r"files\.9102_drop_gate_note\s+RemoveField media\.gate_note\s+maintenance\s+"
+                     r"drops a column the running version reads", out), out  # fmt: skip
+    assert "the maintenance path (files.9102_drop_gate_note" in out
+    assert "would take the maintenance path; nothing was changed" in out
+    assert "step 4/5" not in out
+    assert stack.settings.env_file.read_text() == env_before
+    assert stack.dc("ps", "--format", "{{.Name}} {{.Image}}").stdout == images
+    assert stack.invoke("manage", "showmigrations files").stdout == migrations
+    assert sorted(p.name for p in (stack.home / "backups").glob("*")) == backups
+    assert column_exists(stack)
+
+
+def test_a_dropped_column_goes_in_behind_the_maintenance_page(stack, versions):
+    done, loop, start, end, swapped = upgraded_under_loop(stack, versions, versions.drop)
+    out = done.stdout
+    print(f"\nmaintenance upgrade: {report(loop, start, end, swapped)}")
+    assert "step 5/5: the maintenance path" in out
+    assert out.index("the maintenance path (") < out.index("step 4/5")
+    # while migrations ran: the 503 page with Retry-After, nothing else failed
+    assert not outside_the_swap(loop, swapped), report(loop, start, end, swapped)
+    assert {a[3] for a in loop.answers} <= {200, 503, "ConnectionError"}
+    outage = [a for a in loop.answers if a[3] == 503]
+    assert outage, report(loop, start, end, swapped)  # the page was shown
+    assert start < outage[0][0] and outage[-1][1] < end
+    assert outage[-1][1] - outage[0][0] < 30, report(loop, start, end, swapped)
+    # the page went with the old nginx; the column is gone; the new version serves
+    assert dotenv_values(stack.settings.env_file)["MEDIACMS_VERSION"] == versions.drop
+    assert not column_exists(stack)
+    assert "migrations applied (1): files.9102_drop_gate_note" in out
+    assert loop.answers[-1][3] == 200
