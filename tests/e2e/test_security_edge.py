@@ -137,12 +137,12 @@ def test_image_says_it_gates_media(stack):
 
 
 @pytest.mark.parametrize(
-    ("mode", "expected"), [("on", "result=500 "), ("off", "result=200 served")]
+    ("mode", "expected"), [("on", "result=503 "), ("off", "result=200 served")]
 )
 def test_media_modes_of_the_nginx_configuration(stack, mode, expected):
     """The image's configuration with either gate snippet, alone in a container whose
-    "web" is nowhere: gated, a media file needs the app (500 when it cannot be asked);
-    without the gate (7.x trees) it is served as before."""
+    "web" is nowhere: gated, a media file needs the app (the 503 page when it cannot be
+    asked); without the gate (7.x trees) it is served as before."""
     image = ImageNames.from_settings(stack.settings).ref("nginx")
     snippet = ROOT / f"config/nginx/media-gate-{mode}.conf"
     script = (
