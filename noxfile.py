@@ -202,12 +202,14 @@ def _gixy(session: nox.Session) -> None:
 
 
 #: What CI proves (`nox -s ci`, run by .ci/run): stages in this order, the sessions of a
-#: stage side by side. Swarm and acceptance share the last: both spend most of their time
-#: waiting on clusters and stacks. All three e2e tiers at once was tried (one run): they
+#: stage side by side. All three e2e tiers at once was tried (one run): they
 #: fought over the two cores, load average 12, and smoke a quarter done after 20 minutes.
 #: Lint and the unit tests need one core and no engine: they run while `cold` installs
 #: the engine and builds.
-CI_STAGES = [["lint", "tests", "cold"], ["smoke"], ["swarm", "acceptance"]]
+#: 2026-12-04: swarm beside acceptance failed two real-tree uploads with the 503 page
+#: (web not answering nginx in time) that passed alone on a quiet machine; until that is
+#: understood, they run one after the other.
+CI_STAGES = [["lint", "tests", "cold"], ["smoke"], ["swarm"], ["acceptance"]]
 
 
 @nox.session(venv_backend="none")
