@@ -9,12 +9,14 @@ logs are printed first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -146,11 +148,13 @@ def report_failure(deployment: Stack) -> None:
     print(deployment.dc("logs", "--tail", "80", check=False).stdout, file=sys.stderr)
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
-    home = tmp_path_factory.mktemp("deployment")
-    deployment = new_deployment(home, f"mediacms-smoke-{os.getpid()}")
+@contextlib.contextmanager
+def running(deployment: Stack, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """``deployment`` after `invoke up` (of images built from the commit under test). On
+    the way out its state and logs are printed when `up` or a test failed meanwhile, and
+    it goes with its volumes (SMOKE_KEEP_STACK=1 leaves it running, a debugging aid)."""
     require_built_from_this_commit(deployment.settings.version)
+    failures = request.session.testsfailed
     started = time.monotonic()
     up = deployment.invoke("up", check=False)
     deployment.startup_seconds = time.monotonic() - started
@@ -159,12 +163,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
             raise AssertionError(f"invoke up failed:\n{up.stdout[-3000:]}\n{up.stderr[-5000:]}")
         yield deployment
     finally:
-        if request.session.testsfailed or up.returncode != 0:
+        if up.returncode != 0 or request.session.testsfailed > failures:
             report_failure(deployment)
-        if os.environ.get("SMOKE_KEEP_STACK") == "1":  # debugging aid: leave it running
-            print(f"\nstack kept: MEDIACMS_HOME={home} ({deployment.base})", file=sys.stderr)
+        if os.environ.get("SMOKE_KEEP_STACK") == "1":
+            print(f"\nstack kept: MEDIACMS_HOME={deployment.home} ({deployment.base})",
+                  file=sys.stderr)  # fmt: skip
         else:
             deployment.dc("down", "--volumes", "--remove-orphans", check=False)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    home = tmp_path_factory.mktemp("deployment")
+    with running(new_deployment(home, f"mediacms-smoke-{os.getpid()}"), request) as deployment:
+        yield deployment
 
 
 @pytest.fixture(scope="session")

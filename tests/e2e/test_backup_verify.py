@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Stack, new_deployment, report_failure
+from conftest import REPO, Stack, new_deployment, running
 
 from mediacms_stack.data.database import COUNT_ROWS_SQL
 
@@ -38,16 +38,12 @@ PROBE = "original/verify-probe.txt"
 def site(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
     home = tmp_path_factory.mktemp("verify")
     deployment = new_deployment(home, f"mediacms-verify-{os.getpid()}")
-    up = deployment.invoke("up", check=False)
     try:
-        assert up.returncode == 0, f"invoke up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
-        deployment.dc("exec", "-T", "web", "sh", "-c",
-                      f"mkdir -p {MEDIA}/original && echo probe > {MEDIA}/{PROBE}")  # fmt: skip
-        yield deployment
+        with running(deployment, request):
+            deployment.dc("exec", "-T", "web", "sh", "-c",
+                          f"mkdir -p {MEDIA}/original && echo probe > {MEDIA}/{PROBE}")  # fmt: skip
+            yield deployment
     finally:
-        if request.session.testsfailed or up.returncode != 0:
-            report_failure(deployment)
-        deployment.dc("down", "--volumes", "--remove-orphans", check=False)
         subprocess.run(["docker", "compose", "-p", throwaway(deployment), "down", "--volumes"],
                        capture_output=True, check=False)  # fmt: skip
 

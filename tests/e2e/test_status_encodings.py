@@ -17,7 +17,7 @@ import time
 
 import pytest
 import requests
-from conftest import Stack, new_deployment, report_failure
+from conftest import Stack, new_deployment, running
 from test_checklist import make_video
 
 from mediacms_stack.stack.model import SERVICES
@@ -56,15 +56,8 @@ print(Media.objects.count())
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
     home = tmp_path_factory.mktemp("status")
-    deployment = new_deployment(home, f"mediacms-status-{os.getpid()}")
-    up = deployment.invoke("up", check=False)
-    try:
-        assert up.returncode == 0, f"invoke up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
+    with running(new_deployment(home, f"mediacms-status-{os.getpid()}"), request) as deployment:
         yield deployment
-    finally:
-        if request.session.testsfailed or up.returncode != 0:
-            report_failure(deployment)
-        deployment.dc("down", "--volumes", "--remove-orphans", check=False)
 
 
 def django(stack: Stack, code: str) -> str:

@@ -28,13 +28,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import new_deployment, report_failure
+from conftest import new_deployment, running
 from dotenv import dotenv_values
 from test_zero_downtime import Loop
 
 from mediacms_stack.images import mediacms
 from mediacms_stack.stack import config, model
-from tests.fresh import require_built_from_this_commit
 
 pytestmark = pytest.mark.e2e
 
@@ -134,17 +133,8 @@ class Versions:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
     home = tmp_path_factory.mktemp("gate")
-    deployment = new_deployment(home, f"mediacms-gate-{os.getpid()}")
-    require_built_from_this_commit(deployment.settings.version)
-    up = deployment.invoke("up", check=False)
-    failures = request.session.testsfailed
-    try:
-        assert up.returncode == 0, f"invoke up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
+    with running(new_deployment(home, f"mediacms-gate-{os.getpid()}"), request) as deployment:
         yield deployment
-    finally:
-        if up.returncode != 0 or request.session.testsfailed > failures:
-            report_failure(deployment)
-        deployment.dc("down", "--volumes", "--remove-orphans", check=False)
 
 
 @pytest.fixture(scope="module")

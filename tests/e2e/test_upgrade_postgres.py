@@ -14,13 +14,12 @@ import time
 
 import pytest
 import requests
-from conftest import REPO, Stack, new_deployment, report_failure
+from conftest import REPO, Stack, new_deployment, running
 from dotenv import dotenv_values
 from test_checklist import make_video
 
 from mediacms_stack.images import bootstrap
 from mediacms_stack.stack import config, model
-from tests.fresh import require_built_from_this_commit
 
 pytestmark = pytest.mark.e2e
 
@@ -77,14 +76,10 @@ def pg15(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
                    check=True, capture_output=True)  # fmt: skip
     home = tmp_path_factory.mktemp("pg15")
     deployment = new_deployment(home, f"mediacms-pgup-{os.getpid()}", POSTGRES_IMAGE=OLD_IMAGE)
-    require_built_from_this_commit(deployment.settings.version)
     try:
-        deployment.invoke("up")
-        yield deployment
+        with running(deployment, request):
+            yield deployment
     finally:
-        if request.session.testsfailed:
-            report_failure(deployment)
-        deployment.dc("down", "--volumes", "--remove-orphans", check=False)
         left = volumes(deployment)
         if left:  # the volume the stack no longer names
             subprocess.run(["docker", "volume", "rm", *left], capture_output=True, check=False)

@@ -19,10 +19,9 @@ from contextlib import contextmanager
 
 import pytest
 import requests
-from conftest import new_deployment, report_failure
+from conftest import new_deployment, running
 
 from mediacms_stack.stack import config
-from tests.fresh import require_built_from_this_commit
 
 pytestmark = pytest.mark.e2e
 
@@ -122,17 +121,8 @@ def summary(loop: Loop, start: float, end: float) -> str:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
     home = tmp_path_factory.mktemp("zero")
-    deployment = new_deployment(home, f"mediacms-zero-{os.getpid()}")
-    require_built_from_this_commit(deployment.settings.version)
-    up = deployment.invoke("up", check=False)
-    failures = request.session.testsfailed
-    try:
-        assert up.returncode == 0, f"invoke up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
+    with running(new_deployment(home, f"mediacms-zero-{os.getpid()}"), request) as deployment:
         yield deployment
-    finally:
-        if up.returncode != 0 or request.session.testsfailed > failures:
-            report_failure(deployment)
-        deployment.dc("down", "--volumes", "--remove-orphans", check=False)
 
 
 def test_restart_of_a_lone_web_fails_no_request(stack):
