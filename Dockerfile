@@ -8,7 +8,8 @@
 #   dev          requirements-dev.txt and runserver on :8000, for docker-compose-dev.yaml
 #
 # The MediaCMS tree is not part of this repository: `invoke build --source PATH|URL@REF`
-# stages it at $MEDIACMS_SRC inside the build context. BuildKit is required
+# stages it and its lock inside the build context, in .build/stage/<version>/, and passes
+# their paths as MEDIACMS_SRC and MEDIACMS_LOCK. BuildKit is required
 # (Docker 23+ with buildx, or DOCKER_BUILDKIT=1 on 20.10).
 #
 # Build secrets and options:
@@ -65,7 +66,7 @@ RUN --mount=type=cache,id=pip-uwsgi-noxml,target=/root/.cache/pip --mount=type=s
 # resolve, lock: resolve the tree's requirements against our pins (`invoke lock`); its only
 # output is the constraints file, written to the host with --output.
 FROM builder-tools AS resolve
-ARG MEDIACMS_SRC=.build/mediacms
+ARG MEDIACMS_SRC
 COPY ${MEDIACMS_SRC}/requirements*.txt /tmp/requirements/
 COPY scripts/build/lock-from-report.py /usr/local/bin/lock-from-report
 # Resolved under the build pins, so the tree gets the lxml that xmlsec is built against.
@@ -79,11 +80,12 @@ FROM scratch AS lock
 COPY --from=resolve /lock/constraints.txt /
 
 # builder: the tree's requirements, pinned by its lock (constraints/mediacms/, staged by
-# `invoke build` as .build/mediacms-lock.txt).
+# `invoke build` beside the staged tree).
 FROM builder-tools AS builder
-ARG MEDIACMS_SRC=.build/mediacms
+ARG MEDIACMS_SRC
+ARG MEDIACMS_LOCK
 COPY ${MEDIACMS_SRC}/requirements.txt /tmp/requirements/
-COPY .build/mediacms-lock.txt /etc/mediacms-build/mediacms.txt
+COPY ${MEDIACMS_LOCK} /etc/mediacms-build/mediacms.txt
 # The tree's own pins win over ours (a 7.x tree pins its uWSGI).
 ENV PIP_CONSTRAINT=/etc/mediacms-build/mediacms.txt
 # lxml and xmlsec must use one libxml2 (python3-saml breaks otherwise). Their wheels,
@@ -98,6 +100,7 @@ RUN --mount=type=cache,id=pip-uwsgi-noxml,target=/root/.cache/pip --mount=type=s
  && python3 /usr/local/bin/check-libxml2
 
 FROM builder AS builder-dev
+ARG MEDIACMS_SRC
 COPY ${MEDIACMS_SRC}/requirements-dev.txt /tmp/requirements/
 RUN --mount=type=cache,id=pip-uwsgi-noxml,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
     pip-install -r /tmp/requirements/requirements-dev.txt \
@@ -132,7 +135,7 @@ ENV VIRTUAL_ENV=/home/mediacms.io
 ENV PATH=/home/mediacms.io/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     DJANGO_SETTINGS_MODULE=cms.container_settings
 WORKDIR /home/mediacms.io/mediacms
-ARG MEDIACMS_SRC=.build/mediacms
+ARG MEDIACMS_SRC
 COPY ${MEDIACMS_SRC}/ /home/mediacms.io/mediacms/
 # The settings bridge: environment first, then custom/local_settings.py when mounted;
 # container_settings makes the tree's own hook (whichever it has) load it.

@@ -205,11 +205,11 @@ def _gixy(session: nox.Session) -> None:
 #: stage side by side. All three e2e tiers at once was tried (one run): they
 #: fought over the two cores, load average 12, and smoke a quarter done after 20 minutes.
 #: Lint and the unit tests need one core and no engine: they run while `cold` installs
-#: the engine and builds.
-#: 2026-12-04: swarm beside acceptance failed two real-tree uploads with the 503 page
-#: (web not answering nginx in time) that passed alone on a quiet machine; until that is
-#: understood, they run one after the other.
-CI_STAGES = [["lint", "tests", "cold"], ["smoke"], ["swarm"], ["acceptance"]]
+#: the engine and builds. Swarm mostly waits (its nodes, its health soak) while the real
+#: trees build beside it; acceptance runs its stacks alone: beside Swarm, two real-tree
+#: uploads got the 503 page (web not answering nginx in time, 2026-12-04) that passed alone.
+CI_STAGES = [["lint", "tests", "cold"], ["smoke"], ["swarm", "acceptance_build"],
+             ["acceptance"]]  # fmt: skip
 
 
 @nox.session(venv_backend="none")
@@ -333,29 +333,48 @@ def _tree_env(session: nox.Session, tree: Path) -> dict[str, str]:
     return env
 
 
-@nox.session
-def acceptance(session: nox.Session) -> None:
-    """The real MediaCMS (../shared/upstream/): built with our files unchanged, run, checked."""
+def _accepted_trees(session: nox.Session) -> list[Path]:
+    """The real trees, the engine and base images ready; skips when there are none."""
     trees = _upstream_trees(session)
     if not trees:
         session.skip(
             f"no real MediaCMS trees: {UPSTREAM} is absent (or set MEDIACMS_ACCEPTANCE_TREES)"
         )
     _engine_and_base(session)
-    # Playwright drives Debian's Chromium; it downloads no browser of its own
-    session.install("-c", DEV_PINS, PLAYWRIGHT)
-    if not Path(CHROMIUM).exists():
+    if not Path(CHROMIUM).exists():  # Playwright drives Debian's Chromium, downloads none
         session.run("apt-get", "update", "-qq", external=True)
         session.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium",
                     external=True)  # fmt: skip
+    return trees
+
+
+def _built_trees(session: nox.Session, trees: list[Path]) -> dict[str, dict[str, str]]:
+    """Each tree's images built, one tree after another (a build keeps both cores busy);
+    {tree name: its environment}."""
     runs = {}
-    for tree in trees:  # the builds one after another: each keeps both cores busy
+    for tree in trees:
         env = _tree_env(session, tree)
         if tree != trees[-1]:  # the long health soak once, on the newest tree; the others
             env["ACCEPTANCE_SOAK_SECONDS"] = "0"  # are checked healthy without waiting
         session.log(f"building {tree.name}")
         session.run("invoke", "build", *PRODUCTION_BUILD, env=env)
         runs[tree.name] = env
+    return runs
+
+
+@nox.session
+def acceptance_build(session: nox.Session) -> None:
+    """The real trees' images and Chromium, ready for `acceptance` (CI builds them while
+    the Swarm tier mostly waits; acceptance then finds every layer cached)."""
+    _built_trees(session, _accepted_trees(session))
+
+
+@nox.session
+def acceptance(session: nox.Session) -> None:
+    """The real MediaCMS (../shared/upstream/): built with our files unchanged, run, checked."""
+    trees = _accepted_trees(session)
+    session.install("-c", DEV_PINS, PLAYWRIGHT)
+    runs = _built_trees(session, trees)
     # then every tree's stack side by side (each its own project and ports): they mostly
     # wait, on health checks and on the newest tree's soak
     argv = ["pytest", "tests/acceptance/test_real_mediacms.py", *PYTEST, *session.posargs]

@@ -16,6 +16,7 @@ import hashlib
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from invoke.context import Context
@@ -25,8 +26,8 @@ from ..engines.shell import run
 from ..stack.config import ROOT, Settings
 
 LOCK_DIR = Path("constraints") / "mediacms"
-#: Where `invoke build` stages the tree's lock for the Dockerfile's builder stage.
-STAGED = Path(".build") / "mediacms-lock.txt"
+#: Where `invoke build` stages each version's inputs inside the build context.
+STAGE_ROOT = Path(".build") / "stage"
 REQUIREMENT_FILES = ("requirements.txt", "requirements-dev.txt")
 _HEADER = re.compile(r"^# requirements-sha256: ([0-9a-f]{64})$", re.M)
 
@@ -51,9 +52,35 @@ def find(tree: Path, root: Path = ROOT) -> Path | None:
     return None
 
 
+def safe_name(settings: Settings) -> str:
+    """The MediaCMS version, made safe for a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", settings.version)
+
+
 def lock_name(settings: Settings) -> str:
-    """File name of a new lock: the MediaCMS version, made safe for a path."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", settings.version) + ".txt"
+    """File name of a new lock."""
+    return safe_name(settings) + ".txt"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One version's build inputs in the build context (paths relative to it): the tree in
+    ``mediacms/`` and its lock in ``lock.txt``. One folder per version, so builds of
+    different versions run side by side; builds of one version take turns (``.lock``)."""
+
+    folder: Path
+
+    @classmethod
+    def of(cls, settings: Settings) -> Stage:
+        return cls(STAGE_ROOT / safe_name(settings))
+
+    @property
+    def tree(self) -> Path:
+        return self.folder / "mediacms"
+
+    @property
+    def lock(self) -> Path:
+        return self.folder / "lock.txt"
 
 
 def resolve_argv(
@@ -61,7 +88,8 @@ def resolve_argv(
 ) -> list[str]:
     """The BuildKit command that resolves the staged tree's requirements (target ``lock``)."""
     argv = ["--file", "Dockerfile", "--target", "lock", "--output", f"type=local,dest={out}",
-            "--build-arg", f"BASE_IMAGE={settings.get('BASE_IMAGE', 'debian:trixie-slim')}"]  # fmt: skip
+            "--build-arg", f"BASE_IMAGE={settings.get('BASE_IMAGE', 'debian:trixie-slim')}",
+            "--build-arg", f"MEDIACMS_SRC={Stage.of(settings).tree.as_posix()}"]  # fmt: skip
     if ca_bundle:
         argv += ["--secret", f"id=ca_bundle,src={ca_bundle}"]
     return builder.command(*argv, ".")
@@ -75,10 +103,10 @@ def resolve(
     target = ROOT / LOCK_DIR / lock_name(settings)
     builder = engine.builder()
     if dry_run:
-        run(c, resolve_argv(builder, settings, STAGED.parent / "resolved", ca_bundle), dry_run=True)
+        run(c, resolve_argv(builder, settings, STAGE_ROOT / "resolved", ca_bundle), dry_run=True)
         return target
-    (ROOT / STAGED.parent).mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=ROOT / STAGED.parent) as out:
+    (ROOT / STAGE_ROOT).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=ROOT / STAGE_ROOT) as out:
         with c.cd(str(ROOT)):
             run(c, resolve_argv(builder, settings, Path(out), ca_bundle), env=dict(builder.env))
         pins = (Path(out) / "constraints.txt").read_text()
@@ -97,7 +125,7 @@ def resolve(
 def stage(
     c: Context, settings: Settings, tree: Path, *, ca_bundle: str = "", dry_run: bool = False
 ) -> Path | None:
-    """Put the tree's lock where the Dockerfile reads it; a tree without one is resolved
+    """Put the tree's lock where the Dockerfile reads it (the version's stage); a tree without one is resolved
     first (and the new lock is kept in constraints/mediacms/ for the next build)."""
     if not (tree / "requirements.txt").is_file():  # a git source in a dry run: not cloned
         print(f"(dry run) would use the lock in {LOCK_DIR}/ of the cloned tree's requirements")
@@ -110,5 +138,5 @@ def stage(
     else:
         print(f"[build] pinned by {lock.relative_to(ROOT)}")
     if not dry_run:
-        shutil.copyfile(lock, ROOT / STAGED)
+        shutil.copyfile(lock, ROOT / Stage.of(settings).lock)
     return lock

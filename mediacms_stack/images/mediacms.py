@@ -38,9 +38,7 @@ from ..stack.model import ImageNames
 from . import locks
 
 TARGETS = ("web", "worker", "worker-full", "dev", "nginx")
-STAGE_DIR = Path(".build")
-SOURCE_DIR = STAGE_DIR / "mediacms"
-BENTO4_DIR = STAGE_DIR / "bento4"
+BENTO4_DIR = Path(".build") / "bento4"
 # What never belongs in the staged tree (runtime data, local secrets, VCS, caches).
 _IGNORED = shutil.ignore_patterns(
     ".git", "node_modules", "__pycache__", "logs", ".secret_key",
@@ -78,9 +76,11 @@ def parse_source(source: str) -> tuple[str, str | None]:
     return source, None
 
 
-def stage_source(c: Context, root: Path, source: str, *, dry_run: bool = False) -> Path:
-    """Copy (or clone) the MediaCMS tree into the build context at .build/mediacms."""
-    target = root / SOURCE_DIR
+def stage_source(
+    c: Context, root: Path, source: str, stage: locks.Stage, *, dry_run: bool = False
+) -> Path:
+    """Copy (or clone) the MediaCMS tree into the build context, in ``stage``."""
+    target = root / stage.tree
     location, ref = parse_source(source)
     if ref is None:
         tree = (root / location).resolve()
@@ -100,10 +100,10 @@ def stage_source(c: Context, root: Path, source: str, *, dry_run: bool = False) 
     return target
 
 
-def source_revision(root: Path, source: str) -> str:
+def source_revision(root: Path, source: str, stage: locks.Stage) -> str:
     """The git commit of the source tree when it has one (OCI revision label)."""
     location, ref = parse_source(source)
-    return _git_commit(root / SOURCE_DIR if ref else root / location, "--short=12")
+    return _git_commit(root / stage.tree if ref else root / location, "--short=12")
 
 
 def stack_revision(root: Path = ROOT) -> str:
@@ -150,8 +150,10 @@ def build_argv(
         dockerfile, stage = "Dockerfile.nginx", None
     else:
         dockerfile, stage = "Dockerfile", target
+        staged = locks.Stage.of(settings)
         args |= {
-            "MEDIACMS_SRC": SOURCE_DIR.as_posix(),
+            "MEDIACMS_SRC": staged.tree.as_posix(),
+            "MEDIACMS_LOCK": staged.lock.as_posix(),
             "FFMPEG_SOURCE": settings.get("FFMPEG_SOURCE", "static"),
             "BENTO4_URL": settings.get("BENTO4_URL"),
             "BENTO4_SHA256": settings.get("BENTO4_SHA256"),
@@ -187,11 +189,11 @@ def build(
         raise StackError(f"CA bundle {ca_bundle} does not exist (BUILD_CA_BUNDLE / --ca-bundle)")
     wanted = order(targets)
     built = []
-    # One build at a time per checkout: the tree is staged into the shared .build/mediacms,
-    # and a second build staging another tree meanwhile would mix the two.
-    with _staging_lock(root, dry_run=dry_run):
-        tree = stage_source(c, root, source, dry_run=dry_run)
-        revision, stack_rev = source_revision(root, source), stack_revision(root)
+    # Each version is staged in a folder of its own: builds of one version take turns.
+    stage = locks.Stage.of(settings)
+    with _staging_lock(root, stage, dry_run=dry_run):
+        tree = stage_source(c, root, source, stage, dry_run=dry_run)
+        revision, stack_rev = source_revision(root, source, stage), stack_revision(root)
         gate_media = media_auth(tree)
         if set(wanted) - {"nginx"}:
             location, ref = parse_source(source)  # a dry run stages nothing: key on the source
@@ -217,22 +219,23 @@ def relock(
     c: Context, settings: Settings, *, source: str, ca_bundle: str = "", dry_run: bool = False
 ) -> Path:
     """Stage the tree and resolve its requirements anew (`invoke lock`)."""
-    with _staging_lock(ROOT, dry_run=dry_run):
-        tree = stage_source(c, ROOT, source, dry_run=dry_run)
+    stage = locks.Stage.of(settings)
+    with _staging_lock(ROOT, stage, dry_run=dry_run):
+        tree = stage_source(c, ROOT, source, stage, dry_run=dry_run)
         return locks.resolve(c, settings, tree, ca_bundle=ca_bundle, dry_run=dry_run)
 
 
 @contextmanager
-def _staging_lock(root: Path, *, dry_run: bool) -> Iterator[None]:
+def _staging_lock(root: Path, stage: locks.Stage, *, dry_run: bool) -> Iterator[None]:
     if dry_run:
         yield
         return
-    (root / STAGE_DIR).mkdir(exist_ok=True)
-    with (root / STAGE_DIR / ".lock").open("w") as handle:
+    (root / stage.folder).mkdir(parents=True, exist_ok=True)
+    with (root / stage.folder / ".lock").open("w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print("[build] another build of this checkout is running; waiting for it")
+            print("[build] another build of this version is running; waiting for it")
             fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 

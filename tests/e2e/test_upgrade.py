@@ -3,10 +3,8 @@ upgrade that migrates, and the rollback of that upgrade.
 
 New versions of the test application are built from temporary copies of tests/app with
 one migration added (one file changed: BuildKit rebuilds only the tree's layers, a few
-seconds). The upgrades run from a temporary copy of this repository, because
-`invoke build` stages the MediaCMS tree inside the repository it runs from
-(.build/mediacms) and other builds may be using this checkout's staging folder at the
-same time. The images made here are tagged `<version>-base-<pid>` (the images the stack
+seconds). The upgrades run from a temporary copy of this repository, so that what
+they stage and lock is theirs alone. The images made here are tagged `<version>-base-<pid>` (the images the stack
 ran), `<version>-upgrade-<pid>` and `<version>-broken-<pid>`, and removed at the end;
 the stack ends on the shared smoke tags again.
 """

@@ -1,6 +1,6 @@
 import pytest
 
-from mediacms_stack.images import mediacms
+from mediacms_stack.images import locks, mediacms
 from mediacms_stack.stack import config, model
 from mediacms_stack.stack.errors import StackError
 
@@ -44,6 +44,21 @@ def test_build_argv_for_web_passes_ca_bundle_as_secret(builder):
     assert argv[-1] == "."
 
 
+def test_each_version_builds_from_its_own_stage(builder):
+    """Two versions' builds never share staged inputs, so they can run side by side."""
+    staged = {}
+    for version in ("8.3.2", "7.3"):
+        argv = mediacms.build_argv("web", settings(MEDIACMS_VERSION=version))
+        args = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--build-arg")
+        staged[version] = (args["MEDIACMS_SRC"], args["MEDIACMS_LOCK"])
+        stage = locks.Stage.of(settings(MEDIACMS_VERSION=version))
+        assert staged[version] == (stage.tree.as_posix(), stage.lock.as_posix())
+        assert stage.folder.parent == locks.STAGE_ROOT
+    assert not set(staged["8.3.2"]) & set(staged["7.3"])
+    odd = locks.Stage.of(settings(MEDIACMS_VERSION="../x"))
+    assert odd.folder.parent == locks.STAGE_ROOT and ".." not in odd.folder.parts
+
+
 def test_build_argv_for_nginx_copies_static_from_web(builder):
     argv = mediacms.build_argv("nginx", settings(IMAGE_REGISTRY="r/"))
     assert argv[argv.index("--file") + 1] == "Dockerfile.nginx"
@@ -85,4 +100,4 @@ def test_stage_source_refuses_a_folder_that_is_not_mediacms(tmp_path):
     from invoke import MockContext
 
     with pytest.raises(StackError, match="not a MediaCMS tree"):
-        mediacms.stage_source(MockContext(), config.ROOT, str(tmp_path))
+        mediacms.stage_source(MockContext(), config.ROOT, str(tmp_path), locks.Stage.of(settings()))
