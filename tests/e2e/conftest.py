@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -30,6 +31,7 @@ from tests.fresh import require_built_from_this_commit
 
 REPO = config.ROOT
 ADMIN_PASSWORD = "smoke-Admin-pw-1"
+NGINX_PROBLEM = re.compile(r"\[(warn|error|crit|alert|emerg)\]")
 
 
 def free_port() -> int:
@@ -146,6 +148,12 @@ def report_failure(deployment: Stack) -> None:
     print(deployment.dc("ps", "--all", check=False).stdout, file=sys.stderr)
     print("=== docker compose logs (last 80 lines each) ===", file=sys.stderr)
     print(deployment.dc("logs", "--tail", "80", check=False).stdout, file=sys.stderr)
+    # nginx's own warnings and errors (an upstream that timed out, refused, did not
+    # resolve), which its access log pushes out of the tail above
+    nginx = deployment.dc("logs", "--no-log-prefix", "nginx", check=False).stdout
+    problems = [line for line in nginx.splitlines() if NGINX_PROBLEM.search(line)]
+    print("=== nginx warnings and errors (last 40) ===", *problems[-40:], sep="\n",
+          file=sys.stderr)  # fmt: skip
 
 
 @contextlib.contextmanager
