@@ -336,13 +336,14 @@ STUCK_HELP = (
 def status(c, dev=False, json_=False, stuck_after=encodes.STUCK_AFTER_MINUTES,
            backups=str(BACKUPS)):  # fmt: skip
     """Services, Celery queues, encodings, volumes and free space, last backups, version;
-    exits 1 when something needs looking at."""
+    exits 1 when something needs looking at. On Swarm, what runs in tasks on other nodes
+    than DOCKER_HOST's is read where the report says."""
     if dev:
         _, compose = _stack(dev=dev)
         rows = ops.status_rows(c, compose)
         print(ops.format_table(rows, ("SERVICE", "STATE", "HEALTH", "IMAGE", "VERSION")))
         return
-    settings, compose = _stack()
+    settings, compose = _stack(swarm_with=c)
     data = health.report(c, compose, settings, backups=Path(backups),
                          stuck_after=float(stuck_after) * 60)  # fmt: skip
     print(json.dumps(data, indent=2) if json_ else health.format_report(data))

@@ -181,6 +181,34 @@ def test_upload_transcoded_on_another_node_and_served_by_every_node(deployment, 
     assert where and entry.removeprefix("mcms-swarm-") not in where, done
 
 
+def status_at(deployment: Deployment, host: str) -> tuple[int, dict]:
+    done = deployment.invoke("status", "--json", check=False, host=host)
+    report = json.loads(done.stdout)
+    assert (done.returncode == 0) == (not report["problems"]), (done.returncode, report)
+    return done.returncode, report
+
+
+def test_status_reads_the_swarm_stack(deployment, cluster, uploaded):
+    """`invoke status` on Swarm: the services from the manager; Redis's queues and the
+    database's volume from the data node (the manager here); encodings and the media
+    volume from a node running web. What runs elsewhere is one line naming DOCKER_HOST."""
+    _, at_manager = status_at(deployment, cluster.host)
+    rows = {row["service"]: row for row in at_manager["services"]}
+    for name in model.SERVICES:
+        assert (rows[name]["state"], rows[name]["health"]) == ("running", "healthy"), rows
+    assert rows["migrations"]["state"] == "completed", rows
+    assert rows["web"]["version"] == deployment.settings.version
+    assert set(at_manager["queues"]) == set(model.QUEUES), at_manager
+    assert at_manager["volumes"][model.DB_VOLUME]["bytes"] > 0, at_manager["volumes"]
+    web_node = web_host(deployment, cluster)
+    _, at_web = status_at(deployment, web_node)
+    assert at_web["encodings"]["failed"] == 0 and at_web["encodings"]["stuck"] == 0, at_web
+    assert at_web["volumes"][model.MEDIA_VOLUME]["bytes"] > 0, at_web["volumes"]
+    if web_node != cluster.host:  # the database's volume is on the manager only
+        assert "DOCKER_HOST=" in at_web["unread"]["db volumes"], at_web["unread"]
+        assert any(p.startswith("db volumes: could not be read") for p in at_web["problems"])
+
+
 # --- operations on the swarm: backup-db, manage, refusal, full backup round trip ---------
 TABLES = ("files_media", "users_user", "django_migrations", "auth_group")
 

@@ -282,6 +282,32 @@ def exec_ctx(**answers: str) -> MockContext:
                        repeat=True)  # fmt: skip
 
 
+def test_status_reads_the_services_of_the_swarm_stack(on_swarm):
+    """`invoke status` on Swarm: one row a service, healthy only when its tasks all run."""
+    from mediacms_stack.procedures import health, ops
+
+    c = exec_ctx(**{
+        r"docker stack services .*": "mediacms_web\treplicated\t2/2\tr/web:9\n"
+                                     "mediacms_db\treplicated\t0/1\tr/pg:17\n"
+                                     "mediacms_migrations\treplicated-job\t0/1 (1/1 completed)\tr/web:9\n",
+        r"docker stack ps .*desired-state=running.*": "mediacms_web.1\tRunning 5 minutes ago\n"
+                                                      "mediacms_web.2\tRunning 1 minute ago\n"
+                                                      "mediacms_db.1\tStarting 3 seconds ago\n",
+    })  # fmt: skip
+    stack = swarm.SwarmStack.connect(c, on_swarm)
+    assert ops.status_rows(c, stack) == [
+        ("db", "0 of 0/1", "not healthy", "r/pg:17", "17"),
+        ("migrations", "completed", "-", "r/web:9", "9"),
+        ("web", "running", "healthy", "r/web:9", "9"),
+    ]
+    report = {"unread": {}, "services": [dict(zip(("service", "state", "health", "image",
+                                                   "version"), row, strict=True))
+                                          for row in ops.status_rows(c, stack)],
+              "backups": {"full": None}, "encodings": None}  # fmt: skip
+    found = health.problems_of(report)
+    assert "db: 0 of 0/1, not healthy" in found and not [p for p in found if p.startswith("web")]
+
+
 def test_exec_goes_to_the_task_container_on_the_reached_engine(on_swarm):
     c = exec_ctx(**{r"docker ps .*service\.name=mediacms_db .*": "c0ffee\n",
                     r"docker ps .*service\.name=mediacms_web .*": "beef\n"})  # fmt: skip

@@ -13,8 +13,8 @@ from ...stack.model import MEDIA_DIR, ImageNames, volume_name
 from ..compose import Compose
 from ..shell import run
 from .operations import scale
-from .poll import wait
-from .query import _engine_role, _query
+from .poll import converged, wait
+from .query import _engine_role, _query, running_tasks, services
 from .stack import MEDIA_KEYS, STACK_FILE, label, service
 
 #: Services whose tasks write the database or the media: a restore scales them to 0.
@@ -108,6 +108,25 @@ class SwarmStack(Compose):
                 del self.stopped[name]
         if kwargs.get("wait", True) and not self.dry_run:
             wait(c, self.settings, kwargs.get("timeout", 600))
+
+    def ps(self, c: Context, *, all_: bool = True) -> list[dict]:
+        """The stack's services as compose reports containers (what ``status`` reads), one
+        row a service: running and healthy when as many tasks run as it wants (Swarm counts
+        a task running once its health check passed), else its ``running of wanted`` tasks,
+        not healthy; a job (the migrations) completed or not."""
+        rows, running = services(c, self.settings), running_tasks(c, self.settings)
+        found = []
+        for name, mode, replicas, image in rows:
+            ready = converged(replicas, running[name])
+            if mode.endswith("job"):  # the migrations: done, or not (yet)
+                state, health = ("completed" if ready else replicas), "-"
+            elif ready:
+                state, health = "running", "healthy"
+            else:
+                state, health = f"{running[name]} of {replicas}", "not healthy"
+            found.append({"Service": self.service_of(name), "Image": image, "State": state,
+                          "Health": health})  # fmt: skip
+        return found
 
     def check_can_stop(self, c: Context) -> None:
         here = _engine_role(c)
