@@ -36,6 +36,7 @@ from tests.acceptance.client import (
     wait_ready,
     whoami,
 )
+from tests.mailserver import SMTP_NAME, Mail, docker, server_beside
 
 pytestmark = pytest.mark.e2e
 
@@ -406,6 +407,55 @@ def test_custom_settings_and_css_without_rebuild(stack):
     assert "Acceptance Portal" in home.text
     css = requests.get(stack.url("/custom/static/css/site.css"), timeout=30)
     assert css.status_code == 200 and "#abcdef" in css.text
+
+
+# --- e-mail, and a backup that proves itself -------------------------------------------
+ADMIN_EMAIL = "admin@localhost"  # .env.example's ADMIN_EMAIL: the admin's address
+
+
+def test_email_through_a_real_smtp_server(stack):
+    """`invoke doctor --email` from the web container, and MediaCMS's own password-reset
+    mail (queued to a celery_short worker by djcelery_email), reach a real SMTP server."""
+    local = stack.home / "custom" / "local_settings.py"
+    keep = local.read_text() if local.exists() else ""
+    assert dotenv_values(stack.home / ".env").get("ADMIN_EMAIL", ADMIN_EMAIL) == ADMIN_EMAIL
+    with server_beside(stack) as server:
+        mail = Mail(stack, server, keep=keep)
+        mail.settings()
+        try:
+            stack.dc("restart", "web", "celery_short")  # they read the settings at start
+            stack.dc("up", "--detach", "--wait", "web", "celery_short", "nginx")
+            done = mail.doctor("operator@example.test")
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert f"sent through {SMTP_NAME}:2525 (no TLS, no login)" in done.stdout
+            assert "celery_short workers" in done.stdout  # MediaCMS's own backend, seen
+            got = mail.wait_for(lambda m: m["to"] == ["operator@example.test"], timeout=30)
+            assert "Subject: MediaCMS e-mail test" in got["data"]
+            mail.reset_password(ADMIN_EMAIL)
+            got = mail.wait_for(lambda m: m["to"] == [ADMIN_EMAIL])
+            assert "/accounts/password/reset/key/" in got["data"], got["data"]
+        finally:
+            local.write_text(keep)
+            print(docker("logs", server, check=False).stdout[-2000:])
+
+
+def test_a_backup_proves_itself_in_a_throwaway_stack(stack):
+    """`invoke backup`, then `invoke backup-verify`: the backup restored into a stack of
+    its own beside the live one, its rows counted, media checksummed, the site and an
+    admin login checked, then removed; the live site keeps answering."""
+    stack.invoke("backup")
+    started = time.monotonic()
+    done = stack.invoke("backup-verify", check=False)
+    seconds = time.monotonic() - started
+    print(f"\n[bench] backup-verify of the acceptance data: {seconds:.0f} s\n{done.stdout}")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    folder = max((stack.home / "backups").glob("mediacms-2*"))
+    result = json.loads((folder / "verified.json").read_text())
+    assert result["outcome"] == "passed", result
+    assert {name for name, check in result["checks"].items() if check["ok"]} == {
+        "database", "media", "site", "admin"}  # fmt: skip
+    assert result["media_files"] > 0 and result["rows"] > 0, result
+    assert stack.wait_http("/").status_code == 200
 
 
 # --- resilience -----------------------------------------------------------------------

@@ -1,117 +1,37 @@
 """`invoke doctor --email` and MediaCMS's own mail, through a real SMTP server.
 
-The server (tests/e2e/smtp: aiosmtpd from Debian's archive) is a container of this test,
-attached to the stack's `egress` network as `smtp-test`, the name EMAIL_HOST gives in
-custom/local_settings.py: port 2525 takes any mail but refuses "refuse*" recipients,
-2526 requires a login. It prints each message it accepts as one JSON line, which is how
-the test reads what arrived. The doctor's failures are made by changing
-custom/local_settings.py (read anew by each `manage.py shell`): each must be one line,
-exit 1, and deliver nothing.
+The server and its helpers are tests/mailserver.py's. The doctor's failures are made by
+changing custom/local_settings.py (read anew by each `manage.py shell`): each must be one
+line, exit 1, and deliver nothing.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import time
 
 import pytest
-import requests
-from conftest import Stack, new_deployment, report_failure
+from conftest import new_deployment, running
 
-from mediacms_stack.engines import engine
-from mediacms_stack.images import bootstrap
-from mediacms_stack.stack import config
-from tests.fresh import require_built_from_this_commit
+from tests.mailserver import SMTP_NAME, SMTP_PASSWORD, SMTP_USER, Mail, docker, server_beside
 
 pytestmark = pytest.mark.e2e
 
-IMAGE = "mediacms-local/smtp:test"
-SMTP_NAME = "smtp-test"
-SMTP_USER, SMTP_PASSWORD = "mailer", "mailer-Password-1"
 ADMIN_EMAIL = "admin@example.test"
-GOOD = {"EMAIL_HOST": SMTP_NAME, "EMAIL_PORT": 2525, "EMAIL_HOST_USER": "",
-        "EMAIL_HOST_PASSWORD": "", "EMAIL_USE_TLS": False, "EMAIL_TIMEOUT": 10,
-        "DEFAULT_FROM_EMAIL": "site@example.test"}  # fmt: skip
-
-
-def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check,
-                          timeout=timeout)  # fmt: skip
-
-
-def build_server() -> None:
-    builder = engine.builder()
-    argv = builder.command("--tag", IMAGE, "--build-arg",
-                           f"BASE_IMAGE={bootstrap.LOCAL_IMAGES['BASE_IMAGE']}",
-                           str(config.ROOT / "tests" / "e2e" / "smtp"))  # fmt: skip
-    subprocess.run(argv, env={**os.environ, **dict(builder.env)}, check=True,
-                   capture_output=True, timeout=600)  # fmt: skip
-
-
-class Mail:
-    """The stack, its SMTP server container and the settings the test switches."""
-
-    def __init__(self, stack: Stack, server: str) -> None:
-        self.stack, self.server = stack, server
-
-    def settings(self, **changes) -> None:
-        lines = [f"{key} = {value!r}" for key, value in {**GOOD, **changes}.items()]
-        (self.stack.home / "custom" / "local_settings.py").write_text("\n".join(lines) + "\n")
-
-    def received(self) -> list[dict]:
-        out = docker("logs", self.server).stdout
-        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-
-    def wait_for(self, match, timeout: float = 90) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [m for m in self.received() if match(m)]
-            if found:
-                return found[-1]
-            assert time.monotonic() < deadline, (
-                f"no such message within {timeout}s: {self.received()}"
-            )
-            time.sleep(1)
-
-    def doctor(self, address: str) -> subprocess.CompletedProcess:
-        return self.stack.invoke("doctor", "--email", address, check=False)
 
 
 @pytest.fixture(scope="module")
 def mail(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
-    build_server()
     home = tmp_path_factory.mktemp("mail")
     stack = new_deployment(home, f"mediacms-mail-{os.getpid()}", ADMIN_EMAIL=ADMIN_EMAIL)
-    require_built_from_this_commit(stack.settings.version)
-    server = f"{stack.settings.project}-smtp"
-    site = Mail(stack, server)
-    site.settings()  # before `up`: the workers read it when they start
-    up = stack.invoke("up", check=False)
-    try:
-        assert up.returncode == 0, f"invoke up failed:\n{up.stdout[-3000:]}\n{up.stderr[-5000:]}"
-        network = docker("network", "ls", "--format", "{{.Name}}", "--filter",
-                         f"label=com.docker.compose.project={stack.settings.project}",
-                         "--filter", "label=com.docker.compose.network=egress").stdout.split()  # fmt: skip
-        assert len(network) == 1, network
-        docker("run", "--detach", "--name", server, "--network", network[0],
-               "--network-alias", SMTP_NAME, "--read-only", "--cap-drop", "ALL",
-               "--security-opt", "no-new-privileges:true", "--memory", "128m",
-               "--env", f"SMTP_USER={SMTP_USER}", "--env", f"SMTP_PASSWORD={SMTP_PASSWORD}",
-               IMAGE)  # fmt: skip
-        deadline = time.monotonic() + 30
-        while "listening" not in docker("logs", server).stdout:
-            assert time.monotonic() < deadline, docker("logs", server).stderr
-            time.sleep(0.5)
-        yield site
-    finally:
-        if request.session.testsfailed or up.returncode != 0:
-            report_failure(stack)
+    Mail(stack, "").settings()  # before `up`: the workers read it when they start
+    with running(stack, request), server_beside(stack) as server:
+        failures = request.session.testsfailed
+        yield Mail(stack, server)
+        if request.session.testsfailed > failures:
             print(docker("logs", server, check=False).stdout[-3000:])
-        docker("rm", "--force", server, check=False)
-        stack.dc("down", "--volumes", "--remove-orphans", check=False)
 
 
 def test_the_doctors_message_arrives(mail):
@@ -127,15 +47,7 @@ def test_the_doctors_message_arrives(mail):
 
 
 def test_mediacms_password_reset_mail_arrives(mail):
-    session = requests.Session()
-    form = session.get(mail.stack.url("/accounts/password/reset/"), timeout=30)
-    assert form.status_code == 200
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)
-    sent = session.post(mail.stack.url("/accounts/password/reset/"), timeout=30,
-                        data={"email": ADMIN_EMAIL, "csrfmiddlewaretoken": token},
-                        allow_redirects=False)  # fmt: skip
-    assert sent.status_code == 302, sent.text[:500]
-    assert sent.headers["Location"].endswith("/accounts/password/reset/done/")
+    mail.reset_password(ADMIN_EMAIL)
     got = mail.wait_for(lambda m: m["to"] == [ADMIN_EMAIL])
     assert got["from"] == "site@example.test"
     # the link to follow (nginx hands Django the host without the port)
