@@ -88,10 +88,21 @@ class StackTask(Task):
         return opts
 
 
+def typed_name(body) -> str:
+    """The name an operator types to run the task ``body`` is the body of (``upgrade``,
+    ``backup-db``, ``dev``, ``swarm.deploy``, ``images.bootstrap-images``): the operation
+    the stack's lock records and the tag of what the task prints."""
+    for name in ns.task_names:
+        if getattr(ns[name].body, "__wrapped__", None) is body:
+            return name
+    return body.__name__.replace("_", "-")  # a task outside the collection
+
+
 def task(*args, exclusive=False, **kwargs):
     """invoke's @task, plus: a StackError ends the task with one `error:` line, status 1;
     ``exclusive``: the task holds the stack's lock (:mod:`mediacms_stack.stack.lock`) unless it
-    is a dry run; `invoke --echo TASK` (or MEDIACMS_VERBOSE=1) prints whole commands;
+    is a dry run; what the package says is tagged with the task's name (``[upgrade] ...``,
+    :func:`typed_name`); `invoke --echo TASK` (or MEDIACMS_VERBOSE=1) prints whole commands;
     the options of :data:`COMMON_HELP` get its help unless ``help`` gives their own.
 
     StackError is what the package raises for anything an operator can act on (the
@@ -102,15 +113,17 @@ def task(*args, exclusive=False, **kwargs):
         @functools.wraps(body)
         def guarded(c, *a, **kw):
             shell.set_verbose(bool(c.config.run.echo) or os.environ.get("MEDIACMS_VERBOSE") == "1")
+            name = typed_name(body)
+            outer = shell.set_task(name)
             try:
                 if exclusive and not kw.get("dry_run"):
-                    name = body.__name__.replace("swarm_", "swarm.", 1)
-                    operation = name.replace("_", "-").removesuffix("-stack")
-                    with lock.exclusive(_settings(), operation):
+                    with lock.exclusive(_settings(), name):
                         return body(c, *a, **kw)
                 return body(c, *a, **kw)
             except StackError as error:
                 raise Exit(f"error: {error}", code=1) from error
+            finally:
+                shell.set_task(outer)
 
         params = inspect.signature(body).parameters
         common = {name: text for name, text in COMMON_HELP.items() if name in params}
