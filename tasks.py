@@ -289,8 +289,8 @@ def up(c, dev=False, https=False, dry_run=False):
     compose.up(c)
     if https and not uses_https(settings) and not dry_run:  # recorded once it came up
         config.update(settings, {"HTTPS_OVERLAY": "true"})
-        print(f"[up] HTTPS_OVERLAY=true in {settings.env_file}: upgrade, restart, logs and down "
-              "include the HTTPS overlay from now on")  # fmt: skip
+        shell.say(f"HTTPS_OVERLAY=true in {settings.env_file}: upgrade, restart, logs and "
+                  "down include the HTTPS overlay from now on")  # fmt: skip
     if not dry_run:
         print(ops.welcome(settings))
 
@@ -584,12 +584,12 @@ def backup_schedule(c, at="03:15", keep=7, dest=str(BACKUPS), verify=False, offs
                          offsite=offsite)  # fmt: skip
     if remove:
         schedule.remove(c, plan, dry_run=dry_run)
-        print(f"[backup-schedule] {plan.name} removed")
+        shell.say(f"{plan.name} removed")
         return
     how = schedule.install(c, plan, dry_run=dry_run)
-    print(f"[backup-schedule] {'would run' if dry_run else 'runs'} daily at {at}, keeping "
-          f"{keep} backups in {plan.dest}{', each verified' if verify else ''}: {how}. Copy "
-          "them off this host too (README, Scheduled backups)")  # fmt: skip
+    shell.say(f"{'would run' if dry_run else 'runs'} daily at {at}, keeping {keep} backups in "
+              f"{plan.dest}{', each verified' if verify else ''}: {how}. Copy them off this "
+              "host too (README, Scheduled backups)")  # fmt: skip
 
 
 @task(exclusive=True, help={
