@@ -88,10 +88,21 @@ class StackTask(Task):
         return opts
 
 
+def typed_name(body) -> str:
+    """The name an operator types to run the task ``body`` is the body of (``upgrade``,
+    ``backup-db``, ``dev``, ``swarm.deploy``, ``images.bootstrap-images``): the operation
+    the stack's lock records and the tag of what the task prints."""
+    for name in ns.task_names:
+        if getattr(ns[name].body, "__wrapped__", None) is body:
+            return name
+    return body.__name__.replace("_", "-")  # a task outside the collection
+
+
 def task(*args, exclusive=False, **kwargs):
     """invoke's @task, plus: a StackError ends the task with one `error:` line, status 1;
     ``exclusive``: the task holds the stack's lock (:mod:`mediacms_stack.stack.lock`) unless it
-    is a dry run; `invoke --echo TASK` (or MEDIACMS_VERBOSE=1) prints whole commands;
+    is a dry run; what the package says is tagged with the task's name (``[upgrade] ...``,
+    :func:`typed_name`); `invoke --echo TASK` (or MEDIACMS_VERBOSE=1) prints whole commands;
     the options of :data:`COMMON_HELP` get its help unless ``help`` gives their own.
 
     StackError is what the package raises for anything an operator can act on (the
@@ -102,15 +113,17 @@ def task(*args, exclusive=False, **kwargs):
         @functools.wraps(body)
         def guarded(c, *a, **kw):
             shell.set_verbose(bool(c.config.run.echo) or os.environ.get("MEDIACMS_VERBOSE") == "1")
+            name = typed_name(body)
+            outer = shell.set_task(name)
             try:
                 if exclusive and not kw.get("dry_run"):
-                    name = body.__name__.replace("swarm_", "swarm.", 1)
-                    operation = name.replace("_", "-").removesuffix("-stack")
-                    with lock.exclusive(_settings(), operation):
+                    with lock.exclusive(_settings(), name):
                         return body(c, *a, **kw)
                 return body(c, *a, **kw)
             except StackError as error:
                 raise Exit(f"error: {error}", code=1) from error
+            finally:
+                shell.set_task(outer)
 
         params = inspect.signature(body).parameters
         common = {name: text for name, text in COMMON_HELP.items() if name in params}
@@ -276,8 +289,8 @@ def up(c, dev=False, https=False, dry_run=False):
     compose.up(c)
     if https and not uses_https(settings) and not dry_run:  # recorded once it came up
         config.update(settings, {"HTTPS_OVERLAY": "true"})
-        print(f"[up] HTTPS_OVERLAY=true in {settings.env_file}: upgrade, restart, logs and down "
-              "include the HTTPS overlay from now on")  # fmt: skip
+        shell.say(f"HTTPS_OVERLAY=true in {settings.env_file}: upgrade, restart, logs and "
+                  "down include the HTTPS overlay from now on")  # fmt: skip
     if not dry_run:
         print(ops.welcome(settings))
 
@@ -572,12 +585,12 @@ def backup_schedule(c, at="03:15", keep=7, dest=str(BACKUPS), verify=False, offs
                          offsite=offsite)  # fmt: skip
     if remove:
         schedule.remove(c, plan, dry_run=dry_run)
-        print(f"[backup-schedule] {plan.name} removed")
+        shell.say(f"{plan.name} removed")
         return
     how = schedule.install(c, plan, dry_run=dry_run)
-    print(f"[backup-schedule] {'would run' if dry_run else 'runs'} daily at {at}, keeping "
-          f"{keep} backups in {plan.dest}{', each verified' if verify else ''}: {how}. Copy "
-          "them off this host too (README, Scheduled backups)")  # fmt: skip
+    shell.say(f"{'would run' if dry_run else 'runs'} daily at {at}, keeping {keep} backups in "
+              f"{plan.dest}{', each verified' if verify else ''}: {how}. Copy them off this "
+              "host too (README, Scheduled backups)")  # fmt: skip
 
 
 @task(exclusive=True, help={

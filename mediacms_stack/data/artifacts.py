@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..engines.shell import say
 from ..stack import config, files
 from ..stack.errors import StackError
 from ..stack.model import BACKUPS_DIR
@@ -177,7 +178,7 @@ def prune(dest: Path, pattern: str, keep: int, project: str | None) -> list[Path
             shutil.rmtree(path)
         for side in (path, *path.parent.glob(path.name + ".*")):
             side.unlink(missing_ok=True)
-        print(f"[backup] retention: removed {path.name}")
+        say(f"retention: removed {path.name}")
     return removed
 
 

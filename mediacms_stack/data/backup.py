@@ -84,7 +84,7 @@ def backup_db(
         "row_counts": counts,
     }
     write_json(final.with_name(final.name + ".manifest.json"), manifest)
-    print(f"[backup-db] {final} ({manifest['bytes']} bytes, {len(counts)} tables)")
+    shell.say(f"database: {final} ({manifest['bytes']} bytes, {len(counts)} tables)")
     if keep:
         prune(dest, f"{prefix}-*.dump", keep, compose.project)
     return final
@@ -155,7 +155,7 @@ def backup_media(
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "bytes": final.stat().st_size,
         "files": files.tar_checksums(final)})  # fmt: skip
-    print(f"[backup-media] {final} ({final.stat().st_size} bytes)")
+    shell.say(f"media: {final} ({final.stat().st_size} bytes)")
     if keep:
         prune(dest, f"{prefix}-*.tar.gz", keep, compose.project)
     return final
@@ -224,7 +224,7 @@ def backup_all(
         if not compose.dry_run:  # a failed backup leaves no folder behind
             shutil.rmtree(folder, ignore_errors=True)
         raise
-    print(f"[backup] {folder}")
+    shell.say(f"full backup: {folder}")
     if keep:
         prune(dest_root, "mediacms-2*", keep, compose.project)  # folders, named by their time
     return folder

@@ -19,7 +19,7 @@ import secrets
 from invoke.context import Context
 
 from ..engines.compose import Compose
-from ..engines.shell import quote, run
+from ..engines.shell import quote, run, say
 from ..stack.config import Settings
 from ..stack.errors import StackError
 
@@ -94,8 +94,8 @@ def separate(c: Context, compose: Compose, settings: Settings) -> dict[str, str]
     sql = SEPARATE_SQL.format(app=app, password=password, database=database)
     argv = compose.argv("exec", "-T", "db", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
                         "--single-transaction", "-U", superuser, "-d", database)  # fmt: skip
-    print(f"[db] MediaCMS gets its own role {app!r} (not a superuser, owner of {database!r}); "
-          f"{superuser!r} stays the superuser", flush=True)  # fmt: skip
+    say(f"MediaCMS gets its own role {app!r} (not a superuser, owner of {database!r}); "
+        f"{superuser!r} stays the superuser")  # fmt: skip
     if compose.dry_run:
         print(f"$ {quote(argv)} < (SQL with a new password)")
         return {}
@@ -104,7 +104,7 @@ def separate(c: Context, compose: Compose, settings: Settings) -> dict[str, str]
     if not done.ok:
         raise StackError(f"separating the database role failed, nothing changed: "
                          f"{done.stderr.strip()[-800:]}")  # fmt: skip
-    print(f"[db] {settings.env_file}: POSTGRES_USER={app}, POSTGRES_SUPERUSER={superuser}")
+    say(f"{settings.env_file}: POSTGRES_USER={app}, POSTGRES_SUPERUSER={superuser}")
     return {
         "POSTGRES_SUPERUSER": superuser,
         "POSTGRES_SUPERUSER_PASSWORD": settings.get("POSTGRES_PASSWORD"),

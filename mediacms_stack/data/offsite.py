@@ -190,8 +190,8 @@ class Restic:
         if result.exited == NO_REPOSITORY and create:
             made = self.run("init")
             if made is not None and made.ok:
-                print(f"[offsite] made the repository {where} (encrypted with the key in "
-                      f"{self.offsite.password_file}: without it the backups are lost)")  # fmt: skip
+                shell.say(f"made the repository {where} (encrypted with the key in "
+                          f"{self.offsite.password_file}: without it the backups are lost)")  # fmt: skip
                 return
             result = made
         raise StackError(self._why(result) + "; nothing was changed")
@@ -224,10 +224,10 @@ class Restic:
             if message.get("message_type") == "summary":
                 summary = message
         summary["seconds"] = round(time.monotonic() - started, 2)
-        print(f"[offsite] snapshot {summary.get('snapshot_id', '?')[:8]} of {folder.name}: "
-              f"{summary.get('total_bytes_processed', 0)} bytes read, "
-              f"{summary.get('data_added_packed', 0)} bytes added (deduplicated, compressed) "
-              f"in {summary['seconds']} s")  # fmt: skip
+        shell.say(f"snapshot {summary.get('snapshot_id', '?')[:8]} of {folder.name}: "
+                  f"{summary.get('total_bytes_processed', 0)} bytes read, "
+                  f"{summary.get('data_added_packed', 0)} bytes added (deduplicated, compressed) "
+                  f"in {summary['seconds']} s")  # fmt: skip
         return summary
 
     def forget(self) -> None:
@@ -239,7 +239,7 @@ class Restic:
         if result is not None and not result.ok:
             raise StackError(f"retention failed ({self._why(result)}); the new snapshot is kept")
         kept = ", ".join(f"{count} {name}" for name, count in self.offsite.keep if count)
-        print(f"[offsite] retention: {kept} snapshots of {self.offsite.settings.project} kept")
+        shell.say(f"retention: {kept} snapshots of {self.offsite.settings.project} kept")
 
     def snapshots(self, which: str | None = None) -> list[dict]:
         """This project's snapshots, oldest first (``which``: one id, or latest)."""
@@ -290,7 +290,7 @@ class Restic:
             (staging / SNAPSHOT_ROOT.strip("/") / name).rename(target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        print(f"[offsite] snapshot {snap['short_id']} ({snap['time'][:19]}) restored into {target}")
+        shell.say(f"snapshot {snap['short_id']} ({snap['time'][:19]}) restored into {target}")
         return target
 
 

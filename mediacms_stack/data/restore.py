@@ -21,6 +21,8 @@ from invoke.context import Context
 
 from ..engines import shell
 from ..engines.compose import Compose
+from ..engines.shell import say
+from ..engines.steps import Steps, UndoFailed
 from ..stack.config import Settings
 from ..stack.errors import StackError
 from ..stack.model import APP_SERVICES, MEDIA_DIR
@@ -48,7 +50,7 @@ def _replace_db(c: Context, db: Database, dump: Path, expected: dict[str, int] |
     if expected is not None:
         compare_counts(expected, restored, "in the manifest", "restored",
                        "row counts differ from the manifest after restore")  # fmt: skip
-        print(f"[restore-db] row counts match the manifest ({len(expected)} tables)")
+        say(f"row counts match the manifest ({len(expected)} tables)")
     return restored
 
 
@@ -65,7 +67,7 @@ def _safety_dump(
     if not current:
         return None
     safety = backup.backup_db(c, compose, settings, safety_dir, prefix="pre-restore")
-    print(f"[restore-db] safety backup: {safety}")
+    say(f"safety backup: {safety}")
     return safety
 
 
@@ -228,7 +230,7 @@ def restore_media(c: Context, compose: Compose, archive: Path, *, yes: bool = Fa
         finish_media(c, compose, stage)
     finally:
         compose.up(c, *APP_SERVICES)
-    print(f"[restore-media] the media volume now holds exactly {archive.name}'s files")
+    say(f"the media volume now holds exactly {archive.name}'s files")
 
 
 def swap_custom(archive: Path, target: Path) -> Path | None:
@@ -270,9 +272,10 @@ def restore_all(
 
     Every artifact is verified first. Then, app services stopped: a safety dump of the
     database, the database replaced, the media swapped (previous media kept), custom/
-    swapped (previous folder kept). When any step fails, the earlier ones are undone
-    (the safety dump restored, the previous media and custom/ put back). ``start``: the
-    app services are started again at the end (an upgrade rollback starts them itself).
+    swapped (previous folder kept), each a step (:class:`Steps`). When any step fails, the
+    earlier ones are undone (the safety dump restored, the previous media and custom/ put
+    back). ``start``: the app services are started again at the end (an upgrade rollback
+    starts them itself).
     """
     parts = check_backup_folder(folder)
     custom_dir = settings.root / "custom"
@@ -288,30 +291,35 @@ def restore_all(
         return
     compose.check_can_stop(c)
     safety = _safety_dump(c, compose, settings, yes=yes, safety_dir=safety_dir)
-    undo: list[tuple[str, object]] = []
+    steps = Steps(2 if parts.custom is None else 3)
+    previous_custom: Path | None = None
     compose.run(c, "stop", *APP_SERVICES)
     try:
-        undo.append(("database", safety))
-        _replace_db(c, db, parts.dump, _expected_counts(parts.dump))
-        stage = swap_media(c, compose, parts.media)
-        undo.append(("media", stage))
+        with steps.step(f"the database from {parts.dump.name}"):
+            steps.on_failure("the database", lambda: _put_back_db(c, db, safety))
+            _replace_db(c, db, parts.dump, _expected_counts(parts.dump))
+        with steps.step(f"the media from {parts.media.name}"):
+            stage = swap_media(c, compose, parts.media)
+            steps.on_failure("the media", lambda: finish_media(c, compose, stage, undo=True))
         if parts.custom is not None:
-            undo.append(("custom", swap_custom(parts.custom, custom_dir)))
+            with steps.step(f"custom/ from {parts.custom.name}"):
+                previous_custom = swap_custom(parts.custom, custom_dir)
+                steps.on_failure("custom/", lambda: undo_custom(custom_dir, previous_custom))
+    except UndoFailed:
+        raise
     except BaseException as error:
-        _undo(c, compose, db, undo, custom_dir)
         compose.up(c, *APP_SERVICES)
         if isinstance(error, StackError):
             raise StackError(f"{error}\nthe restore was undone: database, media and custom/ "
                              "are as they were before it") from error  # fmt: skip
         raise
-    for kind, kept in undo:  # every part is in place: drop what the undo needed
-        if kind == "media":
-            finish_media(c, compose, str(kept))
-        elif kind == "custom" and kept is not None:
-            shutil.rmtree(kept)
+    # every part is in place: drop what the undos needed
+    finish_media(c, compose, stage)
+    if previous_custom is not None:
+        shutil.rmtree(previous_custom)
     if start:
         compose.up(c, *APP_SERVICES)
-    print(f"[restore] {folder} restored (the saved .env is at {folder / 'env'}; not applied)")
+    say(f"{folder} restored (the saved .env is at {folder / 'env'}; not applied)")
 
 
 def restore_into_empty(c: Context, compose: Compose, settings: Settings,
@@ -329,26 +337,12 @@ def restore_into_empty(c: Context, compose: Compose, settings: Settings,
     return restored
 
 
-def _undo(c: Context, compose: Compose, db: Database, done: list, custom_dir: Path) -> None:
-    """Put back what :func:`restore_all` replaced, the last step first; every step is
-    tried, and those that fail are named."""
-    failed = []
-    for kind, kept in reversed(done):
-        try:
-            if kind == "custom":
-                undo_custom(custom_dir, kept)
-            elif kind == "media":
-                finish_media(c, compose, str(kept), undo=True)
-            elif kept is not None:  # the database, from its safety dump
-                result = shell.run(
-                    c, db.replace_argv(), stdin_from=str(kept), warn=True, hide="err"
-                )
-                if result is None or not result.ok:
-                    raise StackError(f"restore the safety backup {kept} with invoke restore-db")
-            else:  # it had no tables before
-                db.query(c, "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public")
-        except (StackError, OSError) as error:
-            failed.append(f"{kind}: {error}")
-    if failed:
-        raise StackError("the restore failed and could not be fully undone:\n  "
-                         + "\n  ".join(failed))  # fmt: skip
+def _put_back_db(c: Context, db: Database, safety: Path | None) -> None:
+    """The database as it was before :func:`restore_all`: its safety dump restored, or
+    emptied when it had no tables."""
+    if safety is None:
+        db.query(c, "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public")
+        return
+    result = shell.run(c, db.replace_argv(), stdin_from=str(safety), warn=True, hide="err")
+    if result is None or not result.ok:
+        raise StackError(f"restore the safety backup {safety} with invoke restore-db")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from invoke.context import Context
 
-from ..engines.shell import run
+from ..engines.shell import run, say
 from ..stack import files
 from ..stack.config import ROOT, Settings
 from ..stack.errors import StackError
@@ -112,7 +112,7 @@ def install(c: Context, schedule: Schedule, *, dry_run: bool = False,
     if systemd if systemd is not None else SYSTEMD_RUNNING.is_dir():
         folder = folder or unit_dir()
         for name, text in schedule.units().items():
-            print(f"[backup-schedule] {'would write' if dry_run else 'writing'} {folder / name}")
+            say(f"{'would write' if dry_run else 'writing'} {folder / name}")
             if not dry_run:
                 folder.mkdir(parents=True, exist_ok=True)
                 files.write_private(folder / name, text)
@@ -132,7 +132,7 @@ def remove(c: Context, schedule: Schedule, *, dry_run: bool = False,
         run(c, _systemctl("disable", "--now", f"{schedule.name}.timer"), dry_run=dry_run,
             warn=True)  # fmt: skip
         for name in schedule.units():
-            print(f"[backup-schedule] {'would remove' if dry_run else 'removing'} {folder / name}")
+            say(f"{'would remove' if dry_run else 'removing'} {folder / name}")
             if not dry_run:
                 (folder / name).unlink(missing_ok=True)
         run(c, _systemctl("daemon-reload"), dry_run=dry_run)
@@ -159,7 +159,7 @@ def _write_crontab(c: Context, lines: list[str], *, dry_run: bool) -> None:
 
     text = "".join(f"{line}\n" for line in lines)
     if dry_run:
-        print(f"[backup-schedule] would set the crontab to:\n{text}", end="")
+        say(f"would set the crontab to:\n{text.rstrip()}")
         return
     result = run(c, ["crontab", "-"], in_stream=io.StringIO(text), warn=True, hide=True)
     if result is not None and not result.ok:

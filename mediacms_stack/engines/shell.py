@@ -5,6 +5,10 @@ shows the command it runs and honours ``--dry-run``. Commands are argument lists
 they are turned into one shell-quoted string only here. By default each command is
 shown on one line (compose's project options left out, scripts as ``<N-line script>``);
 verbose (``invoke --echo TASK`` or MEDIACMS_VERBOSE=1) shows it whole.
+
+What the package says to the operator goes through :func:`say`, tagged with the task the
+operator ran (``[upgrade] ...``, set by tasks.py's ``task`` decorator), whichever module
+says it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import PurePath
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from invoke.context import Context
 from invoke.runners import Result
@@ -25,6 +29,10 @@ T = TypeVar("T")
 
 
 _verbose = False
+_task: str | None = None
+
+#: The tag of what is said outside a task: the package used as a library, unit tests.
+DEFAULT_TAG = "mediacms"
 
 #: Options every compose command of the project carries (see compose.Compose.argv).
 _COMPOSE_CONTEXT = ("--project-directory", "--project-name", "--env-file", "--file")
@@ -33,6 +41,23 @@ _COMPOSE_CONTEXT = ("--project-directory", "--project-name", "--env-file", "--fi
 def set_verbose(verbose: bool) -> None:
     global _verbose
     _verbose = verbose
+
+
+def set_task(name: str | None) -> str | None:
+    """Tag what :func:`say` prints with ``name``, the task as the operator typed it
+    (``upgrade``, ``backup-db``, ``swarm.deploy``); None: :data:`DEFAULT_TAG`. Returns the
+    name it replaces, to be put back when the task ends."""
+    global _task
+    previous, _task = _task, name
+    return previous
+
+
+def say(message: str, *, file: TextIO | None = None, detail: bool = False) -> None:
+    """Print ``message`` as ``[TASK] message`` to ``file`` (default: stdout), TASK the one
+    the operator ran; ``detail``: only when verbose, it helps debugging and nothing else."""
+    if detail and not _verbose:
+        return
+    print(f"[{_task or DEFAULT_TAG}] {message}", file=file or sys.stdout, flush=True)
 
 
 def quote(argv: Sequence[str]) -> str:

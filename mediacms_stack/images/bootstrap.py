@@ -19,7 +19,7 @@ from pathlib import Path
 from invoke.context import Context
 
 from ..engines import engine
-from ..engines.shell import announce, run
+from ..engines.shell import announce, run, say
 from ..stack.errors import StackError
 
 SUITE = "trixie"
@@ -128,7 +128,7 @@ def base_image(
     mirror = os.environ.get("DEBIAN_MIRROR", DEFAULT_MIRROR)
     recipe = _recipe(mirror, suite)
     if not force and _image_label(name, RECIPE_LABEL) == recipe:
-        print(f"[bootstrap] {name} is up to date (recipe {recipe})")
+        say(f"{name} is up to date (recipe {recipe})")
         return
     if not shutil.which("debootstrap"):
         if os.geteuid() != 0:
@@ -157,7 +157,7 @@ def base_image(
         tar.wait()
         if tar.returncode != 0 or imported.returncode != 0:
             raise StackError(f"docker import of {name} failed: {imported.stderr.decode()[-2000:]}")
-    print(f"[bootstrap] imported {name}")
+    say(f"imported {name}")
 
 
 def stand_ins(c: Context, root: Path, *, base: str = LOCAL_IMAGES["BASE_IMAGE"]) -> None:

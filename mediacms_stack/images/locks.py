@@ -22,7 +22,7 @@ from pathlib import Path
 from invoke.context import Context
 
 from ..engines import engine
-from ..engines.shell import run
+from ..engines.shell import run, say
 from ..stack.config import ROOT, Settings
 
 LOCK_DIR = Path("constraints") / "mediacms"
@@ -116,7 +116,10 @@ def resolve(
     old = target.read_text().splitlines(keepends=True) if target.exists() else []
     diff = "".join(difflib.unified_diff(old, text.splitlines(keepends=True),
                                         str(target.relative_to(ROOT)), "resolved"))  # fmt: skip
-    print(diff or f"[lock] {target.relative_to(ROOT)}: unchanged")
+    if diff:
+        print(diff)
+    else:
+        say(f"{target.relative_to(ROOT)}: unchanged")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
     return target
@@ -132,11 +135,11 @@ def stage(
         return None
     lock = find(tree)
     if lock is None:
-        print(f"[build] no lock in {LOCK_DIR}/ for this tree's requirements "
-              f"(sha256 {key(tree)[:12]}): resolving one")  # fmt: skip
+        say(f"no lock in {LOCK_DIR}/ for this tree's requirements "
+            f"(sha256 {key(tree)[:12]}): resolving one")  # fmt: skip
         lock = resolve(c, settings, tree, ca_bundle=ca_bundle, dry_run=dry_run)
     else:
-        print(f"[build] pinned by {lock.relative_to(ROOT)}")
+        say(f"pinned by {lock.relative_to(ROOT)}")
     if not dry_run:
         shutil.copyfile(lock, ROOT / Stage.of(settings).lock)
     return lock

@@ -31,7 +31,7 @@ from pathlib import Path
 from invoke.context import Context
 
 from ..engines import engine
-from ..engines.shell import run
+from ..engines.shell import run, say
 from ..stack.config import ROOT, Settings
 from ..stack.errors import StackError
 from ..stack.model import ImageNames
@@ -86,7 +86,7 @@ def stage_source(
         tree = (root / location).resolve()
         if not (tree / "manage.py").is_file() or not (tree / "requirements.txt").is_file():
             raise StackError(f"{tree} is not a MediaCMS tree (no manage.py / requirements.txt)")
-        print(f"[build] staging MediaCMS tree {tree} -> {target}")
+        say(f"staging MediaCMS tree {tree} -> {target}")
         if not dry_run:
             shutil.rmtree(target, ignore_errors=True)
             shutil.copytree(tree, target, ignore=source_ignore, symlinks=True)
@@ -200,9 +200,9 @@ def build(
             origin = tree if ref or not dry_run else (root / location).resolve()
             locks.stage(c, settings, origin, ca_bundle=ca_bundle, dry_run=dry_run)
         if "nginx" in wanted:
-            print("[build] nginx: private media (/media/encoded|hls|original/) "
-                  + ("gated through the tree's /api/v1/media-auth" if gate_media else
-                     "served without a gate: the tree has no /api/v1/media-auth"))  # fmt: skip
+            say("nginx: private media (/media/encoded|hls|original/) "
+                + ("gated through the tree's /api/v1/media-auth" if gate_media else
+                   "served without a gate: the tree has no /api/v1/media-auth"))  # fmt: skip
         builder = engine.builder()
         if cold:  # as a fresh machine builds: the pip cache mounts emptied, no layer cache
             run(c, builder.prune_cache_mounts(), env=dict(builder.env), dry_run=dry_run)
@@ -235,7 +235,7 @@ def _staging_lock(root: Path, stage: locks.Stage, *, dry_run: bool) -> Iterator[
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print("[build] another build of this version is running; waiting for it")
+            say("another build of this version is running; waiting for it")
             fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
@@ -304,7 +304,7 @@ def push(
     wanted = select(targets)
     local = ImageNames("", names.version)
     if not names.registry:
-        print("[push] IMAGE_REGISTRY is empty: pushing to Docker Hub's mediacms/ namespace")
+        say("IMAGE_REGISTRY is empty: pushing to Docker Hub's mediacms/ namespace")
     plan: list[tuple[str, str | None]] = []
     missing = []
     for target in wanted:
@@ -317,8 +317,8 @@ def push(
             plan.append((ref, unprefixed))
         else:
             if other is not None and other != found:
-                print(f"[push] note: {unprefixed} ({other[:19]}) differs from {ref} "
-                      f"({found[:19]}); pushing {ref}, the image built for this registry")  # fmt: skip
+                say(f"note: {unprefixed} ({other[:19]}) differs from {ref} "
+                    f"({found[:19]}); pushing {ref}, the image built for this registry")  # fmt: skip
             plan.append((ref, None))
     if missing:
         refs = ", ".join(names.ref(t) for t in missing)
@@ -330,11 +330,11 @@ def push(
     pushed = []
     for ref, source in plan:
         if source is not None:
-            print(f"[push] {source} was built without IMAGE_REGISTRY: tagging it {ref}")
+            say(f"{source} was built without IMAGE_REGISTRY: tagging it {ref}")
             run(c, ["docker", "tag", source, ref], dry_run=dry_run)
         result = run(c, ["docker", "push", ref], dry_run=dry_run)
         found = _PUSH_DIGEST.search(result.stdout) if result is not None else None
         pushed.append(Pushed(ref, found[1] if found else None))
     if pushed and not dry_run:
-        print("[push] pushed:", *pushed, sep="\n  ")
+        say("pushed:\n  " + "\n  ".join(map(str, pushed)))
     return pushed

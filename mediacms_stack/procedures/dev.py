@@ -17,6 +17,7 @@ from pathlib import Path
 from invoke.context import Context
 
 from ..engines.compose import Compose
+from ..engines.shell import say
 from ..stack.config import Settings
 from ..stack.errors import StackError
 from ..stack.model import ImageNames
@@ -68,10 +69,10 @@ def ensure_images(
 
     keys = ("POSTGRES_IMAGE", "REDIS_IMAGE", "NODE_IMAGE")
     third_party = [settings.get(k) for k in keys if settings.get(k)]
-    bootstrap_stand_ins(c, third_party, "dev", dry_run=dry_run)
+    bootstrap_stand_ins(c, third_party, dry_run=dry_run)
     ref = ImageNames.from_settings(settings).ref("dev")
     if rebuild or (dev_image and missing_images([ref])):
-        print(f"[dev] building {ref} from {checkout}")
+        say(f"building {ref} from {checkout}")
         mediacms.build(c, settings, ["dev"], source=str(checkout),
                      ca_bundle=settings.get("BUILD_CA_BUNDLE"), dry_run=dry_run)  # fmt: skip
 
@@ -89,10 +90,10 @@ def up(
     ensure_images(c, settings, checkout, rebuild=build, dry_run=compose.dry_run)
     compose.up(c, timeout=timeout, env=owner_env(settings, checkout))
     found = urls(c, compose)
-    print(f"[dev] {checkout} mounted; stop with `invoke down --dev`")
+    say(f"{checkout} mounted; stop with `invoke down --dev`")
     for name, url in found.items():
-        print(f"[dev] {name:<10} {url}")
-    print("[dev] the frontend dev server answers once its bundle is compiled (minutes at first)")
+        say(f"{name:<10} {url}")
+    say("the frontend dev server answers once its bundle is compiled (minutes at first)")
     return found
 
 
@@ -139,14 +140,14 @@ def build_frontend(c: Context, settings: Settings, compose: Compose) -> None:
 
             wait_healthy(c, compose, ("web",), timeout=120)
     served = "the dev runserver serves it now" if running else "`invoke dev` serves it"
-    print(f"[build-frontend] {checkout / 'static'} updated; {served}")
+    say(f"{checkout / 'static'} updated; {served}")
     source = settings.get("MEDIACMS_SOURCE")
     same = bool(source) and (settings.root / source).resolve() == checkout
     if same:
-        print("[build-frontend] production serves it after `invoke build` and `invoke up`")
+        say("production serves it after `invoke build` and `invoke up`")
     else:
-        print(f"[build-frontend] production images are built from MEDIACMS_SOURCE={source or '?'}; "
-              f"to ship this frontend: `invoke build --source {checkout}` and `invoke up`")  # fmt: skip
+        say(f"production images are built from MEDIACMS_SOURCE={source or '?'}; "
+            f"to ship this frontend: `invoke build --source {checkout}` and `invoke up`")  # fmt: skip
 
 
 def test(

@@ -10,7 +10,7 @@ import shlex
 from invoke.context import Context
 
 from ..engines.compose import Compose
-from ..engines.shell import wait_until
+from ..engines.shell import say, wait_until
 from ..stack.config import Settings
 from ..stack.errors import StackError
 from ..stack.model import PRODUCTION_TARGETS, SERVICES, ImageNames, parse_scale
@@ -123,14 +123,14 @@ def restart_web(c: Context, compose: Compose, replicas: int, *, timeout: int = 3
         raise StackError("no web container runs: `invoke up` starts the stack; nothing was changed")
     spare = None
     if len(running) == 1:
-        print(f"[restart] {running[0]} is the only web container: a spare answers meanwhile")
+        say(f"{running[0]} is the only web container: a spare answers meanwhile")
         compose.scale(c, {"web": 2}, deps=False, timeout=timeout)
         if compose.dry_run:
             spare = f"{prefix}{int(running[0].rsplit('-', 1)[1]) + 1}"
         else:
             (spare,) = set(compose.running(c, "web")) - set(running)
     for name in running:
-        print(f"[restart] {name}: ends the requests it serves, restarts, then must be healthy")
+        say(f"{name}: ends the requests it serves, restarts, then must be healthy")
         compose.restart_container(c, name)
         if compose.dry_run:
             continue
@@ -140,10 +140,10 @@ def restart_web(c: Context, compose: Compose, replicas: int, *, timeout: int = 3
             kept = f"; the spare {spare} keeps answering" if spare else ""
             raise StackError(f"{name} restarted but {error}{kept}") from None
     if spare is not None:
-        print(f"[restart] {spare}: the spare ends the requests it serves and is removed")
+        say(f"{spare}: the spare ends the requests it serves and is removed")
         compose.remove_container(c, spare)
     if not compose.dry_run:
-        print(f"[restart] web restarted, {len(running)} container(s), one at a time")
+        say(f"web restarted, {len(running)} container(s), one at a time")
 
 
 def replace_web(c: Context, compose: Compose, *, timeout: int = 300) -> None:
@@ -152,7 +152,7 @@ def replace_web(c: Context, compose: Compose, *, timeout: int = 300) -> None:
     every one is healthy the old ones end the requests they serve and go."""
     old = [] if compose.dry_run else compose.running(c, "web")
     count = max(len(old), 1)
-    print(f"[upgrade] web: {count} new container(s) beside the running one(s), then the old go")
+    say(f"web: {count} new container(s) beside the running one(s), then the old go")
     compose.scale(c, {"web": 2 * count}, deps=False, timeout=timeout)
     if compose.dry_run:
         return
@@ -188,14 +188,14 @@ def missing_images(refs: list[str]) -> list[str]:
     return [ref for ref in refs if engine.image(ref) is None]
 
 
-def bootstrap_stand_ins(c: Context, refs: list[str], tag: str, *, dry_run: bool = False) -> None:
+def bootstrap_stand_ins(c: Context, refs: list[str], *, dry_run: bool = False) -> None:
     """Make the local stand-ins (``mediacms-local/...``) when ``refs`` name one the engine
     lacks: the bootstrap makes them all, from Debian's archive."""
     from ..images import bootstrap
     from ..stack.config import ROOT
 
     if any(ref.startswith("mediacms-local/") for ref in missing_images(refs)):
-        print(f"[{tag}] local stand-in images missing: bootstrapping them from Debian's archive")
+        say("local stand-in images missing: bootstrapping them from Debian's archive")
         if not dry_run:
             bootstrap.all_images(c, ROOT)
 
@@ -219,11 +219,11 @@ def ensure_images(
             print(f"(dry run) {error}: `invoke up` would provide the engine first, then "
                   "bootstrap or build the images that are missing")  # fmt: skip
             return
-    bootstrap_stand_ins(c, local, "up", dry_run=dry_run)
+    bootstrap_stand_ins(c, local, dry_run=dry_run)
     names = ImageNames.from_settings(settings)
     ours = [names.ref(t) for t in PRODUCTION_TARGETS]
     if missing_images(ours) and settings.get("MEDIACMS_SOURCE"):
-        print(f"[up] building missing images from {settings.get('MEDIACMS_SOURCE')}")
+        say(f"building missing images from {settings.get('MEDIACMS_SOURCE')}")
         mediacms.build(
             c,
             settings,

@@ -6,17 +6,19 @@ new major's binaries in one image, and neither the official images nor Debian's 
 (bookworm ships 15, trixie 17) have two; a restore also builds every index anew under the
 new image's C library, so no index is left sorted by an older collation.
 
-The steps, and what an operator is left with when one fails:
+The steps (:class:`..engines.steps.Steps`: numbered, said and timed as they run), and what
+an operator is left with when one fails:
 
 1. the plan (read only): the live volume's major, the image's, the old image to read it
    with, the new volume's name; refused when the new volume exists or the image's major is
    older; "already on" when they are the same (nothing changes).
-2. web, the workers and beat stop (nginx answers 503), then db; the old cluster runs in a
-   one-off container of the old image, the new one (empty) in one of the new image.
-3. roles, then each database copied; collation versions refreshed, statistics rebuilt;
-   checked: roles, extensions, row counts per table, logins with .env's passwords.
-   A failure in 2-3: both one-offs stop, the new volume is removed, the stack starts on
-   the old volume as before, .env untouched.
+2. web, the workers and beat stop (nginx answers 503), then db.
+3. the old cluster runs in a one-off container of the old image, the new one (empty) in
+   one of the new image; roles, then each database copied; collation versions refreshed,
+   statistics rebuilt; checked: roles, extensions, row counts per table, logins with
+   .env's passwords. A failure here: both one-offs stop, then the steps are undone, the
+   last first: the new volume is removed, the stack starts on the old volume as before;
+   .env untouched.
 4. .env: POSTGRES_VOLUME and POSTGRES_IMAGE name the new ones, POSTGRES_PREVIOUS_* the old;
    the stack starts and is waited for until healthy, ``migrate --check`` passes, the site
    answers. A failure here names ``invoke upgrade-postgres --rollback``.
@@ -32,14 +34,14 @@ from invoke.context import Context
 
 from ..data import dbrole, pgmajor
 from ..engines.compose import Compose
-from ..engines.shell import run, wait_until
+from ..engines.shell import run, say, wait_until
+from ..engines.steps import Steps
 from ..stack import config
 from ..stack.config import Settings
 from ..stack.errors import StackError
 from ..stack.model import APP_SERVICES, DB_VOLUME, db_volume, volume_name
 from .upgrade import start_healthy
 
-TAG = "[upgrade-postgres]"
 #: Stopped while the cluster is copied; nginx keeps answering (the 503 page).
 STOPPED = tuple(s for s in APP_SERVICES if s != "nginx")
 
@@ -117,9 +119,8 @@ def make_plan(c: Context, settings: Settings, image: str, old_image: str | None)
     new_major = pgmajor.image_major(c, image)
     old_major = pgmajor.data_major(c, image, live_name)
     if old_major == new_major:
-        print(f"{TAG} already on PostgreSQL {new_major}: volume {live_name} holds a "
-              f"{old_major} cluster and {image} runs {new_major}; nothing to do, nothing "
-              "was changed")  # fmt: skip
+        say(f"already on PostgreSQL {new_major}: volume {live_name} holds a {old_major} "
+            f"cluster and {image} runs {new_major}; nothing to do, nothing was changed")  # fmt: skip
         return None
     if int(old_major) > int(new_major):
         raise StackError(f"volume {live_name} holds PostgreSQL {old_major}, newer than {image} "
@@ -152,7 +153,7 @@ def check_site(c: Context, compose: Compose, settings: Settings) -> None:
     if page.stdout.strip() != "200":
         raise StackError(f"the site answered {page.stdout.strip() or page.stderr.strip()!r} "
                          "instead of 200 on /")  # fmt: skip
-    print(f"{TAG} migrate --check passed; the site answers 200 on /")
+    say("migrate --check passed; the site answers 200 on /")
 
 
 def _copy(c: Context, compose: Compose, settings: Settings, plan: Plan) -> list[str]:
@@ -176,7 +177,7 @@ def _copy(c: Context, compose: Compose, settings: Settings, plan: Plan) -> list[
         new.start(c, new=True)
         pgmajor.copy_roles(c, old, new)
         for database in databases:
-            print(f"{TAG} copying database {database}", flush=True)
+            say(f"copying database {database}")
             pgmajor.copy_database(c, old, new, database)
         pgmajor.refresh_and_analyze(c, new)
         checked = pgmajor.verify(c, old, new, databases, counts)
@@ -208,38 +209,53 @@ def upgrade_postgres(
     """The cluster to ``image``'s major (default POSTGRES_IMAGE) in a new volume: the steps
     of the module's docstring."""
     image = image or settings.get("POSTGRES_IMAGE", "postgres:17")
-    plan = make_plan(c, settings, image, old_image)
-    if plan is None:
-        return
-    print(f"{TAG} plan:", *plan.lines(), sep="\n  ", flush=True)
-    if compose.dry_run:
-        print("(dry run) nothing was changed")
-        return
+    steps = Steps(4)
+    with steps.step("the plan: the live cluster's major and the image's"):
+        plan = make_plan(c, settings, image, old_image)
+        if plan is None:
+            return
+        say("plan:\n  " + "\n  ".join(plan.lines()))
+        if compose.dry_run:
+            print("(dry run) nothing was changed")
+            return
     started = time.monotonic()
-    compose.run(c, "stop", *STOPPED)
-    compose.run(c, "stop", "db")
+    target = volume_name(plan.project, plan.target)
+    with steps.step(f"{', '.join(STOPPED)} stopped (nginx answers 503), then db"):
+        compose.run(c, "stop", *STOPPED)
+        compose.run(c, "stop", "db")
+        steps.on_failure("the stack", lambda: _restart(c, compose, timeout))
     try:
-        checked = _copy(c, compose, settings, plan)
+        with steps.step(f"the cluster copied into {target} and checked"):
+            steps.on_failure("the new volume", lambda: remove_volume(c, target))
+            checked = _copy(c, compose, settings, plan)
+            say("checked:\n  " + "\n  ".join(checked))
     except BaseException as error:
-        removed = remove_volume(c, volume_name(plan.project, plan.target))
-        why = start_healthy(c, compose, timeout)
-        state = f"started on the old volume, not healthy: {why}" if why else "runs on it again"
-        raise StackError(f"the upgrade stopped before the switch: {error}\n{removed}; .env is "
-                         f"unchanged; the stack {state}") from error  # fmt: skip
+        said = steps.undone  # what the undos did: both run unless one of them failed
+        raise StackError(f"the upgrade stopped before the switch: {error}\n"
+                         f"{said.get('the new volume')}; .env is unchanged; the stack "
+                         f"{said.get('the stack')}") from error  # fmt: skip
+    steps.commit()  # from here on, the new volume is the one to keep
     copied = time.monotonic() - started
-    print(f"{TAG} checked:", *checked, sep="\n  ", flush=True)
-    new = config.update(settings, {
-        "POSTGRES_VOLUME": plan.target, "POSTGRES_IMAGE": plan.image,
-        "POSTGRES_PREVIOUS_VOLUME": plan.live, "POSTGRES_PREVIOUS_IMAGE": plan.old_image,
-    })  # fmt: skip
-    print(f"{TAG} {settings.env_file}: POSTGRES_VOLUME={plan.target} POSTGRES_IMAGE={plan.image}")
-    _start_and_check(c, compose, new, timeout, undo="invoke upgrade-postgres --rollback")
+    with steps.step(f"the switch: .env names {target}, the stack starts on it, checked"):
+        new = config.update(settings, {
+            "POSTGRES_VOLUME": plan.target, "POSTGRES_IMAGE": plan.image,
+            "POSTGRES_PREVIOUS_VOLUME": plan.live, "POSTGRES_PREVIOUS_IMAGE": plan.old_image,
+        })  # fmt: skip
+        say(f"{settings.env_file}: POSTGRES_VOLUME={plan.target} POSTGRES_IMAGE={plan.image}")
+        _start_and_check(c, compose, new, timeout, undo="invoke upgrade-postgres --rollback")
     old_name = volume_name(plan.project, plan.live)
-    print(f"{TAG} done: PostgreSQL {plan.old_major} -> {plan.new_major} in "
-          f"{time.monotonic() - started:.1f} s (copy and checks {copied:.1f} s)\n"
-          f"  the old cluster stays in {old_name}: `invoke upgrade-postgres --rollback` returns "
-          f"to it (what changed since is lost there);\n  remove it when you are satisfied: "
-          f"docker volume rm {old_name}")  # fmt: skip
+    say(f"done: PostgreSQL {plan.old_major} -> {plan.new_major} in "
+        f"{time.monotonic() - started:.1f} s (copy and checks {copied:.1f} s)\n"
+        f"  the old cluster stays in {old_name}: `invoke upgrade-postgres --rollback` returns "
+        f"to it (what changed since is lost there);\n  remove it when you are satisfied: "
+        f"docker volume rm {old_name}")  # fmt: skip
+
+
+def _restart(c: Context, compose: Compose, timeout: int) -> str:
+    """The stack started again after a failed copy (on the old volume: .env still names
+    it); says how that went."""
+    why = start_healthy(c, compose, timeout)
+    return f"started on the old volume, not healthy: {why}" if why else "runs on it again"
 
 
 def _start_and_check(c: Context, compose: Compose, settings: Settings, timeout: int, *,
@@ -267,16 +283,20 @@ def rollback_postgres(c: Context, compose: Compose, settings: Settings, *, timeo
     name, current = volume_name(settings.project, previous), db_volume(settings)
     if not volume_exists(c, name):
         raise StackError(f"the previous volume {name} is gone; nothing was changed")
-    print(f"{TAG} rollback: volume {volume_name(settings.project, current)} -> {name}, image "
-          f"{settings.get('POSTGRES_IMAGE')} -> {image}; what changed since the upgrade is "
-          "not in the old volume", flush=True)  # fmt: skip
+    say(f"rollback: volume {volume_name(settings.project, current)} -> {name}, image "
+        f"{settings.get('POSTGRES_IMAGE')} -> {image}; what changed since the upgrade is not "
+        "in the old volume")  # fmt: skip
     if compose.dry_run:
         print("(dry run) nothing was changed")
         return
-    back = config.update(settings, {"POSTGRES_VOLUME": previous, "POSTGRES_IMAGE": image,
-                                    "POSTGRES_PREVIOUS_VOLUME": "", "POSTGRES_PREVIOUS_IMAGE": ""})  # fmt: skip
-    _start_and_check(c, compose, back, timeout, undo=f"set POSTGRES_VOLUME={current} and "
-                     f"POSTGRES_IMAGE={settings.get('POSTGRES_IMAGE')} in .env to go forward")  # fmt: skip
+    steps = Steps(2)
+    with steps.step(f"{settings.env_file} names {name} again"):
+        back = config.update(settings, {"POSTGRES_VOLUME": previous, "POSTGRES_IMAGE": image,
+                                        "POSTGRES_PREVIOUS_VOLUME": "",
+                                        "POSTGRES_PREVIOUS_IMAGE": ""})  # fmt: skip
+    with steps.step("the stack started on it and checked"):
+        _start_and_check(c, compose, back, timeout, undo=f"set POSTGRES_VOLUME={current} and "
+                         f"POSTGRES_IMAGE={settings.get('POSTGRES_IMAGE')} in .env to go forward")  # fmt: skip
     kept = volume_name(settings.project, current)
-    print(f"{TAG} rolled back to {name}; {kept} is kept (upgrade-postgres needs it gone before "
-          f"it runs again): docker volume rm {kept}")  # fmt: skip
+    say(f"rolled back to {name}; {kept} is kept (upgrade-postgres needs it gone before it "
+        f"runs again): docker volume rm {kept}")  # fmt: skip

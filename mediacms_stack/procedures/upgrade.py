@@ -1,6 +1,7 @@
 """``invoke upgrade``: back up, get the new images, migrate, wait healthy, say what changed.
 
-The steps, and what an operator is left with when one fails:
+The steps (:class:`..engines.steps.Steps`: numbered, said and timed as they run), and what
+an operator is left with when one fails:
 
 0. keys that newer releases of this stack need (e.g. REDIS_PASSWORD) are added to an
    older .env (:func:`add_missing_keys`); the running stack is not touched.
@@ -46,7 +47,8 @@ from invoke.context import Context
 from ..data import artifacts, backup, database, dbrole, restore
 from ..engines import stackstate
 from ..engines.compose import Compose
-from ..engines.shell import run
+from ..engines.shell import run, say
+from ..engines.steps import Steps
 from ..stack import config
 from ..stack.config import Settings
 from ..stack.errors import StackError
@@ -87,7 +89,7 @@ def add_missing_keys(settings: Settings, *, dry_run: bool = False) -> Settings:
             added[key] = example.get(key) or ""
     if added:
         verb = "would add" if dry_run else "adding"
-        print(f"[upgrade] {verb} to {settings.env_file}: {', '.join(added)}", flush=True)
+        say(f"{verb} to {settings.env_file}: {', '.join(added)}")
     # a write of its own, before the backup of step 1: compose reads .env from disk and
     # refuses every command (the backup's pg_dump too) while e.g. REDIS_PASSWORD is unset
     return config.update(settings, added, dry_run=dry_run)
@@ -103,7 +105,8 @@ def current_state(c: Context, compose: Compose, settings: Settings) -> State:
 
 
 def summary(title: str, before: State, after: State, folder: Path) -> str:
-    """The report printed at the end of an upgrade or a rollback."""
+    """The report said at the end of an upgrade (``title`` "upgraded") or a rollback
+    ("rolled back")."""
     from .ops import format_table
 
     rows = []
@@ -116,14 +119,14 @@ def summary(title: str, before: State, after: State, folder: Path) -> str:
     applied = [m for m in after.migrations if m not in before.migrations]
     reverted = [m for m in before.migrations if m not in after.migrations]
     lines = [
-        f"[{title}] MediaCMS {before.version} -> {after.version}; every service is healthy",
+        f"{title}: MediaCMS {before.version} -> {after.version}; every service is healthy",
         format_table(rows, ("SERVICE", "IMAGE BEFORE", "IMAGE AFTER")),
         f"migrations applied ({len(applied)}): {', '.join(applied) or 'none'}",
     ]
     if reverted:
         lines.append(f"migrations rolled back ({len(reverted)}): {', '.join(reverted)}")
     lines.append(f"backup taken before: {folder}")
-    if title == "upgrade":
+    if title == "upgraded":
         lines.append(f"roll back with: invoke upgrade --rollback {folder}")
     return "\n".join(lines)
 
@@ -192,9 +195,6 @@ def upgrade(
 ) -> Path:
     """Upgrade the running stack to version ``to`` (default: the current one, re-pulled or
     rebuilt); returns the folder of the backup taken first."""
-    from ..images import mediacms
-    from .ops import missing_images
-
     old = settings.version
     target = to or old
     if not _TAG.fullmatch(target):
@@ -206,64 +206,73 @@ def upgrade(
                          "running database: `invoke up` first")  # fmt: skip
     before = None if compose.dry_run else current_state(c, compose, settings)
 
-    print(f"[upgrade] {old} -> {target}, step 1/5: full backup", flush=True)
-    folder = backup.backup_all(c, compose, settings, backups)
+    say(f"MediaCMS {old} -> {target}")
+    steps = Steps(5)
+    with steps.step("full backup"):
+        folder = backup.backup_all(c, compose, settings, backups)
 
     new = with_version(settings, target)
     how = "build" if build else "pull"
-    print(f"[upgrade] step 2/5: {how} the images of {target}", flush=True)
     try:
-        if build:
-            tree = source or settings.require("MEDIACMS_SOURCE")
-            mediacms.build(c, new, PRODUCTION_TARGETS, source=tree,
-                         ca_bundle=settings.get("BUILD_CA_BUNDLE"),
-                         dry_run=compose.dry_run)  # fmt: skip
-        else:
-            pulled = compose.run(c, "pull", "--ignore-buildable", env={"MEDIACMS_VERSION": target},
-                                 warn=True)  # fmt: skip
-            if pulled is not None and not pulled.ok:
-                raise StackError(f"docker compose pull failed: {pulled.stderr.strip()[-800:]}")
-        names = ImageNames.from_settings(new)
-        refs = [names.ref(t) for t in PRODUCTION_TARGETS]
-        try:
-            missing = ", ".join(missing_images(refs))
-        except StackError as error:  # no engine: a dry run goes on without one
-            if not compose.dry_run:
-                raise
-            missing = str(error)
-        if missing and not compose.dry_run:
-            raise StackError(f"{missing} not available after the {how}")
-        print(f"[upgrade] step 3/5: the migration gate, asked of the images of {target}",
-              flush=True)  # fmt: skip
-        if missing:
-            print(f"(dry run) cannot ask the images of {target} yet ({missing}): once built "
-                  "or pulled, they say which migrations they would apply")  # fmt: skip
-            return folder
-        plan = gate.ask(c, compose, target)
+        with steps.step(f"{how} the images of {target}"):
+            missing = _new_images(c, compose, new, how, source)
+        with steps.step(f"the migration gate, asked of the images of {target}"):
+            if missing:
+                print(f"(dry run) cannot ask the images of {target} yet ({missing}): once "
+                      "built or pulled, they say which migrations they would apply")  # fmt: skip
+                return folder
+            plan = gate.ask(c, compose, target)
+            say(gate.report(plan))
     except StackError as error:
         raise StackError(
             f"upgrade stopped before changing anything: {error}\n"
             f"The stack still runs {old}. Backup taken: {folder}"
         ) from error
-    print(f"[upgrade] {gate.report(plan)}", flush=True)
     path = gate.path_of(plan)
     if compose.dry_run:
         print(f"(dry run) would take the {path} path; nothing was changed")
         return folder
 
-    print(f"[upgrade] step 4/5: MEDIACMS_VERSION={target} in {settings.env_file}", flush=True)
     # one write, after the role split committed (its keys must not name a role the database
     # lacks) and before step 5 starts the new images (they must find the version recorded):
     # a failure up to here leaves .env as it was
-    changes = {"MEDIACMS_VERSION": target, **dbrole.separate(c, compose, settings)}
-    new = config.update(settings, changes)
-
-    print(f"[upgrade] step 5/5: the {path} path", flush=True)
-    why = _go_in(c, compose, path, timeout)
-    if why:
-        raise StackError(_failure_report(c, compose, why, folder, old))
-    print(summary("upgrade", before, current_state(c, compose, new), folder))
+    with steps.step(f"MEDIACMS_VERSION={target} in {settings.env_file}"):
+        changes = {"MEDIACMS_VERSION": target, **dbrole.separate(c, compose, settings)}
+        new = config.update(settings, changes)
+    with steps.step(f"the {path} path"):
+        why = _go_in(c, compose, path, timeout)
+        if why:
+            raise StackError(_failure_report(c, compose, why, folder, old))
+    say(summary("upgraded", before, current_state(c, compose, new), folder))
     return folder
+
+
+def _new_images(c: Context, compose: Compose, new: Settings, how: str,
+                source: str | None) -> str:  # fmt: skip
+    """Step 2: the images of ``new``'s version built (``how`` is "build") or pulled; returns
+    the ones still missing, which only a dry run may leave."""
+    from ..images import mediacms
+    from .ops import missing_images
+
+    if how == "build":
+        mediacms.build(c, new, PRODUCTION_TARGETS, source=source or new.require("MEDIACMS_SOURCE"),
+                       ca_bundle=new.get("BUILD_CA_BUNDLE"), dry_run=compose.dry_run)  # fmt: skip
+    else:
+        pulled = compose.run(c, "pull", "--ignore-buildable", env={"MEDIACMS_VERSION": new.version},
+                             warn=True)  # fmt: skip
+        if pulled is not None and not pulled.ok:
+            raise StackError(f"docker compose pull failed: {pulled.stderr.strip()[-800:]}")
+    names = ImageNames.from_settings(new)
+    refs = [names.ref(t) for t in PRODUCTION_TARGETS]
+    try:
+        missing = ", ".join(missing_images(refs))
+    except StackError as error:  # no engine: a dry run goes on without one
+        if not compose.dry_run:
+            raise
+        missing = str(error)
+    if missing and not compose.dry_run:
+        raise StackError(f"{missing} not available after the {how}")
+    return missing
 
 
 def _go_in(c: Context, compose: Compose, path: str, timeout: int) -> str:
@@ -272,7 +281,7 @@ def _go_in(c: Context, compose: Compose, path: str, timeout: int) -> str:
 
     app = [s for s in APP_SERVICES if s != "nginx"]
     if path == gate.ZERO_DOWNTIME:
-        print("[upgrade] migrations of the new version, while the running one serves")
+        say("migrations of the new version, while the running one serves")
         job = compose.job(c, "migrations", warn=True)
         if not job.ok:
             return f"the migrations job failed (exit {job.exited})"
@@ -280,12 +289,11 @@ def _go_in(c: Context, compose: Compose, path: str, timeout: int) -> str:
             replace_web(c, compose, timeout=timeout)
         except StackError as error:  # the old web containers still run, and answer
             return f"the new web containers: {error}"
-        print("[upgrade] beat and the workers on the new images")
+        say("beat and the workers on the new images")
         why = start_healthy(c, compose, timeout, *(s for s in app if s != "web"), deps=False)
         gone = ""
     else:
-        print("[upgrade] maintenance: every request gets the 503 page until the new version "
-              "is healthy")  # fmt: skip
+        say("maintenance: every request gets the 503 page until the new version is healthy")
         compose.exec(c, "nginx", "touch", MAINTENANCE_FLAG)
         compose.run(c, "stop", *app)
         why = start_healthy(c, compose, timeout, *app)
@@ -294,7 +302,7 @@ def _go_in(c: Context, compose: Compose, path: str, timeout: int) -> str:
         return why
     # nginx alone, last: an `up` stops every container it recreates first and starts them
     # together, so nginx in a larger one would leave its port closed for all that time
-    print(f"[upgrade] nginx on the new image{gone}")
+    say(f"nginx on the new image{gone}")
     return start_healthy(c, compose, timeout, "nginx", deps=False)
 
 
@@ -314,7 +322,7 @@ def _restore_images(c: Context, recorded: dict[str, list[str]]) -> None:
                     f"image {ref} of service {service} is gone (it was {short_id(image_id)}); "
                     "pull it or build it for that version, then run the rollback again"
                 )
-            print(f"[rollback] {ref}: {short_id(image_id)} is gone, using {short_id(current)}")
+            say(f"{ref}: {short_id(image_id)} is gone, using {short_id(current)}")
             continue
         run(c, ["docker", "image", "tag", image_id, ref], in_stream=False)
 
@@ -350,14 +358,18 @@ def rollback(
     compose.up(c, "db", "redis", timeout=timeout)  # e.g. after `invoke down`
     before = current_state(c, compose, settings)
 
-    print(f"[rollback] {settings.version} -> {old}: the images recorded in {folder.name}")
-    _restore_images(c, recorded)
-    print("[rollback] database, media and custom/ from the backup")
-    restore.restore_all(c, compose, settings, folder, yes=True, safety_dir=backups, start=False)
-    print(f"[rollback] MEDIACMS_VERSION={old} in {settings.env_file}")
+    say(f"rollback: MediaCMS {settings.version} -> {old}, from {folder}")
+    steps = Steps(4)
+    with steps.step(f"the images recorded in {folder.name}"):
+        _restore_images(c, recorded)
+    with steps.step("database, media and custom/ from the backup"):
+        restore.restore_all(c, compose, settings, folder, yes=True, safety_dir=backups,
+                            start=False)  # fmt: skip
     # recorded once the data are back, before the services start on the old images
-    restored = config.update(settings, {"MEDIACMS_VERSION": old})
-    why = start_healthy(c, compose, timeout)
-    if why:
-        raise StackError(f"rolled back to {old}, but the stack is not healthy: {why}")
-    print(summary("rollback", before, current_state(c, compose, restored), folder))
+    with steps.step(f"MEDIACMS_VERSION={old} in {settings.env_file}"):
+        restored = config.update(settings, {"MEDIACMS_VERSION": old})
+    with steps.step("every service started on the old images, healthy"):
+        why = start_healthy(c, compose, timeout)
+        if why:
+            raise StackError(f"rolled back to {old}, but the stack is not healthy: {why}")
+    say(summary("rolled back", before, current_state(c, compose, restored), folder))

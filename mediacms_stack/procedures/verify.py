@@ -44,7 +44,7 @@ from ..data.artifacts import (
 )
 from ..data.database import Database
 from ..engines.compose import PRODUCTION, Compose
-from ..engines.shell import wait_until
+from ..engines.shell import say, wait_until
 from ..stack import config, files, lock
 from ..stack.config import Settings
 from ..stack.errors import StackError
@@ -293,8 +293,8 @@ def _run(c: Context, settings: Settings, parts: BackupSet, name: str) -> dict:
     checks: dict[str, dict] = {}
     figures: dict[str, int] = {}
     stopped: list[str] = []
-    print(f"[backup-verify] restoring {parts.folder} into the throwaway stack {name} "
-          f"(127.0.0.1:{own.get('HTTP_PORT')}); {settings.project} is not touched")  # fmt: skip
+    say(f"restoring {parts.folder} into the throwaway stack {name} "
+        f"(127.0.0.1:{own.get('HTTP_PORT')}); {settings.project} is not touched")  # fmt: skip
     try:
         with _interruptible(stopped):
             _restore_and_check(c, compose, own, parts, checks, figures)
@@ -325,7 +325,7 @@ def _run(c: Context, settings: Settings, parts: BackupSet, name: str) -> dict:
         **figures,
     }
     write_json(parts.folder / VERIFIED, result)
-    print(format_result(parts.folder, result, removed))
+    say(format_result(parts.folder, result, removed))
     if not passed:
         failed = [f"{kind}: {c['detail']}" for kind, c in checks.items() if not c["ok"]]
         raise StackError(f"backup {parts.folder} FAILED its verification: "
@@ -334,7 +334,7 @@ def _run(c: Context, settings: Settings, parts: BackupSet, name: str) -> dict:
 
 
 def format_result(folder: Path, result: dict, removed: str) -> str:
-    lines = [f"[backup-verify] {folder}: {result['outcome'].upper()} in {result['seconds']:.0f} s "
+    lines = [f"{folder}: {result['outcome'].upper()} in {result['seconds']:.0f} s "
              f"(throwaway stack {result['stack']} {removed})"]  # fmt: skip
     for kind, check in result["checks"].items():
         lines.append(f"  {kind:<9}{'ok' if check['ok'] else 'FAILED'}: {check['detail']}")

@@ -65,8 +65,9 @@ def exclusive(settings: Settings, operation: str, *, wait: float = WAIT_SECONDS)
                         f"done. Run `invoke {operation}` again when it has finished"
                     ) from None
                 if not announced:
-                    print(f"[lock] waiting up to {wait:.0f}s for {who}", file=sys.stderr,
-                          flush=True)  # fmt: skip
+                    # tagged as engines.shell.say tags: the operation is the task's name
+                    print(f"[{operation}] waiting up to {wait:.0f}s for the stack's lock, held by "
+                          f"{who}", file=sys.stderr, flush=True)  # fmt: skip
                     announced = True
                 time.sleep(0.5)
         since = datetime.now(UTC).isoformat(timespec="seconds")

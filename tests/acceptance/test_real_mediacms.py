@@ -521,7 +521,7 @@ def container_uptime(stack, service: str) -> float:
 def test_backup_wipe_restore_round_trip(stack, admin, api_upload, second_user):
     before = media_digest(stack)
     done = stack.invoke("backup")
-    folder = re.search(r"^\[backup\] (\S+)$", done.stdout, re.M)
+    folder = re.search(r"^\[backup\] full backup: (\S+)$", done.stdout, re.M)
     assert folder, done.stdout
     stack.dc("down", "--volumes")
     assert stack.invoke("up", check=False).returncode == 0

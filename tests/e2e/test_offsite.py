@@ -190,7 +190,7 @@ def test_restore_from_offsite_brings_back_what_was_deleted(site, noise):
     subprocess.run(["rm", "-rf", str(site.backups)], check=True)  # the off-site copy only
     assert site.data()[0] == []
     done = site.stack.invoke("restore", "--from-offsite", "latest", "--yes")
-    assert "[offsite] snapshot" in done.stdout and "[restore]" in done.stdout
+    assert "[restore] snapshot" in done.stdout and "restored (the saved .env" in done.stdout
     restored_media, restored_files, folders = site.data()
     assert [m["title"] for m in restored_media] == ["kept off-site"]
     assert restored_files == files

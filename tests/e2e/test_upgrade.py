@@ -146,7 +146,7 @@ def all_healthy(stack) -> None:
 
 
 def backup_folder(output: str) -> Path:
-    match = re.search(r"^\[backup\] (\S+)$", output, re.M)
+    match = re.search(r"^\[upgrade\] full backup: (\S+)$", output, re.M)
     assert match, output
     return Path(match[1])
 
@@ -200,7 +200,8 @@ def test_failed_upgrade_names_backup_and_rollback_and_the_rollback_works(stack, 
 
     back = upgrades.invoke("upgrade", "--rollback", str(folder))
     assert back.returncode == 0, back.stdout + back.stderr
-    assert f"[rollback] MediaCMS {upgrades.broken} -> {upgrades.original}" in back.stdout
+    said = f"[upgrade] rolled back: MediaCMS {upgrades.broken} -> {upgrades.original}"
+    assert said in back.stdout
     assert upgrades.env_version() == upgrades.original
     all_healthy(stack)
     assert running_images(stack) == upgrades.before
@@ -217,7 +218,7 @@ def test_upgrade_backs_up_builds_migrates_reports_and_rolls_back(stack, upgrades
 
     # a full backup, taken before anything changed
     folder = backup_folder(out)
-    assert out.index(f"[backup] {folder}") < out.index("step 2/5")
+    assert out.index(f"[upgrade] full backup: {folder}") < out.index("[upgrade] step 2/5")
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["mediacms_version"] == upgrades.original
     assert {k: tuple(v) for k, v in manifest["images"].items()} == upgrades.before
@@ -242,7 +243,7 @@ def test_upgrade_backs_up_builds_migrates_reports_and_rolls_back(stack, upgrades
     assert state(stack) == upgrades.state
 
     # the summary: versions, image reference and id per service, migrations, backup
-    assert f"[upgrade] MediaCMS {upgrades.original} -> {upgrades.good}" in out
+    assert f"[upgrade] upgraded: MediaCMS {upgrades.original} -> {upgrades.good}" in out
     old_web, new_web = upgrades.before["web"], after["web"]
     web_row = next(line for line in out.splitlines() if line.startswith("web "))
     assert f"{old_web[0]} ({short_id(old_web[1])})" in web_row

@@ -2,7 +2,7 @@ import sys
 
 import pytest
 
-from mediacms_stack.engines import engine
+from mediacms_stack.engines import engine, shell
 from mediacms_stack.stack import config
 
 # `import tasks` works under `python -m pytest` (cwd on sys.path) but not under nox's
@@ -25,3 +25,14 @@ def builder(monkeypatch):
     fixed = engine.Builder(("/usr/bin/docker", "build"), (("DOCKER_BUILDKIT", "1"),))
     monkeypatch.setattr(engine, "builder", lambda: fixed)
     return fixed
+
+
+@pytest.fixture
+def untagged():
+    """No task set and not verbose, before and after the test: what is said is tagged
+    [mediacms], details are left out."""
+    shell.set_task(None)
+    shell.set_verbose(False)
+    yield
+    shell.set_task(None)
+    shell.set_verbose(False)

@@ -56,7 +56,8 @@ def test_a_second_operation_waits_for_the_first_to_finish(tmp_path, settings, ca
     with lock.exclusive(settings, "backup", wait=20):
         assert time.monotonic() - started >= 1.0  # only once the holder had finished
     holder.wait()
-    assert "waiting up to 20s for `invoke backup-db`" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "[backup] waiting up to 20s for the stack's lock, held by `invoke backup-db`" in said
 
 
 def test_a_task_calling_another_does_not_wait_for_itself(settings):

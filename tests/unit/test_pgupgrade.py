@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from mediacms_stack.engines.compose import Compose
 from mediacms_stack.procedures import pgupgrade
 from mediacms_stack.stack.config import Settings
 from mediacms_stack.stack.errors import StackError
-from mediacms_stack.stack.model import db_volume
+from mediacms_stack.stack.model import SERVICES, db_volume
 
 
 @pytest.mark.parametrize(("image", "major", "old"), [
@@ -93,3 +95,45 @@ def test_the_roles_are_loaded_without_the_superuser_and_never_with_a_meta_comman
     with pytest.raises(StackError, match="meta-command, line 2"):
         pgmajor.copy_roles(evil, old, new)
     assert evil.loaded == []
+
+
+@pytest.mark.usefixtures("untagged")
+def test_a_failure_before_the_switch_undoes_the_steps_last_first_and_says_so(tmp_path, capsys):
+    """.env names a superuser the old cluster lacks: the copy step fails, the new volume
+    goes, then the stack starts again on the old one; .env is not written."""
+    healthy = "".join(json.dumps({"Service": s, "State": "running", "Health": "healthy"}) + "\n"
+                      for s in SERVICES)  # fmt: skip
+    c = MockContext(run={
+        re.compile(r"docker volume inspect p_postgres_data$"): Result(""),
+        re.compile(r"docker volume inspect p_postgres_data_17$"): Result(exited=1),
+        re.compile(r".*--entrypoint postgres postgres:17 --version$"): Result("(PostgreSQL) 17.6"),
+        re.compile(r".*--entrypoint postgres postgres:15 --version$"): Result("(PostgreSQL) 15.14"),
+        re.compile(r".*/cluster/PG_VERSION$"): Result("15\n"),
+        re.compile(r".*pg_roles WHERE oid = 10.*"): Result("postgres\n"),
+        re.compile(r".* ps --format json --all$"): Result(healthy),
+        re.compile(r".*"): Result(""),  # stops, one-off starts, pg_isready, compose up
+    }, repeat=True)  # fmt: skip
+    env = tmp_path / ".env"
+    env.write_text("POSTGRES_IMAGE=postgres:15\n")
+    values = {"COMPOSE_PROJECT_NAME": "p", "POSTGRES_IMAGE": "postgres:15",
+              "POSTGRES_SUPERUSER": "someone_else", "POSTGRES_SUPERUSER_PASSWORD": "s",
+              "POSTGRES_USER": "mediacms", "POSTGRES_PASSWORD": "a"}  # fmt: skip
+    settings = Settings(tmp_path, values, env)
+    with pytest.raises(StackError) as raised:
+        pgupgrade.upgrade_postgres(c, Compose(tmp_path, project="p"), settings,
+                                   image="postgres:17", timeout=5)  # fmt: skip
+    assert str(raised.value) == (
+        "the upgrade stopped before the switch: the old cluster's superuser is not "
+        "'someone_else', the one .env names: postgres\n"
+        "the new volume p_postgres_data_17 is gone; .env is unchanged; the stack runs on it again"
+    )
+    commands = [call.args[0] for call in c.run.call_args_list]
+    stopped = next(i for i, cmd in enumerate(commands) if cmd.endswith(" stop db"))
+    checked = next(i for i, cmd in enumerate(commands)
+                   if i > stopped and cmd.endswith("volume inspect p_postgres_data_17"))  # fmt: skip
+    started = next(i for i, cmd in enumerate(commands) if " up --detach --wait" in cmd)
+    assert stopped < checked < started  # the volume goes first, then the stack starts
+    assert env.read_text() == "POSTGRES_IMAGE=postgres:15\n"
+    said = capsys.readouterr()
+    assert "[mediacms] step 3/4 failed after" in said.err
+    assert said.err.index("undoing: the new volume") < said.err.index("undoing: the stack")

@@ -42,15 +42,16 @@ def test_summary_names_versions_images_migrations_backup_and_rollback(tmp_path):
     before = upgrade.State("8.3.2", IMAGES, ("files.0001_initial",))
     after_images = {**IMAGES, "web": ("mediacms/mediacms:8.4.0", "sha256:" + "b" * 64)}
     after = upgrade.State("8.4.0", after_images, ("files.0001_initial", "files.0002_new"))
-    text = upgrade.summary("upgrade", before, after, tmp_path / "bk")
-    assert "[upgrade] MediaCMS 8.3.2 -> 8.4.0" in text
+    text = upgrade.summary("upgraded", before, after, tmp_path / "bk")
+    assert text.startswith("upgraded: MediaCMS 8.3.2 -> 8.4.0; every service is healthy\n")
     web = next(line for line in text.splitlines() if line.startswith("web"))
     assert "mediacms/mediacms:8.3.2 (aaaaaaaaaaaa)" in web
     assert "mediacms/mediacms:8.4.0 (bbbbbbbbbbbb)" in web
     assert re.search(r"^db\s+postgres:17 \(dddddddddddd\)\s+unchanged$", text, re.M)
     assert "migrations applied (1): files.0002_new" in text
     assert f"roll back with: invoke upgrade --rollback {tmp_path / 'bk'}" in text
-    back = upgrade.summary("rollback", after, before, tmp_path / "bk")
+    back = upgrade.summary("rolled back", after, before, tmp_path / "bk")
+    assert back.startswith("rolled back: MediaCMS 8.4.0 -> 8.3.2")
     assert "migrations rolled back (1): files.0002_new" in back and "roll back with" not in back
 
 

@@ -10,7 +10,7 @@ from ...stack import config
 from ...stack.config import Settings
 from ...stack.errors import StackError
 from ...stack.model import APP_SERVICES, ImageNames
-from ..shell import run
+from ..shell import run, say
 from .checks import preflight
 from .inputs import stack_deploy
 from .poll import wait, wait_update
@@ -29,8 +29,8 @@ def init(c: Context, settings: Settings, *, advertise_addr: str | None, data_nod
     node = data_node or "self"
     run(c, ["docker", "node", "update", "--label-add", f"{label(settings)}=true", node],
         dry_run=dry_run)  # fmt: skip
-    print(f"[swarm] db and redis will run on {node}; join workers with "
-          "`docker swarm join-token worker`")  # fmt: skip
+    say(f"db and redis will run on {node}; join workers with "
+        "`docker swarm join-token worker`")  # fmt: skip
 
 
 def deploy(c: Context, settings: Settings, *, timeout: float = 600, dry_run: bool = False) -> None:
@@ -39,13 +39,13 @@ def deploy(c: Context, settings: Settings, *, timeout: float = 600, dry_run: boo
     if dry_run:
         return
     took = wait(c, settings, timeout)
-    print(f"[swarm] {settings.project}: every service healthy after {took:.0f}s "
-          f"(db and redis on {node})")  # fmt: skip
+    say(f"{settings.project}: every service healthy after {took:.0f}s "
+        f"(db and redis on {node})")  # fmt: skip
     prune_unused(c, settings)
     if not deployed_on_swarm(settings):  # recorded once the stack is healthy on Swarm
         config.update(settings, {ORCHESTRATOR: "swarm"})
-        print(f"[swarm] {ORCHESTRATOR}=swarm in {settings.env_file}: backup, restore, manage "
-              "and admin-shell drive this Swarm stack from now on")  # fmt: skip
+        say(f"{ORCHESTRATOR}=swarm in {settings.env_file}: backup, restore, manage "
+            "and admin-shell drive this Swarm stack from now on")  # fmt: skip
 
 
 def scale(c: Context, settings: Settings, counts: dict[str, int], *, dry_run: bool = False):
@@ -73,7 +73,7 @@ def update(c: Context, settings: Settings, to: str, *, timeout: float = 900,
     wait(c, settings, timeout)
     prune_unused(c, settings)
     config.update(settings, {"MEDIACMS_VERSION": to})  # only now: web runs `to`, not rolled back
-    print(f"[swarm] {settings.project} runs {to}")
+    say(f"{settings.project} runs {to}")
 
 
 def rollback(c: Context, settings: Settings, *, dry_run: bool = False) -> None:
@@ -122,5 +122,5 @@ def prune_unused(c: Context, settings: Settings, *, dry_run: bool = False) -> li
             run(c, ["docker", kind, "rm", *unused], dry_run=dry_run)
             removed += unused
     if removed:
-        print(f"[swarm] removed {len(removed)} secret(s)/config(s) no service uses any more")
+        say(f"removed {len(removed)} secret(s)/config(s) no service uses any more")
     return removed

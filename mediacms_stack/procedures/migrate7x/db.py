@@ -10,7 +10,7 @@ from invoke.context import Context
 
 from ...data import artifacts, backup, database, plainsql
 from ...engines.compose import Compose
-from ...engines.shell import run
+from ...engines.shell import run, say
 from ...stack.config import Settings
 from ...stack.errors import StackError
 from ...stack.model import APP_SERVICES, BACKUPS_DIR
@@ -65,7 +65,7 @@ def dump_old_database(c: Context, old: OldDeployment, dest: Path) -> tuple[Path,
     finally:
         if not was_running:
             old.compose.run(c, "stop", old.db_service)
-    print(f"[migrate] old database: {sum(counts.values())} rows in {len(counts)} tables -> {final}")
+    say(f"old database: {sum(counts.values())} rows in {len(counts)} tables -> {final}")
     return final, counts
 
 
@@ -90,7 +90,7 @@ def restore_into_stack(
     if replace:
         safety = backup.backup_db(c, compose, settings, settings.root / BACKUPS_DIR,
                                   prefix="pre-migrate")  # fmt: skip
-        print(f"[migrate] safety backup of the new database: {safety}")
+        say(f"safety backup of the new database: {safety}")
     result = run(c, db.replace_argv(check_given_dump(dump)), stdin_from=str(dump), warn=True,
                  hide="err")  # fmt: skip
     if result is None or not result.ok:

@@ -1,11 +1,11 @@
-"""migrate-from-7x from end to end: the plan, the checks, then the steps in their order,
-each named and timed in the report (``backups/migrate-7x-<UTC time>.json``)."""
+"""migrate-from-7x from end to end: the plan, the checks, then the steps in their order
+(:class:`...engines.steps.Steps`), each named and timed in the report
+(``backups/migrate-7x-<UTC time>.json``: ``seconds`` by step name, ``total``, the facts)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +14,8 @@ from invoke.context import Context
 from ...data import artifacts
 from ...data.database import compare_counts
 from ...engines.compose import Compose
+from ...engines.shell import say
+from ...engines.steps import Steps
 from ...stack.config import Settings
 from ...stack.model import BACKUPS_DIR
 from .carry import carry_settings
@@ -32,21 +34,12 @@ class Report:
     seconds: dict[str, float] = field(default_factory=dict)
     facts: dict[str, object] = field(default_factory=dict)
 
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        """Time the block as the step ``name`` (a step that fails raises, untimed)."""
-        started = time.monotonic()
-        yield
-        self.seconds[name] = round(time.monotonic() - started, 2)
-
 
 def stop_old_application(c: Context, old: OldDeployment) -> None:
     """Stop the old application containers (not its db and Redis) before the copy."""
     running_app = [s for s in old.running(c) if s not in (old.db_service, *LEFT_RUNNING)]
     if running_app:
-        print(
-            f"[migrate] stopping the old application so nothing changes under the copy: {running_app}"
-        )
+        say(f"stopping the old application so nothing changes under the copy: {running_app}")
         old.compose.run(c, "stop", *running_app)
 
 
@@ -65,7 +58,7 @@ def restore_database(
     if old_counts is not None:
         compare_counts(old_counts, new_counts, "in the old database", "in the new one",
                        "row counts differ between the old and the new database")  # fmt: skip
-        print(f"[migrate] row counts match the old database ({len(old_counts)} tables)")
+        say(f"row counts match the old database ({len(old_counts)} tables)")
     return sum(new_counts.values())
 
 
@@ -75,9 +68,11 @@ def write_report(report: Report, settings: Settings, old: OldDeployment) -> None
         / f"migrate-7x-{artifacts.utc_stamp()}.json"
     )
     artifacts.write_json(out, {"seconds": report.seconds, **report.facts})
-    print("[migrate] done:", *(f"{k}: {v} s" for k, v in report.seconds.items()), sep="\n  ")
-    print(f"[migrate] report {out}; the old deployment was only read: "
-          f"cd {old.tree} && docker compose up -d starts it again")  # fmt: skip
+    # each step said its time as it ended: the table again only when debugging
+    say("seconds:\n  " + "\n  ".join(f"{k}: {v} s" for k, v in report.seconds.items()),
+        detail=True)  # fmt: skip
+    say(f"done in {report.seconds['total']} s; report {out}; the old deployment was only "
+        f"read: cd {old.tree} && docker compose up -d starts it again")  # fmt: skip
 
 
 def migrate(
@@ -94,7 +89,7 @@ def migrate(
     report = Report()
     plan = make_plan(c, source, project=compose.project or "", dump=dump,
                      new_secret_key=new_secret_key)  # fmt: skip
-    print("migrate-from-7x plan:", *plan.lines(settings), sep="\n  ")
+    say("plan:\n  " + "\n  ".join(plan.lines(settings)))
     if dry_run:
         refusals = dry_run_refusals(c, plan, compose, settings, yes=yes)
         for line in refusals:
@@ -107,33 +102,34 @@ def migrate(
     report.facts |= {"media_files": plan.media_files, "media_bytes": plan.media_bytes}
 
     stop_old_application(c, old)
+    steps = Steps(6)  # the names are the report's keys
 
     old_counts: dict[str, int] | None = None
-    with report.step("dump old database"):
+    with steps.step("dump old database"):
         if dump is None:
             dump, old_counts = dump_old_database(c, old, settings.root / BACKUPS_DIR)
 
-    with report.step("copy media"):
+    with steps.step("copy media"):
         copy_seconds = copy_media(c, compose, old.media) if old.media.is_dir() else 0.0
     report.facts["media_copy_mb_per_s"] = round(plan.media_bytes / 1e6 / max(copy_seconds, 1e-3), 1)
 
     for line in carry_settings(plan, settings, yes=yes):
-        print(f"[migrate] {line}")
+        say(line)
 
-    with report.step("restore database"):
+    with steps.step("restore database"):
         report.facts["rows"] = restore_database(c, compose, settings, dump, replace=replace,
                                                 old_counts=old_counts)  # fmt: skip
 
-    with report.step("carry sessions"):
+    with steps.step("carry sessions"):
         report.facts["sessions"] = carry_sessions(c, old, compose, settings)
 
-    with report.step("start stack and migrate"):
+    with steps.step("start stack and migrate"):
         compose.up(c)
 
-    with report.step("verify media"):
+    with steps.step("verify media"):
         checked = verify_media(c, compose, old.media) if old.media.is_dir() else 0
-        print(f"[migrate] {checked} media files verified (sha256, owner 33:33)")
-    report.seconds["total"] = round(time.monotonic() - started_all, 2)
+        say(f"{checked} media files verified (sha256, owner 33:33)")
+    report.seconds = {**steps.seconds, "total": round(time.monotonic() - started_all, 2)}
 
     write_report(report, settings, old)
     return report

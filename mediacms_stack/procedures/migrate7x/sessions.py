@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from invoke.context import Context
 
 from ...engines.compose import Compose
-from ...engines.shell import quote, run, wait_until
+from ...engines.shell import quote, run, say, wait_until
 from ...stack.config import Settings
 from ...stack.errors import StackError
 from .legacy import OldDeployment
@@ -55,17 +55,17 @@ def carry_sessions(c: Context, old: OldDeployment, compose: Compose, settings: S
     """
     service = old.redis_service()
     if service is None:
-        print("[migrate] sessions: the old deployment has no Redis service, none carried")
+        say("sessions: the old deployment has no Redis service, none carried")
         return 0
     was_running = service in old.running(c)
     if not was_running and not old.compose.run(c, "start", service, warn=True, hide="err").ok:
-        print(f"[migrate] sessions: the old '{service}' container is gone, none carried "
-              "(users log in again)")  # fmt: skip
+        say(f"sessions: the old '{service}' container is gone, none carried "
+            "(users log in again)")  # fmt: skip
         return 0
     db, password = new_redis(c, compose, settings)
     try:
         if not _redis_answers(c, old.compose, service):
-            print(f"[migrate] WARNING sessions not carried: the old '{service}' did not answer")
+            say(f"WARNING sessions not carried: the old '{service}' did not answer")
             return 0
         export = old.compose.argv("exec", "-T", service, "redis-cli", "--raw", "EVAL",
                                   EXPORT_SESSIONS, "0", SESSION_KEYS)  # fmt: skip
@@ -81,9 +81,9 @@ def carry_sessions(c: Context, old: OldDeployment, compose: Compose, settings: S
     count = (result.stdout if result is not None else "").strip()
     if result is None or not result.ok or not count.isdigit():
         reason = (result.stdout + result.stderr).strip()[-300:] if result is not None else ""
-        print(f"[migrate] WARNING sessions not carried ({reason}); users log in again")
+        say(f"WARNING sessions not carried ({reason}); users log in again")
         return 0
-    print(f"[migrate] {count} sessions carried over from the old '{service}' into the new redis")
+    say(f"{count} sessions carried over from the old '{service}' into the new redis")
     return int(count)
 
 

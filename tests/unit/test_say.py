@@ -1,0 +1,53 @@
+"""What the package says, tagged with the task the operator ran (engines.shell.say)."""
+
+import sys
+
+import pytest
+from invoke import MockContext
+
+from mediacms_stack.engines import shell
+
+pytestmark = pytest.mark.usefixtures("untagged")
+
+
+def test_say_tags_with_the_task_set_and_puts_the_previous_one_back(capsys):
+    shell.say("no task")
+    assert shell.set_task("upgrade") is None
+    shell.say("step 1/5: full backup")
+    shell.say("waiting", file=sys.stderr)
+    assert shell.set_task(None) == "upgrade"
+    shell.say("back to none")
+    said = capsys.readouterr()
+    assert said.out == ("[mediacms] no task\n[upgrade] step 1/5: full backup\n"
+                        "[mediacms] back to none\n")  # fmt: skip
+    assert said.err == "[upgrade] waiting\n"
+
+
+def test_details_are_said_only_when_verbose(capsys):
+    shell.say("seconds: ...", detail=True)
+    assert capsys.readouterr().out == ""
+    shell.set_verbose(True)
+    shell.say("seconds: ...", detail=True)
+    assert capsys.readouterr().out == "[mediacms] seconds: ...\n"
+
+
+def test_tasks_are_named_as_the_operator_types_them():
+    import tasks
+
+    bodies = [t.body.__wrapped__ for t in (tasks.upgrade, tasks.backup_db, tasks.dev_stack,
+                                           tasks.relock, tasks.swarm_deploy,
+                                           tasks.bootstrap_images)]  # fmt: skip
+    assert [tasks.typed_name(body) for body in bodies] == [
+        "upgrade", "backup-db", "dev", "lock", "swarm.deploy", "images.bootstrap-images"]  # fmt: skip
+
+
+def test_a_task_tags_what_it_says_with_its_name_until_it_ends(capsys):
+    import tasks
+
+    @tasks.task
+    def show_tag(c):
+        shell.say("inside")
+
+    show_tag(MockContext())
+    shell.say("after")
+    assert capsys.readouterr().out == "[show-tag] inside\n[mediacms] after\n"
