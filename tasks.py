@@ -647,10 +647,13 @@ def migrate_from_7x(c, from_, dump=None, yes=False, new_secret_key=False, dry_ru
     "rollback": "undo an upgrade: the backup folder it printed (version, images and data) "
     "(Default: none)",
     "timeout": "seconds to wait for every service to be healthy (Default: 300)",
+    "keep_failed": "leave a new version that does not come up healthy as it is, to look "
+    "into it, instead of rolling back to the old one at once (Default: off)",
     "dry_run": "print the steps and, when the new images are on this engine, the migrations "
     "they would apply (asked read-only) and the path they take; change nothing (Default: off)",
 })  # fmt: skip
-def upgrade(c, to=None, build=False, source=None, rollback=None, timeout=300, dry_run=False):
+def upgrade(c, to=None, build=False, source=None, rollback=None, timeout=300, keep_failed=False,
+            dry_run=False):  # fmt: skip
     """Back up, get new images, gate their migrations, go in (no downtime or behind a 503 page)."""
     from mediacms_stack.procedures import upgrade as upgrades
 
@@ -662,7 +665,7 @@ def upgrade(c, to=None, build=False, source=None, rollback=None, timeout=300, dr
                           timeout=int(timeout))  # fmt: skip
     else:
         upgrades.upgrade(c, compose, settings, backups=BACKUPS, to=to, build=build,
-                         source=source, timeout=int(timeout))  # fmt: skip
+                         source=source, timeout=int(timeout), keep_failed=keep_failed)  # fmt: skip
 
 
 @task(exclusive=True, help={

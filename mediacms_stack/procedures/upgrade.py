@@ -24,9 +24,12 @@ an operator is left with when one fails:
    - maintenance: nginx answers every request with the 503 page (a flag on its /tmp),
      web, beat and the workers stop, the migrations job runs and they start on the new
      images; nginx is recreated last, once they are healthy: the new nginx has no flag.
-   Every service must end healthy. Fails: the database may be partly migrated, so the error
-   names the backup of step 1 and the one command that returns to it,
-   ``invoke upgrade --rollback FOLDER``.
+   Every service must end healthy. Fails: the old version comes back at once, by itself
+   (:func:`_roll_back_failed`): when the plan had migrations, by the whole rollback below
+   (the database may be partly migrated); when it had none, its images and version only
+   (the data stayed as they were, and the old version wrote to them meanwhile). The error
+   says why the new version failed and what came back. ``--keep-failed`` leaves the failed
+   version as it is, naming the backup of step 1 and ``invoke upgrade --rollback FOLDER``.
 6. the summary: version before and after, per service the image (reference and id)
    before and after, the migrations the upgrade applied, the backup and the rollback.
 
@@ -39,6 +42,7 @@ until every service is healthy.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -161,25 +165,53 @@ def _reason(compose_output: str) -> str:
     return "\n  ".join(picked[-5:] or lines[-3:]) or "compose up failed"
 
 
-def _failure_report(c: Context, compose: Compose, why: str, folder: Path, old: str) -> str:
+def _failure_report(c: Context, compose: Compose, why: str) -> str:
+    """Why the new version failed, the migrations job's last lines and every service's
+    state: read while the failed version is still there."""
     from .ops import format_table, status_rows
 
     logs = compose.run(c, "logs", "--no-color", "--tail", "15", "migrations", hide=True,
                        warn=True, in_stream=False)  # fmt: skip
     tail = logs.stdout.strip() if logs is not None and logs.ok else "(no logs)"
-    rows = status_rows(c, compose)
-    table = format_table(rows, ("SERVICE", "STATE", "HEALTH", "IMAGE", "VERSION"))
-    serving = any(r[0] == "web" and r[1] == "running" for r in rows)
-    down = "" if serving else "MediaCMS is not serving until you roll back or fix and rerun. "
+    table = format_table(
+        status_rows(c, compose), ("SERVICE", "STATE", "HEALTH", "IMAGE", "VERSION")
+    )
+    return (f"the new version did not come up healthy:\n  {why}\n\n"
+            f"last lines of the migrations job:\n{tail}\n\n{table}")  # fmt: skip
+
+
+def _left_as_it_failed(report: str, folder: Path, old: str) -> str:
     return (
-        f"the new version did not come up healthy:\n  {why}\n\n"
-        f"last lines of the migrations job:\n{tail}\n\n{table}\n\n"
-        f"{down}The database may already be partly migrated by the new version. "
-        "Nothing is lost:\n"
+        f"{report}\n\nLeft as it failed (--keep-failed). The database may already be partly "
+        "migrated by the new version. Nothing is lost:\n"
         f"  backup taken before the upgrade (version {old}): {folder}\n"
         f"  see why:   invoke logs --service migrations   (or web)\n"
         f"  roll back: invoke upgrade --rollback {folder}"
     )
+
+
+def _roll_back_failed(
+    c: Context, compose: Compose, failed: Settings, folder: Path, *, migrated: bool,
+    backups: Path, timeout: int,
+) -> str:  # fmt: skip
+    """The upgrade to ``failed``'s version undone: with its migrations, by the whole
+    rollback from the backup (data included); without (the database is as the old version
+    left it, and it served meanwhile), the old images and version only. Says what it did."""
+    if migrated:
+        rollback(c, compose, failed, folder, backups=backups, timeout=timeout)
+        did = "its images, and its database, media and custom/ from the backup"
+    else:
+        manifest = artifacts.check_backup_folder(folder).manifest
+        old = manifest["mediacms_version"]
+        _restore_images(c, manifest.get("images") or {})
+        config.update(failed, {"MEDIACMS_VERSION": old})
+        why = start_healthy(c, compose, timeout)
+        if why:
+            raise StackError(f"back on {old}'s images, but the stack is not healthy: {why}")
+        did = "its images (no migration had run: the data stayed as they were)"
+    # the maintenance path's nginx was never replaced: its page goes now
+    compose.exec(c, "nginx", "rm", "-f", MAINTENANCE_FLAG)
+    return did
 
 
 def upgrade(
@@ -192,9 +224,11 @@ def upgrade(
     build: bool = False,
     source: str | None = None,
     timeout: int = 300,
+    keep_failed: bool = False,
 ) -> Path:
     """Upgrade the running stack to version ``to`` (default: the current one, re-pulled or
-    rebuilt); returns the folder of the backup taken first."""
+    rebuilt); returns the folder of the backup taken first. A new version that does not
+    come up healthy is rolled back at once, unless ``keep_failed``."""
     old = settings.version
     target = to or old
     if not _TAG.fullmatch(target):
@@ -242,7 +276,19 @@ def upgrade(
     with steps.step(f"the {path} path"):
         why = _go_in(c, compose, path, timeout)
         if why:
-            raise StackError(_failure_report(c, compose, why, folder, old))
+            report = _failure_report(c, compose, why)
+            if keep_failed:
+                raise StackError(_left_as_it_failed(report, folder, old))
+            say(f"the new version failed; back to {old}, automatically", file=sys.stderr)
+            try:
+                did = _roll_back_failed(c, compose, new, folder, migrated=bool(plan),
+                                        backups=backups, timeout=timeout)  # fmt: skip
+            except StackError as error:
+                raise StackError(f"{report}\n\nThe automatic rollback to {old} failed too: "
+                                 f"{error}\n  backup taken before the upgrade: {folder}\n"
+                                 f"  roll back: invoke upgrade --rollback {folder}") from error  # fmt: skip
+            raise StackError(f"{report}\n\nRolled back to {old} automatically ({did}); every "
+                             f"service is healthy. The backup taken before the upgrade: {folder}")  # fmt: skip
     say(summary("upgraded", before, current_state(c, compose, new), folder))
     return folder
 

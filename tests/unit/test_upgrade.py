@@ -174,6 +174,57 @@ def test_a_failed_role_split_leaves_env_as_it_was(tmp_path, monkeypatch):
     assert (tmp_path / ".env").read_text() == OLD_ROLE  # the version is not recorded either
 
 
+def failed_upgrade(tmp_path, monkeypatch, *, plan, keep_failed=False):
+    """An upgrade whose new version never gets healthy (plan: the gate's migrations);
+    returns its error, what was rolled back and how, and the commands run."""
+    monkeypatch.setattr(stackstate, "stack_images", lambda c, compose: IMAGES)
+    monkeypatch.setattr(backup, "backup_all", lambda c, compose, settings, dest: dest / "bk")
+    monkeypatch.setattr("mediacms_stack.procedures.ops.missing_images", lambda refs: [])
+    monkeypatch.setattr(gate, "ask", lambda c, compose, version: gate.steps(plan))
+    monkeypatch.setattr(upgrade, "_go_in", lambda *a: "web: unhealthy")
+    monkeypatch.setattr(upgrade, "_failure_report", lambda c, compose, why: f"REPORT {why}")
+    rolled = []
+    monkeypatch.setattr(upgrade, "rollback", lambda c, compose, settings, folder, **kw:
+                        rolled.append(("all", settings.version, folder)))  # fmt: skip
+    monkeypatch.setattr(upgrade, "_restore_images",
+                        lambda c, recorded: rolled.append(("images", recorded)))  # fmt: skip
+    monkeypatch.setattr(upgrade, "start_healthy", lambda *a, **k: "")
+    monkeypatch.setattr(upgrade.artifacts, "check_backup_folder", lambda folder: type(
+        "Parts", (), {"manifest": {"mediacms_version": "8.3.2", "images": IMAGES}}))  # fmt: skip
+    (tmp_path / ".env").write_text("MEDIACMS_VERSION=8.3.2\nPOSTGRES_USER=app\n"
+                                   "POSTGRES_SUPERUSER=mediacms\n")  # fmt: skip
+    c = MockContext(run={re.compile(r".* ps --format json$"): Result('{"Service":"db","State":"running"}\n'),
+                         re.compile(r".*"): Result("")}, repeat=True)  # fmt: skip
+    with pytest.raises(StackError) as error:
+        upgrade.upgrade(c, Compose(tmp_path), config.load(tmp_path), backups=tmp_path,
+                        to="8.4.0", keep_failed=keep_failed)  # fmt: skip
+    return str(error.value), rolled, [call.args[0] for call in c.run.call_args_list]
+
+
+ADD_INDEX = [{"migration": "files.0002_note", "operations": [{"type": "AddField"}]}]
+
+
+def test_a_failed_version_without_migrations_gets_its_images_back_only(tmp_path, monkeypatch):
+    said, rolled, ran = failed_upgrade(tmp_path, monkeypatch, plan=[])
+    assert rolled == [("images", IMAGES)]  # the data stayed: the old version served them
+    assert config.load(tmp_path).version == "8.3.2"
+    assert said.startswith("REPORT web: unhealthy")
+    assert "Rolled back to 8.3.2 automatically (its images (no migration" in said
+    assert any("exec -T nginx rm -f /tmp/nginx/maintenance" in cmd for cmd in ran), ran
+
+
+def test_a_failed_version_that_migrated_is_rolled_back_whole(tmp_path, monkeypatch):
+    said, rolled, _ = failed_upgrade(tmp_path, monkeypatch, plan=ADD_INDEX)
+    assert rolled == [("all", "8.4.0", tmp_path / "bk")]
+    assert "Rolled back to 8.3.2 automatically (its images, and its database" in said
+
+
+def test_keep_failed_leaves_the_failed_version_and_names_the_rollback(tmp_path, monkeypatch):
+    said, rolled, _ = failed_upgrade(tmp_path, monkeypatch, plan=ADD_INDEX, keep_failed=True)
+    assert rolled == [] and config.load(tmp_path).version == "8.4.0"
+    assert f"roll back: invoke upgrade --rollback {tmp_path / 'bk'}" in said
+
+
 def test_rollback_refuses_a_folder_without_manifest(tmp_path):
     with pytest.raises(StackError, match=r"no manifest\.json"):
         upgrade.rollback(MockContext(), Compose(tmp_path), config.load(tmp_path), Path(tmp_path),
