@@ -447,7 +447,9 @@ def test_a_backup_proves_itself_in_a_throwaway_stack(stack):
     started = time.monotonic()
     done = stack.invoke("backup-verify", check=False)
     seconds = time.monotonic() - started
-    print(f"\n[bench] backup-verify of the acceptance data: {seconds:.0f} s\n{done.stdout}")
+    version = stack.settings.version
+    print(f"\n[measured] backup-verify of the acceptance data ({version}): {seconds:.0f} s")
+    print(done.stdout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     folder = max((stack.home / "backups").glob("mediacms-2*"))
     result = json.loads((folder / "verified.json").read_text())

@@ -87,7 +87,7 @@ def verified(site: Stack) -> tuple[Path, dict, subprocess.CompletedProcess, floa
     started = time.monotonic()
     done = site.invoke("backup-verify", check=False)
     seconds = time.monotonic() - started
-    print(f"\nbackup-verify on the stand-in took {seconds:.1f} s (wall)", file=sys.stderr)
+    print(f"\n[measured] backup-verify on the stand-in: {seconds:.1f} s (wall)")
     [folder] = (site.home / "backups").glob("mediacms-2*")
     return folder, before, done, seconds
 

@@ -159,7 +159,7 @@ def test_a_body_over_10_mib_elsewhere_is_refused_by_nginx_every_time(site, first
               .stdout.splitlines()]  # fmt: skip
     answers = [found.groups() for found in logged if found]
     assert answers == [("413", "-")] * 20, answers  # every one refused, no upstream asked
-    print(f"\n[bench] {framing} bodies over the limit: {whole}/20 got the whole 413")
+    print(f"\n[measured] {framing} bodies over the limit: {whole}/20 got the whole 413")
 
 
 def test_a_body_under_10_mib_reaches_the_app(site, first):

@@ -80,7 +80,7 @@ def test_deploy_from_nothing_to_healthy(deployment, cluster):
     started = time.monotonic()
     done = deployment.invoke("swarm.deploy", "--timeout", "900")
     took = time.monotonic() - started
-    print(f"\n[bench] swarm.deploy to all healthy: {took:.0f}s\n{done.stdout}")
+    print(f"\n[measured] swarm.deploy to all healthy: {took:.0f}s\n{done.stdout}")
     assert stack_services(deployment) == {f"{STACK}_{name}" for name in SERVICES}
     status = deployment.invoke("swarm.status").stdout
     print(status)
@@ -307,7 +307,7 @@ def test_backup_wipe_deploy_restore_round_trip(deployment, cluster, uploaded, tm
     assert counts["files_media"] >= 1 and len(checksums) >= 3, (counts, checksums)
     started = time.monotonic()
     deployment.invoke("backup", "--dest", str(tmp_path), "--keep", "1")
-    print(f"\n[bench] invoke backup on the swarm: {time.monotonic() - started:.0f}s")
+    print(f"\n[measured] invoke backup on the swarm: {time.monotonic() - started:.0f}s")
     (folder,) = tmp_path.glob("mediacms-2*")
     assert json.loads((folder / "manifest.json").read_text())["project"] == STACK
 
@@ -318,7 +318,7 @@ def test_backup_wipe_deploy_restore_round_trip(deployment, cluster, uploaded, tm
 
     started = time.monotonic()
     done = deployment.invoke("restore", str(folder), "--yes")
-    print(f"[bench] invoke restore on the swarm (writers scaled to 0 and back): "
+    print(f"[measured] invoke restore on the swarm (writers scaled to 0 and back): "
           f"{time.monotonic() - started:.0f}s\n{done.stdout[-600:]}")  # fmt: skip
     assert row_counts(deployment) == counts
     assert media_checksums(cluster) == checksums
@@ -363,11 +363,13 @@ def test_scale_web_and_celery_long_up_and_down(deployment, cluster):
     one = requests_per_second(deployment, cluster.nodes)
     started = time.monotonic()
     deployment.invoke("swarm.scale", "web=3,celery_long=2")
-    print(f"\n[bench] scale web 1 -> 3 and celery_long 1 -> 2: {time.monotonic() - started:.0f}s")
+    print(
+        f"\n[measured] scale web 1 -> 3 and celery_long 1 -> 2: {time.monotonic() - started:.0f}s"
+    )
     assert len(deployment.tasks("web")) == 3 and len(deployment.tasks("celery_long")) == 2
     assert all("Running" in state for _, state in deployment.tasks("web"))
     three = requests_per_second(deployment, cluster.nodes)
-    print(f"[bench] GET / through nginx: {one:.1f} req/s with 1 web, {three:.1f} with 3 "
+    print(f"[measured] GET / through nginx: {one:.1f} req/s with 1 web, {three:.1f} with 3 "
           f"(x{three / one:.2f}; 8 clients, every node's nginx)")  # fmt: skip
     deployment.invoke("swarm.scale", "web=2,celery_long=1")
     assert len(deployment.tasks("web")) == 2 and len(deployment.tasks("celery_long")) == 1
@@ -547,7 +549,7 @@ def test_rolling_update_of_web_fails_no_request(deployment, cluster):
         ended = time.time()
         # the load goes on past that moment: the last answers were all asked for after it
         outlasted = loop.answered_after(ended, count=5, timeout=60)
-    print(f"\n[bench] swarm.update (2 web replicas, start-first): {took:.0f}s; "
+    print(f"\n[measured] swarm.update (2 web replicas, start-first): {took:.0f}s; "
           f"{loop.ok} requests answered, {len(loop.failures)} failed, {loop.failovers} "
           "refused by a restarting nginx and sent to another node")  # fmt: skip
     assert loop.failures == [], loop.failures[:20]
@@ -557,7 +559,7 @@ def test_rolling_update_of_web_fails_no_request(deployment, cluster):
     ends = [wall(status["CompletedAt"]) for status in updated.values() if "CompletedAt" in status]
     first, last = min(wall(status["StartedAt"]) for status in updated.values()), max(ends)
     during = sum(first <= sent <= last for sent in loop.answered)
-    print(f"[bench] rolling updates over in {last - first:.0f}s, {during} answered meanwhile")
+    print(f"[measured] rolling updates over in {last - first:.0f}s, {during} answered meanwhile")
     assert last <= ended and outlasted, (last, ended, loop.answered[-5:])
     assert during >= 20, (during, first, last)
     assert deployment.settings.version == f"{version}-next"
