@@ -20,10 +20,11 @@ from pathlib import Path
 
 import nox
 
-# nox runs from the project's .venv (scripts/install.sh test), where the package is installed
-from mediacms_stack.engines.swarm.inputs import SECRETS as SWARM_SECRETS
 from mediacms_stack.images.mediacms import TARGETS
 from mediacms_stack.stack.model import PRODUCTION_TARGETS
+
+# nox runs from the project's .venv (scripts/install.sh test), where the package is installed
+from mediacms_stack.stack.secrets import SECRETS as SWARM_SECRETS
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_venv = "yes"

@@ -9,6 +9,7 @@ from pathlib import Path
 from invoke.context import Context
 from invoke.runners import Result
 
+from ..stack import config, secrets
 from ..stack.config import Settings
 from .shell import run
 
@@ -60,7 +61,14 @@ class Compose:
         return [*argv, *args]
 
     def run(self, c: Context, *args: str, **kwargs) -> Result | None:
+        self.secret_files()
         return run(c, self.argv(*args), dry_run=self.dry_run, **kwargs)
+
+    def secret_files(self) -> None:
+        """The production file's secret files, from .env, before a command that may start
+        a container reads them (:mod:`..stack.secrets`); a dry run writes nothing."""
+        if not self.dry_run and PRODUCTION in self.files:
+            secrets.write_for_compose(config.load(self.root, self.env_file))
 
     def query(self, c: Context, *args: str) -> str:
         """Run a read-only compose command even in dry-run mode and return its stdout."""
@@ -111,6 +119,7 @@ class Compose:
         services it depends on must run already. ``query``: it only reads, so it runs in
         a dry run too, output captured, a failure returned rather than raised."""
         argv = self.argv("run", "--rm", "--no-deps", "-T", service, *command)
+        self.secret_files()
         if query:
             return run(c, argv, hide=True, warn=True, in_stream=False, **kwargs)
         return run(c, argv, dry_run=self.dry_run, **kwargs)

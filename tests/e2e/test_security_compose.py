@@ -177,6 +177,34 @@ def test_compose_names_a_missing_redis_password(stack, tmp_path):
     assert done.returncode != 0 and "REDIS_PASSWORD is not set in .env" in done.stderr
 
 
+def test_admin_and_database_passwords_are_files_not_environment(stack):
+    """`docker inspect` of the migrations job and of db shows neither ADMIN_PASSWORD nor a
+    database password: they read them from files under /run/secrets (.secrets/ on the
+    host, its owner's only), and they worked: the admin logs in with ADMIN_PASSWORD, and
+    MediaCMS's plain role connects with its own."""
+    values = stack.settings.values
+    ids = stack.dc("ps", "--all", "--quiet", "migrations", "db").stdout.split()
+    assert len(ids) == 2, ids
+    shown = subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True,
+                           check=True).stdout  # fmt: skip
+    for key in ("ADMIN_PASSWORD", "POSTGRES_SUPERUSER_PASSWORD", "POSTGRES_PASSWORD"):
+        assert values[key] and values[key] not in shown, f"{key} in docker inspect"
+    folder = stack.home / ".secrets"
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    assert {p.name for p in folder.iterdir()} == {
+        "admin_password", "postgres_password", "postgres_superuser_password"}  # fmt: skip
+    assert (folder / "admin_password").read_text() == values["ADMIN_PASSWORD"]
+    whoami = requests.get(stack.url("/api/v1/whoami"), auth=("admin", values["ADMIN_PASSWORD"]),
+                          timeout=30)  # fmt: skip
+    assert whoami.status_code == 200, whoami.status_code
+    app = values["POSTGRES_USER"]
+    login = stack.dc("exec", "-T", "-e", f"PGPASSWORD={values['POSTGRES_PASSWORD']}", "db",
+                     "psql", "-h", "127.0.0.1", "-U", app, "-d", "mediacms", "-Atc",
+                     "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+                     check=False)  # fmt: skip
+    assert login.returncode == 0 and login.stdout.strip() == "f", login.stdout + login.stderr
+
+
 # --- limits -----------------------------------------------------------------------------
 def test_every_container_is_limited(stack):
     inspected = containers(stack)

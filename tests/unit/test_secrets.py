@@ -7,6 +7,7 @@ from invoke import MockContext, Result
 
 from mediacms_stack.engines.compose import Compose
 from mediacms_stack.procedures import ops
+from mediacms_stack.stack import config
 
 SECRET = "s3cret-$(id)-'x\" y"
 
@@ -30,3 +31,43 @@ def test_a_generated_password_is_returned_and_never_in_the_command(tmp_path, cap
     assert len(password) >= 20
     assert password not in c.run.call_args.args[0]
     assert password not in capsys.readouterr().err
+
+
+ENV = "SECRET_KEY=k\nPOSTGRES_PASSWORD=app-pw\nREDIS_PASSWORD=r\nADMIN_PASSWORD=\n"
+
+
+def test_compose_writes_the_secret_files_from_env_before_each_command(tmp_path):
+    from mediacms_stack.stack import secrets
+
+    (tmp_path / ".env").write_text(ENV)
+    c = MockContext(run={re.compile(r".*"): Result("")}, repeat=True)
+    Compose(tmp_path, dry_run=True).run(c, "up")
+    assert not (tmp_path / ".secrets").exists()  # a dry run writes nothing
+    Compose(tmp_path, files=("docker-compose-dev.yaml",)).run(c, "up")
+    assert not (tmp_path / ".secrets").exists()  # the development file reads none
+    Compose(tmp_path).run(c, "up")
+    folder = tmp_path / ".secrets"
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    found = {p.name: (p.read_text(), oct(p.stat().st_mode & 0o777)) for p in folder.iterdir()}
+    assert found == {"admin_password": ("\n", "0o644"), "postgres_password": ("app-pw", "0o644"),
+                     "postgres_superuser_password": ("app-pw", "0o644")}  # fmt: skip
+    before = (folder / "postgres_password").stat().st_ino
+    (tmp_path / ".env").write_text(ENV + "POSTGRES_SUPERUSER_PASSWORD=su-pw\n")
+    Compose(tmp_path).job(c, "migrations")
+    assert (folder / "postgres_superuser_password").read_text() == "su-pw"
+    assert (folder / "postgres_password").stat().st_ino == before  # unchanged: left alone
+    (tmp_path / ".env").write_text("SECRET_KEY=k\n")  # compose names what is missing
+    assert secrets.write_for_compose(config.load(tmp_path)) is None
+
+
+def test_the_compose_file_mounts_exactly_the_files_written():
+    from invoke.util import yaml
+
+    from mediacms_stack.stack import secrets
+
+    spec = yaml.safe_load((config.ROOT / "docker-compose.yaml").read_text())
+    assert set(spec["secrets"]) == set(secrets.ON_COMPOSE)
+    for name, source in spec["secrets"].items():
+        assert source == {"file": f"./{secrets.FOLDER}/{name}"}
+    used = {s for service in spec["services"].values() for s in service.get("secrets", [])}
+    assert used == set(secrets.ON_COMPOSE)

@@ -209,7 +209,7 @@ DIFFERENCES: dict[tuple[str, str], tuple[set[str], set[str], str]] = {
     ("celery_short", "tmpfs"): ({"/tmp TMPFS_SIZE=67108864"}, {"/tmp 67108864"}, TMPFS_FIXED),
     ("celery_long", "tmpfs"): ({"/tmp TMPFS_SIZE=67108864"}, {"/tmp 67108864"}, TMPFS_FIXED),
     ("nginx", "tmpfs"): ({"/tmp TMPFS_SIZE=67108864"}, {"/tmp 67108864"}, TMPFS_FIXED),
-    ("migrations", "plain secrets"): ({*APP_SECRETS, "ADMIN_PASSWORD"}, set(), SECRETS_IN_ENV),
+    ("migrations", "plain secrets"): (APP_SECRETS, set(), SECRETS_IN_ENV),
     ("web", "plain secrets"): (APP_SECRETS, set(), SECRETS_IN_ENV),
     ("web", "environment"): ({"WEB_LISTEN_NAME"}, set(), LISTEN),
     ("web", "networks"): ({"app alias uwsgi-app"}, set(), LISTEN),
@@ -217,7 +217,6 @@ DIFFERENCES: dict[tuple[str, str], tuple[set[str], set[str], str]] = {
     ("celery_beat", "plain secrets"): (APP_SECRETS, set(), SECRETS_IN_ENV),
     ("celery_short", "plain secrets"): (APP_SECRETS, set(), SECRETS_IN_ENV),
     ("celery_long", "plain secrets"): (APP_SECRETS, set(), SECRETS_IN_ENV),
-    ("db", "plain secrets"): ({"POSTGRES_PASSWORD", "MEDIACMS_DB_PASSWORD"}, set(), SECRETS_IN_ENV),
     ("redis", "plain secrets"): ({"REDISCLI_AUTH"}, set(), SECRETS_IN_ENV),
     ("redis", "environment"): ({"REDISCLI_AUTH"}, set(), REDIS_FILE),
     ("redis", "healthcheck"): (
@@ -226,7 +225,6 @@ DIFFERENCES: dict[tuple[str, str], tuple[set[str], set[str], str]] = {
     ("redis_cache", "environment"): ({"REDISCLI_AUTH"}, set(), REDIS_FILE),
     ("redis_cache", "healthcheck"): (
         {f"CMD-SHELL {REDIS_PING}"}, {f"CMD-SHELL {REDIS_PASSWORD_FILE} {REDIS_PING}"}, REDIS_FILE),
-    ("db", "environment"): ({"POSTGRES_PASSWORD", "MEDIACMS_DB_PASSWORD"}, set(), DB_FILES),
 }
 # fmt: on
 

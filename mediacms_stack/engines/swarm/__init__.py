@@ -19,13 +19,13 @@ swarm.* tasks), :mod:`.adapter` (:class:`SwarmStack`). This module re-exports wh
 tasks.py and the tests use; patch a name in the module that looks it up.
 """
 
+from ...stack.secrets import SECRETS
 from .adapter import SwarmStack
 from .checks import check_data_node, check_images, check_registry, check_storage
 from .inputs import (
     CONFIG_LIMIT,
     CUSTOM_SETTINGS,
     CUSTOM_STATIC,
-    SECRETS,
     SETTINGS_READERS,
     custom_files,
     custom_overlay,

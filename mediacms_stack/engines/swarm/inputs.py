@@ -19,37 +19,11 @@ from invoke.util import yaml
 from ...stack.config import ROOT, Settings
 from ...stack.errors import StackError
 from ...stack.files import write_private
+from ...stack.secrets import SECRET_KEYS
+from ...stack.secrets import values as secret_values
 from ..compose import PRODUCTION
 from ..shell import run
 from .stack import STACK_FILE
-
-#: Secret files of the stack: name -> the .env key holding the value (or None: derived).
-SECRETS = {
-    "secret_key": "SECRET_KEY",
-    "postgres_password": "POSTGRES_PASSWORD",
-    "postgres_superuser_password": "POSTGRES_SUPERUSER_PASSWORD",
-    "redis_password": "REDIS_PASSWORD",
-    "redis_location": None,
-    "admin_password": "ADMIN_PASSWORD",
-}
-#: .env keys never passed to `docker stack deploy` (they travel as secret files).
-SECRET_KEYS = frozenset(key for key in SECRETS.values() if key)
-
-
-def secret_values(settings: Settings) -> dict[str, str]:
-    """The secret files' contents. An empty ADMIN_PASSWORD stays empty in effect (the
-    migrations job generates one) but is written as a newline: Swarm refuses empty secrets.
-    A stack of one database role (made before the split) has no superuser password: its
-    one role is the superuser."""
-    values = {name: settings.get(key) for name, key in SECRETS.items() if key}
-    for key in ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD"):
-        settings.require(key)
-    values["postgres_superuser_password"] = (
-        values["postgres_superuser_password"] or values["postgres_password"]
-    )
-    values["redis_location"] = f"redis://:{settings.get('REDIS_PASSWORD')}@redis:6379/1"
-    values["admin_password"] = values["admin_password"] or "\n"
-    return values
 
 
 def db_app_role() -> str:

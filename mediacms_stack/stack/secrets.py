@@ -1,0 +1,72 @@
+"""The stack's secrets: their names, the .env keys they come from, their contents, and the
+files compose reads them from (docker-compose.yaml's top-level ``secrets``).
+
+On Swarm every secret is a Swarm secret (:mod:`..engines.swarm.inputs`). On compose the
+ones that need not be in a container's environment are files in ``.secrets/`` beside
+.env, written from it before each compose command: the folder is its owner's only (700),
+the files readable by the container users that mount them (644: compose bind-mounts a
+file secret as it is, ignoring uid and mode). So ``docker inspect`` of the migrations
+container shows no ADMIN_PASSWORD, and of db no password at all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import Settings
+from .files import DIR_MODE, private_writer
+
+#: Secret name -> the .env key holding its value (None: derived, see :func:`values`).
+SECRETS = {
+    "secret_key": "SECRET_KEY",
+    "postgres_password": "POSTGRES_PASSWORD",
+    "postgres_superuser_password": "POSTGRES_SUPERUSER_PASSWORD",
+    "redis_password": "REDIS_PASSWORD",
+    "redis_location": None,
+    "admin_password": "ADMIN_PASSWORD",
+}
+#: .env keys that are secrets.
+SECRET_KEYS = frozenset(key for key in SECRETS.values() if key)
+#: What every deployment's .env has (`invoke init` writes them).
+REQUIRED = ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD")
+#: The secrets docker-compose.yaml reads from files (the others are still environment).
+ON_COMPOSE = ("admin_password", "postgres_password", "postgres_superuser_password")
+#: Where they are written, in the deployment folder (compose's project directory).
+FOLDER = ".secrets"
+#: Readable by the container's user, whoever owns the file on the host (see above).
+FILE_MODE = 0o644
+
+
+def values(settings: Settings) -> dict[str, str]:
+    """The secret files' contents. An empty ADMIN_PASSWORD stays empty in effect (the
+    migrations job generates one) but is written as a newline: Swarm refuses empty secrets.
+    A stack of one database role (made before the split) has no superuser password: its
+    one role is the superuser."""
+    found = {name: settings.get(key) for name, key in SECRETS.items() if key}
+    for key in REQUIRED:
+        settings.require(key)
+    found["postgres_superuser_password"] = (
+        found["postgres_superuser_password"] or found["postgres_password"]
+    )
+    found["redis_location"] = f"redis://:{settings.get('REDIS_PASSWORD')}@redis:6379/1"
+    found["admin_password"] = found["admin_password"] or "\n"
+    return found
+
+
+def write_for_compose(settings: Settings) -> Path | None:
+    """Write (or bring up to date) the secret files docker-compose.yaml mounts; returns
+    their folder, or None when .env lacks what they are made of (compose itself then
+    names the missing key). A file whose content is already right is left alone."""
+    if not all(settings.get(key) for key in REQUIRED):
+        return None
+    folder = settings.root / FOLDER
+    folder.mkdir(mode=DIR_MODE, exist_ok=True)
+    folder.chmod(DIR_MODE)
+    wanted = values(settings)
+    for name in ON_COMPOSE:
+        path = folder / name
+        if path.is_file() and path.read_text() == wanted[name]:
+            continue
+        with private_writer(path, file_mode=FILE_MODE) as handle:
+            handle.write(wanted[name])
+    return folder
