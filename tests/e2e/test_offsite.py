@@ -32,7 +32,7 @@ pytestmark = pytest.mark.e2e
 IMAGE = "mediacms-local/sftp:test"
 MEDIA = "/home/mediacms.io/mediacms/media_files"
 REPO_PATH = "/srv/offsite/repo"
-SNAPSHOT_LINE = re.compile(r"\[offsite\] snapshot (\w+) of (\S+): (\d+) bytes read, (\d+) bytes "
+SNAPSHOT_LINE = re.compile(r"\[backup\] snapshot (\w+) of (\S+): (\d+) bytes read, (\d+) bytes "
                            r"added \(deduplicated, compressed\) in ([\d.]+) s")  # fmt: skip
 
 
