@@ -63,11 +63,22 @@ RUN --mount=type=cache,id=pip-uwsgi-noxml,target=/root/.cache/pip --mount=type=s
     python3 -m venv "$VIRTUAL_ENV" \
  && pip-install pip wheel uwsgi
 
+# source, source-lock: the staged tree and its lock, under fixed paths. Their staged
+# paths name the version (MEDIACMS_SRC, MEDIACMS_LOCK), and a build argument in scope
+# changes the cache key of every RUN after it: read only here, where nothing runs, they
+# leave the later stages cached whenever the files' contents are the same.
+FROM scratch AS source
+ARG MEDIACMS_SRC
+COPY ${MEDIACMS_SRC}/ /
+
+FROM scratch AS source-lock
+ARG MEDIACMS_LOCK
+COPY ${MEDIACMS_LOCK} /lock.txt
+
 # resolve, lock: resolve the tree's requirements against our pins (`invoke lock`); its only
 # output is the constraints file, written to the host with --output.
 FROM builder-tools AS resolve
-ARG MEDIACMS_SRC
-COPY ${MEDIACMS_SRC}/requirements*.txt /tmp/requirements/
+COPY --from=source /requirements*.txt /tmp/requirements/
 COPY scripts/build/lock-from-report.py /usr/local/bin/lock-from-report
 # Resolved under the build pins, so the tree gets the lxml that xmlsec is built against.
 ENV PIP_CONSTRAINT=/etc/mediacms-build/build.txt
@@ -82,10 +93,8 @@ COPY --from=resolve /lock/constraints.txt /
 # builder: the tree's requirements, pinned by its lock (constraints/mediacms/, staged by
 # `invoke build` beside the staged tree).
 FROM builder-tools AS builder
-ARG MEDIACMS_SRC
-ARG MEDIACMS_LOCK
-COPY ${MEDIACMS_SRC}/requirements.txt /tmp/requirements/
-COPY ${MEDIACMS_LOCK} /etc/mediacms-build/mediacms.txt
+COPY --from=source /requirements.txt /tmp/requirements/
+COPY --from=source-lock /lock.txt /etc/mediacms-build/mediacms.txt
 # The tree's own pins win over ours (a 7.x tree pins its uWSGI).
 ENV PIP_CONSTRAINT=/etc/mediacms-build/mediacms.txt
 # lxml and xmlsec must use one libxml2 (python3-saml breaks otherwise). Their wheels,
@@ -100,8 +109,7 @@ RUN --mount=type=cache,id=pip-uwsgi-noxml,target=/root/.cache/pip --mount=type=s
  && python3 /usr/local/bin/check-libxml2
 
 FROM builder AS builder-dev
-ARG MEDIACMS_SRC
-COPY ${MEDIACMS_SRC}/requirements-dev.txt /tmp/requirements/
+COPY --from=source /requirements-dev.txt /tmp/requirements/
 RUN --mount=type=cache,id=pip-uwsgi-noxml,target=/root/.cache/pip --mount=type=secret,id=ca_bundle \
     pip-install -r /tmp/requirements/requirements-dev.txt \
  && python3 /usr/local/bin/check-libxml2
@@ -135,8 +143,7 @@ ENV VIRTUAL_ENV=/home/mediacms.io
 ENV PATH=/home/mediacms.io/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     DJANGO_SETTINGS_MODULE=cms.container_settings
 WORKDIR /home/mediacms.io/mediacms
-ARG MEDIACMS_SRC
-COPY ${MEDIACMS_SRC}/ /home/mediacms.io/mediacms/
+COPY --from=source / /home/mediacms.io/mediacms/
 # The settings bridge: environment first, then custom/local_settings.py when mounted;
 # container_settings makes the tree's own hook (whichever it has) load it.
 COPY config/django/local_settings.py config/django/container_settings.py cms/
