@@ -19,9 +19,10 @@ import pytest
 import requests
 from invoke import Context
 
-from mediacms_stack.engines.swarm import behind, inputs
+from mediacms_stack.engines.swarm import behind
 from mediacms_stack.engines.swarm.poll import TERMINAL, until
 from mediacms_stack.stack import model
+from mediacms_stack.stack.secrets import SECRETS
 from tests.swarm.cluster import SHARED
 from tests.swarm.conftest import (
     ADMIN_PASSWORD,
@@ -95,7 +96,7 @@ def test_deploy_from_nothing_to_healthy(deployment, cluster):
         css = deployment.get(node, "/custom/static/css/custom.css")
         assert css.status_code == 200 and css.text == CUSTOM_CSS, (node, css.status_code)
     used = stack_secrets(deployment)
-    assert f"{STACK}_secret_key_0ld0ld0ld0ld" not in used and len(used) == len(inputs.SECRETS), used
+    assert f"{STACK}_secret_key_0ld0ld0ld0ld" not in used and len(used) == len(SECRETS), used
     assert "not-ours" in deployment.docker("secret", "ls", "--format", "{{.Name}}").stdout
     deployment.docker("secret", "rm", "not-ours")
     assert "ORCHESTRATOR=swarm" in (deployment.home / ".env").read_text()
@@ -566,7 +567,7 @@ def test_rolling_update_of_web_fails_no_request(deployment, cluster):
     images = deployment.docker("service", "inspect", f"{STACK}_web", "--format",
                                "{{.Spec.TaskTemplate.ContainerSpec.Image}}").stdout  # fmt: skip
     assert f":{version}-next@" in images
-    assert len(stack_secrets(deployment)) == len(inputs.SECRETS)  # the update's own: nothing stale
+    assert len(stack_secrets(deployment)) == len(SECRETS)  # the update's own: nothing stale
 
 
 def test_broken_image_rolled_back_and_site_keeps_answering(deployment, cluster):
