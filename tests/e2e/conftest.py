@@ -149,12 +149,16 @@ def report_failure(deployment: Stack) -> None:
     print(deployment.dc("ps", "--all", check=False).stdout, file=sys.stderr)
     print("=== docker compose logs (last 80 lines each) ===", file=sys.stderr)
     print(deployment.dc("logs", "--tail", "80", check=False).stdout, file=sys.stderr)
-    # nginx's own warnings and errors (an upstream that timed out, refused, did not
-    # resolve), which its access log pushes out of the tail above
+    # which its access log pushes out of the tail above
+    print("=== nginx warnings and errors (last 40) ===", *nginx_problems(deployment, 40),
+          sep="\n", file=sys.stderr)  # fmt: skip
+
+
+def nginx_problems(deployment: Stack, last: int) -> list[str]:
+    """nginx's own last warnings and errors (an upstream that timed out, refused, did not
+    resolve; a body it could not write)."""
     nginx = deployment.dc("logs", "--no-log-prefix", "nginx", check=False).stdout
-    problems = [line for line in nginx.splitlines() if NGINX_PROBLEM.search(line)]
-    print("=== nginx warnings and errors (last 40) ===", *problems[-40:], sep="\n",
-          file=sys.stderr)  # fmt: skip
+    return [line for line in nginx.splitlines() if NGINX_PROBLEM.search(line)][-last:]
 
 
 @contextlib.contextmanager

@@ -190,5 +190,9 @@ def test_without_web_every_request_gets_the_503_page(stack):
         # a POST is never passed on twice, and gets the same answer
         upload = requests.post(stack.url("/api/v1/media"), data={"title": "x"}, timeout=30)
         assert upload.status_code == 503 and upload.headers["Content-Type"] == "application/json"
+        # a logged-in upload larger than nginx's 10 MB default too: the 503, not a 413
+        big = requests.post(stack.url("/api/v1/media"), auth=("admin", stack.admin_password),
+                            files={"media_file": ("clip.mp4", b"\0" * (20 * 2**20))}, timeout=120)  # fmt: skip
+        assert big.status_code == 503 and big.headers["Retry-After"] == "30", big.text[:300]
     hidden = requests.get(stack.url("/_unavailable/503.html"), timeout=30)
     assert hidden.status_code == 404  # internal: only nginx's error_page reaches it
