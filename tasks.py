@@ -655,13 +655,14 @@ def migrate_from_7x(c, from_, dump=None, yes=False, new_secret_key=False, dry_ru
 def upgrade(c, to=None, build=False, source=None, rollback=None, timeout=300, keep_failed=False,
             dry_run=False):  # fmt: skip
     """Back up, get new images, gate their migrations, go in (no downtime or behind a 503 page)."""
+    from mediacms_stack.procedures import rollback as rollbacks
     from mediacms_stack.procedures import upgrade as upgrades
 
     settings, compose = _stack(dry_run, needs=("engine", "compose"))
     settings = upgrades.add_missing_keys(settings, dry_run=dry_run)  # e.g. REDIS_PASSWORD
     checks.require(settings, "env")
     if rollback:
-        upgrades.rollback(c, compose, settings, Path(rollback), backups=BACKUPS,
+        rollbacks.rollback(c, compose, settings, Path(rollback), backups=BACKUPS,
                           timeout=int(timeout))  # fmt: skip
     else:
         upgrades.upgrade(c, compose, settings, backups=BACKUPS, to=to, build=build,

@@ -40,7 +40,7 @@ from ..stack import config
 from ..stack.config import Settings
 from ..stack.errors import StackError
 from ..stack.model import APP_SERVICES, DB_VOLUME, db_volume, volume_name
-from .upgrade import start_healthy
+from .transition import start_healthy
 
 #: Stopped while the cluster is copied; nginx keeps answering (the 503 page).
 STOPPED = tuple(s for s in APP_SERVICES if s != "nginx")

@@ -25,54 +25,38 @@ an operator is left with when one fails:
      web, beat and the workers stop, the migrations job runs and they start on the new
      images; nginx is recreated last, once they are healthy: the new nginx has no flag.
    Every service must end healthy. Fails: the old version comes back at once, by itself
-   (:func:`_roll_back_failed`): when the plan had migrations, by the whole rollback below
-   (the database may be partly migrated); when it had none, its images and version only
-   (the data stayed as they were, and the old version wrote to them meanwhile). The error
+   (:func:`.rollback.roll_back_failed`): when the plan had migrations, by the whole
+   rollback of ``--rollback FOLDER`` (:mod:`.rollback`; the database may be partly
+   migrated); when it had none, its images and version only (the data stayed as they
+   were, and the old version wrote to them meanwhile). The error
    says why the new version failed and what came back. ``--keep-failed`` leaves the failed
    version as it is, naming the backup of step 1 and ``invoke upgrade --rollback FOLDER``.
 6. the summary: version before and after, per service the image (reference and id)
    before and after, the migrations the upgrade applied, the backup and the rollback.
-
-``--rollback FOLDER`` puts back the version recorded in the backup (re-tagging the exact
-image ids it recorded when a rebuild moved the tag), restores database, media and
-custom/ from it (the database as a whole: tables of newer migrations go too) and waits
-until every service is healthy.
 """
 
 from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from invoke.context import Context
 
-from ..data import artifacts, backup, database, dbrole, restore
-from ..engines import stackstate
+from ..data import backup, dbrole
 from ..engines.compose import Compose
-from ..engines.shell import run, say
+from ..engines.shell import say
 from ..engines.steps import Steps
 from ..stack import config
 from ..stack.config import Settings
 from ..stack.errors import StackError
 from ..stack.model import APP_SERVICES, MAINTENANCE_FLAG, PRODUCTION_TARGETS, ImageNames
 from . import gate
+from .rollback import roll_back_failed
+from .transition import current_state, start_healthy, summary
 
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-
-
-@dataclass(frozen=True)
-class State:
-    """What the stack runs: version, per service (image reference, image id), migrations."""
-
-    version: str
-    images: dict[str, tuple[str, str]]
-    migrations: tuple[str, ...]
-
-
-def short_id(image_id: str) -> str:
-    return image_id.removeprefix("sha256:")[:12] or "?"
 
 
 def add_missing_keys(settings: Settings, *, dry_run: bool = False) -> Settings:
@@ -103,66 +87,8 @@ def with_version(settings: Settings, version: str) -> Settings:
     return replace(settings, values={**settings.values, "MEDIACMS_VERSION": version})
 
 
-def current_state(c: Context, compose: Compose, settings: Settings) -> State:
-    migrations = database.Database.of(compose, settings).migrations(c)
-    return State(settings.version, stackstate.stack_images(c, compose), tuple(migrations))
-
-
-def summary(title: str, before: State, after: State, folder: Path) -> str:
-    """The report said at the end of an upgrade (``title`` "upgraded") or a rollback
-    ("rolled back")."""
-    from .ops import format_table
-
-    rows = []
-    for service in sorted(set(before.images) | set(after.images)):
-        old = before.images.get(service)
-        new = after.images.get(service)
-        shown_old = f"{old[0]} ({short_id(old[1])})" if old else "-"
-        shown_new = f"{new[0]} ({short_id(new[1])})" if new else "-"
-        rows.append((service, shown_old, "unchanged" if old == new else shown_new))
-    applied = [m for m in after.migrations if m not in before.migrations]
-    reverted = [m for m in before.migrations if m not in after.migrations]
-    lines = [
-        f"{title}: MediaCMS {before.version} -> {after.version}; every service is healthy",
-        format_table(rows, ("SERVICE", "IMAGE BEFORE", "IMAGE AFTER")),
-        f"migrations applied ({len(applied)}): {', '.join(applied) or 'none'}",
-    ]
-    if reverted:
-        lines.append(f"migrations rolled back ({len(reverted)}): {', '.join(reverted)}")
-    lines.append(f"backup taken before: {folder}")
-    if title == "upgraded":
-        lines.append(f"roll back with: invoke upgrade --rollback {folder}")
-    return "\n".join(lines)
-
-
 def _running(c: Context, compose: Compose) -> set[str]:
     return {r.get("Service", "") for r in compose.ps(c, all_=False) if r.get("State") == "running"}
-
-
-def start_healthy(c: Context, compose: Compose, timeout: int, *services: str,
-                  deps: bool = True) -> str:  # fmt: skip
-    """``compose up --wait`` of ``services`` (default: all); returns '' when every service
-    of the stack is up and healthy, else why not."""
-    from .ops import wait_healthy
-
-    result = compose.up(c, *services, timeout=timeout, deps=deps, warn=True)
-    if compose.dry_run:
-        return ""
-    if result is None or not result.ok:
-        return _reason(result.stderr if result is not None else "")
-    try:
-        wait_healthy(c, compose, timeout=timeout)
-    except StackError as error:
-        return str(error)
-    return ""
-
-
-def _reason(compose_output: str) -> str:
-    """The lines of compose's progress output that say what failed."""
-    lines = [line.strip() for line in compose_output.splitlines() if line.strip()]
-    telling = re.compile(r"didn't complete|unhealthy|error|exited|failed|refused", re.I)
-    picked = list(dict.fromkeys(line for line in lines if telling.search(line)))
-    return "\n  ".join(picked[-5:] or lines[-3:]) or "compose up failed"
 
 
 def _failure_report(c: Context, compose: Compose, why: str) -> str:
@@ -188,30 +114,6 @@ def _left_as_it_failed(report: str, folder: Path, old: str) -> str:
         f"  see why:   invoke logs --service migrations   (or web)\n"
         f"  roll back: invoke upgrade --rollback {folder}"
     )
-
-
-def _roll_back_failed(
-    c: Context, compose: Compose, failed: Settings, folder: Path, *, migrated: bool,
-    backups: Path, timeout: int,
-) -> str:  # fmt: skip
-    """The upgrade to ``failed``'s version undone: with its migrations, by the whole
-    rollback from the backup (data included); without (the database is as the old version
-    left it, and it served meanwhile), the old images and version only. Says what it did."""
-    if migrated:
-        rollback(c, compose, failed, folder, backups=backups, timeout=timeout)
-        did = "its images, and its database, media and custom/ from the backup"
-    else:
-        manifest = artifacts.check_backup_folder(folder).manifest
-        old = manifest["mediacms_version"]
-        _restore_images(c, manifest.get("images") or {})
-        config.update(failed, {"MEDIACMS_VERSION": old})
-        why = start_healthy(c, compose, timeout)
-        if why:
-            raise StackError(f"back on {old}'s images, but the stack is not healthy: {why}")
-        did = "its images (no migration had run: the data stayed as they were)"
-    # the maintenance path's nginx was never replaced: its page goes now
-    compose.exec(c, "nginx", "rm", "-f", MAINTENANCE_FLAG)
-    return did
 
 
 def upgrade(
@@ -281,7 +183,7 @@ def upgrade(
                 raise StackError(_left_as_it_failed(report, folder, old))
             say(f"the new version failed; back to {old}, automatically", file=sys.stderr)
             try:
-                did = _roll_back_failed(c, compose, new, folder, migrated=bool(plan),
+                did = roll_back_failed(c, compose, new, folder, migrated=bool(plan),
                                         backups=backups, timeout=timeout)  # fmt: skip
             except StackError as error:
                 raise StackError(f"{report}\n\nThe automatic rollback to {old} failed too: "
@@ -350,72 +252,3 @@ def _go_in(c: Context, compose: Compose, path: str, timeout: int) -> str:
     # together, so nginx in a larger one would leave its port closed for all that time
     say(f"nginx on the new image{gone}")
     return start_healthy(c, compose, timeout, "nginx", deps=False)
-
-
-def _restore_images(c: Context, recorded: dict[str, list[str]]) -> None:
-    """Make each recorded reference point at the recorded image id again (a rebuild or pull
-    of the same tag moved it); refuse when the reference is gone altogether."""
-    from ..engines import engine
-
-    for service, (ref, image_id) in sorted(recorded.items()):
-        found = engine.image(ref)
-        current = found.id if found is not None else None
-        if current == image_id:
-            continue
-        if engine.image(image_id) is None:
-            if current is None:
-                raise StackError(
-                    f"image {ref} of service {service} is gone (it was {short_id(image_id)}); "
-                    "pull it or build it for that version, then run the rollback again"
-                )
-            say(f"{ref}: {short_id(image_id)} is gone, using {short_id(current)}")
-            continue
-        run(c, ["docker", "image", "tag", image_id, ref], in_stream=False)
-
-
-def rollback(
-    c: Context,
-    compose: Compose,
-    settings: Settings,
-    folder: Path,
-    *,
-    backups: Path,
-    timeout: int = 300,
-) -> None:
-    """Return to the version, images and data of a backup taken by ``upgrade``.
-
-    Every artifact of the backup is verified before anything changes, and the data are
-    restored all or nothing (:func:`restore.restore_all`); a dry run only reads the folder.
-    """
-    parts = artifacts.check_backup_folder(folder)
-    old = parts.manifest.get("mediacms_version")
-    if not old:
-        raise StackError(
-            f"{folder / 'manifest.json'} does not record the version it was taken from"
-        )
-    recorded = parts.manifest.get("images") or {}
-    if compose.dry_run:
-        print(f"(dry run) would re-tag the images recorded in {folder.name} "
-              f"({', '.join(sorted(recorded)) or 'none recorded'})")  # fmt: skip
-        restore.restore_all(c, compose, settings, folder, yes=True, safety_dir=backups)
-        print(f"(dry run) would set MEDIACMS_VERSION={old} in {settings.env_file}, then start "
-              "every service and wait until healthy")  # fmt: skip
-        return
-    compose.up(c, "db", "redis", timeout=timeout)  # e.g. after `invoke down`
-    before = current_state(c, compose, settings)
-
-    say(f"rollback: MediaCMS {settings.version} -> {old}, from {folder}")
-    steps = Steps(4)
-    with steps.step(f"the images recorded in {folder.name}"):
-        _restore_images(c, recorded)
-    with steps.step("database, media and custom/ from the backup"):
-        restore.restore_all(c, compose, settings, folder, yes=True, safety_dir=backups,
-                            start=False)  # fmt: skip
-    # recorded once the data are back, before the services start on the old images
-    with steps.step(f"MEDIACMS_VERSION={old} in {settings.env_file}"):
-        restored = config.update(settings, {"MEDIACMS_VERSION": old})
-    with steps.step("every service started on the old images, healthy"):
-        why = start_healthy(c, compose, timeout)
-        if why:
-            raise StackError(f"rolled back to {old}, but the stack is not healthy: {why}")
-    say(summary("rolled back", before, current_state(c, compose, restored), folder))

@@ -28,7 +28,7 @@ from mediacms_stack.data import artifacts
 from mediacms_stack.engines import stackstate
 from mediacms_stack.images import mediacms
 from mediacms_stack.procedures import ops
-from mediacms_stack.procedures.upgrade import short_id
+from mediacms_stack.procedures.transition import short_id
 from mediacms_stack.stack import config, model
 from mediacms_stack.stack.model import SERVICES
 
@@ -269,7 +269,7 @@ def test_upgrade_backs_up_builds_migrates_reports_and_rolls_back(stack, upgrades
 def test_rollback_puts_a_moved_tag_back_on_the_recorded_image(stack):
     """An upgrade that rebuilt or re-pulled the same tag: the rollback re-tags the image id
     recorded in the backup; a reference gone altogether is refused with its fix."""
-    from mediacms_stack.procedures.upgrade import _restore_images
+    from mediacms_stack.procedures.rollback import restore_images
     from mediacms_stack.stack.errors import StackError
 
     ref = f"mediacms-upgrade-probe/retag:{os.getpid()}"
@@ -277,10 +277,10 @@ def test_rollback_puts_a_moved_tag_back_on_the_recorded_image(stack):
     recorded = image_id(stack.settings.get("POSTGRES_IMAGE"))
     subprocess.run(["docker", "image", "tag", moved_to, ref], check=True)
     try:
-        _restore_images(Context(), {"probe": [ref, recorded]})
+        restore_images(Context(), {"probe": [ref, recorded]})
         assert image_id(ref) == recorded
         gone = {"probe": [f"{ref}-absent", "sha256:" + "0" * 64]}
         with pytest.raises(StackError, match=r"is gone.*pull it or build it"):
-            _restore_images(Context(), gone)
+            restore_images(Context(), gone)
     finally:
         subprocess.run(["docker", "image", "rm", ref], capture_output=True, check=False)

@@ -8,7 +8,7 @@ from invoke import MockContext, Result
 from mediacms_stack.data import backup
 from mediacms_stack.engines import stackstate
 from mediacms_stack.engines.compose import Compose
-from mediacms_stack.procedures import gate, upgrade
+from mediacms_stack.procedures import gate, rollback, transition, upgrade
 from mediacms_stack.stack import config
 from mediacms_stack.stack.errors import StackError
 
@@ -39,10 +39,10 @@ def test_a_new_version_replaces_one_line_and_keeps_mode_600(tmp_path):
 
 
 def test_summary_names_versions_images_migrations_backup_and_rollback(tmp_path):
-    before = upgrade.State("8.3.2", IMAGES, ("files.0001_initial",))
+    before = transition.State("8.3.2", IMAGES, ("files.0001_initial",))
     after_images = {**IMAGES, "web": ("mediacms/mediacms:8.4.0", "sha256:" + "b" * 64)}
-    after = upgrade.State("8.4.0", after_images, ("files.0001_initial", "files.0002_new"))
-    text = upgrade.summary("upgraded", before, after, tmp_path / "bk")
+    after = transition.State("8.4.0", after_images, ("files.0001_initial", "files.0002_new"))
+    text = transition.summary("upgraded", before, after, tmp_path / "bk")
     assert text.startswith("upgraded: MediaCMS 8.3.2 -> 8.4.0; every service is healthy\n")
     web = next(line for line in text.splitlines() if line.startswith("web"))
     assert "mediacms/mediacms:8.3.2 (aaaaaaaaaaaa)" in web
@@ -50,7 +50,7 @@ def test_summary_names_versions_images_migrations_backup_and_rollback(tmp_path):
     assert re.search(r"^db\s+postgres:17 \(dddddddddddd\)\s+unchanged$", text, re.M)
     assert "migrations applied (1): files.0002_new" in text
     assert f"roll back with: invoke upgrade --rollback {tmp_path / 'bk'}" in text
-    back = upgrade.summary("rolled back", after, before, tmp_path / "bk")
+    back = transition.summary("rolled back", after, before, tmp_path / "bk")
     assert back.startswith("rolled back: MediaCMS 8.4.0 -> 8.3.2")
     assert "migrations rolled back (1): files.0002_new" in back and "roll back with" not in back
 
@@ -184,12 +184,12 @@ def failed_upgrade(tmp_path, monkeypatch, *, plan, keep_failed=False):
     monkeypatch.setattr(upgrade, "_go_in", lambda *a: "web: unhealthy")
     monkeypatch.setattr(upgrade, "_failure_report", lambda c, compose, why: f"REPORT {why}")
     rolled = []
-    monkeypatch.setattr(upgrade, "rollback", lambda c, compose, settings, folder, **kw:
+    monkeypatch.setattr(rollback, "rollback", lambda c, compose, settings, folder, **kw:
                         rolled.append(("all", settings.version, folder)))  # fmt: skip
-    monkeypatch.setattr(upgrade, "_restore_images",
+    monkeypatch.setattr(rollback, "restore_images",
                         lambda c, recorded: rolled.append(("images", recorded)))  # fmt: skip
-    monkeypatch.setattr(upgrade, "start_healthy", lambda *a, **k: "")
-    monkeypatch.setattr(upgrade.artifacts, "check_backup_folder", lambda folder: type(
+    monkeypatch.setattr(rollback, "start_healthy", lambda *a, **k: "")
+    monkeypatch.setattr(rollback.artifacts, "check_backup_folder", lambda folder: type(
         "Parts", (), {"manifest": {"mediacms_version": "8.3.2", "images": IMAGES}}))  # fmt: skip
     (tmp_path / ".env").write_text("MEDIACMS_VERSION=8.3.2\nPOSTGRES_USER=app\n"
                                    "POSTGRES_SUPERUSER=mediacms\n")  # fmt: skip
@@ -227,7 +227,7 @@ def test_keep_failed_leaves_the_failed_version_and_names_the_rollback(tmp_path, 
 
 def test_rollback_refuses_a_folder_without_manifest(tmp_path):
     with pytest.raises(StackError, match=r"no manifest\.json"):
-        upgrade.rollback(MockContext(), Compose(tmp_path), config.load(tmp_path), Path(tmp_path),
+        rollback.rollback(MockContext(), Compose(tmp_path), config.load(tmp_path), Path(tmp_path),
                          backups=tmp_path)  # fmt: skip
 
 
@@ -237,10 +237,10 @@ def test_failure_reason_keeps_the_lines_that_say_what_failed():
         ' Container p-migrations-1  service "migrations" didn\'t complete successfully: exit 1\n'
         ' Container p-migrations-1  service "migrations" didn\'t complete successfully: exit 1\n'
     )
-    assert upgrade._reason(output) == (
+    assert transition._reason(output) == (
         'Container p-migrations-1  service "migrations" didn\'t complete successfully: exit 1'
     )
-    assert upgrade._reason("a\nb\nc\nd\n") == "b\n  c\n  d"
+    assert transition._reason("a\nb\nc\nd\n") == "b\n  c\n  d"
 
 
 def go_in(tmp_path, monkeypatch, path: str) -> list[str]:
