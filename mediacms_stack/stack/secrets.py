@@ -5,8 +5,8 @@ On Swarm every secret is a Swarm secret (:mod:`..engines.swarm.inputs`). On comp
 ones that need not be in a container's environment are files in ``.secrets/`` beside
 .env, written from it before each compose command: the folder is its owner's only (700),
 the files readable by the container users that mount them (644: compose bind-mounts a
-file secret as it is, ignoring uid and mode). So ``docker inspect`` of the migrations
-container shows no ADMIN_PASSWORD, and of db no password at all.
+file secret as it is, ignoring uid and mode). So ``docker inspect`` of web, the workers,
+beat, the migrations job and db shows no secret at all.
 """
 
 from __future__ import annotations
@@ -29,8 +29,15 @@ SECRETS = {
 SECRET_KEYS = frozenset(key for key in SECRETS.values() if key)
 #: What every deployment's .env has (`invoke init` writes them).
 REQUIRED = ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD")
-#: The secrets docker-compose.yaml reads from files (the others are still environment).
-ON_COMPOSE = ("admin_password", "postgres_password", "postgres_superuser_password")
+#: The secrets docker-compose.yaml reads from files: all but redis_password, which the
+#: two Redis servers and redis-cli take from their environment (REDISCLI_AUTH).
+ON_COMPOSE = (
+    "secret_key",
+    "postgres_password",
+    "postgres_superuser_password",
+    "redis_location",
+    "admin_password",
+)
 #: Where they are written, in the deployment folder (compose's project directory).
 FOLDER = ".secrets"
 #: Readable by the container's user, whoever owns the file on the host (see above).

@@ -7,6 +7,7 @@ the scratch volume rather than in RAM, and no setuid/setgid file in any image.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -177,18 +178,17 @@ def test_compose_names_a_missing_redis_password(stack, tmp_path):
     assert done.returncode != 0 and "REDIS_PASSWORD is not set in .env" in done.stderr
 
 
-def test_admin_and_database_passwords_are_files_not_environment(stack):
-    """`docker inspect` of the migrations job shows neither ADMIN_PASSWORD nor the database
-    superuser's password, of db no password at all: they read them from files under /run/secrets (.secrets/ on the
-    host, its owner's only), and they worked: the admin logs in with ADMIN_PASSWORD, and
-    MediaCMS's plain role connects with its own."""
+def test_secrets_are_files_not_environment(stack):
+    """`docker inspect` of every container but the two Redis servers (redis-cli reads its
+    password from the environment) shows no secret of .env: the app containers, the
+    migrations job and db read them from files under /run/secrets (.secrets/ on the host,
+    its owner's only), and they worked: the app answers, the admin logs in with
+    ADMIN_PASSWORD, and MediaCMS's plain role connects with its own."""
     values = stack.settings.values
-    # (the migrations job, like every app container, still has MediaCMS's own password)
-    hidden = {
-        "migrations": ("ADMIN_PASSWORD", "POSTGRES_SUPERUSER_PASSWORD"),
-        "db": ("ADMIN_PASSWORD", "POSTGRES_SUPERUSER_PASSWORD", "POSTGRES_PASSWORD"),
-    }
-    for service, keys in hidden.items():
+    keys = ("SECRET_KEY", "POSTGRES_PASSWORD", "POSTGRES_SUPERUSER_PASSWORD", "REDIS_PASSWORD",
+            "ADMIN_PASSWORD")  # fmt: skip
+    services = ("migrations", "web", "celery_beat", "celery_short", "celery_long", "nginx", "db")
+    for service in services:
         [found] = stack.dc("ps", "--all", "--quiet", service).stdout.split()
         shown = subprocess.run(["docker", "inspect", found], capture_output=True, text=True,
                                check=True).stdout  # fmt: skip
@@ -197,7 +197,19 @@ def test_admin_and_database_passwords_are_files_not_environment(stack):
     folder = stack.home / ".secrets"
     assert oct(folder.stat().st_mode & 0o777) == "0o700"
     assert {p.name for p in folder.iterdir()} == {
-        "admin_password", "postgres_password", "postgres_superuser_password"}  # fmt: skip
+        "admin_password", "postgres_password", "postgres_superuser_password", "secret_key",
+        "redis_location"}  # fmt: skip
+    # the app read them (the workers' health checks reached the broker through the
+    # REDIS_LOCATION file): its sessions work and it signs with .env's SECRET_KEY
+    session = requests.Session()
+    login = session.post(stack.url("/api/v1/login"), auth=("admin", values["ADMIN_PASSWORD"]),
+                         timeout=30)  # fmt: skip
+    assert login.status_code == 200 and session.get(stack.url("/api/v1/whoami"),
+                                                    timeout=30).status_code == 200  # fmt: skip
+    signed = stack.dc("exec", "-T", "web", "python", "manage.py", "shell", "-c",
+                      "from django.conf import settings; import hashlib; "
+                      "print(hashlib.sha256(settings.SECRET_KEY.encode()).hexdigest())")  # fmt: skip
+    assert signed.stdout.split()[-1] == hashlib.sha256(values["SECRET_KEY"].encode()).hexdigest()
     assert (folder / "admin_password").read_text() == values["ADMIN_PASSWORD"]
     whoami = requests.get(stack.url("/api/v1/whoami"), auth=("admin", values["ADMIN_PASSWORD"]),
                           timeout=30)  # fmt: skip

@@ -50,7 +50,9 @@ def test_compose_writes_the_secret_files_from_env_before_each_command(tmp_path):
     assert oct(folder.stat().st_mode & 0o777) == "0o700"
     found = {p.name: (p.read_text(), oct(p.stat().st_mode & 0o777)) for p in folder.iterdir()}
     assert found == {"admin_password": ("\n", "0o644"), "postgres_password": ("app-pw", "0o644"),
-                     "postgres_superuser_password": ("app-pw", "0o644")}  # fmt: skip
+                     "postgres_superuser_password": ("app-pw", "0o644"),
+                     "secret_key": ("k", "0o644"),
+                     "redis_location": ("redis://:r@redis:6379/1", "0o644")}  # fmt: skip
     before = (folder / "postgres_password").stat().st_ino
     (tmp_path / ".env").write_text(ENV + "POSTGRES_SUPERUSER_PASSWORD=su-pw\n")
     Compose(tmp_path).job(c, "migrations")

@@ -3,15 +3,13 @@ new Redis with their remaining lifetime, by Lua run on each side."""
 
 from __future__ import annotations
 
-import json
-from urllib.parse import urlsplit
-
 from invoke.context import Context
 
 from ...engines.compose import Compose
 from ...engines.shell import quote, run, say, wait_until
 from ...stack.config import Settings
 from ...stack.errors import StackError
+from ...stack.model import BROKER_DB
 from .legacy import OldDeployment
 
 #: Django's cached sessions as django-redis names them: ":1:django.contrib.sessions.cache<id>"
@@ -37,14 +35,6 @@ IMPORT_SESSIONS = (
 )
 
 
-def new_redis(c: Context, compose: Compose, settings: Settings) -> tuple[str, str]:
-    """(database number, password) of the new stack's cache, from its REDIS_LOCATION."""
-    config = json.loads(compose.query(c, "config", "--format", "json") or "{}")
-    env = config.get("services", {}).get("web", {}).get("environment") or {}
-    location = urlsplit(env.get("REDIS_LOCATION") or "redis://redis:6379/1")
-    return location.path.strip("/") or "0", location.password or settings.get("REDIS_PASSWORD")
-
-
 def carry_sessions(c: Context, old: OldDeployment, compose: Compose, settings: Settings) -> int:
     """Copy the logged-in sessions from the old Redis into the new one (running).
 
@@ -62,7 +52,7 @@ def carry_sessions(c: Context, old: OldDeployment, compose: Compose, settings: S
         say(f"sessions: the old '{service}' container is gone, none carried "
             "(users log in again)")  # fmt: skip
         return 0
-    db, password = new_redis(c, compose, settings)
+    db, password = str(BROKER_DB), settings.get("REDIS_PASSWORD")
     try:
         if not _redis_answers(c, old.compose, service):
             say(f"WARNING sessions not carried: the old '{service}' did not answer")
