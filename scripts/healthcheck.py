@@ -86,7 +86,7 @@ def now_and_then(check, stamp, every=DEEP_EVERY):
 
 
 def _broker():
-    # Swarm hands the URL (it holds the password) in as a secret file: REDIS_LOCATION_FILE
+    # compose and Swarm hand the URL (it holds the password) in as a secret file
     path = os.environ.get("REDIS_LOCATION_FILE")
     if path:
         return Path(path).read_text().strip()

@@ -58,7 +58,9 @@ def test_worker_and_beat_checks_ask_redis_and_refuse_a_wrong_password(stack):
     for service, check in (("celery_short", "celery short"),
                            ("celery_beat", "beat /tmp/celerybeat-schedule 120")):  # fmt: skip
         assert sh(stack, service, f"python /usr/local/bin/healthcheck.py {check}").stdout == "ok\n"
-        wrong = sh(stack, service, "REDIS_LOCATION=redis://:wrong@redis:6379/1 "
+        # the URL comes from a secret file (REDIS_LOCATION_FILE): one with a wrong password
+        wrong = sh(stack, service, "echo redis://:wrong@redis:6379/1 > /tmp/wrong-location && "
+                   "REDIS_LOCATION_FILE=/tmp/wrong-location "
                    f"python /usr/local/bin/healthcheck.py {check}", check=False)  # fmt: skip
         assert wrong.returncode == 1, wrong
         assert wrong.stdout.startswith("broker redis:6379 Redis refused: -WRONGPASS"), wrong
