@@ -33,6 +33,9 @@ class Compose:
     project: str | None = "mediacms"  # None: compose's own default (folder name, .env)
     env_file: Path | None = None
     dry_run: bool = field(default=False, compare=False)
+    #: False: another project's files (the 7.x deployment migrate-from-7x reads), beside
+    #: which nothing is written
+    ours: bool = field(default=True, compare=False)
 
     #: Labels the engine finds the stack's containers by: the project, the service.
     LABELS = ("com.docker.compose.project", "com.docker.compose.service")
@@ -51,6 +54,9 @@ class Compose:
         return cls(settings.root, files, project, settings.env_file, dry_run)
 
     def argv(self, *args: str) -> list[str]:
+        """The command line of ``docker compose *args`` for this stack, about to run: the
+        secret files its containers read are brought up to date first."""
+        self.secret_files()
         argv = ["docker", "compose", "--project-directory", str(self.root)]
         if self.project is not None:
             argv += ["--project-name", self.project]
@@ -61,13 +67,12 @@ class Compose:
         return [*argv, *args]
 
     def run(self, c: Context, *args: str, **kwargs) -> Result | None:
-        self.secret_files()
         return run(c, self.argv(*args), dry_run=self.dry_run, **kwargs)
 
     def secret_files(self) -> None:
         """The production file's secret files, from .env, before a command that may start
         a container reads them (:mod:`..stack.secrets`); a dry run writes nothing."""
-        if not self.dry_run and PRODUCTION in self.files:
+        if self.ours and not self.dry_run and PRODUCTION in self.files:
             secrets.write_for_compose(config.load(self.root, self.env_file))
 
     def query(self, c: Context, *args: str) -> str:
@@ -119,7 +124,6 @@ class Compose:
         services it depends on must run already. ``query``: it only reads, so it runs in
         a dry run too, output captured, a failure returned rather than raised."""
         argv = self.argv("run", "--rm", "--no-deps", "-T", service, *command)
-        self.secret_files()
         if query:
             return run(c, argv, hide=True, warn=True, in_stream=False, **kwargs)
         return run(c, argv, dry_run=self.dry_run, **kwargs)

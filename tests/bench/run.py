@@ -124,7 +124,6 @@ def stack_benchmarks(built: dict, *, only_backups: bool = False, db_rows: int = 
     env.pop("MEDIACMS_ENV_FILE", None)
 
     def dc(*args: str, **kwargs):
-        compose.secret_files()  # as every invoke task writes them first
         return sh(*compose.argv(*args), **kwargs)
 
     def up():

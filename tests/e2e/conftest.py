@@ -67,7 +67,6 @@ class Stack:
         return done
 
     def dc(self, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-        self.compose.secret_files()  # as every invoke task writes them first
         return subprocess.run(self.compose.argv(*args), capture_output=True, check=check,
                               text=kwargs.pop("text", True), **kwargs)  # fmt: skip
 

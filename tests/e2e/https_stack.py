@@ -144,7 +144,6 @@ class HttpsDeployment:
         self.root = home / "pebble-root.pem"
 
     def dc(self, *args: str, check: bool = True, timeout: float = 600):
-        self.compose.secret_files()  # as every invoke task writes them first
         return subprocess.run(self.compose.argv(*args), capture_output=True, text=True,
                               check=check, timeout=timeout)  # fmt: skip
 

@@ -151,7 +151,8 @@ def test_redis_refuses_clients_without_the_password(stack):
                                  "socket_timeout=5).ping()")  # fmt: skip
     assert wrong.returncode != 0 and "invalid username-password" in wrong.stderr, wrong
     granted = python(stack, "web", "import os, redis; "
-                     "print(redis.Redis.from_url(os.environ['REDIS_LOCATION']).ping())")  # fmt: skip
+                     "url = open(os.environ['REDIS_LOCATION_FILE']).read().strip(); "
+                     "print(redis.Redis.from_url(url).ping())")  # fmt: skip
     assert granted.stdout.strip() == "True", granted
 
 

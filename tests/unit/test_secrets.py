@@ -73,3 +73,13 @@ def test_the_compose_file_mounts_exactly_the_files_written():
         assert source == {"file": f"./{secrets.FOLDER}/{name}"}
     used = {s for service in spec["services"].values() for s in service.get("secrets", [])}
     assert used == set(secrets.ON_COMPOSE)
+
+
+def test_every_command_line_built_writes_them_but_not_beside_another_project(tmp_path):
+    """A command line built to be run elsewhere (piped, run by a backup) finds the files
+    too; a 7.x deployment being migrated (ours=False) gets nothing written beside it."""
+    (tmp_path / ".env").write_text(ENV)
+    Compose(tmp_path, ours=False).argv("run", "--rm", "web", "true")
+    assert not (tmp_path / ".secrets").exists()
+    Compose(tmp_path).argv("run", "--rm", "web", "true")
+    assert (tmp_path / ".secrets" / "secret_key").read_text() == "k"

@@ -68,7 +68,7 @@ class SwarmStack(Compose):
     @classmethod
     def connect(cls, c: Context, settings: Settings, *, dry_run: bool = False) -> SwarmStack:
         return cls(settings.root, (STACK_FILE,), settings.project, settings.env_file, dry_run,
-                   settings, c)  # fmt: skip
+                   settings=settings, context=c)  # fmt: skip
 
     def argv(self, *args: str) -> list[str]:
         verb, tail = args[0], args[1:]
