@@ -37,7 +37,8 @@ QUEUE_DEPTH_LUA = (
     "for _, step in ipairs(ARGV) do n = n + redis.call('LLEN', queue .. '\\6\\22' .. step) end "
     "depths[i] = n end return depths"
 )
-#: redis-cli with the password from the environment (compose) or the secret (Swarm).
+#: redis-cli with the password from the secret file (a container made before the file,
+#: by an older release of this stack, has it in its environment).
 REDIS_CLI = ('REDISCLI_AUTH="${REDISCLI_AUTH:-$(cat /run/secrets/redis_password 2>/dev/null)}" '
              'exec redis-cli --no-auth-warning "$@"')  # fmt: skip
 #: ``df`` of each path's filesystem, then ``du`` of each path, in one exec.

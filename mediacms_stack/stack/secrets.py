@@ -1,12 +1,11 @@
 """The stack's secrets: their names, the .env keys they come from, their contents, and the
 files compose reads them from (docker-compose.yaml's top-level ``secrets``).
 
-On Swarm every secret is a Swarm secret (:mod:`..engines.swarm.inputs`). On compose the
-ones that need not be in a container's environment are files in ``.secrets/`` beside
-.env, written from it before each compose command: the folder is its owner's only (700),
-the files readable by the container users that mount them (644: compose bind-mounts a
-file secret as it is, ignoring uid and mode). So ``docker inspect`` of web, the workers,
-beat, the migrations job and db shows no secret at all.
+On Swarm every secret is a Swarm secret (:mod:`..engines.swarm.inputs`). On compose each
+is a file in ``.secrets/`` beside .env, written from it before each compose command: the
+folder is its owner's only (700), the files readable by the container users that mount
+them (644: compose bind-mounts a file secret as it is, ignoring uid and mode). So
+``docker inspect`` of any container of the stack shows no secret at all.
 """
 
 from __future__ import annotations
@@ -29,15 +28,6 @@ SECRETS = {
 SECRET_KEYS = frozenset(key for key in SECRETS.values() if key)
 #: What every deployment's .env has (`invoke init` writes them).
 REQUIRED = ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD")
-#: The secrets docker-compose.yaml reads from files: all but redis_password, which the
-#: two Redis servers and redis-cli take from their environment (REDISCLI_AUTH).
-ON_COMPOSE = (
-    "secret_key",
-    "postgres_password",
-    "postgres_superuser_password",
-    "redis_location",
-    "admin_password",
-)
 #: Where they are written, in the deployment folder (compose's project directory).
 FOLDER = ".secrets"
 #: Readable by the container's user, whoever owns the file on the host (see above).
@@ -70,7 +60,7 @@ def write_for_compose(settings: Settings) -> Path | None:
     folder.mkdir(mode=DIR_MODE, exist_ok=True)
     folder.chmod(DIR_MODE)
     wanted = values(settings)
-    for name in ON_COMPOSE:
+    for name in SECRETS:
         path = folder / name
         if path.is_file() and path.read_text() == wanted[name]:
             continue

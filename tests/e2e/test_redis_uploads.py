@@ -25,6 +25,8 @@ import pytest
 import requests
 from conftest import nginx_problems
 
+from mediacms_stack.procedures.health import REDIS_CLI
+
 pytestmark = pytest.mark.e2e
 
 GIB = 2**30
@@ -34,9 +36,10 @@ MIB = 2**20
 NGINX_404 = b"<h1>404 Not Found</h1>"
 
 
-def redis(stack, service: str, *args: str) -> str:
-    done = stack.dc("exec", "-T", service, "redis-cli", "--no-auth-warning", *args)
-    return done.stdout.strip()
+def redis(stack, service: str, *args: str, **kwargs) -> str:
+    """redis-cli in ``service``, with the password from its secret file."""
+    done = stack.dc("exec", "-T", service, "sh", "-c", REDIS_CLI, "redis-cli", *args, **kwargs)
+    return done.stdout.strip() if isinstance(done.stdout, str) else done.stdout
 
 
 def info(stack, service: str, section: str) -> dict[str, str]:
@@ -172,8 +175,7 @@ def test_a_full_cache_evicts_its_own_keys_never_a_session_or_a_queued_task(stack
             % (len(key), key, value)
             for key in (b"fill:%d" % i for i in range(20_000))
         )
-        stack.dc("exec", "-T", "redis_cache", "redis-cli", "--no-auth-warning", "-n", "1",
-                 "--pipe", input=commands, text=False)  # fmt: skip
+        redis(stack, "redis_cache", "-n", "1", "--pipe", input=commands, text=False)
         memory = info(stack, "redis_cache", "memory")
         stats = info(stack, "redis_cache", "stats")
         print(

@@ -180,15 +180,15 @@ def test_compose_names_a_missing_redis_password(stack, tmp_path):
 
 
 def test_secrets_are_files_not_environment(stack):
-    """`docker inspect` of every container but the two Redis servers (redis-cli reads its
-    password from the environment) shows no secret of .env: the app containers, the
-    migrations job and db read them from files under /run/secrets (.secrets/ on the host,
-    its owner's only), and they worked: the app answers, the admin logs in with
-    ADMIN_PASSWORD, and MediaCMS's plain role connects with its own."""
+    """`docker inspect` of every container of the stack shows no secret of .env: they read
+    them from files under /run/secrets (.secrets/ on the host, its owner's only), and they
+    worked: the app answers, the admin logs in with ADMIN_PASSWORD, MediaCMS's plain role
+    connects with its own, and Redis wants its password (test_redis_refuses_...)."""
     values = stack.settings.values
     keys = ("SECRET_KEY", "POSTGRES_PASSWORD", "POSTGRES_SUPERUSER_PASSWORD", "REDIS_PASSWORD",
             "ADMIN_PASSWORD")  # fmt: skip
-    services = ("migrations", "web", "celery_beat", "celery_short", "celery_long", "nginx", "db")
+    services = ("migrations", "web", "celery_beat", "celery_short", "celery_long", "nginx", "db",
+                "redis", "redis_cache")  # fmt: skip
     for service in services:
         [found] = stack.dc("ps", "--all", "--quiet", service).stdout.split()
         shown = subprocess.run(["docker", "inspect", found], capture_output=True, text=True,
@@ -199,7 +199,7 @@ def test_secrets_are_files_not_environment(stack):
     assert oct(folder.stat().st_mode & 0o777) == "0o700"
     assert {p.name for p in folder.iterdir()} == {
         "admin_password", "postgres_password", "postgres_superuser_password", "secret_key",
-        "redis_location"}  # fmt: skip
+        "redis_location", "redis_password"}  # fmt: skip
     # the app read them (the workers' health checks reached the broker through the
     # REDIS_LOCATION file): its sessions work and it signs with .env's SECRET_KEY
     session = requests.Session()

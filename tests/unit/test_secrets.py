@@ -52,7 +52,8 @@ def test_compose_writes_the_secret_files_from_env_before_each_command(tmp_path):
     assert found == {"admin_password": ("\n", "0o644"), "postgres_password": ("app-pw", "0o644"),
                      "postgres_superuser_password": ("app-pw", "0o644"),
                      "secret_key": ("k", "0o644"),
-                     "redis_location": ("redis://:r@redis:6379/1", "0o644")}  # fmt: skip
+                     "redis_location": ("redis://:r@redis:6379/1", "0o644"),
+                     "redis_password": ("r", "0o644")}  # fmt: skip
     before = (folder / "postgres_password").stat().st_ino
     (tmp_path / ".env").write_text(ENV + "POSTGRES_SUPERUSER_PASSWORD=su-pw\n")
     Compose(tmp_path).job(c, "migrations")
@@ -68,11 +69,11 @@ def test_the_compose_file_mounts_exactly_the_files_written():
     from mediacms_stack.stack import secrets
 
     spec = yaml.safe_load((config.ROOT / "docker-compose.yaml").read_text())
-    assert set(spec["secrets"]) == set(secrets.ON_COMPOSE)
+    assert set(spec["secrets"]) == set(secrets.SECRETS)
     for name, source in spec["secrets"].items():
         assert source == {"file": f"./{secrets.FOLDER}/{name}"}
     used = {s for service in spec["services"].values() for s in service.get("secrets", [])}
-    assert used == set(secrets.ON_COMPOSE)
+    assert used == set(secrets.SECRETS)
 
 
 def test_every_command_line_built_writes_them_but_not_beside_another_project(tmp_path):

@@ -176,17 +176,10 @@ ASPECTS: dict[str, Callable[[dict], set[str]]] = {
 
 # --- the differences of today: (only in docker-compose.yaml, only in docker-stack.yaml) ---
 NNP = "no-new-privileges:true"
-REDIS_PING = "redis-cli ping | grep -qx PONG"
-REDIS_PASSWORD_FILE = 'REDISCLI_AUTH="$$(cat /run/secrets/redis_password)"'
 
 NO_SECURITY_OPT = ("docker stack deploy ignores security_opt (moby/moby#41371): on Swarm "
                    "no-new-privileges comes only from each node's daemon.json")  # fmt: skip
 TMPFS_FIXED = "GAP: TMPFS_SIZE (.env) does not reach Swarm: the stack's /tmp is a fixed 64 MiB"
-SECRETS_IN_ENV = ("GAP: on compose redis's password is an environment value (docker inspect "
-                  "shows it; redis-cli reads it there); Swarm hands a file under /run/secrets")  # fmt: skip
-REDIS_FILE = "Swarm: redis's password is read from its secret file, never put in the environment"
-DB_FILES = ("Swarm: the db's command reads both passwords (superuser's, MediaCMS's role's) "
-            "from their secret files, never from the service's environment")  # fmt: skip
 LISTEN = ("GAP: on Swarm uWSGI listens on every network of the task (Swarm's DNS names a task "
           "only once it is healthy, after uWSGI must have bound): the workers and beat, on "
           "data, can open web's socket")  # fmt: skip
@@ -211,14 +204,6 @@ DIFFERENCES: dict[tuple[str, str], tuple[set[str], set[str], str]] = {
     ("web", "environment"): ({"WEB_LISTEN_NAME"}, set(), LISTEN),
     ("web", "networks"): ({"app alias uwsgi-app"}, set(), LISTEN),
     ("web", "uwsgi listens on"): ({"app"}, set(), LISTEN),
-    ("redis", "plain secrets"): ({"REDISCLI_AUTH"}, set(), SECRETS_IN_ENV),
-    ("redis", "environment"): ({"REDISCLI_AUTH"}, set(), REDIS_FILE),
-    ("redis", "healthcheck"): (
-        {f"CMD-SHELL {REDIS_PING}"}, {f"CMD-SHELL {REDIS_PASSWORD_FILE} {REDIS_PING}"}, REDIS_FILE),
-    ("redis_cache", "plain secrets"): ({"REDISCLI_AUTH"}, set(), SECRETS_IN_ENV),
-    ("redis_cache", "environment"): ({"REDISCLI_AUTH"}, set(), REDIS_FILE),
-    ("redis_cache", "healthcheck"): (
-        {f"CMD-SHELL {REDIS_PING}"}, {f"CMD-SHELL {REDIS_PASSWORD_FILE} {REDIS_PING}"}, REDIS_FILE),
 }
 # fmt: on
 
