@@ -124,6 +124,52 @@ def test_mediacms_is_a_plain_database_role(deployment):
     assert role.strip() == f"f|f|f|{user}", role
 
 
+def task_addresses(deployment: Deployment, service: str) -> dict[str, list[str]]:
+    """{network: addresses} of the service's running tasks."""
+    ids = deployment.docker("service", "ps", "-q", "--filter", "desired-state=running",
+                            f"{STACK}_{service}").stdout.split()  # fmt: skip
+    out = deployment.docker("inspect", "--format", "{{json .NetworksAttachments}}", *ids).stdout
+    found: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        for attachment in json.loads(line) or []:
+            network = attachment["Network"]["Spec"]["Name"].removeprefix(f"{STACK}_")
+            found.setdefault(network, []).extend(a.split("/")[0] for a in attachment["Addresses"])
+    return found
+
+
+def task_container(deployment: Deployment, cluster, service: str) -> tuple[str, str]:
+    """(DOCKER_HOST, container id) of a running task of ``service``."""
+    node = sorted(node for node, _ in deployment.tasks(service))[0]
+    host = cluster.host_of(f"mcms-swarm-{node}")
+    found = subprocess.run(["docker", "--host", host, "ps", "-q", "--filter",
+                            f"label=com.docker.swarm.service.name={STACK}_{service}"],
+                           capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    return host, found[0]
+
+
+def opens(where: tuple[str, str], address: str, port: int) -> bool:
+    """True when the container opens a TCP connection to address:port within 3 s."""
+    host, container = where
+    code = f"import socket; socket.create_connection(({address!r}, {port}), 3)"
+    return subprocess.run(["docker", "--host", host, "exec", container, "python", "-c", code],
+                          capture_output=True, check=False).returncode == 0  # fmt: skip
+
+
+def test_uwsgi_listens_on_the_app_network_only(deployment, cluster):
+    """web's uWSGI socket is open on its `app` address (nginx's network) and on no other:
+    a worker, on `data` with web, opens none of web's addresses; web itself reaches the
+    app address and is refused on its own data one (nothing listens there)."""
+    addresses = task_addresses(deployment, "web")
+    assert addresses.get("app") and addresses.get("data"), addresses
+    worker = task_container(deployment, cluster, "celery_short")
+    for network, found in addresses.items():
+        for address in found:
+            assert not opens(worker, address, 9000), f"celery_short opens web's {network} {address}"
+    web = task_container(deployment, cluster, "web")
+    assert all(opens(web, address, 9000) for address in addresses["app"]), addresses
+    assert not any(opens(web, address, 9000) for address in addresses["data"]), addresses
+
+
 def make_video(deployment: Deployment, seconds: int = 3) -> bytes:
     """A real H.264/AAC clip made by the web image's own ffmpeg (on this machine)."""
     script = (

@@ -130,10 +130,17 @@ def networks(service: dict) -> set[str]:
 
 
 def listens_on(service: dict) -> set[str]:
-    """The networks where WEB_LISTEN_NAME is an alias, so uWSGI listens there and on no
-    other network."""
-    name = _environment(service).get("WEB_LISTEN_NAME") or ""
+    """The networks uWSGI listens on, and on no other: where WEB_LISTEN_NAME is an alias
+    (compose), or whose subnet is WEB_LISTEN_SUBNET (Swarm)."""
+    env = _environment(service)
+    name, subnet = env.get("WEB_LISTEN_NAME") or "", env.get("WEB_LISTEN_SUBNET") or ""
+    if subnet:
+        return {n for n in _aliases(service) if subnet in _subnets(STACK_YAML["networks"][n])}
     return {n for n, named in _aliases(service).items() if name in named} if name else set()
+
+
+def _subnets(network: dict | None) -> list[str]:
+    return [c.get("subnet") for c in ((network or {}).get("ipam") or {}).get("config") or []]
 
 
 def roles(service: dict) -> set[str]:
@@ -180,9 +187,8 @@ NNP = "no-new-privileges:true"
 NO_SECURITY_OPT = ("docker stack deploy ignores security_opt (moby/moby#41371): on Swarm "
                    "no-new-privileges comes only from each node's daemon.json")  # fmt: skip
 TMPFS_FIXED = "GAP: TMPFS_SIZE (.env) does not reach Swarm: the stack's /tmp is a fixed 64 MiB"
-LISTEN = ("GAP: on Swarm uWSGI listens on every network of the task (Swarm's DNS names a task "
-          "only once it is healthy, after uWSGI must have bound): the workers and beat, on "
-          "data, can open web's socket")  # fmt: skip
+LISTEN = ("uWSGI finds its address on app by an alias of that network on compose, by the "
+          "network's subnet on Swarm (whose DNS names a task only once it is healthy)")  # fmt: skip
 
 # fmt: off
 DIFFERENCES: dict[tuple[str, str], tuple[set[str], set[str], str]] = {
@@ -201,9 +207,8 @@ DIFFERENCES: dict[tuple[str, str], tuple[set[str], set[str], str]] = {
     ("celery_short", "tmpfs"): ({"/tmp TMPFS_SIZE=67108864"}, {"/tmp 67108864"}, TMPFS_FIXED),
     ("celery_long", "tmpfs"): ({"/tmp TMPFS_SIZE=67108864"}, {"/tmp 67108864"}, TMPFS_FIXED),
     ("nginx", "tmpfs"): ({"/tmp TMPFS_SIZE=67108864"}, {"/tmp 67108864"}, TMPFS_FIXED),
-    ("web", "environment"): ({"WEB_LISTEN_NAME"}, set(), LISTEN),
+    ("web", "environment"): ({"WEB_LISTEN_NAME"}, {"WEB_LISTEN_SUBNET"}, LISTEN),
     ("web", "networks"): ({"app alias uwsgi-app"}, set(), LISTEN),
-    ("web", "uwsgi listens on"): ({"app"}, set(), LISTEN),
 }
 # fmt: on
 
