@@ -251,7 +251,8 @@ def test_status_reads_the_swarm_stack(deployment, cluster, uploaded):
     _, at_web = status_at(deployment, web_node)
     assert at_web["encodings"]["failed"] == 0 and at_web["encodings"]["stuck"] == 0, at_web
     assert at_web["volumes"][model.MEDIA_VOLUME]["bytes"] > 0, at_web["volumes"]
-    if web_node != cluster.host:  # the database's volume is on the manager only
+    if web_node != cluster.host:  # the services and the database's volume: the manager's
+        assert "not a swarm manager" in at_web["unread"]["services"], at_web["unread"]
         assert "DOCKER_HOST=" in at_web["unread"]["db volumes"], at_web["unread"]
         assert any(p.startswith("db volumes: could not be read") for p in at_web["problems"])
 

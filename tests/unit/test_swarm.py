@@ -287,6 +287,7 @@ def test_status_reads_the_services_of_the_swarm_stack(on_swarm):
     from mediacms_stack.procedures import health, ops
 
     c = exec_ctx(**{
+        r"docker info .*": "node1 true\n",
         r"docker stack services .*": "mediacms_web\treplicated\t2/2\tr/web:9\n"
                                      "mediacms_db\treplicated\t0/1\tr/pg:17\n"
                                      "mediacms_migrations\treplicated-job\t0/1 (1/1 completed)\tr/web:9\n",
@@ -306,6 +307,13 @@ def test_status_reads_the_services_of_the_swarm_stack(on_swarm):
               "backups": {"full": None}, "encodings": None}  # fmt: skip
     found = health.problems_of(report)
     assert "db: 0 of 0/1, not healthy" in found and not [p for p in found if p.startswith("web")]
+
+
+def test_status_on_a_worker_is_one_error_saying_a_manager_knows_the_services(on_swarm):
+    c = exec_ctx(**{r"docker info .*": "node2 false\n"})
+    with pytest.raises(StackError, match=r"^node2 is not a swarm manager, which alone knows"):
+        swarm.SwarmStack.connect(c, on_swarm).ps(c)
+    assert not [x for x in calls(c) if x.startswith("docker stack")]  # nothing else asked
 
 
 def test_exec_goes_to_the_task_container_on_the_reached_engine(on_swarm):

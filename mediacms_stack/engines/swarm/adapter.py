@@ -113,7 +113,13 @@ class SwarmStack(Compose):
         """The stack's services as compose reports containers (what ``status`` reads), one
         row a service: running and healthy when as many tasks run as it wants (Swarm counts
         a task running once its health check passed), else its ``running of wanted`` tasks,
-        not healthy; a job (the migrations) completed or not."""
+        not healthy; a job (the migrations) completed or not. Only a manager knows them:
+        on a worker, one error saying so."""
+        here = _engine_role(c)
+        if not here.strip().endswith(" true"):
+            raise StackError(f"{here.split(' ')[0] or 'this engine'} is not a swarm manager, "
+                             "which alone knows the services: run this where DOCKER_HOST "
+                             "reaches a manager")  # fmt: skip
         rows, running = services(c, self.settings), running_tasks(c, self.settings)
         found = []
         for name, mode, replicas, image in rows:
