@@ -147,13 +147,12 @@ def task_container(deployment: Deployment, cluster, service: str) -> tuple[str, 
     return host, found[0]
 
 
-#: uWSGI's own answer (an HTTP status line, over the uwsgi protocol) from address:9000, as
-#: web's health check asks it: an open TCP connection alone proves nothing here (this
-#: machine's network accepts connections to addresses nobody has)
+#: MediaCMS's page, asked over the uwsgi protocol at address:9000 as web's health check
+#: asks it (a 2xx or 3xx): an open connection, or a status line, proves nothing here (this
+#: machine's network accepts connections to addresses nobody has, and answers them 400)
 UWSGI_ANSWERS = (
     "import sys; sys.path.insert(0, '/usr/local/bin'); import healthcheck; "
-    "problem = healthcheck.uwsgi(host=sys.argv[1]); "
-    "sys.exit(0 if problem is None or problem.startswith('uWSGI answered') else 1)"
+    "sys.exit(1 if healthcheck.uwsgi(host=sys.argv[1]) else 0)"
 )
 
 
