@@ -38,8 +38,8 @@ def _settings() -> config.Settings:
     return config.load(config.home(), os.environ.get("MEDIACMS_ENV_FILE"))
 
 
-def _stack(dry_run: bool = False, *, dev: bool = False, https: bool = False, needs=("env",),
-           swarm_with=None):  # fmt: skip
+def _stack(dry_run: bool = False, *, dev: bool = False, https: bool = False,
+           metrics: bool = False, needs=("env",), swarm_with=None):  # fmt: skip
     """Settings and compose of the stack; a dry run needs neither engine nor compose
     plugin (it runs nothing).
 
@@ -58,7 +58,8 @@ def _stack(dry_run: bool = False, *, dev: bool = False, https: bool = False, nee
             raise StackError(f"this deployment runs on Swarm ({swarm.ORCHESTRATOR}=swarm in "
                              ".env): use the swarm.* tasks; nothing was changed")  # fmt: skip
         return settings, swarm.SwarmStack.connect(swarm_with, settings, dry_run=dry_run)
-    return settings, Compose.for_settings(settings, dev=dev, https=https, dry_run=dry_run)
+    return settings, Compose.for_settings(settings, dev=dev, https=https, metrics=metrics,
+                                          dry_run=dry_run)  # fmt: skip
 
 
 #: The only short flags, one meaning each across every task (-h stays invoke's help;
@@ -273,10 +274,13 @@ def pull(c, dry_run=False):
     "https": "add docker-compose-cert.yaml (Caddy, certificates over ACME) and record "
     "HTTPS_OVERLAY=true in .env, so later tasks include it "
     "(Default: off; on when HTTPS_OVERLAY=true in .env)",
+    "metrics": "add docker-compose-metrics.yaml (Prometheus on 127.0.0.1:METRICS_PORT, "
+    "exporters for nginx, PostgreSQL, Redis and the Celery queues) and record "
+    "METRICS_OVERLAY=true in .env, so later tasks include it (Default: off)",
     "dry_run": "print the plan and the commands only; change nothing, need no engine (with "
     "--dev, ask the engine which images are missing) (Default: off)",
 })  # fmt: skip
-def up(c, dev=False, https=False, dry_run=False):
+def up(c, dev=False, https=False, metrics=False, dry_run=False):
     """Start the stack (building or bootstrapping missing images) and wait until healthy."""
     if dev:
         return dev_stack(c, dry_run=dry_run)
@@ -284,7 +288,9 @@ def up(c, dev=False, https=False, dry_run=False):
         engines.ensure()
     https = https or uses_https(_settings())  # HTTPS_OVERLAY=true in .env
     needs = ("env", "custom", "proxies", *(("https-env", "https-ports") if https else ()))
-    settings, compose = _stack(dry_run, https=https, needs=needs)
+    settings, compose = _stack(dry_run, https=https, metrics=metrics, needs=needs)
+    if metrics:
+        settings = ops.enable_metrics(c, settings, dry_run=dry_run)
     ops.ensure_images(c, settings, https=https, dry_run=dry_run)
     compose.up(c)
     if https and not uses_https(settings) and not dry_run:  # recorded once it came up

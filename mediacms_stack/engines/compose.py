@@ -15,13 +15,24 @@ from .shell import run
 
 PRODUCTION = "docker-compose.yaml"
 HTTPS = "docker-compose-cert.yaml"
+METRICS = "docker-compose-metrics.yaml"
 DEVELOPMENT = "docker-compose-dev.yaml"
+
+
+def _on(settings: Settings, key: str) -> bool:
+    return settings.get(key).strip().lower() in ("1", "true", "yes", "on")
 
 
 def uses_https(settings: Settings) -> bool:
     """True when .env says this deployment runs the HTTPS overlay (HTTPS_OVERLAY=true):
     every task (upgrade, restart, logs, down, ...) then includes docker-compose-cert.yaml."""
-    return settings.get("HTTPS_OVERLAY").strip().lower() in ("1", "true", "yes", "on")
+    return _on(settings, "HTTPS_OVERLAY")
+
+
+def uses_metrics(settings: Settings) -> bool:
+    """True when .env says this deployment runs the metrics overlay (METRICS_OVERLAY=true,
+    recorded by `invoke up --metrics`): every task then includes docker-compose-metrics.yaml."""
+    return _on(settings, "METRICS_OVERLAY")
 
 
 @dataclass(frozen=True)
@@ -46,10 +57,18 @@ class Compose:
 
     @classmethod
     def for_settings(
-        cls, settings: Settings, *, dev: bool = False, https: bool = False, dry_run: bool = False
+        cls,
+        settings: Settings,
+        *,
+        dev: bool = False,
+        https: bool = False,
+        metrics: bool = False,
+        dry_run: bool = False,
     ) -> Compose:
         https = https or uses_https(settings)
-        files = (DEVELOPMENT,) if dev else (PRODUCTION, HTTPS) if https else (PRODUCTION,)
+        metrics = metrics or uses_metrics(settings)
+        overlays = (HTTPS,) * https + (METRICS,) * metrics
+        files = (DEVELOPMENT,) if dev else (PRODUCTION, *overlays)
         project = settings.project + ("-dev" if dev else "")
         return cls(settings.root, files, project, settings.env_file, dry_run)
 

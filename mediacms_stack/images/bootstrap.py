@@ -210,7 +210,7 @@ def old_postgres(c: Context, root: Path, major: str, *, force: bool = False) -> 
 
 
 #: Tool images the tasks run (not stand-ins): name -> folder under bootstrap/.
-TOOLS = {"restic": "restic"}
+TOOLS = {"restic": "restic", "metrics": "metrics"}
 
 
 def tool_image(c: Context, root: Path, name: str, *, base: str, dry_run: bool = False) -> str:

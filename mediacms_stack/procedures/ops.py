@@ -188,6 +188,23 @@ def missing_images(refs: list[str]) -> list[str]:
     return [ref for ref in refs if engine.image(ref) is None]
 
 
+def enable_metrics(c: Context, settings: Settings, *, dry_run: bool = False) -> Settings:
+    """Before `up --metrics`: the overlay's image (bootstrap/metrics on BASE_IMAGE, built
+    when missing) and METRICS_OVERLAY=true recorded in .env with METRICS_IMAGE, which
+    docker-compose-metrics.yaml reads; every later task includes the overlay."""
+    from ..images import bootstrap
+    from ..stack import config
+
+    base = settings.get("BASE_IMAGE", "debian:trixie-slim")
+    image = bootstrap.tool_image(c, config.ROOT, "metrics", base=base, dry_run=dry_run)
+    changes = {"METRICS_OVERLAY": "true", "METRICS_IMAGE": image}
+    if all(settings.get(key) == value for key, value in changes.items()):
+        return settings
+    say(f"METRICS_OVERLAY=true and METRICS_IMAGE={image} in {settings.env_file}: every "
+        "task includes the metrics overlay from now on")  # fmt: skip
+    return config.update(settings, changes, dry_run=dry_run)
+
+
 def bootstrap_stand_ins(c: Context, refs: list[str], *, dry_run: bool = False) -> None:
     """Make the local stand-ins (``mediacms-local/...``) when ``refs`` name one the engine
     lacks: the bootstrap makes them all, from Debian's archive."""

@@ -10,6 +10,8 @@ them (644: compose bind-mounts a file secret as it is, ignoring uid and mode). S
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from pathlib import Path
 
 from .config import Settings
@@ -24,6 +26,9 @@ SECRETS = {
     "redis_location": None,
     "admin_password": "ADMIN_PASSWORD",
 }
+#: The optional overlays' secrets (docker-compose-metrics.yaml), derived from SECRET_KEY so
+#: that turning an overlay on needs no new .env key: name -> what it is for.
+OVERLAY_SECRETS = {"metrics_db_password": "the metrics overlay's read-only database role"}
 #: .env keys that are secrets.
 SECRET_KEYS = frozenset(key for key in SECRETS.values() if key)
 #: What every deployment's .env has (`invoke init` writes them).
@@ -50,6 +55,14 @@ def values(settings: Settings) -> dict[str, str]:
     return found
 
 
+def overlay_values(settings: Settings) -> dict[str, str]:
+    """The overlays' secret files' contents: each an HMAC of its purpose under SECRET_KEY
+    (a new SECRET_KEY gives new ones; the overlay sets them again at its next start)."""
+    key = settings.require("SECRET_KEY").encode()
+    return {name: hmac.new(key, purpose.encode(), hashlib.sha256).hexdigest()
+            for name, purpose in OVERLAY_SECRETS.items()}  # fmt: skip
+
+
 def write_for_compose(settings: Settings) -> Path | None:
     """Write (or bring up to date) the secret files docker-compose.yaml mounts; returns
     their folder, or None when .env lacks what they are made of (compose itself then
@@ -59,8 +72,8 @@ def write_for_compose(settings: Settings) -> Path | None:
     folder = settings.root / FOLDER
     folder.mkdir(mode=DIR_MODE, exist_ok=True)
     folder.chmod(DIR_MODE)
-    wanted = values(settings)
-    for name in SECRETS:
+    wanted = {**values(settings), **overlay_values(settings)}
+    for name in wanted:
         path = folder / name
         if path.is_file() and path.read_text() == wanted[name]:
             continue

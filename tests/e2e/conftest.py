@@ -161,15 +161,18 @@ def nginx_problems(deployment: Stack, last: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def running(deployment: Stack, request: pytest.FixtureRequest) -> Iterator[Stack]:
-    """``deployment`` after `invoke up` (of images built from the commit under test). On
+def running(deployment: Stack, request: pytest.FixtureRequest, *up_args: str) -> Iterator[Stack]:
+    """``deployment`` after `invoke up *up_args` (of images built from the commit under
+    test; .env read again after it, for what `up` records there, e.g. an overlay). On
     the way out its state and logs are printed when `up` or a test failed meanwhile, and
     it goes with its volumes (SMOKE_KEEP_STACK=1 leaves it running, a debugging aid)."""
     require_built_from_this_commit(deployment.settings.version)
     failures = request.session.testsfailed
     started = time.monotonic()
-    up = deployment.invoke("up", check=False)
+    up = deployment.invoke("up", *up_args, check=False)
     deployment.startup_seconds = time.monotonic() - started
+    deployment.settings = config.load(deployment.home)
+    deployment.compose = Compose.for_settings(deployment.settings)
     try:
         if up.returncode != 0:
             raise AssertionError(f"invoke up failed:\n{up.stdout[-3000:]}\n{up.stderr[-5000:]}")

@@ -1,23 +1,28 @@
-"""`invoke status` and `invoke encodings` on a stack of their own (workers are stopped
-here, which the shared stack's other tests must not see).
+"""`invoke status`, `invoke encodings` and the metrics overlay on a stack of their own
+(workers are stopped here, which the shared stack's other tests must not see).
 
 A healthy site reports no problem and, with 1,000 media items, how long status takes;
 with the workers stopped, the queue depths move as tasks are queued; a failed encoding
 and a stuck one are found, `encodings --retry -n` changes nothing, `encodings --retry`
 queues both through encode_media, and once the workers are back the failed one is done.
+The stack runs with `up --metrics`: Prometheus scrapes every exporter, sees the queue of an
+upload grow while the workers are stopped and empty once they are back, and nothing of the
+overlay can be reached from outside or reads MediaCMS's data.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 
 import pytest
 import requests
-from conftest import Stack, new_deployment, running
+from conftest import REPO, Stack, free_port, new_deployment, running
 from test_checklist import make_video
 
 from mediacms_stack.stack.model import SERVICES
@@ -56,8 +61,45 @@ print(Media.objects.count())
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
     home = tmp_path_factory.mktemp("status")
-    with running(new_deployment(home, f"mediacms-status-{os.getpid()}"), request) as deployment:
+    for name in METRICS_FILES:
+        (home / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, home / name)
+    deployment = new_deployment(home, f"mediacms-status-{os.getpid()}",
+                                METRICS_PORT=str(free_port()))  # fmt: skip
+    with running(deployment, request, "--metrics") as deployment:
         yield deployment
+
+
+#: What the metrics overlay reads from the deployment folder.
+METRICS_FILES = ("docker-compose-metrics.yaml", "config/nginx/metrics.conf",
+                 "config/prometheus/prometheus.yml")  # fmt: skip
+METRICS_JOBS = {"prometheus", "nginx", "postgres", "redis", "redis_cache"}
+#: The Celery queues' depth as Prometheus has it (every priority step's list summed).
+QUEUED = 'sum(redis_key_size{db="db1",key=~"(short|long)_tasks.*"}) or vector(0)'
+
+
+def prometheus(stack: Stack, path: str, **params: str) -> dict:
+    port = stack.settings.get("METRICS_PORT")
+    answer = requests.get(f"http://127.0.0.1:{port}{path}", params=params, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["data"]
+
+
+def queued_in_prometheus(stack: Stack) -> float:
+    [sample] = prometheus(stack, "/api/v1/query", query=QUEUED)["result"]
+    return float(sample["value"][1])
+
+
+def wait_for(what: str, check, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} within {timeout:g}s"
+        time.sleep(2)
+
+
+def containers(stack: Stack, service: str) -> list[dict]:
+    listed = stack.dc("ps", "--format", "json", service).stdout
+    return [json.loads(line) for line in listed.splitlines() if line.strip()]
 
 
 def django(stack: Stack, code: str) -> str:
@@ -155,3 +197,58 @@ def test_queues_move_and_failed_and_stuck_encodings_are_retried(site: Stack):
     # the stuck one ran again and failed for good: its media item has no file
     assert encoding_state(site, stuck) == "fail"
     assert report["encodings"]["failed"] == 1 and report["encodings"]["running"] == 0
+
+
+def test_prometheus_scrapes_every_target_and_sees_the_queue_of_an_upload(site: Stack):
+    def targets_up() -> bool:
+        active = prometheus(site, "/api/v1/targets")["activeTargets"]
+        return {t["labels"]["job"] for t in active if t["health"] == "up"} == METRICS_JOBS
+
+    wait_for("every target up", targets_up)
+    for series in ("nginx_up", "pg_up", "redis_up"):
+        values = prometheus(site, "/api/v1/query", query=series)["result"]
+        assert values and all(v["value"][1] == "1" for v in values), (series, values)
+    assert prometheus(site, "/api/v1/query", query="nginx_http_requests_total")["result"]
+    assert prometheus(site, "/api/v1/query", query='pg_database_size_bytes{datname="mediacms"}')[
+        "result"]  # fmt: skip
+
+    site.dc("stop", "celery_short", "celery_long")
+    admin = requests.auth.HTTPBasicAuth("admin", site.admin_password)
+    clip = requests.post(site.url("/api/v1/media"), auth=admin, data={"title": "queued"},
+                         files={"media_file": ("clip.mp4", make_video(site), "video/mp4")},
+                         timeout=60)  # fmt: skip
+    assert clip.status_code == 201, clip.text
+    wait_for("the upload's task in Prometheus", lambda: queued_in_prometheus(site) >= 1)
+    site.dc("start", "celery_short", "celery_long")
+    wait_for("an empty queue in Prometheus", lambda: queued_in_prometheus(site) == 0, 300)
+
+
+def test_the_metrics_overlay_is_closed_to_the_outside_and_reads_no_data(site: Stack):
+    # nginx's counters are on a listener of their own, never on the published port
+    assert "Active connections" not in requests.get(site.url("/stub_status"), timeout=10).text
+    [nginx] = containers(site, "nginx")
+    assert {p["TargetPort"] for p in nginx["Publishers"] if p["PublishedPort"]} == {8080}
+    project = site.compose.project
+    for service in ("metrics_postgres", "metrics_redis", "metrics_nginx", "prometheus"):
+        [container] = containers(site, service)
+        assert "healthy" in container["Status"], container
+        published = {(p["URL"], p["PublishedPort"]) for p in container["Publishers"]
+                     if p["PublishedPort"]}  # fmt: skip
+        port = int(site.settings.get("METRICS_PORT"))
+        assert published == ({("127.0.0.1", port)} if service == "prometheus" else set())
+        inspected = json.loads(subprocess.run(["docker", "inspect", container["ID"]],
+                                              capture_output=True, text=True).stdout)[0]  # fmt: skip
+        assert inspected["HostConfig"]["ReadonlyRootfs"] and inspected["HostConfig"]["CapDrop"] == [
+            "ALL"
+        ]
+        networks = set(inspected["NetworkSettings"]["Networks"])
+        assert not networks & {f"{project}_frontend", f"{project}_egress", f"{project}_app"}
+    # the exporter's role sees statistics, not MediaCMS's tables, and is no superuser
+    role = site.settings.get("METRICS_DB_USER", "mediacms_metrics")
+    password = (site.home / ".secrets" / "metrics_db_password").read_text()
+    asked = site.dc("exec", "-T", "-e", f"PGPASSWORD={password}", "db", "psql", "-h", "127.0.0.1",
+                    "-U", role, "-d", "mediacms", "-tAc",
+                    "SELECT rolsuper FROM pg_roles WHERE rolname = current_user; "
+                    "SELECT count(*) FROM users_user", check=False)  # fmt: skip
+    assert asked.stdout.split()[:1] == ["f"], asked
+    assert "permission denied" in asked.stderr, asked.stderr

@@ -53,7 +53,10 @@ def test_compose_writes_the_secret_files_from_env_before_each_command(tmp_path):
                      "postgres_superuser_password": ("app-pw", "0o644"),
                      "secret_key": ("k", "0o644"),
                      "redis_location": ("redis://:r@redis:6379/1", "0o644"),
-                     "redis_password": ("r", "0o644")}  # fmt: skip
+                     "redis_password": ("r", "0o644"),
+                     "metrics_db_password": (secrets.overlay_values(config.load(tmp_path))[
+                         "metrics_db_password"], "0o644")}  # fmt: skip
+    assert len(found["metrics_db_password"][0]) == 64  # derived from SECRET_KEY, not it
     before = (folder / "postgres_password").stat().st_ino
     (tmp_path / ".env").write_text(ENV + "POSTGRES_SUPERUSER_PASSWORD=su-pw\n")
     Compose(tmp_path).job(c, "migrations")
@@ -74,6 +77,20 @@ def test_the_compose_file_mounts_exactly_the_files_written():
         assert source == {"file": f"./{secrets.FOLDER}/{name}"}
     used = {s for service in spec["services"].values() for s in service.get("secrets", [])}
     assert used == set(secrets.SECRETS)
+
+
+def test_the_metrics_overlay_mounts_its_own_secret_and_the_production_ones():
+    from invoke.util import yaml
+
+    from mediacms_stack.stack import secrets
+
+    spec = yaml.safe_load((config.ROOT / "docker-compose-metrics.yaml").read_text())
+    assert set(spec["secrets"]) == set(secrets.OVERLAY_SECRETS)
+    for name, source in spec["secrets"].items():
+        assert source == {"file": f"./{secrets.FOLDER}/{name}"}
+    used = {s for service in spec["services"].values() for s in service.get("secrets", [])}
+    assert used <= set(secrets.SECRETS) | set(secrets.OVERLAY_SECRETS)
+    assert "metrics_db_password" in used
 
 
 def test_every_command_line_built_writes_them_but_not_beside_another_project(tmp_path):
