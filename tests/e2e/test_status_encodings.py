@@ -72,7 +72,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
 
 #: What the metrics overlay reads from the deployment folder.
 METRICS_FILES = ("docker-compose-metrics.yaml", "config/nginx/metrics.conf",
-                 "config/prometheus/prometheus.yml")  # fmt: skip
+                 "config/prometheus/prometheus.yml", "config/postgres/metrics-role.sql")  # fmt: skip
 METRICS_JOBS = {"prometheus", "nginx", "postgres", "redis", "redis_cache"}
 #: The Celery queues' depth as Prometheus has it (every priority step's list summed).
 QUEUED = 'sum(redis_key_size{db="db1",key=~"(short|long)_tasks.*"}) or vector(0)'
