@@ -32,6 +32,9 @@ from ..stack.model import BACKUPS_DIR
 PGDUMP_MAGIC = b"PGDMP"
 #: What `invoke backup-verify` records in the backup folder it verified.
 VERIFIED = "verified.json"
+#: What `invoke backup --offsite` records in the backups folder: the project's last
+#: snapshot, which `invoke status` shows without asking restic.
+OFFSITE = "offsite-{project}.json"
 
 
 def utc_stamp() -> str:
@@ -146,14 +149,20 @@ def publish(partial: Path, dest: Path, prefix: str, suffix: str) -> Path:
     raise StackError(f"no free backup name in {dest} for {prefix}-*{suffix}; {partial} is kept")
 
 
+def read_json(path: Path) -> dict | None:
+    """A JSON object the project wrote; None when it is missing, unreadable or not an
+    object (a record's reader says "none", it does not stop)."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
 def manifest_of(path: Path) -> dict:
     """The manifest of a backup file (beside it) or folder (in it); {} when unreadable."""
     side = path / "manifest.json" if path.is_dir() else path.with_name(path.name + ".manifest.json")
-    try:
-        manifest = json.loads(side.read_text())
-    except (OSError, ValueError):
-        return {}
-    return manifest if isinstance(manifest, dict) else {}
+    return read_json(side) or {}
 
 
 def _written_by(path: Path, project: str | None) -> bool:
@@ -195,11 +204,13 @@ def latest(dest: Path, pattern: str, project: str | None) -> tuple[Path, datetim
 
 def verification(folder: Path) -> dict | None:
     """What `invoke backup-verify` recorded in a backup folder; None when nothing."""
-    try:
-        found = json.loads((folder / VERIFIED).read_text())
-    except (OSError, ValueError):
-        return None
-    return found if isinstance(found, dict) else None
+    return read_json(folder / VERIFIED)
+
+
+def offsite_record(dest: Path, project: str | None) -> Path:
+    """Where `invoke backup --offsite` records ``project``'s last snapshot: one file a
+    project, as projects may share a backups folder."""
+    return dest / OFFSITE.format(project=project)
 
 
 def check_dump_file(path: Path) -> None:

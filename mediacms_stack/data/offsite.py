@@ -20,6 +20,7 @@ import shutil
 import socket
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from invoke.context import Context
@@ -30,7 +31,7 @@ from ..images import bootstrap
 from ..stack import files
 from ..stack.config import ROOT, Settings
 from ..stack.errors import StackError
-from .artifacts import manifest_of, written_by
+from .artifacts import manifest_of, offsite_record, write_json, written_by
 from .backup import backup_all
 
 #: restic's exit codes (0.17+): no repository at the location; the password opens no key.
@@ -41,6 +42,9 @@ SNAPSHOT_ROOT = "/backups"
 #: A snapshot as an operator names it: an id (or its first 8+ hex digits), or latest.
 _SNAPSHOT = re.compile(r"latest|[0-9a-f]{8,64}")
 _FOLDER = re.compile(r"mediacms-[0-9A-Za-z-]+")
+#: Credentials in a repository's address (``sftp://USER:PASSWORD@HOST...``,
+#: ``s3:https://KEY_ID:SECRET@HOST...``): the pair, up to the last ``@`` before the path.
+_CREDENTIALS = re.compile(r"^(sftp:(?://)?|s3:(?:\w+://)?)[^:@/]*:[^/]*@")
 KEEP_KEYS = ("OFFSITE_KEEP_DAILY", "OFFSITE_KEEP_WEEKLY", "OFFSITE_KEEP_MONTHLY")
 #: restic's cache (encrypted copies of the repository's index), where restic on the host
 #: would keep it.
@@ -87,6 +91,13 @@ class Offsite:
     @property
     def tag(self) -> str:
         return f"project={self.settings.project}"
+
+    @property
+    def location(self) -> str:
+        """The repository's address as it may be shown and stored: without credentials
+        (a user and password, or a key pair, written into it are dropped; the keys this
+        project uses are files, never part of it)."""
+        return _CREDENTIALS.sub(r"\1", self.repository)
 
     def argv(self, *args: str, image: str, mounts: tuple[tuple[Path, str, str], ...] = ()
              ) -> list[str]:  # fmt: skip
@@ -329,13 +340,27 @@ def local_table(dest: Path, project: str) -> str:
     return "\n".join("  ".join(f"{cell:<24}" for cell in row).rstrip() for row in rows)
 
 
+def record(dest: Path, offsite: Offsite, folder: Path, summary: dict) -> None:
+    """The snapshot just sent, recorded beside the backups (replacing the last, mode 600)
+    for `invoke status`, which does not ask restic: that needs the key and takes a while.
+    Nothing when restic named no snapshot (a dry run)."""
+    if not summary.get("snapshot_id"):
+        return
+    write_json(offsite_record(dest, offsite.settings.project), {
+        "project": offsite.settings.project, "snapshot": summary["snapshot_id"],
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "repository": offsite.location, "folder": str(folder)})  # fmt: skip
+
+
 def backup(c: Context, compose: Compose, settings: Settings, dest: Path, *,
            keep: int | None = None) -> tuple[Path, dict]:  # fmt: skip
     """``invoke backup --offsite``: the repository checked (made on first use) before
-    anything is written, then the full backup, its snapshot, the retention."""
+    anything is written, then the full backup, its snapshot (recorded once it is off-site,
+    whatever the retention then does), the retention."""
     restic = Restic(c, configured(settings, dest), dry_run=compose.dry_run)
     restic.open(create=True)
     folder = backup_all(c, compose, settings, dest, keep=keep)
     summary = restic.send(folder)
+    record(dest, restic.offsite, folder, summary)
     restic.forget()
     return folder, summary

@@ -123,13 +123,14 @@ def _remove(path: Path) -> None:
 
 def base_image(
     name: str = LOCAL_IMAGES["BASE_IMAGE"], *, suite: str = SUITE, force: bool = False
-) -> None:
-    """debootstrap a minimal Debian ``suite`` and ``docker import`` it, unless up to date."""
+) -> bool:
+    """debootstrap a minimal Debian ``suite`` and ``docker import`` it, unless up to date;
+    True when it did (an image built on the old one is then out of date)."""
     mirror = os.environ.get("DEBIAN_MIRROR", DEFAULT_MIRROR)
     recipe = _recipe(mirror, suite)
     if not force and _image_label(name, RECIPE_LABEL) == recipe:
         say(f"{name} is up to date (recipe {recipe})")
-        return
+        return False
     if not shutil.which("debootstrap"):
         if os.geteuid() != 0:
             raise StackError("debootstrap is missing: apt-get install debootstrap (as root)")
@@ -158,6 +159,7 @@ def base_image(
         if tar.returncode != 0 or imported.returncode != 0:
             raise StackError(f"docker import of {name} failed: {imported.stderr.decode()[-2000:]}")
     say(f"imported {name}")
+    return True
 
 
 def stand_ins(c: Context, root: Path, *, base: str = LOCAL_IMAGES["BASE_IMAGE"]) -> None:
@@ -173,9 +175,13 @@ def stand_ins(c: Context, root: Path, *, base: str = LOCAL_IMAGES["BASE_IMAGE"])
 
 
 def all_images(c: Context, root: Path, *, force: bool = False) -> None:
+    """The base, the stand-ins and the tool images: a host prepared with them needs
+    Debian's archive no more, not even at its first off-site backup."""
     engine.ensure()
-    base_image(force=force)
+    imported = base_image(force=force)
     stand_ins(c, root)
+    for name in TOOLS:
+        tool_image(c, root, name, base=LOCAL_IMAGES["BASE_IMAGE"], force=imported)
 
 
 #: Debian releases that carry older PostgreSQL majors (what 7.x deployments may run).
@@ -213,16 +219,18 @@ def old_postgres(c: Context, root: Path, major: str, *, force: bool = False) -> 
 TOOLS = {"restic": "restic", "metrics": "metrics"}
 
 
-def tool_image(c: Context, root: Path, name: str, *, base: str, dry_run: bool = False) -> str:
+def tool_image(c: Context, root: Path, name: str, *, base: str, dry_run: bool = False,
+               force: bool = False) -> str:  # fmt: skip
     """``mediacms-local/NAME:<recipe>``, built from ``bootstrap/NAME`` on ``base`` when
-    missing. The tag is a hash of the base's name and the folder's files, so a changed
-    recipe is a new image and never a stale one."""
+    missing (``force``: also when present, as the base was made again). The tag is a hash
+    of the base's name and the folder's files, so a changed recipe is a new image and
+    never a stale one."""
     folder = root / "bootstrap" / TOOLS[name]
     digest = hashlib.sha256(base.encode())
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     ref = f"mediacms-local/{name}:{digest.hexdigest()[:12]}"
-    if dry_run or engine.image(ref) is not None:
+    if dry_run or (not force and engine.image(ref) is not None):
         return ref
     builder = engine.builder()
     run(c, builder.command("--build-arg", f"BASE_IMAGE={base}", "--tag", ref, str(folder)),

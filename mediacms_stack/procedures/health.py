@@ -4,7 +4,8 @@ One report, read in parallel from the running stack: every service's state and h
 the Celery queues' depth (from Redis), the encodings (from Django, see
 :mod:`.encodings`), the size of each volume and the free space of the filesystem under
 it, the last backups in the deployment's backups folder (and whether and when
-`invoke backup-verify` proved the last full one), the version. Each part that
+`invoke backup-verify` proved the last full one, and the last off-site snapshot that
+`invoke backup --offsite` recorded there), the version. Each part that
 cannot be read is a problem of the report, not the end of it; a report with problems
 makes `invoke status` exit 1, so monitoring can run it as it is.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from invoke.context import Context
 
-from ..data.artifacts import latest, verification
+from ..data.artifacts import latest, offsite_record, read_json, verification
 from ..engines.compose import Compose
 from ..engines.shell import run
 from ..stack.config import Settings
@@ -108,22 +109,42 @@ def _backups(dest: Path, project: str | None) -> dict[str, dict | None]:
         "age_seconds": (now - hit[1]).total_seconds()} for kind, hit in found.items()}  # fmt: skip
     if said["full"] is not None:
         said["full"]["verified"] = _verified(Path(said["full"]["path"]), now)
+    said["offsite"] = _offsite(dest, project, now)
     return said
+
+
+def _age(record: dict | None, key: str, now: datetime) -> float | None:
+    """Seconds since the time ``record[key]`` holds; None when there is no record or no
+    readable time with a zone in it (a damaged record is no report's end: the TypeError
+    of a None record or of a time without a zone is caught with the rest)."""
+    try:
+        return (now - datetime.fromisoformat(record[key])).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _verified(folder: Path, now: datetime) -> dict | None:
     """When `invoke backup-verify` checked the folder and what it found; None: never."""
     found = verification(folder)
-    try:
-        when = datetime.fromisoformat(found["verified_utc"]) if found else None
-    except (KeyError, TypeError, ValueError):
-        when = None
-    if found is None or when is None:
+    age = _age(found, "verified_utc", now)
+    if found is None or age is None:
         return None
     failed = [f"{kind}: {check.get('detail')}" for kind, check in found.get("checks", {}).items()
               if not check.get("ok")]  # fmt: skip
-    return {"verified_utc": found["verified_utc"], "age_seconds": (now - when).total_seconds(),
+    return {"verified_utc": found["verified_utc"], "age_seconds": age,
             "outcome": found.get("outcome"), "failed": failed}  # fmt: skip
+
+
+def _offsite(dest: Path, project: str | None, now: datetime) -> dict | None:
+    """The last snapshot `invoke backup --offsite` recorded; None: never, or a record that
+    cannot be read. restic is not asked: it needs the key and takes a while."""
+    found = read_json(offsite_record(dest, project))
+    age = _age(found, "created_utc", now)
+    if found is None or age is None or not isinstance(found.get("snapshot"), str):
+        return None
+    return {"snapshot": found["snapshot"], "created_utc": found["created_utc"],
+            "age_seconds": age, "repository": found.get("repository"),
+            "folder": found.get("folder")}  # fmt: skip
 
 
 def problems_of(report: dict) -> list[str]:
@@ -217,13 +238,18 @@ def format_report(data: dict) -> str:
             f"), {e['running']} running, {e['failed']} failed, {e['stuck']} stuck (running, "
             f"not updated for {format_age(e['stuck_after_seconds'])})"
         )
-    for kind, hit in data["backups"].items():
+    for kind in ("full", "database"):
+        hit = data["backups"][kind]
         said = f"{format_age(hit['age_seconds'])} ago: {hit['path']}" if hit else "none"
         if hit and kind == "full":
             verified = hit["verified"]
             said += (f"; verified {format_age(verified['age_seconds'])} ago: "
                      f"{verified['outcome']}" if verified else "; not verified")  # fmt: skip
         lines.append(f"backup     last {kind}: {said}")
+    offsite = data["backups"]["offsite"]
+    lines.append("backup     last off-site: " + (
+        f"{format_age(offsite['age_seconds'])} ago: snapshot {offsite['snapshot'][:8]} in "
+        f"{offsite['repository']}" if offsite else "never"))  # fmt: skip
     if data["volumes"]:
         rows = [(name, format_bytes(v["bytes"]), format_bytes(v["free"]), format_bytes(v["total"]))
                 for name, v in data["volumes"].items()]  # fmt: skip

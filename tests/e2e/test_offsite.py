@@ -11,6 +11,7 @@ in .env it puts back.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -174,6 +175,9 @@ def test_a_second_unchanged_backup_adds_almost_nothing(site, noise):
     assert int(added2) < int(added1) / 10, site.measured
     listed = site.stack.invoke("backups", "--offsite").stdout
     assert len(re.findall(r"^[0-9a-f]{8} ", listed, re.M)) == 2, listed
+    last = json.loads(site.stack.invoke("status", "--json", check=False).stdout)["backups"]
+    assert last["offsite"]["snapshot"].startswith(snaps[1].group(1)), last
+    assert last["offsite"]["repository"] == site.sftp, last
     # what the server holds is encrypted: the deployment's SECRET_KEY (in each backup's
     # env file) appears nowhere in the repository
     secret = config.load(site.stack.home).require("SECRET_KEY")

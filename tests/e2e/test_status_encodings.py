@@ -126,7 +126,7 @@ def test_a_healthy_site_and_the_time_status_takes_with_1000_media(site: Stack):
     media = report["volumes"]["media_files"]
     assert media["bytes"] > 0 and 0 < media["free"] < media["total"]
     assert report["volumes"]["postgres_data"]["bytes"] > 1_000_000
-    assert report["backups"] == {"full": None, "database": None}
+    assert report["backups"] == {"full": None, "database": None, "offsite": None}
 
     assert django(site, MAKE_MANY).split()[-1] == str(MEDIA_COUNT)
     site.invoke("backup-db")

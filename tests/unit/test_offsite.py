@@ -1,13 +1,15 @@
 """Off-site backups: what .env must hold, what the restic container is given, what an
 exit code means. The real repository, SFTP server and restores: tests/e2e/test_offsite.py."""
 
+import json
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from invoke import MockContext, Result
 
-from mediacms_stack.data import offsite, schedule
+from mediacms_stack.data import artifacts, offsite, schedule
 from mediacms_stack.images import bootstrap
 from mediacms_stack.stack import config
 from mediacms_stack.stack.errors import StackError
@@ -183,6 +185,24 @@ def test_the_restic_image_is_named_by_its_recipe_and_built_only_when_missing(
     assert bootstrap.tool_image(MockContext(), tmp_path, "restic", base="debian:trixie-slim") == ref
 
 
+def test_bootstrap_images_builds_the_restic_image_on_the_local_base(monkeypatch, builder):
+    """What `invoke backup --offsite` of a --local-images deployment runs, ready before its
+    first use; built again when the base was made again (changed recipe, --force)."""
+    base = bootstrap.LOCAL_IMAGES["BASE_IMAGE"]
+    ref = bootstrap.tool_image(MockContext(), config.ROOT, "restic", base=base, dry_run=True)
+    monkeypatch.setattr(bootstrap.engine, "ensure", lambda: None)
+    for imported, present, built in ((False, None, True), (False, object(), False),
+                                     (True, object(), True)):  # fmt: skip
+        monkeypatch.setattr(bootstrap, "base_image", lambda force, imported=imported: imported)
+        monkeypatch.setattr(bootstrap.engine, "image", lambda name, present=present: present)
+        c = MockContext(run={re.compile(r".*build.*"): Result()}, repeat=True)
+        bootstrap.all_images(c, config.ROOT)
+        commands = [call.args[0] for call in c.run.call_args_list]
+        restic = f"/usr/bin/docker build --build-arg BASE_IMAGE={base} --tag {ref} {config.ROOT}"
+        assert (f"{restic}/bootstrap/restic" in commands) is built, commands
+        assert len(commands) == len(bootstrap.STAND_INS) + built
+
+
 def test_backup_offsite_dry_run_prints_the_restic_commands_and_writes_nothing(
     home, tmp_path_factory, capsys
 ):
@@ -219,3 +239,34 @@ def test_backups_lists_this_projects_folders_and_snapshots(tmp_path):
     assert row == ["ab12cd34", "2026-01-01", "03:16:00", "mediacms-20260101T031500Z", "8.4",
                    "MB", "12.3", "kB"]  # fmt: skip
     assert "no off-site snapshot" in offsite.table([])
+
+
+@pytest.mark.parametrize("repository, shown", [
+    ("/srv/repo", "/srv/repo"), ("sftp:u@h:/r", "sftp:u@h:/r"), ("sftp:u:pw@h:/r", "sftp:h:/r"),
+    ("sftp://u:p@ss@host:2222//srv/r", "sftp://host:2222//srv/r"),
+    ("s3:https://KEYID:SECRET@s3.example/bucket/m", "s3:https://s3.example/bucket/m"),
+    ("s3:https://s3.example:9000/bucket/m", "s3:https://s3.example:9000/bucket/m"),
+])  # fmt: skip
+def test_the_repository_is_shown_without_credentials(tmp_path, keys, repository, shown):
+    settings = settings_with(tmp_path, keys, OFFSITE_REPOSITORY=repository)
+    assert offsite.configured(settings, tmp_path / "b").location == shown
+
+
+def test_a_snapshot_sent_is_recorded_beside_the_backups_for_status(tmp_path, keys):
+    settings = settings_with(tmp_path, keys, OFFSITE_REPOSITORY="sftp://u:s3cret@h:2222//r")
+    repository = offsite.configured(settings, tmp_path / "b")
+    dest, folder = tmp_path / "b", tmp_path / "b" / "mediacms-20260101T031500Z"
+    dest.mkdir()
+    offsite.record(dest, repository, folder, {})  # a dry run: restic named no snapshot
+    assert list(dest.iterdir()) == []
+    offsite.record(dest, repository, folder, {"snapshot_id": "ab12cd34" * 8, "seconds": 1.5})
+    [written] = list(dest.iterdir())  # no temporary file left
+    assert written == artifacts.offsite_record(dest, "shop")
+    assert written.stat().st_mode & 0o777 == 0o600
+    said = json.loads(written.read_text())
+    assert said == {"project": "shop", "snapshot": "ab12cd34" * 8,
+                    "created_utc": said["created_utc"], "repository": "sftp://h:2222//r",
+                    "folder": str(folder)}  # fmt: skip
+    age = datetime.now(UTC) - datetime.fromisoformat(said["created_utc"])
+    assert timedelta(0) <= age < timedelta(minutes=1)
+    assert "s3cret" not in written.read_text() and "password-content" not in written.read_text()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from invoke import MockContext, Result
 
-from mediacms_stack.data.artifacts import latest
+from mediacms_stack.data.artifacts import latest, offsite_record
 from mediacms_stack.engines.compose import Compose
 from mediacms_stack.procedures import encodings, health, ops
 from mediacms_stack.stack.errors import StackError
@@ -78,7 +78,7 @@ def _report(**changes):
             "encodings": {"pending": 1, "running": 0, "failed": 2, "stuck": 0,
                           "oldest_pending_seconds": 90, "stuck_after_seconds": 7200},
             "volumes": {"media_files": {"bytes": 2048, "free": 10, "total": 20}},
-            "backups": {"full": None, "database": None}}  # fmt: skip
+            "backups": {"full": None, "database": None, "offsite": None}}  # fmt: skip
     return {**base, **changes}
 
 
@@ -107,6 +107,7 @@ def test_the_report_for_a_terminal():
     assert ("encodings  1 pending (oldest 1m), 0 running, 2 failed, 0 stuck (running, not "
             "updated for 2h 00m)") in text  # fmt: skip
     assert "backup     last full: none" in text
+    assert "backup     last off-site: never" in text
     assert re.search(r"media_files\s+2\.0 KiB\s+10 B\s+20 B", text)
     assert text.endswith("no problems")
 
@@ -203,3 +204,28 @@ def test_the_last_full_backup_says_whether_and_when_it_was_verified(tmp_path):
     record.update(outcome="passed", checks={"database": {"ok": True, "detail": "3 tables"}})
     (tmp_path / "mediacms-20260101T000000Z" / "verified.json").write_text(json.dumps(record))
     assert health.problems_of(_report(backups=health._backups(tmp_path, "p"))) == []
+
+
+def test_the_last_offsite_snapshot_is_the_one_backup_offsite_recorded(tmp_path):
+    """Read from the record, never from restic; a missing or damaged record is None."""
+    assert health._backups(tmp_path, "p")["offsite"] is None
+    assert health._backups(tmp_path / "absent", "p")["offsite"] is None
+    record = offsite_record(tmp_path, "p")
+    for damaged in ("{", "[]", '{"snapshot": "ab12cd34ef"}',
+                    '{"snapshot": "ab12cd34ef", "created_utc": "yesterday"}',
+                    '{"snapshot": "ab12cd34ef", "created_utc": "2026-01-01T00:00:00"}',
+                    '{"snapshot": null, "created_utc": "2026-01-01T00:00:00+00:00"}'):  # fmt: skip
+        record.write_text(damaged)
+        assert health._backups(tmp_path, "p")["offsite"] is None, damaged
+    created = (datetime.now(UTC) - timedelta(hours=3)).isoformat(timespec="seconds")
+    record.write_text(json.dumps({"project": "p", "snapshot": "ab12cd34ef56", "created_utc":
+                                  created, "repository": "sftp:u@h:/r", "folder": "/b/f"}))  # fmt: skip
+    said = health._backups(tmp_path, "p")["offsite"]
+    assert {k: v for k, v in said.items() if k != "age_seconds"} == {
+        "snapshot": "ab12cd34ef56", "created_utc": created, "repository": "sftp:u@h:/r",
+        "folder": "/b/f"}  # fmt: skip
+    assert 10790 < said["age_seconds"] < 10810
+    assert health._backups(tmp_path, "other")["offsite"] is None  # another project's record
+    text = health.format_report({**_report(backups={"full": None, "database": None,
+                                                    "offsite": said}), "problems": []})  # fmt: skip
+    assert "backup     last off-site: 3h 00m ago: snapshot ab12cd34 in sftp:u@h:/r" in text
