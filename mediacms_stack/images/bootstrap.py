@@ -174,13 +174,14 @@ def stand_ins(c: Context, root: Path, *, base: str = LOCAL_IMAGES["BASE_IMAGE"])
         run(c, argv, env=dict(builder.env))
 
 
-def all_images(c: Context, root: Path, *, force: bool = False) -> None:
-    """The base, the stand-ins and the tool images: a host prepared with them needs
-    Debian's archive no more, not even at its first off-site backup."""
+def all_images(c: Context, root: Path, *, force: bool = False, tools: bool = False) -> None:
+    """The base and the stand-ins; ``tools``: the tool images too (`bootstrap-images`), so
+    a host prepared with them needs Debian's archive no more, not even at its first
+    off-site backup or metrics overlay (`up` leaves them to the task that needs one)."""
     engine.ensure()
     imported = base_image(force=force)
     stand_ins(c, root)
-    for name in TOOLS:
+    for name in TOOLS if tools else ():
         tool_image(c, root, name, base=LOCAL_IMAGES["BASE_IMAGE"], force=imported)
 
 

@@ -185,9 +185,10 @@ def test_the_restic_image_is_named_by_its_recipe_and_built_only_when_missing(
     assert bootstrap.tool_image(MockContext(), tmp_path, "restic", base="debian:trixie-slim") == ref
 
 
-def test_bootstrap_images_builds_the_restic_image_on_the_local_base(monkeypatch, builder):
-    """What `invoke backup --offsite` of a --local-images deployment runs, ready before its
-    first use; built again when the base was made again (changed recipe, --force)."""
+def test_bootstrap_images_builds_the_tool_images_on_the_local_base(monkeypatch, builder):
+    """What `invoke backup --offsite` and `up --metrics` of a --local-images deployment run,
+    ready before their first use; built again when the base was made again (changed
+    recipe, --force); `up`'s own bootstrap (tools off) leaves them alone."""
     base = bootstrap.LOCAL_IMAGES["BASE_IMAGE"]
     ref = bootstrap.tool_image(MockContext(), config.ROOT, "restic", base=base, dry_run=True)
     monkeypatch.setattr(bootstrap.engine, "ensure", lambda: None)
@@ -196,11 +197,14 @@ def test_bootstrap_images_builds_the_restic_image_on_the_local_base(monkeypatch,
         monkeypatch.setattr(bootstrap, "base_image", lambda force, imported=imported: imported)
         monkeypatch.setattr(bootstrap.engine, "image", lambda name, present=present: present)
         c = MockContext(run={re.compile(r".*build.*"): Result()}, repeat=True)
-        bootstrap.all_images(c, config.ROOT)
+        bootstrap.all_images(c, config.ROOT, tools=True)
         commands = [call.args[0] for call in c.run.call_args_list]
         restic = f"/usr/bin/docker build --build-arg BASE_IMAGE={base} --tag {ref} {config.ROOT}"
         assert (f"{restic}/bootstrap/restic" in commands) is built, commands
-        assert len(commands) == len(bootstrap.STAND_INS) + built
+        assert len(commands) == len(bootstrap.STAND_INS) + built * len(bootstrap.TOOLS)
+        c = MockContext(run={re.compile(r".*build.*"): Result()}, repeat=True)
+        bootstrap.all_images(c, config.ROOT)
+        assert len(c.run.call_args_list) == len(bootstrap.STAND_INS)
 
 
 def test_backup_offsite_dry_run_prints_the_restic_commands_and_writes_nothing(
