@@ -138,7 +138,8 @@ def _pinned_installs(session: nox.Session) -> None:
 
 
 def _compose_config(session: nox.Session) -> None:
-    """Every compose file, and the merged production + HTTPS pair, through `docker compose config`."""
+    """Every compose file, and production merged with each overlay, through `docker compose
+    config`."""
     plugin = Path(session.virtualenv.location) / "docker-cli-plugins"
     plugin.mkdir(exist_ok=True)
     binary = next(
@@ -149,11 +150,13 @@ def _compose_config(session: nox.Session) -> None:
     example = (ROOT / ".env.example").read_text()
     filled = re.sub(r"^(SECRET_KEY|POSTGRES_PASSWORD|REDIS_PASSWORD|ACME_EMAIL)=$",
                     r"\1=lint-placeholder", example, flags=re.M)  # fmt: skip
+    filled += "METRICS_IMAGE=mediacms-local/metrics:lint\n"  # `up --metrics` records it
     with tempfile.NamedTemporaryFile("w", suffix=".env", delete=False) as handle:
         handle.write(filled)
     merged = Path(handle.name).with_suffix(".merged.json")
     for files in (["docker-compose.yaml"], ["docker-compose-dev.yaml"],
-                  ["docker-compose.yaml", "docker-compose-cert.yaml"]):  # fmt: skip
+                  ["docker-compose.yaml", "docker-compose-cert.yaml"],
+                  ["docker-compose.yaml", "docker-compose-metrics.yaml"]):  # fmt: skip
         flags = [a for f in files for a in ("--file", f)]
         session.run(str(plugin / "docker-compose"), "--env-file", handle.name, *flags, "config",
                     "--format", "json", "--output", str(merged), external=True)  # fmt: skip
@@ -186,6 +189,7 @@ def _gixy(session: nox.Session) -> None:
             files = {"nginx.conf": "config/nginx/nginx.conf",
                      "uwsgi_params": "config/nginx/uwsgi_params",
                      "sites/mediacms.conf": "config/nginx/site.conf",
+                     "sites/metrics.conf": "config/nginx/metrics.conf",
                      "snippets/media-gate.conf": f"config/nginx/media-gate-{mode}.conf",
                      **{f"snippets/{Path(s).name}": s for s in snippets}}  # fmt: skip
             for target, source in files.items():

@@ -95,7 +95,7 @@ def _deployment(settings: Settings, name: str, port: int, folder: Path) -> Setti
     (folder / "custom" / "static").chmod(0o755)
     own = {"COMPOSE_PROJECT_NAME": name, "HTTP_BIND": "127.0.0.1", "HTTP_PORT": str(port),
            "FRONTEND_HOST": f"http://127.0.0.1:{port}", "ALLOWED_HOSTS": "",
-           "HTTPS_OVERLAY": "", "WEB_REPLICAS": "1"}  # fmt: skip
+           "HTTPS_OVERLAY": "", "METRICS_OVERLAY": "", "WEB_REPLICAS": "1"}  # fmt: skip
     empty = Settings(folder, {}, folder / config.ENV_FILE)
     return config.update(empty, {**settings.values, **own})
 

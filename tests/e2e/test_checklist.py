@@ -61,7 +61,7 @@ def stack_repo():
 def make_video(stack, seconds: int = 3) -> bytes:
     """A real H.264/AAC clip made by the web image's own ffmpeg."""
     script = (
-        f"ffmpeg -loglevel error -f lavfi -i testsrc=duration={seconds}:size=320x240:rate=25 "
+        f"ffmpeg -y -loglevel error -f lavfi -i testsrc=duration={seconds}:size=320x240:rate=25 "
         f"-f lavfi -i sine=duration={seconds} -c:v libx264 -c:a aac -shortest "
         "-movflags +faststart /tmp/clip.mp4 && cat /tmp/clip.mp4"
     )
