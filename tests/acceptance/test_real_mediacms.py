@@ -37,6 +37,7 @@ from tests.acceptance.client import (
     whoami,
 )
 from tests.mailserver import SMTP_NAME, Mail, docker, server_beside
+from tests.uploads import MIB, basic, stream_until_answered
 
 pytestmark = pytest.mark.e2e
 
@@ -407,6 +408,33 @@ def test_custom_settings_and_css_without_rebuild(stack):
     assert "Acceptance Portal" in home.text
     css = requests.get(stack.url("/custom/static/css/site.css"), timeout=30)
     assert css.status_code == 200 and "#abcdef" in css.text
+
+
+def test_a_user_who_may_not_upload_is_refused_before_the_body(stack, admin, second_user):
+    """CAN_ADD_MEDIA = "advancedUser" (custom/local_settings.py): the second user, logged
+    in but no advanced user, is refused by nginx before a byte of a 1 GiB body is read,
+    at each upload location; the admin (a MediaCMS editor) still passes nginx."""
+    settings = stack.home / "custom" / "local_settings.py"
+    before = settings.read_text()
+    settings.write_text(before + 'CAN_ADD_MEDIA = "advancedUser"\n')
+    try:
+        stack.dc("restart", "web")
+        stack.dc("up", "--detach", "--wait", "web", "nginx")
+        stack.wait_http("/")
+        for path in ("/api/v1/media", "/fu/upload/", "/replace_media"):
+            headers = {"Content-Length": str(1024 * MIB), "Authorization": basic(*second_user)}
+            status, took, sent = stream_until_answered(stack, path, headers, 1024 * MIB)
+            print(f"\n{path}, may not upload: {status!r} after {took:.2f}s, {sent // MIB} MiB")
+            assert status == "HTTP/1.1 403 Forbidden" and sent < 512 * MIB, (path, status, sent)
+        # the admin passes nginx: the app itself answers (to a form without a file)
+        passed = requests.post(stack.url("/api/v1/media"), auth=admin, data={"title": "x"},
+                               timeout=60)  # fmt: skip
+        assert passed.status_code not in (401, 403, 503), (passed.status_code, passed.text[:300])
+    finally:
+        settings.write_text(before)
+        stack.dc("restart", "web")
+        stack.dc("up", "--detach", "--wait", "web", "nginx")
+        stack.wait_http("/")
 
 
 # --- e-mail, and a backup that proves itself -------------------------------------------

@@ -276,7 +276,8 @@ def test_the_checkout_stays_its_owners(devstack):
     # the file: dependency is linked, not packed (whose copy would lack dist/)
     assert (tree / "frontend/node_modules/mediacms-test-scripts").is_symlink()
     # nothing is mounted inside the checkout, so Docker made no mount points in it
-    for name in ("cms/local_settings.py", "cms/container_settings.py", "custom"):
+    for name in ("cms/local_settings.py", "cms/container_settings.py", "cms/stack_urls.py",
+                 "custom"):  # fmt: skip
         assert not (tree / name).exists(), name
     strangers = [
         f"{path.relative_to(tree)} {info.st_uid}:{info.st_gid}"

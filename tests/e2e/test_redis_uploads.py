@@ -11,12 +11,8 @@ measurement sees such writes). All traffic goes to this test's own stack on 127.
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import http.client
 import re
-import select
-import socket
 import threading
 import time
 import uuid
@@ -26,6 +22,7 @@ import requests
 from conftest import nginx_problems
 
 from mediacms_stack.procedures.health import REDIS_CLI
+from tests.uploads import basic, stream_until_answered
 
 pytestmark = pytest.mark.e2e
 
@@ -199,46 +196,34 @@ def test_a_full_cache_evicts_its_own_keys_never_a_session_or_a_queued_task(stack
 # 2. Uploads --------------------------------------------------------------------------
 
 
-def body(total: int):
-    """A body of `total` bytes, made 1 MiB at a time and never held whole."""
-    chunk = b"\0" * MIB
-    for _ in range(total // MIB):
-        yield chunk
+UNAUTHORIZED, FORBIDDEN = "HTTP/1.1 401 Unauthorized", "HTTP/1.1 403 Forbidden"
+#: A user the stand-in lets log in but not upload (its files.methods rule; MediaCMS's
+#: are CAN_ADD_MEDIA and the per-user media limit, tried in acceptance).
+MAKE_NO_UPLOADER = """
+from django.contrib.auth.models import Group
+from files.methods import NO_UPLOADS
+from users.models import User
+user = User.objects.create_user("{name}", password="{password}")
+user.groups.add(Group.objects.get_or_create(name=NO_UPLOADS)[0])
+"""
 
 
-def stream_until_answered(stack, path: str, headers: dict[str, str], total: int):
-    """Send the head, then the body from a generator until nginx answers (or the body
-    ends); returns (status line, seconds to the answer, bytes of body sent)."""
-    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{stack.port}\r\n"
-    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-    sent, answer = 0, b""
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", stack.port), timeout=30) as conn:
-        conn.sendall(head.encode())
-        try:
-            for chunk in body(total):
-                if select.select([conn], [], [], 0)[0]:
-                    break
-                conn.sendall(chunk)
-                sent += len(chunk)
-                if time.monotonic() - started > 60:
-                    break
-        except OSError:  # nginx answered and closed while we were sending
-            pass
-        conn.settimeout(30)
-        with contextlib.suppress(OSError):
-            answer = conn.recv(4096)
-    return answer.split(b"\r\n", 1)[0].decode(errors="replace"), time.monotonic() - started, sent
-
-
-def basic(name: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
+@pytest.fixture(scope="module")
+def no_uploader(stack) -> tuple[str, str]:
+    name, password = f"viewer-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    script = MAKE_NO_UPLOADER.format(name=name, password=password)
+    stack.dc("exec", "-T", "web", "python", "manage.py", "shell", "-c", script)
+    return name, password
 
 
 @pytest.mark.parametrize("path", ["/api/v1/media", "/fu/upload/", "/replace_media?m=x"])
-def test_anonymous_gib_uploads_are_refused_before_their_body(stack, path):
+def test_gib_uploads_of_anyone_who_may_not_upload_are_refused_before_their_body(
+    stack, path, no_uploader
+):
     written = nginx_written(stack)
     cases = {
+        "logged in, may not upload, 5 GiB": {"Content-Length": str(5 * GIB),
+                                             "Authorization": basic(*no_uploader)},
         "anonymous, 5 GiB Content-Length": {"Content-Length": str(5 * GIB)},
         "anonymous, chunked": {"Transfer-Encoding": "chunked"},
         "wrong password, 5 GiB": {"Content-Length": str(5 * GIB),
@@ -249,7 +234,9 @@ def test_anonymous_gib_uploads_are_refused_before_their_body(stack, path):
     for what, headers in cases.items():
         status, took, sent = stream_until_answered(stack, path, headers, 5 * GIB)
         print(f"\n{path} {what}: {status!r} after {took:.2f}s, {sent / MIB:.0f} MiB sent")
-        assert status in ("HTTP/1.1 401 Unauthorized", "HTTP/1.1 403 Forbidden"), (what, status)
+        # a known user is refused as such; an unknown visitor as the app's whoami says
+        known = what.startswith("logged in")
+        assert status in ({FORBIDDEN} if known else {UNAUTHORIZED, FORBIDDEN}), (what, status)
         assert took < 10 and sent < 2 * GIB, (what, took, sent)
     grew = nginx_written(stack) - written
     print(f"nginx wrote {grew} bytes for {len(cases)} refused uploads to {path}")

@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from .methods import user_allowed_to_upload
 from .models import STATES, Media
 
 
@@ -69,6 +70,9 @@ def api_media(request):
         response = JsonResponse({"detail": "authentication required"}, status=401)
         response["WWW-Authenticate"] = 'Basic realm="api"'
         return response
+    request.user = user
+    if not user_allowed_to_upload(request):
+        return JsonResponse({"detail": "you may not upload media"}, status=403)
     title = request.POST.get("title", "").strip()
     upload = request.FILES.get("media_file")
     state = request.POST.get("state", "public")
@@ -124,6 +128,7 @@ def api_whoami(request):
     if user is None or not user.is_active:
         return JsonResponse({"detail": "Authentication credentials were not provided."},
                             status=403)  # fmt: skip
+    request.user = user  # as Django REST framework's authentication does
     return JsonResponse({"username": user.username, "is_staff": user.is_staff})
 
 

@@ -20,3 +20,18 @@ def test_whoami_names_the_session_or_basic_user_and_refuses_the_rest(client):
     assert answer.status_code == 200 and answer.json()["username"] == "alice"
     client.force_login(User.objects.get(username="alice"))
     assert client.get("/api/v1/whoami").json()["username"] == "alice"
+
+
+@pytest.mark.django_db
+def test_a_user_of_the_no_uploads_group_may_not_upload(client):
+    from django.contrib.auth.models import Group
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from files.methods import NO_UPLOADS
+
+    bob = User.objects.create_user("bob", password="b")
+    bob.groups.add(Group.objects.create(name=NO_UPLOADS))
+    clip = SimpleUploadedFile("clip.mp4", b"\0" * 16)
+    refused = client.post("/api/v1/media", {"title": "t", "media_file": clip},
+                          HTTP_AUTHORIZATION=basic("bob", "b"))  # fmt: skip
+    assert refused.status_code == 403
+    assert client.get("/api/v1/whoami", HTTP_AUTHORIZATION=basic("bob", "b")).status_code == 200

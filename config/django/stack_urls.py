@@ -1,0 +1,57 @@
+"""The images' URL configuration: the tree's own (``TREE_URLCONF``, its ROOT_URLCONF) and
+one view of this stack's, which nginx alone asks (config/nginx/upload-auth.conf).
+
+``/_stack/can-upload``: may the visitor upload? nginx asks it in the access phase of the
+upload locations, before it reads a byte of the body, so a visitor who may not upload
+(anonymous, wrong password, or logged in without MediaCMS's permission: CAN_ADD_MEDIA,
+the per-user media limit) never gets a body written to our disks. The view asks the
+tree's own code both questions: who the visitor is (the tree's /api/v1/whoami, with
+whichever authentications the tree has: session, HTTP Basic, token) and whether that
+user may upload (``files.methods.user_allowed_to_upload``, MediaCMS 7.x and 8.x). A tree
+without that hook lets every logged-in user upload, as its own views would.
+
+Answers: 204 yes; whoami's own 401/403 for an unknown visitor; 403 for a known one who
+may not upload. nginx sends the refusal to the client with the body discarded unread.
+"""
+
+from importlib import import_module
+
+from django.conf import settings
+from django.http import HttpResponse
+from django.urls import Resolver404, path, resolve
+from django.views.decorators.http import require_GET
+
+_tree = import_module(settings.TREE_URLCONF)
+
+#: The tree's "who is this?" endpoint (users app, 7.x and 8.x; the stand-in's too).
+WHOAMI = "/api/v1/whoami"
+
+
+def _may_upload(request) -> bool:
+    try:
+        hook = import_module("files.methods").user_allowed_to_upload
+    except (ImportError, AttributeError):
+        return True
+    return bool(hook(request))
+
+
+@require_GET
+def can_upload(request):
+    try:
+        whoami = resolve(WHOAMI)
+    except Resolver404:
+        return HttpResponse(status=500)
+    # The tree's view authenticates the visitor and sets request.user (Django REST
+    # framework sets it on the underlying request too) for the hook below.
+    known = whoami.func(request, *whoami.args, **whoami.kwargs)
+    if known.status_code != 200:
+        return HttpResponse(status=known.status_code)
+    return HttpResponse(status=204 if _may_upload(request) else 403)
+
+
+urlpatterns = [path("_stack/can-upload", can_upload), *_tree.urlpatterns]
+
+# Django looks for the error views in the root URL configuration: the tree's, if any.
+for _name in ("handler400", "handler403", "handler404", "handler500"):
+    if hasattr(_tree, _name):
+        globals()[_name] = getattr(_tree, _name)
