@@ -1,7 +1,7 @@
 """The multi-node test's cluster and deployment (see cluster.py), made once per session.
 
-The deployment folder holds only docker-stack.yaml (its data network unencrypted: see
-ENCRYPTED) and a .env, outside this repository. Images are those `nox -s swarm` built
+The deployment folder holds only docker-stack.yaml (its app and data networks
+unencrypted: see ENCRYPTED) and a .env, outside this repository. Images are those `nox -s swarm` built
 from tests/app, handed to the nodes through the cluster's registry with `invoke push`. Whatever happens, every
 container, volume and network of the cluster is removed at the end (SWARM_KEEP=1 keeps
 them for debugging: remove them with `docker rm -f -v` and `docker volume rm` of the
@@ -140,11 +140,11 @@ def cluster():
             shutil.rmtree(made.sockets, ignore_errors=True)
 
 
-#: The data network's IPsec, taken out of the test's copy of the stack file: the test
-#: machines' kernel has no ESP (CONFIG_INET_ESP unset; `ip xfrm state add ... proto esp`
+#: The app and data networks' IPsec, taken out of the test's copy of the stack file: the
+#: test machines' kernel has no ESP (CONFIG_INET_ESP unset; `ip xfrm state add ... proto esp`
 #: fails with "Requested type not found"), so no node can install the security
-#: associations an encrypted overlay needs, and db and Redis would be unreachable from
-#: the other nodes. Docker encrypts when the option is there at all, whatever its value.
+#: associations an encrypted overlay needs, and web, db and Redis would be unreachable
+#: from the other nodes. Docker encrypts when the option is there at all, whatever its value.
 ENCRYPTED = '\n    driver_opts:\n      encrypted: "true"\n'
 
 
@@ -152,7 +152,7 @@ ENCRYPTED = '\n    driver_opts:\n      encrypted: "true"\n'
 def deployment(cluster, tmp_path_factory) -> Deployment:
     home = tmp_path_factory.mktemp(f"{PREFIX}home")
     stack = (REPO / "docker-stack.yaml").read_text()
-    assert stack.count(ENCRYPTED) == 1, "the data network's encryption moved: update ENCRYPTED"
+    assert stack.count(ENCRYPTED) == 2, "the networks' encryption moved: update ENCRYPTED"
     (home / "docker-stack.yaml").write_text(stack.replace(ENCRYPTED, "\n"))
     (home / "custom" / "static" / "css").mkdir(parents=True)
     (home / "custom" / "local_settings.py").write_text(f'PORTAL_NAME = "{PORTAL_NAME}"\n')

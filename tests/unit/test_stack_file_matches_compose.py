@@ -263,11 +263,13 @@ def test_both_files_use_the_model_volumes_and_media_dir():
 
 
 # --- what Swarm needs beyond the services' own keys ------------------------------------
-def test_the_swarm_networks_of_the_database_and_redis_are_encrypted():
+def test_the_swarm_networks_of_the_database_redis_and_web_are_encrypted():
     """Overlay traffic between nodes is plain VXLAN unless the network is encrypted
-    (IPsec); compose's networks never leave the host."""
-    carrying = {n for name in ("db", "redis") for n in _aliases(STACK[name])}
-    assert carrying == {"data"}
+    (IPsec); compose's networks never leave the host. `data` carries every row and
+    password of db and Redis; `app`, nginx to web, every login form and session cookie."""
+    carrying = {n for name in ("db", "redis", "nginx") for n in _aliases(STACK[name])}
+    carrying -= {"frontend"}  # nginx's published side: what the visitor sent, as they sent it
+    assert carrying == {"data", "app"}
     for name in carrying:
         network = STACK_YAML["networks"][name]
         assert network.get("driver") == "overlay", name
