@@ -492,13 +492,10 @@ def backup_db(c, keep=0, dest=str(BACKUPS), dry_run=False):
     backups.backup_db(c, compose, settings, Path(dest), keep=keep or None)
 
 
-@task(
-    exclusive=True,
-    help={
-        "file": "a .dump made by backup-db",
-        "yes": "replace a non-empty database (a safety backup is taken first) (Default: off)",
-    },
-)
+@task(exclusive=True, help={
+    "file": "a .dump made by backup-db",
+    "yes": "replace a non-empty database (a safety backup is taken first) (Default: off)",
+})  # fmt: skip
 def restore_db(c, file, yes=False, dry_run=False):
     """Verify and restore a database backup (safety backup first, one transaction)."""
     settings, compose = _stack(dry_run, needs=("engine", "env"), swarm_with=c)
@@ -515,13 +512,10 @@ def backup_media(c, keep=0, dest=str(BACKUPS), dry_run=False):
     backups.backup_media(c, compose, Path(dest), keep=keep or None)
 
 
-@task(
-    exclusive=True,
-    help={
-        "file": "a .tar.gz made by backup-media",
-        "yes": "replace a non-empty media volume (Default: off)",
-    },
-)
+@task(exclusive=True, help={
+    "file": "a .tar.gz made by backup-media",
+    "yes": "replace a non-empty media volume (Default: off)",
+})  # fmt: skip
 def restore_media(c, file, yes=False, dry_run=False):
     """Verify a media archive, then replace the media volume's content with it."""
     _, compose = _stack(dry_run, needs=("engine", "env"), swarm_with=c)

@@ -39,15 +39,8 @@ from .database import Database, parse_manifest_lines
 STAGE_PREFIX = ".mediacms-restore-"
 
 
-def backup_db(
-    c: Context,
-    compose: Compose,
-    settings: Settings,
-    dest: Path,
-    *,
-    keep: int | None = None,
-    prefix: str = "mediacms-db",
-) -> Path:
+def backup_db(c: Context, compose: Compose, settings: Settings, dest: Path, *,
+              keep: int | None = None, prefix: str = "mediacms-db") -> Path:  # fmt: skip
     """pg_dump (custom format) out of the db container into ``dest``; returns the file."""
     db = Database.of(compose, settings)
     argv = db.snapshot_dump_argv()  # on Swarm it may refuse: before any file exists

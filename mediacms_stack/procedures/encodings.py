@@ -106,14 +106,8 @@ def parse_answer(stdout: str) -> dict:
     raise StackError("no answer from the encodings script in web")
 
 
-def ask(
-    c: Context,
-    compose: Compose,
-    *,
-    stuck_after: float,
-    details: bool = False,
-    retry: bool = False,
-) -> dict:
+def ask(c: Context, compose: Compose, *, stuck_after: float, details: bool = False,
+        retry: bool = False) -> dict:  # fmt: skip
     """Counts (and with ``details`` the failed and stuck encodings) of the running site;
     ``retry`` re-queues those listed. Read-only unless ``retry``, so it runs in dry runs."""
     request = json.dumps({"stuck_after": stuck_after, "details": details, "retry": retry})

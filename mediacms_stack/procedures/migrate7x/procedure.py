@@ -75,17 +75,9 @@ def write_report(report: Report, settings: Settings, old: OldDeployment) -> None
         f"read: cd {old.tree} && docker compose up -d starts it again")  # fmt: skip
 
 
-def migrate(
-    c: Context,
-    compose: Compose,
-    settings: Settings,
-    source: Path,
-    *,
-    dump: Path | None = None,
-    yes: bool = False,
-    new_secret_key: bool = False,
-    dry_run: bool = False,
-) -> Report:
+def migrate(c: Context, compose: Compose, settings: Settings, source: Path, *,
+            dump: Path | None = None, yes: bool = False, new_secret_key: bool = False,
+            dry_run: bool = False) -> Report:  # fmt: skip
     report = Report()
     plan = make_plan(c, source, project=compose.project or "", dump=dump,
                      new_secret_key=new_secret_key)  # fmt: skip
