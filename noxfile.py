@@ -180,7 +180,8 @@ def _gixy(session: nox.Session) -> None:
     """gixy on our nginx configuration, laid out as the image lays it out, in both media
     modes (gated through media-auth, or not), with the names the entrypoint writes."""
     snippets = ["config/nginx/client_max_body_size.conf", "config/nginx/health.conf",
-                "config/nginx/uwsgi-app.conf", "config/nginx/upload-auth.conf"]  # fmt: skip
+                "config/nginx/uwsgi-app.conf", "config/nginx/upload-auth.conf",
+                "config/nginx/upload-location.conf"]  # fmt: skip
     for mode in ("on", "off"):
         with tempfile.TemporaryDirectory() as tmp:
             etc = Path(tmp) / "etc/nginx"

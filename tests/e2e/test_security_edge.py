@@ -305,6 +305,9 @@ def test_upload_endpoints_take_large_bodies(stack):
     for _ in range(3):
         assert raw(stack, "/api/v1/media", method="POST", body=big, headers=admin)[0] == 400
     assert raw(stack, "/fu/upload/", method="POST", body=big, headers=admin)[0] == 404
+    # a Fine Uploader part is 2 MB: the chunk endpoint takes 32 MB at most, even logged in
+    whole = b"x" * (40 * 2**20)
+    assert raw(stack, "/fu/upload/", method="POST", body=whole, headers=admin)[0] == 413
     assert raw(stack, "/api/v1/media", method="POST", body=big)[0] == 403
 
 
