@@ -186,7 +186,9 @@ NNP = "no-new-privileges:true"
 
 NO_SECURITY_OPT = ("docker stack deploy ignores security_opt (moby/moby#41371): on Swarm "
                    "no-new-privileges comes only from each node's daemon.json")  # fmt: skip
-TMPFS_FIXED = "GAP: TMPFS_SIZE (.env) does not reach Swarm: the stack's /tmp is a fixed 64 MiB"
+TMPFS_FIXED = ("the stack file's /tmp holds the default 64 MiB: `docker stack deploy` takes "
+               "only bytes there, and TMPFS_SIZE reaches it through the deploy's overlay "
+               "(swarm.inputs.tmpfs_overlay, tested in test_swarm.py)")  # fmt: skip
 LISTEN = ("uWSGI finds its address on app by an alias of that network on compose, by the "
           "network's subnet on Swarm (whose DNS names a task only once it is healthy)")  # fmt: skip
 

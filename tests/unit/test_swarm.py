@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
+import shutil
 import stat
 from pathlib import Path
 
@@ -156,18 +158,39 @@ def test_host_mode_ports_make_nginx_stop_first(home):
 
 def test_stack_deploy_command_and_removed_secret_folder(ready, monkeypatch):
     seen = {}
+    shutil.copy(config.ROOT / swarm.STACK_FILE, ready.root / swarm.STACK_FILE)
 
     def fake_run(c, argv, *, env=None, dry_run=False, **kwargs):
         seen["argv"], seen["env"] = argv, env
-        seen["files"] = sorted(p.name for p in Path(env["SWARM_SECRETS_DIR"]).iterdir())
+        folder = Path(env["SWARM_SECRETS_DIR"])
+        seen["files"] = sorted(p.name for p in folder.iterdir())
+        seen["tmpfs"] = json.loads((folder / "tmpfs.yaml").read_text())
 
     monkeypatch.setattr(swarm.inputs, "run", fake_run)
     swarm.stack_deploy(MockContext(), ready, version="10.0")
     assert seen["argv"][:3] == ["docker", "stack", "deploy"]
     assert seen["argv"][-1] == "mediacms" and "--prune" in seen["argv"]
     assert seen["env"]["MEDIACMS_VERSION"] == "10.0"
-    assert seen["files"] == sorted([*swarm.SECRETS, "db_app_role.sql"])
+    assert seen["files"] == sorted([*swarm.SECRETS, "db_app_role.sql", "tmpfs.yaml"])
+    assert seen["argv"].count("--compose-file") == 2
     assert not Path(seen["env"]["SWARM_SECRETS_DIR"]).exists()
+    tmp = {"type": "tmpfs", "target": "/tmp", "tmpfs": {"size": 64 * 2**20}}
+    assert seen["tmpfs"]["services"] == {
+        name: {"volumes": [tmp]}
+        for name in ("migrations", "web", "celery_beat", "celery_short", "celery_long", "nginx")
+    }
+
+
+@pytest.mark.parametrize("text, size", [("64m", 64 * 2**20), ("1g", 2**30), ("512K", 2**19),
+                                        ("1048576", 2**20), (" 8mb ", 8 * 2**20)])  # fmt: skip
+def test_tmpfs_size_in_bytes_as_compose_reads_it(text, size):
+    assert swarm.inputs.tmpfs_bytes(text) == size
+
+
+@pytest.mark.parametrize("text", ["0", "64x", "-1m", "lots", ""])
+def test_a_tmpfs_size_that_is_none_is_refused_before_deploying(text):
+    with pytest.raises(StackError, match=r"TMPFS_SIZE=.*nothing was deployed"):
+        swarm.inputs.tmpfs_bytes(text)
 
 
 @pytest.mark.parametrize("replicas, running, done", [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -106,19 +107,52 @@ def custom_overlay(settings: Settings, found: list[tuple[Path, str]]) -> dict:
     return {"services": services, "configs": configs}
 
 
+# --- TMPFS_SIZE ------------------------------------------------------------------------
+#: docker-compose.yaml's /tmp sized by .env: the services that have it take TMPFS_SIZE.
+TMPFS_ENTRY = "/tmp:size=${TMPFS_SIZE:-64m}"  # noqa: S108 - a path in the containers
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+
+
+def tmpfs_bytes(text: str) -> int:
+    """TMPFS_SIZE as compose reads it (bytes, or a number with k, m or g) in bytes."""
+    match = re.fullmatch(r"(\d+)([kmg]?)b?", text.strip().lower())
+    if match is None or int(match[1]) == 0:
+        raise StackError(f"TMPFS_SIZE={text!r} in .env is not a size such as 64m; nothing "
+                         "was deployed")  # fmt: skip
+    return int(match[1]) * _UNITS[match[2]]
+
+
+def tmpfs_overlay(settings: Settings) -> dict:
+    """A compose file giving TMPFS_SIZE to the /tmp of the services that take it on
+    compose. `docker stack deploy` wants a number of bytes there, which interpolation
+    cannot give (a substituted value is a string), so the stack file holds the default
+    and this overlay, merged by target, replaces it."""
+    compose = yaml.safe_load((ROOT / PRODUCTION).read_text())["services"]
+    stack = yaml.safe_load((settings.root / STACK_FILE).read_text())["services"]
+    takers = [name for name, spec in compose.items()
+              if TMPFS_ENTRY in spec.get("tmpfs", []) and name in stack]  # fmt: skip
+    size = tmpfs_bytes(settings.get("TMPFS_SIZE") or "64m")
+    tmp = {"type": "tmpfs", "target": "/tmp", "tmpfs": {"size": size}}  # noqa: S108
+    return {"services": {name: {"volumes": [tmp]} for name in takers}}
+
+
 def stack_deploy(c: Context, settings: Settings, *, version: str | None = None,
                  dry_run: bool = False) -> None:  # fmt: skip
-    """`docker stack deploy` with the secrets as files that exist only meanwhile, and
-    custom/'s files as configs (see :func:`custom_overlay`)."""
+    """`docker stack deploy` with the secrets as files that exist only meanwhile,
+    custom/'s files as configs (see :func:`custom_overlay`) and TMPFS_SIZE (see
+    :func:`tmpfs_overlay`)."""
     found = custom_files(settings)
     with tempfile.TemporaryDirectory(prefix="mediacms-secrets-") as folder:
         extra = {"SWARM_SECRETS_DIR": folder, **write_secrets(settings, Path(folder))}
         if version:
             extra["MEDIACMS_VERSION"] = version
         files = ["--compose-file", str(settings.root / STACK_FILE)]
+        overlays = {"tmpfs": tmpfs_overlay(settings)}
         if found:
-            overlay = Path(folder) / "custom.yaml"  # JSON is YAML
-            write_private(overlay, json.dumps(custom_overlay(settings, found), indent=1))
+            overlays["custom"] = custom_overlay(settings, found)
+        for name, content in overlays.items():
+            overlay = Path(folder) / f"{name}.yaml"  # JSON is YAML
+            write_private(overlay, json.dumps(content, indent=1))
             files += ["--compose-file", str(overlay)]
         argv = ["docker", "stack", "deploy", *files, "--with-registry-auth", "--prune",
                 "--resolve-image", "always", "--detach=true", settings.project]  # fmt: skip
