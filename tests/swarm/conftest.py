@@ -99,6 +99,8 @@ def env_values() -> dict[str, str]:
         "WEB_REPLICAS": "2",
         "UWSGI_PROCESSES": "2",
         "CELERY_SHORT_CONCURRENCY": "1",
+        # not the default, so that test_swarm sees it reach the services' /tmp
+        "TMPFS_SIZE": "96m",
     }
 
 

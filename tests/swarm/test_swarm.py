@@ -112,6 +112,20 @@ def test_secrets_are_files_not_environment(deployment):
     assert "SECRET_KEY_FILE=/run/secrets/secret_key" in out
 
 
+def test_tmpfs_size_reaches_every_service_that_takes_it(deployment):
+    """TMPFS_SIZE=96m in .env (conftest) is the /tmp of the app services and nginx, as on
+    compose; the Redis servers keep their own 1 MiB."""
+    wanted = {name: 96 * 2**20 for name in ("migrations", "web", "celery_beat", "celery_short",
+                                              "celery_long", "nginx")}  # fmt: skip
+    wanted |= {"redis": 2**20, "redis_cache": 2**20}
+    for name, size in wanted.items():
+        mounts = json.loads(deployment.docker(
+            "service", "inspect", f"{STACK}_{name}",
+            "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Mounts}}").stdout)  # fmt: skip
+        [tmp] = [m for m in mounts if m["Target"] == "/tmp"]
+        assert tmp["TmpfsOptions"]["SizeBytes"] == size, (name, tmp)
+
+
 def test_mediacms_is_a_plain_database_role(deployment):
     settings = deployment.settings
     user, superuser = settings.require("POSTGRES_USER"), settings.require("POSTGRES_SUPERUSER")
