@@ -146,17 +146,24 @@ def restart_web(c: Context, compose: Compose, replicas: int, *, timeout: int = 3
         say(f"web restarted, {len(running)} container(s), one at a time")
 
 
-def replace_web(c: Context, compose: Compose, *, timeout: int = 300) -> None:
-    """Move web onto the image .env names without failing a request: as many new
-    containers as run start beside the old ones (nginx sends requests to both), and once
-    every one is healthy the old ones end the requests they serve and go."""
-    old = [] if compose.dry_run else compose.running(c, "web")
+#: What moves to new images beside the old containers (web's requests, the workers'
+#: tasks keep being served); beat never runs twice, so it is replaced stop-first.
+BESIDE = ("web", "celery_short", "celery_long")
+
+
+def replace_beside(c: Context, compose: Compose, service: str, *, timeout: int = 300) -> None:
+    """Move ``service`` onto the image .env names without a gap: as many new containers as
+    run start beside the old ones, and once every one is healthy the old ones go, each
+    stopped as compose would (SIGTERM, then its stop_grace_period). web's old containers
+    end the requests they serve while nginx sends new ones to both; a worker's warm
+    shutdown ends the tasks it runs while the new workers already take the next ones."""
+    old = [] if compose.dry_run else compose.running(c, service)
     count = max(len(old), 1)
-    say(f"web: {count} new container(s) beside the running one(s), then the old go")
-    compose.scale(c, {"web": 2 * count}, deps=False, timeout=timeout)
+    say(f"{service}: {count} new container(s) beside the running one(s), then the old go")
+    compose.scale(c, {service: 2 * count}, deps=False, timeout=timeout)
     if compose.dry_run:
         return
-    wait_healthy(c, compose, ("web",), timeout)
+    wait_healthy(c, compose, (service,), timeout)
     for name in old:
         compose.remove_container(c, name)
 

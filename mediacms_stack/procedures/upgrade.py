@@ -19,8 +19,9 @@ an operator is left with when one fails:
 5. the new version goes in, the way the gate chose:
    - zero-downtime (every operation additive): the migrations job of the new version runs
      while the old version serves, then new web containers start beside the old ones,
-     which go once the new ones are healthy (:func:`ops.replace_web`), then beat, the
-     workers and nginx are recreated;
+     which go once the new ones are healthy (:func:`ops.replace_beside`), then the
+     workers the same way (the new ones take tasks while the old ones end theirs, their
+     warm shutdown), then beat (stop-first: never two) and nginx are recreated;
    - maintenance: nginx answers every request with the 503 page (a flag on its /tmp),
      web, beat and the workers stop, the migrations job runs and they start on the new
      images; nginx is recreated last, once they are healthy: the new nginx has no flag.
@@ -225,7 +226,7 @@ def _new_images(c: Context, compose: Compose, new: Settings, how: str,
 
 def _go_in(c: Context, compose: Compose, path: str, timeout: int) -> str:
     """Step 5: the new version in, the gate's way; '' when every service ends up healthy."""
-    from .ops import replace_web
+    from .ops import BESIDE, replace_beside
 
     app = [s for s in APP_SERVICES if s != "nginx"]
     if path == gate.ZERO_DOWNTIME:
@@ -233,12 +234,13 @@ def _go_in(c: Context, compose: Compose, path: str, timeout: int) -> str:
         job = compose.job(c, "migrations", warn=True)
         if not job.ok:
             return f"the migrations job failed (exit {job.exited})"
-        try:
-            replace_web(c, compose, timeout=timeout)
-        except StackError as error:  # the old web containers still run, and answer
-            return f"the new web containers: {error}"
-        say("beat and the workers on the new images")
-        why = start_healthy(c, compose, timeout, *(s for s in app if s != "web"), deps=False)
+        for service in BESIDE:
+            try:
+                replace_beside(c, compose, service, timeout=timeout)
+            except StackError as error:  # the old containers still run, and serve
+                return f"the new {service} containers: {error}"
+        say("beat on the new image (never two at once)")
+        why = start_healthy(c, compose, timeout, *(s for s in app if s not in BESIDE), deps=False)
         gone = ""
     else:
         say("maintenance: every request gets the 503 page until the new version is healthy")

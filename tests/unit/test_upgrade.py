@@ -244,10 +244,12 @@ def test_failure_reason_keeps_the_lines_that_say_what_failed():
 
 
 def go_in(tmp_path, monkeypatch, path: str) -> list[str]:
-    """The commands step 5 runs on the ``path`` the gate chose, every one succeeding."""
+    """The commands step 5 runs on the ``path`` the gate chose, every one succeeding; one
+    container of each service runs before."""
     monkeypatch.setattr("mediacms_stack.procedures.ops.wait_healthy", lambda *a, **k: None)
-    web = '{"Name":"p-web-1","Service":"web","State":"running"}\n'
-    c = MockContext(run={re.compile(r".* ps --format json$"): Result(web),
+    ps = "".join(f'{{"Name":"p-{name}-1","Service":"{name}","State":"running"}}\n'
+                 for name in ("web", "celery_short", "celery_long", "celery_beat"))  # fmt: skip
+    c = MockContext(run={re.compile(r".* ps --format json$"): Result(ps),
                          re.compile(".*"): Result("")}, repeat=True)  # fmt: skip
     assert upgrade._go_in(c, Compose(tmp_path, project="p"), path, 300) == ""
     return [call.args[0].split(" --file ")[-1] for call in c.run.call_args_list
@@ -259,10 +261,12 @@ def test_the_zero_downtime_path_migrates_beside_then_replaces_web_then_nginx_alo
 ):
     done = go_in(tmp_path, monkeypatch, gate.ZERO_DOWNTIME)
     assert done[0].endswith("run --rm --no-deps -T migrations")
-    assert "--scale=web=2 web" in done[1] and "--no-recreate" in done[1]
-    assert done[2:4] == ["docker stop p-web-1", "docker rm p-web-1"]  # once the new is healthy
-    assert done[4].endswith("--no-deps celery_beat celery_short celery_long")
-    assert done[5].endswith("--no-deps nginx") and len(done) == 6
+    # web, then each worker: new containers beside the old, the old go once they are healthy
+    for at, name in ((1, "web"), (4, "celery_short"), (7, "celery_long")):
+        assert f"--scale={name}=2 {name}" in done[at] and "--no-recreate" in done[at]
+        assert done[at + 1 : at + 3] == [f"docker stop p-{name}-1", f"docker rm p-{name}-1"]
+    assert done[10].endswith("--no-deps celery_beat")  # never two: recreated stop-first
+    assert done[11].endswith("--no-deps nginx") and len(done) == 12
 
 
 def test_the_maintenance_path_raises_the_page_first_and_nginx_goes_last_alone(
