@@ -146,25 +146,27 @@ def restart_web(c: Context, compose: Compose, replicas: int, *, timeout: int = 3
         say(f"web restarted, {len(running)} container(s), one at a time")
 
 
-#: What moves to new images beside the old containers (web's requests, the workers'
-#: tasks keep being served); beat never runs twice, so it is replaced stop-first.
-BESIDE = ("web", "celery_short", "celery_long")
+#: What moves to new images beside the old containers, group by group (web's requests,
+#: then the workers' tasks keep being served; one group at a time, so the host holds
+#: twice one group, not twice the stack); beat never runs twice, so it is replaced
+#: stop-first.
+BESIDE = (("web",), ("celery_short", "celery_long"))
 
 
-def replace_beside(c: Context, compose: Compose, service: str, *, timeout: int = 300) -> None:
-    """Move ``service`` onto the image .env names without a gap: as many new containers as
-    run start beside the old ones, and once every one is healthy the old ones go, each
+def replace_beside(c: Context, compose: Compose, *services: str, timeout: int = 300) -> None:
+    """Move ``services`` onto the images .env names without a gap: as many new containers
+    as run start beside the old ones, and once every one is healthy the old ones go, each
     stopped as compose would (SIGTERM, then its stop_grace_period). web's old containers
     end the requests they serve while nginx sends new ones to both; a worker's warm
     shutdown ends the tasks it runs while the new workers already take the next ones."""
-    old = [] if compose.dry_run else compose.running(c, service)
-    count = max(len(old), 1)
-    say(f"{service}: {count} new container(s) beside the running one(s), then the old go")
-    compose.scale(c, {service: 2 * count}, deps=False, timeout=timeout)
+    old = {name: [] if compose.dry_run else compose.running(c, name) for name in services}
+    counts = {name: 2 * max(len(running), 1) for name, running in old.items()}
+    say(f"{', '.join(services)}: new containers beside the running ones, then the old go")
+    compose.scale(c, counts, deps=False, timeout=timeout)
     if compose.dry_run:
         return
-    wait_healthy(c, compose, (service,), timeout)
-    for name in old:
+    wait_healthy(c, compose, services, timeout)
+    for name in (container for running in old.values() for container in running):
         compose.remove_container(c, name)
 
 

@@ -234,13 +234,14 @@ def _go_in(c: Context, compose: Compose, path: str, timeout: int) -> str:
         job = compose.job(c, "migrations", warn=True)
         if not job.ok:
             return f"the migrations job failed (exit {job.exited})"
-        for service in BESIDE:
+        for group in BESIDE:
             try:
-                replace_beside(c, compose, service, timeout=timeout)
+                replace_beside(c, compose, *group, timeout=timeout)
             except StackError as error:  # the old containers still run, and serve
-                return f"the new {service} containers: {error}"
+                return f"the new {' and '.join(group)} containers: {error}"
+        moved = {name for group in BESIDE for name in group}
         say("beat on the new image (never two at once)")
-        why = start_healthy(c, compose, timeout, *(s for s in app if s not in BESIDE), deps=False)
+        why = start_healthy(c, compose, timeout, *(s for s in app if s not in moved), deps=False)
         gone = ""
     else:
         say("maintenance: every request gets the 503 page until the new version is healthy")
