@@ -10,10 +10,19 @@ whichever authentications the tree has: session, HTTP Basic, token) and whether 
 user may upload (``files.methods.user_allowed_to_upload``, MediaCMS 7.x and 8.x). A tree
 without that hook lets every logged-in user upload, as its own views would.
 
+The disk comes before anyone's upload: when the body nginx is about to write (its
+Content-Length, X-Upload-Length here) would leave less than UPLOAD_DISK_RESERVE_MB free
+on the media volume's filesystem (the volumes' one: PostgreSQL's data is there too), the
+answer is 507, which nginx turns into its 503 page and logs: the upload is refused
+instead of filling the disk under the database.
+
 Answers: 204 yes; whoami's own 401/403 for an unknown visitor; 403 for a known one who
-may not upload. nginx sends the refusal to the client with the body discarded unread.
+may not upload; 507 for no room. nginx sends a refusal to the client with the body
+discarded unread.
 """
 
+import os
+import shutil
 from importlib import import_module
 
 from django.conf import settings
@@ -25,6 +34,14 @@ _tree = import_module(settings.TREE_URLCONF)
 
 #: The tree's "who is this?" endpoint (users app, 7.x and 8.x; the stand-in's too).
 WHOAMI = "/api/v1/whoami"
+#: What must stay free on the volumes' filesystem after an upload's body is written.
+RESERVE = int(os.environ.get("UPLOAD_DISK_RESERVE_MB") or 2048) * 2**20
+
+
+def _room_for(request) -> bool:
+    length = request.META.get("HTTP_X_UPLOAD_LENGTH", "")
+    wanted = int(length) if length.isdigit() else 0
+    return shutil.disk_usage(settings.MEDIA_ROOT).free - wanted >= RESERVE
 
 
 def _may_upload(request) -> bool:
@@ -46,7 +63,9 @@ def can_upload(request):
     known = whoami.func(request, *whoami.args, **whoami.kwargs)
     if known.status_code != 200:
         return HttpResponse(status=known.status_code)
-    return HttpResponse(status=204 if _may_upload(request) else 403)
+    if not _may_upload(request):
+        return HttpResponse(status=403)
+    return HttpResponse(status=204 if _room_for(request) else 507)
 
 
 urlpatterns = [path("_stack/can-upload", can_upload), *_tree.urlpatterns]
