@@ -294,7 +294,7 @@ def test_an_upload_that_would_fill_the_disk_is_refused_before_its_body(stack):
         }
         status, took, sent = stream_until_answered(stack, "/api/v1/media", headers, GIB)
         print(f"\nno room: {status!r} after {took:.2f}s, {sent / MIB:.0f} MiB sent")
-        assert status == "HTTP/1.1 503 Service Unavailable" and sent < GIB // 2, (status, sent)
+        assert status.split()[1] == "503" and sent < GIB // 2, (status, sent)
         assert nginx_written(stack) - written < 4 * MIB
         assert any("507" in line for line in nginx_problems(stack, 20)), nginx_problems(stack, 20)
         assert requests.get(stack.url("/"), timeout=30).status_code == 200
