@@ -74,3 +74,28 @@ def test_other_projects_are_not_blocked(tmp_path, settings):
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.parametrize("name, args", [("swarm_deploy", {}), ("swarm_scale", {"counts": "web=2"}),
+                                        ("swarm_update", {"to": "9.9.10"}),
+                                        ("swarm_rollback", {})])  # fmt: skip
+def test_the_swarm_tasks_that_change_the_stack_wait_for_its_lock_first(
+    home, name, args, monkeypatch
+):
+    """A swarm.deploy during a restore must not restart the writers the restore stopped:
+    each task that changes the Swarm stack is refused while another operation holds the
+    lock, before it does anything (a MockContext with no commands would fail on any)."""
+    import functools
+
+    from invoke import Exit, MockContext
+
+    import tasks
+
+    monkeypatch.setattr(tasks.lock, "exclusive", functools.partial(lock.exclusive, wait=0.5))
+    holder = hold(home, 30)
+    try:
+        with pytest.raises(Exit, match="is busy: `invoke backup-db`"):
+            getattr(tasks, name)(MockContext(), **args)
+    finally:
+        holder.kill()
+        holder.wait()
