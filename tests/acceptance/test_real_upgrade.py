@@ -22,6 +22,7 @@ from tests.acceptance.client import (
     wait_ready,
     whoami,
 )
+from tests.traffic import outside_the_swap, report, under_answers
 
 pytestmark = pytest.mark.e2e
 
@@ -63,8 +64,16 @@ def test_upgrade_with_data_then_rollback(stack, admin, target):
     assert wait_ready(stack, token)["encoding_status"] == "success"
     before = snapshot(stack, admin, token)
 
-    up = stack.invoke("upgrade", "--to", version, "--build", "--source", str(tree), check=False)
+    # the upgrade under a loop of GET requests, as visitors see it (issue 19's figures)
+    up, loop, start, end = under_answers(stack.base, lambda: stack.invoke(
+        "upgrade", "--to", version, "--build", "--source", str(tree), check=False))  # fmt: skip
     assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-3000:]
+    path = "maintenance" if "maintenance: every request" in up.stdout else "zero-downtime"
+    print(
+        f"\n[measured] {before_version} -> {version} upgrade ({path} path) under a GET loop: "
+        f"{report(loop, start, end)}"
+    )
+    assert not outside_the_swap(loop, start, end), report(loop, start, end)
     assert f"{before_version} -> {version}" in up.stdout, up.stdout[-3000:]
     assert snapshot(stack, admin, token) == before
     assert whoami(admin, stack)["username"] == "admin"

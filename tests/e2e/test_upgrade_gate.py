@@ -23,17 +23,16 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 from conftest import new_deployment, running
 from dotenv import dotenv_values
-from test_zero_downtime import Loop
 
 from mediacms_stack.images import mediacms
 from mediacms_stack.stack import config, model
+from tests.traffic import outside_the_swap, report, under_answers
 
 pytestmark = pytest.mark.e2e
 
@@ -56,20 +55,6 @@ class Migration(migrations.Migration):
     dependencies = [("files", "9101_gate_note")]
     operations = [migrations.RemoveField("media", "gate_note")]
 """
-#: the longest the published port may refuse connections while nginx is replaced
-SWAP_SECONDS = 3.0
-
-
-class Answers(Loop):
-    """The GET loop; a 503 counts only with Retry-After and the page's type, else it is a
-    failure of its own kind."""
-
-    def outcome(self, response: requests.Response) -> int | str:
-        if response.status_code != 503:
-            return response.status_code
-        kind = "application/json" if response.url.endswith("/api/v1/media") else "text/html"
-        page = response.headers.get("Content-Type", "").startswith(kind)
-        return 503 if page and response.headers.get("Retry-After") == "30" else "503 not the page"
 
 
 class Versions:
@@ -155,50 +140,13 @@ def versions(stack, tmp_path_factory):
 def upgraded_under_loop(stack, versions, version: str):
     """``invoke upgrade --to version --build`` while Answers runs; (result, loop, start,
     end) in the loop's clock."""
-    loop = Answers(stack.base, limit=600)
-    loop.start()
-    time.sleep(3)
-    start = time.monotonic()
-    done = versions.upgrade(version, "--build", "--source", str(versions.trees[version]))
-    end = time.monotonic()
-    time.sleep(3)
-    loop.stopped.set()
-    loop.join(timeout=120)
+    tree = str(versions.trees[version])
+    done, loop, start, end = under_answers(
+        stack.base, lambda: versions.upgrade(version, "--build", "--source", tree), limit=600
+    )
     print(f"\n{done.stdout}\n{done.stderr[-3000:]}")
     assert done.returncode == 0, done.stderr[-4000:]
     return done, loop, start, end
-
-
-def the_swap(loop: Loop, start: float, end: float) -> list:
-    """The refused connections of the nginx swap: every ConnectionError when they come in
-    one run (no other answer between them), within SWAP_SECONDS, while the upgrade ran;
-    else none (each is then a failure)."""
-    refused = [i for i, a in enumerate(loop.answers) if a[3] == "ConnectionError"]
-    if not refused or refused[-1] - refused[0] + 1 != len(refused):
-        return []
-    first, last = loop.answers[refused[0]], loop.answers[refused[-1]]
-    brief = last[1] - first[0] <= SWAP_SECONDS
-    return [loop.answers[i] for i in refused] if brief and start <= first[0] <= end else []
-
-
-def outside_the_swap(loop: Loop, start: float, end: float) -> list:
-    """The failed answers but the 503 page (Answers counts a 503 without it as a failure
-    of its own) and the nginx swap's refused connections."""
-    swap = the_swap(loop, start, end)
-    return [a for a in loop.failed() if a[3] != 503 and a not in swap]
-
-
-def report(loop: Loop, start: float, end: float) -> str:
-    counts: dict = {}
-    for answer in loop.during(start, end):
-        counts[answer[3]] = counts.get(answer[3], 0) + 1
-    outage = [a for a in loop.answers if a[3] == 503]
-    longest = outage[-1][1] - outage[0][0] if outage else 0.0
-    swap = the_swap(loop, start, end)
-    took = swap[-1][1] - swap[0][0] if swap else 0.0
-    return (f"{len(loop.during(start, end))} requests during {end - start:.0f} s: {counts}; "
-            f"503 page from first to last {longest:.1f} s; {len(swap)} refused in "
-            f"{took:.1f} s at the nginx swap; slowest {loop.slowest():.1f} s")  # fmt: skip
 
 
 def column_exists(stack) -> bool:

@@ -9,87 +9,25 @@ kill -9 of one of them, then every web container stopped.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import subprocess
-import threading
 import time
-from contextlib import contextmanager
 
 import pytest
 import requests
 from conftest import new_deployment, running
 
 from mediacms_stack.stack import config
+from tests.traffic import Loop, requests_meanwhile
 
 pytestmark = pytest.mark.e2e
-
-PATHS = ("/", "/api/v1/media")
 
 
 def docker(*args: str) -> str:
     """What the command printed, stdout then stderr (uWSGI logs to stderr)."""
     done = subprocess.run(["docker", *args], capture_output=True, text=True, check=True)
     return done.stdout + done.stderr
-
-
-#: seconds a request of the loop may take before it counts as failed
-PATIENCE = 90
-
-
-class Loop(threading.Thread):
-    """GET requests in turn on PATHS until stopped, or after ``limit`` seconds at most."""
-
-    def __init__(self, base: str, limit: float = 400) -> None:
-        super().__init__(daemon=True)
-        self.base, self.limit = base, limit
-        self.stopped = threading.Event()
-        self.answers: list[tuple[float, float, str, int | str]] = []  # start, end, path, status
-
-    def run(self) -> None:
-        deadline = time.monotonic() + self.limit
-        for path in itertools.cycle(PATHS):
-            if self.stopped.is_set() or time.monotonic() > deadline:
-                return
-            started = time.monotonic()
-            try:
-                # a web container that starts takes requests as soon as uWSGI listens, and
-                # they wait while it loads the app: over 30 s on a machine busy with CI.
-                # They are answered, so the visitor's patience is set above that; the
-                # slowest answer is in every report (README: Restarts and crashes)
-                outcome = self.outcome(requests.get(self.base + path, timeout=PATIENCE))
-            except requests.RequestException as error:
-                outcome = type(error).__name__
-            self.answers.append((started, time.monotonic(), path, outcome))
-            time.sleep(0.1)
-
-    def outcome(self, response: requests.Response) -> int | str:
-        """What an answer counts as: its status (a subclass may look further)."""
-        return response.status_code
-
-    def failed(self) -> list[tuple[float, float, str, int | str]]:
-        return [a for a in self.answers if not isinstance(a[3], int) or a[3] >= 500]
-
-    def during(self, start: float, end: float) -> list[tuple[float, float, str, int | str]]:
-        return [a for a in self.answers if start <= a[0] and a[1] <= end]
-
-    def slowest(self) -> float:
-        return max(end - start for start, end, _, _ in self.answers)
-
-
-@contextmanager
-def requests_meanwhile(stack, lead: float = 3):
-    """A running Loop, ``lead`` seconds of answers before and after the block."""
-    loop = Loop(stack.base)
-    loop.start()
-    time.sleep(lead)
-    try:
-        yield loop
-        time.sleep(lead)
-    finally:
-        loop.stopped.set()
-        loop.join(timeout=60)
 
 
 def web_containers(stack) -> list[str]:
