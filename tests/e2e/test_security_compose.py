@@ -197,9 +197,10 @@ def test_secrets_are_files_not_environment(stack):
             assert values[key] and values[key] not in shown, f"{key} in docker inspect {service}"
     folder = stack.home / ".secrets"
     assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    # the last: the metrics overlay's, derived from SECRET_KEY, written for when it is on
     assert {p.name for p in folder.iterdir()} == {
         "admin_password", "postgres_password", "postgres_superuser_password", "secret_key",
-        "redis_location", "redis_password"}  # fmt: skip
+        "redis_location", "redis_password", "metrics_db_password"}  # fmt: skip
     # the app read them (the workers' health checks reached the broker through the
     # REDIS_LOCATION file): its sessions work and it signs with .env's SECRET_KEY
     session = requests.Session()
