@@ -3,6 +3,7 @@
 import json
 import re
 
+import pytest
 from invoke import MockContext, Result
 
 from mediacms_stack.engines.compose import Compose
@@ -66,31 +67,25 @@ def test_compose_writes_the_secret_files_from_env_before_each_command(tmp_path):
     assert secrets.write_for_compose(config.load(tmp_path)) is None
 
 
-def test_the_compose_file_mounts_exactly_the_files_written():
+@pytest.mark.parametrize("name, own, others", [
+    ("docker-compose.yaml", "SECRETS", ()),
+    # the overlay declares its own and uses the production file's (redis_password, ...)
+    ("docker-compose-metrics.yaml", "OVERLAY_SECRETS", ("SECRETS",)),
+])  # fmt: skip
+def test_each_compose_file_mounts_the_files_written_and_uses_every_one_it_declares(
+    name, own, others
+):
     from invoke.util import yaml
 
     from mediacms_stack.stack import secrets
 
-    spec = yaml.safe_load((config.ROOT / "docker-compose.yaml").read_text())
-    assert set(spec["secrets"]) == set(secrets.SECRETS)
-    for name, source in spec["secrets"].items():
-        assert source == {"file": f"./{secrets.FOLDER}/{name}"}
+    spec = yaml.safe_load((config.ROOT / name).read_text())
+    declared = set(getattr(secrets, own))
+    assert set(spec["secrets"]) == declared
+    for secret, source in spec["secrets"].items():
+        assert source == {"file": f"./{secrets.FOLDER}/{secret}"}
     used = {s for service in spec["services"].values() for s in service.get("secrets", [])}
-    assert used == set(secrets.SECRETS)
-
-
-def test_the_metrics_overlay_mounts_its_own_secret_and_the_production_ones():
-    from invoke.util import yaml
-
-    from mediacms_stack.stack import secrets
-
-    spec = yaml.safe_load((config.ROOT / "docker-compose-metrics.yaml").read_text())
-    assert set(spec["secrets"]) == set(secrets.OVERLAY_SECRETS)
-    for name, source in spec["secrets"].items():
-        assert source == {"file": f"./{secrets.FOLDER}/{name}"}
-    used = {s for service in spec["services"].values() for s in service.get("secrets", [])}
-    assert used <= set(secrets.SECRETS) | set(secrets.OVERLAY_SECRETS)
-    assert "metrics_db_password" in used
+    assert declared <= used <= declared.union(*(getattr(secrets, o) for o in others))
 
 
 def test_every_command_line_built_writes_them_but_not_beside_another_project(tmp_path):
