@@ -10,6 +10,8 @@ import select
 import socket
 import time
 
+import requests
+
 MIB = 1024 * 1024
 
 
@@ -47,3 +49,15 @@ def stream_until_answered(stack, path: str, headers: dict[str, str], total: int)
 
 def basic(name: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
+
+
+def post_patiently(url: str, *, timeout: float, attempts: int = 3, **kwargs) -> requests.Response:
+    """POST as a patient uploader does: the 503 page (web busy, starting or being replaced
+    says "come back": Retry-After) is tried again after it, at most 30 s, ``attempts``
+    times in all; any other answer is returned as it is."""
+    for _ in range(attempts - 1):
+        answer = requests.post(url, timeout=timeout, **kwargs)
+        if answer.status_code != 503 or "Retry-After" not in answer.headers:
+            return answer
+        time.sleep(min(int(answer.headers["Retry-After"]), 30))
+    return requests.post(url, timeout=timeout, **kwargs)
