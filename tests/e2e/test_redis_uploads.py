@@ -134,10 +134,15 @@ def test_gate_misses_cost_redis_nothing_and_its_endpoint_is_internal(stack):
                  "/api/v1/%6Dedia-auth", "/api/v1/media%2Dauth", "/%61pi/v1/media-auth",
                  "/api/v1/./media-auth", "/api/v1/media-auth?x=1", "/api/v1/media-auth;x",
                  "/api/v1/media-auth%3Fx", "/api/v1/MEDIA-auth/../media-auth"]  # fmt: skip
+    refused_from_outside(stack, spellings, {"X-Original-URI": public})
+
+
+def refused_from_outside(stack, spellings: list[str], headers: dict[str, str]) -> None:
+    """Each spelling of an internal question, asked raw from outside: nginx's own 404 (or
+    400 for a path it will not parse), never the app's answer."""
     for path in spellings:
         conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=15)
-        conn.request("GET", path, headers={"Host": f"127.0.0.1:{stack.port}",
-                                           "X-Original-URI": public})  # fmt: skip
+        conn.request("GET", path, headers={"Host": f"127.0.0.1:{stack.port}", **headers})
         response = conn.getresponse()
         body = response.read()
         conn.close()
@@ -249,6 +254,16 @@ def test_gib_uploads_of_anyone_who_may_not_upload_are_refused_before_their_body(
     assert grew < 4 * MIB, grew
     left = stack.dc("exec", "-T", "nginx", "du", "-sk", "/var/cache/nginx/client-body").stdout
     assert int(left.split()[0]) < 1024, left  # KiB: no body file left behind either
+
+
+def test_the_upload_question_is_never_asked_from_outside(stack):
+    """/_stack/can-upload is nginx's own question before an upload: from outside, in every
+    spelling and with a user's credentials, nginx's 404."""
+    spellings = ["/_stack/can-upload", "/_stack/can-upload/", "/_STACK/can-upload",
+                 "//_stack//can-upload", "/%5Fstack/can-upload", "/_stack/can%2Dupload",
+                 "/_stack/./can-upload", "/_stack/can-upload?x=1",
+                 "/x/../_stack/can-upload"]  # fmt: skip
+    refused_from_outside(stack, spellings, {"Authorization": basic("admin", stack.admin_password)})
 
 
 def test_a_logged_in_upload_still_works_and_is_spooled(stack):
