@@ -9,6 +9,7 @@ import contextlib
 import select
 import socket
 import time
+import warnings
 
 import requests
 
@@ -54,10 +55,12 @@ def basic(name: str, password: str) -> str:
 def post_patiently(url: str, *, timeout: float, attempts: int = 3, **kwargs) -> requests.Response:
     """POST as a patient uploader does: the 503 page (web busy, starting or being replaced
     says "come back": Retry-After) is tried again after it, at most 30 s, ``attempts``
-    times in all; any other answer is returned as it is."""
-    for _ in range(attempts - 1):
+    times in all; any other answer is returned as it is. Each 503 is a warning in the run's
+    summary: a flaky site stays visible in a run that passes."""
+    for attempt in range(1, attempts):
         answer = requests.post(url, timeout=timeout, **kwargs)
         if answer.status_code != 503 or "Retry-After" not in answer.headers:
             return answer
+        warnings.warn(f"POST {url}: the 503 page at attempt {attempt} of {attempts}", stacklevel=2)
         time.sleep(min(int(answer.headers["Retry-After"]), 30))
     return requests.post(url, timeout=timeout, **kwargs)

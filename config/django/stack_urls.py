@@ -18,11 +18,15 @@ instead of filling the disk under the database.
 
 Answers: 204 yes; whoami's own 401/403 for an unknown visitor; 403 for a known one who
 may not upload; 507 for no room. nginx sends a refusal to the client with the body
-discarded unread.
+discarded unread. Any answer but those three (nginx gives the visitor its 503 page for
+it) is written to web's log with its reason, an exception with its traceback: Django
+itself logs nothing to the console when DEBUG is off.
 """
 
 import os
 import shutil
+import sys
+import traceback
 from importlib import import_module
 
 from django.conf import settings
@@ -52,20 +56,36 @@ def _may_upload(request) -> bool:
     return bool(hook(request))
 
 
-@require_GET
-def can_upload(request):
+def _refused(status: int, why: str) -> HttpResponse:
+    if status not in (401, 403):
+        print(f"can-upload: {status}: {why}", file=sys.stderr, flush=True)
+    return HttpResponse(status=status)
+
+
+def _answer(request) -> HttpResponse:
     try:
         whoami = resolve(WHOAMI)
     except Resolver404:
-        return HttpResponse(status=500)
+        return _refused(500, f"the tree has no {WHOAMI}")
     # The tree's view authenticates the visitor and sets request.user (Django REST
     # framework sets it on the underlying request too) for the hook below.
     known = whoami.func(request, *whoami.args, **whoami.kwargs)
     if known.status_code != 200:
-        return HttpResponse(status=known.status_code)
+        return _refused(known.status_code, f"{WHOAMI} answered {known.status_code}")
     if not _may_upload(request):
-        return HttpResponse(status=403)
-    return HttpResponse(status=204 if _room_for(request) else 507)
+        return _refused(403, "user_allowed_to_upload said no")
+    if not _room_for(request):
+        return _refused(507, f"under UPLOAD_DISK_RESERVE_MB free on {settings.MEDIA_ROOT}")
+    return HttpResponse(status=204)
+
+
+@require_GET
+def can_upload(request):
+    try:
+        return _answer(request)
+    except Exception:
+        traceback.print_exc()
+        raise
 
 
 urlpatterns = [path("_stack/can-upload", can_upload), *_tree.urlpatterns]

@@ -37,7 +37,7 @@ from tests.acceptance.client import (
     whoami,
 )
 from tests.mailserver import SMTP_NAME, Mail, docker, server_beside
-from tests.uploads import MIB, basic, stream_until_answered
+from tests.uploads import MIB, basic, post_patiently, stream_until_answered
 
 pytestmark = pytest.mark.e2e
 
@@ -132,7 +132,7 @@ def clip(stack) -> bytes:
 
 @pytest.fixture(scope="module")
 def api_upload(stack, admin, clip) -> dict:
-    response = requests.post(
+    response = post_patiently(
         stack.url("/api/v1/media"),
         auth=admin,
         data={"title": "acceptance api clip", "description": "through /api/v1/media"},

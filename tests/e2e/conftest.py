@@ -3,8 +3,8 @@
 The deployment folder holds only docker-compose.yaml, a .env and custom/, outside this
 repository (so the production file is proven to work on its own). Images are the ones
 `nox -s smoke` built from tests/app. Ports are published on 127.0.0.1 only. Whatever
-happens, the stack and its volumes are removed at the end; on failure, `ps` and the
-logs are printed first.
+happens, the stack and its volumes are removed at the end; a failed test's report
+carries its stacks' containers and last log lines.
 """
 
 from __future__ import annotations
@@ -143,14 +143,33 @@ def new_deployment(home: Path, project: str, **extra: str) -> Stack:
     return Stack(home, port)
 
 
+def story(deployment: Stack) -> str:
+    """What a failure needs said about a stack: its containers, the app's and nginx's last
+    lines, and nginx's own warnings and errors (which its access log pushes out of a tail)."""
+    web = deployment.dc("logs", "--tail", "60", "web", check=False).stdout
+    return "\n".join([
+        "=== docker compose ps ===", deployment.dc("ps", "--all", check=False).stdout,
+        "=== web (last 60 lines) ===", web,
+        "=== nginx warnings and errors (last 40) ===", *nginx_problems(deployment, 40),
+    ])  # fmt: skip
+
+
 def report_failure(deployment: Stack) -> None:
-    print("\n=== docker compose ps ===", file=sys.stderr)
-    print(deployment.dc("ps", "--all", check=False).stdout, file=sys.stderr)
-    print("=== docker compose logs (last 80 lines each) ===", file=sys.stderr)
-    print(deployment.dc("logs", "--tail", "80", check=False).stdout, file=sys.stderr)
-    # which its access log pushes out of the tail above
-    print("=== nginx warnings and errors (last 40) ===", *nginx_problems(deployment, 40),
-          sep="\n", file=sys.stderr)  # fmt: skip
+    """For a fixture's own teardown (seen when run without xdist)."""
+    print(story(deployment), file=sys.stderr)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failed test's report carries the story of each stack it used: a section of the
+    report, so it reaches the output also from an xdist worker (a print at teardown
+    does not)."""
+    report = yield
+    if report.failed:
+        for name, value in getattr(item, "funcargs", {}).items():
+            if isinstance(value, Stack):
+                report.sections.append((f"stack {name} ({value.base})", story(value)))
+    return report
 
 
 def nginx_problems(deployment: Stack, last: int) -> list[str]:
@@ -163,11 +182,10 @@ def nginx_problems(deployment: Stack, last: int) -> list[str]:
 @contextlib.contextmanager
 def running(deployment: Stack, request: pytest.FixtureRequest, *up_args: str) -> Iterator[Stack]:
     """``deployment`` after `invoke up *up_args` (of images built from the commit under
-    test; .env read again after it, for what `up` records there, e.g. an overlay). On
-    the way out its state and logs are printed when `up` or a test failed meanwhile, and
-    it goes with its volumes (SMOKE_KEEP_STACK=1 leaves it running, a debugging aid)."""
+    test; .env read again after it, for what `up` records there, e.g. an overlay). A
+    failed `up` raises with the stack's story (a failed test's report carries it: the
+    hook above); on the way out it goes with its volumes (SMOKE_KEEP_STACK=1 leaves it running, a debugging aid)."""
     require_built_from_this_commit(deployment.settings.version)
-    failures = request.session.testsfailed
     started = time.monotonic()
     up = deployment.invoke("up", *up_args, check=False)
     deployment.startup_seconds = time.monotonic() - started
@@ -175,11 +193,11 @@ def running(deployment: Stack, request: pytest.FixtureRequest, *up_args: str) ->
     deployment.compose = Compose.for_settings(deployment.settings)
     try:
         if up.returncode != 0:
-            raise AssertionError(f"invoke up failed:\n{up.stdout[-3000:]}\n{up.stderr[-5000:]}")
+            raise AssertionError(
+                f"invoke up failed:\n{up.stdout[-3000:]}\n{up.stderr[-5000:]}\n{story(deployment)}"
+            )
         yield deployment
     finally:
-        if up.returncode != 0 or request.session.testsfailed > failures:
-            report_failure(deployment)
         if os.environ.get("SMOKE_KEEP_STACK") == "1":
             print(f"\nstack kept: MEDIACMS_HOME={deployment.home} ({deployment.base})",
                   file=sys.stderr)  # fmt: skip

@@ -15,6 +15,7 @@ import requests
 from invoke import Context
 
 from mediacms_stack.stack.model import SERVICES
+from tests.uploads import post_patiently
 
 pytestmark = pytest.mark.e2e
 
@@ -73,7 +74,7 @@ def make_video(stack, seconds: int = 3) -> bytes:
 @pytest.fixture(scope="module")
 def uploaded(stack, admin):
     video = make_video(stack)
-    response = requests.post(
+    response = post_patiently(
         stack.url("/api/v1/media"),
         auth=admin,
         data={"title": "smoke clip"},

@@ -21,6 +21,7 @@ from invoke import Context
 from mediacms_stack.engines import engine
 from mediacms_stack.images import bootstrap
 from mediacms_stack.stack import config
+from tests.uploads import post_patiently
 
 pytestmark = pytest.mark.e2e
 
@@ -317,7 +318,7 @@ def test_uploads_and_transcoding_larger_than_tmp_use_the_scratch_volume(stack, a
     )
     video = stack.dc("exec", "-T", "web", "sh", "-c", clip, text=False).stdout
     assert video[4:8] == b"ftyp" and len(video) > 3 * 1024 * 1024, len(video)
-    response = requests.post(
+    response = post_patiently(
         stack.url("/api/v1/media"),
         auth=admin,
         data={"title": "bigger than /tmp"},

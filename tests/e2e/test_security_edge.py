@@ -24,6 +24,7 @@ import requests
 
 from mediacms_stack.stack.config import ROOT
 from mediacms_stack.stack.model import ImageNames
+from tests.uploads import post_patiently
 
 pytestmark = pytest.mark.e2e
 
@@ -83,7 +84,7 @@ def people(stack):
 
 
 def upload(stack, name: str, content: bytes, state: str) -> dict:
-    response = requests.post(
+    response = post_patiently(
         stack.url("/api/v1/media"), auth=("alice", PASSWORD), timeout=60,
         data={"title": name, "state": state}, files={"media_file": (name, content)},
     )  # fmt: skip

@@ -26,6 +26,7 @@ from conftest import REPO, Stack, free_port, new_deployment, running
 from test_checklist import make_video
 
 from mediacms_stack.stack.model import SERVICES
+from tests.uploads import post_patiently
 
 pytestmark = pytest.mark.e2e
 
@@ -145,7 +146,7 @@ def test_a_healthy_site_and_the_time_status_takes_with_1000_media(site: Stack):
 
 def test_queues_move_and_failed_and_stuck_encodings_are_retried(site: Stack):
     admin = requests.auth.HTTPBasicAuth("admin", site.admin_password)
-    clip = requests.post(site.url("/api/v1/media"), auth=admin, data={"title": "retry me"},
+    clip = post_patiently(site.url("/api/v1/media"), auth=admin, data={"title": "retry me"},
                          files={"media_file": ("clip.mp4", make_video(site), "video/mp4")},
                          timeout=60)  # fmt: skip
     assert clip.status_code == 201, clip.text
@@ -214,7 +215,7 @@ def test_prometheus_scrapes_every_target_and_sees_the_queue_of_an_upload(site: S
 
     site.dc("stop", "celery_short", "celery_long")
     admin = requests.auth.HTTPBasicAuth("admin", site.admin_password)
-    clip = requests.post(site.url("/api/v1/media"), auth=admin, data={"title": "queued"},
+    clip = post_patiently(site.url("/api/v1/media"), auth=admin, data={"title": "queued"},
                          files={"media_file": ("clip.mp4", make_video(site), "video/mp4")},
                          timeout=60)  # fmt: skip
     assert clip.status_code == 201, clip.text
