@@ -36,16 +36,20 @@ class Loop(threading.Thread):
             if self.stopped.is_set() or time.monotonic() > deadline:
                 return
             started = time.monotonic()
-            try:
-                # a web container that starts takes requests as soon as uWSGI listens, and
-                # they wait while it loads the app: over 30 s on a machine busy with CI.
-                # They are answered, so the visitor's patience is set above that; the
-                # slowest answer is in every report (README: Restarts and crashes)
-                outcome = self.outcome(requests.get(self.base + path, timeout=PATIENCE))
-            except requests.RequestException as error:
-                outcome = type(error).__name__
+            outcome = self.fetch(path)
             self.answers.append((started, time.monotonic(), path, outcome))
             time.sleep(0.1)
+
+    def fetch(self, path: str) -> int | str:
+        """GET ``path``: what the answer counts as (:meth:`outcome`), or the error's name."""
+        try:
+            # a web container that starts takes requests as soon as uWSGI listens, and
+            # they wait while it loads the app: over 30 s on a machine busy with CI.
+            # They are answered, so the visitor's patience is set above that; the
+            # slowest answer is in every report (README: Restarts and crashes)
+            return self.outcome(requests.get(self.base + path, timeout=PATIENCE))
+        except requests.RequestException as error:
+            return type(error).__name__
 
     def outcome(self, response: requests.Response) -> int | str:
         """What an answer counts as: its status (a subclass may look further)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 import uuid
@@ -18,6 +19,8 @@ import https_stack
 import pytest
 from cryptography import x509
 from https_stack import NAME, VALIDITY
+
+from tests.traffic import Loop
 
 pytestmark = pytest.mark.e2e
 
@@ -186,6 +189,47 @@ def test_a_clients_own_forwarding_headers_are_not_believed(site, first):
               if probe in line]  # fmt: skip
     assert len(logged) == 1 and not logged[0].startswith(SPOOFED), logged
     assert logged[0].split()[0] == meta["REMOTE_ADDR"]
+
+
+class ThroughCaddy(Loop):
+    """The GET loop over HTTPS through Caddy's published port (curl, trusting Pebble's
+    root); a transfer that fails counts as curl's complaint."""
+
+    def __init__(self, site, limit: float) -> None:
+        super().__init__(f"https://{NAME}", limit)
+        self.site = site
+
+    def fetch(self, path: str) -> int | str:
+        argv = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "60",
+                "--cacert", str(self.site.root),
+                "--connect-to", f"{NAME}:443:127.0.0.1:{self.site.https_port}", self.base + path]  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        return int(done.stdout) if done.returncode == 0 else f"curl: {done.stderr.strip()}"
+
+
+def test_nginx_replaced_or_restarted_fails_no_request_through_caddy(site, first):
+    """What an upgrade does to nginx, last (a new container; here on the same image), and
+    `invoke restart --service nginx`, under a loop of GET requests through Caddy: Caddy's
+    port never closes, and a request that finds no nginx waits in Caddy until the new one
+    listens (lb_try_duration, config/caddy/Caddyfile). None fails."""
+    loop = ThroughCaddy(site, limit=300)
+    loop.start()
+    try:
+        time.sleep(3)
+        before = site.inspect("nginx")["Id"]
+        started = time.monotonic()
+        site.dc("up", "--detach", "--no-deps", "--force-recreate", "--wait", "nginx")
+        assert site.inspect("nginx")["Id"] != before
+        site.stack.invoke("restart", "--service", "nginx")
+        ended = time.monotonic()
+        time.sleep(3)
+    finally:
+        loop.stopped.set()
+        loop.join(timeout=90)
+    during = loop.during(started, ended)
+    print(f"\n[measured] nginx recreated, then restarted, behind Caddy: {len(during)} requests "
+          f"in {ended - started:.0f} s, none failed; slowest {loop.slowest():.1f} s")  # fmt: skip
+    assert len(during) >= 10 and loop.failed() == [], loop.failed()[:10]
 
 
 def test_the_certificate_is_renewed_before_it_expires(site, first):
