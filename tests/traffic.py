@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import requests
 
@@ -22,7 +23,10 @@ PATIENCE = 90
 
 
 class Loop(threading.Thread):
-    """GET requests in turn on PATHS until stopped, or after ``limit`` seconds at most."""
+    """Requests in turn on ``paths`` (GET, :meth:`fetch`) until stopped, or after
+    ``limit`` seconds at most."""
+
+    paths: tuple[str, ...] = PATHS
 
     def __init__(self, base: str, limit: float = 400) -> None:
         super().__init__(daemon=True)
@@ -32,7 +36,7 @@ class Loop(threading.Thread):
 
     def run(self) -> None:
         deadline = time.monotonic() + self.limit
-        for path in itertools.cycle(PATHS):
+        for path in itertools.cycle(self.paths):
             if self.stopped.is_set() or time.monotonic() > deadline:
                 return
             started = time.monotonic()
@@ -92,7 +96,8 @@ class Answers(Loop):
     def outcome(self, response: requests.Response) -> int | str:
         if response.status_code != 503:
             return response.status_code
-        kind = "application/json" if response.url.endswith("/api/v1/media") else "text/html"
+        api = urlsplit(response.url).path.startswith("/api/")
+        kind = "application/json" if api else "text/html"
         page = response.headers.get("Content-Type", "").startswith(kind)
         return 503 if page and response.headers.get("Retry-After") == "30" else "503 not the page"
 
@@ -129,12 +134,12 @@ def report(loop: Loop, start: float, end: float) -> str:
             f"{took:.1f} s at the nginx swap; slowest {loop.slowest():.1f} s")  # fmt: skip
 
 
-def under_answers(base: str, action: Callable[[], T], *, limit: float = 900,
-                  lead: float = 3) -> tuple[T, Answers, float, float]:  # fmt: skip
-    """``action()`` while an Answers loop runs on ``base``, ``lead`` seconds of answers
-    before and after it: (what it returned, the loop, its start and end on the loop's
-    clock)."""
-    loop = Answers(base, limit=limit)
+def under_answers(base: str, action: Callable[[], T], *, limit: float = 900, lead: float = 3,
+                  loop: Answers | None = None) -> tuple[T, Answers, float, float]:  # fmt: skip
+    """``action()`` while an Answers loop (``loop``, not yet started, or one on ``base``)
+    runs, ``lead`` seconds of answers before and after it: (what it returned, the loop,
+    its start and end on the loop's clock)."""
+    loop = loop or Answers(base, limit=limit)
     loop.start()
     time.sleep(lead)
     start = time.monotonic()

@@ -14,9 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,19 +24,15 @@ from invoke import Context
 
 from mediacms_stack.data import artifacts
 from mediacms_stack.engines import stackstate
-from mediacms_stack.images import mediacms
 from mediacms_stack.procedures import ops
 from mediacms_stack.procedures.transition import short_id
-from mediacms_stack.stack import config, model
+from mediacms_stack.stack import config
 from mediacms_stack.stack.model import SERVICES
+from tests.versions import FAILING, Versions
 
 pytestmark = pytest.mark.e2e
 
 MEDIA = "/home/mediacms.io/mediacms/media_files"
-IGNORE = shutil.ignore_patterns(".git", ".nox", ".venv", "node_modules", "__pycache__", "backups",
-                                ".build", ".pytest_cache", ".ruff_cache")  # fmt: skip
-#: the test app's newest migration of `files`: each probe comes after it, whatever it is
-NEWEST = max(m.stem for m in (config.ROOT / "tests/app/files/migrations").glob("[0-9]*.py"))
 PROBE = "9001_upgrade_probe"  # numbered past any migration the test app will have
 GOOD_MIGRATION = """from django.db import migrations
 
@@ -53,59 +47,24 @@ class Migration(migrations.Migration):
         )
     ]
 """
-BROKEN_MIGRATION = """from django.db import migrations
 
 
-def fail(apps, schema_editor):
-    raise RuntimeError("upgrade probe: this migration fails on purpose")
-
-
-class Migration(migrations.Migration):
-    dependencies = [("files", "{newest}")]
-    operations = [migrations.RunPython(fail)]
-"""
-
-
-class Upgrades:
-    """The stack under test, driven through a repository copy, and the versions built."""
+class Upgrades(Versions):
+    """The stack under test and its versions: ``original`` (private tags of the images it
+    runs, made by the fixture), ``good`` (a migration that applies) and ``broken`` (one
+    that fails)."""
 
     def __init__(self, stack, root: Path) -> None:
-        self.stack = stack
-        self.repo = root / "repo"
-        shutil.copytree(mediacms.ROOT, self.repo, ignore=IGNORE, symlinks=True)
-        self.shared = stack.settings.version  # the tag the smoke images carry
+        super().__init__(stack, root)
         self.original = f"{self.shared}-base-{os.getpid()}"
-        self.good = f"{self.shared}-upgrade-{os.getpid()}"
-        self.broken = f"{self.shared}-broken-{os.getpid()}"
-        self.trees = {
-            self.good: self._tree(root / "app-good", PROBE, GOOD_MIGRATION),
-            self.broken: self._tree(root / "app-broken", "9001_broken_probe", BROKEN_MIGRATION),
-        }
-
-    @staticmethod
-    def _tree(path: Path, name: str, migration: str) -> Path:
-        shutil.copytree(mediacms.ROOT / "tests" / "app", path, ignore=IGNORE)
-        (path / "files" / "migrations" / f"{name}.py").write_text(
-            migration.replace("{newest}", NEWEST)
-        )
-        return path
-
-    def invoke(self, *args: str) -> subprocess.CompletedProcess:
-        env = {**self.stack.env(), "PYTHONPATH": str(self.repo)}
-        return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(self.repo),
-                               *args], env=env, capture_output=True, text=True,
-                              check=False)  # fmt: skip
+        self.good = self.make("upgrade", {PROBE: GOOD_MIGRATION})
+        self.broken = self.make("broken", {"9001_broken_probe": FAILING})
 
     def upgrade_to(self, version: str) -> subprocess.CompletedProcess:
-        return self.invoke("upgrade", "--to", version, "--build", "--source",
-                           str(self.trees[version]))  # fmt: skip
+        return self.upgrade(version, *self.from_source(version))
 
     def env_version(self) -> str:
         return dotenv_values(self.stack.settings.env_file)["MEDIACMS_VERSION"]
-
-    def refs(self, version: str) -> list[str]:
-        names = model.ImageNames(self.stack.settings.registry, version)
-        return [names.ref(t) for t in ("web", "worker", "nginx")]
 
 
 def running_images(stack) -> dict[str, tuple[str, str]]:
@@ -182,9 +141,7 @@ def upgrades(stack, tmp_path_factory):
     setup.state = state(stack)
     yield setup
     switch_version(stack, setup.shared)
-    for version in (setup.original, setup.good, setup.broken):
-        subprocess.run(["docker", "image", "rm", "--force", *setup.refs(version)],
-                       capture_output=True, check=False)  # fmt: skip
+    setup.remove(setup.original, setup.good, setup.broken)
 
 
 def test_a_failed_upgrade_rolls_back_by_itself(stack, upgrades):

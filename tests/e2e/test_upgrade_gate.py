@@ -20,99 +20,17 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import requests
 from conftest import new_deployment, running
 from dotenv import dotenv_values
 
-from mediacms_stack.images import mediacms
-from mediacms_stack.stack import config, model
+from mediacms_stack.stack import model
 from tests.traffic import outside_the_swap, report, under_answers
+from tests.versions import ADD, DROP, Versions, reads_the_note
 
 pytestmark = pytest.mark.e2e
-
-IGNORE = shutil.ignore_patterns(".git", ".nox", ".venv", "node_modules", "__pycache__", "backups",
-                                ".build", ".pytest_cache", ".ruff_cache")  # fmt: skip
-NEWEST = max(m.stem for m in (config.ROOT / "tests/app/files/migrations").glob("[0-9]*.py"))
-ADD = """from django.db import migrations, models
-
-
-class Migration(migrations.Migration):
-    dependencies = [("files", "{newest}")]
-    operations = [
-        migrations.AddField("media", "gate_note", models.TextField(null=True, blank=True))
-    ]
-"""
-DROP = """from django.db import migrations
-
-
-class Migration(migrations.Migration):
-    dependencies = [("files", "9101_gate_note")]
-    operations = [migrations.RemoveField("media", "gate_note")]
-"""
-
-
-class Versions:
-    """The stack under test and the two versions, built in a copy of this repository."""
-
-    def __init__(self, stack, root: Path) -> None:
-        self.stack, self.root = stack, root
-        self.repo = root / "repo"
-        shutil.copytree(mediacms.ROOT, self.repo, ignore=IGNORE, symlinks=True)
-        shared = stack.settings.version
-        self.add, self.drop = (
-            f"{shared}-gate-add-{os.getpid()}",
-            f"{shared}-gate-drop-{os.getpid()}",
-        )
-        self.trees = {self.add: self._tree("add", {"9101_gate_note": ADD}, note=True),
-                      self.drop: self._tree("drop", {"9101_gate_note": ADD,
-                                                     "9102_drop_gate_note": DROP})}  # fmt: skip
-
-    def _tree(self, name: str, migrations: dict[str, str], note: bool = False) -> Path:
-        tree = self.root / f"app-{name}"
-        shutil.copytree(mediacms.ROOT / "tests" / "app", tree, ignore=IGNORE)
-        for stem, text in migrations.items():
-            (tree / "files" / "migrations" / f"{stem}.py").write_text(
-                text.replace("{newest}", NEWEST)
-            )
-        if note:  # the new version reads the new column
-            models = tree / "files" / "models.py"
-            anchor = "    add_date = models.DateTimeField(auto_now_add=True)\n"
-            assert anchor in models.read_text()
-            models.write_text(models.read_text().replace(
-                anchor, anchor + "    gate_note = models.TextField(null=True, blank=True)\n"))  # fmt: skip
-        return tree
-
-    def invoke(self, *args: str, home: Path | None = None) -> subprocess.CompletedProcess:
-        env = {**self.stack.env(), "PYTHONPATH": str(self.repo)}
-        if home is not None:
-            env["MEDIACMS_HOME"] = str(home)
-        return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(self.repo),
-                               *args], env=env, capture_output=True, text=True,
-                              check=False)  # fmt: skip
-
-    def build(self, version: str) -> None:
-        """The images of ``version``, from a home of their own (the stack's .env is not
-        touched)."""
-        home = self.root / f"home-{version}"
-        home.mkdir()
-        shutil.copy(self.stack.settings.env_file, home / ".env")
-        config.update(config.load(home), {"MEDIACMS_VERSION": version})
-        done = self.invoke("build", "--source", str(self.trees[version]), "--target", "web",
-                           "--target", "worker", "--target", "nginx", home=home)  # fmt: skip
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-
-    def upgrade(self, version: str, *flags: str) -> subprocess.CompletedProcess:
-        return self.invoke("upgrade", "--to", version, *flags)
-
-    def refs(self, version: str) -> list[str]:
-        names = model.ImageNames(self.stack.settings.registry, version)
-        return [names.ref(t) for t in model.PRODUCTION_TARGETS]
 
 
 @pytest.fixture(scope="module")
@@ -127,22 +45,21 @@ def versions(stack, tmp_path_factory):
     """Both versions built before any loop starts (the upgrades' --build then finds every
     layer cached); their images are removed at the end."""
     made = Versions(stack, tmp_path_factory.mktemp("versions"))
+    made.add = made.make("gate-add", {"9101_gate_note": ADD}, reads_the_note)
+    made.drop = made.make("gate-drop", {"9101_gate_note": ADD, "9102_drop_gate_note": DROP})
     try:
         for version in (made.add, made.drop):
             made.build(version)
         yield made
     finally:
-        for version in (made.add, made.drop):
-            subprocess.run(["docker", "image", "rm", "--force", *made.refs(version)],
-                           capture_output=True, check=False)  # fmt: skip
+        made.remove(made.add, made.drop)
 
 
 def upgraded_under_loop(stack, versions, version: str):
     """``invoke upgrade --to version --build`` while Answers runs; (result, loop, start,
     end) in the loop's clock."""
-    tree = str(versions.trees[version])
     done, loop, start, end = under_answers(
-        stack.base, lambda: versions.upgrade(version, "--build", "--source", tree), limit=600
+        stack.base, lambda: versions.upgrade(version, *versions.from_source(version)), limit=600
     )
     print(f"\n{done.stdout}\n{done.stderr[-3000:]}")
     assert done.returncode == 0, done.stderr[-4000:]
