@@ -15,6 +15,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from invoke.context import Context
@@ -267,15 +268,16 @@ def restore_all(
     yes: bool,
     safety_dir: Path,
     start: bool = True,
+    stop: Sequence[str] = APP_SERVICES,
 ) -> None:
     """Replace database, media and custom/ with a backup's, all or nothing.
 
-    Every artifact is verified first. Then, app services stopped: a safety dump of the
-    database, the database replaced, the media swapped (previous media kept), custom/
-    swapped (previous folder kept), each a step (:class:`Steps`). When any step fails, the
-    earlier ones are undone (the safety dump restored, the previous media and custom/ put
-    back). ``start``: the app services are started again at the end (an upgrade rollback
-    starts them itself).
+    Every artifact is verified first. Then, ``stop`` stopped (the app services; a rollback
+    keeps nginx, which shows its 503 page meanwhile): a safety dump of the database, the
+    database replaced, the media swapped (previous media kept), custom/ swapped (previous
+    folder kept), each a step (:class:`Steps`). When any step fails, the earlier ones are
+    undone (the safety dump restored, the previous media and custom/ put back). ``start``:
+    they are started again at the end (an upgrade rollback starts them itself).
     """
     parts = check_backup_folder(folder)
     custom_dir = settings.root / "custom"
@@ -286,14 +288,14 @@ def restore_all(
             f"{parts.media.name}, custom/ {parts.custom.name if parts.custom else '(none)'}"
         )
         print(f"(dry run) would take a safety backup into {safety_dir}, stop "
-              f"{', '.join(APP_SERVICES)}, replace the database, the media volume and "
+              f"{', '.join(stop)}, replace the database, the media volume and "
               f"{custom_dir}, then start them; nothing was changed")  # fmt: skip
         return
     compose.check_can_stop(c)
     safety = _safety_dump(c, compose, settings, yes=yes, safety_dir=safety_dir)
     steps = Steps(2 if parts.custom is None else 3)
     previous_custom: Path | None = None
-    compose.run(c, "stop", *APP_SERVICES)
+    compose.run(c, "stop", *stop)
     try:
         with steps.step(f"the database from {parts.dump.name}"):
             steps.on_failure("the database", lambda: _put_back_db(c, db, safety))
@@ -308,7 +310,7 @@ def restore_all(
     except UndoFailed:
         raise
     except BaseException as error:
-        compose.up(c, *APP_SERVICES)
+        compose.up(c, *stop)
         if isinstance(error, StackError):
             raise StackError(f"{error}\nthe restore was undone: database, media and custom/ "
                              "are as they were before it") from error  # fmt: skip
@@ -318,7 +320,7 @@ def restore_all(
     if previous_custom is not None:
         shutil.rmtree(previous_custom)
     if start:
-        compose.up(c, *APP_SERVICES)
+        compose.up(c, *stop)
     say(f"{folder} restored (the saved .env is at {folder / 'env'}; not applied)")
 
 

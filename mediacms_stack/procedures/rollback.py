@@ -4,7 +4,8 @@ the automatic one of a new version that failed.
 ``--rollback FOLDER`` puts back the version recorded in the backup (re-tagging the exact
 image ids it recorded when a rebuild moved the tag), restores database, media and
 custom/ from it (the database as a whole: tables of newer migrations go too) and waits
-until every service is healthy.
+until every service is healthy. nginx answers with its 503 page meanwhile, and is
+replaced last, alone: visitors get the page, not a closed port.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from ..engines.steps import Steps
 from ..stack import config
 from ..stack.config import Settings
 from ..stack.errors import StackError
-from ..stack.model import MAINTENANCE_FLAG
-from .transition import current_state, short_id, start_healthy, summary
+from ..stack.model import BEHIND_NGINX
+from .transition import current_state, maintenance, short_id, start_healthy_nginx_last, summary
 
 
 def roll_back_failed(
@@ -39,12 +40,12 @@ def roll_back_failed(
         old = manifest["mediacms_version"]
         restore_images(c, manifest.get("images") or {})
         config.update(failed, {"MEDIACMS_VERSION": old})
-        why = start_healthy(c, compose, timeout)
+        why = start_healthy_nginx_last(c, compose, timeout)
         if why:
             raise StackError(f"back on {old}'s images, but the stack is not healthy: {why}")
         did = "its images (no migration had run: the data stayed as they were)"
-    # the maintenance path's nginx was never replaced: its page goes now
-    compose.exec(c, "nginx", "rm", "-f", MAINTENANCE_FLAG)
+        # the maintenance path's nginx was never replaced: its page goes now
+        maintenance(c, compose, on=False)
     return did
 
 
@@ -104,14 +105,16 @@ def rollback(
     steps = Steps(4)
     with steps.step(f"the images recorded in {folder.name}"):
         restore_images(c, recorded)
-    with steps.step("database, media and custom/ from the backup"):
+    maintenance(c, compose, on=True)
+    with steps.step("database, media and custom/ from the backup, nginx's 503 page meanwhile"):
         restore.restore_all(c, compose, settings, folder, yes=True, safety_dir=backups,
-                            start=False)  # fmt: skip
+                            start=False, stop=BEHIND_NGINX)  # fmt: skip
     # recorded once the data are back, before the services start on the old images
     with steps.step(f"MEDIACMS_VERSION={old} in {settings.env_file}"):
         restored = config.update(settings, {"MEDIACMS_VERSION": old})
-    with steps.step("every service started on the old images, healthy"):
-        why = start_healthy(c, compose, timeout)
+    with steps.step("every service started on the old images, healthy, nginx last"):
+        why = start_healthy_nginx_last(c, compose, timeout)
         if why:
             raise StackError(f"rolled back to {old}, but the stack is not healthy: {why}")
+        maintenance(c, compose, on=False)  # an nginx that was not replaced keeps its flag
     say(summary("rolled back", before, current_state(c, compose, restored), folder))

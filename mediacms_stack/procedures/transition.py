@@ -1,6 +1,6 @@
 """What every change of version shares (an upgrade, its rollback, a PostgreSQL major
-upgrade): the stack's state before and after, said as a summary, and starting services
-until every one is healthy, or why not."""
+upgrade): the stack's state before and after, said as a summary, nginx's maintenance
+page, and starting services until every one is healthy, or why not."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from ..engines import stackstate
 from ..engines.compose import Compose
 from ..stack.config import Settings
 from ..stack.errors import StackError
+from ..stack.model import MAINTENANCE_FLAG, SERVICES
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,21 @@ def summary(title: str, before: State, after: State, folder: Path) -> str:
     if title == "upgraded":
         lines.append(f"roll back with: invoke upgrade --rollback {folder}")
     return "\n".join(lines)
+
+
+def maintenance(c: Context, compose: Compose, on: bool) -> None:
+    """nginx's 503 page for every request but its health check (a flag on its tmpfs: a
+    new nginx has none), or not; nothing to do when no nginx runs."""
+    if compose.dry_run or compose.running(c, "nginx"):
+        compose.exec(c, "nginx", *(["touch"] if on else ["rm", "-f"]), MAINTENANCE_FLAG)
+
+
+def start_healthy_nginx_last(c: Context, compose: Compose, timeout: int) -> str:
+    """:func:`start_healthy` of every service, nginx's container alone and last: an `up`
+    stops every container it recreates at once and starts them together, so nginx in a
+    larger one would keep the published port closed all that time."""
+    behind = [s for s in SERVICES if s != "nginx"]
+    return start_healthy(c, compose, timeout, *behind) or start_healthy(c, compose, timeout)
 
 
 def start_healthy(c: Context, compose: Compose, timeout: int, *services: str,

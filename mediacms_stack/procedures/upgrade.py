@@ -52,10 +52,10 @@ from ..engines.steps import Steps
 from ..stack import config
 from ..stack.config import Settings
 from ..stack.errors import StackError
-from ..stack.model import APP_SERVICES, MAINTENANCE_FLAG, PRODUCTION_TARGETS, ImageNames
+from ..stack.model import APP_SERVICES, PRODUCTION_TARGETS, ImageNames
 from . import gate
 from .rollback import roll_back_failed
-from .transition import current_state, start_healthy, summary
+from .transition import current_state, maintenance, start_healthy, summary
 
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
@@ -245,7 +245,7 @@ def _go_in(c: Context, compose: Compose, path: str, timeout: int) -> str:
         gone = ""
     else:
         say("maintenance: every request gets the 503 page until the new version is healthy")
-        compose.exec(c, "nginx", "touch", MAINTENANCE_FLAG)
+        maintenance(c, compose, on=True)
         compose.run(c, "stop", *app)
         why = start_healthy(c, compose, timeout, *app)
         gone = "; it has no flag: the page goes"

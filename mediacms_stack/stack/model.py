@@ -25,6 +25,8 @@ SERVICES = (
 )
 #: Services that run our images: stopped for a restore, rolled back together on Swarm.
 APP_SERVICES = ("nginx", "web", "celery_beat", "celery_short", "celery_long")
+#: The app services behind nginx: what a rollback replaces while nginx shows its 503 page.
+BEHIND_NGINX = tuple(s for s in APP_SERVICES if s != "nginx")
 #: Services that run any number of replicas (0 stops them).
 SCALABLE = ("web", "celery_short", "celery_long")
 #: The scheduler runs once at most: each beat would send every scheduled task again.

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,6 +98,7 @@ def measured(stack: Stack, media: str, action: Callable[[], object], *, swap: bo
         "longest outage s": round(longest_outage(loop), 1),
         "slowest s": round(loop.slowest(), 1),
         "took s": round(end - start, 1),
+        "not served": dict(Counter(f"{a[2]} {a[3]}" for a in loop.answers if not served(a))),
     }
 
 

@@ -188,12 +188,14 @@ def failed_upgrade(tmp_path, monkeypatch, *, plan, keep_failed=False):
                         rolled.append(("all", settings.version, folder)))  # fmt: skip
     monkeypatch.setattr(rollback, "restore_images",
                         lambda c, recorded: rolled.append(("images", recorded)))  # fmt: skip
-    monkeypatch.setattr(rollback, "start_healthy", lambda *a, **k: "")
+    monkeypatch.setattr(rollback, "start_healthy_nginx_last", lambda *a, **k: "")
     monkeypatch.setattr(rollback.artifacts, "check_backup_folder", lambda folder: type(
         "Parts", (), {"manifest": {"mediacms_version": "8.3.2", "images": IMAGES}}))  # fmt: skip
     (tmp_path / ".env").write_text("MEDIACMS_VERSION=8.3.2\nPOSTGRES_USER=app\n"
                                    "POSTGRES_SUPERUSER=mediacms\n")  # fmt: skip
-    c = MockContext(run={re.compile(r".* ps --format json$"): Result('{"Service":"db","State":"running"}\n'),
+    running = ('{"Service":"db","State":"running"}\n'
+               '{"Service":"nginx","State":"running","Name":"app-nginx-1"}\n')  # fmt: skip
+    c = MockContext(run={re.compile(r".* ps --format json$"): Result(running),
                          re.compile(r".*"): Result("")}, repeat=True)  # fmt: skip
     with pytest.raises(StackError) as error:
         upgrade.upgrade(c, Compose(tmp_path), config.load(tmp_path), backups=tmp_path,
@@ -231,6 +233,36 @@ def test_rollback_refuses_a_folder_without_manifest(tmp_path):
                          backups=tmp_path)  # fmt: skip
 
 
+def test_a_rollback_keeps_nginx_with_its_page_and_replaces_it_last_alone(tmp_path, monkeypatch):
+    """Visitors get the 503 page during a rollback, never a closed port: nginx shows the
+    page and is not stopped for the restore; every other service starts first, then
+    nginx alone; the page goes at the end (an nginx that was not replaced keeps it)."""
+    monkeypatch.setattr(rollback.artifacts, "check_backup_folder", lambda folder: type(
+        "Parts", (), {"manifest": {"mediacms_version": "8.3.2", "images": IMAGES}}))  # fmt: skip
+    monkeypatch.setattr(rollback, "restore_images", lambda c, recorded: None)
+    monkeypatch.setattr(rollback, "current_state", lambda *a: None)
+    monkeypatch.setattr(rollback, "summary", lambda *a: "summary")
+    monkeypatch.setattr("mediacms_stack.procedures.ops.wait_healthy", lambda *a, **k: None)
+    restored = {}
+    monkeypatch.setattr(rollback.restore, "restore_all", lambda *a, **kw: restored.update(kw))
+    (tmp_path / ".env").write_text("MEDIACMS_VERSION=8.4.0\n")
+    ps = '{"Name":"p-nginx-1","Service":"nginx","State":"running"}\n'
+    c = MockContext(run={re.compile(r".* ps --format json$"): Result(ps),
+                         re.compile(".*"): Result("")}, repeat=True)  # fmt: skip
+    rollback.rollback(c, Compose(tmp_path, project="p"), config.load(tmp_path), tmp_path,
+                      backups=tmp_path)  # fmt: skip
+    ran = [call.args[0].split(" --file ")[-1] for call in c.run.call_args_list
+           if " ps " not in call.args[0] and " up --detach --wait --wait-timeout 300 db redis" not in call.args[0]]  # fmt: skip
+    assert restored["stop"] == ("web", "celery_beat", "celery_short", "celery_long")
+    assert restored["start"] is False
+    assert ran[0].endswith("exec -T nginx touch /tmp/nginx/maintenance"), ran
+    assert ran[1].endswith("--wait-timeout 300 web celery_beat celery_short celery_long db redis "
+                           "redis_cache"), ran  # fmt: skip
+    assert ran[2].endswith("--wait-timeout 300"), ran  # the rest: nginx, alone
+    assert ran[3].endswith("exec -T nginx rm -f /tmp/nginx/maintenance") and len(ran) == 4, ran
+    assert config.load(tmp_path).version == "8.3.2"
+
+
 def test_failure_reason_keeps_the_lines_that_say_what_failed():
     output = (
         " Container p-db-1  Healthy\n Container p-migrations-1  Started\n"
@@ -248,7 +280,7 @@ def go_in(tmp_path, monkeypatch, path: str) -> list[str]:
     container of each service runs before."""
     monkeypatch.setattr("mediacms_stack.procedures.ops.wait_healthy", lambda *a, **k: None)
     ps = "".join(f'{{"Name":"p-{name}-1","Service":"{name}","State":"running"}}\n'
-                 for name in ("web", "celery_short", "celery_long", "celery_beat"))  # fmt: skip
+                 for name in ("nginx", "web", "celery_short", "celery_long", "celery_beat"))  # fmt: skip
     c = MockContext(run={re.compile(r".* ps --format json$"): Result(ps),
                          re.compile(".*"): Result("")}, repeat=True)  # fmt: skip
     assert upgrade._go_in(c, Compose(tmp_path, project="p"), path, 300) == ""
