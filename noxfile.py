@@ -452,7 +452,8 @@ def acceptance_dev(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Measured side-by-side ratios: images, rebuilds, start-up, backups, 7.x migration, media gate."""
+    """Measured side-by-side ratios (images, rebuilds, start-up, backups, 7.x migration,
+    media gate) and what visitors see while containers are replaced (availability)."""
     env = _engine_and_base(session)
     session.run("invoke", "build", env=env)
     session.run("python", "tests/bench/run.py", *session.posargs, env=env)
@@ -461,6 +462,7 @@ def bench(session: nox.Session) -> None:
     if not shutil.which("wrk"):
         session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
     session.run("python", "tests/bench/gate.py", env=env)
+    session.run("python", "tests/bench/availability.py", env=env)
     trees = _upstream_trees(session)
     if not trees:
         session.log(f"real-tree benchmarks skipped: {UPSTREAM} is absent")

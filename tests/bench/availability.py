@@ -44,6 +44,7 @@ from tests.versions import ADD, DROP, FAILING, Versions, reads_the_note
 
 #: the longest outage allowed where the 503 page is expected (issue 19)
 OUTAGE_GOAL = 30.0
+LOGIN = "/api/v1/login"
 
 
 class Visitor(Answers):
@@ -51,12 +52,12 @@ class Visitor(Answers):
 
     def __init__(self, stack: Stack, media: str, limit: float = 900) -> None:
         super().__init__(stack.base, limit)
-        self.paths = ("/", "/api/v1/media", media, "/api/v1/login")
+        self.paths = ("/", "/api/v1/media", media, LOGIN)
         self.media = media
 
     def fetch(self, path: str) -> int | str:
         try:
-            if path == "/api/v1/login":
+            if path == LOGIN:
                 answer = requests.post(self.base + path, auth=("admin", ADMIN_PASSWORD),
                                        timeout=30)  # fmt: skip
             else:
@@ -94,12 +95,25 @@ def measured(stack: Stack, media: str, action: Callable[[], object], *, swap: bo
         "requests": len(loop.answers),
         "failed": len(failed),
         "503 page": sum(1 for a in loop.answers if a[3] == 503),
+        "503 to a login": sum(1 for a in loop.answers if a[3] == 503 and a[2] == LOGIN),
         "refused at the nginx swap": len(the_swap(loop, start, end)) if swap else 0,
         "longest outage s": round(longest_outage(loop), 1),
         "slowest s": round(loop.slowest(), 1),
         "took s": round(end - start, 1),
         "not served": dict(Counter(f"{a[2]} {a[3]}" for a in loop.answers if not served(a))),
     }
+
+
+def met(name: str, row: dict) -> bool:
+    """The goal of each operation: nothing failed; in (b) and (c) the 503 page for no
+    more than OUTAGE_GOAL; elsewhere no 503 page, but in (e) for a login (a POST) that the
+    killed container was serving, which no one may send again on the visitor's behalf."""
+    if row["failed"]:
+        return False
+    if name.startswith(("(b)", "(c)")):
+        return row["longest outage s"] <= OUTAGE_GOAL
+    allowed = row["503 to a login"] if name.startswith("(e)") else 0
+    return row["503 page"] <= allowed
 
 
 def must(done: subprocess.CompletedProcess, succeed: bool = True) -> None:
@@ -168,8 +182,7 @@ def main() -> None:
         stack.dc("down", "--volumes", "--remove-orphans", check=False)
         versions.remove(*made)
         shutil.rmtree(home, ignore_errors=True)
-    missed = [name for name, row in rows.items() if row["failed"] or (
-        row["longest outage s"] > OUTAGE_GOAL if name[:3] in ("(b)", "(c)") else row["503 page"])]  # fmt: skip
+    missed = [name for name, row in rows.items() if not met(name, row)]
     print("\n| operation | requests | failed | 503 page | refused at the nginx swap | "
           "longest outage | slowest |\n|---|---|---|---|---|---|---|")  # fmt: skip
     for name, row in rows.items():
