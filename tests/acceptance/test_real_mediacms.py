@@ -362,8 +362,27 @@ class Visit:
         ]
 
 
+#: How Chromium fails requests in flight when the host's network interfaces change: the
+#: engine adds or removes a container's veth (the other tree's stacks run beside this
+#: one). An event of the host, never an answer of the site.
+HOST_EVENT = "ERR_NETWORK_CHANGED"
+
+
+def settled_visit(browser, stack, path: str, attempts: int = 3) -> Visit:
+    """A Visit of ``path``, opened again (``attempts`` times in all) while every failure
+    it saw is HOST_EVENT; any other failure or error status is returned as it is."""
+    for _ in range(attempts - 1):
+        visit = Visit(browser, stack, path)
+        errors = visit.errors()
+        if not errors or any(HOST_EVENT not in error for error in errors):
+            return visit
+        print(f"\n{path}: opened again, Chromium saw the host's network change: {errors}")
+        visit.page.close()
+    return Visit(browser, stack, path)
+
+
 def test_browser_home_page_has_no_failed_request(stack, browser, api_upload):
-    home = Visit(browser, stack, "/")
+    home = settled_visit(browser, stack, "/")
     assert not home.errors(), home.errors()
     assert any(url.startswith("/static/") for url, _ in home.responses), home.responses
     home.page.close()
@@ -372,7 +391,7 @@ def test_browser_home_page_has_no_failed_request(stack, browser, api_upload):
 def test_browser_video_page_shows_the_avatar_and_plays_with_range_requests(
     stack, browser, api_upload
 ):
-    view = Visit(browser, stack, f"/view?m={api_upload['token']}")
+    view = settled_visit(browser, stack, f"/view?m={api_upload['token']}")
     view.page.wait_for_selector("video", timeout=60_000)
     view.page.eval_on_selector("video", "v => { v.muted = true; return v.play(); }")
     view.page.wait_for_function(
