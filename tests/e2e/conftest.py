@@ -167,8 +167,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
     if report.failed:
         for name, value in getattr(item, "funcargs", {}).items():
-            if isinstance(value, Stack):
-                report.sections.append((f"stack {name} ({value.base})", story(value)))
+            stack = value if isinstance(value, Stack) else getattr(value, "stack", None)
+            if isinstance(stack, Stack):  # a Stack, or a deployment around one (HTTPS)
+                report.sections.append((f"stack {name} ({stack.base})", story(stack)))
     return report
 
 
