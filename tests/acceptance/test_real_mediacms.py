@@ -192,7 +192,7 @@ def test_video_upload_transcodes_every_rendition(stack, request, clip, which):
 
 def test_image_upload(stack, admin):
     image = make_image(stack)
-    response = requests.post(
+    response = post_patiently(
         stack.url("/api/v1/media"),
         auth=admin,
         data={"title": "acceptance image"},
@@ -231,7 +231,7 @@ def private_video(stack, second_user, gated) -> dict:
     if not gated:
         pytest.skip("this tree has no /api/v1/media-auth: its media are not gated (7.x)")
     name, password = second_user
-    response = requests.post(
+    response = post_patiently(
         stack.url("/api/v1/media"),
         auth=(name, password),
         data={"title": "private clip"},

@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.acceptance.client import (
     assert_served,
@@ -23,6 +22,7 @@ from tests.acceptance.client import (
     whoami,
 )
 from tests.traffic import outside_the_swap, report, under_answers
+from tests.uploads import post_patiently
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +52,7 @@ def snapshot(stack, admin, token: str) -> tuple[str, str, dict]:
 def test_upgrade_with_data_then_rollback(stack, admin, target):
     tree, version = target
     before_version = stack.settings.version
-    response = requests.post(
+    response = post_patiently(
         stack.url("/api/v1/media"),
         auth=admin,
         data={"title": "made before the upgrade"},

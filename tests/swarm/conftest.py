@@ -165,3 +165,24 @@ def deployment(cluster, tmp_path_factory) -> Deployment:
     push_images(cluster, made, made.settings.version)
     print(f"[swarm] images in the registry after {time.monotonic() - started:.0f}s")
     return made
+
+
+#: What a failed test's report shows of each service: its tasks, and its last log lines.
+TOLD = {"web": 60, "nginx": 40}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failed test that used the deployment reports where its tasks run and the last
+    lines web and nginx wrote (every node's, through the manager)."""
+    report = yield
+    deployment = getattr(item, "funcargs", {}).get("deployment")
+    if report.failed and isinstance(deployment, Deployment):
+        for name, lines in TOLD.items():
+            service = f"{STACK}_{name}"
+            tasks = deployment.docker("service", "ps", "--no-trunc", service, check=False)
+            logs = deployment.docker("service", "logs", "--timestamps", "--tail", str(lines),
+                                     service, check=False)  # fmt: skip
+            report.sections.append((f"swarm service {name}", "\n".join(
+                (tasks.stdout, tasks.stderr, logs.stdout, logs.stderr))))  # fmt: skip
+    return report

@@ -32,6 +32,7 @@ from tests.swarm.conftest import (
     Deployment,
     local_images,
 )
+from tests.uploads import post_patiently
 
 ADMIN_USER = "admin"
 
@@ -213,10 +214,11 @@ def uploaded(deployment, cluster):
     long_nodes = {node for node, _ in deployment.tasks("celery_long")}
     entry = next(n for n in cluster.nodes if n.removeprefix("mcms-swarm-") not in long_nodes)
     video = make_video(deployment)
-    response = requests.post(deployment.url(entry, "/api/v1/media"), headers={"Host": "localhost"},
-                             auth=(ADMIN_USER, ADMIN_PASSWORD), data={"title": "swarm clip"},
-                             files={"media_file": ("swarm clip.mp4", video, "video/mp4")},
-                             timeout=120)  # fmt: skip
+    # the stack's first upload, a few seconds after the deploy: a 503 page is tried again
+    response = post_patiently(deployment.url(entry, "/api/v1/media"), headers={"Host": "localhost"},
+                              auth=(ADMIN_USER, ADMIN_PASSWORD), data={"title": "swarm clip"},
+                              files={"media_file": ("swarm clip.mp4", video, "video/mp4")},
+                              timeout=120)  # fmt: skip
     assert response.status_code == 201, response.text[:500]
     print(f"\n[swarm] uploaded through {entry}; celery_long runs on {sorted(long_nodes)}")
     return response.json(), video, entry
