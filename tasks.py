@@ -289,7 +289,8 @@ def up(c, dev=False, https=False, metrics=False, dry_run=False):
     if not dry_run:
         engines.ensure()
     https = https or uses_https(_settings())  # HTTPS_OVERLAY=true in .env
-    needs = ("env", "custom", "proxies", *(("https-env", "https-ports") if https else ()))
+    https_needs = ("https-env", "https-ports") if https else ()
+    needs = ("env", "custom", "numbers", "proxies", *https_needs)
     settings, compose = _stack(dry_run, https=https, metrics=metrics, needs=needs)
     if metrics:
         settings = ops.enable_metrics(c, settings, dry_run=dry_run)

@@ -104,9 +104,45 @@ def _proxies(settings: Settings) -> Check:
                  if given else "no trusted proxies: clients' forwarding headers ignored")  # fmt: skip
 
 
+#: The whole numbers of .env, with the smallest and largest value each may take; an
+#: empty value means the default (compose's, the image's or the task's).
+PORT = (1, 65535)
+NUMBERS: dict[str, tuple[int, int]] = {
+    "HTTP_PORT": PORT, "HTTPS_PORT": PORT, "METRICS_PORT": PORT, "DEV_PORT": PORT,
+    "FRONTEND_DEV_PORT": PORT,
+    "UPLOAD_DISK_RESERVE_MB": (0, 2**20), "MEDIA_GATE_CACHE_SECONDS": (0, 300),
+    "UWSGI_PROCESSES": (1, 256), "UWSGI_THREADS": (1, 256),
+    "CELERY_SHORT_CONCURRENCY": (1, 256), "CELERY_LONG_CONCURRENCY": (1, 256),
+    "WEB_REPLICAS": (1, 64), "CELERY_SHORT_REPLICAS": (1, 64), "CELERY_LONG_REPLICAS": (1, 64),
+    "OFFSITE_KEEP_DAILY": (0, 10000), "OFFSITE_KEEP_WEEKLY": (0, 10000),
+    "OFFSITE_KEEP_MONTHLY": (0, 10000),
+}  # fmt: skip
+
+
+def _number(settings: Settings, key: str) -> int | None:
+    """``key``'s whole number in .env; None when it is not one within NUMBERS' bounds."""
+    value = settings.get(key).strip()
+    low, high = NUMBERS[key]
+    return int(value) if value.isascii() and value.isdigit() and low <= int(value) <= high else None
+
+
+def _numbers(settings: Settings) -> Check:
+    """Every whole number of .env is one, within its bounds: a stray unit or letter
+    ("2G", "80a") would otherwise stop a container, or the app, with a traceback."""
+    wrong = [f"{key}={settings.get(key)!r} (a whole number from {low} to {high})"
+             for key, (low, high) in NUMBERS.items()
+             if settings.get(key).strip() and _number(settings, key) is None]  # fmt: skip
+    if wrong:
+        return Check("numbers", False, "; ".join(wrong), f"correct it in {settings.env_file}")
+    return Check("numbers", True, f"{len(NUMBERS)} whole numbers in range or unset")
+
+
 def _port(settings: Settings) -> Check:
     bind = settings.get("HTTP_BIND", "0.0.0.0")  # noqa: S104 - the address compose publishes on
-    port = int(settings.get("HTTP_PORT", "80"))
+    port = _number(settings, "HTTP_PORT") if settings.get("HTTP_PORT") else 80
+    if port is None:
+        return Check("port", False, f"HTTP_PORT={settings.get('HTTP_PORT')!r} is not a port",
+                     f"set HTTP_PORT in {settings.env_file} (1-65535)")  # fmt: skip
     state = _port_state(settings, bind, port)
     if state.startswith("taken"):
         return Check("port", False, f"{bind}:{port} is {state}",
@@ -174,8 +210,13 @@ def _https_env(settings: Settings) -> Check:
 
 def _https_ports(settings: Settings) -> Check:
     bind = settings.get("HTTP_BIND", "0.0.0.0")  # noqa: S104 - the address compose publishes on
-    ports = {"HTTP_PORT": int(settings.get("HTTP_PORT", "80")),
-             "HTTPS_PORT": int(settings.get("HTTPS_PORT", "443"))}  # fmt: skip
+    given = {"HTTP_PORT": 80, "HTTPS_PORT": 443}
+    ports = {key: _number(settings, key) if settings.get(key) else port
+             for key, port in given.items()}  # fmt: skip
+    wrong = [key for key, port in ports.items() if port is None]
+    if wrong:
+        return Check("https-ports", False, f"{' and '.join(wrong)} not a port (1-65535)",
+                     f"set it in {settings.env_file}")  # fmt: skip
     states = {key: f"{bind}:{port} {_port_state(settings, bind, port)}"
               for key, port in ports.items()}  # fmt: skip
     taken = [key for key, state in states.items() if " taken " in state]
@@ -264,6 +305,7 @@ CHECKS: dict[str, Callable[[Settings], Check]] = {
     "env": _env,
     "custom": _custom,
     "proxies": _proxies,
+    "numbers": _numbers,
     "port": _port,
     "disk": _disk,
     "images": _images,

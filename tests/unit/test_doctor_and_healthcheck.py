@@ -17,6 +17,7 @@ from celery.schedules import crontab
 
 from mediacms_stack.procedures import doctor
 from mediacms_stack.stack import config
+from mediacms_stack.stack.errors import StackError
 
 spec = importlib.util.spec_from_file_location("healthcheck", config.ROOT / "scripts/healthcheck.py")
 healthcheck = importlib.util.module_from_spec(spec)
@@ -282,3 +283,23 @@ def test_trusted_proxies_must_be_addresses_or_networks(home):
     settings = config.update(settings, {"TRUSTED_PROXIES": "10.0.0.1/8, abc, 10.0.0.0/8"})
     check = doctor.CHECKS["proxies"](settings)
     assert not check.ok and check.detail.startswith("TRUSTED_PROXIES: 10.0.0.1/8, abc not"), check
+
+
+def test_whole_numbers_of_the_env_are_checked_before_anything_starts(home):
+    settings = config.update(config.load(home), {"UPLOAD_DISK_RESERVE_MB": "", "HTTP_PORT": "8080"})
+    check = doctor.CHECKS["numbers"](settings)
+    assert check.ok, check
+    bad = {"UPLOAD_DISK_RESERVE_MB": "2G", "HTTP_PORT": "70000", "MEDIA_GATE_CACHE_SECONDS": "301",
+           "UWSGI_PROCESSES": "0", "CELERY_LONG_CONCURRENCY": "²"}  # fmt: skip
+    settings = config.update(settings, bad)
+    check = doctor.CHECKS["numbers"](settings)
+    assert not check.ok and check.fix.endswith(str(settings.env_file)), check
+    for key, value in bad.items():
+        assert f"{key}={value!r}" in check.detail, (key, check.detail)
+    # the port checks say so too, instead of stopping on the value
+    assert not doctor.CHECKS["port"](settings).ok
+    assert "HTTP_PORT" in doctor.CHECKS["https-ports"](settings).detail
+    with pytest.raises(
+        StackError, match=r"^numbers: HTTP_PORT='70000' \(a whole number from 1 to 65535\); UPLOAD"
+    ):
+        doctor.require(settings, "numbers")
