@@ -555,17 +555,25 @@ def list_backups(c, dest=str(BACKUPS), offsite=False, dry_run=False):
 @task(help={
     "folder": "a full backup folder made by `invoke backup` (Default: this project's newest "
     "in --backups)",
+    "snapshot": "verify an off-site snapshot instead (its id, or latest): fetched from "
+    "OFFSITE_REPOSITORY into --backups, as `restore --from-offsite` does, and kept there "
+    "with its verified.json (Default: none)",
     "backups": "the folder the newest backup is looked for in (Default: backups/ in the "
     "deployment folder)",
     "project": "compose project name of the throwaway stack; an existing stack of that name "
     "is refused (Default: <COMPOSE_PROJECT_NAME>-verify)",
 })  # fmt: skip
-def backup_verify(c, folder=None, backups=str(BACKUPS), project=None):
+def backup_verify(c, folder=None, snapshot=None, backups=str(BACKUPS), project=None):
     """Restore a backup into a throwaway stack, check rows, media, site and admin login,
     remove it; the result goes to the folder's verified.json (`invoke status` shows it)."""
     from mediacms_stack.procedures import verify
 
     settings, _ = _stack(needs=("engine", "env"))
+    if snapshot:
+        if folder:
+            raise StackError("give a folder or an off-site snapshot, not both; nothing was changed")
+        restic = offsites.Restic(c, offsites.configured(settings, Path(backups)))
+        folder = str(restic.fetch(snapshot, Path(backups)))
     chosen = verify.pick_folder(folder, Path(backups), settings.project)
     verify.verify(c, settings, chosen, project=project)
 

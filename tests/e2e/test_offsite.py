@@ -204,6 +204,22 @@ def test_restore_from_offsite_brings_back_what_was_deleted(site, noise):
     assert len(fetched) == 1 and (site.backups / fetched[0] / "manifest.json").is_file(), folders
 
 
+def test_backup_verify_proves_an_offsite_snapshot(site, noise):
+    """`backup-verify --snapshot`: the off-site copy itself restored into a throwaway stack
+    and checked; what was fetched stays beside the local backups with its result."""
+    both = site.refused("backup-verify", "--snapshot", "latest", "--folder", str(site.backups))
+    assert "not both" in both, both
+    assert "is not a snapshot" in site.refused("backup-verify", "--snapshot", "zz")
+    before = set(site.data()[2])
+    done = site.stack.invoke("backup-verify", "--snapshot", "latest", check=False)
+    assert done.returncode == 0 and "PASSED" in done.stdout, done.stdout + done.stderr
+    assert "[backup-verify] snapshot" in done.stdout, done.stdout
+    [fetched] = set(site.data()[2]) - before
+    result = json.loads((site.backups / fetched / "verified.json").read_text())
+    assert result["outcome"] == "passed", result
+    assert all(check["ok"] for check in result["checks"].values()) and result["media_files"] > 0
+
+
 def test_a_local_repository_backs_up_lists_restores_by_id_and_prunes(site, noise, tmp_path):
     repository = tmp_path / "disk" / "repo"
     (tmp_path / "disk").mkdir()

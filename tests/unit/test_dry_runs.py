@@ -115,7 +115,6 @@ def test_up_dry_run_without_an_engine_prints_the_plan(deployment):
     assert "docker compose --file docker-compose.yaml up --detach --wait" in done.stderr
 
 
-
 def test_up_refuses_a_number_that_is_not_one_in_one_line(deployment):
     home, _ = deployment
     config.update(config.load(home), {"UPLOAD_DISK_RESERVE_MB": "2G"})
@@ -125,6 +124,7 @@ def test_up_refuses_a_number_that_is_not_one_in_one_line(deployment):
     assert "numbers: UPLOAD_DISK_RESERVE_MB='2G' (a whole number from 0 to" in done.stderr
     assert "docker compose" not in done.stdout + done.stderr
     assert snapshot(home) == before
+
 
 def test_permission_denied_is_said_and_nothing_is_installed(monkeypatch):
     import docker
