@@ -146,7 +146,8 @@ WORKDIR /home/mediacms.io/mediacms
 COPY --from=source / /home/mediacms.io/mediacms/
 # The settings bridge: environment first, then custom/local_settings.py when mounted;
 # container_settings makes the tree's own hook (whichever it has) load it.
-COPY config/django/local_settings.py config/django/container_settings.py config/django/stack_urls.py cms/
+COPY config/django/local_settings.py config/django/container_settings.py config/django/stack_urls.py \
+     config/django/stack_tasks.py cms/
 COPY scripts/run-migrations.sh scripts/healthcheck.py /usr/local/bin/
 # Static files are collected once, here; the throwaway key never reaches a layer's ENV.
 # The tree's own media_files/ (default avatars, banners) move aside: the migrations job

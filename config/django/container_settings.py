@@ -24,3 +24,15 @@ if not globals().get("MEDIACMS_CONTAINER_BRIDGE"):  # a tree with no override ho
 # (cms/stack_urls.py, from config/django/stack_urls.py).
 TREE_URLCONF = globals().get("ROOT_URLCONF", "cms.urls")
 ROOT_URLCONF = "cms.stack_urls"
+
+# The images' periodic look for stuck encodings (cms/stack_tasks.py, from
+# config/django/stack_tasks.py): every worker imports it, beat sends it to the short queue.
+from cms.stack_tasks import EVERY_SECONDS as _every  # noqa: E402
+from cms.stack_tasks import NAME as _stuck  # noqa: E402
+
+CELERY_IMPORTS = (*globals().get("CELERY_IMPORTS", ()), _stuck.rsplit(".", 1)[0])
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "stack-stuck-encodings": {"task": _stuck, "schedule": float(_every),
+                              "options": {"queue": "short_tasks"}},
+}  # fmt: skip

@@ -253,3 +253,24 @@ def test_the_metrics_overlay_is_closed_to_the_outside_and_reads_no_data(site: St
                     "SELECT count(*) FROM users_user", check=False)  # fmt: skip
     assert asked.stdout.split()[:1] == ["f"], asked
     assert "permission denied" in asked.stderr, asked.stderr
+
+
+def test_stuck_encodings_are_looked_for_on_a_schedule_and_logged(site: Stack):
+    """Beat sends the images' look for stuck encodings every 15 minutes; celery_short runs
+    it and logs each stuck one with the command that queues it again."""
+    entry = ("from cms.celery import app; e = app.conf.beat_schedule['stack-stuck-encodings']; "
+             "print(e['task'], e['schedule'], e['options'])")  # fmt: skip
+    said = site.dc("exec", "-T", "celery_beat", "python", "-c", entry).stdout
+    assert "cms.stack_tasks.look_for_stuck_encodings 900.0 {'queue': 'short_tasks'}" in said
+    stuck = int(django(site, MAKE_STUCK).split()[-1])
+    # sent as beat sends it: by name, to the short queue
+    django(site, "from cms.celery import app\n"
+                 "app.send_task('cms.stack_tasks.look_for_stuck_encodings', queue='short_tasks')")  # fmt: skip
+
+    def logged() -> bool:
+        log = site.dc("logs", "--no-log-prefix", "celery_short").stdout
+        return any(f"stuck encoding {stuck}: media " in line and "--retry" in line
+                   for line in log.splitlines())  # fmt: skip
+
+    wait_for("the stuck encoding in celery_short's log", logged)
+    django(site, f"from files.models import Encoding; Encoding.objects.filter(pk={stuck}).delete()")

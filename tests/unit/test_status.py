@@ -229,3 +229,11 @@ def test_the_last_offsite_snapshot_is_the_one_backup_offsite_recorded(tmp_path):
     text = health.format_report({**_report(backups={"full": None, "database": None,
                                                     "offsite": said}), "problems": []})  # fmt: skip
     assert "backup     last off-site: 3h 00m ago: snapshot ab12cd34 in sftp:u@h:/r" in text
+
+
+def test_the_periodic_look_for_stuck_encodings_uses_the_tasks_threshold():
+    """cms/stack_tasks.py (in the images, without this package) and `invoke status` /
+    `invoke encodings` call the same encodings stuck."""
+    source = (Path(__file__).parents[2] / "config" / "django" / "stack_tasks.py").read_text()
+    found = re.search(r"^STUCK_MINUTES = (\d+)$", source, re.M)
+    assert found and int(found.group(1)) == encodings.STUCK_AFTER_MINUTES
