@@ -56,6 +56,26 @@ def test_every_service_healthy(stack):
         assert all(s == ("running", "healthy") for s in states[service]), (service, states)
 
 
+def test_the_look_for_stuck_encodings_runs_in_the_real_workers(stack):
+    """The images' periodic task (cms/stack_tasks.py) is in beat's schedule of the real
+    tree and registered in its short worker, which runs it when sent as beat sends it."""
+    entry = "from cms.celery import app; print(app.conf.beat_schedule['stack-stuck-encodings'])"
+    said = stack.dc("exec", "-T", "celery_beat", "python", "-c", entry).stdout
+    assert "cms.stack_tasks.look_for_stuck_encodings" in said and "short_tasks" in said, said
+    send = ("from cms.celery import app\n"
+            "print(app.send_task('cms.stack_tasks.look_for_stuck_encodings', queue='short_tasks'))")  # fmt: skip
+    task = stack.dc("exec", "-T", "web", "python", "manage.py", "shell", "-c", send).stdout
+    task = task.strip().splitlines()[-1]
+    deadline = time.monotonic() + 120
+    while True:
+        log = stack.dc("logs", "--no-log-prefix", "celery_short").stdout
+        if f"[{task}] succeeded" in log:
+            break
+        assert "unregistered task" not in log, log[-2000:]
+        assert time.monotonic() < deadline, log[-2000:]
+        time.sleep(2)
+
+
 def test_home_and_admin_render_with_every_static_asset(stack):
     home = requests.get(stack.url("/"), timeout=30)
     assert home.status_code == 200 and "<html" in home.text.lower()
