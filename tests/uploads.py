@@ -52,15 +52,18 @@ def basic(name: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
 
 
-def post_patiently(url: str, *, timeout: float, attempts: int = 3, **kwargs) -> requests.Response:
-    """POST as a patient uploader does: the 503 page (web busy, starting or being replaced
-    says "come back": Retry-After) is tried again after it, at most 30 s, ``attempts``
-    times in all; any other answer is returned as it is. Each 503 is a warning in the run's
-    summary: a flaky site stays visible in a run that passes."""
+def post_patiently(url: str, *, timeout: float, attempts: int = 3,
+                   using: requests.Session | None = None, **kwargs) -> requests.Response:  # fmt: skip
+    """POST (through ``using``, a logged-in session, when given) as a patient uploader does:
+    the 503 page (web busy, starting or being replaced says "come back": Retry-After) is
+    tried again after it, at most 30 s, ``attempts`` times in all; any other answer is
+    returned as it is. Each 503 is a warning in the run's summary: a flaky site stays
+    visible in a run that passes."""
+    post = (using or requests).post
     for attempt in range(1, attempts):
-        answer = requests.post(url, timeout=timeout, **kwargs)
+        answer = post(url, timeout=timeout, **kwargs)
         if answer.status_code != 503 or "Retry-After" not in answer.headers:
             return answer
         warnings.warn(f"POST {url}: the 503 page at attempt {attempt} of {attempts}", stacklevel=2)
         time.sleep(min(int(answer.headers["Retry-After"]), 30))
-    return requests.post(url, timeout=timeout, **kwargs)
+    return post(url, timeout=timeout, **kwargs)

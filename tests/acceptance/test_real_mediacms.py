@@ -175,8 +175,9 @@ def chunked_upload(stack, session: requests.Session, name: str, data: bytes, chu
     for index, part in enumerate(parts):
         form = common | {"qqpartindex": str(index), "qqchunksize": str(chunk),
                          "qqpartbyteoffset": str(index * chunk)}  # fmt: skip
-        response = session.post(stack.url("/fu/upload/"), data=form, headers=headers,
-                                files={"qqfile": ("blob", part)}, timeout=120)  # fmt: skip
+        response = post_patiently(stack.url("/fu/upload/"), using=session, data=form,
+                                  headers=headers, files={"qqfile": ("blob", part)},
+                                  timeout=120)  # fmt: skip
         assert response.status_code == 200 and response.json()["success"], response.text[:300]
     done = session.post(stack.url("/fu/upload/?done"), data=common, headers=headers, timeout=300)
     assert done.status_code == 200 and done.json()["success"], done.text[:300]
@@ -331,8 +332,8 @@ def test_unlisted_media_served_to_anyone(stack, private_video):
 def test_uploaded_html_polyglot_is_never_rendered(stack, admin):
     """JPEG magic named x.html: MediaCMS takes it as an image; it must not run as a page."""
     body = make_image(stack) + b"<html><script>alert(document.cookie)</script></html>"
-    response = requests.post(stack.url("/api/v1/media"), auth=admin, data={"title": "polyglot"},
-                             files={"media_file": ("x.html", body, "text/html")}, timeout=120)  # fmt: skip
+    response = post_patiently(stack.url("/api/v1/media"), auth=admin, data={"title": "polyglot"},
+                              files={"media_file": ("x.html", body, "text/html")}, timeout=120)  # fmt: skip
     assert response.status_code == 201, response.text[:300]  # MediaCMS checks magic only
     state = media_state(stack, response.json()["friendly_token"])
     served = requests.get(stack.url(urlsplit(state["original_media_url"]).path), timeout=60)
