@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -15,7 +16,7 @@ from invoke import MockContext, Result
 from mediacms_stack.engines.compose import Compose
 from mediacms_stack.procedures import migrate7x
 from mediacms_stack.procedures.migrate7x import carry
-from mediacms_stack.procedures.migrate7x.media import read_media_argv
+from mediacms_stack.procedures.migrate7x.media import CHECKSUMS, read_media_argv, verify_media
 from mediacms_stack.stack.config import Settings
 from mediacms_stack.stack.errors import StackError
 
@@ -163,6 +164,32 @@ def test_media_stream_carries_linked_content_and_no_links(tmp_path: Path):
     assert members["./original/user/alice/clip.mp4"].size == 500
     assert members["./thumbnails/again.jpg"].size == 4
     assert {(m.uid, m.gid) for m in members.values()} == {(33, 33)}
+
+
+def test_media_verification_fails_on_a_file_missing_or_changed_in_the_volume(tmp_path: Path):
+    """verify_media against what the volume would answer: the old folder's content copied
+    with its links followed and hashed as the container hashes it (the real sha256sum);
+    a faithful copy passes, one file missing and one changed are each named."""
+    source = _linked_media(tmp_path)
+    volume = tmp_path / "volume"
+    shutil.copytree(source, volume)  # links followed, as the copy does
+
+    def verify(owners: str = "") -> int:
+        sums = subprocess.run(["sh", "-c", CHECKSUMS.format(follow="")], cwd=volume, text=True,
+                              capture_output=True, check=True).stdout  # fmt: skip
+        c = MockContext(run={re.compile(r".* web -c 'cd .*"): Result(f"{sums}--owners--\n{owners}")})
+        return verify_media(c, Compose(tmp_path, project=None), source)
+
+    assert verify() == 3
+    (volume / "thumbnails" / "again.jpg").unlink()
+    (volume / "original" / "user" / "alice" / "clip.mp4").write_bytes(b"video" * 99 + b"vidEo")
+    with pytest.raises(StackError, match=r"missing \['thumbnails/again.jpg'\], changed "
+                                         r"\['original/user/alice/clip.mp4'\]"):  # fmt: skip
+        verify()
+    shutil.rmtree(volume)
+    shutil.copytree(source, volume)
+    with pytest.raises(StackError, match=r"not owned by 33:33 in the volume: \['./x'\]"):
+        verify(owners="./x\n")
 
 
 def test_old_compose_uses_its_own_project_name(tmp_path: Path):
