@@ -250,6 +250,15 @@ def test_every_container_is_limited(stack):
     assert not inspected["redis"]["HostConfig"]["CapAdd"]
 
 
+def test_mediacms_processes_open_at_most_16384_files(stack):
+    """The open-file cap (ulimits: nofile) as the kernel applies it to each MediaCMS
+    container's main process, not as the compose file says it (engines often hand
+    containers about a billion, which Celery's pool once spent minutes closing)."""
+    for service in ("web", "celery_beat", "celery_short", "celery_long"):
+        limits = sh(stack, service, "grep '^Max open files' /proc/1/limits", check=True).stdout
+        assert limits.split()[3:5] == ["16384", "16384"], (service, limits)
+
+
 def test_redis_runs_without_any_capability(stack):
     status = sh(stack, "redis", "grep -E '^(Uid|CapEff|CapBnd)' /proc/1/status", check=True)
     fields = dict(line.split(":\t") for line in status.stdout.strip().splitlines())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -21,18 +22,19 @@ from invoke import Context
 
 from mediacms_stack.engines.swarm import behind
 from mediacms_stack.engines.swarm.poll import TERMINAL, until
-from mediacms_stack.stack import model
+from mediacms_stack.stack import lock, model
 from mediacms_stack.stack.secrets import SECRETS
 from tests.swarm.cluster import SHARED
 from tests.swarm.conftest import (
     ADMIN_PASSWORD,
     CUSTOM_CSS,
+    PORT,
     PORTAL_NAME,
     STACK,
     Deployment,
     local_images,
 )
-from tests.uploads import post_patiently
+from tests.uploads import basic, post_patiently
 
 ADMIN_USER = "admin"
 
@@ -206,6 +208,22 @@ def make_video(deployment: Deployment, seconds: int = 3) -> bytes:
                            image, "-c", script], capture_output=True, check=True)  # fmt: skip
     assert done.stdout[4:8] == b"ftyp"
     return done.stdout
+
+
+def test_uploads_of_strangers_are_refused_before_their_body_on_every_node(deployment, cluster):
+    """nginx on Swarm asks web who may upload before reading a byte, as on compose: a
+    declared 5 GiB body, anonymous or with a wrong password, is answered at once."""
+    heads = {"anonymous": "", "wrong password": f"Authorization: {basic(ADMIN_USER, 'no')}\r\n"}
+    for node in cluster.nodes:
+        for who, extra in heads.items():
+            head = (f"POST /api/v1/media HTTP/1.1\r\nHost: localhost\r\n{extra}"
+                    f"Content-Length: {5 * 2**30}\r\nContent-Type: video/mp4\r\n\r\n")  # fmt: skip
+            started = time.monotonic()
+            with socket.create_connection((cluster.ip(node), PORT), timeout=30) as conn:
+                conn.sendall(head.encode() + b"\0" * 65536)
+                status = conn.recv(4096).split(b"\r\n", 1)[0].decode()
+            took = time.monotonic() - started
+            assert status.split()[1:2] in (["401"], ["403"]) and took < 10, (node, who, status)
 
 
 @pytest.fixture(scope="module")
@@ -429,6 +447,31 @@ def requests_per_second(deployment, nodes, seconds=15.0, threads=8) -> float:
         worker.join(seconds + 15)
     assert failed[0] == 0, f"{failed[0]} failed requests"
     return done[0] / seconds
+
+
+def test_a_swarm_task_waits_for_the_operation_that_holds_the_stack(deployment):
+    """swarm.* tasks that change the stack take its lock, as compose's do: one started
+    while another operation (a restore, here) holds it waits, saying for whom."""
+    held, release = threading.Event(), threading.Event()
+
+    def restore() -> None:
+        with lock.exclusive(deployment.settings, "restore"):
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=restore)
+    holder.start()
+    try:
+        assert held.wait(10)
+        threading.Timer(4, release.set).start()
+        started = time.monotonic()
+        done = deployment.invoke("swarm.scale", "web=2")
+        took = time.monotonic() - started
+    finally:
+        release.set()
+        holder.join()
+    assert "waiting up to 120s for the stack's lock, held by `invoke restore`" in done.stderr
+    assert took >= 3.5, (took, done.stderr)
 
 
 def test_scale_web_and_celery_long_up_and_down(deployment, cluster):

@@ -177,7 +177,9 @@ def test_media_verification_fails_on_a_file_missing_or_changed_in_the_volume(tmp
     def verify(owners: str = "") -> int:
         sums = subprocess.run(["sh", "-c", CHECKSUMS.format(follow="")], cwd=volume, text=True,
                               capture_output=True, check=True).stdout  # fmt: skip
-        c = MockContext(run={re.compile(r".* web -c 'cd .*"): Result(f"{sums}--owners--\n{owners}")})
+        c = MockContext(
+            run={re.compile(r".* web -c 'cd .*"): Result(f"{sums}--owners--\n{owners}")}
+        )
         return verify_media(c, Compose(tmp_path, project=None), source)
 
     assert verify() == 3
