@@ -277,7 +277,7 @@ def test_the_checkout_stays_its_owners(devstack):
     assert (tree / "frontend/node_modules/mediacms-test-scripts").is_symlink()
     # nothing is mounted inside the checkout, so Docker made no mount points in it
     for name in ("cms/local_settings.py", "cms/container_settings.py", "cms/stack_urls.py",
-                 "custom"):  # fmt: skip
+                 "cms/stack_tasks.py", "custom"):  # fmt: skip
         assert not (tree / name).exists(), name
     strangers = [
         f"{path.relative_to(tree)} {info.st_uid}:{info.st_gid}"
