@@ -435,6 +435,23 @@ def test_browser_video_page_shows_the_avatar_and_plays_with_range_requests(
 # --- customisation --------------------------------------------------------------------
 
 
+def test_strangers_uploads_are_refused_before_their_body(stack):
+    """Anonymous bodies, and a wrong password's, at every upload location and at the other
+    spellings the real tree routes to replace_media: the tree's whoami says who it is,
+    nginx refuses before reading the body."""
+    paths = {"/api/v1/media": 1024, "/fu/upload/": 24, "/replace_media": 1024,
+             "/replace_media/": 1024, "/replace_mediaX": 1024}  # fmt: skip
+    for path, size in paths.items():
+        for who, extra in (
+            ("anonymous", {}),
+            ("wrong password", {"Authorization": basic("admin", "no")}),
+        ):
+            headers = {"Content-Length": str(size * MIB), **extra}
+            status, took, sent = stream_until_answered(stack, path, headers, size * MIB)
+            assert status.split()[1:2] in (["401"], ["403"]), (path, who, status)
+            assert took < 10 and (size < 512 or sent < 512 * MIB), (path, who, took, sent)
+
+
 def test_custom_settings_and_css_without_rebuild(stack, admin, second_user):
     """custom/local_settings.py and custom/static apply after a restart of web, no build.
     The settings include CAN_ADD_MEDIA = "advancedUser": the second user, logged in but
