@@ -17,36 +17,36 @@ if [ -d /home/mediacms.io/default-media ]; then
     cp -R --update=none /home/mediacms.io/default-media/. media_files/
 fi
 
+# One Python process for all of it: each `manage.py` start imports Django and the whole
+# app (seconds of CPU on the real MediaCMS, five of them on a fresh database).
 echo "migrations: applying Django migrations"
-python manage.py migrate --noinput
+exec python manage.py shell -c '
+import os
+import secrets
 
-fresh=$(python manage.py shell -c \
-    'from users.models import User; print("no" if User.objects.exists() else "yes")' | tail -n 1)
+from django.core.management import call_command
+from users.models import User
 
-if [ "$fresh" = yes ]; then
-    echo "migrations: fresh database, loading fixtures"
-    python manage.py loaddata fixtures/encoding_profiles.json
-    python manage.py loaddata fixtures/categories.json
-
-    if [ -n "${ADMIN_PASSWORD_FILE:-}" ]; then  # a Swarm secret
-        ADMIN_PASSWORD=$(cat "$ADMIN_PASSWORD_FILE")
-    fi
-    admin_user=${ADMIN_USER:-admin}
-    admin_email=${ADMIN_EMAIL:-admin@localhost}
-    generated=no
-    if [ -z "${ADMIN_PASSWORD:-}" ]; then
-        ADMIN_PASSWORD=$(python -c 'import secrets; print(secrets.token_urlsafe(18))')
-        generated=yes
-    fi
-    DJANGO_SUPERUSER_PASSWORD=$ADMIN_PASSWORD python manage.py createsuperuser \
-        --no-input --username "$admin_user" --email "$admin_email"
-    if [ "$generated" = yes ]; then
-        echo "migrations: created admin '$admin_user' with generated password: $ADMIN_PASSWORD"
-        echo "migrations: this password is shown once; change it with 'invoke set-admin-password'"
-    else
-        echo "migrations: created admin '$admin_user' with the password from ADMIN_PASSWORD"
-    fi
-else
-    echo "migrations: existing database, fixtures and admin left as they are"
-fi
-echo "migrations: done"
+call_command("migrate", interactive=False)
+if User.objects.exists():
+    print("migrations: existing database, fixtures and admin left as they are")
+else:
+    print("migrations: fresh database, loading fixtures")
+    call_command("loaddata", "fixtures/encoding_profiles.json")
+    call_command("loaddata", "fixtures/categories.json")
+    user = os.environ.get("ADMIN_USER") or "admin"
+    email = os.environ.get("ADMIN_EMAIL") or "admin@localhost"
+    secret = os.environ.get("ADMIN_PASSWORD_FILE")  # compose and Swarm hand it in as a file
+    password = open(secret).read().strip() if secret else os.environ.get("ADMIN_PASSWORD", "")
+    generated = not password
+    if generated:
+        password = secrets.token_urlsafe(18)
+    os.environ["DJANGO_SUPERUSER_PASSWORD"] = password
+    call_command("createsuperuser", interactive=False, username=user, email=email)
+    if generated:
+        print(f"migrations: created admin {user!r} with generated password: {password}")
+        print("migrations: this password is shown once; change it with invoke set-admin-password")
+    else:
+        print(f"migrations: created admin {user!r} with the password from ADMIN_PASSWORD")
+print("migrations: done", flush=True)
+'
