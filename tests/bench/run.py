@@ -134,8 +134,10 @@ def stack_benchmarks(built: dict, *, only_backups: bool = False, db_rows: int = 
             up()
             backup_benchmarks(compose, env, home, rows=db_rows)
             return
+        alone = busy_cores(IDLE_SECONDS / 3)
         first = timed(up)
         report("up to all healthy, fresh volumes (incl. migrations)", f"{first:6.1f} s")
+        idle_cost(alone, "mediacms-bench")
         dc("down")
         empty = timed(up)
         report("up to all healthy, images present, empty media", f"{empty:6.1f} s")
@@ -160,6 +162,39 @@ def stack_benchmarks(built: dict, *, only_backups: bool = False, db_rows: int = 
     finally:
         subprocess.run(compose.argv("down", "--volumes"), capture_output=True, check=False)
         shutil.rmtree(home, ignore_errors=True)
+
+
+#: how long the stack idles while its cost is measured (after SETTLE_SECONDS)
+IDLE_SECONDS, SETTLE_SECONDS = 60, 15
+
+
+def busy_cores(seconds: float) -> float:
+    """Processors busy on this machine over ``seconds``, in cores (from /proc/stat)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    busy, total = sample()
+    time.sleep(seconds)
+    busy2, total2 = sample()
+    return (busy2 - busy) / (total2 - total) * (os.cpu_count() or 1)
+
+
+def idle_cost(alone: float, project: str) -> None:
+    """What the healthy stack costs while nobody uses it: the processors it keeps busy
+    and the health checks the engine runs for it (each one an exec: the engine's own
+    work for it, measured here at about 65 ms of CPU, outweighs most checks)."""
+    time.sleep(SETTLE_SECONDS)
+    since = time.time()
+    cores = busy_cores(IDLE_SECONDS)
+    events = sh("docker", "events", "--since", f"{since:.0f}", "--until", f"{time.time():.0f}",
+                "--filter", "type=container", "--filter", "event=exec_start",
+                "--filter", f"label=com.docker.compose.project={project}",
+                "--format", "{{.Actor.Attributes.name}}").stdout.split()  # fmt: skip
+    report("idle stack: processors busy beyond the machine's own", f"{cores - alone:6.3f} cores")
+    report("idle stack: health checks (execs) per second", f"{len(events) / IDLE_SECONDS:6.2f}")
 
 
 #: A MediaCMS-shaped database in the test application's own tables: media rows with
