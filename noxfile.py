@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tarfile
@@ -382,13 +383,17 @@ def acceptance(session: nox.Session) -> None:
     session.install("-c", DEV_PINS, PLAYWRIGHT)
     runs = _built_trees(session, trees)
     # then every tree's stack side by side (each its own project and ports): they mostly
-    # wait, on health checks and on the newest tree's soak
+    # wait, on health checks and on the newest tree's soak. The first tree's run, shorter
+    # (no soak), is followed in its lane by the upgrade from its images (7.3 restructure)
+    # to the last tree's (8.3.2), while the last tree's run goes on beside it.
     argv = ["pytest", "tests/acceptance/test_real_mediacms.py", *PYTEST, *session.posargs]
-    _all_passed(session, _side_by_side(session, {name: (argv, env) for name, env in runs.items()}))
-    if len(trees) > 1:  # from the first tree's images (7.3 restructure) to the last's (8.3.2)
-        env = _tree_env(session, trees[0]) | {"ACCEPTANCE_UPGRADE_TO": str(trees[-1])}
-        session.run("pytest", "tests/acceptance/test_real_upgrade.py", *PYTEST,
-                    *session.posargs, env=env)  # fmt: skip
+    lanes = {name: (argv, env) for name, env in runs.items()}
+    if len(trees) > 1:
+        upgrade = ["pytest", "tests/acceptance/test_real_upgrade.py", *PYTEST, *session.posargs]
+        first, env = next(iter(lanes.items()))
+        lanes[first] = (["sh", "-c", f"{shlex.join(argv)} && {shlex.join(upgrade)}"],
+                        env | {"ACCEPTANCE_UPGRADE_TO": str(trees[-1])})  # fmt: skip
+    _all_passed(session, _side_by_side(session, lanes))
 
 
 def _all_passed(session: nox.Session, done: dict[str, tuple[int, float]]) -> None:
