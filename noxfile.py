@@ -390,9 +390,9 @@ def acceptance(session: nox.Session) -> None:
     lanes = {name: (argv, env) for name, env in runs.items()}
     if len(trees) > 1:
         upgrade = ["pytest", "tests/acceptance/test_real_upgrade.py", *PYTEST, *session.posargs]
-        first, env = next(iter(lanes.items()))
+        first = trees[0].name
         lanes[first] = (["sh", "-c", f"{shlex.join(argv)} && {shlex.join(upgrade)}"],
-                        env | {"ACCEPTANCE_UPGRADE_TO": str(trees[-1])})  # fmt: skip
+                        runs[first] | {"ACCEPTANCE_UPGRADE_TO": str(trees[-1])})  # fmt: skip
     _all_passed(session, _side_by_side(session, lanes))
 
 
