@@ -24,6 +24,7 @@ from dotenv import dotenv_values
 from mediacms_stack.engines.compose import Compose
 from mediacms_stack.images import mediacms
 from mediacms_stack.stack import config, model
+from tests.timing import _cpu_times
 
 REPO = config.ROOT
 SEED_MB = {"web": 800, "worker": 800, "worker-full": 1200, "nginx": 50}
@@ -171,14 +172,9 @@ IDLE_SECONDS, SETTLE_SECONDS = 60, 15
 def busy_cores(seconds: float) -> float:
     """Processors busy on this machine over ``seconds``, in cores (from /proc/stat)."""
 
-    def sample() -> tuple[int, int]:
-        fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = fields[3] + fields[4]  # idle + iowait
-        return sum(fields) - idle, sum(fields)
-
-    busy, total = sample()
+    busy, total = _cpu_times()
     time.sleep(seconds)
-    busy2, total2 = sample()
+    busy2, total2 = _cpu_times()
     return (busy2 - busy) / (total2 - total) * (os.cpu_count() or 1)
 
 
