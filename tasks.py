@@ -102,8 +102,9 @@ def typed_name(body) -> str:
 def task(*args, exclusive=False, **kwargs):
     """invoke's @task, plus: a StackError ends the task with one `error:` line, status 1;
     ``exclusive``: the task holds the stack's lock (:mod:`mediacms_stack.stack.lock`) unless it
-    is a dry run; what the package says is tagged with the task's name (``[upgrade] ...``,
-    :func:`typed_name`); `invoke --echo TASK` (or MEDIACMS_VERBOSE=1) prints whole commands;
+    is a dry run; ``--dry-run`` is put on the context once, as invoke's ``run.dry``, for
+    every command the task runs (see :func:`shell.dry`); what the package says is tagged
+    with the task's name (``[upgrade] ...``, :func:`typed_name`); `invoke --echo TASK` (or MEDIACMS_VERBOSE=1) prints whole commands;
     the options of :data:`COMMON_HELP` get its help unless ``help`` gives their own.
 
     StackError is what the package raises for anything an operator can act on (the
@@ -116,6 +117,7 @@ def task(*args, exclusive=False, **kwargs):
             shell.set_verbose(bool(c.config.run.echo) or os.environ.get("MEDIACMS_VERBOSE") == "1")
             name = typed_name(body)
             outer = shell.set_task(name)
+            was_dry = shell.set_dry(c, shell.dry(c) or bool(kw.get("dry_run")))
             try:
                 if exclusive and not kw.get("dry_run"):
                     with lock.exclusive(_settings(), name):
@@ -125,6 +127,7 @@ def task(*args, exclusive=False, **kwargs):
                 raise Exit(f"error: {error}", code=1) from error
             finally:
                 shell.set_task(outer)
+                shell.set_dry(c, was_dry)
 
         params = inspect.signature(body).parameters
         common = {name: text for name, text in COMMON_HELP.items() if name in params}
@@ -260,7 +263,7 @@ def relock(c, source=None, ca_bundle=None, dry_run=False):
 })  # fmt: skip
 def push(c, target=None, dry_run=False):
     """Push the version-tagged images to IMAGE_REGISTRY (tagging images built without it)."""
-    mediacms.push(c, _settings(), target or mediacms.TARGETS, dry_run=dry_run)
+    mediacms.push(c, _settings(), target or mediacms.TARGETS)
 
 
 @task
@@ -595,10 +598,10 @@ def backup_schedule(c, at="03:15", keep=7, dest=str(BACKUPS), verify=False, offs
     plan = schedule.make(_settings(), at=at, keep=int(keep), dest=Path(dest), verify=verify,
                          offsite=offsite)  # fmt: skip
     if remove:
-        schedule.remove(c, plan, dry_run=dry_run)
+        schedule.remove(c, plan)
         shell.say(f"{plan.name} removed")
         return
-    how = schedule.install(c, plan, dry_run=dry_run)
+    how = schedule.install(c, plan)
     shell.say(f"{'would run' if dry_run else 'runs'} daily at {at}, keeping {keep} backups in "
               f"{plan.dest}{', each verified' if verify else ''}: {how}. Copy them off this "
               "host too (README, Scheduled backups)")  # fmt: skip
@@ -715,8 +718,7 @@ def swarm_init(c, advertise_addr=None, data_node=None, dry_run=False):
     """Make this engine a swarm manager and label the node that keeps db and redis."""
     from mediacms_stack.engines import swarm
 
-    swarm.init(c, _settings(), advertise_addr=advertise_addr, data_node=data_node,
-               dry_run=dry_run)  # fmt: skip
+    swarm.init(c, _settings(), advertise_addr=advertise_addr, data_node=data_node)
 
 
 @task(name="deploy", exclusive=True, help={
@@ -726,7 +728,7 @@ def swarm_deploy(c, timeout=600, dry_run=False):
     """Check registry, shared media and data node, deploy docker-stack.yaml, wait healthy."""
     from mediacms_stack.engines import swarm
 
-    swarm.deploy(c, _settings(), timeout=float(timeout), dry_run=dry_run)
+    swarm.deploy(c, _settings(), timeout=float(timeout))
 
 
 @task(name="scale", exclusive=True, positional=["counts"],
@@ -736,7 +738,7 @@ def swarm_scale(c, counts=None, dry_run=False):
     from mediacms_stack.engines import swarm
 
     wanted = model.parse_scale([p for p in (counts or "").split(",") if p], task="swarm.scale")
-    swarm.scale(c, _settings(), wanted, dry_run=dry_run)
+    swarm.scale(c, _settings(), wanted)
 
 
 @task(name="status")
@@ -756,7 +758,7 @@ def swarm_update(c, to, timeout=900, dry_run=False):
     """Rolling update to VERSION (start-first, health-gated, rolled back by Swarm on failure)."""
     from mediacms_stack.engines import swarm
 
-    swarm.update(c, _settings(), to, timeout=float(timeout), dry_run=dry_run)
+    swarm.update(c, _settings(), to, timeout=float(timeout))
 
 
 @task(name="rollback", exclusive=True)
@@ -764,7 +766,7 @@ def swarm_rollback(c, dry_run=False):
     """Every app service back to its previous specification."""
     from mediacms_stack.engines import swarm
 
-    swarm.rollback(c, _settings(), dry_run=dry_run)
+    swarm.rollback(c, _settings())
 
 
 ns = Collection(

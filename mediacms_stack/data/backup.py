@@ -46,7 +46,7 @@ def backup_db(c: Context, compose: Compose, settings: Settings, dest: Path, *,
     argv = db.snapshot_dump_argv()  # on Swarm it may refuse: before any file exists
     partial = temp_name(dest, prefix, ".dump")
     if compose.dry_run:
-        shell.run(c, argv, stdout_to=str(partial), dry_run=True)
+        shell.run(c, argv, stdout_to=str(partial))
         final = dest / f"{prefix}-{utc_stamp()}.dump"
         print(f"(dry run) would rename {partial} -> {final}, write .sha256 and manifest")
         return final
@@ -125,7 +125,7 @@ def backup_media(
                         "--checkpoint=20000", "--checkpoint-action=echo=%T",
                         "--file=-", ".")  # fmt: skip
     if compose.dry_run:
-        shell.run(c, argv, stdout_to=str(partial), dry_run=True)
+        shell.run(c, argv, stdout_to=str(partial))
         return dest / f"{prefix}-{utc_stamp()}.tar.gz"
     backup_dir(dest)
     with hashed_while_written(partial) as hasher:

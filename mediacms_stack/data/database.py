@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from invoke.context import Context
 
 from ..engines.compose import Compose
-from ..engines.shell import quote, run, wait_until
+from ..engines.shell import run, wait_until
 from ..stack.config import Settings
 from ..stack.errors import StackError
 
@@ -157,8 +157,12 @@ class Database:
         return self.exec_argv("psql", "-U", self.user, "-d", self.name, "-v", "ON_ERROR_STOP=1",
                               "-At", "-F", "\t", "-c", sql)  # fmt: skip
 
-    def query(self, c: Context, sql: str) -> list[list[str]]:
-        result = run(c, self.psql_argv(sql), hide=True, warn=True, in_stream=False)
+    def query(self, c: Context, sql: str, *, changes: bool = False) -> list[list[str]]:
+        """The rows ``sql`` returns; it runs in a dry run too unless it ``changes`` data."""
+        result = run(c, self.psql_argv(sql), query=not changes, hide=True, warn=True,
+                     in_stream=False)  # fmt: skip
+        if result is None:
+            return []
         if not result.ok:
             raise StackError(f"psql failed: {result.stderr.strip()}")
         return [line.split("\t") for line in result.stdout.splitlines() if line]
@@ -176,7 +180,7 @@ class Database:
         """Until the server accepts connections over TCP (during its first start the
         image's setup runs a server on the socket only, which is not it yet)."""
         argv = self.exec_argv("pg_isready", "-h", "127.0.0.1", "-U", self.user)
-        wait_until(lambda: c.run(quote(argv), hide=True, warn=True, in_stream=False).ok,
+        wait_until(lambda: run(c, argv, query=True, hide=True, warn=True, in_stream=False).ok,
                    timeout=timeout, interval=1, what=f"{what} did not accept connections")  # fmt: skip
 
     def dump_argv(self) -> list[str]:

@@ -179,8 +179,7 @@ class Restic:
 
     def run(self, *args: str, mounts: tuple = (), hide: bool | str = "out"):
         argv = self.offsite.argv(*args, image=self.image, mounts=mounts)
-        return shell.run(self.c, argv, dry_run=self.dry_run, hide=hide, warn=True,
-                         in_stream=False)  # fmt: skip
+        return shell.run(self.c, argv, hide=hide, warn=True, in_stream=False)
 
     def open(self, *, create: bool = False) -> None:
         """Check that the repository answers and the password opens it; ``create``: make

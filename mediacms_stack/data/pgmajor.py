@@ -57,7 +57,7 @@ def image_major(c: Context, image: str) -> str:
         raise StackError(f"{image!r} is not an image reference (e.g. postgres:17)")
     argv = ["docker", "run", "--rm", "--pull", "never", "--network", "none",
             "--entrypoint", "postgres", image, "--version"]  # fmt: skip
-    done = run(c, argv, hide=True, warn=True, in_stream=False)
+    done = run(c, argv, query=True, hide=True, warn=True, in_stream=False)
     found = _VERSION.search(done.stdout) if done.ok else None
     if found is None:
         raise StackError(f"cannot run PostgreSQL from image {image}: "
@@ -70,7 +70,7 @@ def data_major(c: Context, image: str, volume: str) -> str:
     throwaway container of ``image`` with the volume mounted read-only."""
     argv = ["docker", "run", "--rm", "--pull", "never", "--network", "none", "--volume",
             f"{volume}:/cluster:ro", "--entrypoint", "cat", image, "/cluster/PG_VERSION"]  # fmt: skip
-    done = run(c, argv, hide=True, warn=True, in_stream=False)
+    done = run(c, argv, query=True, hide=True, warn=True, in_stream=False)
     if not done.ok or not done.stdout.strip().isdigit():
         raise StackError(f"volume {volume} holds no PostgreSQL cluster (no PG_VERSION): "
                          f"{done.stderr.strip()[-300:]}")  # fmt: skip

@@ -87,7 +87,7 @@ def restore_db(
     if compose.dry_run:
         print(f"(dry run) verified {dump}; would take a safety backup into {safety_dir}, stop "
               f"{', '.join(APP_SERVICES)}, replace the database and start them")  # fmt: skip
-        shell.run(c, db.replace_argv(), stdin_from=str(dump), dry_run=True)
+        shell.run(c, db.replace_argv(), stdin_from=str(dump))
         return {}
     compose.check_can_stop(c)
     _safety_dump(c, compose, settings, yes=yes, safety_dir=safety_dir)
@@ -152,7 +152,7 @@ def media_entries(c: Context, compose: Compose) -> int:
     """How many entries the media volume holds at its top (staging folders aside)."""
     argv = volume_argv(compose, "find", MEDIA_DIR, "-mindepth", "1", "-maxdepth", "1",
                        "!", "-name", f"{STAGE_PREFIX}*")  # fmt: skip
-    result = shell.run(c, argv, hide=True, warn=True, in_stream=False)
+    result = shell.run(c, argv, query=True, hide=True, warn=True, in_stream=False)
     if result is None or not result.ok:
         raise StackError(f"cannot read the media volume: {result.stderr.strip() if result else ''}")
     return len(result.stdout.splitlines())
@@ -181,7 +181,7 @@ json.dump(sums, sys.stdout)
 def media_checksums(c: Context, compose: Compose) -> dict[str, str]:
     """sha256 of every file in the media volume, by its path inside the volume."""
     argv = volume_argv(compose, "python", "-c", CHECKSUMS_SCRIPT, MEDIA_DIR, STAGE_PREFIX)
-    result = shell.run(c, argv, hide="out", warn=True, in_stream=False)
+    result = shell.run(c, argv, query=True, hide="out", warn=True, in_stream=False)
     if result is not None and result.ok:
         with contextlib.suppress(ValueError):
             return json.loads(result.stdout)
@@ -205,7 +205,7 @@ def swap_media(c: Context, compose: Compose, archive: Path) -> str:
 def finish_media(c: Context, compose: Compose, stage: str, *, undo: bool = False) -> None:
     """Delete the previous media kept by :func:`swap_media`, or (``undo``) put them back."""
     result = shell.run(c, media_swap_argv(compose, "undo" if undo else "commit", stage), warn=True,
-                 dry_run=compose.dry_run, in_stream=False)  # fmt: skip
+                       in_stream=False)  # fmt: skip
     if result is not None and not result.ok:
         where = f"{MEDIA_DIR}/{stage}/old"
         raise StackError(f"could not {'put back' if undo else 'remove'} the previous media in "
@@ -343,7 +343,7 @@ def _put_back_db(c: Context, db: Database, safety: Path | None) -> None:
     """The database as it was before :func:`restore_all`: its safety dump restored, or
     emptied when it had no tables."""
     if safety is None:
-        db.query(c, "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public")
+        db.query(c, "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public", changes=True)
         return
     result = shell.run(c, db.replace_argv(), stdin_from=str(safety), warn=True, hide="err")
     if result is None or not result.ok:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from invoke.context import Context
 
-from ..engines.shell import run, say
+from ..engines.shell import dry, run, say
 from ..stack import files
 from ..stack.config import ROOT, Settings
 from ..stack.errors import StackError
@@ -106,9 +106,10 @@ def _systemctl(*args: str) -> list[str]:
     return ["systemctl", *([] if os.geteuid() == 0 else ["--user"]), *args]
 
 
-def install(c: Context, schedule: Schedule, *, dry_run: bool = False,
-            systemd: bool | None = None, folder: Path | None = None) -> str:  # fmt: skip
+def install(c: Context, schedule: Schedule, *, systemd: bool | None = None,
+            folder: Path | None = None) -> str:  # fmt: skip
     """Install (or replace) the schedule; returns how it is run."""
+    dry_run = dry(c)
     if systemd if systemd is not None else SYSTEMD_RUNNING.is_dir():
         folder = folder or unit_dir()
         for name, text in schedule.units().items():
@@ -117,34 +118,34 @@ def install(c: Context, schedule: Schedule, *, dry_run: bool = False,
                 folder.mkdir(parents=True, exist_ok=True)
                 files.write_private(folder / name, text)
                 (folder / name).chmod(0o644)
-        run(c, _systemctl("daemon-reload"), dry_run=dry_run)
-        run(c, _systemctl("enable", "--now", f"{schedule.name}.timer"), dry_run=dry_run)
+        run(c, _systemctl("daemon-reload"))
+        run(c, _systemctl("enable", "--now", f"{schedule.name}.timer"))
         return f"systemd timer {schedule.name}.timer (see: {shlex.join(_systemctl('list-timers'))})"
     lines = [line for line in _crontab(c) if not line.endswith(f"# {schedule.name}")]
-    _write_crontab(c, [*lines, schedule.cron_line()], dry_run=dry_run)
+    _write_crontab(c, [*lines, schedule.cron_line()])
     return f"cron, daily at {schedule.at} (see: crontab -l)"
 
 
-def remove(c: Context, schedule: Schedule, *, dry_run: bool = False,
-           systemd: bool | None = None, folder: Path | None = None) -> None:  # fmt: skip
+def remove(c: Context, schedule: Schedule, *, systemd: bool | None = None,
+           folder: Path | None = None) -> None:  # fmt: skip
+    dry_run = dry(c)
     if systemd if systemd is not None else SYSTEMD_RUNNING.is_dir():
         folder = folder or unit_dir()
-        run(c, _systemctl("disable", "--now", f"{schedule.name}.timer"), dry_run=dry_run,
-            warn=True)  # fmt: skip
+        run(c, _systemctl("disable", "--now", f"{schedule.name}.timer"), warn=True)
         for name in schedule.units():
             say(f"{'would remove' if dry_run else 'removing'} {folder / name}")
             if not dry_run:
                 (folder / name).unlink(missing_ok=True)
-        run(c, _systemctl("daemon-reload"), dry_run=dry_run)
+        run(c, _systemctl("daemon-reload"))
         return
     lines = _crontab(c)
     kept = [line for line in lines if not line.endswith(f"# {schedule.name}")]
     if kept != lines:
-        _write_crontab(c, kept, dry_run=dry_run)
+        _write_crontab(c, kept)
 
 
 def _crontab(c: Context) -> list[str]:
-    result = run(c, ["crontab", "-l"], hide=True, warn=True, in_stream=False)
+    result = run(c, ["crontab", "-l"], query=True, hide=True, warn=True, in_stream=False)
     if result is None:
         return []
     if not result.ok and "no crontab" not in result.stderr:
@@ -154,11 +155,11 @@ def _crontab(c: Context) -> list[str]:
     return result.stdout.splitlines() if result.ok else []
 
 
-def _write_crontab(c: Context, lines: list[str], *, dry_run: bool) -> None:
+def _write_crontab(c: Context, lines: list[str]) -> None:
     import io
 
     text = "".join(f"{line}\n" for line in lines)
-    if dry_run:
+    if dry(c):
         say(f"would set the crontab to:\n{text.rstrip()}")
         return
     result = run(c, ["crontab", "-"], in_stream=io.StringIO(text), warn=True, hide=True)

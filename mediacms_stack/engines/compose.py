@@ -86,7 +86,7 @@ class Compose:
         return [*argv, *args]
 
     def run(self, c: Context, *args: str, **kwargs) -> Result | None:
-        return run(c, self.argv(*args), dry_run=self.dry_run, **kwargs)
+        return run(c, self.argv(*args), **kwargs)
 
     def secret_files(self) -> None:
         """The production file's secret files, from .env, before a command that may start
@@ -96,7 +96,7 @@ class Compose:
 
     def query(self, c: Context, *args: str) -> str:
         """Run a read-only compose command even in dry-run mode and return its stdout."""
-        result = run(c, self.argv(*args), hide="out", in_stream=False)
+        result = run(c, self.argv(*args), query=True, hide="out", in_stream=False)
         return result.stdout if result is not None else ""
 
     def ps(self, c: Context, *, all_: bool = True) -> list[dict]:
@@ -118,7 +118,7 @@ class Compose:
                        "--filter", f"label={self.LABELS[0]}={self.project}"]  # fmt: skip
             if kind == "container":
                 listing.insert(3, "--all")
-            result = run(c, listing, hide=True, in_stream=False)
+            result = run(c, listing, query=True, hide=True, in_stream=False)
             found[kind] = len(result.stdout.split()) if result is not None else 0
         return found
 
@@ -144,8 +144,8 @@ class Compose:
         a dry run too, output captured, a failure returned rather than raised."""
         argv = self.argv("run", "--rm", "--no-deps", "-T", service, *command)
         if query:
-            return run(c, argv, hide=True, warn=True, in_stream=False, **kwargs)
-        return run(c, argv, dry_run=self.dry_run, **kwargs)
+            return run(c, argv, query=True, hide=True, warn=True, in_stream=False, **kwargs)
+        return run(c, argv, **kwargs)
 
     def check_can_stop(self, c: Context) -> None:
         """Raise before anything changes when this stack's services cannot be stopped
@@ -167,8 +167,8 @@ class Compose:
     # One container of a service (compose acts on all of them at once): the engine stops
     # it as compose would, SIGTERM then the service's stop_grace_period.
     def restart_container(self, c: Context, name: str):
-        return run(c, ["docker", "restart", name], dry_run=self.dry_run)
+        return run(c, ["docker", "restart", name])
 
     def remove_container(self, c: Context, name: str):
-        run(c, ["docker", "stop", name], dry_run=self.dry_run)
-        return run(c, ["docker", "rm", name], dry_run=self.dry_run)
+        run(c, ["docker", "stop", name])
+        return run(c, ["docker", "rm", name])

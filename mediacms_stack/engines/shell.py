@@ -1,7 +1,10 @@
 """Run external commands the same way everywhere: printed first, optionally not run at all.
 
 Every docker and compose call of the project goes through :func:`run`, so every task
-shows the command it runs and honours ``--dry-run``. Commands are argument lists;
+shows the command it runs and honours ``--dry-run``. Whether a task is a dry run travels
+on its invoke Context, as invoke's own ``run.dry`` setting (:func:`dry`, set once per task
+by tasks.py's ``task`` decorator): a dry run prints each command and runs none of them but
+the read-only ones its plan needs, which say so (``query=True``). Commands are argument lists;
 they are turned into one shell-quoted string only here. By default each command is
 shown on one line (compose's project options left out, scripts as ``<N-line script>``);
 verbose (``invoke --echo TASK`` or MEDIACMS_VERBOSE=1) shows it whole.
@@ -84,11 +87,22 @@ def announce(text: str) -> None:
     print(f"$ {text}", file=sys.stderr, flush=True)
 
 
+def dry(c: Context) -> bool:
+    """Whether ``c`` belongs to a dry run: commands are printed, only queries run."""
+    return bool(c.config.run.dry)
+
+
+def set_dry(c: Context, dry_run: bool) -> bool:
+    """Make ``c`` a dry run's context, or not; returns what it was, to be put back."""
+    previous, c.config.run.dry = dry(c), dry_run
+    return previous
+
+
 def run(
     c: Context,
     argv: Sequence[str],
     *,
-    dry_run: bool = False,
+    query: bool = False,
     stdout_to: str | None = None,
     stdin_from: str | None = None,
     pipe_from: Sequence[str] | None = None,
@@ -98,7 +112,8 @@ def run(
     pty: bool = False,
     **kwargs: Any,
 ) -> Result | None:
-    """Print and run ``argv``; with ``dry_run`` only print it.
+    """Print and run ``argv``; in a dry run (:func:`dry`) only print it, unless it is a
+    ``query``: a command that changes nothing, whose answer the dry run's plan needs.
 
     ``stdout_to``/``stdin_from`` add a shell redirection (quoted) and ``pipe_from`` a
     producer piped into ``argv`` (either failing fails the whole), which keeps large
@@ -116,9 +131,10 @@ def run(
         redirections += f" > {shlex.quote(stdout_to)}"
     command += redirections
     announce(shown + redirections)
-    if dry_run:
+    if dry(c) and not query:
         return None
-    return c.run(command, hide=hide, warn=warn, env=dict(env or {}), pty=pty, echo=False, **kwargs)
+    return c.run(command, hide=hide, warn=warn, env=dict(env or {}), pty=pty, echo=False,
+                 dry=False, **kwargs)  # fmt: skip
 
 
 def wait_until(check: Callable[[], T], *, timeout: float, interval: float, what: str) -> T:

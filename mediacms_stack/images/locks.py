@@ -103,7 +103,7 @@ def resolve(
     target = ROOT / LOCK_DIR / lock_name(settings)
     builder = engine.builder()
     if dry_run:
-        run(c, resolve_argv(builder, settings, STAGE_ROOT / "resolved", ca_bundle), dry_run=True)
+        run(c, resolve_argv(builder, settings, STAGE_ROOT / "resolved", ca_bundle))
         return target
     (ROOT / STAGE_ROOT).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=ROOT / STAGE_ROOT) as out:

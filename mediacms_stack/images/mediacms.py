@@ -31,7 +31,7 @@ from pathlib import Path
 from invoke.context import Context
 
 from ..engines import engine
-from ..engines.shell import run, say
+from ..engines.shell import dry, run, say
 from ..stack.config import ROOT, Settings
 from ..stack.errors import StackError
 from ..stack.model import ImageNames
@@ -93,8 +93,7 @@ def stage_source(
     else:
         if not dry_run:
             shutil.rmtree(target, ignore_errors=True)
-        run(c, ["git", "clone", "--depth", "1", "--branch", ref, location, str(target)],
-            dry_run=dry_run)  # fmt: skip
+        run(c, ["git", "clone", "--depth", "1", "--branch", ref, location, str(target)])
     if not dry_run:
         (root / BENTO4_DIR).mkdir(parents=True, exist_ok=True)
     return target
@@ -205,12 +204,12 @@ def build(
                    "served without a gate: the tree has no /api/v1/media-auth"))  # fmt: skip
         builder = engine.builder()
         if cold:  # as a fresh machine builds: the pip cache mounts emptied, no layer cache
-            run(c, builder.prune_cache_mounts(), env=dict(builder.env), dry_run=dry_run)
+            run(c, builder.prune_cache_mounts(), env=dict(builder.env))
         for target in wanted:
             argv = build_argv(target, settings, ca_bundle=ca_bundle, revision=revision,
                               stack_rev=stack_rev, builder=builder, gate_media=gate_media, cold=cold)  # fmt: skip
             with c.cd(str(root)):
-                run(c, argv, env=dict(builder.env), dry_run=dry_run)
+                run(c, argv, env=dict(builder.env))
             built.append(ImageNames.from_settings(settings).ref(target))
     return built
 
@@ -282,22 +281,20 @@ def select(targets: Iterable[str]) -> list[str]:
 def image_id(c: Context, ref: str) -> str | None:
     """The local image's id, or None when ``ref`` is not here (a read-only probe)."""
     result = run(c, ["docker", "image", "inspect", "--format", "{{.Id}}", ref],
-                 hide=True, warn=True)  # fmt: skip
+                 query=True, hide=True, warn=True)  # fmt: skip
     if result is None or not result.ok:
         return None
     return result.stdout.strip() or None
 
 
-def push(
-    c: Context, settings: Settings, targets: Iterable[str], *, dry_run: bool = False
-) -> list[Pushed]:
+def push(c: Context, settings: Settings, targets: Iterable[str]) -> list[Pushed]:
     """Push ``targets`` under their IMAGE_REGISTRY names; returns what was pushed.
 
     An image built while IMAGE_REGISTRY was empty (``mediacms/mediacms:<v>``) is tagged
     with the registry's name first, so the usual order works: build, test, set
     IMAGE_REGISTRY, push. Every image is looked up before the first push, so a missing
     one stops the push before anything is half-published. The local look-ups
-    (``docker image inspect``) also run with ``dry_run``; tags and pushes do not.
+    (``docker image inspect``) also run in a dry run; tags and pushes do not.
     """
     names = ImageNames.from_settings(settings)
     check_registry(names.registry)
@@ -331,10 +328,10 @@ def push(
     for ref, source in plan:
         if source is not None:
             say(f"{source} was built without IMAGE_REGISTRY: tagging it {ref}")
-            run(c, ["docker", "tag", source, ref], dry_run=dry_run)
-        result = run(c, ["docker", "push", ref], dry_run=dry_run)
+            run(c, ["docker", "tag", source, ref])
+        result = run(c, ["docker", "push", ref])
         found = _PUSH_DIGEST.search(result.stdout) if result is not None else None
         pushed.append(Pushed(ref, found[1] if found else None))
-    if pushed and not dry_run:
+    if pushed and not dry(c):
         say("pushed:\n  " + "\n  ".join(map(str, pushed)))
     return pushed

@@ -112,7 +112,7 @@ def ask(c: Context, compose: Compose, *, stuck_after: float, details: bool = Fal
     ``retry`` re-queues those listed. Read-only unless ``retry``, so it runs in dry runs."""
     request = json.dumps({"stuck_after": stuck_after, "details": details, "retry": retry})
     argv = compose.argv("exec", "-T", "web", "python", "manage.py", "shell", "-c", ENCODINGS_CODE)
-    result = run(c, argv, hide=True, warn=True, in_stream=io.StringIO(request))
+    result = run(c, argv, query=not retry, hide=True, warn=True, in_stream=io.StringIO(request))
     if not result.ok:
         said = (result.stderr.strip() or result.stdout.strip()).splitlines()
         raise StackError("could not read the encodings through Django in web: "

@@ -79,7 +79,7 @@ def parse_sizes(stdout: str, paths: list[str]) -> dict[str, dict[str, int]]:
 
 
 def _queues(c: Context, compose: Compose) -> dict[str, int]:
-    result = run(c, queue_argv(compose), hide=True, warn=True, in_stream=False)
+    result = run(c, queue_argv(compose), query=True, hide=True, warn=True, in_stream=False)
     if not result.ok:
         raise StackError(f"Redis did not answer: {(result.stderr or result.stdout).strip()[-200:]}")
     return parse_queue_depths(result.stdout)
@@ -88,7 +88,8 @@ def _queues(c: Context, compose: Compose) -> dict[str, int]:
 def _volumes(c: Context, compose: Compose, service: str) -> dict[str, dict]:
     wanted = {name: path for name, (where, path) in VOLUME_PATHS.items() if where == service}
     result = run(c, compose.argv("exec", "-T", service, "sh", "-c", SIZES, "sizes",
-                                 *wanted.values()), hide=True, warn=True, in_stream=False)  # fmt: skip
+                                 *wanted.values()), query=True, hide=True, warn=True,
+                 in_stream=False)  # fmt: skip
     if not result.ok:
         raise StackError(f"{service} is not running: {result.stderr.strip()[-200:]}")
     sizes = parse_sizes(result.stdout, list(wanted.values()))

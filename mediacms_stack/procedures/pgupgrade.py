@@ -47,7 +47,8 @@ STOPPED = tuple(s for s in APP_SERVICES if s != "nginx")
 
 
 def volume_exists(c: Context, name: str) -> bool:
-    done = run(c, ["docker", "volume", "inspect", name], hide=True, warn=True, in_stream=False)
+    done = run(c, ["docker", "volume", "inspect", name], query=True, hide=True, warn=True,
+               in_stream=False)  # fmt: skip
     return done.ok
 
 

@@ -28,6 +28,17 @@ def builder(monkeypatch):
 
 
 @pytest.fixture
+def dry():
+    """Make a context a dry run's (as tasks.py's ``task`` does for ``--dry-run``)."""
+
+    def make(c):
+        shell.set_dry(c, True)
+        return c
+
+    return make
+
+
+@pytest.fixture
 def untagged():
     """No task set and not verbose, before and after the test: what is said is tagged
     [mediacms], details are left out."""

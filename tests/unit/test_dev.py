@@ -80,10 +80,10 @@ def test_dev_uid_from_env_file_wins_over_the_tree_owner(settings, checkout):
 
 
 def test_missing_dev_image_is_built_from_the_checkout(
-    settings, checkout, builder, monkeypatch, capsys
+    settings, checkout, builder, monkeypatch, capsys, dry
 ):
     monkeypatch.setattr(ops, "missing_images", lambda refs: [r for r in refs if "-dev:" in r])
-    dev.up(MockContext(), settings, devcompose(settings, dry_run=True))
+    dev.up(dry(MockContext()), settings, devcompose(settings, dry_run=True))
     err = capsys.readouterr().err
     assert "--target dev" in err and "--tag mediacms/mediacms-dev:9.9.9" in err
     assert "--target web" not in err

@@ -115,10 +115,10 @@ def test_empty_registry_pushes_the_plain_names_and_says_where(capsys):
     assert "Docker Hub" in capsys.readouterr().out
 
 
-def test_dry_run_looks_images_up_but_neither_tags_nor_pushes(capsys):
+def test_dry_run_looks_images_up_but_neither_tags_nor_pushes(capsys, dry):
     local = {model.ImageNames("", "8.3.2").ref("web"): "sha256:w"}
     c = engine(local)
-    pushed = mediacms.push(c, settings(), ["web"], dry_run=True)
+    pushed = mediacms.push(dry(c), settings(), ["web"])
     assert commands(c, "tag") == [] and commands(c, "push") == []
     assert pushed == [mediacms.Pushed("127.0.0.1:5000/mediacms/mediacms:8.3.2", None)]
     printed = capsys.readouterr().err

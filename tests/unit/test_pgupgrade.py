@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from invoke import MockContext, Result
+from invoke import Context, MockContext, Result
 
 from mediacms_stack.data import pgmajor
 from mediacms_stack.data.database import Database
@@ -67,10 +67,11 @@ def test_a_one_off_cluster_is_reached_with_docker_exec_the_stack_with_compose(tm
                                                          "postgres", "p-pg15-old", "id"]  # fmt: skip
 
 
-class Recorder:
+class Recorder(Context):
     """A context whose pg_dumpall prints ``roles``; what psql is given is kept."""
 
     def __init__(self, roles: str) -> None:
+        super().__init__()
         self.roles, self.loaded = roles, []
 
     def run(self, command: str, **kwargs) -> Result:

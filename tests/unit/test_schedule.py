@@ -69,14 +69,16 @@ def test_cron_line_is_added_once_and_replaced_keeping_other_lines(plan):
     )
 
 
-def test_dry_run_writes_nothing(plan, tmp_path, capsys):
+def test_dry_run_writes_nothing(plan, tmp_path, capsys, dry):
     units = tmp_path / "units"
-    schedule.install(MockContext(), plan, systemd=True, folder=units, dry_run=True)
+    schedule.install(dry(MockContext()), plan, systemd=True, folder=units)
     assert not units.exists() and "would write" in capsys.readouterr().out
-    c = MockContext(
-        run={re.compile(r"crontab -l"): Result("", exited=1, stderr="no crontab for u")}
+    c = dry(
+        MockContext(
+            run={re.compile(r"crontab -l"): Result("", exited=1, stderr="no crontab for u")}
+        )
     )
-    schedule.install(c, plan, systemd=False, dry_run=True)
+    schedule.install(c, plan, systemd=False)
     assert len(c.run.call_args_list) == 1  # only read
 
 

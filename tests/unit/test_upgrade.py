@@ -6,7 +6,7 @@ import pytest
 from invoke import MockContext, Result
 
 from mediacms_stack.data import backup
-from mediacms_stack.engines import stackstate
+from mediacms_stack.engines import shell, stackstate
 from mediacms_stack.engines.compose import Compose
 from mediacms_stack.procedures import gate, rollback, transition, upgrade
 from mediacms_stack.stack import config
@@ -80,6 +80,7 @@ def dry_run(tmp_path, monkeypatch, capsys, missing, plan=None) -> tuple[list[lis
     (tmp_path / ".env").write_text("MEDIACMS_VERSION=8.3.2\n")
     settings = config.load(tmp_path)
     c = MockContext(run={re.compile(r".*psql.*django_migrations.*"): Result("files.0001\n")})
+    shell.set_dry(c, True)
     compose = Compose(tmp_path, dry_run=True)
     upgrade.upgrade(c, compose, settings, backups=tmp_path / "b", to="8.4.0", build=True,
                     source=str(config.ROOT / "tests" / "app"))  # fmt: skip

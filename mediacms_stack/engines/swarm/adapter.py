@@ -103,7 +103,7 @@ class SwarmStack(Compose):
         back = {name: count for name, count in self.stopped.items()
                 if not services or name in services}  # fmt: skip
         if back:
-            scale(c, self.settings, back, dry_run=self.dry_run)
+            scale(c, self.settings, back)
             for name in back:
                 del self.stopped[name]
         if kwargs.get("wait", True) and not self.dry_run:
@@ -150,7 +150,7 @@ class SwarmStack(Compose):
                              "--format", "{{.Spec.Mode.Replicated.Replicas}}"])  # fmt: skip
             count = out.strip()
             self.stopped[name] = int(count) if count.isdigit() else 1
-        scale(c, self.settings, dict.fromkeys(names, 0), dry_run=self.dry_run)
+        scale(c, self.settings, dict.fromkeys(names, 0))
 
     def container(self, name: str) -> str:
         """A running task container of service ``name`` on the reached engine."""

@@ -136,8 +136,7 @@ def tmpfs_overlay(settings: Settings) -> dict:
     return {"services": {name: {"volumes": [tmp]} for name in takers}}
 
 
-def stack_deploy(c: Context, settings: Settings, *, version: str | None = None,
-                 dry_run: bool = False) -> None:  # fmt: skip
+def stack_deploy(c: Context, settings: Settings, *, version: str | None = None) -> None:
     """`docker stack deploy` with the secrets as files that exist only meanwhile,
     custom/'s files as configs (see :func:`custom_overlay`) and TMPFS_SIZE (see
     :func:`tmpfs_overlay`)."""
@@ -156,4 +155,4 @@ def stack_deploy(c: Context, settings: Settings, *, version: str | None = None,
             files += ["--compose-file", str(overlay)]
         argv = ["docker", "stack", "deploy", *files, "--with-registry-auth", "--prune",
                 "--resolve-image", "always", "--detach=true", settings.project]  # fmt: skip
-        run(c, argv, env=deploy_env(settings, extra), dry_run=dry_run)
+        run(c, argv, env=deploy_env(settings, extra))

@@ -10,7 +10,7 @@ from ...stack import config
 from ...stack.config import Settings
 from ...stack.errors import StackError
 from ...stack.model import APP_SERVICES, ImageNames
-from ..shell import run, say
+from ..shell import dry, run, say
 from .checks import preflight
 from .inputs import stack_deploy
 from .poll import wait, wait_update
@@ -18,25 +18,24 @@ from .query import _query, running_image, services, update_state
 from .stack import ORCHESTRATOR, deployed_on_swarm, label, service
 
 
-def init(c: Context, settings: Settings, *, advertise_addr: str | None, data_node: str | None,
-         dry_run: bool = False) -> None:  # fmt: skip
+def init(c: Context, settings: Settings, *, advertise_addr: str | None,
+         data_node: str | None) -> None:  # fmt: skip
     """Make this engine a swarm manager (if it is not one yet) and label the data node."""
     active = _query(c, ["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"]).strip()
     if active != "active":
         argv = ["docker", "swarm", "init", *(["--advertise-addr", advertise_addr]
                                              if advertise_addr else [])]  # fmt: skip
-        run(c, argv, dry_run=dry_run)
+        run(c, argv)
     node = data_node or "self"
-    run(c, ["docker", "node", "update", "--label-add", f"{label(settings)}=true", node],
-        dry_run=dry_run)  # fmt: skip
+    run(c, ["docker", "node", "update", "--label-add", f"{label(settings)}=true", node])
     say(f"db and redis will run on {node}; join workers with "
         "`docker swarm join-token worker`")  # fmt: skip
 
 
-def deploy(c: Context, settings: Settings, *, timeout: float = 600, dry_run: bool = False) -> None:
-    node = preflight(c, settings) if not dry_run else "(not checked: dry run)"
-    stack_deploy(c, settings, dry_run=dry_run)
-    if dry_run:
+def deploy(c: Context, settings: Settings, *, timeout: float = 600) -> None:
+    node = preflight(c, settings) if not dry(c) else "(not checked: dry run)"
+    stack_deploy(c, settings)
+    if dry(c):
         return
     took = wait(c, settings, timeout)
     say(f"{settings.project}: every service healthy after {took:.0f}s "
@@ -48,18 +47,17 @@ def deploy(c: Context, settings: Settings, *, timeout: float = 600, dry_run: boo
             "and admin-shell drive this Swarm stack from now on")  # fmt: skip
 
 
-def scale(c: Context, settings: Settings, counts: dict[str, int], *, dry_run: bool = False):
+def scale(c: Context, settings: Settings, counts: dict[str, int]):
     argv = ["docker", "service", "scale",
             *(f"{service(settings, name)}={count}" for name, count in counts.items())]  # fmt: skip
-    run(c, argv, dry_run=dry_run)
+    run(c, argv)
 
 
-def update(c: Context, settings: Settings, to: str, *, timeout: float = 900,
-           dry_run: bool = False) -> None:  # fmt: skip
+def update(c: Context, settings: Settings, to: str, *, timeout: float = 900) -> None:
     """Deploy version ``to``: migrations job, then rolling start-first updates; .env gets
     MEDIACMS_VERSION=to only when web ends up on it (else Swarm has rolled web back)."""
-    if dry_run:
-        return stack_deploy(c, settings, version=to, dry_run=True)
+    if dry(c):
+        return stack_deploy(c, settings, version=to)
     preflight(c, settings, to)
     target = ImageNames(settings.registry, to).ref("web")
     before = update_state(c, settings, "web")
@@ -76,12 +74,12 @@ def update(c: Context, settings: Settings, to: str, *, timeout: float = 900,
     say(f"{settings.project} runs {to}")
 
 
-def rollback(c: Context, settings: Settings, *, dry_run: bool = False) -> None:
+def rollback(c: Context, settings: Settings) -> None:
     """Every app service back to its previous specification (Swarm keeps one)."""
     failed = []
     for name in APP_SERVICES:
         result = run(c, ["docker", "service", "rollback", "--detach=false",
-                         service(settings, name)], dry_run=dry_run, warn=True)  # fmt: skip
+                         service(settings, name)], warn=True)  # fmt: skip
         if result is not None and result.exited != 0:
             failed.append(f"{name}: {result.stderr.strip() or 'failed'}")
     if failed:
@@ -102,7 +100,7 @@ def _references(kind: str) -> str:
     return "{{with .Spec}}" + each + "{{end}}{{with .PreviousSpec}}" + each + "{{end}}"
 
 
-def prune_unused(c: Context, settings: Settings, *, dry_run: bool = False) -> list[str]:
+def prune_unused(c: Context, settings: Settings) -> list[str]:
     """Remove the stack's versioned secrets and configs that no service uses any more,
     neither in its spec nor in its previous one (what `swarm.rollback` and Swarm's own
     rollback go back to); returns their names."""
@@ -119,7 +117,7 @@ def prune_unused(c: Context, settings: Settings, *, dry_run: bool = False) -> li
                               *names]).split()) if names else set()  # fmt: skip
         unused = [name for name in ours if name not in used]
         if unused:
-            run(c, ["docker", kind, "rm", *unused], dry_run=dry_run)
+            run(c, ["docker", kind, "rm", *unused])
             removed += unused
     if removed:
         say(f"removed {len(removed)} secret(s)/config(s) no service uses any more")

@@ -15,9 +15,9 @@ def _query(c: Context, argv: list[str], *, may_fail: bool = False) -> str:
     """A read-only command's stdout. With ``may_fail`` (a worker cannot list services) a
     failure gives nothing instead of an error."""
     if may_fail:
-        result = run(c, argv, hide=True, warn=True, in_stream=False)
+        result = run(c, argv, query=True, hide=True, warn=True, in_stream=False)
         return result.stdout if result is not None and result.ok else ""
-    result = run(c, argv, hide="out", in_stream=False)
+    result = run(c, argv, query=True, hide="out", in_stream=False)
     return result.stdout if result is not None else ""
 
 

@@ -86,7 +86,7 @@ def parse_checksums(text: str) -> dict[str, str]:
 def media_volume_empty(c: Context, compose: Compose) -> bool:
     listing = compose.argv("run", "--rm", "--no-deps", "-T", "--entrypoint", "find", "web",
                            MEDIA_DIR, "-mindepth", "1", "-print", "-quit")  # fmt: skip
-    result = run(c, listing, hide=True, warn=True)
+    result = run(c, listing, query=True, hide=True, warn=True)
     if result is None or not result.ok:
         raise StackError(f"could not look into the media volume: {result.stderr if result else ''}")
     return result.stdout.strip() == ""
@@ -129,7 +129,7 @@ def verify_media(c: Context, compose: Compose, source: Path) -> int:
         f"cd {MEDIA_DIR} && {CHECKSUMS.format(follow='')} && echo '--owners--' && {FOREIGN_OWNERS}"
     )
     argv = compose.argv("run", "--rm", "--no-deps", "-T", "--entrypoint", "sh", "web", "-c", script)
-    result = run(c, argv, hide=True, warn=True)
+    result = run(c, argv, query=True, hide=True, warn=True)
     local, errors = hashing.communicate()
     if hashing.returncode != 0:
         raise StackError(f"could not checksum {source}: {errors.strip()[-500:]}")
