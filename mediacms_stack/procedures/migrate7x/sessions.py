@@ -6,7 +6,7 @@ from __future__ import annotations
 from invoke.context import Context
 
 from ...engines.compose import Compose
-from ...engines.shell import quote, run, say, wait_until
+from ...engines.shell import run, say, wait_until
 from ...stack.config import Settings
 from ...stack.errors import StackError
 from ...stack.model import BROKER_DB
@@ -79,9 +79,9 @@ def carry_sessions(c: Context, old: OldDeployment, compose: Compose, settings: S
 
 def _redis_answers(c: Context, compose: Compose, service: str, timeout: float = 60) -> bool:
     """Whether Redis answers PONG in time (not LOADING: a started Redis reads its dump first)."""
-    ping = quote(compose.argv("exec", "-T", service, "redis-cli", "ping"))
+    ping = compose.argv("exec", "-T", service, "redis-cli", "ping")
     try:
-        wait_until(lambda: c.run(ping, hide=True, warn=True).stdout.strip() == "PONG",
+        wait_until(lambda: run(c, ping, query=True, hide=True, warn=True).stdout.strip() == "PONG",
                    timeout=timeout, interval=0.5, what="redis answered PONG")  # fmt: skip
     except StackError:
         return False
