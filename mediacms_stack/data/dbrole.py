@@ -19,7 +19,7 @@ import secrets
 from invoke.context import Context
 
 from ..engines.compose import Compose
-from ..engines.shell import quote, run, say
+from ..engines.shell import run, say
 from ..stack.config import Settings
 from ..stack.errors import StackError
 
@@ -96,11 +96,10 @@ def separate(c: Context, compose: Compose, settings: Settings) -> dict[str, str]
                         "--single-transaction", "-U", superuser, "-d", database)  # fmt: skip
     say(f"MediaCMS gets its own role {app!r} (not a superuser, owner of {database!r}); "
         f"{superuser!r} stays the superuser")  # fmt: skip
-    if compose.dry_run:
-        print(f"$ {quote(argv)} < (SQL with a new password)")
-        return {}
     # the password travels on stdin, never in argv or the printed command
     done = run(c, argv, in_stream=io.StringIO(sql), hide=True, warn=True)
+    if done is None:  # a dry run
+        return {}
     if not done.ok:
         raise StackError(f"separating the database role failed, nothing changed: "
                          f"{done.stderr.strip()[-800:]}")  # fmt: skip
