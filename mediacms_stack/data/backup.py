@@ -17,6 +17,7 @@ from invoke.context import Context
 
 from ..engines import shell, stackstate
 from ..engines.compose import Compose
+from ..engines.shell import dry
 from ..stack import files
 from ..stack.config import Settings
 from ..stack.errors import StackError
@@ -45,7 +46,7 @@ def backup_db(c: Context, compose: Compose, settings: Settings, dest: Path, *,
     db = Database.of(compose, settings)
     argv = db.snapshot_dump_argv()  # on Swarm it may refuse: before any file exists
     partial = temp_name(dest, prefix, ".dump")
-    if compose.dry_run:
+    if dry(c):
         shell.run(c, argv, stdout_to=str(partial))
         final = dest / f"{prefix}-{utc_stamp()}.dump"
         print(f"(dry run) would rename {partial} -> {final}, write .sha256 and manifest")
@@ -124,7 +125,7 @@ def backup_media(
     argv = archive_argv(compose, "--create", "--gzip", "--numeric-owner", "--totals",
                         "--checkpoint=20000", "--checkpoint-action=echo=%T",
                         "--file=-", ".")  # fmt: skip
-    if compose.dry_run:
+    if dry(c):
         shell.run(c, argv, stdout_to=str(partial))
         return dest / f"{prefix}-{utc_stamp()}.tar.gz"
     backup_dir(dest)
@@ -169,9 +170,9 @@ def backup_all(
     """db + media + custom/ + .env + manifest in one folder; ``keep``: only the newest
     ``keep`` folders of this project stay."""
     folder = dest_root / f"mediacms-{utc_stamp()}"
-    if compose.dry_run:
+    if dry(c):
         print(f"(dry run) would write a full backup into {folder}")
-    if not compose.dry_run:
+    if not dry(c):
         backup_dir(dest_root)
         for _ in range(40):  # a folder of its own, even when another backup started
             folder = dest_root / f"mediacms-{utc_stamp()}"
@@ -186,7 +187,7 @@ def backup_all(
     try:
         dump = backup_db(c, compose, settings, folder)
         media = backup_media(c, compose, folder)
-        if compose.dry_run:
+        if dry(c):
             return folder
         custom = settings.root / "custom"
         if custom.is_dir():
@@ -214,7 +215,7 @@ def backup_all(
         }
         write_json(folder / "manifest.json", manifest)
     except BaseException:
-        if not compose.dry_run:  # a failed backup leaves no folder behind
+        if not dry(c):  # a failed backup leaves no folder behind
             shutil.rmtree(folder, ignore_errors=True)
         raise
     shell.say(f"full backup: {folder}")

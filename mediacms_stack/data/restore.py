@@ -22,7 +22,7 @@ from invoke.context import Context
 
 from ..engines import shell
 from ..engines.compose import Compose
-from ..engines.shell import say
+from ..engines.shell import dry, say
 from ..engines.steps import Steps, UndoFailed
 from ..stack.config import Settings
 from ..stack.errors import StackError
@@ -84,7 +84,7 @@ def restore_db(
     """Restore ``dump`` into the stack's database, atomically; returns the new row counts."""
     check_dump_file(dump)
     db = Database.of(compose, settings)
-    if compose.dry_run:
+    if dry(c):
         print(f"(dry run) verified {dump}; would take a safety backup into {safety_dir}, stop "
               f"{', '.join(APP_SERVICES)}, replace the database and start them")  # fmt: skip
         shell.run(c, db.replace_argv(), stdin_from=str(dump))
@@ -193,7 +193,7 @@ def swap_media(c: Context, compose: Compose, archive: Path) -> str:
     that holds the previous media until :func:`finish_media`."""
     result = shell.run(c, media_swap_argv(compose, "swap"), stdin_from=str(archive), warn=True,
                  hide="out")  # fmt: skip
-    if compose.dry_run:
+    if dry(c):
         return f"{STAGE_PREFIX}XXXXXX"
     stage = result.stdout.strip().splitlines()[-1] if result is not None and result.ok else ""
     if not stage.startswith(STAGE_PREFIX):
@@ -215,7 +215,7 @@ def finish_media(c: Context, compose: Compose, stage: str, *, undo: bool = False
 def restore_media(c: Context, compose: Compose, archive: Path, *, yes: bool = False) -> None:
     """Replace the media volume's content with a verified archive, app services stopped."""
     check_archive(archive)
-    if compose.dry_run:
+    if dry(c):
         print(f"(dry run) would stop {', '.join(APP_SERVICES)}, replace the media with "
               f"{archive} and start them again")  # fmt: skip
         swap_media(c, compose, archive)
@@ -282,7 +282,7 @@ def restore_all(
     parts = check_backup_folder(folder)
     custom_dir = settings.root / "custom"
     db = Database.of(compose, settings)
-    if compose.dry_run:
+    if dry(c):
         print(
             f"(dry run) verified {folder}: database {parts.dump.name}, media "
             f"{parts.media.name}, custom/ {parts.custom.name if parts.custom else '(none)'}"

@@ -17,7 +17,7 @@ from pathlib import Path
 from invoke.context import Context
 
 from ..engines.compose import Compose
-from ..engines.shell import say
+from ..engines.shell import dry, say
 from ..stack.config import Settings
 from ..stack.errors import StackError
 from ..stack.model import ImageNames
@@ -87,7 +87,7 @@ def up(
 ) -> dict[str, str]:
     """Start the dev stack, wait until every service is healthy, print and return the URLs."""
     checkout = tree(settings)
-    ensure_images(c, settings, checkout, rebuild=build, dry_run=compose.dry_run)
+    ensure_images(c, settings, checkout, rebuild=build, dry_run=dry(c))
     compose.up(c, timeout=timeout, env=owner_env(settings, checkout))
     found = urls(c, compose)
     say(f"{checkout} mounted; stop with `invoke down --dev`")
@@ -102,7 +102,7 @@ def urls(c: Context, compose: Compose) -> dict[str, str]:
     found = {}
     for name, service, port in (("runserver", "web", WEB_PORT),
                                 ("frontend", "frontend", FRONTEND_PORT)):  # fmt: skip
-        address = compose.query(c, "port", service, port).strip() if not compose.dry_run else ""
+        address = compose.query(c, "port", service, port).strip() if not dry(c) else ""
         host, _, published = address.rpartition(":")
         if not published:
             found[name] = f"http://127.0.0.1:<{service} {port}>/"
@@ -129,13 +129,13 @@ def build_frontend(c: Context, settings: Settings, compose: Compose) -> None:
     """
     checkout = tree(settings)
     env = owner_env(settings, checkout)
-    ensure_images(c, settings, checkout, dev_image=False, dry_run=compose.dry_run)
+    ensure_images(c, settings, checkout, dev_image=False, dry_run=dry(c))
     compose.run(c, "run", "--rm", "--no-deps", "-T", "frontend", "sh", "-c", FRONTEND_BUILD,
                 env=env)  # fmt: skip
-    running = compose.dry_run or _running(c, compose, "web")
+    running = dry(c) or _running(c, compose, "web")
     if running:
         compose.run(c, "restart", "web", env=env)
-        if not compose.dry_run:
+        if not dry(c):
             from .ops import wait_healthy
 
             wait_healthy(c, compose, ("web",), timeout=120)
@@ -160,7 +160,7 @@ def test(
     """
     checkout = tree(settings)
     env = owner_env(settings, checkout)
-    ensure_images(c, settings, checkout, dry_run=compose.dry_run)
+    ensure_images(c, settings, checkout, dry_run=dry(c))
     compose.up(c, "db", "redis", env=env)
     compose.run(c, "run", "--rm", "--no-deps", *([] if tty else ["-T"]), "-e", "TESTING=True",
                 "web", "pytest", *shlex.split(args), env=env, pty=tty)  # fmt: skip

@@ -29,6 +29,7 @@ from invoke.context import Context
 from invoke.exceptions import CommandTimedOut
 
 from ..engines.compose import Compose
+from ..engines.shell import dry
 from ..stack.errors import StackError
 
 #: The one line of the script's output the task reads (``manage.py shell`` may print more).
@@ -215,7 +216,7 @@ def send_test(c: Context, compose: Compose, address: str) -> list[str]:
     only effect of a success is the message itself).
     """
     address = check_address(address)
-    if compose.dry_run:
+    if dry(c):
         compose.manage(c, "shell", "-c", script())
         return [f"dry run: would send one test message to {address} from inside the web "
                 f"container, through Django's EMAIL_* settings, and name the step that "

@@ -10,7 +10,7 @@ import shlex
 from invoke.context import Context
 
 from ..engines.compose import Compose
-from ..engines.shell import say, wait_until
+from ..engines.shell import dry, say, wait_until
 from ..stack.config import Settings
 from ..stack.errors import StackError
 from ..stack.model import PRODUCTION_TARGETS, SERVICES, ImageNames, parse_scale
@@ -115,7 +115,7 @@ def restart_web(c: Context, compose: Compose, replicas: int, *, timeout: int = 3
     WEB_REPLICAS) under compose's names.
     """
     prefix = f"{compose.project}-web-"
-    if compose.dry_run:
+    if dry(c):
         running = [f"{prefix}{n}" for n in range(1, replicas + 1)]
     else:
         running = compose.running(c, "web")
@@ -125,14 +125,14 @@ def restart_web(c: Context, compose: Compose, replicas: int, *, timeout: int = 3
     if len(running) == 1:
         say(f"{running[0]} is the only web container: a spare answers meanwhile")
         compose.scale(c, {"web": 2}, deps=False, timeout=timeout)
-        if compose.dry_run:
+        if dry(c):
             spare = f"{prefix}{int(running[0].rsplit('-', 1)[1]) + 1}"
         else:
             (spare,) = set(compose.running(c, "web")) - set(running)
     for name in running:
         say(f"{name}: ends the requests it serves, restarts, then must be healthy")
         compose.restart_container(c, name)
-        if compose.dry_run:
+        if dry(c):
             continue
         try:
             wait_healthy(c, compose, ("web",), timeout)
@@ -142,7 +142,7 @@ def restart_web(c: Context, compose: Compose, replicas: int, *, timeout: int = 3
     if spare is not None:
         say(f"{spare}: the spare ends the requests it serves and is removed")
         compose.remove_container(c, spare)
-    if not compose.dry_run:
+    if not dry(c):
         say(f"web restarted, {len(running)} container(s), one at a time")
 
 
@@ -159,11 +159,11 @@ def replace_beside(c: Context, compose: Compose, *services: str, timeout: int = 
     stopped as compose would (SIGTERM, then its stop_grace_period). web's old containers
     end the requests they serve while nginx sends new ones to both; a worker's warm
     shutdown ends the tasks it runs while the new workers already take the next ones."""
-    old = {name: [] if compose.dry_run else compose.running(c, name) for name in services}
+    old = {name: [] if dry(c) else compose.running(c, name) for name in services}
     counts = {name: 2 * max(len(running), 1) for name, running in old.items()}
     say(f"{', '.join(services)}: new containers beside the running ones, then the old go")
     compose.scale(c, counts, deps=False, timeout=timeout)
-    if compose.dry_run:
+    if dry(c):
         return
     wait_healthy(c, compose, services, timeout)
     for name in (container for running in old.values() for container in running):

@@ -34,7 +34,7 @@ from invoke.context import Context
 
 from ..data import dbrole, pgmajor
 from ..engines.compose import Compose
-from ..engines.shell import run, say, wait_until
+from ..engines.shell import dry, run, say, wait_until
 from ..engines.steps import Steps
 from ..stack import config
 from ..stack.config import Settings
@@ -216,7 +216,7 @@ def upgrade_postgres(
         if plan is None:
             return
         say("plan:\n  " + "\n  ".join(plan.lines()))
-        if compose.dry_run:
+        if dry(c):
             print("(dry run) nothing was changed")
             return
     started = time.monotonic()
@@ -287,7 +287,7 @@ def rollback_postgres(c: Context, compose: Compose, settings: Settings, *, timeo
     say(f"rollback: volume {volume_name(settings.project, current)} -> {name}, image "
         f"{settings.get('POSTGRES_IMAGE')} -> {image}; what changed since the upgrade is not "
         "in the old volume")  # fmt: skip
-    if compose.dry_run:
+    if dry(c):
         print("(dry run) nothing was changed")
         return
     steps = Steps(2)

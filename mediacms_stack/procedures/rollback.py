@@ -16,7 +16,7 @@ from invoke.context import Context
 
 from ..data import artifacts, restore
 from ..engines.compose import Compose
-from ..engines.shell import run, say
+from ..engines.shell import dry, run, say
 from ..engines.steps import Steps
 from ..stack import config
 from ..stack.config import Settings
@@ -91,7 +91,7 @@ def rollback(
             f"{folder / 'manifest.json'} does not record the version it was taken from"
         )
     recorded = parts.manifest.get("images") or {}
-    if compose.dry_run:
+    if dry(c):
         print(f"(dry run) would re-tag the images recorded in {folder.name} "
               f"({', '.join(sorted(recorded)) or 'none recorded'})")  # fmt: skip
         restore.restore_all(c, compose, settings, folder, yes=True, safety_dir=backups)

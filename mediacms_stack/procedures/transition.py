@@ -13,6 +13,7 @@ from invoke.context import Context
 from ..data import database
 from ..engines import stackstate
 from ..engines.compose import Compose
+from ..engines.shell import dry
 from ..stack.config import Settings
 from ..stack.errors import StackError
 from ..stack.model import MAINTENANCE_FLAG, SERVICES
@@ -66,7 +67,7 @@ def summary(title: str, before: State, after: State, folder: Path) -> str:
 def maintenance(c: Context, compose: Compose, on: bool) -> None:
     """nginx's 503 page for every request but its health check (a flag on its tmpfs: a
     new nginx has none), or not; nothing to do when no nginx runs."""
-    if compose.dry_run or compose.running(c, "nginx"):
+    if dry(c) or compose.running(c, "nginx"):
         compose.exec(c, "nginx", *(["touch"] if on else ["rm", "-f"]), MAINTENANCE_FLAG)
 
 
@@ -85,7 +86,7 @@ def start_healthy(c: Context, compose: Compose, timeout: int, *services: str,
     from .ops import wait_healthy
 
     result = compose.up(c, *services, timeout=timeout, deps=deps, warn=True)
-    if compose.dry_run:
+    if dry(c):
         return ""
     if result is None or not result.ok:
         return _reason(result.stderr if result is not None else "")

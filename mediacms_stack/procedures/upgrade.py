@@ -47,7 +47,7 @@ from invoke.context import Context
 
 from ..data import backup, dbrole
 from ..engines.compose import Compose
-from ..engines.shell import say
+from ..engines.shell import dry, say
 from ..engines.steps import Steps
 from ..stack import config
 from ..stack.config import Settings
@@ -138,10 +138,10 @@ def upgrade(
         raise StackError(f"{target!r} is not a valid image tag (letters, digits, '_', '.', '-')")
     if not settings.env_file.is_file():
         raise StackError("no .env to record the new version in; run `invoke init` first")
-    if not compose.dry_run and "db" not in _running(c, compose):
+    if not dry(c) and "db" not in _running(c, compose):
         raise StackError("the stack is not running; an upgrade starts with a backup of the "
                          "running database: `invoke up` first")  # fmt: skip
-    before = None if compose.dry_run else current_state(c, compose, settings)
+    before = None if dry(c) else current_state(c, compose, settings)
 
     say(f"MediaCMS {old} -> {target}")
     steps = Steps(5)
@@ -166,7 +166,7 @@ def upgrade(
             f"The stack still runs {old}. Backup taken: {folder}"
         ) from error
     path = gate.path_of(plan)
-    if compose.dry_run:
+    if dry(c):
         print(f"(dry run) would take the {path} path; nothing was changed")
         return folder
 
@@ -205,7 +205,7 @@ def _new_images(c: Context, compose: Compose, new: Settings, how: str,
 
     if how == "build":
         mediacms.build(c, new, PRODUCTION_TARGETS, source=source or new.require("MEDIACMS_SOURCE"),
-                       ca_bundle=new.get("BUILD_CA_BUNDLE"), dry_run=compose.dry_run)  # fmt: skip
+                       ca_bundle=new.get("BUILD_CA_BUNDLE"), dry_run=dry(c))  # fmt: skip
     else:
         pulled = compose.run(c, "pull", "--ignore-buildable", env={"MEDIACMS_VERSION": new.version},
                              warn=True)  # fmt: skip
@@ -216,10 +216,10 @@ def _new_images(c: Context, compose: Compose, new: Settings, how: str,
     try:
         missing = ", ".join(missing_images(refs))
     except StackError as error:  # no engine: a dry run goes on without one
-        if not compose.dry_run:
+        if not dry(c):
             raise
         missing = str(error)
-    if missing and not compose.dry_run:
+    if missing and not dry(c):
         raise StackError(f"{missing} not available after the {how}")
     return missing
 
