@@ -233,7 +233,6 @@ def build(c, target=None, source=None, ca_bundle=None, cold=False, dry_run=False
         source=source or settings.require("MEDIACMS_SOURCE"),
         ca_bundle=ca_bundle if ca_bundle is not None else settings.get("BUILD_CA_BUNDLE"),
         cold=cold,
-        dry_run=dry_run,
     )
     print("built:", *built, sep="\n  ")
 
@@ -252,7 +251,6 @@ def relock(c, source=None, ca_bundle=None, dry_run=False):
         settings,
         source=source or settings.require("MEDIACMS_SOURCE"),
         ca_bundle=ca_bundle if ca_bundle is not None else settings.get("BUILD_CA_BUNDLE"),
-        dry_run=dry_run,
     )
 
 
@@ -296,8 +294,8 @@ def up(c, dev=False, https=False, metrics=False, dry_run=False):
     needs = ("env", "custom", "numbers", "proxies", *https_needs)
     settings, compose = _stack(dry_run, https=https, metrics=metrics, needs=needs)
     if metrics:
-        settings = ops.enable_metrics(c, settings, dry_run=dry_run)
-    ops.ensure_images(c, settings, https=https, dry_run=dry_run)
+        settings = ops.enable_metrics(c, settings)
+    ops.ensure_images(c, settings, https=https)
     compose.up(c)
     if https and not uses_https(settings) and not dry_run:  # recorded once it came up
         config.update(settings, {"HTTPS_OVERLAY": "true"})
@@ -548,7 +546,7 @@ def list_backups(c, dest=str(BACKUPS), offsite=False, dry_run=False):
     """List this project's full backups: the local folders, or the off-site snapshots."""
     settings = _settings()
     if offsite:
-        restic = offsites.Restic(c, offsites.configured(settings, Path(dest)), dry_run=dry_run)
+        restic = offsites.Restic(c, offsites.configured(settings, Path(dest)))
         restic.open()
         print(offsites.table(restic.snapshots()))
     else:
@@ -619,7 +617,7 @@ def restore(c, folder, from_offsite=False, yes=False, dry_run=False):
     """Restore a full backup folder made by `invoke backup`, or an off-site snapshot of one."""
     settings, compose = _stack(dry_run, needs=("engine", "env"), swarm_with=c)
     if from_offsite:
-        restic = offsites.Restic(c, offsites.configured(settings, BACKUPS), dry_run=dry_run)
+        restic = offsites.Restic(c, offsites.configured(settings, BACKUPS))
         folder = restic.fetch(folder, BACKUPS)
         if dry_run:
             print(f"(dry run) then: invoke restore {folder}" + (" --yes" if yes else ""))

@@ -172,10 +172,10 @@ def configured(settings: Settings, backups: Path) -> Offsite:
 class Restic:
     """restic commands on one repository, printed like every command (``--dry-run``)."""
 
-    def __init__(self, c: Context, offsite: Offsite, *, dry_run: bool = False) -> None:
-        self.c, self.offsite, self.dry_run = c, offsite, dry_run
+    def __init__(self, c: Context, offsite: Offsite) -> None:
+        self.c, self.offsite = c, offsite
         base = offsite.settings.get("BASE_IMAGE", "debian:trixie-slim")
-        self.image = bootstrap.tool_image(c, ROOT, "restic", base=base, dry_run=dry_run)
+        self.image = bootstrap.tool_image(c, ROOT, "restic", base=base)
 
     def run(self, *args: str, mounts: tuple = (), hide: bool | str = "out"):
         argv = self.offsite.argv(*args, image=self.image, mounts=mounts)
@@ -186,13 +186,13 @@ class Restic:
         it when there is none (the first off-site backup). Else StackError, nothing changed."""
         where = self.offsite.repository
         local = self.offsite.local
-        if not self.dry_run and local is not None and not local.is_dir():
+        if not shell.dry(self.c) and local is not None and not local.is_dir():
             if not (create and local.parent.is_dir()):
                 raise StackError(f"no off-site repository at {where} (the folder does not "
                                  "exist; `invoke backup --offsite` makes it in an existing "
                                  "folder); nothing was changed")  # fmt: skip
             files.private_dir(local)
-        if not self.dry_run:
+        if not shell.dry(self.c):
             files.private_dir(CACHE_DIR)
         result = self.run("cat", "config", hide=True)
         if result is None or result.ok:
@@ -269,7 +269,7 @@ class Restic:
                              "more, see `invoke backups --offsite`) or latest; nothing was "
                              "changed")  # fmt: skip
         self.open()
-        if self.dry_run:
+        if shell.dry(self.c):
             self.run("restore", snapshot, "--target", "/restore",
                      mounts=((dest / f".offsite-{snapshot}.partial", "/restore", "rw"),))  # fmt: skip
             return dest / f"<the folder in snapshot {snapshot}>"
@@ -356,7 +356,7 @@ def backup(c: Context, compose: Compose, settings: Settings, dest: Path, *,
     """``invoke backup --offsite``: the repository checked (made on first use) before
     anything is written, then the full backup, its snapshot (recorded once it is off-site,
     whatever the retention then does), the retention."""
-    restic = Restic(c, configured(settings, dest), dry_run=compose.dry_run)
+    restic = Restic(c, configured(settings, dest))
     restic.open(create=True)
     folder = backup_all(c, compose, settings, dest, keep=keep)
     summary = restic.send(folder)

@@ -19,7 +19,7 @@ from pathlib import Path
 from invoke.context import Context
 
 from ..engines import engine
-from ..engines.shell import announce, run, say
+from ..engines.shell import announce, dry, run, say
 from ..stack.errors import StackError
 
 SUITE = "trixie"
@@ -220,8 +220,7 @@ def old_postgres(c: Context, root: Path, major: str, *, force: bool = False) -> 
 TOOLS = {"restic": "restic", "metrics": "metrics"}
 
 
-def tool_image(c: Context, root: Path, name: str, *, base: str, dry_run: bool = False,
-               force: bool = False) -> str:  # fmt: skip
+def tool_image(c: Context, root: Path, name: str, *, base: str, force: bool = False) -> str:
     """``mediacms-local/NAME:<recipe>``, built from ``bootstrap/NAME`` on ``base`` when
     missing (``force``: also when present, as the base was made again). The tag is a hash
     of the base's name and the folder's files, so a changed recipe is a new image and
@@ -231,7 +230,7 @@ def tool_image(c: Context, root: Path, name: str, *, base: str, dry_run: bool = 
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     ref = f"mediacms-local/{name}:{digest.hexdigest()[:12]}"
-    if dry_run or (not force and engine.image(ref) is not None):
+    if dry(c) or (not force and engine.image(ref) is not None):
         return ref
     builder = engine.builder()
     run(c, builder.command("--build-arg", f"BASE_IMAGE={base}", "--tag", ref, str(folder)),

@@ -22,7 +22,7 @@ from pathlib import Path
 from invoke.context import Context
 
 from ..engines import engine
-from ..engines.shell import run, say
+from ..engines.shell import dry, run, say
 from ..stack.config import ROOT, Settings
 
 LOCK_DIR = Path("constraints") / "mediacms"
@@ -95,14 +95,12 @@ def resolve_argv(
     return builder.command(*argv, ".")
 
 
-def resolve(
-    c: Context, settings: Settings, tree: Path, *, ca_bundle: str = "", dry_run: bool = False
-) -> Path:
+def resolve(c: Context, settings: Settings, tree: Path, *, ca_bundle: str = "") -> Path:
     """Resolve the staged tree's requirements into constraints/mediacms/ and show the diff
     against the lock it replaces (same name). Returns the lock's path."""
     target = ROOT / LOCK_DIR / lock_name(settings)
     builder = engine.builder()
-    if dry_run:
+    if dry(c):
         run(c, resolve_argv(builder, settings, STAGE_ROOT / "resolved", ca_bundle))
         return target
     (ROOT / STAGE_ROOT).mkdir(parents=True, exist_ok=True)
@@ -125,9 +123,7 @@ def resolve(
     return target
 
 
-def stage(
-    c: Context, settings: Settings, tree: Path, *, ca_bundle: str = "", dry_run: bool = False
-) -> Path | None:
+def stage(c: Context, settings: Settings, tree: Path, *, ca_bundle: str = "") -> Path | None:
     """Put the tree's lock where the Dockerfile reads it (the version's stage); a tree without one is resolved
     first (and the new lock is kept in constraints/mediacms/ for the next build)."""
     if not (tree / "requirements.txt").is_file():  # a git source in a dry run: not cloned
@@ -137,9 +133,9 @@ def stage(
     if lock is None:
         say(f"no lock in {LOCK_DIR}/ for this tree's requirements "
             f"(sha256 {key(tree)[:12]}): resolving one")  # fmt: skip
-        lock = resolve(c, settings, tree, ca_bundle=ca_bundle, dry_run=dry_run)
+        lock = resolve(c, settings, tree, ca_bundle=ca_bundle)
     else:
         say(f"pinned by {lock.relative_to(ROOT)}")
-    if not dry_run:
+    if not dry(c):
         shutil.copyfile(lock, ROOT / Stage.of(settings).lock)
     return lock

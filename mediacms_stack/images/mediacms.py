@@ -76,10 +76,9 @@ def parse_source(source: str) -> tuple[str, str | None]:
     return source, None
 
 
-def stage_source(
-    c: Context, root: Path, source: str, stage: locks.Stage, *, dry_run: bool = False
-) -> Path:
+def stage_source(c: Context, root: Path, source: str, stage: locks.Stage) -> Path:
     """Copy (or clone) the MediaCMS tree into the build context, in ``stage``."""
+    dry_run = dry(c)
     target = root / stage.tree
     location, ref = parse_source(source)
     if ref is None:
@@ -178,7 +177,6 @@ def build(
     source: str,
     ca_bundle: str = "",
     cold: bool = False,
-    dry_run: bool = False,
 ) -> list[str]:
     """Stage the tree and its lock and build ``targets``; returns the image references
     built. ``cold`` builds without any cache, as on a fresh machine."""
@@ -190,14 +188,14 @@ def build(
     built = []
     # Each version is staged in a folder of its own: builds of one version take turns.
     stage = locks.Stage.of(settings)
-    with _staging_lock(root, stage, dry_run=dry_run):
-        tree = stage_source(c, root, source, stage, dry_run=dry_run)
+    with _staging_lock(root, stage, dry_run=dry(c)):
+        tree = stage_source(c, root, source, stage)
         revision, stack_rev = source_revision(root, source, stage), stack_revision(root)
         gate_media = media_auth(tree)
         if set(wanted) - {"nginx"}:
             location, ref = parse_source(source)  # a dry run stages nothing: key on the source
-            origin = tree if ref or not dry_run else (root / location).resolve()
-            locks.stage(c, settings, origin, ca_bundle=ca_bundle, dry_run=dry_run)
+            origin = tree if ref or not dry(c) else (root / location).resolve()
+            locks.stage(c, settings, origin, ca_bundle=ca_bundle)
         if "nginx" in wanted:
             say("nginx: private media (/media/encoded|hls|original/) "
                 + ("gated through the tree's /api/v1/media-auth" if gate_media else
@@ -214,14 +212,12 @@ def build(
     return built
 
 
-def relock(
-    c: Context, settings: Settings, *, source: str, ca_bundle: str = "", dry_run: bool = False
-) -> Path:
+def relock(c: Context, settings: Settings, *, source: str, ca_bundle: str = "") -> Path:
     """Stage the tree and resolve its requirements anew (`invoke lock`)."""
     stage = locks.Stage.of(settings)
-    with _staging_lock(ROOT, stage, dry_run=dry_run):
-        tree = stage_source(c, ROOT, source, stage, dry_run=dry_run)
-        return locks.resolve(c, settings, tree, ca_bundle=ca_bundle, dry_run=dry_run)
+    with _staging_lock(ROOT, stage, dry_run=dry(c)):
+        tree = stage_source(c, ROOT, source, stage)
+        return locks.resolve(c, settings, tree, ca_bundle=ca_bundle)
 
 
 @contextmanager

@@ -61,7 +61,6 @@ def ensure_images(
     *,
     rebuild: bool = False,
     dev_image: bool = True,
-    dry_run: bool = False,
 ) -> None:
     """Bootstrap missing local stand-ins; build the dev image from the checkout if missing."""
     from ..images import mediacms
@@ -69,12 +68,12 @@ def ensure_images(
 
     keys = ("POSTGRES_IMAGE", "REDIS_IMAGE", "NODE_IMAGE")
     third_party = [settings.get(k) for k in keys if settings.get(k)]
-    bootstrap_stand_ins(c, third_party, dry_run=dry_run)
+    bootstrap_stand_ins(c, third_party)
     ref = ImageNames.from_settings(settings).ref("dev")
     if rebuild or (dev_image and missing_images([ref])):
         say(f"building {ref} from {checkout}")
         mediacms.build(c, settings, ["dev"], source=str(checkout),
-                     ca_bundle=settings.get("BUILD_CA_BUNDLE"), dry_run=dry_run)  # fmt: skip
+                     ca_bundle=settings.get("BUILD_CA_BUNDLE"))  # fmt: skip
 
 
 def up(
@@ -87,7 +86,7 @@ def up(
 ) -> dict[str, str]:
     """Start the dev stack, wait until every service is healthy, print and return the URLs."""
     checkout = tree(settings)
-    ensure_images(c, settings, checkout, rebuild=build, dry_run=dry(c))
+    ensure_images(c, settings, checkout, rebuild=build)
     compose.up(c, timeout=timeout, env=owner_env(settings, checkout))
     found = urls(c, compose)
     say(f"{checkout} mounted; stop with `invoke down --dev`")
@@ -129,7 +128,7 @@ def build_frontend(c: Context, settings: Settings, compose: Compose) -> None:
     """
     checkout = tree(settings)
     env = owner_env(settings, checkout)
-    ensure_images(c, settings, checkout, dev_image=False, dry_run=dry(c))
+    ensure_images(c, settings, checkout, dev_image=False)
     compose.run(c, "run", "--rm", "--no-deps", "-T", "frontend", "sh", "-c", FRONTEND_BUILD,
                 env=env)  # fmt: skip
     running = dry(c) or _running(c, compose, "web")
@@ -160,7 +159,7 @@ def test(
     """
     checkout = tree(settings)
     env = owner_env(settings, checkout)
-    ensure_images(c, settings, checkout, dry_run=dry(c))
+    ensure_images(c, settings, checkout)
     compose.up(c, "db", "redis", env=env)
     compose.run(c, "run", "--rm", "--no-deps", *([] if tty else ["-T"]), "-e", "TESTING=True",
                 "web", "pytest", *shlex.split(args), env=env, pty=tty)  # fmt: skip

@@ -197,7 +197,7 @@ def missing_images(refs: list[str]) -> list[str]:
     return [ref for ref in refs if engine.image(ref) is None]
 
 
-def enable_metrics(c: Context, settings: Settings, *, dry_run: bool = False) -> Settings:
+def enable_metrics(c: Context, settings: Settings) -> Settings:
     """Before `up --metrics`: the overlay's image (bootstrap/metrics on BASE_IMAGE, built
     when missing) and METRICS_OVERLAY=true recorded in .env with METRICS_IMAGE, which
     docker-compose-metrics.yaml reads; every later task includes the overlay."""
@@ -205,16 +205,16 @@ def enable_metrics(c: Context, settings: Settings, *, dry_run: bool = False) -> 
     from ..stack import config
 
     base = settings.get("BASE_IMAGE", "debian:trixie-slim")
-    image = bootstrap.tool_image(c, config.ROOT, "metrics", base=base, dry_run=dry_run)
+    image = bootstrap.tool_image(c, config.ROOT, "metrics", base=base)
     changes = {"METRICS_OVERLAY": "true", "METRICS_IMAGE": image}
     if all(settings.get(key) == value for key, value in changes.items()):
         return settings
     say(f"METRICS_OVERLAY=true and METRICS_IMAGE={image} in {settings.env_file}: every "
         "task includes the metrics overlay from now on")  # fmt: skip
-    return config.update(settings, changes, dry_run=dry_run)
+    return config.update(settings, changes, dry_run=dry(c))
 
 
-def bootstrap_stand_ins(c: Context, refs: list[str], *, dry_run: bool = False) -> None:
+def bootstrap_stand_ins(c: Context, refs: list[str]) -> None:
     """Make the local stand-ins (``mediacms-local/...``) when ``refs`` name one the engine
     lacks: the bootstrap makes them all, from Debian's archive."""
     from ..images import bootstrap
@@ -222,13 +222,11 @@ def bootstrap_stand_ins(c: Context, refs: list[str], *, dry_run: bool = False) -
 
     if any(ref.startswith("mediacms-local/") for ref in missing_images(refs)):
         say("local stand-in images missing: bootstrapping them from Debian's archive")
-        if not dry_run:
+        if not dry(c):
             bootstrap.all_images(c, ROOT)
 
 
-def ensure_images(
-    c: Context, settings: Settings, *, https: bool = False, dry_run: bool = False
-) -> None:
+def ensure_images(c: Context, settings: Settings, *, https: bool = False) -> None:
     """Before `up`: bootstrap local stand-ins and build our images when they are missing.
 
     Third-party images named ``mediacms-local/...`` are made by the bootstrap; our own
@@ -238,14 +236,14 @@ def ensure_images(
 
     unused = {"NODE_IMAGE", *(() if https else ("CADDY_IMAGE",))}
     local = [settings.get(k) for k in bootstrap.LOCAL_IMAGES if k not in unused]
-    if dry_run:
+    if dry(c):
         try:
             missing_images(local)
         except StackError as error:
             print(f"(dry run) {error}: `invoke up` would provide the engine first, then "
                   "bootstrap or build the images that are missing")  # fmt: skip
             return
-    bootstrap_stand_ins(c, local, dry_run=dry_run)
+    bootstrap_stand_ins(c, local)
     names = ImageNames.from_settings(settings)
     ours = [names.ref(t) for t in PRODUCTION_TARGETS]
     if missing_images(ours) and settings.get("MEDIACMS_SOURCE"):
@@ -256,5 +254,4 @@ def ensure_images(
             PRODUCTION_TARGETS,
             source=settings.get("MEDIACMS_SOURCE"),
             ca_bundle=settings.get("BUILD_CA_BUNDLE"),
-            dry_run=dry_run,
         )

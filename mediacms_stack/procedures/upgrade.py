@@ -205,7 +205,7 @@ def _new_images(c: Context, compose: Compose, new: Settings, how: str,
 
     if how == "build":
         mediacms.build(c, new, PRODUCTION_TARGETS, source=source or new.require("MEDIACMS_SOURCE"),
-                       ca_bundle=new.get("BUILD_CA_BUNDLE"), dry_run=dry(c))  # fmt: skip
+                       ca_bundle=new.get("BUILD_CA_BUNDLE"))  # fmt: skip
     else:
         pulled = compose.run(c, "pull", "--ignore-buildable", env={"MEDIACMS_VERSION": new.version},
                              warn=True)  # fmt: skip

@@ -112,8 +112,7 @@ def restic(tmp_path, keys, *results, **values):
     settings = settings_with(tmp_path, keys, **{"OFFSITE_REPOSITORY": "sftp:u@h:/r", **values})
     c = MockContext(run={re.compile(r"docker run .*"): list(results)})
     runner = offsite.Restic.__new__(offsite.Restic)
-    runner.c, runner.offsite, runner.dry_run, runner.image = (
-        c, offsite.configured(settings, tmp_path / "b"), False, "img")  # fmt: skip
+    runner.c, runner.offsite, runner.image = c, offsite.configured(settings, tmp_path / "b"), "img"
     return runner, c
 
 
@@ -170,7 +169,7 @@ def test_the_schedule_runs_backup_offsite_once_the_settings_hold(tmp_path, keys)
 
 
 def test_the_restic_image_is_named_by_its_recipe_and_built_only_when_missing(
-    tmp_path, monkeypatch, builder
+    tmp_path, monkeypatch, builder, dry
 ):
     (tmp_path / "bootstrap" / "restic").mkdir(parents=True)
     (tmp_path / "bootstrap" / "restic" / "Dockerfile").write_text("FROM x\n")
@@ -179,18 +178,18 @@ def test_the_restic_image_is_named_by_its_recipe_and_built_only_when_missing(
     ref = bootstrap.tool_image(c, tmp_path, "restic", base="debian:trixie-slim")
     assert re.fullmatch(r"mediacms-local/restic:[0-9a-f]{12}", ref)
     assert f"--tag {ref}" in c.run.call_args.args[0]
-    other = bootstrap.tool_image(MockContext(), tmp_path, "restic", base="other", dry_run=True)
+    other = bootstrap.tool_image(dry(MockContext()), tmp_path, "restic", base="other")
     assert other != ref  # another base, another image
     monkeypatch.setattr(bootstrap.engine, "image", lambda ref: object())
     assert bootstrap.tool_image(MockContext(), tmp_path, "restic", base="debian:trixie-slim") == ref
 
 
-def test_bootstrap_images_builds_the_tool_images_on_the_local_base(monkeypatch, builder):
+def test_bootstrap_images_builds_the_tool_images_on_the_local_base(monkeypatch, builder, dry):
     """What `invoke backup --offsite` and `up --metrics` of a --local-images deployment run,
     ready before their first use; built again when the base was made again (changed
     recipe, --force); `up`'s own bootstrap (tools off) leaves them alone."""
     base = bootstrap.LOCAL_IMAGES["BASE_IMAGE"]
-    ref = bootstrap.tool_image(MockContext(), config.ROOT, "restic", base=base, dry_run=True)
+    ref = bootstrap.tool_image(dry(MockContext()), config.ROOT, "restic", base=base)
     monkeypatch.setattr(bootstrap.engine, "ensure", lambda: None)
     for imported, present, built in ((False, None, True), (False, object(), False),
                                      (True, object(), True)):  # fmt: skip
