@@ -5,12 +5,13 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import shlex
 import shutil
 import stat
 from pathlib import Path
 
 import pytest
-from invoke import MockContext, Result
+from invoke import Context, MockContext, Result
 
 from mediacms_stack.data import backup, restore
 from mediacms_stack.data.artifacts import write_checksum
@@ -156,18 +157,27 @@ def test_host_mode_ports_make_nginx_stop_first(home):
     assert swarm.deploy_env(settings, {})["SWARM_NGINX_UPDATE_ORDER"] == "stop-first"
 
 
-def test_stack_deploy_command_and_removed_secret_folder(ready, monkeypatch):
-    seen = {}
-    shutil.copy(config.ROOT / swarm.STACK_FILE, ready.root / swarm.STACK_FILE)
+class Deployer(Context):
+    """A context that keeps what `docker stack deploy` is given while it runs."""
 
-    def fake_run(c, argv, *, env=None, dry_run=False, **kwargs):
-        seen["argv"], seen["env"] = argv, env
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict = {}
+
+    def run(self, command: str, **kwargs) -> Result:
+        env = kwargs["env"]
         folder = Path(env["SWARM_SECRETS_DIR"])
-        seen["files"] = sorted(p.name for p in folder.iterdir())
-        seen["tmpfs"] = json.loads((folder / "tmpfs.yaml").read_text())
+        self.seen.update(argv=shlex.split(command), env=env,
+                         files=sorted(p.name for p in folder.iterdir()),
+                         tmpfs=json.loads((folder / "tmpfs.yaml").read_text()))  # fmt: skip
+        return Result()
 
-    monkeypatch.setattr(swarm.inputs, "run", fake_run)
-    swarm.stack_deploy(MockContext(), ready, version="10.0")
+
+def test_stack_deploy_command_and_removed_secret_folder(ready):
+    shutil.copy(config.ROOT / swarm.STACK_FILE, ready.root / swarm.STACK_FILE)
+    c = Deployer()
+    swarm.stack_deploy(c, ready, version="10.0")
+    seen = c.seen
     assert seen["argv"][:3] == ["docker", "stack", "deploy"]
     assert seen["argv"][-1] == "mediacms" and "--prune" in seen["argv"]
     assert seen["env"]["MEDIACMS_VERSION"] == "10.0"
