@@ -57,7 +57,7 @@ def _stack(dry_run: bool = False, *, dev: bool = False, https: bool = False,
         if swarm_with is None:
             raise StackError(f"this deployment runs on Swarm ({swarm.ORCHESTRATOR}=swarm in "
                              ".env): use the swarm.* tasks; nothing was changed")  # fmt: skip
-        return settings, swarm.SwarmStack.connect(swarm_with, settings, dry_run=dry_run)
+        return settings, swarm.SwarmStack.connect(swarm_with, settings)
     return settings, Compose.for_settings(settings, dev=dev, https=https, metrics=metrics,
                                           dry_run=dry_run)  # fmt: skip
 
@@ -649,7 +649,7 @@ def migrate_from_7x(c, from_, dump=None, yes=False, new_secret_key=False, dry_ru
         ops.ensure_images(c, settings)
     migrate7x.migrate(c, compose, settings, Path(from_),
                       dump=Path(dump) if dump else None, yes=yes,
-                      new_secret_key=new_secret_key, dry_run=dry_run)  # fmt: skip
+                      new_secret_key=new_secret_key)  # fmt: skip
 
 
 @task(exclusive=True, help={

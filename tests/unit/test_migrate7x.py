@@ -343,7 +343,8 @@ def test_a_missing_from_path_is_said_to_not_exist(tmp_path: Path):
         migrate7x.make_plan(MockContext(), tmp_path / "file", project="new", dump=None)
 
 
-def test_dry_run_reports_what_the_real_run_would_refuse(tmp_path: Path, monkeypatch, capsys):
+def test_dry_run_reports_what_the_real_run_would_refuse(tmp_path: Path, monkeypatch, capsys,
+                                                      dry):  # fmt: skip
     import json
 
     monkeypatch.setattr("mediacms_stack.engines.engine.engine_answers", lambda: True)
@@ -364,11 +365,11 @@ def test_dry_run_reports_what_the_real_run_would_refuse(tmp_path: Path, monkeypa
     new.mkdir()
     settings = Settings(new, {"COMPOSE_PROJECT_NAME": "mediacms8"}, new / ".env")
     compose = Compose(new, project="mediacms8")
-    migrate7x.migrate(c, compose, settings, tree, dry_run=True)
+    migrate7x.migrate(dry(c), compose, settings, tree)
     out = capsys.readouterr().out
     assert "would refuse: the new media volume is not empty; pass --yes" in out
     assert "would refuse: the new database already holds 3 rows; pass --yes" in out
-    migrate7x.migrate(c, compose, settings, tree, dry_run=True, yes=True)
+    migrate7x.migrate(c, compose, settings, tree, yes=True)
     assert "nothing found that the real run would refuse" in capsys.readouterr().out
 
 

@@ -11,7 +11,7 @@ from ...stack.config import Settings
 from ...stack.errors import StackError
 from ...stack.model import MEDIA_DIR, ImageNames, volume_name
 from ..compose import Compose
-from ..shell import run
+from ..shell import dry, run
 from .operations import scale
 from .poll import converged, wait
 from .query import _engine_role, _query, running_tasks, services
@@ -66,8 +66,8 @@ class SwarmStack(Compose):
     stopped: dict = field(default_factory=dict, compare=False)
 
     @classmethod
-    def connect(cls, c: Context, settings: Settings, *, dry_run: bool = False) -> SwarmStack:
-        return cls(settings.root, (STACK_FILE,), settings.project, settings.env_file, dry_run,
+    def connect(cls, c: Context, settings: Settings) -> SwarmStack:
+        return cls(settings.root, (STACK_FILE,), settings.project, settings.env_file,
                    settings=settings, context=c)  # fmt: skip
 
     def argv(self, *args: str) -> list[str]:
@@ -106,7 +106,7 @@ class SwarmStack(Compose):
             scale(c, self.settings, back)
             for name in back:
                 del self.stopped[name]
-        if kwargs.get("wait", True) and not self.dry_run:
+        if kwargs.get("wait", True) and not dry(c):
             wait(c, self.settings, kwargs.get("timeout", 600))
 
     def ps(self, c: Context, *, all_: bool = True) -> list[dict]:
@@ -136,7 +136,7 @@ class SwarmStack(Compose):
 
     def check_can_stop(self, c: Context) -> None:
         here = _engine_role(c)
-        if not self.dry_run and not here.strip().endswith(" true"):
+        if not dry(c) and not here.strip().endswith(" true"):
             raise StackError(f"{here.split(' ')[0] or 'this engine'} is not a swarm manager: "
                              "stopping web, the workers and beat (docker service scale) needs "
                              "one; run this where DOCKER_HOST reaches a manager that runs the "
@@ -154,7 +154,7 @@ class SwarmStack(Compose):
 
     def container(self, name: str) -> str:
         """A running task container of service ``name`` on the reached engine."""
-        if self.dry_run:
+        if dry(self.context):
             return f"<{service(self.settings, name)} task on this engine>"
         if name not in self.containers:
             label_ = f"label=com.docker.swarm.service.name={service(self.settings, name)}"
@@ -192,7 +192,7 @@ class SwarmStack(Compose):
         (MEDIA_VOLUME_*) when no task ran here yet."""
         name = volume_name(self.settings.project)
         inspect = ["docker", "volume", "inspect", "--format", "{{.Name}}", name]
-        if self.dry_run or _query(self.context, inspect, may_fail=True).strip():
+        if dry(self.context) or _query(self.context, inspect, may_fail=True).strip():
             return name
         kind, options, device = (self.settings.get(key) for key in MEDIA_KEYS)
         run(self.context, ["docker", "volume", "create", "--driver", "local", "--opt",

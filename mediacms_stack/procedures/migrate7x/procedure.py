@@ -14,7 +14,7 @@ from invoke.context import Context
 from ...data import artifacts
 from ...data.database import compare_counts
 from ...engines.compose import Compose
-from ...engines.shell import say
+from ...engines.shell import dry, say
 from ...engines.steps import Steps
 from ...stack.config import Settings
 from ...stack.model import BACKUPS_DIR
@@ -76,13 +76,13 @@ def write_report(report: Report, settings: Settings, old: OldDeployment) -> None
 
 
 def migrate(c: Context, compose: Compose, settings: Settings, source: Path, *,
-            dump: Path | None = None, yes: bool = False, new_secret_key: bool = False,
-            dry_run: bool = False) -> Report:  # fmt: skip
+            dump: Path | None = None, yes: bool = False,
+            new_secret_key: bool = False) -> Report:  # fmt: skip
     report = Report()
     plan = make_plan(c, source, project=compose.project or "", dump=dump,
                      new_secret_key=new_secret_key)  # fmt: skip
     say("plan:\n  " + "\n  ".join(plan.lines(settings)))
-    if dry_run:
+    if dry(c):
         refusals = dry_run_refusals(c, plan, compose, settings, yes=yes)
         for line in refusals:
             print(f"(dry run) the real run would refuse: {line}")
