@@ -38,28 +38,27 @@ def _settings() -> config.Settings:
     return config.load(config.home(), os.environ.get("MEDIACMS_ENV_FILE"))
 
 
-def _stack(dry_run: bool = False, *, dev: bool = False, https: bool = False,
-           metrics: bool = False, needs=("env",), swarm_with=None):  # fmt: skip
-    """Settings and compose of the stack; a dry run needs neither engine nor compose
-    plugin (it runs nothing).
+def _stack(c, *, dev: bool = False, https: bool = False, metrics: bool = False,
+           needs=("env",), swarm: bool = False):  # fmt: skip
+    """Settings and compose of the stack the task of context ``c`` drives; a dry run
+    needs neither engine nor compose plugin (it runs nothing).
 
     A deployment on Swarm (see swarm.deployed_on_swarm) is driven only by the tasks that
-    pass their context as ``swarm_with`` (backups, restores, manage, shells); the others
-    refuse it.
+    say ``swarm`` (backups, restores, manage, shells); the others refuse it.
     """
-    from mediacms_stack.engines import swarm
+    from mediacms_stack.engines import swarm as swarms
 
     settings = _settings()
-    needs = tuple(n for n in needs if not (dry_run and n in ("engine", "compose")))
+    needs = tuple(n for n in needs if not (shell.dry(c) and n in ("engine", "compose")))
     if needs:
         checks.require(settings, *needs)
-    if not dev and swarm.deployed_on_swarm(settings):
-        if swarm_with is None:
-            raise StackError(f"this deployment runs on Swarm ({swarm.ORCHESTRATOR}=swarm in "
+    if not dev and swarms.deployed_on_swarm(settings):
+        if not swarm:
+            raise StackError(f"this deployment runs on Swarm ({swarms.ORCHESTRATOR}=swarm in "
                              ".env): use the swarm.* tasks; nothing was changed")  # fmt: skip
-        return settings, swarm.SwarmStack.connect(swarm_with, settings)
+        return settings, swarms.SwarmStack.connect(c, settings)
     return settings, Compose.for_settings(settings, dev=dev, https=https, metrics=metrics,
-                                          dry_run=dry_run)  # fmt: skip
+                                          dry_run=shell.dry(c))  # fmt: skip
 
 
 #: The only short flags, one meaning each across every task (-h stays invoke's help;
@@ -203,7 +202,7 @@ def init(c, force=False, local_images=False, set=None):
 def doctor(c, https=False, email=None, dry_run=False):
     """Checks before impact: engine, compose, ports, disk, .env, custom/, images, volumes."""
     if email is not None:
-        _, compose = _stack(dry_run, swarm_with=c)
+        _, compose = _stack(c, swarm=True)
         print("\n".join(mail.send_test(c, compose, email)))
         return
     settings = _settings()
@@ -267,7 +266,7 @@ def push(c, target=None, dry_run=False):
 @task
 def pull(c, dry_run=False):
     """Pull the stack's images from their registries."""
-    _, compose = _stack(dry_run)
+    _, compose = _stack(c)
     compose.run(c, "pull", "--ignore-buildable")
 
 
@@ -292,7 +291,7 @@ def up(c, dev=False, https=False, metrics=False, dry_run=False):
     https = https or uses_https(_settings())  # HTTPS_OVERLAY=true in .env
     https_needs = ("https-env", "https-ports") if https else ()
     needs = ("env", "custom", "numbers", "proxies", *https_needs)
-    settings, compose = _stack(dry_run, https=https, metrics=metrics, needs=needs)
+    settings, compose = _stack(c, https=https, metrics=metrics, needs=needs)
     if metrics:
         settings = ops.enable_metrics(c, settings)
     ops.ensure_images(c, settings, https=https)
@@ -316,7 +315,7 @@ def dev_stack(c, build=False, timeout=900, dry_run=False):
     """Development stack: MEDIACMS_TREE mounted, runserver :8000, Celery, frontend :8088."""
     if not dry_run:
         engines.ensure()
-    settings, compose = _stack(dry_run, dev=True, needs=("env", "custom"))
+    settings, compose = _stack(c, dev=True, needs=("env", "custom"))
     devstack.up(c, settings, compose, build=build, timeout=timeout)
 
 
@@ -328,7 +327,7 @@ def dev_stack(c, build=False, timeout=900, dry_run=False):
 })  # fmt: skip
 def down(c, dev=False, https=False, volumes=False, dry_run=False):
     """Stop and remove the stack's containers (volumes kept unless --volumes)."""
-    _, compose = _stack(dry_run, dev=dev, https=https)
+    _, compose = _stack(c, dev=dev, https=https)
     compose.run(c, "down", *(["--volumes"] if volumes else []))
 
 
@@ -339,7 +338,7 @@ def down(c, dev=False, https=False, volumes=False, dry_run=False):
 })  # fmt: skip
 def restart(c, service=None, timeout=300, dry_run=False):
     """Restart services (default: all at once); web one container at a time, failing none."""
-    settings, compose = _stack(dry_run)
+    settings, compose = _stack(c)
     ops.restart(c, compose, settings, service or [], timeout=timeout)
 
 
@@ -362,11 +361,11 @@ def status(c, dev=False, json_=False, stuck_after=encodes.STUCK_AFTER_MINUTES,
     exits 1 when something needs looking at. On Swarm, what runs in tasks on other nodes
     than DOCKER_HOST's is read where the report says."""
     if dev:
-        _, compose = _stack(dev=dev)
+        _, compose = _stack(c, dev=dev)
         rows = ops.status_rows(c, compose)
         print(ops.format_table(rows, ("SERVICE", "STATE", "HEALTH", "IMAGE", "VERSION")))
         return
-    settings, compose = _stack(swarm_with=c)
+    settings, compose = _stack(c, swarm=True)
     data = health.report(c, compose, settings, backups=Path(backups),
                          stuck_after=float(stuck_after) * 60)  # fmt: skip
     print(json.dumps(data, indent=2) if json_ else health.format_report(data))
@@ -385,7 +384,7 @@ def status(c, dev=False, json_=False, stuck_after=encodes.STUCK_AFTER_MINUTES,
 def encodings(c, retry=False, stuck_after=encodes.STUCK_AFTER_MINUTES, json_=False,
               dry_run=False):  # fmt: skip
     """Failed and stuck encodings of the running site; --retry queues them again."""
-    _, compose = _stack(swarm_with=c)
+    _, compose = _stack(c, swarm=True)
     answer = encodes.ask(c, compose, stuck_after=float(stuck_after) * 60, details=True,
                          retry=retry and not dry_run)  # fmt: skip
     if json_:
@@ -414,7 +413,7 @@ def encodings(c, retry=False, stuck_after=encodes.STUCK_AFTER_MINUTES, json_=Fal
 })  # fmt: skip
 def logs(c, service="", follow=False, tail="200"):
     """Show service logs."""
-    _, compose = _stack()
+    _, compose = _stack(c)
     compose.run(c, "logs", "--tail", tail, *(["--follow"] if follow else []),
                 *([service] if service else []))  # fmt: skip
 
@@ -423,14 +422,14 @@ def logs(c, service="", follow=False, tail="200"):
 def scale(c, counts=None, dry_run=False):
     """Scale services, e.g. `invoke scale celery_short=3,celery_long=2` (beat: 0 or 1)."""
     wanted = model.parse_scale([p for p in (counts or "").split(",") if p])
-    _, compose = _stack(dry_run)
+    _, compose = _stack(c)
     compose.scale(c, wanted)
 
 
 @task(help={"command": 'manage.py arguments, quoted, e.g. "showmigrations users"'})
 def manage(c, command, dry_run=False):
     """Run any manage.py command in the web container."""
-    _, compose = _stack(dry_run, swarm_with=c)
+    _, compose = _stack(c, swarm=True)
     compose.manage(c, *ops.split_command(command), tty=sys.stdin.isatty())
 
 
@@ -440,7 +439,7 @@ def manage(c, command, dry_run=False):
 })  # fmt: skip
 def admin_shell(c, django=False, c_=None, dry_run=False):
     """A shell in the web container (bash, or --django), or one command with -c."""
-    _, compose = _stack(dry_run, swarm_with=c)
+    _, compose = _stack(c, swarm=True)
     if django:
         argv = ["python", "manage.py", "shell", *(["-c", c_] if c_ else [])]
     else:
@@ -456,7 +455,7 @@ def admin_shell(c, django=False, c_=None, dry_run=False):
 })  # fmt: skip
 def set_admin_password(c, user=None, password=None, password_stdin=False, dry_run=False):
     """Set an admin's password (random and printed when not given), handed over on stdin."""
-    settings, compose = _stack(dry_run, swarm_with=c)
+    settings, compose = _stack(c, swarm=True)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
         if not password:
@@ -469,7 +468,7 @@ def set_admin_password(c, user=None, password=None, password_stdin=False, dry_ru
 @task(help={"dry_run": DEV_DRY_RUN})
 def build_frontend(c, dry_run=False):
     """npm run dist in the dev compose (honours frontend/.env); copy into static; restart web."""
-    settings, compose = _stack(dry_run, dev=True)
+    settings, compose = _stack(c, dev=True)
     devstack.build_frontend(c, settings, compose)
 
 
@@ -479,7 +478,7 @@ def build_frontend(c, dry_run=False):
 })  # fmt: skip
 def test(c, args="", dry_run=False):
     """Run MediaCMS's pytest suite inside the dev image with TESTING=True."""
-    settings, compose = _stack(dry_run, dev=True)
+    settings, compose = _stack(c, dev=True)
     devstack.test(c, settings, compose, args, tty=sys.stdin.isatty())
 
 
@@ -490,7 +489,7 @@ def test(c, args="", dry_run=False):
 )
 def backup_db(c, keep=0, dest=str(BACKUPS), dry_run=False):
     """pg_dump (custom format) to backups/, with .sha256 and a manifest."""
-    settings, compose = _stack(dry_run, needs=("engine", "env"), swarm_with=c)
+    settings, compose = _stack(c, needs=("engine", "env"), swarm=True)
     backups.backup_db(c, compose, settings, Path(dest), keep=keep or None)
 
 
@@ -500,7 +499,7 @@ def backup_db(c, keep=0, dest=str(BACKUPS), dry_run=False):
 })  # fmt: skip
 def restore_db(c, file, yes=False, dry_run=False):
     """Verify and restore a database backup (safety backup first, one transaction)."""
-    settings, compose = _stack(dry_run, needs=("engine", "env"), swarm_with=c)
+    settings, compose = _stack(c, needs=("engine", "env"), swarm=True)
     restores.restore_db(c, compose, settings, Path(file), yes=yes, safety_dir=BACKUPS)
 
 
@@ -510,7 +509,7 @@ def restore_db(c, file, yes=False, dry_run=False):
 )
 def backup_media(c, keep=0, dest=str(BACKUPS), dry_run=False):
     """Stream the media volume into a .tar.gz (uid 33 and dotfiles kept) with .sha256."""
-    _, compose = _stack(dry_run, needs=("engine", "env"), swarm_with=c)
+    _, compose = _stack(c, needs=("engine", "env"), swarm=True)
     backups.backup_media(c, compose, Path(dest), keep=keep or None)
 
 
@@ -520,7 +519,7 @@ def backup_media(c, keep=0, dest=str(BACKUPS), dry_run=False):
 })  # fmt: skip
 def restore_media(c, file, yes=False, dry_run=False):
     """Verify a media archive, then replace the media volume's content with it."""
-    _, compose = _stack(dry_run, needs=("engine", "env"), swarm_with=c)
+    _, compose = _stack(c, needs=("engine", "env"), swarm=True)
     restores.restore_media(c, compose, Path(file), yes=yes)
 
 
@@ -532,7 +531,7 @@ def restore_media(c, file, yes=False, dry_run=False):
 })  # fmt: skip
 def backup(c, dest=str(BACKUPS), keep=0, offsite=False, dry_run=False):
     """Full backup: database, media, custom/, .env and a manifest in one folder."""
-    settings, compose = _stack(dry_run, needs=("engine", "env"), swarm_with=c)
+    settings, compose = _stack(c, needs=("engine", "env"), swarm=True)
     if offsite:
         offsites.backup(c, compose, settings, Path(dest), keep=keep or None)
     else:
@@ -569,7 +568,7 @@ def backup_verify(c, folder=None, snapshot=None, backups=str(BACKUPS), project=N
     remove it; the result goes to the folder's verified.json (`invoke status` shows it)."""
     from mediacms_stack.procedures import verify
 
-    settings, _ = _stack(needs=("engine", "env"))
+    settings, _ = _stack(c, needs=("engine", "env"))
     if snapshot:
         if folder:
             raise StackError("give a folder or an off-site snapshot, not both; nothing was changed")
@@ -615,7 +614,7 @@ def backup_schedule(c, at="03:15", keep=7, dest=str(BACKUPS), verify=False, offs
 })  # fmt: skip
 def restore(c, folder, from_offsite=False, yes=False, dry_run=False):
     """Restore a full backup folder made by `invoke backup`, or an off-site snapshot of one."""
-    settings, compose = _stack(dry_run, needs=("engine", "env"), swarm_with=c)
+    settings, compose = _stack(c, needs=("engine", "env"), swarm=True)
     if from_offsite:
         restic = offsites.Restic(c, offsites.configured(settings, BACKUPS))
         folder = restic.fetch(folder, BACKUPS)
@@ -644,7 +643,7 @@ def migrate_from_7x(c, from_, dump=None, yes=False, new_secret_key=False, dry_ru
         print(f"wrote {env_file} (mode 600)")
     if not dry_run:
         engines.ensure()
-    settings, compose = _stack(needs=("env", "custom") if not dry_run else ())
+    settings, compose = _stack(c, needs=("env", "custom") if not dry_run else ())
     if not dry_run:
         ops.ensure_images(c, settings)
     migrate7x.migrate(c, compose, settings, Path(from_),
@@ -670,7 +669,7 @@ def upgrade(c, to=None, build=False, source=None, rollback=None, timeout=300, ke
     from mediacms_stack.procedures import rollback as rollbacks
     from mediacms_stack.procedures import upgrade as upgrades
 
-    settings, compose = _stack(dry_run, needs=("engine", "compose"))
+    settings, compose = _stack(c, needs=("engine", "compose"))
     settings = upgrades.add_missing_keys(settings, dry_run=dry_run)  # e.g. REDIS_PASSWORD
     checks.require(settings, "env")
     if rollback:
@@ -696,7 +695,7 @@ def upgrade_postgres(c, image=None, old_image=None, rollback=False, timeout=300,
     """Move the database to the PostgreSQL image's newer major in a new volume, checked."""
     from mediacms_stack.procedures import pgupgrade
 
-    settings, compose = _stack(dry_run, needs=("engine", "compose", "env"))
+    settings, compose = _stack(c, needs=("engine", "compose", "env"))
     if rollback:
         pgupgrade.rollback_postgres(c, compose, settings, timeout=int(timeout))
     else:

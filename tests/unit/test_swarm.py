@@ -300,10 +300,10 @@ def test_tasks_pick_the_swarm_stack_or_refuse(on_swarm):
 
     import tasks
 
-    settings, stack = tasks._stack(True, swarm_with=MockContext())
+    settings, stack = tasks._stack(MockContext(), swarm=True)
     assert isinstance(stack, swarm.SwarmStack) and stack.project == settings.project
     with pytest.raises(StackError, match=r"runs on Swarm \(ORCHESTRATOR=swarm.*swarm\.\* tasks"):
-        tasks._stack(True)
+        tasks._stack(MockContext())
     c = exec_ctx(**{".*": ""})
     with pytest.raises(Exit, match="runs on Swarm"):
         tasks.down(c, dry_run=True)
