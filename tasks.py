@@ -58,7 +58,7 @@ def _stack(c, *, dev: bool = False, https: bool = False, metrics: bool = False,
                              ".env): use the swarm.* tasks; nothing was changed")  # fmt: skip
         return settings, swarms.SwarmStack.connect(c, settings)
     return settings, Compose.for_settings(settings, dev=dev, https=https, metrics=metrics,
-                                          dry_run=shell.dry(c))  # fmt: skip
+                                          writes=not shell.dry(c))  # fmt: skip
 
 
 #: The only short flags, one meaning each across every task (-h stays invoke's help;

@@ -43,10 +43,9 @@ class Compose:
     files: tuple[str, ...] = (PRODUCTION,)
     project: str | None = "mediacms"  # None: compose's own default (folder name, .env)
     env_file: Path | None = None
-    dry_run: bool = field(default=False, compare=False)
-    #: False: another project's files (the 7.x deployment migrate-from-7x reads), beside
-    #: which nothing is written
-    ours: bool = field(default=True, compare=False)
+    #: False: nothing is written beside its files (see :meth:`secret_files`): a dry run's
+    #: stack, or another project's files (the 7.x deployment migrate-from-7x reads)
+    writes: bool = field(default=True, compare=False)
 
     #: Labels the engine finds the stack's containers by: the project, the service.
     LABELS = ("com.docker.compose.project", "com.docker.compose.service")
@@ -63,14 +62,14 @@ class Compose:
         dev: bool = False,
         https: bool = False,
         metrics: bool = False,
-        dry_run: bool = False,
+        writes: bool = True,
     ) -> Compose:
         https = https or uses_https(settings)
         metrics = metrics or uses_metrics(settings)
         overlays = (HTTPS,) * https + (METRICS,) * metrics
         files = (DEVELOPMENT,) if dev else (PRODUCTION, *overlays)
         project = settings.project + ("-dev" if dev else "")
-        return cls(settings.root, files, project, settings.env_file, dry_run)
+        return cls(settings.root, files, project, settings.env_file, writes)
 
     def argv(self, *args: str) -> list[str]:
         """The command line of ``docker compose *args`` for this stack, about to run: the
@@ -91,7 +90,7 @@ class Compose:
     def secret_files(self) -> None:
         """The production file's secret files, from .env, before a command that may start
         a container reads them (:mod:`..stack.secrets`); a dry run writes nothing."""
-        if self.ours and not self.dry_run and PRODUCTION in self.files:
+        if self.writes and PRODUCTION in self.files:
             secrets.write_for_compose(config.load(self.root, self.env_file))
 
     def query(self, c: Context, *args: str) -> str:

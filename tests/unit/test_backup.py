@@ -158,7 +158,7 @@ def test_failed_dump_leaves_nothing_and_reports_pg_dump(tmp_path):
 
 def test_backup_db_dry_run_prints_the_command_only(tmp_path, capsys, dry):
     settings = bare(tmp_path)
-    backup.backup_db(dry(MockContext()), Compose(tmp_path, dry_run=True), settings, tmp_path / "b")
+    backup.backup_db(dry(MockContext()), Compose(tmp_path, writes=False), settings, tmp_path / "b")
     err = capsys.readouterr().err
     assert "pg-dump" in err and ".partial" in err
     assert not (tmp_path / "b").exists()  # a dry run writes nothing, not even the folder

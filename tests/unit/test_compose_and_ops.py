@@ -25,7 +25,7 @@ def test_compose_argv_names_project_env_and_files(tmp_path):
 
 def test_dry_run_prints_and_runs_nothing(tmp_path, capsys, dry):
     c = dry(MockContext())  # any real run would raise: no result is configured
-    Compose(tmp_path, dry_run=True).run(c, "down")
+    Compose(tmp_path, writes=False).run(c, "down")
     assert "docker compose" in capsys.readouterr().err
 
 
@@ -140,7 +140,7 @@ def test_restart_web_waits_while_the_restarted_one_is_starting(tmp_path, monkeyp
 
 def test_restart_web_dry_run_plans_for_web_replicas_and_asks_nothing(tmp_path, capsys, dry):
     c = dry(MockContext())  # any command run would raise: nothing is configured
-    ops.restart_web(c, Compose(tmp_path, project="site", dry_run=True), replicas=1)
+    ops.restart_web(c, Compose(tmp_path, project="site", writes=False), replicas=1)
     shown = capsys.readouterr()
     assert "--scale=web=2 web" in shown.err and "docker restart site-web-1" in shown.err
     assert "docker stop site-web-2" in shown.err and "docker rm site-web-2" in shown.err

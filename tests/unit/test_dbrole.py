@@ -71,6 +71,6 @@ def test_names_outside_plain_identifiers_are_refused_before_anything_runs(tmp_pa
 
 def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path, capsys, dry):
     settings = old_stack(tmp_path)
-    assert dbrole.separate(dry(MockContext()), Compose(tmp_path, dry_run=True), settings) == {}
+    assert dbrole.separate(dry(MockContext()), Compose(tmp_path, writes=False), settings) == {}
     assert (tmp_path / ".env").read_text() == OLD_ENV
     assert "own role 'mediacms_app'" in capsys.readouterr().out

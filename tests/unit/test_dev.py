@@ -45,8 +45,8 @@ def commands(c: MockContext) -> list[str]:
     return [call.args[0] for call in c.run.call_args_list]
 
 
-def devcompose(settings, dry_run=False) -> Compose:
-    return Compose.for_settings(settings, dev=True, dry_run=dry_run)
+def devcompose(settings, writes=True) -> Compose:
+    return Compose.for_settings(settings, dev=True, writes=writes)
 
 
 def test_up_starts_dev_compose_waits_and_prints_published_urls(
@@ -83,7 +83,7 @@ def test_missing_dev_image_is_built_from_the_checkout(
     settings, checkout, builder, monkeypatch, capsys, dry
 ):
     monkeypatch.setattr(ops, "missing_images", lambda refs: [r for r in refs if "-dev:" in r])
-    dev.up(dry(MockContext()), settings, devcompose(settings, dry_run=True))
+    dev.up(dry(MockContext()), settings, devcompose(settings, writes=False))
     err = capsys.readouterr().err
     assert "--target dev" in err and "--tag mediacms/mediacms-dev:9.9.9" in err
     assert "--target web" not in err

@@ -42,7 +42,7 @@ def test_compose_writes_the_secret_files_from_env_before_each_command(tmp_path):
 
     (tmp_path / ".env").write_text(ENV)
     c = MockContext(run={re.compile(r".*"): Result("")}, repeat=True)
-    Compose(tmp_path, dry_run=True).run(c, "up")
+    Compose(tmp_path, writes=False).run(c, "up")
     assert not (tmp_path / ".secrets").exists()  # a dry run writes nothing
     Compose(tmp_path, files=("docker-compose-dev.yaml",)).run(c, "up")
     assert not (tmp_path / ".secrets").exists()  # the development file reads none
@@ -90,9 +90,9 @@ def test_each_compose_file_mounts_the_files_written_and_uses_every_one_it_declar
 
 def test_every_command_line_built_writes_them_but_not_beside_another_project(tmp_path):
     """A command line built to be run elsewhere (piped, run by a backup) finds the files
-    too; a 7.x deployment being migrated (ours=False) gets nothing written beside it."""
+    too; a 7.x deployment being migrated (writes=False) gets nothing written beside it."""
     (tmp_path / ".env").write_text(ENV)
-    Compose(tmp_path, ours=False).argv("run", "--rm", "web", "true")
+    Compose(tmp_path, writes=False).argv("run", "--rm", "web", "true")
     assert not (tmp_path / ".secrets").exists()
     Compose(tmp_path).argv("run", "--rm", "web", "true")
     assert (tmp_path / ".secrets" / "secret_key").read_text() == "k"

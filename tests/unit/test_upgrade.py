@@ -81,7 +81,7 @@ def dry_run(tmp_path, monkeypatch, capsys, missing, plan=None) -> tuple[list[lis
     settings = config.load(tmp_path)
     c = MockContext(run={re.compile(r".*psql.*django_migrations.*"): Result("files.0001\n")})
     shell.set_dry(c, True)
-    compose = Compose(tmp_path, dry_run=True)
+    compose = Compose(tmp_path, writes=False)
     upgrade.upgrade(c, compose, settings, backups=tmp_path / "b", to="8.4.0", build=True,
                     source=str(config.ROOT / "tests" / "app"))  # fmt: skip
     out = capsys.readouterr()

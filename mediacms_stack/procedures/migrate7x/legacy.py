@@ -42,7 +42,7 @@ class OldDeployment:
         )
         if compose_file is None:
             raise StackError(f"{tree} has no docker-compose.yaml: not a 7.x Docker deployment")
-        compose = Compose(tree, (compose_file,), project=None, ours=False)
+        compose = Compose(tree, (compose_file,), project=None, writes=False)
         config = json.loads(compose.query(c, "config", "--format", "json") or "{}")
         if db_service not in config.get("services", {}):
             raise StackError(f"{tree}/{compose_file} has no '{db_service}' service")
