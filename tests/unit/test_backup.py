@@ -49,19 +49,26 @@ def _tar_gz(*entries: tuple[str, bytes]) -> bytes:
     return packed.getvalue()
 
 
-def fake_run(calls, *, payload=None, stderr=MANIFEST_STDERR, exited=0):
-    """shell.run stand-in: writes ``payload`` where the command's stdout was redirected
-    (by default a fake dump, or for the media archive an empty .tar.gz)."""
+class Streams(Context):
+    """A context whose commands write where their stdout was redirected: ``payloads`` in
+    turn, then a fake dump (or for the media archive an empty .tar.gz); each command is
+    kept in ``calls`` as (argv, stdout_to, the keywords c.run was given)."""
 
-    def run(c, argv, stdout_to=None, **kwargs):
-        calls.append((list(argv), stdout_to, kwargs))
-        if exited == 0:
+    def __init__(self, *payloads: bytes, stderr: str = MANIFEST_STDERR, exited: int = 0):
+        super().__init__()
+        self.payloads, self.stderr, self.exited = list(payloads), stderr, exited
+        self.calls: list[tuple[list[str], str, dict]] = []
+
+    def run(self, command: str, **kwargs) -> Result:
+        *argv, redirect, stdout_to = shlex.split(command)
+        assert redirect == ">"
+        self.calls.append((argv, stdout_to, kwargs))
+        if self.exited == 0:
             media = "backup-media" in argv
             with open(stdout_to, "ab") as handle:
-                handle.write(payload or (_tar_gz() if media else b"PGDMP-fake"))
-        return Result(stderr=stderr, exited=exited)
-
-    return run
+                handle.write(self.payloads.pop(0) if self.payloads else
+                             _tar_gz() if media else b"PGDMP-fake")  # fmt: skip
+        return Result(stderr=self.stderr, exited=self.exited)
 
 
 def test_snapshot_dump_is_one_exec_in_the_db_container(tmp_path):
@@ -126,12 +133,11 @@ def test_checksum_is_computed_again_when_the_hasher_missed_bytes(tmp_path):
     assert artifacts.checksum_of(target, hasher) == hashlib.sha256(target.read_bytes()).hexdigest()
 
 
-def test_backup_db_streams_to_temp_name_then_renames(tmp_path, monkeypatch):
+def test_backup_db_streams_to_temp_name_then_renames(tmp_path):
     settings = bare(tmp_path, MEDIACMS_VERSION="8.3.2")
-    calls = []
-    monkeypatch.setattr("mediacms_stack.engines.shell.run", fake_run(calls))
-    dump = backup.backup_db(MockContext(), Compose(tmp_path), settings, tmp_path / "b")
-    [(argv, target, _)] = calls  # one command: counts, migrations and the dump together
+    c = Streams()
+    dump = backup.backup_db(c, Compose(tmp_path), settings, tmp_path / "b")
+    [(argv, target, _)] = c.calls  # one command: counts, migrations and the dump together
     assert target.endswith(".partial") and "pg-dump" in argv
     assert dump.read_bytes() == b"PGDMP-fake" and not list((tmp_path / "b").glob(".*"))
     artifacts.verify_checksum(dump)
@@ -164,17 +170,16 @@ def test_backup_db_dry_run_prints_the_command_only(tmp_path, capsys, dry):
     assert not (tmp_path / "b").exists()  # a dry run writes nothing, not even the folder
 
 
-def test_backup_media_streams_tar_gz_into_a_checksummed_file(tmp_path, monkeypatch):
-    calls = []
+def test_backup_media_streams_tar_gz_into_a_checksummed_file(tmp_path):
     payload = _tar_gz(("./original/a.mp4", b"video"), ("./.dot", b""))
-    monkeypatch.setattr("mediacms_stack.engines.shell.run", fake_run(calls, payload=payload))
-    archive = backup.backup_media(MockContext(), Compose(tmp_path), tmp_path / "m")
-    [(argv, target, kwargs)] = calls
+    c = Streams(payload)
+    archive = backup.backup_media(c, Compose(tmp_path), tmp_path / "m")
+    [(argv, target, kwargs)] = c.calls
     assert argv[argv.index("run") :][:10] == ["run", "--rm", "--no-deps", "-T", "--entrypoint",
                                               "sh", "web", "-c", backup.ARCHIVE_SCRIPT,
                                               "backup-media"]  # fmt: skip
     assert "--create" in argv and "--gzip" in argv and "--numeric-owner" in argv
-    assert target.endswith(".partial") and "hide" not in kwargs  # tar's progress stays visible
+    assert target.endswith(".partial") and not kwargs["hide"]  # tar's progress stays visible
     assert archive.name.endswith(".tar.gz") and archive.read_bytes() == payload
     artifacts.verify_checksum(archive)
     manifest = json.loads(archive.with_name(archive.name + ".manifest.json").read_text())
@@ -214,20 +219,18 @@ def test_media_archive_refuses_what_a_restore_would_refuse(tmp_path):
     assert "/etc/passwd" in done.stderr.decode()  # a link's target is named
 
 
-def test_backup_media_refusal_names_each_entry_and_writes_nothing(tmp_path, monkeypatch):
+def test_backup_media_refusal_names_each_entry_and_writes_nothing(tmp_path):
     said = "refused: ./original/x.mp4 (l, mode 777, 1 links) /etc/passwd\nrefused: ./p (p, mode 644, 1 links) \n"
-    monkeypatch.setattr("mediacms_stack.engines.shell.run", fake_run([], stderr=said, exited=65))
     with pytest.raises(
         StackError, match=r"(?s)refused, no file written.*\./original/x\.mp4 .*/etc/passwd.*\./p "
     ):
-        backup.backup_media(MockContext(), Compose(tmp_path), tmp_path / "m")
+        backup.backup_media(Streams(stderr=said, exited=65), Compose(tmp_path), tmp_path / "m")
     assert list((tmp_path / "m").iterdir()) == []
 
 
-def test_backup_media_failure_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr("mediacms_stack.engines.shell.run", fake_run([], exited=2))
+def test_backup_media_failure_leaves_nothing(tmp_path):
     with pytest.raises(StackError, match="no file written"):
-        backup.backup_media(MockContext(), Compose(tmp_path), tmp_path / "m")
+        backup.backup_media(Streams(exited=2), Compose(tmp_path), tmp_path / "m")
     assert list((tmp_path / "m").iterdir()) == []
 
 
@@ -551,16 +554,6 @@ def test_restore_all_checks_every_archive_before_anything_changes(tmp_path):
 
 
 def test_full_backup_folder_is_700_and_every_file_600(tmp_path, monkeypatch):
-    calls = []
-    payloads = iter([b"PGDMP-fake", _tar_gz()])
-
-    def run(c, argv, stdout_to=None, **kwargs):
-        calls.append(argv)
-        with open(stdout_to, "ab") as handle:
-            handle.write(next(payloads))
-        return Result(stderr=MANIFEST_STDERR)
-
-    monkeypatch.setattr("mediacms_stack.engines.shell.run", run)
     monkeypatch.setenv("MEDIACMS_HOME", str(tmp_path))
     monkeypatch.setattr("os.umask", lambda mask: 0)  # not used by us; the modes are explicit
     (tmp_path / "custom").mkdir()
@@ -571,8 +564,9 @@ def test_full_backup_folder_is_700_and_every_file_600(tmp_path, monkeypatch):
     (tmp_path / "backups").mkdir(mode=0o755)
     (tmp_path / "backups").chmod(0o755)  # made by an older version
     settings = config.Settings(tmp_path, {}, env)
-    folder = backup.backup_all(MockContext(), Compose(tmp_path), settings, tmp_path / "backups")
-    assert len(calls) == 2
+    c = Streams(b"PGDMP-fake", _tar_gz())
+    folder = backup.backup_all(c, Compose(tmp_path), settings, tmp_path / "backups")
+    assert len(c.calls) == 2
     modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode)
              for p in [tmp_path / "backups", *(tmp_path / "backups").rglob("*")]}  # fmt: skip
     names = {name.rsplit("/", 1)[-1] for name in modes}
@@ -583,10 +577,9 @@ def test_full_backup_folder_is_700_and_every_file_600(tmp_path, monkeypatch):
     assert files.check_tar(folder / "custom.tar.gz") == 2
 
 
-def test_custom_with_a_symlink_is_refused_at_backup_time(tmp_path, monkeypatch):
-    monkeypatch.setattr("mediacms_stack.engines.shell.run", fake_run([]))
+def test_custom_with_a_symlink_is_refused_at_backup_time(tmp_path):
     (tmp_path / "custom").mkdir()
     (tmp_path / "custom" / "logo.png").symlink_to("/etc/passwd")
     with pytest.raises(StackError, match=r"custom/logo\.png is a symbolic link"):
-        backup.backup_all(MockContext(), Compose(tmp_path), bare(tmp_path),
+        backup.backup_all(Streams(), Compose(tmp_path), bare(tmp_path),
                           tmp_path / "backups")  # fmt: skip
