@@ -3,10 +3,10 @@
 Every docker and compose call of the project goes through :func:`run`, so every task
 shows the command it runs and honours ``--dry-run``. Whether a task is a dry run travels
 on its invoke Context, as invoke's own ``run.dry`` setting (:func:`dry`, set once per task
-by tasks.py's ``task`` decorator): a dry run prints each command and runs none of them but
-the read-only ones its plan needs, which say so (``query=True``). Commands are argument lists;
-they are turned into one shell-quoted string only here. By default each command is
-shown on one line (compose's project options left out, scripts as ``<N-line script>``);
+by tasks.py's ``task`` decorator): a dry run prints each command and runs none of them
+but the read-only ones its plan needs, which say so (``query=True``). Commands are
+argument lists; they are turned into one shell-quoted string only here. By default each
+command is shown on one line (compose's project options left out, scripts as ``<N-line script>``);
 verbose (``invoke --echo TASK`` or MEDIACMS_VERBOSE=1) shows it whole.
 
 What the package says to the operator goes through :func:`say`, tagged with the task the

@@ -188,7 +188,7 @@ def build(
     built = []
     # Each version is staged in a folder of its own: builds of one version take turns.
     stage = locks.Stage.of(settings)
-    with _staging_lock(root, stage, dry_run=dry(c)):
+    with _staging_lock(c, root, stage):
         tree = stage_source(c, root, source, stage)
         revision, stack_rev = source_revision(root, source, stage), stack_revision(root)
         gate_media = media_auth(tree)
@@ -215,14 +215,14 @@ def build(
 def relock(c: Context, settings: Settings, *, source: str, ca_bundle: str = "") -> Path:
     """Stage the tree and resolve its requirements anew (`invoke lock`)."""
     stage = locks.Stage.of(settings)
-    with _staging_lock(ROOT, stage, dry_run=dry(c)):
+    with _staging_lock(c, ROOT, stage):
         tree = stage_source(c, ROOT, source, stage)
         return locks.resolve(c, settings, tree, ca_bundle=ca_bundle)
 
 
 @contextmanager
-def _staging_lock(root: Path, stage: locks.Stage, *, dry_run: bool) -> Iterator[None]:
-    if dry_run:
+def _staging_lock(c: Context, root: Path, stage: locks.Stage) -> Iterator[None]:
+    if dry(c):
         yield
         return
     (root / stage.folder).mkdir(parents=True, exist_ok=True)
