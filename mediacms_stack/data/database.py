@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from invoke.context import Context
 
 from ..engines.compose import Compose
-from ..engines.shell import run, wait_until
+from ..engines.shell import poll, run
 from ..stack.config import Settings
 from ..stack.errors import StackError
 
@@ -180,8 +180,8 @@ class Database:
         """Until the server accepts connections over TCP (during its first start the
         image's setup runs a server on the socket only, which is not it yet)."""
         argv = self.exec_argv("pg_isready", "-h", "127.0.0.1", "-U", self.user)
-        wait_until(lambda: run(c, argv, query=True, hide=True, warn=True, in_stream=False).ok,
-                   timeout=timeout, interval=1, what=f"{what} did not accept connections")  # fmt: skip
+        poll(c, argv, lambda result: result.ok, timeout=timeout, interval=1,
+             what=f"{what} did not accept connections", hide=True, warn=True, in_stream=False)  # fmt: skip
 
     def dump_argv(self) -> list[str]:
         """Plain pg_dump (custom format) to stdout."""

@@ -110,31 +110,52 @@ def run(
     warn: bool = False,
     env: Mapping[str, str] | None = None,
     pty: bool = False,
+    shown: bool = True,
     **kwargs: Any,
 ) -> Result | None:
     """Print and run ``argv``; in a dry run (:func:`dry`) only print it, unless it is a
     ``query``: a command that changes nothing, whose answer the dry run's plan needs.
+    ``shown=False`` only for :func:`poll`'s tries, which it has printed once.
 
     ``stdout_to``/``stdin_from`` add a shell redirection (quoted) and ``pipe_from`` a
     producer piped into ``argv`` (either failing fails the whole), which keeps large
     streams (database dumps, tarballs) out of Python entirely.
     """
     command = quote(argv)
-    shown = command if _verbose else brief(argv)
+    line = _shown(argv)
     if pipe_from is not None:
         command = f"set -o pipefail; {quote(pipe_from)} | {command}"
-        shown = f"{quote(pipe_from) if _verbose else brief(pipe_from)} | {shown}"
+        line = f"{_shown(pipe_from)} | {line}"
     redirections = ""
     if stdin_from is not None:
         redirections += f" < {shlex.quote(stdin_from)}"
     if stdout_to is not None:
         redirections += f" > {shlex.quote(stdout_to)}"
     command += redirections
-    announce(shown + redirections)
+    if shown:
+        announce(line + redirections)
     if dry(c) and not query:
         return None
     return c.run(command, hide=hide, warn=warn, env=dict(env or {}), pty=pty, echo=False,
                  dry=False, **kwargs)  # fmt: skip
+
+
+def _shown(argv: Sequence[str]) -> str:
+    return quote(argv) if _verbose else brief(argv)
+
+
+def poll(c: Context, argv: Sequence[str], ok: Callable[[Result], bool], *, timeout: float,
+         interval: float, what: str, **kwargs: Any) -> Result:  # fmt: skip
+    """Run the read-only ``argv`` until ``ok`` accepts its result, and return that result;
+    printed once, not at every try. After ``timeout`` seconds, :func:`wait_until`'s error
+    saying ``what`` did not happen."""
+    announce(f"{_shown(argv)}  (every {interval:g}s, {timeout:g}s at most)")
+
+    def accepted() -> Result | None:
+        result = run(c, argv, query=True, shown=False, **kwargs)
+        return result if result is not None and ok(result) else None
+
+    return wait_until(accepted, timeout=timeout, interval=interval, what=what)
 
 
 def wait_until(check: Callable[[], T], *, timeout: float, interval: float, what: str) -> T:

@@ -51,3 +51,24 @@ def test_a_task_tags_what_it_says_with_its_name_until_it_ends(capsys):
     show_tag(MockContext())
     shell.say("after")
     assert capsys.readouterr().out == "[show-tag] inside\n[mediacms] after\n"
+
+
+def test_a_poll_is_printed_once_runs_in_a_dry_run_and_ends_at_the_awaited_answer(capsys):
+    from invoke import Result
+
+    answers = [Result("LOADING"), Result("LOADING"), Result("PONG")]
+    c = MockContext(run={"redis-cli ping": answers})
+    shell.set_dry(c, True)  # a query: it runs in a dry run too
+    done = shell.poll(c, ["redis-cli", "ping"], lambda r: r.stdout == "PONG", timeout=5,
+                      interval=0.01, what="redis answered PONG")  # fmt: skip
+    assert done.stdout == "PONG"
+    assert capsys.readouterr().err == "$ redis-cli ping  (every 0.01s, 5s at most)\n"
+
+
+def test_a_poll_that_never_gets_its_answer_says_what_did_not_happen():
+    from invoke import Result
+
+    c = MockContext(run={"redis-cli ping": [Result("LOADING")] * 50})
+    with pytest.raises(shell.StackError, match=r"redis answered PONG within 0\.05s"):
+        shell.poll(c, ["redis-cli", "ping"], lambda r: r.stdout == "PONG", timeout=0.05,
+                   interval=0.01, what="redis answered PONG")  # fmt: skip

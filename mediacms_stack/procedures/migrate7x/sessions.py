@@ -6,7 +6,7 @@ from __future__ import annotations
 from invoke.context import Context
 
 from ...engines.compose import Compose
-from ...engines.shell import run, say, wait_until
+from ...engines.shell import poll, run, say
 from ...stack.config import Settings
 from ...stack.errors import StackError
 from ...stack.model import BROKER_DB
@@ -81,8 +81,8 @@ def _redis_answers(c: Context, compose: Compose, service: str, timeout: float = 
     """Whether Redis answers PONG in time (not LOADING: a started Redis reads its dump first)."""
     ping = compose.argv("exec", "-T", service, "redis-cli", "ping")
     try:
-        wait_until(lambda: run(c, ping, query=True, hide=True, warn=True).stdout.strip() == "PONG",
-                   timeout=timeout, interval=0.5, what="redis answered PONG")  # fmt: skip
+        poll(c, ping, lambda result: result.stdout.strip() == "PONG", timeout=timeout,
+             interval=0.5, what="redis answered PONG", hide=True, warn=True)  # fmt: skip
     except StackError:
         return False
     return True
