@@ -9,16 +9,19 @@
 
 Exit 0 when healthy, 1 with a one-line reason otherwise (docker inspect shows it).
 
-The process and Redis checks run every time and cost a few milliseconds. The Celery ping
-and the schedule check import Celery (0.6 CPU-seconds, three containers per stack every
-10 s: a fifth of a core per idle stack), so they run at most once per DEEP_EVERY seconds
-while they pass; a failing one runs again at every check until it passes. A stopped,
-dead or cut-off worker turns unhealthy as fast as before; a worker whose process runs
-but no longer answers, within DEEP_EVERY seconds more.
+The process and Redis checks run every time and cost a few milliseconds. The deeper
+checks run at most once per DEEP_EVERY seconds while they pass, and at every check while
+they fail: the schedule check imports Celery (0.6 CPU-seconds), and the Celery ping asks
+the worker over Redis itself, as Celery's own client would (importing Celery for it
+cost the same 0.6 CPU-seconds, in three containers per stack). A stopped, dead or
+cut-off worker turns unhealthy at once; one whose process runs but no longer answers,
+within DEEP_EVERY seconds more.
 """
 
+import base64
 import dbm
 import importlib
+import json
 import os
 import shelve
 import socket
@@ -27,6 +30,7 @@ import struct
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -101,26 +105,55 @@ def _redis_command(*words):
     )
 
 
-def _redis_ping(url, seconds):
-    """AUTH (when the URL holds a password) and PING; None when Redis answers PONG."""
+class RedisRefused(Exception):
+    """Redis answered an error (its text, "-" first), or closed the connection."""
+
+
+def _reply(replies):
+    """One reply read from the file ``replies``: str, int, bytes, list or None."""
+    line = replies.readline()
+    kind, rest = line[:1], line[1:].rstrip(b"\r\n")
+    if kind == b"-" or not line:
+        raise RedisRefused(line.decode(errors="replace").strip() or "connection closed")
+    if kind == b"+":
+        return rest.decode(errors="replace")
+    if kind == b":":
+        return int(rest)
+    if kind in (b"$", b"*") and int(rest) < 0:
+        return None
+    if kind == b"$":
+        return replies.read(int(rest) + 2)[:-2]
+    if kind == b"*":
+        return [_reply(replies) for _ in range(int(rest))]
+    raise RedisRefused(f"not Redis's protocol: {line[:40]!r}")
+
+
+def _redis(url, seconds, *commands):
+    """Send ``commands`` (lists of words) in one write, after AUTH when the URL holds a
+    password; their replies, in order. Redis runs them in order: a blocking one waits."""
     where = urlsplit(url)
     if where.scheme not in ("redis", "rediss"):
-        return f"cannot probe a {where.scheme}:// broker (redis:// or rediss:// only)"
-    commands = [_redis_command("PING")]
+        raise ValueError(f"cannot probe a {where.scheme}:// broker (redis:// or rediss:// only)")
     if where.password:
         login = [unquote(where.username)] if where.username else []
-        commands.insert(0, _redis_command("AUTH", *login, unquote(where.password)))
+        commands = (["AUTH", *login, unquote(where.password)], *commands)
     host = where.hostname or "localhost"
     with socket.create_connection((host, where.port or 6379), timeout=seconds) as conn:
         if where.scheme == "rediss":
             conn = ssl.create_default_context().wrap_socket(conn, server_hostname=host)
-        conn.sendall(b"".join(commands))
+        conn.sendall(b"".join(_redis_command(*command) for command in commands))
         replies = conn.makefile("rb")
-        for _ in commands:
-            reply = replies.readline().decode(errors="replace").strip()
-            if reply.startswith("-") or not reply:
-                return f"Redis refused: {reply or 'connection closed'}"
-    return None if reply == "+PONG" else f"Redis answered {reply[:40]!r} to PING"
+        answers = [_reply(replies) for _ in commands]
+    return answers[1:] if where.password else answers
+
+
+def _redis_ping(url, seconds):
+    """AUTH (when the URL holds a password) and PING; None when Redis answers PONG."""
+    try:
+        [reply] = _redis(url, seconds, ["PING"])
+    except (RedisRefused, ValueError) as refused:
+        return f"Redis refused: {refused}" if isinstance(refused, RedisRefused) else str(refused)
+    return None if reply == "PONG" else f"Redis answered {str(reply)[:40]!r} to PING"
 
 
 def broker_reachable(seconds=4.0):
@@ -161,14 +194,55 @@ def main_process(role, proc="/proc/1"):
     return None
 
 
-def answers_ping(node):
-    from celery import Celery  # the worker image's venv has it
+#: kombu's Redis transport: where Celery's control exchange keeps its bindings, and
+#: the separator of a binding's routing key, pattern and queue
+PIDBOX_BINDINGS = "_kombu.binding.reply.celery.pidbox"
+KOMBU_SEP = "\x06\x16"
 
+
+def answers_ping(node, seconds=5):
+    """The worker ``node``@<hostname> answers a Celery ping, asked as `celery inspect ping`
+    asks it over Redis (kombu's pidbox: a broadcast on the control channel, the answer
+    pushed to a reply queue bound for this one question), without importing Celery."""
     target = f"{node}@{socket.gethostname()}"
-    app = Celery(broker=_broker())
-    replies = app.control.ping(destination=[target], timeout=5)
-    if not any(target in reply for reply in replies):
-        return f"no ping reply from {target}"
+    url = _broker()
+    db = urlsplit(url).path.strip("/") or "0"
+    oid, ticket = uuid.uuid4().hex, str(uuid.uuid4())
+    queue = f"{oid}.reply.celery.pidbox"
+    binding = KOMBU_SEP.join([oid, "", queue])
+    question = {"method": "ping", "arguments": {}, "destination": [target], "pattern": None,
+                "matcher": None, "ticket": ticket,
+                "reply_to": {"exchange": "reply.celery.pidbox", "routing_key": oid}}  # fmt: skip
+    message = {
+        "body": base64.b64encode(json.dumps(question).encode()).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {"clock": 1, "expires": time.time() + seconds},
+        "properties": {
+            "delivery_mode": 1,
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_info": {"exchange": "celery.pidbox", "routing_key": ""},
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    replies = _redis(
+        url, seconds + 3,
+        ["SELECT", db],
+        ["SADD", PIDBOX_BINDINGS, binding],
+        ["PUBLISH", f"/{db}.celery.pidbox", json.dumps(message)],
+        ["BRPOP", queue, str(seconds)],
+        ["DEL", queue],
+        ["SREM", PIDBOX_BINDINGS, binding],
+    )  # fmt: skip
+    if replies[3] is None:
+        return f"no ping reply from {target} within {seconds}s"
+    answer = json.loads(replies[3][1])
+    body = answer["body"]
+    if answer.get("properties", {}).get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    if answer.get("headers", {}).get("ticket") != ticket or target not in json.loads(body):
+        return f"no ping reply from {target}: {str(body)[:80]!r}"
     return None
 
 

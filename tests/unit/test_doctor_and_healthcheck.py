@@ -232,7 +232,12 @@ def test_the_expensive_check_runs_once_a_minute_while_it_passes_and_every_time_i
 
 
 def _one_reply_server(replies: list[bytes]):
-    """A listening socket that reads one request and sends ``replies``: what Redis says."""
+    return _answering_server(lambda received: replies)
+
+
+def _answering_server(answer):
+    """A listening socket that reads one request and sends what ``answer`` makes of it:
+    what Redis says."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
@@ -241,8 +246,8 @@ def _one_reply_server(replies: list[bytes]):
     def serve():
         conn, _ = server.accept()
         with conn:
-            received.append(conn.recv(4096))
-            conn.sendall(b"".join(replies))
+            received.append(conn.recv(65536))
+            conn.sendall(b"".join(answer(received[-1])))
 
     import threading
 
@@ -303,3 +308,66 @@ def test_whole_numbers_of_the_env_are_checked_before_anything_starts(home):
         StackError, match=r"^numbers: HTTP_PORT='70000' \(a whole number from 1 to 65535\); UPLOAD"
     ):
         doctor.require(settings, "numbers")
+
+
+def _bulk(data: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def test_the_celery_ping_asks_over_redis_as_celery_does_and_reads_the_answer(monkeypatch):
+    """answers_ping: one write (log in, bind a reply queue, broadcast, wait, clean up) and
+    the worker's answer read back; a real worker answers it in the e2e and acceptance tiers."""
+    import base64
+    import json
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "box")
+    sent = {}
+
+    def answer(received: bytes) -> list[bytes]:
+        words = received.split(b"\r\n")
+        question = json.loads(words[words.index(b"PUBLISH") + 4])
+        asked = json.loads(base64.b64decode(question["body"]))
+        sent.update(asked=asked, words=words)
+        reply = {"body": base64.b64encode(json.dumps({"short@box": {"ok": "pong"}}).encode()).decode(),
+                 "headers": {"ticket": asked["ticket"]}, "properties": {"body_encoding": "base64"}}  # fmt: skip
+        queue = f"{asked['reply_to']['routing_key']}.reply.celery.pidbox".encode()
+        return [b"+OK\r\n", b"+OK\r\n", b":1\r\n", b":1\r\n",
+                b"*2\r\n" + _bulk(queue) + _bulk(json.dumps(reply).encode()), b":1\r\n", b":1\r\n"]  # fmt: skip
+
+    server, _ = _answering_server(answer)
+    with server:
+        monkeypatch.setenv("REDIS_LOCATION", f"redis://:pw@127.0.0.1:{server.getsockname()[1]}/3")
+        assert healthcheck.answers_ping("short") is None
+    asked, words = sent["asked"], sent["words"]
+    assert asked["method"] == "ping" and asked["destination"] == ["short@box"]
+    assert asked["reply_to"]["exchange"] == "reply.celery.pidbox"
+    commands = [
+        w
+        for w in words
+        if w in (b"AUTH", b"SELECT", b"SADD", b"PUBLISH", b"BRPOP", b"DEL", b"SREM")
+    ]
+    assert commands == [b"AUTH", b"SELECT", b"SADD", b"PUBLISH", b"BRPOP", b"DEL", b"SREM"]
+    assert b"/3.celery.pidbox" in words and b"3" in words  # the broker's database
+
+
+def test_a_celery_ping_without_an_answer_or_with_another_ticket_fails(monkeypatch):
+    for brpop, problem in ((b"*-1\r\n", "no ping reply from short@box within 5s"),
+                           (b"*2\r\n" + _bulk(b"q") + _bulk(b'{"body": "{}", "headers": {"ticket": "x"}}'),
+                            "no ping reply from short@box: '{}'")):  # fmt: skip
+        monkeypatch.setattr(socket, "gethostname", lambda: "box")
+        server, _ = _answering_server(lambda received, brpop=brpop: [
+            b"+OK\r\n", b":1\r\n", b":1\r\n", brpop, b":1\r\n", b":1\r\n"])  # fmt: skip
+        with server:
+            monkeypatch.setenv("REDIS_LOCATION", f"redis://127.0.0.1:{server.getsockname()[1]}/1")
+            assert healthcheck.answers_ping("short") == problem
+
+
+def test_redis_replies_of_every_kind_are_read():
+    import io
+
+    replies = io.BytesIO(b"+OK\r\n:42\r\n$3\r\nab\n\r\n$-1\r\n*2\r\n:1\r\n*-1\r\n")
+    assert [healthcheck._reply(replies) for _ in range(5)] == ["OK", 42, b"ab\n", None, [1, None]]
+    with pytest.raises(healthcheck.RedisRefused, match="-NOAUTH"):
+        healthcheck._reply(io.BytesIO(b"-NOAUTH Authentication required.\r\n"))
+    with pytest.raises(healthcheck.RedisRefused, match="connection closed"):
+        healthcheck._reply(io.BytesIO(b""))
