@@ -1,9 +1,8 @@
 """`invoke upgrade-postgres` on a stack created on PostgreSQL 15 (the stand-in built from
-Debian bookworm's archive, what 7.x deployments ran; 13 from bullseye's with
-UPGRADE_POSTGRES_FROM=13), with users, an uploaded video and an extension: the dry run
-and bad input change nothing; the upgrade moves the cluster to 17 in a new volume and
-every check holds; a second run says so and changes nothing; `--rollback` returns to the
-old major with the data, and the 17 volume stays until removed.
+Debian bookworm's archive, what 7.x deployments ran), with users, an uploaded video and
+an extension: the dry run and bad input change nothing; the upgrade moves the cluster
+to 17 in a new volume and every check holds; a second run says so and changes nothing;
+`--rollback` returns to 15 with the data, and the 17 volume stays until removed.
 """
 
 from __future__ import annotations
@@ -25,9 +24,7 @@ from tests.uploads import post_patiently
 
 pytestmark = pytest.mark.e2e
 
-#: CI moves 15 (7.x's later deployments); UPGRADE_POSTGRES_FROM=13 (the earlier ones, from
-#: Debian bullseye's archive) runs the same tests from 13
-OLD_MAJOR = os.environ.get("UPGRADE_POSTGRES_FROM", "15")
+OLD_MAJOR = "15"
 OLD_IMAGE = bootstrap.old_postgres_image(OLD_MAJOR)
 NEW_IMAGE = bootstrap.LOCAL_IMAGES["POSTGRES_IMAGE"]
 ALICE_PASSWORD = "alice-Pg-pw-15"
