@@ -458,7 +458,8 @@ def acceptance_dev(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Measured side-by-side ratios (images, rebuilds, start-up, backups, 7.x migration,
-    media gate) and what visitors see while containers are replaced (availability)."""
+    media gate, uWSGI against gunicorn) and what visitors see while containers are
+    replaced (availability)."""
     env = _engine_and_base(session)
     session.run("invoke", "build", env=env)
     session.run("python", "tests/bench/run.py", *session.posargs, env=env)
@@ -475,6 +476,7 @@ def bench(session: nox.Session) -> None:
         tree_env = _tree_env(session, tree)
         session.run("invoke", "build", *PRODUCTION_BUILD, env=tree_env)
         session.run("python", "tests/bench/real.py", env=tree_env)
+        session.run("python", "tests/bench/appserver.py", env=tree_env)
 
 
 @nox.session
