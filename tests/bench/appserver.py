@@ -43,8 +43,8 @@ from tests.acceptance.client import make_clip, wait_ready
 from tests.bench.load import PINNED, address
 from tests.e2e.conftest import ADMIN_PASSWORD, new_deployment
 
-ROUNDS = 3
-SECONDS = 8
+ROUNDS = 2
+SECONDS = 6
 CLIENTS = (1, 8, 64)
 SLOW_CLIENTS = 32
 GUNICORN = ["gunicorn", "cms.wsgi:application", "--workers=2", "--threads=2",
@@ -271,9 +271,9 @@ def main() -> None:
             for page, (path, lua) in pages.items():
                 for clients in CLIENTS:
                     for server, url in urls.items():  # alternated: drift hits both alike
-                        taken.setdefault((page, clients, server), []).append(
-                            wrk(url + path, clients, host, lua)
-                        )
+                        got = wrk(url + path, clients, host, lua)
+                        taken.setdefault((page, clients, server), []).append(got)
+                        print(f"  [{page}, {clients} clients, {server}] {got}", flush=True)
         for page in pages:
             for clients in CLIENTS:
                 row = {}
@@ -284,12 +284,17 @@ def main() -> None:
                 u, g = row["uwsgi"], row["gunicorn"]
                 report(
                     f"{page}, {clients} clients: req/s uWSGI vs gunicorn",
-                    f"{u['rps']:7.1f} vs {g['rps']:7.1f}: ratio {g['rps'] / u['rps']:.2f}",
+                    f"{u['rps']:7.1f} vs {g['rps']:7.1f}: ratio "
+                    + (f"{g['rps'] / u['rps']:.2f}" if u["rps"] else "- (uWSGI answered nothing)"),
                 )
                 report("  p50 / p99 ms, failed answers (all rounds)",
                        f"uWSGI {u['p50']:.0f} / {u['p99']:.0f}, {u['failed']:.0f}; "
                        f"gunicorn {g['p50']:.0f} / {g['p99']:.0f}, {g['failed']:.0f}")  # fmt: skip
         for server, container in servers.items():
+            logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
+            replaced = len(re.findall(r"(?:Respawned|spawned) uWSGI worker|Booting worker",
+                                      logs.stdout + logs.stderr))  # fmt: skip
+            report(f"workers {server} started (its first ones included)", str(replaced))
             count, pss = memory(container)
             report(f"memory of {server} after the load", f"{count} processes, PSS {pss:.0f} MiB")
         for server, url in urls.items():
