@@ -1,6 +1,9 @@
 #!/bin/sh
 # One-shot job of the `migrations` service; web, beat and the workers start only after
 # it exits 0. Safe to run any number of times:
+#   0. wait for the database, at most DATABASE_WAIT_SECONDS (default 300): compose starts
+#      this job once db is healthy, but Swarm has no depends_on, names db in its DNS only
+#      once db is healthy, and a first start there (image pulled, initdb) can take minutes;
 #   1. apply Django migrations;
 #   2. on a fresh database (no user yet) load the encoding profiles and categories and
 #      create the admin from ADMIN_USER / ADMIN_EMAIL / ADMIN_PASSWORD; an unset
@@ -23,9 +26,26 @@ echo "migrations: applying Django migrations"
 exec python manage.py shell -c '
 import os
 import secrets
+import time
 
 from django.core.management import call_command
+from django.db import OperationalError, connection
 from users.models import User
+
+bound = float(os.environ.get("DATABASE_WAIT_SECONDS") or 300)
+deadline = time.monotonic() + bound
+said = False
+while True:
+    try:
+        connection.ensure_connection()
+        break
+    except OperationalError as error:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"migrations: the database did not answer in {bound:.0f}s: {error}")
+        if not said:
+            print(f"migrations: waiting for the database ({str(error).strip()})", flush=True)
+            said = True
+        time.sleep(2)
 
 call_command("migrate", interactive=False)
 if User.objects.exists():

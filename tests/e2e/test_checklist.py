@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import http.client
 import re
+import secrets
+import subprocess
 import time
 
 import pytest
@@ -53,6 +55,47 @@ def test_migrations_ran_once_and_succeeded(stack):
     assert "admin True True" in said, said
     plan = stack.dc("exec", "-T", "web", "python", "manage.py", "showmigrations", "--plan").stdout
     assert "[X]" in plan and "[ ]" not in plan
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
+
+
+def test_migrations_wait_for_a_late_database_then_run(stack):
+    """Started before its database answers (as on Swarm, which has no depends_on), the job
+    waits for it and then runs; one that never answers ends it non-zero, saying why."""
+    late = f"mcms-late-db-{secrets.token_hex(4)}"
+    job = f"{late}-job"
+    db = stack.dc("ps", "-q", "db").stdout.strip()
+    docker("network", "create", "--internal", late)
+    try:
+        stack.dc("run", "--detach", "--no-deps", "--name", job, "-e", f"POSTGRES_HOST={late}",
+                 "-e", "DATABASE_WAIT_SECONDS=120", "migrations")  # fmt: skip
+        docker("network", "connect", late, job)
+        deadline = time.monotonic() + 60
+        while "waiting for the database" not in docker("logs", job).stdout:
+            assert time.monotonic() < deadline, docker("logs", job).stdout
+            time.sleep(1)
+        docker("network", "connect", "--alias", late, late, db)
+        status = docker("wait", job).stdout.strip()
+        logs = docker("logs", job).stdout
+        assert status == "0", logs
+        assert logs.count("waiting for the database") == 1, logs
+        assert "existing database, fixtures and admin left as they are" in logs, logs
+        assert logs.rstrip().endswith("migrations: done"), logs
+    finally:
+        docker("rm", "--force", job, check=False)
+        docker("network", "disconnect", "--force", late, db, check=False)
+        docker("network", "rm", late, check=False)
+
+    started = time.monotonic()
+    never = stack.dc("run", "--rm", "--no-deps", "-e", "POSTGRES_HOST=nowhere.invalid",
+                     "-e", "DATABASE_WAIT_SECONDS=4", "migrations", check=False)  # fmt: skip
+    took = time.monotonic() - started
+    said = never.stdout + never.stderr
+    assert never.returncode != 0 and 4 <= took < 90, (took, said)
+    assert "the database did not answer in 4s" in said, said
+    assert "migrations: done" not in said, said
 
 
 def test_static_files_load_through_nginx(stack):

@@ -168,13 +168,13 @@ def deployment(cluster, tmp_path_factory) -> Deployment:
 
 
 #: What a failed test's report shows of each service: its tasks, and its last log lines.
-TOLD = {"web": 60, "nginx": 40}
+TOLD = {"migrations": 40, "db": 30, "web": 30, "nginx": 30}
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    """A failed test that used the deployment reports where its tasks run and the last
-    lines web and nginx wrote (every node's, through the manager)."""
+    """A failed test that used the deployment reports where the tasks of the services in
+    TOLD run and the last lines they wrote (every node's, through the manager)."""
     report = yield
     deployment = getattr(item, "funcargs", {}).get("deployment")
     if report.failed and isinstance(deployment, Deployment):
