@@ -722,10 +722,12 @@ def swarm_init(c, advertise_addr=None, data_node=None, dry_run=False):
     "timeout": "seconds to wait for every service to be healthy (Default: 600)",
 })  # fmt: skip
 def swarm_deploy(c, timeout=600, dry_run=False):
-    """Check registry, shared media and data node, deploy docker-stack.yaml, wait healthy."""
+    """Check registry, shared media and data node, deploy docker-stack.yaml, wait healthy
+    (a stack of one database role first gets MediaCMS's plain role, as upgrade does)."""
     from mediacms_stack.engines import swarm
+    from mediacms_stack.procedures import swarmroles
 
-    swarm.deploy(c, _settings(), timeout=float(timeout))
+    swarm.deploy(c, swarmroles.separate_roles(c, _settings()), timeout=float(timeout))
 
 
 @task(name="scale", exclusive=True, positional=["counts"],
@@ -752,10 +754,12 @@ def swarm_status(c):
     "timeout": "seconds to wait for the rolling update (Default: 900)",
 })  # fmt: skip
 def swarm_update(c, to, timeout=900, dry_run=False):
-    """Rolling update to VERSION (start-first, health-gated, rolled back by Swarm on failure)."""
+    """Rolling update to VERSION (start-first, health-gated, rolled back by Swarm on failure;
+    a stack of one database role first gets MediaCMS's plain role, as upgrade does)."""
     from mediacms_stack.engines import swarm
+    from mediacms_stack.procedures import swarmroles
 
-    swarm.update(c, _settings(), to, timeout=float(timeout))
+    swarm.update(c, swarmroles.separate_roles(c, _settings(), to), to, timeout=float(timeout))
 
 
 @task(name="rollback", exclusive=True)

@@ -129,16 +129,23 @@ def test_tmpfs_size_reaches_every_service_that_takes_it(deployment):
         assert tmp["TmpfsOptions"]["SizeBytes"] == size, (name, tmp)
 
 
+def mediacms_role(deployment: Deployment) -> str:
+    """``super|createrole|createdb|owner of the database`` of MediaCMS's role, as .env names
+    it (``f|f|f|mediacms``: a plain role owning its database)."""
+    settings = deployment.settings
+    sql = ("SELECT rolsuper, rolcreaterole, rolcreatedb, (SELECT datdba::regrole::text FROM "
+           "pg_database WHERE datname = current_database()) FROM pg_roles "
+           "WHERE rolname = current_user")  # fmt: skip
+    return deployment.docker("exec", db_container(deployment), "psql", "-U",
+                             settings.require("POSTGRES_USER"), "-d",
+                             settings.get("POSTGRES_DB", "mediacms"), "-At", "-c", sql).stdout.strip()  # fmt: skip
+
+
 def test_mediacms_is_a_plain_database_role(deployment):
     settings = deployment.settings
     user, superuser = settings.require("POSTGRES_USER"), settings.require("POSTGRES_SUPERUSER")
     assert user != superuser
-    sql = ("SELECT rolsuper, rolcreaterole, rolcreatedb, (SELECT datdba::regrole::text FROM "
-           "pg_database WHERE datname = current_database()) FROM pg_roles "
-           "WHERE rolname = current_user")  # fmt: skip
-    role = deployment.docker("exec", db_container(deployment), "psql", "-U", user, "-d",
-                             settings.get("POSTGRES_DB", "mediacms"), "-At", "-c", sql).stdout  # fmt: skip
-    assert role.strip() == f"f|f|f|{user}", role
+    assert mediacms_role(deployment) == f"f|f|f|{user}"
 
 
 def task_addresses(deployment: Deployment, service: str) -> dict[str, list[str]]:
@@ -403,7 +410,13 @@ def test_backup_wipe_deploy_restore_round_trip(deployment, cluster, uploaded, tm
     assert json.loads((folder / "manifest.json").read_text())["project"] == STACK
 
     wipe(deployment, cluster)
+    # made again as a stack of before the role split: .env names no superuser, so the one
+    # role, MediaCMS's, initialises the cluster (swarm.update splits it, below)
+    env = deployment.home / ".env"
+    env.write_text("".join(line for line in env.read_text().splitlines(keepends=True)
+                           if not line.startswith("POSTGRES_SUPERUSER")))  # fmt: skip
     deployment.invoke("swarm.deploy", "--timeout", "900")
+    assert mediacms_role(deployment) == "t|t|t|mediacms"
     assert row_counts(deployment)["files_media"] == 0 and media_checksums(cluster) == {}
     assert not logs_in(deployment, cluster.manager, backed_up_password)
 
@@ -652,7 +665,10 @@ def retag(deployment, source: str, target: str, web_change: str | None = None) -
         deployment.docker("push", new)
 
 
-def test_rolling_update_of_web_fails_no_request(deployment, cluster):
+def test_rolling_update_of_web_fails_no_request(deployment, cluster, uploaded):
+    """Also the role split of a stack of one role (the round trip above made it so): the
+    update gives MediaCMS its plain role, under the same load."""
+    assert "POSTGRES_SUPERUSER" not in deployment.settings.values
     version = deployment.settings.version
     retag(deployment, version, f"{version}-next")
     before = update_statuses(deployment)
@@ -683,6 +699,13 @@ def test_rolling_update_of_web_fails_no_request(deployment, cluster):
                                "{{.Spec.TaskTemplate.ContainerSpec.Image}}").stdout  # fmt: skip
     assert f":{version}-next@" in images
     assert len(stack_secrets(deployment)) == len(SECRETS)  # the update's own: nothing stale
+    settings = deployment.settings
+    assert (settings.get("POSTGRES_SUPERUSER"), settings.get("POSTGRES_USER")) == (
+        "mediacms", "mediacms_app")  # fmt: skip
+    assert mediacms_role(deployment) == "f|f|f|mediacms_app"
+    media, video, _ = uploaded  # restored above, its rows now the new role's
+    for node in cluster.nodes:
+        assert deployment.get(node, media["original_url"], timeout=30).content == video, node
 
 
 def test_broken_image_rolled_back_and_site_keeps_answering(deployment, cluster):

@@ -6,6 +6,7 @@ from invoke import MockContext, Result
 
 from mediacms_stack.data import dbrole
 from mediacms_stack.engines.compose import Compose
+from mediacms_stack.procedures import swarmroles
 from mediacms_stack.stack import config
 from mediacms_stack.stack.errors import StackError
 
@@ -74,3 +75,35 @@ def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path, capsys, dry):
     assert dbrole.separate(dry(MockContext()), Compose(tmp_path, writes=False), settings) == {}
     assert (tmp_path / ".env").read_text() == OLD_ENV
     assert "own role 'mediacms_app'" in capsys.readouterr().out
+
+
+# --- the same split on Swarm, at the next swarm.deploy or swarm.update ---------------------
+SERVICES = re.compile(r"docker stack services .*")
+
+
+def test_a_deployed_swarm_stack_of_one_role_is_split_in_its_db_task(tmp_path, monkeypatch):
+    settings = old_stack(tmp_path)
+    checked = []
+    monkeypatch.setattr(swarmroles, "preflight", lambda c, s, version: checked.append(version))
+    c = MockContext(run={
+        SERVICES: Result("mediacms_db\treplicated\t1/1\tpostgres\n"),
+        re.compile(r"docker ps .*service.name=mediacms_db.*"): Result("c0ffee\n"),
+        re.compile(r"docker exec -i c0ffee psql .*"): Result(""),
+    })  # fmt: skip
+    after = swarmroles.separate_roles(c, settings, "9.0")
+    assert checked == ["9.0"]  # the deploy's refusals come first
+    exec_ = [call.args[0] for call in c.run.call_args_list if "psql" in call.args[0]]
+    assert len(exec_) == 1 and "-U mediacms -d mediacms" in exec_[0], exec_
+    assert (after.get("POSTGRES_USER"), after.get("POSTGRES_SUPERUSER")) == ("mediacms_app",
+                                                                             "mediacms")  # fmt: skip
+    assert dotenv_values(tmp_path / ".env")["POSTGRES_SUPERUSER_PASSWORD"] == "old-pw"
+
+
+def test_a_swarm_stack_not_deployed_or_already_split_is_left_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(swarmroles, "preflight", lambda *a: pytest.fail("nothing to check"))
+    settings = old_stack(tmp_path)
+    c = MockContext(run={SERVICES: Result("")})  # nothing deployed: the next deploy splits it
+    assert swarmroles.separate_roles(c, settings) == settings
+    assert (tmp_path / ".env").read_text() == OLD_ENV
+    split = config.update(settings, {"POSTGRES_SUPERUSER": "postgres"})
+    assert swarmroles.separate_roles(MockContext(), split) == split  # asks nothing at all
