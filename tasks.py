@@ -51,7 +51,7 @@ def _stack(c, *, dev: bool = False, https: bool = False, metrics: bool = False,
     settings = _settings()
     needs = tuple(n for n in needs if not (shell.dry(c) and n in ("engine", "compose")))
     if needs:
-        checks.require(settings, *needs)
+        checks.require(c, settings, *needs)
     if not dev and swarms.deployed_on_swarm(settings):
         if not swarm:
             raise StackError(f"this deployment runs on Swarm ({swarms.ORCHESTRATOR}=swarm in "
@@ -143,7 +143,7 @@ def task(*args, exclusive=False, **kwargs):
 @task
 def engine(c):
     """Provide a Docker engine and compose v2 (installs Debian's docker.io if none runs)."""
-    engines.ensure()
+    engines.ensure(c)
 
 
 @task(help={
@@ -207,7 +207,7 @@ def doctor(c, https=False, email=None, dry_run=False):
         return
     settings = _settings()
     https = https or uses_https(settings)
-    results = checks.run_checks(settings, checks.HTTPS if https else checks.PLAIN)
+    results = checks.run_checks(c, settings, checks.HTTPS if https else checks.PLAIN)
     print(checks.table(results))
     if not all(r.ok for r in results):
         raise Exit(code=1)
@@ -224,7 +224,7 @@ def build(c, target=None, source=None, ca_bundle=None, cold=False, dry_run=False
     """Build our images with immutable version tags from a MediaCMS tree, pinned by its lock."""
     settings = _settings()
     if not dry_run:
-        engines.ensure()
+        engines.ensure(c)
     built = mediacms.build(
         c,
         settings,
@@ -244,7 +244,7 @@ def relock(c, source=None, ca_bundle=None, dry_run=False):
     """Re-resolve the tree's Python requirements into constraints/mediacms/ and show the diff."""
     settings = _settings()
     if not dry_run:
-        engines.ensure()
+        engines.ensure(c)
     mediacms.relock(
         c,
         settings,
@@ -287,7 +287,7 @@ def up(c, dev=False, https=False, metrics=False, dry_run=False):
     if dev:
         return dev_stack(c, dry_run=dry_run)
     if not dry_run:
-        engines.ensure()
+        engines.ensure(c)
     https = https or uses_https(_settings())  # HTTPS_OVERLAY=true in .env
     https_needs = ("https-env", "https-ports") if https else ()
     needs = ("env", "custom", "numbers", "proxies", *https_needs)
@@ -314,7 +314,7 @@ def up(c, dev=False, https=False, metrics=False, dry_run=False):
 def dev_stack(c, build=False, timeout=900, dry_run=False):
     """Development stack: MEDIACMS_TREE mounted, runserver :8000, Celery, frontend :8088."""
     if not dry_run:
-        engines.ensure()
+        engines.ensure(c)
     settings, compose = _stack(c, dev=True, needs=("env", "custom"))
     devstack.up(c, settings, compose, build=build, timeout=timeout)
 
@@ -642,7 +642,7 @@ def migrate_from_7x(c, from_, dump=None, yes=False, new_secret_key=False, dry_ru
         config.init(config.home(), env_file=env_file, example=config.ROOT / config.EXAMPLE_FILE)
         print(f"wrote {env_file} (mode 600)")
     if not dry_run:
-        engines.ensure()
+        engines.ensure(c)
     settings, compose = _stack(c, needs=("env", "custom") if not dry_run else ())
     if not dry_run:
         ops.ensure_images(c, settings)
@@ -671,7 +671,7 @@ def upgrade(c, to=None, build=False, source=None, rollback=None, timeout=300, ke
 
     settings, compose = _stack(c, needs=("engine", "compose"))
     settings = upgrades.add_missing_keys(settings, dry_run=dry_run)  # e.g. REDIS_PASSWORD
-    checks.require(settings, "env")
+    checks.require(c, settings, "env")
     if rollback:
         rollbacks.rollback(c, compose, settings, Path(rollback), backups=BACKUPS,
                           timeout=int(timeout))  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from invoke import Context
 
 from mediacms_stack.images.mediacms import stack_revision
 from mediacms_stack.stack.model import ImageNames
@@ -18,7 +19,7 @@ LABEL = "io.mediacms.stack-revision"
 
 
 def require_built_from_this_commit(version: str, targets=("web", "worker", "nginx")) -> None:
-    head = stack_revision()
+    head = stack_revision(Context())
     names = ImageNames("", version)
     for target in targets:
         ref = names.ref(target)

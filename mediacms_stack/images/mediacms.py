@@ -22,7 +22,6 @@ from __future__ import annotations
 import fcntl
 import re
 import shutil
-import subprocess
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -98,21 +97,21 @@ def stage_source(c: Context, root: Path, source: str, stage: locks.Stage) -> Pat
     return target
 
 
-def source_revision(root: Path, source: str, stage: locks.Stage) -> str:
+def source_revision(c: Context, root: Path, source: str, stage: locks.Stage) -> str:
     """The git commit of the source tree when it has one (OCI revision label)."""
     location, ref = parse_source(source)
-    return _git_commit(root / stage.tree if ref else root / location, "--short=12")
+    return _git_commit(c, root / stage.tree if ref else root / location, "--short=12")
 
 
-def stack_revision(root: Path = ROOT) -> str:
+def stack_revision(c: Context, root: Path = ROOT) -> str:
     """The commit of this repository (label io.mediacms.stack-revision of every image)."""
-    return _git_commit(root)
+    return _git_commit(c, root)
 
 
-def _git_commit(where: Path, *flags: str) -> str:
-    probe = subprocess.run(["git", "-C", str(where), "rev-parse", *flags, "HEAD"],
-                           capture_output=True, text=True, check=False)  # fmt: skip
-    return probe.stdout.strip() if probe.returncode == 0 else "unknown"
+def _git_commit(c: Context, where: Path, *flags: str) -> str:
+    probe = run(c, ["git", "-C", str(where), "rev-parse", *flags, "HEAD"], query=True,
+                hide=True, warn=True)  # fmt: skip
+    return probe.stdout.strip() if probe is not None and probe.ok else "unknown"
 
 
 def media_auth(tree: Path) -> bool:
@@ -129,13 +128,12 @@ def build_argv(
     ca_bundle: str = "",
     revision: str = "unknown",
     stack_rev: str = "unknown",
-    builder: engine.Builder | None = None,
+    builder: engine.Builder,
     gate_media: bool = False,
     cold: bool = False,
 ) -> list[str]:
     """The BuildKit command for one target; pure, so it is unit-tested as is."""
     names = ImageNames.from_settings(settings)
-    builder = builder or engine.builder()
     args = {
         "BASE_IMAGE": settings.get("BASE_IMAGE", "debian:trixie-slim"),
         "MEDIACMS_VERSION": names.version,
@@ -190,7 +188,7 @@ def build(
     stage = locks.Stage.of(settings)
     with _staging_lock(c, root, stage):
         tree = stage_source(c, root, source, stage)
-        revision, stack_rev = source_revision(root, source, stage), stack_revision(root)
+        revision, stack_rev = source_revision(c, root, source, stage), stack_revision(c, root)
         gate_media = media_auth(tree)
         if set(wanted) - {"nginx"}:
             location, ref = parse_source(source)  # a dry run stages nothing: key on the source
@@ -200,7 +198,7 @@ def build(
             say("nginx: private media (/media/encoded|hls|original/) "
                 + ("gated through the tree's /api/v1/media-auth" if gate_media else
                    "served without a gate: the tree has no /api/v1/media-auth"))  # fmt: skip
-        builder = engine.builder()
+        builder = engine.builder(c)
         if cold:  # as a fresh machine builds: the pip cache mounts emptied, no layer cache
             run(c, builder.prune_cache_mounts(), env=dict(builder.env))
         for target in wanted:

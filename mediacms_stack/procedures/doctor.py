@@ -7,10 +7,11 @@ import py_compile
 import re
 import shutil
 import socket
-import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from invoke.context import Context
 
 from ..engines import engine
 from ..stack.config import SECRET_KEYS, Settings, missing_keys
@@ -38,7 +39,7 @@ class Check:
     info: bool = False
 
 
-def _engine(settings: Settings) -> Check:
+def _engine(c: Context, settings: Settings) -> Check:
     problem = engine.engine_problem()
     if problem is not None:
         return Check("engine", False, problem, "invoke engine (or start Docker)")
@@ -47,15 +48,14 @@ def _engine(settings: Settings) -> Check:
     return Check("engine", True, f"Docker {version}")
 
 
-def _compose(settings: Settings) -> Check:
-    out = subprocess.run(["docker", "compose", "version", "--short"],
-                         capture_output=True, text=True, check=False)  # fmt: skip
-    if out.returncode != 0 or not out.stdout.strip().lstrip("v").startswith("2"):
+def _compose(c: Context, settings: Settings) -> Check:
+    version = engine.compose_version(c)
+    if version is None:
         return Check("compose", False, "docker compose v2 missing", "invoke engine")
-    return Check("compose", True, f"compose {out.stdout.strip()}")
+    return Check("compose", True, f"compose {version}")
 
 
-def _env(settings: Settings) -> Check:
+def _env(c: Context, settings: Settings) -> Check:
     if not settings.env_file.is_file():
         return Check("env", False, f"{settings.env_file} missing", "invoke init")
     empty = [k for k in SECRET_KEYS if not settings.get(k)]
@@ -75,7 +75,7 @@ def _env(settings: Settings) -> Check:
     return Check("env", True, f"{settings.env_file} complete, mode 600")
 
 
-def _custom(settings: Settings) -> Check:
+def _custom(c: Context, settings: Settings) -> Check:
     path = settings.root / "custom" / "local_settings.py"
     if not path.is_file():
         return Check("custom", True, "no custom/local_settings.py (defaults)")
@@ -87,7 +87,7 @@ def _custom(settings: Settings) -> Check:
     return Check("custom", True, "custom/local_settings.py compiles")
 
 
-def _proxies(settings: Settings) -> Check:
+def _proxies(c: Context, settings: Settings) -> Check:
     """TRUSTED_PROXIES: addresses or networks nginx can load (it refuses to start on any
     other), each a host or a network with no host bits set."""
     given = [p for p in re.split(r"[,\s]+", settings.get("TRUSTED_PROXIES", "")) if p]
@@ -126,7 +126,7 @@ def _number(settings: Settings, key: str) -> int | None:
     return int(value) if value.isascii() and value.isdigit() and low <= int(value) <= high else None
 
 
-def _numbers(settings: Settings) -> Check:
+def _numbers(c: Context, settings: Settings) -> Check:
     """Every whole number of .env is one, within its bounds: a stray unit or letter
     ("2G", "80a") would otherwise stop a container, or the app, with a traceback."""
     wrong = [f"{key}={settings.get(key)!r} (a whole number from {low} to {high})"
@@ -137,7 +137,7 @@ def _numbers(settings: Settings) -> Check:
     return Check("numbers", True, f"{len(NUMBERS)} whole numbers in range or unset")
 
 
-def _port(settings: Settings) -> Check:
+def _port(c: Context, settings: Settings) -> Check:
     bind = settings.get("HTTP_BIND", "0.0.0.0")  # noqa: S104 - the address compose publishes on
     port = _number(settings, "HTTP_PORT") if settings.get("HTTP_PORT") else 80
     if port is None:
@@ -199,7 +199,7 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _https_env(settings: Settings) -> Check:
+def _https_env(c: Context, settings: Settings) -> Check:
     problems = https_problems(settings)
     if problems:
         return Check("https-env", False, "; ".join(problems),
@@ -208,7 +208,7 @@ def _https_env(settings: Settings) -> Check:
                  f"{settings.get('ACME_CA', ACME_CA_DEFAULT)}")  # fmt: skip
 
 
-def _https_ports(settings: Settings) -> Check:
+def _https_ports(c: Context, settings: Settings) -> Check:
     bind = settings.get("HTTP_BIND", "0.0.0.0")  # noqa: S104 - the address compose publishes on
     given = {"HTTP_PORT": 80, "HTTPS_PORT": 443}
     ports = {key: _number(settings, key) if settings.get(key) else port
@@ -227,7 +227,7 @@ def _https_ports(settings: Settings) -> Check:
     return Check("https-ports", True, "; ".join(states.values()))
 
 
-def _https_name(settings: Settings) -> Check:
+def _https_name(c: Context, settings: Settings) -> Check:
     name = urlsplit(settings.get("FRONTEND_HOST")).hostname or ""
     if not name:
         return Check("https-name", False, "FRONTEND_HOST has no host name", "set FRONTEND_HOST")
@@ -256,14 +256,14 @@ def _local_address(address: str) -> bool:
     return True
 
 
-def _disk(settings: Settings) -> Check:
+def _disk(c: Context, settings: Settings) -> Check:
     free = shutil.disk_usage(settings.root).free / 2**30
     if free < 5:
         return Check("disk", False, f"{free:.1f} GiB free", "free disk space (5 GiB minimum)")
     return Check("disk", True, f"{free:.1f} GiB free")
 
 
-def _images(settings: Settings) -> Check:
+def _images(c: Context, settings: Settings) -> Check:
     names = ImageNames.from_settings(settings)
     wanted = [names.ref(t) for t in PRODUCTION_TARGETS]
     wanted += [
@@ -280,7 +280,7 @@ def _images(settings: Settings) -> Check:
     return Check("images", True, f"{len(wanted)} images present")
 
 
-def _volumes(settings: Settings) -> Check:
+def _volumes(c: Context, settings: Settings) -> Check:
     if not engine.engine_answers():
         return Check("volumes", False, "engine down", "invoke engine")
     with engine.client() as handle:
@@ -299,7 +299,7 @@ def _volumes(settings: Settings) -> Check:
     return Check("volumes", True, f"{', '.join(DATA_VOLUMES)} present")
 
 
-CHECKS: dict[str, Callable[[Settings], Check]] = {
+CHECKS: dict[str, Callable[[Context, Settings], Check]] = {
     "engine": _engine,
     "compose": _compose,
     "env": _env,
@@ -320,8 +320,8 @@ PLAIN = tuple(name for name in CHECKS if not name.startswith("https-"))
 HTTPS = tuple(name for name in CHECKS if name != "port")
 
 
-def run_checks(settings: Settings, names: Iterable[str] = PLAIN) -> list[Check]:
-    return [CHECKS[name](settings) for name in names]
+def run_checks(c: Context, settings: Settings, names: Iterable[str] = PLAIN) -> list[Check]:
+    return [CHECKS[name](c, settings) for name in names]
 
 
 def table(checks: list[Check]) -> str:
@@ -335,8 +335,8 @@ def table(checks: list[Check]) -> str:
     return format_table(rows)
 
 
-def require(settings: Settings, *names: str) -> None:
+def require(c: Context, settings: Settings, *names: str) -> None:
     """Run the named checks; the first failure stops the task with one line and its fix."""
-    for check in run_checks(settings, names):
+    for check in run_checks(c, settings, names):
         if not check.ok:
             raise StackError(f"{check.name}: {check.detail}. Fix: {check.fix}")

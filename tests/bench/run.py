@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 
 from dotenv import dotenv_values
+from invoke import Context
 
+from mediacms_stack.engines import engine
 from mediacms_stack.engines.compose import Compose
 from mediacms_stack.images import mediacms
 from mediacms_stack.stack import config, model
@@ -90,7 +92,8 @@ def rebuild_ratio(settings: config.Settings, skip_cold: bool) -> None:
     if skip_cold:
         return
     builder_env = {**env, "DOCKER_BUILDKIT": "1"}
-    argv = mediacms.build_argv("web", settings, ca_bundle=settings.get("BUILD_CA_BUNDLE"))
+    argv = mediacms.build_argv("web", settings, ca_bundle=settings.get("BUILD_CA_BUNDLE"),
+                               builder=engine.builder(Context()))  # fmt: skip
     argv = [*argv[:-1], "--no-cache", "--tag", "bench/cold:web", "."]
     cold = timed(sh, *argv, cwd=REPO, env=builder_env)
     report("cold build of web (--no-cache, pip cache mount kept)", f"{cold:6.1f} s")

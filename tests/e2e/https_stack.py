@@ -33,6 +33,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from invoke import Context
 
 from mediacms_stack.engines import engine
 from mediacms_stack.engines.compose import HTTPS, PRODUCTION, Compose
@@ -115,7 +116,7 @@ def _tls_files(folder: Path) -> None:
 
 
 def build_pebble() -> None:
-    builder = engine.builder()
+    builder = engine.builder(Context())
     argv = builder.command("--tag", PEBBLE_IMAGE, "--build-arg",
                            f"BASE_IMAGE={bootstrap.LOCAL_IMAGES['BASE_IMAGE']}",
                            str(REPO / "bootstrap" / "pebble"))  # fmt: skip

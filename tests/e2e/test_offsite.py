@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import Stack, new_deployment, report_failure
+from invoke import Context
 
 from mediacms_stack.engines import engine
 from mediacms_stack.images import bootstrap
@@ -84,7 +85,7 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
-    builder = engine.builder()
+    builder = engine.builder(Context())
     subprocess.run(builder.command("--tag", IMAGE, "--build-arg",
                                    f"BASE_IMAGE={bootstrap.LOCAL_IMAGES['BASE_IMAGE']}",
                                    str(config.ROOT / "tests" / "e2e" / "sftp")),

@@ -378,7 +378,7 @@ def test_no_setuid_or_setgid_file_in_the_node_stand_in(tmp_path):
     """The dev compose's Node stand-in, as this checkout builds it (from the build cache
     when nothing changed)."""
     base = bootstrap.LOCAL_IMAGES["BASE_IMAGE"]
-    builder = engine.builder()
+    builder = engine.builder(Context())
     iidfile = tmp_path / "iid"
     argv = builder.command("--iidfile", str(iidfile), "--build-arg", f"BASE_IMAGE={base}",
                            str(config.ROOT / "bootstrap" / "node"))  # fmt: skip

@@ -23,7 +23,7 @@ def home(tmp_path, monkeypatch):
 @pytest.fixture
 def builder(monkeypatch):
     fixed = engine.Builder(("/usr/bin/docker", "build"), (("DOCKER_BUILDKIT", "1"),))
-    monkeypatch.setattr(engine, "builder", lambda: fixed)
+    monkeypatch.setattr(engine, "builder", lambda c: fixed)
     return fixed
 
 

@@ -83,7 +83,8 @@ def test_missing_dev_image_is_built_from_the_checkout(
     settings, checkout, builder, monkeypatch, capsys, dry
 ):
     monkeypatch.setattr(ops, "missing_images", lambda refs: [r for r in refs if "-dev:" in r])
-    dev.up(dry(MockContext()), settings, devcompose(settings, writes=False))
+    c = MockContext(run={re.compile(r"git -C .* rev-parse .*"): Result("0123abcd\n")})
+    dev.up(dry(c), settings, devcompose(settings, writes=False))
     err = capsys.readouterr().err
     assert "--target dev" in err and "--tag mediacms/mediacms-dev:9.9.9" in err
     assert "--target web" not in err

@@ -14,6 +14,7 @@ import pytest
 from celery import Celery
 from celery.beat import PersistentScheduler
 from celery.schedules import crontab
+from invoke import Context
 
 from mediacms_stack.procedures import doctor
 from mediacms_stack.stack import config
@@ -28,27 +29,27 @@ def test_an_older_env_passes_with_defaults_but_never_without_its_secrets(home):
     env = home / ".env"
     kept = [line for line in env.read_text().splitlines() if not line.startswith("HTTPS_PORT=")]
     env.write_text("\n".join(kept) + "\n")
-    check = doctor.CHECKS["env"](config.load(home))
+    check = doctor.CHECKS["env"](Context(), config.load(home))
     assert check.ok and check.info and "HTTPS_PORT" in check.detail, check
     assert "invoke upgrade" in check.fix
     env.write_text("\n".join(k for k in kept if not k.startswith("REDIS_PASSWORD=")) + "\n")
-    check = doctor.CHECKS["env"](config.load(home))
+    check = doctor.CHECKS["env"](Context(), config.load(home))
     assert not check.ok and "REDIS_PASSWORD" in check.detail, check
     assert "--force" not in check.fix  # regenerating secrets would lock out the database
 
 
 def test_env_check_passes_on_fresh_init_and_fails_when_readable(home):
     settings = config.load(home)
-    assert doctor.CHECKS["env"](settings).ok
+    assert doctor.CHECKS["env"](Context(), settings).ok
     (home / ".env").chmod(0o644)
-    check = doctor.CHECKS["env"](settings)
+    check = doctor.CHECKS["env"](Context(), settings)
     assert not check.ok and "chmod 600" in check.fix
 
 
 def test_custom_settings_syntax_error_is_reported(home):
     (home / "custom").mkdir()
     (home / "custom" / "local_settings.py").write_text("PORTAL_NAME = 'x\n")
-    check = doctor.CHECKS["custom"](config.load(home))
+    check = doctor.CHECKS["custom"](Context(), config.load(home))
     assert not check.ok and "local_settings.py" in check.detail
 
 
@@ -80,7 +81,7 @@ def volumes(monkeypatch):
 def test_a_stack_not_deployed_yet_is_information_with_both_next_steps(home, volumes):
     settings = config.load(home)
     volumes("someone-else_media_files")
-    check = doctor.CHECKS["volumes"](settings)
+    check = doctor.CHECKS["volumes"](Context(), settings)
     assert check.ok and check.info and "not deployed" in check.detail
     line = doctor.table([check])
     assert line.startswith("INFO  volumes")
@@ -90,11 +91,11 @@ def test_a_stack_not_deployed_yet_is_information_with_both_next_steps(home, volu
 def test_some_volumes_missing_is_a_problem_and_all_present_passes(home, volumes):
     settings = config.load(home)
     volumes(f"{settings.project}_media_files", f"{settings.project}_logs")
-    check = doctor.CHECKS["volumes"](settings)
+    check = doctor.CHECKS["volumes"](Context(), settings)
     assert not check.ok and f"{settings.project}_postgres_data" in check.detail
     assert "invoke restore" in check.fix
     volumes(*(f"{settings.project}_{v}" for v in ("media_files", "logs", "postgres_data")))
-    check = doctor.CHECKS["volumes"](settings)
+    check = doctor.CHECKS["volumes"](Context(), settings)
     assert check.ok and not check.info and doctor.table([check]).startswith("PASS")
 
 
@@ -280,34 +281,34 @@ def test_the_broker_check_logs_in_and_wants_pong(monkeypatch, replies, problem):
 
 def test_trusted_proxies_must_be_addresses_or_networks(home):
     settings = config.update(config.load(home), {"TRUSTED_PROXIES": ""})
-    check = doctor.CHECKS["proxies"](settings)
+    check = doctor.CHECKS["proxies"](Context(), settings)
     assert check.ok and "ignored" in check.detail
     settings = config.update(settings, {"TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.7,2001:db8::/32"})
-    check = doctor.CHECKS["proxies"](settings)
+    check = doctor.CHECKS["proxies"](Context(), settings)
     assert check.ok and "10.0.0.0/8, 192.0.2.7, 2001:db8::/32" in check.detail, check
     settings = config.update(settings, {"TRUSTED_PROXIES": "10.0.0.1/8, abc, 10.0.0.0/8"})
-    check = doctor.CHECKS["proxies"](settings)
+    check = doctor.CHECKS["proxies"](Context(), settings)
     assert not check.ok and check.detail.startswith("TRUSTED_PROXIES: 10.0.0.1/8, abc not"), check
 
 
 def test_whole_numbers_of_the_env_are_checked_before_anything_starts(home):
     settings = config.update(config.load(home), {"UPLOAD_DISK_RESERVE_MB": "", "HTTP_PORT": "8080"})
-    check = doctor.CHECKS["numbers"](settings)
+    check = doctor.CHECKS["numbers"](Context(), settings)
     assert check.ok, check
     bad = {"UPLOAD_DISK_RESERVE_MB": "2G", "HTTP_PORT": "70000", "MEDIA_GATE_CACHE_SECONDS": "301",
            "UWSGI_PROCESSES": "0", "CELERY_LONG_CONCURRENCY": "²"}  # fmt: skip
     settings = config.update(settings, bad)
-    check = doctor.CHECKS["numbers"](settings)
+    check = doctor.CHECKS["numbers"](Context(), settings)
     assert not check.ok and check.fix.endswith(str(settings.env_file)), check
     for key, value in bad.items():
         assert f"{key}={value!r}" in check.detail, (key, check.detail)
     # the port checks say so too, instead of stopping on the value
-    assert not doctor.CHECKS["port"](settings).ok
-    assert "HTTP_PORT" in doctor.CHECKS["https-ports"](settings).detail
+    assert not doctor.CHECKS["port"](Context(), settings).ok
+    assert "HTTP_PORT" in doctor.CHECKS["https-ports"](Context(), settings).detail
     with pytest.raises(
         StackError, match=r"^numbers: HTTP_PORT='70000' \(a whole number from 1 to 65535\); UPLOAD"
     ):
-        doctor.require(settings, "numbers")
+        doctor.require(Context(), settings, "numbers")
 
 
 def _bulk(data: bytes) -> bytes:

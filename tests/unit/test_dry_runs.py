@@ -14,6 +14,7 @@ import sys
 import tarfile
 
 import pytest
+from invoke import Context
 
 from mediacms_stack.data import artifacts
 from mediacms_stack.engines import engine
@@ -137,7 +138,7 @@ def test_permission_denied_is_said_and_nothing_is_installed(monkeypatch):
         )
 
     monkeypatch.setattr(docker, "from_env", refused)
-    monkeypatch.setattr(engine, "install_engine_package", lambda: pytest.fail("installed"))
-    monkeypatch.setattr(engine, "start_dockerd", lambda: pytest.fail("started dockerd"))
+    monkeypatch.setattr(engine, "install_engine_package", lambda c: pytest.fail("installed"))
+    monkeypatch.setattr(engine, "start_dockerd", lambda c: pytest.fail("started dockerd"))
     with pytest.raises(StackError, match=r"permission denied.*usermod -aG docker"):
-        engine.ensure()
+        engine.ensure(Context())

@@ -3,7 +3,7 @@
 import socket
 
 import pytest
-from invoke import Exit, MockContext, Result
+from invoke import Context, Exit, MockContext, Result
 
 import tasks
 from mediacms_stack.engines.compose import Compose
@@ -45,7 +45,7 @@ def test_each_bad_https_value_is_named(home, key, value, said):
 
 def test_up_https_with_a_bad_env_stops_with_one_error_before_anything_runs(home, monkeypatch):
     settings_with(home, FRONTEND_HOST="http://media.example.org", ACME_EMAIL="")
-    monkeypatch.setattr(tasks.engines, "ensure", lambda: None)
+    monkeypatch.setattr(tasks.engines, "ensure", lambda c: None)
     monkeypatch.setattr(doctor.engine, "engine_answers", lambda: False)
     with pytest.raises(Exit) as stopped:
         tasks.up(MockContext(), https=True)  # MockContext: any command run would raise
@@ -80,10 +80,10 @@ def test_https_ports_name_the_taken_one(home, monkeypatch):
         taken = holder.getsockname()[1]
         settings = settings_with(home, **GOOD, HTTP_BIND="127.0.0.1", HTTP_PORT=str(free_port()),
                                  HTTPS_PORT=str(taken))  # fmt: skip
-        check = doctor.CHECKS["https-ports"](settings)
+        check = doctor.CHECKS["https-ports"](Context(), settings)
     assert not check.ok and f"127.0.0.1:{taken} taken" in check.detail
     assert "HTTPS_PORT" in check.fix and "HTTP_PORT" not in check.fix.replace("HTTPS_PORT", "")
-    assert doctor.CHECKS["https-ports"](settings).ok  # released: free again
+    assert doctor.CHECKS["https-ports"](Context(), settings).ok  # released: free again
 
 
 def resolving(monkeypatch, *addresses):
@@ -98,13 +98,13 @@ def resolving(monkeypatch, *addresses):
 def test_the_name_must_resolve_to_this_host(home, monkeypatch):
     settings = settings_with(home, **GOOD)
     resolving(monkeypatch, "127.0.0.1")
-    assert doctor.CHECKS["https-name"](settings).ok
+    assert doctor.CHECKS["https-name"](Context(), settings).ok
     resolving(monkeypatch, "192.0.2.44")  # TEST-NET-1: never an address of this host
-    check = doctor.CHECKS["https-name"](settings)
+    check = doctor.CHECKS["https-name"](Context(), settings)
     assert not check.ok and "resolves to 192.0.2.44, not an address of this host" in check.detail
     assert "media.example.org" in check.fix
     resolving(monkeypatch)
-    check = doctor.CHECKS["https-name"](settings)
+    check = doctor.CHECKS["https-name"](Context(), settings)
     assert not check.ok and "does not resolve" in check.detail
 
 
@@ -128,7 +128,7 @@ def test_every_task_includes_the_overlay_when_env_says_so(home, value, overlay):
 def test_up_https_records_the_overlay_in_env_for_later_tasks(home, monkeypatch):
     settings_with(home, **GOOD, HTTP_BIND="127.0.0.1", HTTP_PORT=str(free_port()),
                   HTTPS_PORT=str(free_port()))  # fmt: skip
-    monkeypatch.setattr(tasks.engines, "ensure", lambda: None)
+    monkeypatch.setattr(tasks.engines, "ensure", lambda c: None)
     monkeypatch.setattr(doctor.engine, "engine_answers", lambda: False)
     monkeypatch.setattr(tasks.ops, "ensure_images", lambda c, s, **kw: None)
     monkeypatch.setattr(tasks.ops, "welcome", lambda s: "")

@@ -35,7 +35,7 @@ def test_nginx_is_built_after_web():
 
 def test_build_argv_for_web_passes_ca_bundle_as_secret(builder):
     argv = mediacms.build_argv(
-        "web", settings(BASE_IMAGE="b:1"), ca_bundle="/ca.pem", revision="abc"
+        "web", settings(BASE_IMAGE="b:1"), ca_bundle="/ca.pem", revision="abc", builder=builder
     )
     assert argv[:2] == ["/usr/bin/docker", "build"]
     assert argv[argv.index("--target") + 1] == "web"
@@ -48,7 +48,7 @@ def test_each_version_builds_from_its_own_stage(builder):
     """Two versions' builds never share staged inputs, so they can run side by side."""
     staged = {}
     for version in ("8.3.2", "7.3"):
-        argv = mediacms.build_argv("web", settings(MEDIACMS_VERSION=version))
+        argv = mediacms.build_argv("web", settings(MEDIACMS_VERSION=version), builder=builder)
         args = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--build-arg")
         staged[version] = (args["MEDIACMS_SRC"], args["MEDIACMS_LOCK"])
         stage = locks.Stage.of(settings(MEDIACMS_VERSION=version))
@@ -60,12 +60,14 @@ def test_each_version_builds_from_its_own_stage(builder):
 
 
 def test_build_argv_for_nginx_copies_static_from_web(builder):
-    argv = mediacms.build_argv("nginx", settings(IMAGE_REGISTRY="r/"))
+    argv = mediacms.build_argv("nginx", settings(IMAGE_REGISTRY="r/"), builder=builder)
     assert argv[argv.index("--file") + 1] == "Dockerfile.nginx"
     assert "MEDIACMS_IMAGE=r/mediacms/mediacms:8.3.2" in argv
     assert "--target" not in argv and "--secret" not in argv
     assert "MEDIA_AUTH=off" in argv
-    assert "MEDIA_AUTH=on" in mediacms.build_argv("nginx", settings(), gate_media=True)
+    assert "MEDIA_AUTH=on" in mediacms.build_argv(
+        "nginx", settings(), gate_media=True, builder=builder
+    )
 
 
 def test_media_gate_decided_from_the_tree(tmp_path):

@@ -62,7 +62,7 @@ def test_upgrade_task_completes_an_older_env_before_checking_it(tmp_path, monkey
     monkeypatch.delenv("MEDIACMS_ENV_FILE", raising=False)
     checked, started = [], []
 
-    def require(settings, *names):
+    def require(c, settings, *names):
         checked.append((names, settings.get("REDIS_PASSWORD")))
 
     monkeypatch.setattr(tasks.checks, "require", require)

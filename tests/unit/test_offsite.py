@@ -190,10 +190,10 @@ def test_bootstrap_images_builds_the_tool_images_on_the_local_base(monkeypatch, 
     recipe, --force); `up`'s own bootstrap (tools off) leaves them alone."""
     base = bootstrap.LOCAL_IMAGES["BASE_IMAGE"]
     ref = bootstrap.tool_image(dry(MockContext()), config.ROOT, "restic", base=base)
-    monkeypatch.setattr(bootstrap.engine, "ensure", lambda: None)
+    monkeypatch.setattr(bootstrap.engine, "ensure", lambda c: None)
     for imported, present, built in ((False, None, True), (False, object(), False),
                                      (True, object(), True)):  # fmt: skip
-        monkeypatch.setattr(bootstrap, "base_image", lambda force, imported=imported: imported)
+        monkeypatch.setattr(bootstrap, "base_image", lambda c, force, imported=imported: imported)
         monkeypatch.setattr(bootstrap.engine, "image", lambda name, present=present: present)
         c = MockContext(run={re.compile(r".*build.*"): Result()}, repeat=True)
         bootstrap.all_images(c, config.ROOT, tools=True)

@@ -79,7 +79,8 @@ def dry_run(tmp_path, monkeypatch, capsys, missing, plan=None) -> tuple[list[lis
     monkeypatch.setattr(gate, "ask", lambda c, compose, version: gate.steps(plan or []))
     (tmp_path / ".env").write_text("MEDIACMS_VERSION=8.3.2\n")
     settings = config.load(tmp_path)
-    c = MockContext(run={re.compile(r".*psql.*django_migrations.*"): Result("files.0001\n")})
+    c = MockContext(run={re.compile(r".*psql.*django_migrations.*"): Result("files.0001\n"),
+                         re.compile(r"git -C .* rev-parse .*"): Result("0123abcd\n")})  # fmt: skip
     shell.set_dry(c, True)
     compose = Compose(tmp_path, writes=False)
     upgrade.upgrade(c, compose, settings, backups=tmp_path / "b", to="8.4.0", build=True,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,16 +122,17 @@ def copy_media(c: Context, compose: Compose, source: Path) -> float:
 def verify_media(c: Context, compose: Compose, source: Path) -> int:
     """Every file of ``source`` is in the volume with the same sha256, all owned by 33."""
     # both sides are hashed at the same time: the old folder here, the volume in a container
-    hashing = subprocess.Popen(["sh", "-c", CHECKSUMS.format(follow="-L")], cwd=source, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    here = ["sh", "-c", f'cd "$1" && {CHECKSUMS.format(follow="-L")}', "checksums", str(source)]
+    hashing = run(c, here, query=True, hide=True, warn=True, asynchronous=True)
     script = (
         f"cd {MEDIA_DIR} && {CHECKSUMS.format(follow='')} && echo '--owners--' && {FOREIGN_OWNERS}"
     )
     argv = compose.argv("run", "--rm", "--no-deps", "-T", "--entrypoint", "sh", "web", "-c", script)
     result = run(c, argv, query=True, hide=True, warn=True)
-    local, errors = hashing.communicate()
-    if hashing.returncode != 0:
-        raise StackError(f"could not checksum {source}: {errors.strip()[-500:]}")
+    hashed = hashing.join()
+    if not hashed.ok:
+        raise StackError(f"could not checksum {source}: {hashed.stderr.strip()[-500:]}")
+    local = hashed.stdout
     if result is None or not result.ok:
         raise StackError(f"could not checksum the media volume: {result.stderr if result else ''}")
     sums, _, foreign = result.stdout.partition("--owners--")
