@@ -1,7 +1,8 @@
 """Run external commands the same way everywhere: printed first, optionally not run at all.
 
-Every docker and compose call of the project goes through :func:`run`, so every task
-shows the command it runs and honours ``--dry-run``. Whether a task is a dry run travels
+Every external command of the package (docker, compose, git, apt-get, debootstrap, tar,
+psql in a container...) goes through :func:`run`, so every task shows the command it runs
+and honours ``--dry-run``. Whether a task is a dry run travels
 on its invoke Context, as invoke's own ``run.dry`` setting (:func:`dry`, set once per task
 by tasks.py's ``task`` decorator): a dry run prints each command and runs none of them
 but the read-only ones its plan needs, which say so (``query=True``). Commands are
