@@ -1,5 +1,6 @@
-"""The images' URL configuration: the tree's own (``TREE_URLCONF``, its ROOT_URLCONF) and
-one view of this stack's, which nginx alone asks (config/nginx/upload-auth.conf).
+"""The images' URL configuration: the tree's own (``TREE_URLCONF``, its ROOT_URLCONF), one
+view of this stack's, which nginx alone asks (config/nginx/upload-auth.conf), and the page
+of a visitor past a rate limit (``handler429``, below).
 
 ``/_stack/can-upload``: may the visitor upload? nginx asks it in the access phase of the
 upload locations, before it reads a byte of the body, so a visitor who may not upload
@@ -90,7 +91,27 @@ def can_upload(request):
 
 urlpatterns = [path("_stack/can-upload", can_upload), *_tree.urlpatterns]
 
-# Django looks for the error views in the root URL configuration: the tree's, if any.
-for _name in ("handler400", "handler403", "handler404", "handler500"):
+#: What a visitor past a rate limit reads: a page of its own, no template, no asset.
+TOO_MANY = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Too many attempts</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body style="font-family: sans-serif; max-width: 36em; margin: 4em auto; padding: 0 1em">
+<h1>Too many attempts</h1>
+<p>This was tried too often in a short time. Wait a few minutes, then try again.</p>
+</body></html>
+"""
+
+
+def too_many(request, exception=None) -> HttpResponse:
+    """django-allauth's answer past its rate limits (failed logins, password resets...):
+    it renders a 429.html that neither MediaCMS tree has, a server error at every try,
+    unless the root URL configuration has a ``handler429``; this is ours."""
+    return HttpResponse(TOO_MANY, status=429, content_type="text/html; charset=utf-8")
+
+
+# Django looks for the error views in the root URL configuration (allauth for handler429):
+# the tree's, if any.
+handler429 = too_many
+for _name in ("handler400", "handler403", "handler404", "handler429", "handler500"):
     if hasattr(_tree, _name):
         globals()[_name] = getattr(_tree, _name)

@@ -136,7 +136,7 @@ COMPOSE_VERSION = ["docker", "compose", "version", "--short"]
 
 def compose_version(c: Context) -> str | None:
     """The compose plugin's version when it is v2, else None (no plugin, no client)."""
-    out = run(c, COMPOSE_VERSION, query=True, hide=True, warn=True)
+    out = run(c, COMPOSE_VERSION, query=True, hide=True, warn=True, in_stream=False)
     version = out.stdout.strip() if out is not None and out.ok else ""
     return version if version.lstrip("v").startswith("2") else None
 
@@ -209,7 +209,7 @@ def builder(c: Context) -> Builder:
 
 def _find_builder(c: Context) -> Builder:
     def answer(*argv: str) -> str | None:
-        out = run(c, argv, query=True, hide=True, warn=True)
+        out = run(c, argv, query=True, hide=True, warn=True, in_stream=False)
         return out.stdout.strip() if out is not None and out.ok else None
 
     if answer("docker", "buildx", "version") is not None:

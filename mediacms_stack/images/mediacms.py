@@ -110,7 +110,7 @@ def stack_revision(c: Context, root: Path = ROOT) -> str:
 
 def _git_commit(c: Context, where: Path, *flags: str) -> str:
     probe = run(c, ["git", "-C", str(where), "rev-parse", *flags, "HEAD"], query=True,
-                hide=True, warn=True)  # fmt: skip
+                hide=True, warn=True, in_stream=False)  # fmt: skip
     return probe.stdout.strip() if probe is not None and probe.ok else "unknown"
 
 

@@ -142,6 +142,30 @@ def test_second_user_logs_in(stack, second_user):
     assert whoami(requests.auth.HTTPBasicAuth(name, password), stack)["username"] == name
 
 
+def test_failed_logins_past_the_rate_limit_get_a_429_page_not_a_server_error(stack):
+    """django-allauth stops a login name's sixth failure in five minutes (its default) with
+    a page the tree lacks; the stack's handler429 answers instead of a 500 each time. A
+    name of its own, and fewer failures than the per-address limit (10 a minute), so no
+    other test's login is held up."""
+    name, answers = f"probe-{uuid.uuid4().hex[:8]}", []
+    session = requests.Session()
+    for attempt in range(8):
+        page = session.get(stack.url("/accounts/login/"), timeout=20)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+        assert page.status_code == 200 and token, (page.status_code, page.text[:300])
+        answer = session.post(stack.url("/accounts/login/"), timeout=20,
+                              data={"csrfmiddlewaretoken": token[1], "login": name,
+                                    "password": f"wrong-{attempt}"},
+                              headers={"Referer": stack.url("/accounts/login/")})  # fmt: skip
+        answers.append(answer.status_code)
+        if answer.status_code == 429:
+            break
+    # each failure is the form again; past the limit, the page (a 500 before: no 429.html)
+    assert set(answers[:-1]) == {200} and answers[-1] == 429, answers
+    assert "Too many attempts" in answer.text and answer.headers["Content-Type"].startswith(
+        "text/html")  # fmt: skip
+
+
 # --- uploads --------------------------------------------------------------------------
 
 

@@ -698,7 +698,11 @@ def test_rolling_update_of_web_fails_no_request(deployment, cluster, uploaded):
     images = deployment.docker("service", "inspect", f"{STACK}_web", "--format",
                                "{{.Spec.TaskTemplate.ContainerSpec.Image}}").stdout  # fmt: skip
     assert f":{version}-next@" in images
-    assert len(stack_secrets(deployment)) == len(SECRETS)  # the update's own: nothing stale
+    # the update's own, and the old role's password that web's previous spec (what a
+    # rollback returns to) still names: nothing stale
+    kept = sorted(stack_secrets(deployment))
+    assert len(kept) == len(SECRETS) + 1, kept
+    assert sum(name.startswith(f"{STACK}_postgres_password_") for name in kept) == 2, kept
     settings = deployment.settings
     assert (settings.get("POSTGRES_SUPERUSER"), settings.get("POSTGRES_USER")) == (
         "mediacms", "mediacms_app")  # fmt: skip

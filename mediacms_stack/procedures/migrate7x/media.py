@@ -123,7 +123,7 @@ def verify_media(c: Context, compose: Compose, source: Path) -> int:
     """Every file of ``source`` is in the volume with the same sha256, all owned by 33."""
     # both sides are hashed at the same time: the old folder here, the volume in a container
     here = ["sh", "-c", f'cd "$1" && {CHECKSUMS.format(follow="-L")}', "checksums", str(source)]
-    hashing = run(c, here, query=True, hide=True, warn=True, asynchronous=True)
+    hashing = run(c, here, query=True, hide=True, warn=True, in_stream=False, asynchronous=True)
     script = (
         f"cd {MEDIA_DIR} && {CHECKSUMS.format(follow='')} && echo '--owners--' && {FOREIGN_OWNERS}"
     )
