@@ -184,35 +184,26 @@ ASPECTS: dict[str, Callable[[dict], set[str]]] = {
 # --- the differences of today: (only in docker-compose.yaml, only in docker-stack.yaml) ---
 NNP = "no-new-privileges:true"
 
-NO_SECURITY_OPT = ("docker stack deploy ignores security_opt (moby/moby#41371): on Swarm "
-                   "no-new-privileges comes only from each node's daemon.json")  # fmt: skip
-TMPFS_FIXED = ("the stack file's /tmp holds the default 64 MiB: `docker stack deploy` takes "
-               "only bytes there, and TMPFS_SIZE reaches it through the deploy's overlay "
-               "(swarm.inputs.tmpfs_overlay, tested in test_swarm.py)")  # fmt: skip
-LISTEN = ("uWSGI finds its address on app by an alias of that network on compose, by the "
-          "network's subnet on Swarm (whose DNS names a task only once it is healthy)")  # fmt: skip
-
-# fmt: off
-DIFFERENCES: dict[tuple[str, str], tuple[set[str], set[str], str]] = {
-    ("migrations", "security_opt"): ({NNP}, set(), NO_SECURITY_OPT),
-    ("web", "security_opt"): ({NNP}, set(), NO_SECURITY_OPT),
-    ("celery_beat", "security_opt"): ({NNP}, set(), NO_SECURITY_OPT),
-    ("celery_short", "security_opt"): ({NNP}, set(), NO_SECURITY_OPT),
-    ("celery_long", "security_opt"): ({NNP}, set(), NO_SECURITY_OPT),
-    ("nginx", "security_opt"): ({NNP}, set(), NO_SECURITY_OPT),
-    ("db", "security_opt"): ({NNP}, set(), NO_SECURITY_OPT),
-    ("redis", "security_opt"): ({NNP}, set(), NO_SECURITY_OPT),
-    ("redis_cache", "security_opt"): ({NNP}, set(), NO_SECURITY_OPT),
-    ("migrations", "tmpfs"): ({"/tmp TMPFS_SIZE=67108864"}, {"/tmp 67108864"}, TMPFS_FIXED),
-    ("web", "tmpfs"): ({"/tmp TMPFS_SIZE=67108864"}, {"/tmp 67108864"}, TMPFS_FIXED),
-    ("celery_beat", "tmpfs"): ({"/tmp TMPFS_SIZE=67108864"}, {"/tmp 67108864"}, TMPFS_FIXED),
-    ("celery_short", "tmpfs"): ({"/tmp TMPFS_SIZE=67108864"}, {"/tmp 67108864"}, TMPFS_FIXED),
-    ("celery_long", "tmpfs"): ({"/tmp TMPFS_SIZE=67108864"}, {"/tmp 67108864"}, TMPFS_FIXED),
-    ("nginx", "tmpfs"): ({"/tmp TMPFS_SIZE=67108864"}, {"/tmp 67108864"}, TMPFS_FIXED),
-    ("web", "environment"): ({"WEB_LISTEN_NAME"}, {"WEB_LISTEN_SUBNET"}, LISTEN),
-    ("web", "networks"): ({"app alias uwsgi-app"}, set(), LISTEN),
+#: Why the files differ where they do, by what differs.
+WHY = {
+    "security_opt": "docker stack deploy ignores security_opt (moby/moby#41371): on Swarm "
+    "no-new-privileges comes only from each node's daemon.json",
+    "tmpfs": "the stack file's /tmp holds the default 64 MiB: `docker stack deploy` takes only "
+    "bytes there, and TMPFS_SIZE reaches it through the deploy's overlay "
+    "(swarm.inputs.tmpfs_overlay, tested in test_swarm.py)",
+    "listen": "uWSGI finds its address on app by an alias of that network on compose, by the "
+    "network's subnet on Swarm (whose DNS names a task only once it is healthy)",
 }
-# fmt: on
+APP = ("migrations", "web", "celery_beat", "celery_short", "celery_long")
+TMP = ("/tmp TMPFS_SIZE=67108864", "/tmp 67108864")
+
+DIFFERENCES: dict[tuple[str, str], tuple[set[str], set[str], str]] = {
+    **{(name, "security_opt"): ({NNP}, set(), WHY["security_opt"])
+       for name in (*APP, "nginx", "db", "redis", "redis_cache")},
+    **{(name, "tmpfs"): ({TMP[0]}, {TMP[1]}, WHY["tmpfs"]) for name in (*APP, "nginx")},
+    ("web", "environment"): ({"WEB_LISTEN_NAME"}, {"WEB_LISTEN_SUBNET"}, WHY["listen"]),
+    ("web", "networks"): ({"app alias uwsgi-app"}, set(), WHY["listen"]),
+}  # fmt: skip
 
 COMPOSE_YAML, STACK_YAML = load(PRODUCTION), load(STACK_FILE)
 COMPOSE, STACK = COMPOSE_YAML["services"], STACK_YAML["services"]
