@@ -4,6 +4,7 @@
 #   0. wait for the database, at most DATABASE_WAIT_SECONDS (default 300): compose starts
 #      this job once db is healthy, but Swarm has no depends_on, names db in its DNS only
 #      once db is healthy, and a first start there (image pulled, initdb) can take minutes;
+#      a refused password ends it at once (waiting would not mend it);
 #   1. apply Django migrations;
 #   2. on a fresh database (no user yet) load the encoding profiles and categories and
 #      create the admin from ADMIN_USER / ADMIN_EMAIL / ADMIN_PASSWORD; an unset
@@ -40,6 +41,8 @@ while True:
         connection.ensure_connection()
         break
     except OperationalError as error:
+        if "password authentication failed" in str(error):  # waiting will not mend it
+            raise SystemExit(f"migrations: the database refused the password: {error}")
         if time.monotonic() > deadline:
             raise SystemExit(f"migrations: the database did not answer in {bound:.0f}s: {error}")
         if not said:

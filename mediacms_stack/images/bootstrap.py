@@ -139,11 +139,8 @@ def base_image(
         root = Path(tmp) / "rootfs"
         argv = ["debootstrap", "--variant=minbase", suite, str(root), mirror]
         done = run(c, argv, hide=True, warn=True)
-        if dry(c):
-            return True
-        if not done.ok:
+        if done is not None and not done.ok:
             raise StackError(f"debootstrap failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
-        slim_rootfs(root, mirror, suite)
         changes = [
             f"LABEL {RECIPE_LABEL}={recipe}",
             f"LABEL org.opencontainers.image.title=debian-{suite}-minbase",
@@ -151,11 +148,13 @@ def base_image(
             'CMD ["bash"]',
         ]
         importer = ["docker", "import", *(a for ch in changes for a in ("--change", ch)), "-", name]
+        if done is not None:  # not in a dry run: the root filesystem is there
+            slim_rootfs(root, mirror, suite)
         imported = run(c, importer, pipe_from=["tar", "-C", str(root), "-c", "."], hide=True,
                        warn=True)  # fmt: skip
-        if not imported.ok:
+        if imported is not None and not imported.ok:
             raise StackError(f"docker import of {name} failed: {imported.stderr[-2000:]}")
-    say(f"imported {name}")
+    say(f"imported {name}" if not dry(c) else f"{name} would be imported")
     return True
 
 

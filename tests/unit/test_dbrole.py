@@ -107,3 +107,31 @@ def test_a_swarm_stack_not_deployed_or_already_split_is_left_alone(tmp_path, mon
     assert (tmp_path / ".env").read_text() == OLD_ENV
     split = config.update(settings, {"POSTGRES_SUPERUSER": "postgres"})
     assert swarmroles.separate_roles(MockContext(), split) == split  # asks nothing at all
+
+
+def test_a_swarm_stack_whose_db_runs_elsewhere_is_deployed_unsplit_saying_where(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(swarmroles, "preflight", lambda *a: None)
+    settings = old_stack(tmp_path)
+    c = MockContext(run={
+        SERVICES: Result("mediacms_db\treplicated\t1/1\tpostgres\n"),
+        re.compile(r"docker ps .*"): Result(""),  # no db task on this engine
+        re.compile(r"docker info .*"): Result("node1 true\n"),
+        re.compile(r"docker service ps .*"): Result("db-host\n"),
+    }, repeat=True)  # fmt: skip
+    assert swarmroles.separate_roles(c, settings) == settings
+    assert (tmp_path / ".env").read_text() == OLD_ENV
+    said = capsys.readouterr().out
+    assert "still the superuser" in said and "it runs on db-host" in said, said
+    assert not any("psql" in call.args[0] for call in c.run.call_args_list)
+
+
+def test_a_dry_run_prints_the_swarm_split_and_changes_nothing(tmp_path, monkeypatch, dry, capsys):
+    monkeypatch.setattr(swarmroles, "preflight", lambda *a: pytest.fail("a dry run checks nothing"))
+    settings = old_stack(tmp_path)
+    c = dry(MockContext(run={SERVICES: Result("mediacms_db\treplicated\t1/1\tpostgres\n")}))
+    assert swarmroles.separate_roles(c, settings) == settings
+    assert (tmp_path / ".env").read_text() == OLD_ENV
+    out = capsys.readouterr()
+    assert "own role 'mediacms_app'" in out.out and "psql" in out.err

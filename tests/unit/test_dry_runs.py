@@ -14,10 +14,10 @@ import sys
 import tarfile
 
 import pytest
-from invoke import Context
+from invoke import Context, MockContext, Result
 
 from mediacms_stack.data import artifacts
-from mediacms_stack.engines import engine
+from mediacms_stack.engines import engine, shell
 from mediacms_stack.stack import config
 from mediacms_stack.stack.errors import StackError
 
@@ -142,3 +142,18 @@ def test_permission_denied_is_said_and_nothing_is_installed(monkeypatch):
     monkeypatch.setattr(engine, "start_dockerd", lambda c: pytest.fail("started dockerd"))
     with pytest.raises(StackError, match=r"permission denied.*usermod -aG docker"):
         engine.ensure(Context())
+
+
+def test_a_dry_run_of_the_engine_start_prints_it_and_waits_for_nothing(capsys):
+    c = Context()
+    shell.set_dry(c, True)
+    engine.start_dockerd(c, wait_seconds=0)
+    line = capsys.readouterr().err
+    assert "setsid" in line and "dockerd" in line and str(engine.DOCKERD_LOG) in line
+
+
+@pytest.mark.parametrize("said, version", [("2.40.3", "2.40.3"), ("v2.24.6", "v2.24.6"),
+                                           ("5.0.0", "5.0.0"), ("1.29.2", None), ("", None)])  # fmt: skip
+def test_compose_v2_and_later_count_as_compose(said, version):
+    c = MockContext(run=Result(said + "\n", exited=0 if said else 1))
+    assert engine.compose_version(c) == version

@@ -273,3 +273,13 @@ def test_a_snapshot_sent_is_recorded_beside_the_backups_for_status(tmp_path, key
     age = datetime.now(UTC) - datetime.fromisoformat(said["created_utc"])
     assert timedelta(0) <= age < timedelta(minutes=1)
     assert "s3cret" not in written.read_text() and "password-content" not in written.read_text()
+
+
+def test_a_dry_run_of_the_base_image_prints_debootstrap_and_the_import(monkeypatch, dry, capsys):
+    monkeypatch.setattr(bootstrap, "_image_label", lambda name, label: None)  # not there yet
+    c = dry(MockContext())  # any command run would fail: a dry run runs none of these
+    assert bootstrap.base_image(c, "mediacms-local/debian:test", suite="trixie")
+    out = capsys.readouterr()
+    assert "debootstrap --variant=minbase trixie" in out.err
+    assert "| docker import" in out.err and out.err.rstrip().endswith("mediacms-local/debian:test")
+    assert "would be imported" in out.out

@@ -39,10 +39,13 @@ def data_nodes(c: Context, settings: Settings) -> list[str]:
             if value.strip() == "true"]  # fmt: skip
 
 
-def services(c: Context, settings: Settings) -> list[tuple[str, str, str, str]]:
-    """(name, mode, replicas, image) of every service of the stack."""
+def services(
+    c: Context, settings: Settings, *, may_fail: bool = False
+) -> list[tuple[str, str, str, str]]:
+    """(name, mode, replicas, image) of every service of the stack (``may_fail``: none where
+    the engine cannot tell, e.g. a worker)."""
     out = _query(c, ["docker", "stack", "services", settings.project, "--format",
-                     "{{.Name}}\t{{.Mode}}\t{{.Replicas}}\t{{.Image}}"])  # fmt: skip
+                     "{{.Name}}\t{{.Mode}}\t{{.Replicas}}\t{{.Image}}"], may_fail=may_fail)  # fmt: skip
     return [tuple(line.split("\t")) for line in out.splitlines() if line.strip()]
 
 
