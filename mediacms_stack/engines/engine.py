@@ -137,7 +137,7 @@ COMPOSE_VERSION = ["docker", "compose", "version", "--short"]
 
 
 def compose_version(c: Context) -> str | None:
-    """The compose plugin's version when it is v2, else None (no plugin, no client)."""
+    """The compose plugin's version when it is v2 or later, else None (no plugin, no client)."""
     out = run(c, COMPOSE_VERSION, query=True, hide=True, warn=True, in_stream=False)
     version = out.stdout.strip() if out is not None and out.ok else ""
     major = version.lstrip("v").split(".")[0]
