@@ -16,7 +16,7 @@ servers are pinned to CPU 1, one pair measured at a time, alternated round by ro
 Measured: req/s and p50/p99 latency for the home page, the media list API, a media
 page and a login POST at 1, 8 and 64 clients; memory (PSS) of each server's processes
 after the load; the home page's req/s while 32 clients trickle request bodies (slow
-clients). The stack is throwaway and removed at the end; all traffic goes to its own
+clients); the media list's slowest answer while every uWSGI worker is replaced at once. The stack is throwaway and removed at the end; all traffic goes to its own
 containers, in bounded runs.
 """
 
@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.acceptance.client import make_clip, wait_ready
 from tests.bench.load import PINNED, address
 from tests.e2e.conftest import ADMIN_PASSWORD, new_deployment
+from tests.uwsgi_workers import replace_every_worker
 
 ROUNDS = 2
 SECONDS = 6
@@ -160,12 +161,24 @@ def wrk(url: str, clients: int, host: str, script: Path) -> dict[str, float]:
     if failed > total / 20:  # a broken setup (a refused Host, a dead server), not load
         raise AssertionError(f"{url}: {failed} of {total} answers failed\n{out}")
 
-    def percentile(p: str) -> float:
-        value, unit = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M).groups()
+    def ms(pattern: str) -> float:
+        value, unit = re.search(pattern + r"([\d.]+)(us|ms|s|m)", out, re.M).groups()
         return float(value) * SECONDS_PER[unit] * 1000
 
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),
-            "p50": percentile("50"), "p99": percentile("99"), "failed": failed}  # fmt: skip
+            "p50": ms(r"^\s+50%\s+"), "p99": ms(r"^\s+99%\s+"),
+            "max": ms(r"^\s+Latency\s+\S+\s+\S+\s+"), "failed": failed}  # fmt: skip
+
+
+def with_workers_replaced(stack, url: str, host: str, get: Path) -> dict[str, float]:
+    """wrk with 8 clients while, 1 s in, every uWSGI worker is replaced at once (what
+    max-requests does under even load; tests/uwsgi_workers.py)."""
+    timer = threading.Timer(1.0, replace_every_worker, args=(stack,))
+    timer.start()
+    try:
+        return wrk(url, 8, host, get)
+    finally:
+        timer.join()
 
 
 def login_script(stack, folder: Path) -> Path:
@@ -290,6 +303,10 @@ def main() -> None:
                 report("  p50 / p99 ms, failed answers (all rounds)",
                        f"uWSGI {u['p50']:.0f} / {u['p99']:.0f}, {u['failed']:.0f}; "
                        f"gunicorn {g['p50']:.0f} / {g['p99']:.0f}, {g['failed']:.0f}")  # fmt: skip
+        got = with_workers_replaced(stack, urls["uwsgi"] + "/api/v1/media", host, get)
+        report("media list API, 8 clients, every uWSGI worker replaced 1 s in",
+               f"{got['rps']:.1f} req/s, p99 {got['p99']:.0f} ms, slowest {got['max']:.0f} ms, "
+               f"{got['failed']:.0f} failed")  # fmt: skip
         for server, container in servers.items():
             logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
             replaced = len(re.findall(r"(?:Respawned|spawned) uWSGI worker|Booting worker",
