@@ -458,8 +458,8 @@ def acceptance_dev(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Measured side-by-side ratios (images, rebuilds, start-up, backups, 7.x migration,
-    media gate, uWSGI against gunicorn) and what visitors see while containers are
-    replaced (availability)."""
+    HTTPS, media gate, uWSGI against gunicorn), what visitors see while containers are
+    replaced (availability), and how many viewers one host serves (capacity)."""
     env = _engine_and_base(session)
     session.run("invoke", "build", env=env)
     session.run("python", "tests/bench/run.py", *session.posargs, env=env)
@@ -477,6 +477,7 @@ def bench(session: nox.Session) -> None:
         session.run("invoke", "build", *PRODUCTION_BUILD, env=tree_env)
         session.run("python", "tests/bench/real.py", env=tree_env)
         session.run("python", "tests/bench/appserver.py", env=tree_env)
+        session.run("python", "tests/bench/capacity.py", env=tree_env)
 
 
 @nox.session
