@@ -185,7 +185,8 @@ COPY scripts/build/check-libxml2.py /usr/local/bin/check-libxml2
 # the same check inside uWSGI's own process, where the web app runs
 RUN uwsgi --home /home/mediacms.io --pyrun /usr/local/bin/check-libxml2
 ENV UWSGI_PROCESSES=2 \
-    UWSGI_THREADS=2
+    UWSGI_THREADS=2 \
+    UWSGI_MAX_WORKER_LIFETIME=3600
 EXPOSE 9000
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
     CMD ["python", "/usr/local/bin/healthcheck.py", "uwsgi"]

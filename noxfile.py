@@ -463,7 +463,6 @@ def bench(session: nox.Session) -> None:
     env = _engine_and_base(session)
     session.run("invoke", "build", env=env)
     session.run("python", "tests/bench/run.py", *session.posargs, env=env)
-    session.run("python", "tests/bench/https.py", env=env)
     session.run("python", "tests/bench/migrate_7x.py", env=env)
     if not shutil.which("wrk"):
         session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
@@ -478,6 +477,9 @@ def bench(session: nox.Session) -> None:
         session.run("python", "tests/bench/real.py", env=tree_env)
         session.run("python", "tests/bench/appserver.py", env=tree_env)
         session.run("python", "tests/bench/capacity.py", env=tree_env)
+    # last: its goal is missed today (0.45, the proxy hop; README, HTTPS), and a missed
+    # goal ends the session
+    session.run("python", "tests/bench/https.py", env=env)
 
 
 @nox.session

@@ -1,9 +1,10 @@
-"""uWSGI's workers replaced the way max-requests replaces them, all at once (the smoke
-and acceptance tiers both check that a replacement does not load the app again).
+"""uWSGI's workers all replaced at once, as max-requests once replaced them under even
+load (the smoke and acceptance tiers both check that a replacement does not load the app
+again).
 
-Under even load every worker reaches max-requests in the same second. Each replacement
-must be a fork of the master, which loaded the app once: then no request waits for
-Django to be imported again. The master must hold no connection a fork would share.
+Each replacement must be a fork of the master, which loaded the app once: then no
+request waits for Django to be imported again. The master must hold no connection a fork
+would share.
 """
 
 from __future__ import annotations

@@ -172,7 +172,7 @@ def wrk(url: str, clients: int, host: str, script: Path) -> dict[str, float]:
 
 def with_workers_replaced(stack, url: str, host: str, get: Path) -> dict[str, float]:
     """wrk with 8 clients while, 1 s in, every uWSGI worker is replaced at once (what
-    max-requests does under even load; tests/uwsgi_workers.py)."""
+    max-requests did under even load; tests/uwsgi_workers.py)."""
     timer = threading.Timer(1.0, replace_every_worker, args=(stack,))
     timer.start()
     try:
@@ -303,6 +303,8 @@ def main() -> None:
                 report("  p50 / p99 ms, failed answers (all rounds)",
                        f"uWSGI {u['p50']:.0f} / {u['p99']:.0f}, {u['failed']:.0f}; "
                        f"gunicorn {g['p50']:.0f} / {g['p99']:.0f}, {g['failed']:.0f}")  # fmt: skip
+        for url in urls.values():  # what the last cell left queued (64 logins) ends first
+            answering(url, host)
         got = with_workers_replaced(stack, urls["uwsgi"] + "/api/v1/media", host, get)
         report("media list API, 8 clients, every uWSGI worker replaced 1 s in",
                f"{got['rps']:.1f} req/s, p99 {got['p99']:.0f} ms, slowest {got['max']:.0f} ms, "

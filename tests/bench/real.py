@@ -67,7 +67,7 @@ def image_sizes(settings) -> None:
 def transcoding(stack) -> str:
     """Upload to every rendition ready, against MediaCMS's own ffmpeg commands run directly."""
     clip = make_clip(stack)
-    started = time.monotonic()
+    started, wall = time.monotonic(), time.time()  # containers share this host's clock
     response = requests.post(stack.url("/api/v1/media"), auth=("admin", ADMIN_PASSWORD),
                              data={"title": "bench"}, files={"media_file": ("b.mp4", clip)},
                              timeout=300)  # fmt: skip
@@ -81,7 +81,7 @@ def transcoding(stack) -> str:
     # Each encoding ran in a temporary folder of TEMP_DIRECTORY, gone since: its commands
     # run again in a new one (on the scratch volume, like the pipeline's).
     script = (
-        "import ast, os, subprocess, sys, tempfile, time\n"
+        "import ast, json, os, subprocess, sys, tempfile, time\n"
         "from django.conf import settings\n"
         "from files.models import Encoding\n"
         f"rows = Encoding.objects.filter(media__friendly_token='{token}', status='success')\n"
@@ -89,14 +89,18 @@ def transcoding(stack) -> str:
         "rows = [row for row in rows if row.commands]  # the original's row runs nothing\n"
         "for row in rows:\n"
         "    old = os.path.dirname(row.temp_file)\n"
+        "    alone = 0.0\n"
         "    with tempfile.TemporaryDirectory(dir=settings.TEMP_DIRECTORY) as new:\n"
         "        for argv in ast.literal_eval(row.commands):\n"
         "            argv = [str(a).replace(old, new) for a in argv]\n"
         "            start = time.monotonic()\n"
         "            done = subprocess.run(argv, capture_output=True, text=True, cwd=new)\n"
-        "            total += time.monotonic() - start\n"
+        "            alone += time.monotonic() - start\n"
         "            if done.returncode:\n"
         "                sys.exit(f'{argv}: {done.stderr[-1500:]}')\n"
+        "    total += alone\n"
+        "    print('ROW', json.dumps([row.profile.name, row.add_date.timestamp(),\n"
+        "                             row.update_date.timestamp(), alone]))\n"
         "print('DIRECT', len(rows), total)\n"
     )
     done = stack.dc("exec", "-T", "celery_long", "python", "manage.py", "shell", "-c", script,
@@ -111,7 +115,28 @@ def transcoding(stack) -> str:
            f"ratio {float(direct) / pipeline:.2f}")  # fmt: skip
     report("  ... and thumbnail, poster and sprites ready too",
            f"pipeline {everything:.1f} s: ratio {float(direct) / everything:.2f}")  # fmt: skip
+    where_the_time_goes(out, wall, pipeline)
     return token
+
+
+def where_the_time_goes(out: str, wall: float, pipeline: float) -> None:
+    """The pipeline's time, cut where MediaCMS's own rows say: until the first encoding
+    was queued (upload, media_init), each encoding in the pipeline against its commands
+    alone (what ran beside it: other tasks, thumbnails, sprites), and the rest (hand-offs
+    between tasks, the last status reaching the API)."""
+    rows = sorted((json.loads(line[4:]) for line in out.splitlines() if line.startswith("ROW ")),
+                  key=lambda row: row[2])  # fmt: skip
+    queued = min(row[1] for row in rows) - wall
+    report("  until the first encoding was queued (upload, media_init)", f"{queued:.1f} s")
+    previous_end, ran = 0.0, 0.0
+    for name, added, ended, alone in rows:
+        began = max(added, previous_end)  # one encoding at a time (CELERY_LONG_CONCURRENCY=1)
+        ran += ended - began
+        report(f"  encoding {name}: in the pipeline vs its commands alone",
+               f"{ended - began:.1f} vs {alone:.1f} s")  # fmt: skip
+        previous_end = ended
+    report("  the rest (waits between tasks, the status reaching the API)",
+           f"{pipeline - queued - ran:.1f} s")  # fmt: skip
 
 
 def bare_nginx(stack, path: str) -> tuple[str, str]:

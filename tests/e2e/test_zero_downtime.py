@@ -3,17 +3,19 @@
 A stack of its own (web is restarted, killed and stopped here). A thread sends GET / and
 GET /api/v1/media in turn to nginx on the stack's 127.0.0.1 port while the operation
 runs; an answer of 500 or more, or no answer, is a failure. In order: `invoke restart
---service web` with one web container (a spare answers meanwhile), both uWSGI workers
-replaced at once, WEB_REPLICAS=2 and kill -9 of one of them, then every web container
-stopped.
+--service web` with one web container (a spare answers meanwhile), WEB_REPLICAS=2 and
+kill -9 of one of them, uWSGI's workers replaced at the end of their lifetime, then every
+web container stopped.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
+from datetime import datetime
 
 import pytest
 import requests
@@ -21,7 +23,7 @@ from conftest import new_deployment, running
 
 from mediacms_stack.stack import config
 from tests.traffic import Loop, requests_meanwhile
-from tests.uwsgi_workers import replace_every_worker
+from tests.uwsgi_workers import LOADED
 
 pytestmark = pytest.mark.e2e
 
@@ -83,23 +85,6 @@ def test_restart_of_a_lone_web_fails_no_request(stack):
     assert "graceful shutdown triggered" in docker("logs", web)
 
 
-def test_workers_replaced_together_load_nothing_and_fail_no_request(stack):
-    """Under even load both workers reach max-requests in the same second. Their
-    replacements are forks of the master, which loaded the app once and holds no
-    database or Redis connection: no request waits for Django to be imported again
-    (with lazy-apps it did, 2 s on the stand-in and 1-6 s on MediaCMS 8.3.2)."""
-    with requests_meanwhile(stack) as loop:
-        start = time.monotonic()
-        replaced = replace_every_worker(stack)
-        time.sleep(3)  # the replacements alone answer
-        end = time.monotonic()
-    print(f"\n{replaced} uWSGI workers replaced at once: {summary(loop, start, end)}")
-    assert replaced == int(stack.settings.get("UWSGI_PROCESSES", "2"))
-    assert not loop.failed(), summary(loop, start, end)
-    assert {status for *_, status in loop.answers} == {200}, summary(loop, start, end)
-    assert loop.answers[0][0] < start and loop.answers[-1][1] > end
-
-
 def test_kill_of_one_of_two_webs_fails_no_get(stack):
     config.update(stack.settings, {"WEB_REPLICAS": "2"})
     stack.invoke("up")
@@ -117,6 +102,38 @@ def test_kill_of_one_of_two_webs_fails_no_get(stack):
     assert len(loop.during(start, end)) >= 30, summary(loop, start, end)
     assert loop.answers[0][0] < start and loop.answers[-1][1] > end
     assert web_containers(stack) == [first, second]
+
+
+#: uWSGI's line when it replaces a worker whose lifetime is over (docker logs -t)
+LIFETIME = re.compile(r"^(\S+) worker (\d+) lifetime reached", re.M)
+
+
+def test_workers_leave_one_at_a_time_at_their_lifetime_and_fail_no_request(stack):
+    """UWSGI_MAX_WORKER_LIFETIME=15: in each web container worker 1 is replaced about 15 s
+    after the start and worker 2 5 s after it (uwsgi.ini), each by a fork of the master
+    (the app is loaded once), while the rest answer: no request fails."""
+    config.update(stack.settings, {"UWSGI_MAX_WORKER_LIFETIME": "15"})
+    stack.invoke("up")
+    webs = web_containers(stack)
+    with requests_meanwhile(stack) as loop:
+        start = time.monotonic()
+        while True:
+            logs = {web: docker("logs", "-t", "--since", started_at(web), web) for web in webs}
+            first: dict[str, dict[str, datetime]] = {web: {} for web in webs}
+            for web, log in logs.items():
+                for stamp, worker in LIFETIME.findall(log):
+                    first[web].setdefault(worker, datetime.fromisoformat(stamp[:26]))
+            if all(len(seen) >= 2 for seen in first.values()):
+                break
+            assert time.monotonic() < start + 90, f"no two workers replaced in 90 s: {first}"
+            time.sleep(1)
+        end = time.monotonic()
+    print(f"\nworkers replaced at their lifetime: {summary(loop, start, end)}; {first}")
+    for web, seen in first.items():
+        assert (seen["2"] - seen["1"]).total_seconds() >= 3, (web, seen)
+        assert logs[web].count(LOADED) == 1, f"{web}: a replaced worker loaded the app again"
+    assert not loop.failed(), summary(loop, start, end)
+    assert {status for *_, status in loop.answers} == {200}, summary(loop, start, end)
 
 
 def test_without_web_every_request_gets_the_503_page(stack):
