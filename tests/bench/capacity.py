@@ -116,19 +116,20 @@ def watch_plan(stack, token: str) -> tuple[list[str], list[tuple[str, dict[str, 
     return [*pages, master, playlist], [(path, {}) for path in segments]
 
 
-def upload(stack, clip: bytes, done: list) -> None:
-    """One upload, whose encodings then run in the workers."""
-    answer = requests.post(stack.url("/api/v1/media"), auth=("admin", ADMIN_PASSWORD),
-                           data={"title": "capacity"}, files={"media_file": ("c.mp4", clip)},
-                           timeout=300)  # fmt: skip
-    done.append(answer.status_code)
+def upload(stack, clip: bytes, title: str) -> requests.Response:
+    """One upload as the admin, whose encodings then run in the workers."""
+    return requests.post(stack.url("/api/v1/media"), auth=("admin", ADMIN_PASSWORD),
+                         data={"title": title}, files={"media_file": (f"{title}.mp4", clip)},
+                         timeout=300)  # fmt: skip
 
 
 def step(stack, viewers: int, pages: list[str], segments: list, clip: bytes) -> dict:
     record: list = []
     stop = threading.Event()
     uploaded: list = []
-    uploader = threading.Thread(target=upload, args=(stack, clip, uploaded), daemon=True)
+    uploader = threading.Thread(
+        target=lambda: uploaded.append(upload(stack, clip, "meanwhile").status_code), daemon=True
+    )
     uploader.start()
     crowd = [Viewer(stack.port, pages, segments, SEGMENT * i / viewers, stop, record)
              for i in range(viewers)]  # fmt: skip
@@ -165,9 +166,7 @@ def main() -> None:
         if up.returncode != 0:
             sys.exit(f"invoke up failed:\n{up.stdout[-2000:]}\n{up.stderr[-2000:]}")
         clip = make_clip(stack, seconds=CLIP)
-        made = requests.post(stack.url("/api/v1/media"), auth=("admin", ADMIN_PASSWORD),
-                             data={"title": "watched"}, files={"media_file": ("w.mp4", clip)},
-                             timeout=300)  # fmt: skip
+        made = upload(stack, clip, "watched")
         made.raise_for_status()
         token = made.json()["friendly_token"]
         wait_ready(stack, token, poll=1)
