@@ -91,4 +91,39 @@ else
 fi > "${out%/*}/media-gate-cache.conf"
 echo "nginx-entrypoint: media gate decisions kept ${gate}s" >&2
 echo "nginx-entrypoint: answering for$names; trusted proxies: ${TRUSTED_PROXIES:-none}" >&2
-exec "$@"
+
+# nginx runs as this shell's child, not in its place. The engine tears the container's
+# network down as soon as its first process ends, and an nginx that quit gracefully
+# (SIGQUIT: `invoke upgrade` or `restart --service nginx` behind the HTTPS overlay, a
+# Swarm update) may leave the last bytes of its responses in the kernel's send buffers:
+# a download ending then would lose them. So every signal goes on to nginx, and once it
+# has quit this shell waits until no connection has anything left to send (30 s at
+# most), then ends with nginx's status. After SIGTERM or SIGINT (fast
+# shutdown: stop now) it does not wait.
+"$@" &
+child=$!
+last=
+for signal in HUP USR1 USR2 WINCH QUIT TERM INT; do
+    # shellcheck disable=SC2064 # the signal's name and nginx's pid, fixed now
+    trap "last=$signal; kill -$signal $child 2>/dev/null || true" "$signal"
+done
+status=
+while [ -z "$status" ]; do
+    status=0
+    wait "$child" || status=$?
+    # a signal ends `wait` early (status above 128) while nginx goes on
+    if kill -0 "$child" 2>/dev/null; then status=; fi
+done
+unsent() {
+    # /proc/net/tcp*: field 4 the state (04 FIN_WAIT1, 0B CLOSING, 09 LAST_ACK: data or
+    # the FIN still unacknowledged), field 5 tx_queue:rx_queue in hexadecimal
+    awk 'FNR > 1 && ($4 == "04" || $4 == "0B" || $4 == "09" || $5 !~ /^0+:/) { n++ }
+         END { exit n ? 0 : 1 }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+case $last in TERM | INT) exit "$status" ;; esac
+tries=150
+while [ "$tries" -gt 0 ] && unsent; do
+    sleep 0.2
+    tries=$((tries - 1))
+done
+exit "$status"

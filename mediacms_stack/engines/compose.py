@@ -11,7 +11,8 @@ from invoke.runners import Result
 
 from ..stack import config, secrets
 from ..stack.config import Settings
-from .shell import run
+from ..stack.errors import StackError
+from .shell import dry, poll, run, say
 
 PRODUCTION = "docker-compose.yaml"
 HTTPS = "docker-compose-cert.yaml"
@@ -163,6 +164,12 @@ class Compose:
                  if row.get("Service") == service and row.get("State") == "running"]  # fmt: skip
         return sorted(names, key=lambda name: int(name.rsplit("-", 1)[1]))
 
+    @property
+    def https(self) -> bool:
+        """Whether the HTTPS overlay is in: Caddy then owns the published ports, and
+        nginx's containers can come and go behind it."""
+        return HTTPS in self.files
+
     # One container of a service (compose acts on all of them at once): the engine stops
     # it as compose would, SIGTERM then the service's stop_grace_period.
     def restart_container(self, c: Context, name: str):
@@ -171,3 +178,22 @@ class Compose:
     def remove_container(self, c: Context, name: str):
         run(c, ["docker", "stop", name])
         return run(c, ["docker", "rm", name])
+
+    def drain_container(self, c: Context, name: str, signal: str) -> None:
+        """Remove ``name`` after ``signal`` (its graceful stop: SIGQUIT for nginx, which
+        closes its listeners and ends the responses under way) and at most its
+        stop_grace_period (10 s when it has none); what is still under way then is cut.
+        Its restart policy goes first: the engine would otherwise start it again."""
+        run(c, ["docker", "update", "--restart", "no", name])
+        run(c, ["docker", "kill", "--signal", signal, name])
+        if not dry(c):
+            inspect = ["docker", "inspect", "--format"]
+            grace = run(c, [*inspect, "{{.Config.StopTimeout}}", name], query=True, hide=True)
+            seconds = int(grace.stdout.strip()) if grace.stdout.strip().isdigit() else 10
+            try:
+                poll(c, [*inspect, "{{.State.Running}}", name],
+                     lambda result: result.stdout.strip() == "false", timeout=seconds,
+                     interval=0.5, what=f"{name} ending what it serves", hide=True)  # fmt: skip
+            except StackError as error:
+                say(f"{error}: what it still serves is cut")
+        run(c, ["docker", "rm", "--force", name])

@@ -97,13 +97,18 @@ def restart(
     c: Context, compose: Compose, settings: Settings, services: list[str], *, timeout: int = 300
 ) -> None:
     """Restart ``services`` (all when empty, at once, as compose does). web named on its
-    own terms: after the others, one container at a time (:func:`restart_web`)."""
-    others = [s for s in services if s != "web"]
+    own terms: after the others, one container at a time (:func:`restart_web`); and
+    behind the HTTPS overlay nginx too, last: a new container beside the old one, which
+    ends the responses under way (:func:`replace_beside`)."""
+    beside = ["nginx"] if compose.https and "nginx" in services else []
+    others = [s for s in services if s not in ("web", *beside)]
     if others or not services:
         compose.run(c, "restart", *others)
     if "web" in services:
         replicas = parse_scale([f"web={settings.get('WEB_REPLICAS') or 1}"])["web"]
         restart_web(c, compose, replicas, timeout=timeout)
+    if beside:
+        replace_beside(c, compose, *beside, timeout=timeout)
 
 
 def restart_web(c: Context, compose: Compose, replicas: int, *, timeout: int = 300) -> None:
@@ -153,12 +158,20 @@ def restart_web(c: Context, compose: Compose, replicas: int, *, timeout: int = 3
 BESIDE = (("web",), ("celery_short", "celery_long"))
 
 
+#: How an old container ends the work under way when it goes, where SIGTERM would cut it
+#: (nginx: SIGTERM is its fast shutdown; SIGQUIT closes its listeners and ends the
+#: responses it is sending). The others stop as compose stops them.
+GRACEFUL = {"nginx": "QUIT"}
+
+
 def replace_beside(c: Context, compose: Compose, *services: str, timeout: int = 300) -> None:
     """Move ``services`` onto the images .env names without a gap: as many new containers
     as run start beside the old ones, and once every one is healthy the old ones go, each
-    stopped as compose would (SIGTERM, then its stop_grace_period). web's old containers
-    end the requests they serve while nginx sends new ones to both; a worker's warm
-    shutdown ends the tasks it runs while the new workers already take the next ones."""
+    stopped gracefully, within its stop_grace_period. web's old containers end the
+    requests they serve while nginx sends new ones to both; a worker's warm shutdown ends
+    the tasks it runs while the new workers already take the next ones; an old nginx
+    (behind the HTTPS overlay only: on plain HTTP it owns the published port, which no
+    second container can share) ends its responses while Caddy connects to the new one."""
     old = {name: [] if dry(c) else compose.running(c, name) for name in services}
     counts = {name: 2 * max(len(running), 1) for name, running in old.items()}
     say(f"{', '.join(services)}: new containers beside the running ones, then the old go")
@@ -166,8 +179,12 @@ def replace_beside(c: Context, compose: Compose, *services: str, timeout: int = 
     if dry(c):
         return
     wait_healthy(c, compose, services, timeout)
-    for name in (container for running in old.values() for container in running):
-        compose.remove_container(c, name)
+    for service, running in old.items():
+        for name in running:
+            if service in GRACEFUL:
+                compose.drain_container(c, name, GRACEFUL[service])
+            else:
+                compose.remove_container(c, name)
 
 
 #: Reads {"user": ..., "password": ...} from stdin: the password is never in an argv

@@ -25,6 +25,8 @@ an operator is left with when one fails:
    - maintenance: nginx answers every request with the 503 page (a flag on its /tmp),
      web, beat and the workers stop, the migrations job runs and they start on the new
      images; nginx is recreated last, once they are healthy: the new nginx has no flag.
+   Behind the HTTPS overlay (Caddy owns the ports) nginx, last on both paths, moves
+   beside too: the old one ends the responses it is sending while the new one answers.
    Every service must end healthy. Fails: the old version comes back at once, by itself
    (:func:`.rollback.roll_back_failed`): when the plan had migrations, by the whole
    rollback of ``--rollback FOLDER`` (:mod:`.rollback`; the database may be partly
@@ -251,7 +253,13 @@ def _go_in(c: Context, compose: Compose, path: str, timeout: int) -> str:
         gone = "; it has no flag: the page goes"
     if why:
         return why
+    say(f"nginx on the new image{gone}")
+    if compose.https:  # Caddy owns the ports: the new nginx starts beside the old one
+        try:
+            replace_beside(c, compose, "nginx", timeout=timeout)
+        except StackError as error:
+            return f"the new nginx container: {error}"
+        return ""
     # nginx alone, last: an `up` stops every container it recreates first and starts them
     # together, so nginx in a larger one would leave its port closed for all that time
-    say(f"nginx on the new image{gone}")
     return start_healthy(c, compose, timeout, "nginx", deps=False)

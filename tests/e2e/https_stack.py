@@ -256,6 +256,7 @@ def start(home: Path, project: str, *, publish_nginx: bool = False) -> HttpsDepl
     stack = new_deployment(home, project, FRONTEND_HOST=f"https://{NAME}",
                            HTTP_PORT=str(http_port), HTTPS_PORT=str(https_port),
                            ACME_EMAIL="ops@example.org", ACME_CA="https://pebble:14000/dir",
+                           HTTPS_OVERLAY="true",
                            CADDY_IMAGE=bootstrap.LOCAL_IMAGES["CADDY_IMAGE"])  # fmt: skip
     pebble = home / "pebble"
     pebble.mkdir()

@@ -4,7 +4,7 @@ import re
 import pytest
 from invoke import MockContext, Result
 
-from mediacms_stack.engines.compose import Compose
+from mediacms_stack.engines.compose import HTTPS, PRODUCTION, Compose
 from mediacms_stack.procedures import ops
 from mediacms_stack.stack import config, model
 from mediacms_stack.stack.errors import StackError
@@ -89,7 +89,7 @@ def _web(*names: str, health: str = "healthy") -> Result:
 
 def _commands(c) -> list[str]:
     """Each command run, compose's project options left out; PS for every ``ps`` query."""
-    commands = [re.sub(r"^docker compose .*?--file \S+ ", "docker compose ", call.args[0])
+    commands = [re.sub(r"^docker compose .*--file \S+ ", "docker compose ", call.args[0])
                 for call in c.run.call_args_list]  # fmt: skip
     return [PS if " ps --format json" in command else command for command in commands]
 
@@ -152,6 +152,42 @@ def test_restart_without_web_running_refuses_and_changes_nothing(tmp_path):
     with pytest.raises(StackError, match="no web container runs"):
         ops.restart_web(c, Compose(tmp_path, project="site"), replicas=1)
     assert _commands(c) == [PS]
+
+
+def test_behind_the_https_overlay_nginx_restarts_beside_and_the_old_one_drains(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(ops, "wait_healthy", lambda *a, **k: None)
+    nginx = '{"Name": "site-nginx-1", "Service": "nginx", "State": "running"}\n'
+    c = MockContext(run={re.compile(r".* ps --format json"): Result(nginx),
+                         re.compile(r".*StopTimeout.*"): Result("<nil>\n"),
+                         re.compile(r".*State\.Running.*"): Result("false\n"),
+                         re.compile(r".*"): Result()}, repeat=True)  # fmt: skip
+    compose = Compose(tmp_path, (PRODUCTION, HTTPS), project="site")
+    ops.restart(c, compose, config.Settings(tmp_path, {}, tmp_path / ".env"), ["nginx", "redis"])
+    assert _commands(c) == [
+        "docker compose restart redis",
+        PS,
+        "docker compose up --detach --no-recreate --no-deps --wait --wait-timeout 300 "
+        "--scale=nginx=2 nginx",
+        "docker update --restart no site-nginx-1",
+        "docker kill --signal QUIT site-nginx-1",
+        "docker inspect --format '{{.Config.StopTimeout}}' site-nginx-1",
+        "docker inspect --format '{{.State.Running}}' site-nginx-1",
+        "docker rm --force site-nginx-1",
+    ]
+
+
+def test_an_old_nginx_still_sending_past_its_grace_is_cut_and_said(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("time.sleep", lambda _: None)
+    c = MockContext(run={re.compile(r".*StopTimeout.*"): Result("1\n"),
+                         re.compile(r".*State\.Running.*"): Result("true\n"),
+                         re.compile(r".*"): Result()}, repeat=True)  # fmt: skip
+    Compose(tmp_path, project="site").drain_container(c, "site-nginx-1", "QUIT")
+    assert _commands(c)[-1] == "docker rm --force site-nginx-1"
+    assert "site-nginx-1 ending what it serves within 1s: what it still serves is cut" in (
+        capsys.readouterr().out
+    )
 
 
 @pytest.mark.parametrize("services, first, web", [

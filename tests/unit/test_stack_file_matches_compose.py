@@ -193,6 +193,9 @@ WHY = {
     "(swarm.inputs.tmpfs_overlay, tested in test_swarm.py)",
     "listen": "uWSGI finds its address on app by an alias of that network on compose, by the "
     "network's subnet on Swarm (whose DNS names a task only once it is healthy)",
+    "drain": "compose's old nginx drains beside its replacement (HTTPS overlay: Caddy owns "
+    "the ports); Swarm's keeps the default 10 s, as in host mode its update is stop-first "
+    "and the node's port stays closed while the old task drains",
 }
 APP = ("migrations", "web", "celery_beat", "celery_short", "celery_long")
 TMP = ("/tmp TMPFS_SIZE=67108864", "/tmp 67108864")
@@ -203,6 +206,7 @@ DIFFERENCES: dict[tuple[str, str], tuple[set[str], set[str], str]] = {
     **{(name, "tmpfs"): ({TMP[0]}, {TMP[1]}, WHY["tmpfs"]) for name in (*APP, "nginx")},
     ("web", "environment"): ({"WEB_LISTEN_NAME"}, {"WEB_LISTEN_SUBNET"}, WHY["listen"]),
     ("web", "networks"): ({"app alias uwsgi-app"}, set(), WHY["listen"]),
+    ("nginx", "stop_grace_period"): ({"60s"}, set(), WHY["drain"]),
 }  # fmt: skip
 
 COMPOSE_YAML, STACK_YAML = load(PRODUCTION), load(STACK_FILE)

@@ -7,7 +7,7 @@ from invoke import MockContext, Result
 
 from mediacms_stack.data import backup
 from mediacms_stack.engines import shell, stackstate
-from mediacms_stack.engines.compose import Compose
+from mediacms_stack.engines.compose import HTTPS, PRODUCTION, Compose
 from mediacms_stack.procedures import gate, rollback, transition, upgrade
 from mediacms_stack.stack import config
 from mediacms_stack.stack.errors import StackError
@@ -277,15 +277,17 @@ def test_failure_reason_keeps_the_lines_that_say_what_failed():
     assert transition._reason("a\nb\nc\nd\n") == "b\n  c\n  d"
 
 
-def go_in(tmp_path, monkeypatch, path: str) -> list[str]:
+def go_in(tmp_path, monkeypatch, path: str, files: tuple[str, ...] = (PRODUCTION,)) -> list[str]:
     """The commands step 5 runs on the ``path`` the gate chose, every one succeeding; one
-    container of each service runs before."""
+    container of each service runs before (and has ended when asked whether it runs)."""
     monkeypatch.setattr("mediacms_stack.procedures.ops.wait_healthy", lambda *a, **k: None)
     ps = "".join(f'{{"Name":"p-{name}-1","Service":"{name}","State":"running"}}\n'
                  for name in ("nginx", "web", "celery_short", "celery_long", "celery_beat"))  # fmt: skip
     c = MockContext(run={re.compile(r".* ps --format json$"): Result(ps),
+                         re.compile(r".*\{\{\.Config\.StopTimeout\}\}.*"): Result("60\n"),
+                         re.compile(r".*\{\{\.State\.Running\}\}.*"): Result("false\n"),
                          re.compile(".*"): Result("")}, repeat=True)  # fmt: skip
-    assert upgrade._go_in(c, Compose(tmp_path, project="p"), path, 300) == ""
+    assert upgrade._go_in(c, Compose(tmp_path, files, project="p"), path, 300) == ""
     return [call.args[0].split(" --file ")[-1] for call in c.run.call_args_list
             if " ps " not in call.args[0]]  # fmt: skip
 
@@ -316,3 +318,22 @@ def test_the_maintenance_path_raises_the_page_first_and_nginx_goes_last_alone(
     assert done[2].endswith("up --detach --wait --wait-timeout 300 web celery_beat celery_short "
                             "celery_long")  # fmt: skip
     assert done[3].endswith("--no-deps nginx") and len(done) == 4
+
+
+@pytest.mark.parametrize("path", [gate.ZERO_DOWNTIME, gate.MAINTENANCE])
+def test_behind_the_https_overlay_the_new_nginx_starts_beside_and_the_old_one_drains(
+    tmp_path, monkeypatch, path
+):
+    done = go_in(tmp_path, monkeypatch, path, (PRODUCTION, HTTPS))
+    first = next(i for i, command in enumerate(done) if "--scale=nginx=2 nginx" in command)
+    nginx = done[first:]
+    assert "--no-recreate" in nginx[0] and "--no-deps" in nginx[0]
+    # no SIGTERM (nginx's fast shutdown): SIGQUIT, no restart by the engine, its grace
+    assert nginx[1:] == [
+        "docker update --restart no p-nginx-1",
+        "docker kill --signal QUIT p-nginx-1",
+        "docker inspect --format '{{.Config.StopTimeout}}' p-nginx-1",
+        "docker inspect --format '{{.State.Running}}' p-nginx-1",
+        "docker rm --force p-nginx-1",
+    ]
+    assert not any(d.endswith("--no-deps nginx") for d in done)  # never recreated stop-first
