@@ -209,7 +209,10 @@ def running(deployment: Stack, request: pytest.FixtureRequest, *up_args: str) ->
             print(f"\nstack kept: MEDIACMS_HOME={deployment.home} ({deployment.base})",
                   file=sys.stderr)  # fmt: skip
         else:
-            deployment.dc("down", "--volumes", "--remove-orphans", check=False)
+            # 30 s, not each service's stop_grace_period (web 310 s, celery_long 10 min):
+            # the stack goes, what runs in it needs no graceful end
+            deployment.dc("down", "--volumes", "--remove-orphans", "--timeout", "30",
+                          check=False)  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from cryptography import x509
 from https_stack import NAME, VALIDITY
 
 from tests.traffic import Loop
+from tests.versions import ADD, Versions, reads_the_note
 
 pytestmark = pytest.mark.e2e
 
@@ -282,6 +283,42 @@ def test_a_download_under_way_arrives_whole_when_nginx_restarts_behind_caddy(sit
     assert site.inspect("nginx")["Id"] != before  # a new container serves
     assert len(site.dc("ps", "--quiet", "nginx").stdout.split()) == 1  # the old one is gone
     assert loop.failed() == [], loop.failed()[:10]
+
+
+def test_an_additive_upgrade_behind_caddy_fails_no_request(site, first, tmp_path_factory):
+    """`invoke upgrade` behind the overlay to a version whose one migration adds a
+    nullable column (the zero-downtime path): web and the workers move beside the old
+    ones, and nginx too, last (Caddy owns the ports, so nothing closes). Under the GET
+    loop through Caddy nothing fails, not even for a moment at nginx's swap, which on
+    plain HTTP refuses a few connections (test_upgrade_gate.py)."""
+    versions = Versions(site.stack, tmp_path_factory.mktemp("https-versions"))
+    version = versions.make("https-add", {"9101_gate_note": ADD}, reads_the_note)
+    old_nginx = site.inspect("nginx")["Id"]
+    try:
+        versions.build(version)  # before the loop: the upgrade's --build finds it cached
+        loop = ThroughCaddy(site, limit=600)
+        loop.start()
+        try:
+            time.sleep(3)
+            started = time.monotonic()
+            done = versions.upgrade(version, *versions.from_source(version))
+            ended = time.monotonic()
+            time.sleep(3)
+        finally:
+            loop.stopped.set()
+            loop.join(timeout=90)
+        assert done.returncode == 0, done.stderr[-4000:]
+        assert "the zero-downtime path" in done.stdout, done.stdout[-3000:]
+        during = loop.during(started, ended)
+        print(f"\n[measured] additive upgrade behind Caddy in {ended - started:.0f} s: "
+              f"{len(during)} requests, {len(loop.failed())} failed; slowest "
+              f"{loop.slowest():.1f} s")  # fmt: skip
+        assert len(during) >= 30 and loop.failed() == [], loop.failed()[:10]
+        nginx = site.inspect("nginx")
+        assert nginx["Id"] != old_nginx and nginx["Config"]["Image"].endswith(f":{version}")
+        assert len(site.dc("ps", "--quiet", "nginx").stdout.split()) == 1
+    finally:
+        versions.remove(version)
 
 
 def test_the_certificate_is_renewed_before_it_expires(site, first):

@@ -138,7 +138,9 @@ def test_without_web_every_request_gets_the_503_page(stack):
     gated = "/media/original/zero-downtime-probe.mp4"  # a file the gate must ask web about
     stack.dc("exec", "-T", "web", "sh", "-c", "mkdir -p media_files/original && "
              "echo zd-secret-bytes > media_files/original/zero-downtime-probe.mp4")  # fmt: skip
-    stack.dc("stop", "web")
+    # 30 s at most: the workers' 15 s lifetime above makes uWSGI's rare race likely, a
+    # worker respawned as SIGTERM comes is never told to stop (README: App server)
+    stack.dc("stop", "--timeout", "30", "web")
     deadline = time.monotonic() + 30
     while requests.get(stack.url("/"), timeout=30).status_code != 503:
         assert time.monotonic() < deadline, "no 503 within 30 s of web stopping"
