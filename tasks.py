@@ -333,7 +333,9 @@ def down(c, dev=False, https=False, volumes=False, dry_run=False):
 
 @task(exclusive=True, iterable=["service"], help={
     "service": "a service to restart, repeatable; web is restarted one container at a time, "
-    "failing no request (a spare runs while a lone one restarts) (Default: all, at once)",
+    "failing no request (a spare runs while a lone one restarts), and behind the HTTPS "
+    "overlay nginx gets a new container beside the old one, which ends its responses "
+    "first (Default: all, at once)",
     "timeout": "seconds to wait for each web container to be healthy again (Default: 300)",
 })  # fmt: skip
 def restart(c, service=None, timeout=300, dry_run=False):

@@ -2,7 +2,9 @@
 other on one stand-in stack: (d) `invoke restart --service web`, (c) an upgrade that
 fails (its migration raises) and rolls back by itself, (a) a compatible upgrade (a
 nullable column), (b) an upgrade with a destructive migration (the column dropped), and
-(e) kill -9 of one of two web containers.
+(e) kill -9 of one of two web containers; then, on a stack behind the HTTPS overlay
+(Caddy, a certificate from Pebble), (a) again and `invoke restart --service nginx`: Caddy
+owns the ports there, so the new nginx starts beside the old one.
 
     python tests/bench/availability.py        (the test app's images: MEDIACMS_ENV_FILE)
 
@@ -29,6 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -42,30 +45,62 @@ from tests.e2e.conftest import ADMIN_PASSWORD, Stack, new_deployment
 from tests.traffic import Answers, outside_the_swap, the_swap, under_answers
 from tests.versions import ADD, DROP, FAILING, Versions, reads_the_note
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))  # its own imports
+import https_stack
+
 #: the longest outage allowed where the 503 page is expected (issue 19)
 OUTAGE_GOAL = 30.0
 LOGIN = "/api/v1/login"
 
 
 class Visitor(Answers):
-    """The pages, the API, a media file's first KiB and a login, in turn."""
+    """The pages, the API, a media file's first KiB and a login, in turn; a new
+    connection for each."""
 
-    def __init__(self, stack: Stack, media: str, limit: float = 900) -> None:
-        super().__init__(stack.base, limit)
+    def __init__(self, base: str, media: str, limit: float = 900) -> None:
+        super().__init__(base, limit)
         self.paths = ("/", "/api/v1/media", media, LOGIN)
         self.media = media
 
+    def client(self) -> requests.Session:
+        return requests.Session()
+
     def fetch(self, path: str) -> int | str:
         try:
-            if path == LOGIN:
-                answer = requests.post(self.base + path, auth=("admin", ADMIN_PASSWORD),
-                                       timeout=30)  # fmt: skip
-            else:
-                headers = {"Range": "bytes=0-1023"} if path == self.media else {}
-                answer = requests.get(self.base + path, headers=headers, timeout=30)
+            with self.client() as client:
+                if path == LOGIN:
+                    answer = client.post(self.base + path, auth=("admin", ADMIN_PASSWORD),
+                                         timeout=30)  # fmt: skip
+                else:
+                    headers = {"Range": "bytes=0-1023"} if path == self.media else {}
+                    answer = client.get(self.base + path, headers=headers, timeout=30)
             return self.outcome(answer)
         except requests.RequestException as error:
             return type(error).__name__
+
+
+class ToCaddy(requests.adapters.HTTPAdapter):
+    """HTTPS to Caddy's published port on 127.0.0.1 as to the site's name (SNI and the
+    certificate's name), trusting Pebble's root."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        kwargs.update(server_hostname=https_stack.NAME, assert_hostname=https_stack.NAME)
+        super().init_poolmanager(*args, **kwargs)
+
+
+class ThroughCaddy(Visitor):
+    """The same visitor through the HTTPS overlay: a new TLS connection for each."""
+
+    def __init__(self, site: https_stack.HttpsDeployment, media: str) -> None:
+        super().__init__(f"https://127.0.0.1:{site.https_port}", media)
+        self.root = str(site.root)
+
+    def client(self) -> requests.Session:
+        client = requests.Session()
+        client.mount(self.base, ToCaddy())
+        client.verify = self.root
+        client.headers["Host"] = https_stack.NAME
+        return client
 
 
 def served(answer: tuple) -> bool:
@@ -85,10 +120,10 @@ def longest_outage(loop: Answers) -> float:
     return longest
 
 
-def measured(stack: Stack, media: str, action: Callable[[], object], *, swap: bool) -> dict:
-    """The visitor's figures while ``action`` runs; ``swap``: it replaces nginx (an
+def measured(visitor: Visitor, action: Callable[[], object], *, swap: bool) -> dict:
+    """The ``visitor``'s figures while ``action`` runs; ``swap``: it replaces nginx (an
     upgrade), whose refused connections are counted apart."""
-    _, loop, start, end = under_answers(stack.base, action, loop=Visitor(stack, media))
+    _, loop, start, end = under_answers(visitor.base, action, loop=visitor)
     failed = outside_the_swap(loop, start, end) if swap else [
         a for a in loop.failed() if a[3] != 503]  # fmt: skip
     return {
@@ -139,6 +174,40 @@ def kill_one_of_two(stack: Stack) -> Callable[[], None]:
     return action
 
 
+def behind_https(rows: dict[str, dict]) -> None:
+    """(a) and a restart of nginx on a stack behind the HTTPS overlay, into ``rows``."""
+    home = Path(tempfile.mkdtemp(prefix="bench-availability-https-"))
+    site = https_stack.start(home, f"mediacms-bench-https-{os.getpid()}")
+    versions = Versions(site.stack, home / "versions")
+    add = versions.make("https-add", {"9101_gate_note": ADD}, reads_the_note)
+    try:
+        site.wait_certificate(timeout=90)
+        versions.build(add)
+        caddy = ThroughCaddy(site, "/")
+        with caddy.client() as client:
+            uploaded = client.post(caddy.base + "/api/v1/media", timeout=60,
+                                   auth=("admin", ADMIN_PASSWORD),
+                                   data={"title": "bench", "state": "public"},
+                                   files={"media_file": ("bench.mp4", os.urandom(64 << 10))})  # fmt: skip
+        uploaded.raise_for_status()
+        media = urlsplit(uploaded.json()["original_url"]).path
+        steps = {
+            "(a) compatible upgrade, HTTPS": lambda: must(
+                versions.upgrade(add, *versions.from_source(add))
+            ),
+            "(f) restart --service nginx, HTTPS": lambda: must(
+                site.stack.invoke("restart", "--service", "nginx", check=False)
+            ),
+        }
+        for name, action in steps.items():
+            rows[name] = measured(ThroughCaddy(site, media), action, swap=False)
+            print(f"{name:<34} {rows[name]}", flush=True)
+    finally:
+        https_stack.down(site)
+        versions.remove(add)
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="bench-availability-"))
     stack = new_deployment(home, f"mediacms-bench-availability-{os.getpid()}")
@@ -173,15 +242,16 @@ def main() -> None:
             "(b) destructive migration upgrade": upgrade(drop),
         }
         for name, action in steps.items():
-            rows[name] = measured(stack, media, action, swap="upgrade" in name)
+            rows[name] = measured(Visitor(stack.base, media), action, swap="upgrade" in name)
             print(f"{name:<34} {rows[name]}", flush=True)
         name = "(e) kill -9 of one of two web"
-        rows[name] = measured(stack, media, kill_one_of_two(stack), swap=False)
+        rows[name] = measured(Visitor(stack.base, media), kill_one_of_two(stack), swap=False)
         print(f"{name:<34} {rows[name]}", flush=True)
     finally:
         stack.dc("down", "--volumes", "--remove-orphans", check=False)
         versions.remove(*made)
         shutil.rmtree(home, ignore_errors=True)
+    behind_https(rows)
     missed = [name for name, row in rows.items() if not met(name, row)]
     print("\n| operation | requests | failed | 503 page | refused at the nginx swap | "
           "longest outage | slowest |\n|---|---|---|---|---|---|---|")  # fmt: skip
