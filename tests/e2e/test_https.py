@@ -2,7 +2,8 @@
 real HTTP-01 or TLS-ALPN-01 validation on the compose network) and serves the app.
 
 Every request trusts Pebble's issuing root only; the tests run in file order (the
-restart check comes soon after the issuance, the renewal check last).
+restart check comes soon after the issuance, the renewal check within the first
+certificate's lifetime, the long download last).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from cryptography import x509
 from https_stack import NAME, VALIDITY
 
 from tests.traffic import Loop
-from tests.versions import ADD, Versions, reads_the_note
 
 pytestmark = pytest.mark.e2e
 
@@ -219,7 +219,7 @@ def test_nginx_recreated_by_compose_fails_no_request_through_caddy(site, first):
     under a loop of GET requests through Caddy: Caddy's port never closes, and a request
     that finds no nginx waits in Caddy until the new one listens (lb_try_duration,
     config/caddy/Caddyfile). None fails. (Our own tasks start the new nginx beside the
-    old one: the next test.)"""
+    old one: the download test, last.)"""
     loop = ThroughCaddy(site, limit=300)
     loop.start()
     try:
@@ -238,6 +238,19 @@ def test_nginx_recreated_by_compose_fails_no_request_through_caddy(site, first):
           f"in {ended - started:.0f} s, {len(loop.failed())} failed; slowest "
           f"{loop.slowest():.1f} s")  # fmt: skip
     assert len(during) >= 10 and loop.failed() == [], loop.failed()[:10]
+
+
+def test_the_certificate_is_renewed_before_it_expires(site, first):
+    """Pebble's certificates live VALIDITY seconds; Caddy renews with a third left. (The
+    long download test comes after it, or the first certificate is long renewed.)"""
+    left = first.not_valid_after_utc.timestamp() - time.time()
+    renewed = site.wait_certificate(not_serial=first.serial_number, timeout=left + 15)
+    assert renewed.not_valid_after_utc > first.not_valid_after_utc
+    assert time.time() < first.not_valid_after_utc.timestamp()  # before the old one expired
+    issued = site.issued()
+    assert issued[0] == first.serial_number and len(issued) >= 2
+    assert renewed.serial_number in issued
+    assert (renewed.not_valid_after_utc - renewed.not_valid_before_utc).seconds >= VALIDITY - 2
 
 
 def test_a_download_under_way_arrives_whole_when_nginx_restarts_behind_caddy(site, first):
@@ -283,53 +296,3 @@ def test_a_download_under_way_arrives_whole_when_nginx_restarts_behind_caddy(sit
     assert site.inspect("nginx")["Id"] != before  # a new container serves
     assert len(site.dc("ps", "--quiet", "nginx").stdout.split()) == 1  # the old one is gone
     assert loop.failed() == [], loop.failed()[:10]
-
-
-def test_an_additive_upgrade_behind_caddy_fails_no_request(site, first, tmp_path_factory):
-    """`invoke upgrade` behind the overlay to a version whose one migration adds a
-    nullable column (the zero-downtime path): web and the workers move beside the old
-    ones, and nginx too, last (Caddy owns the ports, so nothing closes). Under the GET
-    loop through Caddy nothing fails, not even for a moment at nginx's swap, which on
-    plain HTTP refuses a few connections (test_upgrade_gate.py)."""
-    versions = Versions(site.stack, tmp_path_factory.mktemp("https-versions"))
-    version = versions.make("https-add", {"9101_gate_note": ADD}, reads_the_note)
-    old_nginx = site.inspect("nginx")["Id"]
-    try:
-        versions.build(version)  # before the loop: the upgrade's --build finds it cached
-        loop = ThroughCaddy(site, limit=600)
-        loop.start()
-        try:
-            time.sleep(3)
-            started = time.monotonic()
-            done = versions.upgrade(version, *versions.from_source(version))
-            ended = time.monotonic()
-            time.sleep(3)
-        finally:
-            loop.stopped.set()
-            loop.join(timeout=90)
-        assert done.returncode == 0, done.stderr[-4000:]
-        assert "the zero-downtime path" in done.stdout, done.stdout[-3000:]
-        during = loop.during(started, ended)
-        print(f"\n[measured] additive upgrade behind Caddy in {ended - started:.0f} s: "
-              f"{len(during)} requests, {len(loop.failed())} failed; slowest "
-              f"{loop.slowest():.1f} s")  # fmt: skip
-        assert len(during) >= 30 and loop.failed() == [], loop.failed()[:10]
-        nginx = site.inspect("nginx")
-        assert nginx["Id"] != old_nginx and nginx["Config"]["Image"].endswith(f":{version}")
-        assert len(site.dc("ps", "--quiet", "nginx").stdout.split()) == 1
-    finally:
-        versions.remove(version)
-
-
-def test_the_certificate_is_renewed_before_it_expires(site, first):
-    """Pebble's certificates live VALIDITY seconds; Caddy renews with a third left (the
-    tests before may take longer than that: the new certificate is then served already)."""
-    left = first.not_valid_after_utc.timestamp() - time.time()
-    renewed = site.wait_certificate(not_serial=first.serial_number, timeout=max(left, 0) + 15)
-    assert renewed.not_valid_after_utc > first.not_valid_after_utc
-    # issued before the old one expired
-    assert renewed.not_valid_before_utc < first.not_valid_after_utc, (renewed, first)
-    issued = site.issued()
-    assert issued[0] == first.serial_number and len(issued) >= 2
-    assert renewed.serial_number in issued
-    assert (renewed.not_valid_after_utc - renewed.not_valid_before_utc).seconds >= VALIDITY - 2
