@@ -97,6 +97,7 @@ class ThroughCaddy(Visitor):
 
     def client(self) -> requests.Session:
         client = requests.Session()
+        client.trust_env = False  # REQUESTS_CA_BUNDLE would replace Pebble's root
         client.mount(self.base, ToCaddy())
         client.verify = self.root
         client.headers["Host"] = https_stack.NAME
