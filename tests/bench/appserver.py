@@ -16,7 +16,7 @@ servers are pinned to CPU 1, one pair measured at a time, alternated round by ro
 Measured: req/s and p50/p99 latency for the home page, the media list API, a media
 page and a login POST at 1, 8 and 64 clients; memory (PSS) of each server's processes
 after the load; the home page's req/s while 32 clients trickle request bodies (slow
-clients). The stack is throwaway and removed at the end; all traffic goes to its own
+clients); the media list's slowest answer while every uWSGI worker is replaced at once. The stack is throwaway and removed at the end; all traffic goes to its own
 containers, in bounded runs.
 """
 
@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.acceptance.client import make_clip, wait_ready
 from tests.bench.load import PINNED, address
 from tests.e2e.conftest import ADMIN_PASSWORD, new_deployment
+from tests.uwsgi_workers import replace_every_worker
 
 ROUNDS = 2
 SECONDS = 6
@@ -169,6 +170,17 @@ def wrk(url: str, clients: int, host: str, script: Path) -> dict[str, float]:
             "max": ms(r"^\s+Latency\s+\S+\s+\S+\s+"), "failed": failed}  # fmt: skip
 
 
+def with_workers_replaced(stack, url: str, host: str, get: Path) -> dict[str, float]:
+    """wrk with 8 clients while, 1 s in, every uWSGI worker is replaced at once (what
+    max-requests did under even load; tests/uwsgi_workers.py)."""
+    timer = threading.Timer(1.0, replace_every_worker, args=(stack,))
+    timer.start()
+    try:
+        return wrk(url, 8, host, get)
+    finally:
+        timer.join()
+
+
 def login_script(stack, folder: Path) -> Path:
     """A wrk script that logs the admin in (a real POST, its CSRF token and cookie)."""
     page = requests.get(stack.url("/accounts/login/"), timeout=30)
@@ -293,6 +305,10 @@ def main() -> None:
                        f"gunicorn {g['p50']:.0f} / {g['p99']:.0f}, {g['failed']:.0f}")  # fmt: skip
         for url in urls.values():  # what the last cell left queued (64 logins) ends first
             answering(url, host)
+        got = with_workers_replaced(stack, urls["uwsgi"] + "/api/v1/media", host, get)
+        report("media list API, 8 clients, every uWSGI worker replaced 1 s in",
+               f"{got['rps']:.1f} req/s, p99 {got['p99']:.0f} ms, slowest {got['max']:.0f} ms, "
+               f"{got['failed']:.0f} failed")  # fmt: skip
         for server, container in servers.items():
             logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
             replaced = len(re.findall(r"(?:Respawned|spawned) uWSGI worker|Booting worker",

@@ -18,6 +18,7 @@ from invoke import Context
 
 from mediacms_stack.stack.model import SERVICES
 from tests.uploads import post_patiently
+from tests.uwsgi_workers import replace_every_worker
 
 pytestmark = pytest.mark.e2e
 
@@ -189,6 +190,17 @@ def test_admin_page_and_login(stack):
     # the login page again, saying why: a server error is not a refusal
     assert wrong.status_code == 200 and wrong.url.endswith("/admin/login/?next=/admin/")
     assert LOGIN_REFUSED in wrong.text and "Site administration" not in wrong.text
+
+
+def test_uwsgi_workers_replaced_together_answer_without_loading_the_app_again(stack, admin):
+    """Each worker is a fork of a master that loaded the app once (uwsgi.ini): every
+    worker replaced at once, after they have served requests, answers without importing
+    the app again, and the master held no connection a fork would share."""
+    for _ in range(4):  # the workers open their database and Redis connections
+        assert requests.get(stack.url("/api/v1/whoami"), auth=admin, timeout=30).ok
+    replace_every_worker(stack)
+    answer = requests.get(stack.url("/api/v1/whoami"), auth=admin, timeout=60)
+    assert answer.status_code == 200 and answer.json()["username"] == "admin", answer.text
 
 
 @pytest.mark.parametrize(
