@@ -10,7 +10,9 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-CLIP_SECONDS = 24
+#: long enough to seek into, mid-file (a browser's range request); each second of it is
+#: transcoded into every rendition, twice per tree (the upload tests)
+CLIP_SECONDS = 12
 
 
 class _Assets(HTMLParser):
