@@ -89,6 +89,8 @@ if [ "$gate" -eq 0 ]; then
 else
     echo "uwsgi_cache media_gate; uwsgi_cache_valid 200 204 401 403 ${gate}s;"
 fi > "${out%/*}/media-gate-cache.conf"
+# Not in maintenance (nginx-maintenance turns it on and off while nginx runs).
+: > "${out%/*}/maintenance.conf"
 echo "nginx-entrypoint: media gate decisions kept ${gate}s" >&2
 echo "nginx-entrypoint: answering for$names; trusted proxies: ${TRUSTED_PROXIES:-none}" >&2
 

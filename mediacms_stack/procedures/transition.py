@@ -16,7 +16,7 @@ from ..engines.compose import Compose
 from ..engines.shell import dry
 from ..stack.config import Settings
 from ..stack.errors import StackError
-from ..stack.model import MAINTENANCE_FLAG, SERVICES
+from ..stack.model import MAINTENANCE_COMMAND, SERVICES
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,10 @@ def summary(title: str, before: State, after: State, folder: Path) -> str:
 
 
 def maintenance(c: Context, compose: Compose, on: bool) -> None:
-    """nginx's 503 page for every request but its health check (a flag on its tmpfs: a
-    new nginx has none), or not; nothing to do when no nginx runs."""
+    """nginx's 503 page for every request but its health check (read at reload from its
+    tmpfs: a new nginx is not in maintenance), or not; nothing to do when no nginx runs."""
     if dry(c) or compose.running(c, "nginx"):
-        compose.exec(c, "nginx", *(["touch"] if on else ["rm", "-f"]), MAINTENANCE_FLAG)
+        compose.exec(c, "nginx", MAINTENANCE_COMMAND, "on" if on else "off")
 
 
 def start_healthy_nginx_last(c: Context, compose: Compose, timeout: int) -> str:

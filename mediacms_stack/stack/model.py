@@ -36,10 +36,11 @@ BEAT = "celery_beat"
 #: worker-full and dev are built on request only.
 PRODUCTION_TARGETS = ("web", "worker", "nginx")
 
-#: While this file exists in the nginx container, nginx answers every request but its
-#: health check with the 503 page (config/nginx/site.conf): `upgrade`'s maintenance path.
-#: /tmp is a tmpfs: a new or restarted nginx starts without it.
-MAINTENANCE_FLAG = "/tmp/nginx/maintenance"  # noqa: S108 (in the nginx container)
+#: In the nginx container, ``MAINTENANCE_COMMAND on`` makes nginx answer every request
+#: but its health check with the 503 page, ``off`` ends it (scripts/nginx-maintenance.sh:
+#: a file on its tmpfs and a reload): `upgrade`'s maintenance path. A new or restarted
+#: nginx starts without it.
+MAINTENANCE_COMMAND = "nginx-maintenance"
 
 #: Where the media volume is mounted in the MediaCMS containers.
 MEDIA_DIR = "/home/mediacms.io/mediacms/media_files"

@@ -8,7 +8,7 @@ this repository, as tests/e2e/test_upgrade.py does, for the same reason):
 - `drop`: 9101 and then 9102_drop_gate_note, which drops it again: the maintenance path.
 
 In order: the stack moves to `add` under a loop of GET requests (none fails); the
-maintenance flag alone, attacked; a dry run to `drop` shows the plan and changes nothing;
+maintenance page alone (on, off, attacked); a dry run to `drop` shows the plan and changes nothing;
 the stack moves to `drop` under the loop (only the 503 page with Retry-After while the
 migrations run, the outage measured). The new nginx replaces the old one at the end of
 each upgrade: the published port is closed for that moment, so connections refused then
@@ -95,8 +95,9 @@ def test_an_additive_migration_goes_in_beside_the_running_version(stack, version
     assert "migrations applied (1): files.9101_gate_note" in out
 
 
-def test_the_maintenance_flag_answers_every_request_but_the_health_check(stack):
-    stack.dc("exec", "-T", "nginx", "touch", model.MAINTENANCE_FLAG)
+def test_maintenance_answers_every_request_but_the_health_check_until_turned_off(stack):
+    on = stack.dc("exec", "-T", "nginx", model.MAINTENANCE_COMMAND, "on")
+    assert on.stdout.strip() == "nginx-maintenance: on", on.stdout + on.stderr
     try:
         for path in ("/", "/static/css/x.css", "/media/original/x.mp4", "/admin/login/",
                      "/nginx-healthz"):  # fmt: skip
@@ -121,8 +122,17 @@ def test_the_maintenance_flag_answers_every_request_but_the_health_check(stack):
             "exec", "-T", "nginx", "curl", "-fsS", "http://127.0.0.1:8080/nginx-health"
         )
         assert health.stdout.strip() == "ok"
+        # nothing but the command turns it on or off (a visitor has no say)
+        bad = stack.dc("exec", "-T", "nginx", model.MAINTENANCE_COMMAND, "sideways", check=False)
+        assert bad.returncode == 2 and "usage" in bad.stderr
+        assert requests.get(stack.url("/"), timeout=30).status_code == 503
+        off = stack.dc("exec", "-T", "nginx", model.MAINTENANCE_COMMAND, "off")
+        assert off.stdout.strip() == "nginx-maintenance: off"
+        # the very next request is answered again, without a restart
+        assert requests.get(stack.url("/"), timeout=30).status_code == 200
+        stack.dc("exec", "-T", "nginx", model.MAINTENANCE_COMMAND, "on")  # for the restart:
     finally:
-        stack.dc("restart", "nginx")  # a restarted nginx has a fresh /tmp: no flag
+        stack.dc("restart", "nginx")  # a restarted nginx has a fresh /tmp: not in maintenance
     assert stack.wait_http("/", timeout=60).status_code == 200
 
 

@@ -78,8 +78,12 @@ def test_an_additive_or_empty_plan_takes_the_zero_downtime_path():
     assert gate.path_of(empty) == gate.ZERO_DOWNTIME
 
 
-def test_nginx_reads_the_flag_the_upgrade_writes():
+def test_nginx_reads_the_file_the_upgrade_writes_and_the_image_has_the_command():
     from mediacms_stack.stack import config, model
 
     site = (config.ROOT / "config" / "nginx" / "site.conf").read_text()
-    assert f"if (-f {model.MAINTENANCE_FLAG})" in site
+    script = (config.ROOT / "scripts" / "nginx-maintenance.sh").read_text()
+    dockerfile = (config.ROOT / "Dockerfile.nginx").read_text()
+    assert "include /tmp/nginx/maintenance.conf;" in site
+    assert "conf=/tmp/nginx/maintenance.conf" in script
+    assert f"/usr/local/bin/{model.MAINTENANCE_COMMAND}\n" in dockerfile

@@ -214,7 +214,7 @@ def test_a_failed_version_without_migrations_gets_its_images_back_only(tmp_path,
     assert config.load(tmp_path).version == "8.3.2"
     assert said.startswith("REPORT web: unhealthy")
     assert "Rolled back to 8.3.2 automatically (its images (no migration" in said
-    assert any("exec -T nginx rm -f /tmp/nginx/maintenance" in cmd for cmd in ran), ran
+    assert any("exec -T nginx nginx-maintenance off" in cmd for cmd in ran), ran
 
 
 def test_a_failed_version_that_migrated_is_rolled_back_whole(tmp_path, monkeypatch):
@@ -257,11 +257,11 @@ def test_a_rollback_keeps_nginx_with_its_page_and_replaces_it_last_alone(tmp_pat
            if " ps " not in call.args[0] and " up --detach --wait --wait-timeout 300 db redis" not in call.args[0]]  # fmt: skip
     assert restored["stop"] == ("web", "celery_beat", "celery_short", "celery_long")
     assert restored["start"] is False
-    assert ran[0].endswith("exec -T nginx touch /tmp/nginx/maintenance"), ran
+    assert ran[0].endswith("exec -T nginx nginx-maintenance on"), ran
     assert ran[1].endswith("--wait-timeout 300 web celery_beat celery_short celery_long db redis "
                            "redis_cache"), ran  # fmt: skip
     assert ran[2].endswith("--wait-timeout 300"), ran  # the rest: nginx, alone
-    assert ran[3].endswith("exec -T nginx rm -f /tmp/nginx/maintenance") and len(ran) == 4, ran
+    assert ran[3].endswith("exec -T nginx nginx-maintenance off") and len(ran) == 4, ran
     assert config.load(tmp_path).version == "8.3.2"
 
 
@@ -312,7 +312,7 @@ def test_the_maintenance_path_raises_the_page_first_and_nginx_goes_last_alone(
     tmp_path, monkeypatch
 ):
     done = go_in(tmp_path, monkeypatch, gate.MAINTENANCE)
-    assert done[0].endswith("exec -T nginx touch /tmp/nginx/maintenance")
+    assert done[0].endswith("exec -T nginx nginx-maintenance on")
     assert done[1].endswith("stop web celery_beat celery_short celery_long")
     # the migrations job runs as web's dependency; nginx, with the page, is not recreated
     assert done[2].endswith("up --detach --wait --wait-timeout 300 web celery_beat celery_short "
