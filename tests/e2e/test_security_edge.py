@@ -259,6 +259,14 @@ def test_nosniff_on_static_app_and_errors(stack):
         assert headers.get_all("X-Content-Type-Options") == ["nosniff"], (path, status)
 
 
+def test_static_files_kept_30_days_and_their_errors_never(stack):
+    status, headers, _ = raw(stack, "/static/css/app.css")
+    assert status == 200 and headers.get_all("Cache-Control") == ["max-age=2592000"], headers
+    for path in ("/static/css/no-such.css", "/static/"):
+        status, headers, _ = raw(stack, path)
+        assert status in (403, 404) and "Cache-Control" not in headers, (path, status)
+
+
 # 3. Request limits ---------------------------------------------------------------------
 
 
