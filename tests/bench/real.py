@@ -13,8 +13,9 @@
   with nginx keeping the gate's decisions and with that cache off (tests/bench/gate.py).
 
 Throughput is measured as tests/bench/load.py says (wrk to the container's address,
-client and server on their own CPUs). Exits non-zero when the media gate's ratio with
-its cache is below its goal.
+client and server on their own CPUs). Exits non-zero when a ratio is below its goal
+(issue 21): transcoding 0.95 of ffmpeg alone, the static file 1.0 of the bare nginx, the
+media gate with its cache 0.8 of an ungated file.
 
 The stack is throwaway and removed at the end; all traffic goes to its containers.
 """
@@ -45,6 +46,8 @@ from tests.e2e.conftest import ADMIN_PASSWORD, new_deployment
 
 SEED_MB = {"web": 800, "worker": 800, "nginx": 50}
 ROUNDS = 3
+TRANSCODING_GOAL = 0.95  # upload to every rendition ready / ffmpeg alone
+STATIC_GOAL = 1.0  # our nginx / a bare nginx
 
 
 def report(name: str, value: str) -> None:
@@ -67,8 +70,9 @@ def image_sizes(settings) -> None:
 BENCH_CLIP = 24  # seconds of the transcoded clip: every figure in the notes used 24
 
 
-def transcoding(stack) -> str:
-    """Upload to every rendition ready, against MediaCMS's own ffmpeg commands run directly."""
+def transcoding(stack) -> tuple[str, bool]:
+    """Upload to every rendition ready, against MediaCMS's own ffmpeg commands run directly:
+    the media's token, and whether the ratio reached its goal."""
     clip = make_clip(stack, seconds=BENCH_CLIP)
     started, wall = time.monotonic(), time.time()  # containers share this host's clock
     response = requests.post(stack.url("/api/v1/media"), auth=("admin", ADMIN_PASSWORD),
@@ -113,13 +117,14 @@ def transcoding(stack) -> str:
     out = done.stdout
     _, renditions, direct = re.search(r"DIRECT (\d+) ([\d.]+)", out)[0].split()
     clip_s = media_state(stack, token)["duration"]
+    ratio = float(direct) / pipeline
     report(f"transcode {clip_s:.0f} s 720p clip: upload to {renditions} renditions ready",
            f"pipeline {pipeline:.1f} s, ffmpeg alone {float(direct):.1f} s: "
-           f"ratio {float(direct) / pipeline:.2f}")  # fmt: skip
+           f"ratio {ratio:.2f} (goal {TRANSCODING_GOAL})")  # fmt: skip
     report("  ... and thumbnail, poster and sprites ready too",
            f"pipeline {everything:.1f} s: ratio {float(direct) / everything:.2f}")  # fmt: skip
     where_the_time_goes(out, wall, pipeline)
-    return token
+    return token, ratio >= TRANSCODING_GOAL
 
 
 def where_the_time_goes(out: str, wall: float, pipeline: float) -> None:
@@ -175,7 +180,8 @@ def bare_nginx(stack, path: str) -> tuple[str, str]:
     return name, url
 
 
-def static_throughput(stack) -> None:
+def static_throughput(stack) -> bool:
+    """A static file through our nginx against the bare nginx: whether it reached its goal."""
     home = requests.get(stack.url("/"), timeout=30).text
     path = sorted(set(re.findall(r'"(/static/[^"?]+\.css)"', home)))[0]
     name, bare = bare_nginx(stack, path)
@@ -185,9 +191,11 @@ def static_throughput(stack) -> None:
         for _ in range(ROUNDS):  # alternated, so drift hits both alike
             plain.append(wrk(stack, bare))
             ours.append(wrk(stack, served))
+        ratio = statistics.median(ours) / statistics.median(plain)
         report(f"static {path}: our nginx vs bare nginx (req/s, median of {ROUNDS})",
                f"{statistics.median(ours):.0f} vs {statistics.median(plain):.0f}: "
-               f"ratio {statistics.median(ours) / statistics.median(plain):.2f}")  # fmt: skip
+               f"ratio {ratio:.2f} (goal {STATIC_GOAL})")  # fmt: skip
+        return ratio >= STATIC_GOAL
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
 
@@ -231,15 +239,17 @@ def main() -> None:
         up = stack.invoke("up", check=False)
         if up.returncode != 0:
             sys.exit(f"invoke up failed:\n{up.stdout[-2000:]}\n{up.stderr[-2000:]}")
-        token = transcoding(stack)
-        static_throughput(stack)
-        reached = gate(stack, token)
+        token, transcoded = transcoding(stack)
+        static = static_throughput(stack)
+        gated = gate(stack, token)
     finally:
         stack.dc("down", "--volumes", "--remove-orphans", check=False)
         shutil.rmtree(home, ignore_errors=True)
     print(json.dumps({"tree": stack.settings.version}))
-    if not reached:
-        sys.exit("media gate: a ratio with the cache is below its goal")
+    missed = [what for what, reached in (("transcoding", transcoded), ("static file", static),
+                                         ("media gate", gated)) if not reached]  # fmt: skip
+    if missed:
+        sys.exit(f"below its goal: {', '.join(missed)}")
 
 
 if __name__ == "__main__":
