@@ -8,8 +8,8 @@
 # written empty by nginx-entrypoint, so a new or restarted nginx is never in maintenance)
 # and reloads nginx. Reloaded, not checked per request: the check used to be a stat() of
 # a flag file on every request, a tenth of a static file's cost. It returns once workers
-# started after the reload run: every request accepted from then on gets the new answer
-# (the old workers end the requests they hold, then go).
+# started after the reload run and the old ones no longer accept: every request from
+# then on gets the new answer (the old workers end the requests they hold, then go).
 set -eu
 
 conf=/tmp/nginx/maintenance.conf
@@ -33,19 +33,33 @@ mv "$conf.new" "$conf"
 
 master=$(cat /tmp/nginx.pid)
 workers() { cat "/proc/$master/task/$master/children"; }
+command_of() { cat "/proc/$1/cmdline" 2>/dev/null || true; }
 before=" $(workers) "
 nginx -t -q
 nginx -s reload
+# Done when a worker started after the reload runs and no worker from before still
+# accepts: each says "shutting down" once it has closed its listening sockets (or it is
+# gone). Until then an old worker could take a new connection and answer the old way.
 tries=100  # 10 s
 while [ "$tries" -gt 0 ]; do
+    new=no
+    old=no
     for pid in $(workers); do
-        case $before in *" $pid "*) continue ;; esac
-        case $(cat "/proc/$pid/cmdline" 2>/dev/null) in
-            *"worker process"*) echo "nginx-maintenance: $1"; exit 0 ;;
+        case $(command_of "$pid") in
+            *"shutting down"*) ;;
+            *"worker process"*)
+                case $before in
+                    *" $pid "*) old=yes ;;
+                    *) new=yes ;;
+                esac ;;
         esac
     done
+    if [ "$new" = yes ] && [ "$old" = no ]; then
+        echo "nginx-maintenance: $1"
+        exit 0
+    fi
     sleep 0.1
     tries=$((tries - 1))
 done
-echo "nginx-maintenance: no new nginx worker 10 s after the reload" >&2
+echo "nginx-maintenance: the reload did not end within 10 s" >&2
 exit 1
