@@ -585,35 +585,6 @@ def test_symlinks_in_the_media_volume_not_followed(stack, people, media):
         in_volume(stack, "rm -f " + " ".join(f"/m/{link}" for link in links))
 
 
-def test_a_kept_descriptor_never_outlives_its_file_past_five_seconds(stack):
-    """nginx keeps the descriptors of /media/ files it served (open_file_cache, checked
-    again after 5 s): a file replaced by a link to /etc/passwd, then deleted, is served
-    as it was for at most that long, never the link's target, then refused. One kept-alive
-    connection: every request goes to the worker that keeps the descriptor."""
-    name = f"userlogos/kept-{uuid.uuid4().hex[:8]}.png"
-    url = stack.url(f"/media/{name}")
-    viewer = requests.Session()
-    in_volume(stack, f"mkdir -p /m/userlogos && printf first > /m/{name}")
-    try:
-        assert viewer.get(url, timeout=10).content == b"first"  # now kept by its worker
-        in_volume(stack, f"ln -sf /etc/passwd /m/{name}.new && mv -f /m/{name}.new /m/{name}")
-        deadline = time.monotonic() + 7  # 5 s of the cache, and a margin
-        while True:
-            answer = viewer.get(url, timeout=10)
-            assert b"root:" not in answer.content
-            if answer.status_code in (403, 404) or time.monotonic() > deadline:
-                break
-            assert answer.content == b"first"
-            time.sleep(0.5)
-        assert answer.status_code in (403, 404), answer.status_code
-        in_volume(stack, f"rm -f /m/{name}")
-        time.sleep(6)
-        assert viewer.get(url, timeout=10).status_code == 404
-    finally:
-        in_volume(stack, f"rm -f /m/{name} /m/{name}.new")
-        viewer.close()
-
-
 def test_a_backup_refuses_links_in_the_media_volume_and_names_them(stack, tmp_path):
     """A backup never holds what its restore refuses: a link in the media volume stops it
     before anything is written, and the message names the link and its target."""
