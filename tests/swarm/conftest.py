@@ -168,7 +168,7 @@ def deployment(cluster, tmp_path_factory) -> Deployment:
 
 
 #: What a failed test's report shows of each service: its tasks, and its last log lines.
-TOLD = {"migrations": 40, "db": 30, "web": 30, "nginx": 30}
+TOLD = {"nginx": 30, "web": 30, "db": 30, "migrations": 40}
 
 
 @pytest.hookimpl(wrapper=True)
