@@ -737,8 +737,8 @@ def test_broken_image_rolled_back_and_site_keeps_answering(deployment, cluster):
     # node, each stopped before its new task starts, 5 s apart (not Swarm's default: no delay)
     rollback = json.loads(deployment.docker("service", "inspect", f"{STACK}_nginx", "--format",
                                             "{{json .Spec.RollbackConfig}}").stdout)  # fmt: skip
-    assert (rollback["Parallelism"], rollback["Order"], rollback["Delay"]) == (
-        1, "stop-first", 5_000_000_000), rollback
+    seen = (rollback["Parallelism"], rollback["Order"], rollback["Delay"])
+    assert seen == (1, "stop-first", 5_000_000_000), rollback
     print(f"\n[swarm] broken web rolled back; {loop.ok} requests answered, "
           f"{len(loop.failures)} failed meanwhile ({loop.failovers} failovers)")  # fmt: skip
     assert loop.ok > 20 and loop.failures == [], loop.failures[:20]
