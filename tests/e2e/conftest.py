@@ -101,6 +101,19 @@ SLOWEST_FIRST = [
 ]  # fmt: skip
 
 
+def access_log(deployment, marker: str, count: int = 1, timeout: float = 10) -> list[str]:
+    """nginx's access-log lines holding ``marker``, once there are at least ``count``:
+    nginx writes that log in buffers flushed every second (nginx.conf), so a line is
+    there within about a second of its request, not at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = deployment.dc("logs", "--no-log-prefix", "nginx").stdout
+        lines = [line for line in out.splitlines() if marker in line]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.2)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Modules that bring only their own stacks first, then those on the worker's shared
     `stack` (each group slowest first). A worker's shared stack starts with the first test

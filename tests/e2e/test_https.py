@@ -19,6 +19,7 @@ import warnings
 
 import https_stack
 import pytest
+from conftest import access_log
 from cryptography import x509
 from https_stack import NAME, VALIDITY
 
@@ -165,8 +166,7 @@ def test_a_body_over_10_mib_elsewhere_is_refused_by_nginx_every_time(site, first
         assert refused.status in (413, 0) and refused.exit in (0, 16, 18, 52, 55, 56, 92), refused
         whole += refused.status == 413 and b"413 Request Entity Too Large" in refused.body
     access = re.compile(rf'"POST /api/v1/login\?probe={probe} HTTP/1.1" (\d+) .* upstream=(\S+)$')
-    logged = [access.search(line) for line in site.dc("logs", "--no-log-prefix", "nginx")
-              .stdout.splitlines()]  # fmt: skip
+    logged = [access.search(line) for line in access_log(site, f"probe={probe} ", count=20)]
     answers = [found.groups() for found in logged if found]
     assert answers == [("413", "-")] * 20, answers  # every one refused, no upstream asked
     print(f"\n[measured] {framing} bodies over the limit: {whole}/20 got the whole 413")
@@ -192,8 +192,7 @@ def test_a_clients_own_forwarding_headers_are_not_believed(site, first):
     assert SPOOFED not in str(meta), meta
     assert info["is_secure"] is True and meta["HTTP_X_FORWARDED_PROTO"] == "https"
     assert meta["HTTP_HOST"] == NAME and not meta["HTTP_X_FORWARDED_HOST"]
-    logged = [line for line in site.dc("logs", "--no-log-prefix", "nginx").stdout.splitlines()
-              if probe in line]  # fmt: skip
+    logged = access_log(site, probe)
     assert len(logged) == 1 and not logged[0].startswith(SPOOFED), logged
     assert logged[0].split()[0] == meta["REMOTE_ADDR"]
 

@@ -21,6 +21,7 @@ import uuid
 
 import pytest
 import requests
+from conftest import access_log
 
 from mediacms_stack.stack.config import ROOT
 from mediacms_stack.stack.model import ImageNames
@@ -457,7 +458,7 @@ def test_forwarding_headers_ignored_on_the_published_port(stack):
     assert meta["HTTP_X_FORWARDED_FOR"] == meta["HTTP_X_REAL_IP"] == meta["REMOTE_ADDR"]
     assert not meta["HTTP_FORWARDED"] and not meta["HTTP_X_FORWARDED_HOST"]
     assert meta["HTTP_HOST"] == f"127.0.0.1:{stack.port}"
-    access = [line for line in logs(stack, "nginx").splitlines() if "forged-probe" in line]
+    access = access_log(stack, "forged-probe")
     assert access and access[-1].startswith(meta["REMOTE_ADDR"] + " "), access
     web = [line for line in logs(stack, "web").splitlines() if "/api/v1/request-info" in line]
     assert web and "203.0.113." not in "\n".join(web), web
@@ -524,7 +525,7 @@ def test_a_trusted_load_balancer_names_the_visitor_and_no_one_else_can(stack):
         info = request_info(stack, chain)
         assert info["meta"]["REMOTE_ADDR"] == info["meta"]["HTTP_X_FORWARDED_FOR"] == "203.0.113.5"
         assert info["is_secure"] is True
-        access = [line for line in logs(stack, "nginx").splitlines() if "balanced-probe" in line]
+        access = access_log(stack, "balanced-probe")
         assert access and access[-1].startswith("203.0.113.5 "), access
         # nginx's own loopback is not a named balancer: its header is the client's word
         curl = ["curl", "-fsS", "-H", f"Host: 127.0.0.1:{stack.port}", "-H",
