@@ -101,6 +101,11 @@ SLOWEST_FIRST = [
 ]  # fmt: skip
 
 
+#: The start of an access-log line of nginx (nginx.conf's log_format main), which its own
+#: error lines ("2026/12/06 09:43:14 [error] ...", written at once) do not have
+ACCESS_LINE = re.compile(r"^\S+ - \S+ \[")
+
+
 def access_log(deployment, marker: str, count: int = 1, timeout: float = 10) -> list[str]:
     """nginx's access-log lines holding ``marker``, once there are at least ``count``:
     nginx writes that log in buffers flushed every second (nginx.conf), so a line is
@@ -108,7 +113,7 @@ def access_log(deployment, marker: str, count: int = 1, timeout: float = 10) -> 
     deadline = time.monotonic() + timeout
     while True:
         out = deployment.dc("logs", "--no-log-prefix", "nginx").stdout
-        lines = [line for line in out.splitlines() if marker in line]
+        lines = [line for line in out.splitlines() if marker in line and ACCESS_LINE.match(line)]
         if len(lines) >= count or time.monotonic() > deadline:
             return lines
         time.sleep(0.2)
