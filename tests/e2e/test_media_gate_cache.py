@@ -18,6 +18,7 @@ import requests
 
 from mediacms_stack.stack import config
 from mediacms_stack.stack.model import ImageNames
+from tests.e2e.test_redis_uploads import NGINX_404, refused_from_outside
 from tests.e2e.test_security_edge import PASSWORD, REFUSED, in_volume, logs, raw, upload
 
 pytestmark = pytest.mark.e2e
@@ -265,6 +266,35 @@ def test_media_made_private_while_watched(stack, people, media):
             assert get(stack, path, alice) == (200, content), path
     finally:
         shell(stack, state_script(item["uid"], "public"))
+
+
+def test_files_are_served_as_they_are_now(stack, people, media):
+    """The gate's check that a file exists keeps descriptors open (a minute), never the
+    file it serves: a file rewritten in place is served whole at its new length, a new
+    one is found at once, a removed one is nginx's 404; a missing file is never a
+    question to the app, even in a media item the viewer may see; the gate's internal
+    locations are nginx's 404 from outside."""
+    alice, uid = login(stack, "alice"), media["private"]["uid"]
+    path, name = f"/media/hls/{uid}/seg-9.ts", f"/m/hls/{uid}/seg-9.ts"
+    assert get(stack, path, alice)[0] == 404  # asked before it exists
+    in_volume(stack, f"printf 'first version, the longer one' > {name}")
+    assert get(stack, path, alice) == (200, b"first version, the longer one")
+    # rewritten in place (">" keeps the file, truncates it): shorter, then longer
+    for content in (b"shorter", b"longer than the first version " * 50):
+        in_volume(stack, f"printf '{content.decode()}' > {name}")
+        assert get(stack, path, alice) == (200, content)
+        status, body = get(stack, path, alice, Range="bytes=0-3")
+        assert (status, body) == (206, content[:4])
+    in_volume(stack, f"rm {name}")
+    asked = questions(stack)
+    for cookie in (alice, None, people["bob"]):
+        status, body = get(stack, path, cookie)
+        assert status == 404 and NGINX_404 in body, (cookie, status, body[:200])
+    for made_up in (f"/media/hls/{uid}/nothing.ts", f"/media/encoded/{uid}_9999p.mp4"):
+        assert get(stack, made_up, alice)[0] == 404, made_up
+    assert questions(stack) == asked  # no file: the app is never asked
+    refused_from_outside(stack, ["/media/_auth", "/media/_refused", "/media/_refused?x=1",
+                                 "/media//_refused", "/media/%5Frefused"], {})  # fmt: skip
 
 
 def test_app_errors_are_never_kept(stack, people, media):
