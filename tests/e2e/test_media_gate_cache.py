@@ -269,11 +269,12 @@ def test_media_made_private_while_watched(stack, people, media):
 
 
 def test_files_are_served_as_they_are_now(stack, people, media):
-    """The gate's check that a file exists keeps descriptors open (a minute), never the
-    file it serves: a file rewritten in place is served whole at its new length, a new
-    one is found at once, a removed one is nginx's 404; a missing file is never a
-    question to the app, even in a media item the viewer may see; the gate's internal
-    locations are nginx's 404 from outside."""
+    """The gate's check that a file exists keeps descriptors open (10 s), never the file
+    it serves: a file rewritten in place is served whole at its new length, a new one is
+    found at once, a removed one is nginx's 404 (or 403 for those refused, until the
+    check knows it is gone); a made-up file is never a question to the app, even in a
+    media item the viewer may see; the gate's internal locations are nginx's 404 from
+    outside."""
     alice, uid = login(stack, "alice"), media["private"]["uid"]
     path, name = f"/media/hls/{uid}/seg-9.ts", f"/m/hls/{uid}/seg-9.ts"
     assert get(stack, path, alice)[0] == 404  # asked before it exists
@@ -286,10 +287,12 @@ def test_files_are_served_as_they_are_now(stack, people, media):
         status, body = get(stack, path, alice, Range="bytes=0-3")
         assert (status, body) == (206, content[:4])
     in_volume(stack, f"rm {name}")
-    asked = questions(stack)
-    for cookie in (alice, None, people["bob"]):
+    status, body = get(stack, path, alice)
+    assert status == 404 and NGINX_404 in body, (status, body[:200])
+    for cookie in (None, people["bob"]):  # refused until the gate knows it is gone (10 s)
         status, body = get(stack, path, cookie)
-        assert status == 404 and NGINX_404 in body, (cookie, status, body[:200])
+        assert status in (403, 404) and b"version" not in body, (cookie, status, body[:200])
+    asked = questions(stack)
     for made_up in (f"/media/hls/{uid}/nothing.ts", f"/media/encoded/{uid}_9999p.mp4"):
         assert get(stack, made_up, alice)[0] == 404, made_up
     assert questions(stack) == asked  # no file: the app is never asked
