@@ -349,6 +349,40 @@ def test_bodies_are_buffered_on_disk_before_the_app_sees_them(stack):
     assert marker not in logs(stack, "web")  # the app never saw the unfinished request
 
 
+def test_one_client_holds_at_most_128_requests(stack):
+    """A client that keeps 128 downloads open without reading them gets 429 for its next
+    media or app request (nginx.conf's per-client limit); static files are not counted;
+    once it lets go, it is served again."""
+    big = "/media/userlogos/held.jpg"  # larger than every buffer on the way: never sent whole
+    in_volume(stack, "head -c 67108864 /dev/zero > /m/userlogos/held.jpg")
+    request = f"GET {big} HTTP/1.1\r\nHost: 127.0.0.1:{stack.port}\r\n\r\n".encode()
+    held: list[socket.socket] = []
+    try:
+        for _ in range(128):
+            conn = socket.socket()
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting
+            conn.settimeout(15)
+            conn.connect(("127.0.0.1", stack.port))
+            conn.sendall(request)
+            held.append(conn)
+        for conn in held:  # each answer has begun: nginx is sending it, the request counts
+            assert conn.recv(12) == b"HTTP/1.1 200", "a held download was not answered"
+        for path in (big, "/media/original/user/x/none.mp4", "/", "/api/v1/config"):
+            assert raw(stack, path)[0] == 429, path
+        status, _, body = raw(stack, "/static/css/app.css")
+        assert status == 200 and body, status
+    finally:
+        for conn in held:
+            conn.close()
+        held_at = time.monotonic()
+    status = 429
+    while status == 429 and time.monotonic() - held_at < 15:
+        time.sleep(0.2)
+        status = raw(stack, "/", headers={"Connection": "close"})[0]
+    in_volume(stack, "rm /m/userlogos/held.jpg")
+    assert status == 200, status
+
+
 def test_slow_bodies_do_not_starve_the_app(stack, people):
     env = stack.settings
     workers = int(env.get("UWSGI_PROCESSES", "2")) * int(env.get("UWSGI_THREADS", "2"))
