@@ -354,7 +354,7 @@ def test_one_client_holds_at_most_128_requests(stack):
     media or app request (nginx.conf's per-client limit); static files are not counted;
     once it lets go, it is served again."""
     big = "/media/userlogos/held.jpg"  # larger than every buffer on the way: never sent whole
-    in_volume(stack, "head -c 67108864 /dev/zero > /m/userlogos/held.jpg")
+    in_volume(stack, "mkdir -p /m/userlogos; head -c 67108864 /dev/zero > /m/userlogos/held.jpg")
     request = f"GET {big} HTTP/1.1\r\nHost: 127.0.0.1:{stack.port}\r\n\r\n".encode()
     held: list[socket.socket] = []
     try:
