@@ -273,7 +273,7 @@ def pull(c, dry_run=False):
 # --- running ---------------------------------------------------------------------------
 @task(exclusive=True, help={
     "dev": "the development stack (same as `invoke dev`) (Default: off)",
-    "https": "add docker-compose-cert.yaml (Caddy, certificates over ACME) and record "
+    "https": "add docker-compose-cert.yaml (nginx ends TLS, certificates over ACME) and record "
     "HTTPS_OVERLAY=true in .env, so later tasks include it "
     "(Default: off; on when HTTPS_OVERLAY=true in .env)",
     "metrics": "add docker-compose-metrics.yaml (Prometheus on 127.0.0.1:METRICS_PORT, "
@@ -294,7 +294,9 @@ def up(c, dev=False, https=False, metrics=False, dry_run=False):
     settings, compose = _stack(c, https=https, metrics=metrics, needs=needs)
     if metrics:
         settings = ops.enable_metrics(c, settings)
-    ops.ensure_images(c, settings, https=https)
+    if https:
+        settings = ops.enable_https(c, settings)
+    ops.ensure_images(c, settings)
     compose.up(c)
     if https and not uses_https(settings) and not dry_run:  # recorded once it came up
         config.update(settings, {"HTTPS_OVERLAY": "true"})

@@ -10,9 +10,32 @@
 #   TRUSTED_PROXIES optional load balancers (addresses or CIDR networks, comma-
 #                   separated) whose X-Forwarded-For and -Proto nginx believes
 #   MEDIA_GATE_CACHE_SECONDS  how long the media gate's decisions are kept (10; 0-300)
+#   FRONT_LISTENERS the HTTPS overlay's fd-holder (docker-compose-cert.yaml): nginx takes
+#                   ports 80 and 443 from it and ends TLS with the certificate the acme
+#                   service keeps under CERTIFICATES
 #
 # A request for any other name gets 400 from nginx and never reaches the app.
 set -euf  # -f: no globbing, a "*" in ALLOWED_HOSTS stays a "*" (and is refused)
+
+# Behind the HTTPS overlay, first take the listening sockets of ports 80 and 443 from the
+# listeners service and run this script again with them open (S6_FD_0, S6_FD_1, ...).
+# Its generation (a new one at each of its starts) is read before: should it change
+# after, the watch below sees that the sockets are stale and nginx starts again.
+if [ -n "${FRONT_LISTENERS:-}" ] && [ -z "${S6_FD_0:-}" ]; then
+    generation=${FRONT_LISTENERS%/*}/generation
+    tries=300
+    until [ -s "$generation" ] && s6-fdholder-list -t 1000 "$FRONT_LISTENERS" > /dev/null 2>&1; do
+        tries=$((tries - 1))
+        if [ "$tries" -eq 0 ]; then
+            echo "nginx-entrypoint: no listeners at $FRONT_LISTENERS after 60 s (is the listeners service up?)" >&2
+            exit 1
+        fi
+        sleep 0.2
+    done
+    FRONT_GENERATION=$(cat "$generation")
+    export FRONT_GENERATION
+    exec s6-fdholder-getdump -t 5000 "$FRONT_LISTENERS" "$0" "$@"
+fi
 
 out=/tmp/nginx/server-names.conf
 names=""
@@ -92,6 +115,40 @@ fi > "${out%/*}/media-gate-cache.conf"
 # Not in maintenance (nginx-maintenance turns it on and off while nginx runs).
 : > "${out%/*}/maintenance.conf"
 echo "nginx-entrypoint: media gate decisions kept ${gate}s" >&2
+
+# The HTTPS overlay: the sockets taken above go to nginx (NGINX: its own way of
+# inheriting listeners), with the servers of ports 80 and 443 (front.conf) and, once the
+# acme service has it, the site's certificate (front-tls.conf, copied to this tmpfs).
+: > "${out%/*}/front-tls.conf"
+mkdir -p "${out%/*}/front" "${out%/*}/tls"
+tls_signature=
+tls_update() {  # 0 when a new certificate is in place (nginx must reload)
+    crt=$(find "${CERTIFICATES:-/run/certificates}" -type f -name "$host.crt" 2>/dev/null \
+          | xargs -r ls -t | head -n 1)
+    [ -n "$crt" ] || return 1
+    signature=$(cat "$crt" "${crt%.crt}.key" 2>/dev/null | md5sum) || return 1
+    [ "$signature" != "$tls_signature" ] || return 1
+    (umask 077 && cp "$crt" "${out%/*}/tls/site.crt" && cp "${crt%.crt}.key" "${out%/*}/tls/site.key") || return 1
+    printf 'listen 443 ssl;\nhttp2 on;\nssl_certificate %s;\nssl_certificate_key %s;\n' \
+        "${out%/*}/tls/site.crt" "${out%/*}/tls/site.key" > "${out%/*}/front-tls.conf"
+    # a pair caught while the acme service writes it is tried again at the next look
+    env -u NGINX nginx -t -q 2>/dev/null || return 1
+    tls_signature=$signature
+    echo "nginx-entrypoint: certificate for $host from $crt" >&2
+}
+if [ -n "${S6_FD_0:-}" ]; then
+    listeners=
+    i=0
+    while eval "fd=\${S6_FD_$i:-}" && [ -n "$fd" ]; do
+        listeners="$listeners$fd;"
+        i=$((i + 1))
+    done
+    NGINX=$listeners
+    export NGINX
+    ln -sf /etc/nginx/front.conf "${out%/*}/front/servers.conf"
+    tls_update || echo "nginx-entrypoint: no certificate for $host yet: HTTPS handshakes are refused until the acme service has one" >&2
+    echo "nginx-entrypoint: ports 80 and 443 taken from $FRONT_LISTENERS (sockets $listeners)" >&2
+fi
 echo "nginx-entrypoint: answering for$names; trusted proxies: ${TRUSTED_PROXIES:-none}" >&2
 
 # nginx runs as this shell's child, not in its place. The engine tears the container's
@@ -109,6 +166,21 @@ for signal in HUP USR1 USR2 WINCH QUIT TERM INT; do
     # shellcheck disable=SC2064 # the signal's name and nginx's pid, fixed now
     trap "last=$signal; kill -$signal $child 2>/dev/null || true" "$signal"
 done
+# Behind the HTTPS overlay, every 2 s: a renewed certificate is put in place and nginx
+# reloads (no connection is dropped); new sockets at the listeners service (it started
+# again) stop nginx, whose restart policy starts it again with them.
+if [ -n "${S6_FD_0:-}" ]; then
+    (
+        while sleep 2 && kill -0 "$child" 2> /dev/null; do
+            if [ "$(cat "${FRONT_LISTENERS%/*}/generation" 2> /dev/null)" != "$FRONT_GENERATION" ]; then
+                echo "nginx-entrypoint: the listeners service has new sockets: nginx stops to take them" >&2
+                kill -TERM "$child"
+                exit 0
+            fi
+            if tls_update; then kill -HUP "$child"; fi
+        done
+    ) &
+fi
 status=
 while [ -z "$status" ]; do
     status=0

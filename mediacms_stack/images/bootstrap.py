@@ -30,11 +30,9 @@ LOCAL_IMAGES: dict[str, str] = {
     "POSTGRES_IMAGE": "mediacms-local/postgres:17",
     "REDIS_IMAGE": "mediacms-local/redis:8",
     "NODE_IMAGE": "mediacms-local/node:20",
-    "CADDY_IMAGE": "mediacms-local/caddy:2",
 }
 #: Stand-in images: .env key -> folder under bootstrap/ holding its Dockerfile.
-STAND_INS = {"POSTGRES_IMAGE": "postgres", "REDIS_IMAGE": "redis", "NODE_IMAGE": "node",
-             "CADDY_IMAGE": "caddy"}  # fmt: skip
+STAND_INS = {"POSTGRES_IMAGE": "postgres", "REDIS_IMAGE": "redis", "NODE_IMAGE": "node"}
 
 # What a slim image leaves out; applied to the rootfs and kept for later apt installs.
 DPKG_EXCLUDES = """\
@@ -159,7 +157,7 @@ def base_image(
 
 
 def stand_ins(c: Context, root: Path, *, base: str = LOCAL_IMAGES["BASE_IMAGE"]) -> None:
-    """Build the PostgreSQL, Redis, Node and Caddy stand-ins on the bootstrapped base."""
+    """Build the PostgreSQL, Redis and Node stand-ins on the bootstrapped base."""
     builder = engine.builder(c)
     for key, folder in STAND_INS.items():
         argv = builder.command(
@@ -212,8 +210,9 @@ def old_postgres(c: Context, root: Path, major: str, *, force: bool = False) -> 
     return old_postgres_image(major)
 
 
-#: Tool images the tasks run (not stand-ins): name -> folder under bootstrap/.
-TOOLS = {"restic": "restic", "metrics": "metrics"}
+#: Images of ours built from Debian's archive, not stand-ins: name -> folder under
+#: bootstrap/ (restic for off-site backups, the metrics and HTTPS overlays' images).
+TOOLS = {"restic": "restic", "metrics": "metrics", "front": "front"}
 
 
 def tool_image(c: Context, root: Path, name: str, *, base: str, force: bool = False) -> str:

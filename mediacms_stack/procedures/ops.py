@@ -231,6 +231,22 @@ def enable_metrics(c: Context, settings: Settings) -> Settings:
     return config.update(settings, changes, dry_run=dry(c))
 
 
+def enable_https(c: Context, settings: Settings) -> Settings:
+    """Before `up --https`: the overlay's image (bootstrap/front on BASE_IMAGE, built when
+    missing) recorded in .env as FRONT_IMAGE, which docker-compose-cert.yaml reads. Its
+    tag changes only with bootstrap/front, never with a release of MediaCMS, so the
+    listeners service (the published ports) is not recreated by an upgrade."""
+    from ..images import bootstrap
+    from ..stack import config
+
+    base = settings.get("BASE_IMAGE", "debian:trixie-slim")
+    image = bootstrap.tool_image(c, config.ROOT, "front", base=base)
+    if settings.get("FRONT_IMAGE") == image:
+        return settings
+    say(f"FRONT_IMAGE={image} in {settings.env_file}")
+    return config.update(settings, {"FRONT_IMAGE": image}, dry_run=dry(c))
+
+
 def bootstrap_stand_ins(c: Context, refs: list[str]) -> None:
     """Make the local stand-ins (``mediacms-local/...``) when ``refs`` name one the engine
     lacks: the bootstrap makes them all, from Debian's archive."""
@@ -243,7 +259,7 @@ def bootstrap_stand_ins(c: Context, refs: list[str]) -> None:
             bootstrap.all_images(c, ROOT)
 
 
-def ensure_images(c: Context, settings: Settings, *, https: bool = False) -> None:
+def ensure_images(c: Context, settings: Settings) -> None:
     """Before `up`: bootstrap local stand-ins and build our images when they are missing.
 
     Third-party images named ``mediacms-local/...`` are made by the bootstrap; our own
@@ -251,8 +267,7 @@ def ensure_images(c: Context, settings: Settings, *, https: bool = False) -> Non
     """
     from ..images import bootstrap, mediacms
 
-    unused = {"NODE_IMAGE", *(() if https else ("CADDY_IMAGE",))}
-    local = [settings.get(k) for k in bootstrap.LOCAL_IMAGES if k not in unused]
+    local = [settings.get(k) for k in bootstrap.LOCAL_IMAGES if k != "NODE_IMAGE"]
     if dry(c):
         try:
             missing_images(local)

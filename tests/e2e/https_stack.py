@@ -3,12 +3,14 @@
 Used by tests/e2e/test_https.py and tests/bench/https.py. The deployment folder holds
 what an operator's holds (docker-compose.yaml, docker-compose-cert.yaml, the Caddyfile,
 custom/ and a .env) plus one test-only compose file: Pebble on the `frontend` network,
-the site's name as a network alias of Caddy (so Pebble's HTTP-01/TLS-ALPN-01 requests
-reach Caddy), and a Caddy option file trusting Pebble's own HTTPS certificate.
+the site's name as a network alias of the listeners service (so Pebble's HTTP-01
+requests reach nginx through the held port 80, as a CA's do from outside), and a Caddy
+option file trusting Pebble's own HTTPS certificate.
 
-Clients reach Caddy on 127.0.0.1 ports published for the test (curl --connect-to keeps
-the name in the URL, the SNI and the Host header) and trust Pebble's issuing root,
-fetched from Pebble's management port: no certificate check is ever switched off.
+Clients reach the held ports on 127.0.0.1 ports published for the test (curl
+--connect-to keeps the name in the URL, the SNI and the Host header) and trust Pebble's
+issuing root, fetched from Pebble's management port: no certificate check is ever
+switched off.
 """
 
 from __future__ import annotations
@@ -48,12 +50,14 @@ VALIDITY = 120
 ISSUED = re.compile(r"Issued certificate serial ([0-9a-f]+)")
 
 PEBBLE_OVERLAY = f"""\
-# Test only: Pebble as the ACME CA, the site's name resolving to Caddy on `frontend`.
+# Test only: Pebble as the ACME CA, the site's name resolving to the held ports.
 services:
-  caddy:
+  listeners:
     networks:
       frontend:
         aliases: [{NAME}]
+
+  acme:
     volumes:
       - ./pebble/caddy-options.caddy:/etc/caddy/options.d/pebble.caddy:ro
       - ./pebble/tls-ca.pem:/etc/caddy/pebble-tls-ca.pem:ro
@@ -115,6 +119,11 @@ def _tls_files(folder: Path) -> None:
     )
 
 
+def front_image() -> str:
+    """The overlay's image, as `invoke up --https` builds it (on the local base)."""
+    return bootstrap.tool_image(Context(), REPO, "front", base=bootstrap.LOCAL_IMAGES["BASE_IMAGE"])
+
+
 def build_pebble() -> None:
     builder = engine.builder(Context())
     argv = builder.command("--tag", PEBBLE_IMAGE, "--build-arg",
@@ -161,10 +170,13 @@ class HttpsDeployment:
                               check=True)  # fmt: skip
         return json.loads(done.stdout)[0]
 
-    def memory_peak(self, service: str) -> int:
-        """Most memory the service's container has used, in bytes (cgroup v2 or v1)."""
-        read = "cat /sys/fs/cgroup/memory.peak 2>/dev/null || cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes"
-        return int(self.dc("exec", "-T", service, "sh", "-c", read).stdout.strip())
+    def memory_anon(self, service: str) -> int:
+        """The service's own memory now (anonymous pages: not the page cache of the files
+        it reads and writes), in bytes (cgroup v2 or v1)."""
+        read = "cat /sys/fs/cgroup/memory.stat 2>/dev/null || cat /sys/fs/cgroup/memory/memory.stat"
+        stat = self.dc("exec", "-T", service, "sh", "-c", read).stdout.split("\n")
+        fields = dict(line.split()[:2] for line in stat if len(line.split()) >= 2)
+        return int(fields["anon"] if "anon" in fields else fields["rss"])
 
     # --- Pebble -------------------------------------------------------------------
     def pebble_log(self) -> str:
@@ -184,7 +196,7 @@ class HttpsDeployment:
 
     # --- the site -----------------------------------------------------------------
     def served_certificate(self, timeout: float = 5) -> x509.Certificate:
-        """The certificate Caddy serves for NAME, verified against Pebble's root."""
+        """The certificate nginx serves for NAME, verified against Pebble's root."""
         context = ssl.create_default_context(cafile=str(self.root))
         address = ("127.0.0.1", self.https_port)
         with (
@@ -237,7 +249,7 @@ class HttpsDeployment:
         return json.loads(answer.body)
 
 
-#: For the benchmark: nginx's plain port published again beside Caddy's.
+#: For the benchmark: nginx's plain port published beside the held ones.
 NGINX_PORT = """
   nginx:
     ports:
@@ -246,8 +258,9 @@ NGINX_PORT = """
 
 
 def start(home: Path, project: str, *, publish_nginx: bool = False) -> HttpsDeployment:
-    """Files, .env and the stack up: Caddy and what it needs (nginx, web, db, redis, the
-    migrations job), and Pebble; the Celery services are not needed here."""
+    """Files, .env and the stack up: the overlay's services and what they need (nginx,
+    web, db, redis, the migrations job), and Pebble; the Celery services are not needed
+    here."""
     for name in ("docker-compose-cert.yaml",):
         shutil.copy(REPO / name, home / name)
     (home / "config" / "caddy").mkdir(parents=True)
@@ -256,8 +269,7 @@ def start(home: Path, project: str, *, publish_nginx: bool = False) -> HttpsDepl
     stack = new_deployment(home, project, FRONTEND_HOST=f"https://{NAME}",
                            HTTP_PORT=str(http_port), HTTPS_PORT=str(https_port),
                            ACME_EMAIL="ops@example.org", ACME_CA="https://pebble:14000/dir",
-                           HTTPS_OVERLAY="true",
-                           CADDY_IMAGE=bootstrap.LOCAL_IMAGES["CADDY_IMAGE"])  # fmt: skip
+                           HTTPS_OVERLAY="true", FRONT_IMAGE=front_image())  # fmt: skip
     pebble = home / "pebble"
     pebble.mkdir()
     _tls_files(pebble)
@@ -275,8 +287,8 @@ def start(home: Path, project: str, *, publish_nginx: bool = False) -> HttpsDepl
     )
     build_pebble()
     deployment = HttpsDeployment(home, stack, http_port, https_port)
-    up = deployment.dc("up", "--detach", "--wait", "--wait-timeout", "300", "pebble", "caddy",
-                       check=False)  # fmt: skip
+    up = deployment.dc("up", "--detach", "--wait", "--wait-timeout", "300", "pebble",
+                       "listeners", "nginx", "acme", check=False)  # fmt: skip
     if up.returncode != 0:
         deployment.report()
         down(deployment)

@@ -1,5 +1,6 @@
-"""The HTTPS overlay end to end: Caddy obtains a certificate from Pebble over ACME (a
-real HTTP-01 or TLS-ALPN-01 validation on the compose network) and serves the app.
+"""The HTTPS overlay end to end: the acme service (Caddy) obtains a certificate from
+Pebble over ACME (a real HTTP-01 validation, through nginx on the held port 80) and
+nginx serves the app with it on the held port 443.
 
 Every request trusts Pebble's issuing root only; the tests run in file order (the
 restart check comes soon after the issuance, the renewal check within the first
@@ -11,8 +12,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import warnings
@@ -48,7 +52,7 @@ def site(tmp_path_factory, request):
 
 @pytest.fixture(scope="module")
 def first(site):
-    """The first certificate Caddy serves, as soon as it has one."""
+    """The first certificate nginx serves, as soon as it has one."""
     return site.wait_certificate(timeout=90)
 
 
@@ -63,39 +67,77 @@ def test_certificate_is_issued_by_pebble_after_a_real_validation(site, first):
     assert "Skipping real validation" not in log
 
 
-def test_a_new_proxy_container_keeps_the_certificate(site, first):
-    """The proxy recreated (as an upgrade does): the caddy_data volume brings the
-    certificate and the ACME account back, and the CA is not asked again."""
-    before = site.inspect("caddy")["Id"]
-    site.dc("up", "--detach", "--force-recreate", "--no-deps", "caddy", timeout=180)
-    after = site.inspect("caddy")
+def test_a_new_acme_container_keeps_the_certificate(site, first):
+    """acme recreated (as an upgrade does): the certificates volume brings the
+    certificate and the ACME account back, and the CA is not asked again. nginx reads
+    the same volume, read-only."""
+    before = site.inspect("acme")["Id"]
+    site.dc("up", "--detach", "--force-recreate", "--no-deps", "acme", timeout=180)
+    after = site.inspect("acme")
     assert after["Id"] != before
-    volumes = {(m.get("Name"), m["Destination"]) for m in after["Mounts"]}
-    assert (f"{site.compose.project}_caddy_data", "/data") in volumes, volumes
+    volumes = {(m.get("Name"), m["Destination"], m["RW"]) for m in after["Mounts"]}
+    assert (f"{site.compose.project}_certificates", "/data", True) in volumes, volumes
+    volumes = {(m.get("Name"), m["Destination"], m["RW"]) for m in site.inspect("nginx")["Mounts"]}
+    assert (f"{site.compose.project}_certificates", "/run/certificates", False) in volumes
     again = site.wait_certificate(timeout=60)
     assert again.serial_number == first.serial_number
     assert site.issued() == [first.serial_number]  # nothing asked of the CA
 
 
-def test_the_proxy_runs_unprivileged_without_the_engines_socket(site, first):
+@pytest.mark.parametrize("service", ["listeners", "acme", "nginx"])
+def test_the_front_runs_unprivileged_without_the_engines_socket(site, first, service):
     from test_security_compose import setuid_files  # same folder: on sys.path
 
-    caddy = site.inspect("caddy")
-    assert site.dc("exec", "-T", "caddy", "id", "-u").stdout.strip() != "0"
-    assert caddy["HostConfig"]["CapDrop"] == ["ALL"] and caddy["HostConfig"]["ReadonlyRootfs"]
-    assert not [m for m in caddy["Mounts"] if "docker.sock" in m["Source"]], caddy["Mounts"]
-    assert list(caddy["NetworkSettings"]["Networks"]) == [f"{site.compose.project}_frontend"]
-    assert setuid_files(caddy["Image"]) == []
+    found = site.inspect(service)
+    assert site.dc("exec", "-T", service, "id", "-u").stdout.strip() == "33"
+    assert found["HostConfig"]["CapDrop"] == ["ALL"] and found["HostConfig"]["ReadonlyRootfs"]
+    assert not [m for m in found["Mounts"] if "docker.sock" in m["Source"]], found["Mounts"]
+    if service != "nginx":
+        assert list(found["NetworkSettings"]["Networks"]) == [f"{site.compose.project}_frontend"]
+    assert setuid_files(found["Image"]) == []
+
+
+def test_the_listeners_are_held_for_www_data_only(site, first):
+    """The fd-holder gives the sockets to uid 33 alone: another user in a container that
+    mounts its volume gets nothing."""
+    ids = site.dc("exec", "-T", "listeners", "s6-fdholder-list", "/run/front/listeners")
+    assert ids.stdout.split() == ["fd:http", "fd:https"], ids
+    other = site.dc("exec", "-T", "--user", "65534", "listeners", "s6-fdholder-getdump",
+                    "-t", "2000", "/run/front/listeners", "true", check=False)  # fmt: skip
+    assert other.returncode != 0, other
 
 
 def test_home_page_hsts_and_permanent_redirect(site, first):
     home = site.curl(f"https://{NAME}/")
     assert home.status == 200 and b"MediaCMS" in home.body, home
-    # one year, as config/caddy/Caddyfile sets it; once (nothing behind Caddy adds another)
+    # one year, as nginx.conf's $hsts says; once (the app adds none)
     assert home.header("strict-transport-security") == "max-age=31536000", home.headers
+    for path in ("/static/", "/media/", "/nonexistent-page"):  # locations with own headers
+        other = site.curl(f"https://{NAME}{path}", check=False)
+        assert other.headers.get("strict-transport-security") == ["max-age=31536000"], (path, other)
     moved = site.curl(f"http://{NAME}/x/y?a=1&b=two")
     assert moved.status == 308, moved
     assert moved.header("location") == f"https://{NAME}/x/y?a=1&b=two"
+
+
+def test_other_names_get_no_certificate_and_no_page(site, first):
+    """Only FRONTEND_HOST's name is served: a handshake for another name (or none) is
+    refused without showing a certificate, and another Host over HTTP, an ACME
+    challenge's path included, or over an established TLS connection gets 400."""
+    context = ssl.create_default_context(cafile=str(site.root))
+    context.check_hostname = False
+    for sni in ("evil.example", None):
+        with (
+            pytest.raises(ssl.SSLError, match="UNRECOGNIZED_NAME"),
+            socket.create_connection(("127.0.0.1", site.https_port), timeout=5) as raw,
+        ):
+            context.wrap_socket(raw, server_hostname=sni).close()
+    for path in ("/", "/.well-known/acme-challenge/anything"):
+        other = site.curl(f"http://evil.example{path}",
+                          "--connect-to", f"evil.example:80:127.0.0.1:{site.http_port}")  # fmt: skip
+        assert other.status == 400, (path, other)
+    mixed = site.curl(f"https://{NAME}/", "-H", "Host: evil.example", "--http1.1")
+    assert mixed.status == 400 and b"MediaCMS" not in mixed.body, mixed
 
 
 def test_django_sees_https_secure_cookies_and_the_admin_login_form_works(site, first):
@@ -122,13 +164,22 @@ def test_django_sees_https_secure_cookies_and_the_admin_login_form_works(site, f
 
 
 def test_uploads_over_tls_stream_through(site, first):
-    """A 160 MiB upload reaches the upload endpoint through Caddy, which never holds it
-    whole (its memory peak stays under the body's size)."""
+    """A 160 MiB upload reaches the upload endpoint through nginx's TLS, which never
+    holds it whole (its memory peak stays under the body's size)."""
     big = site.home / "upload.bin"
     with big.open("wb") as handle:
         for _ in range(160):
             handle.write(os.urandom(1 << 20))
     auth = f"admin:{site.stack.admin_password}"
+    anon: list[int] = []
+    sampling = threading.Event()
+
+    def sample() -> None:  # nginx's own memory (not the files it writes) while it uploads
+        while not sampling.wait(0.5):
+            anon.append(site.memory_anon("nginx"))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     for attempt in (1, 2, 3):  # as a patient uploader: the 503 page says when to come back
         made = site.curl(f"https://{NAME}/api/v1/media", "-u", auth, "-F", "title=over tls",
                          "-F", f"media_file=@{big}", timeout=300)  # fmt: skip
@@ -136,22 +187,24 @@ def test_uploads_over_tls_stream_through(site, first):
             break
         warnings.warn(f"the 503 page for a 160 MiB upload at attempt {attempt}", stacklevel=1)
         time.sleep(min(int(made.header("retry-after") or 30), 30))
+    sampling.set()
+    sampler.join(timeout=30)
     big.unlink()
     assert made.status == 201, (made.status, made.body[:300])
     # absolute URLs the app builds name the https site
     url = json.loads(made.body)["url"]
     assert re.fullmatch(rf"https://{re.escape(NAME)}/api/v1/media/\d+", url), url
-    state = site.inspect("caddy")["State"]
+    state = site.inspect("nginx")["State"]
     assert state["Running"] and not state["OOMKilled"], state
-    assert site.memory_peak("caddy") < 128 << 20
+    # nginx keeps a large body in a file (/var/cache/nginx), not in its memory
+    assert max(anon) < 64 << 20, anon
 
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_a_body_over_10_mib_elsewhere_is_refused_by_nginx_every_time(site, first, framing):
     """nginx owns the body limits and refuses before the app sees anything. The client
-    gets the 413, or, when Caddy drops the rest of its upload as soon as nginx has
-    answered, a cut connection; never anything from the app. (A second limit in Caddy
-    used to race nginx's answer and turn the 413 into a 502 or a truncated reply.)"""
+    gets the 413, or, when nginx closes the connection on the rest of the upload, a cut
+    connection; never anything from the app."""
     body = site.home / "body.bin"
     body.write_bytes(b"x" * (11 << 20))
     chunked = ["-H", "Transfer-Encoding: chunked"] if framing == "chunked" else []
@@ -165,7 +218,9 @@ def test_a_body_over_10_mib_elsewhere_is_refused_by_nginx_every_time(site, first
         # after the 413's headers or before them
         assert refused.status in (413, 0) and refused.exit in (0, 16, 18, 52, 55, 56, 92), refused
         whole += refused.status == 413 and b"413 Request Entity Too Large" in refused.body
-    access = re.compile(rf'"POST /api/v1/login\?probe={probe} HTTP/1.1" (\d+) .* upstream=(\S+)$')
+    access = re.compile(
+        rf'"POST /api/v1/login\?probe={probe} HTTP/[\d.]+" (\d+) .* upstream=(\S+)$'
+    )
     logged = [access.search(line) for line in access_log(site, f"probe={probe} ", count=20)]
     answers = [found.groups() for found in logged if found]
     assert answers == [("413", "-")] * 20, answers  # every one refused, no upstream asked
@@ -197,9 +252,9 @@ def test_a_clients_own_forwarding_headers_are_not_believed(site, first):
     assert logged[0].split()[0] == meta["REMOTE_ADDR"]
 
 
-class ThroughCaddy(Loop):
-    """The GET loop over HTTPS through Caddy's published port (curl, trusting Pebble's
-    root); a transfer that fails counts as curl's complaint."""
+class OverHttps(Loop):
+    """The GET loop over HTTPS through the held port (curl, trusting Pebble's root, a new
+    connection for each request); a transfer that fails counts as curl's complaint."""
 
     def __init__(self, site, limit: float) -> None:
         super().__init__(f"https://{NAME}", limit)
@@ -213,13 +268,14 @@ class ThroughCaddy(Loop):
         return int(done.stdout) if done.returncode == 0 else f"curl: {done.stderr.strip()}"
 
 
-def test_nginx_recreated_by_compose_fails_no_request_through_caddy(site, first):
+def test_nginx_recreated_by_compose_fails_no_request(site, first):
     """nginx recreated by compose itself (`docker compose up` after a pull, a rollback),
-    under a loop of GET requests through Caddy: Caddy's port never closes, and a request
-    that finds no nginx waits in Caddy until the new one listens (lb_try_duration,
-    config/caddy/Caddyfile). None fails. (Our own tasks start the new nginx beside the
-    old one: the download test, last.)"""
-    loop = ThroughCaddy(site, limit=300)
+    under a loop of GET requests over HTTPS: the old nginx ends what it answers
+    (stop_signal SIGQUIT), the port stays open at the listeners service, and a connection
+    made while no nginx runs waits in its queue until the new one takes the sockets.
+    None fails. (Our own tasks start the new nginx beside the old one: the download
+    test, last.)"""
+    loop = OverHttps(site, limit=300)
     loop.start()
     try:
         time.sleep(3)
@@ -233,15 +289,16 @@ def test_nginx_recreated_by_compose_fails_no_request_through_caddy(site, first):
         loop.stopped.set()
         loop.join(timeout=90)
     during = loop.during(started, ended)
-    print(f"\n[measured] nginx recreated by compose behind Caddy: {len(during)} requests "
+    print(f"\n[measured] nginx recreated by compose behind held ports: {len(during)} requests "
           f"in {ended - started:.0f} s, {len(loop.failed())} failed; slowest "
           f"{loop.slowest():.1f} s")  # fmt: skip
     assert len(during) >= 10 and loop.failed() == [], loop.failed()[:10]
 
 
 def test_the_certificate_is_renewed_before_it_expires(site, first):
-    """Pebble's certificates live VALIDITY seconds; Caddy renews with a third left. (The
-    long download test comes after it, or the first certificate is long renewed.)"""
+    """Pebble's certificates live VALIDITY seconds; Caddy renews with a third left and
+    nginx reloads with the new one. (The long download test comes after it, or the
+    first certificate is long renewed.)"""
     left = first.not_valid_after_utc.timestamp() - time.time()
     renewed = site.wait_certificate(not_serial=first.serial_number, timeout=left + 15)
     assert renewed.not_valid_after_utc > first.not_valid_after_utc
@@ -252,46 +309,80 @@ def test_the_certificate_is_renewed_before_it_expires(site, first):
     assert (renewed.not_valid_after_utc - renewed.not_valid_before_utc).seconds >= VALIDITY - 2
 
 
-def test_a_download_under_way_arrives_whole_when_nginx_restarts_behind_caddy(site, first):
+def test_nginx_takes_the_new_sockets_when_the_listeners_container_starts_again(site, first):
+    """The listeners container restarted by the engine (a crash, `docker restart`): its
+    sockets are new ones, nginx's entrypoint sees the new generation and stops, its
+    restart policy starts it again with them, and HTTPS answers again."""
+    before = site.inspect("nginx")["State"]["StartedAt"]
+    subprocess.run(["docker", "restart", site.inspect("listeners")["Id"]], check=True,
+                   capture_output=True, timeout=120)  # fmt: skip
+    began = time.monotonic()
+    answer = None
+    while time.monotonic() - began < 90:
+        answer = site.curl(f"https://{NAME}/", timeout=5, check=False)
+        if answer.status == 200:
+            break
+        time.sleep(1)
+    took = time.monotonic() - began
+    print(f"\n[measured] HTTPS answered again {took:.1f} s after the listeners restarted")
+    assert answer is not None and answer.status == 200, answer
+    assert site.inspect("nginx")["State"]["StartedAt"] != before  # nginx started again
+
+
+def test_a_download_under_way_arrives_whole_when_nginx_restarts(site, first):
     """`invoke restart --service nginx` behind the overlay (an upgrade replaces nginx the
-    same way, last) starts a new nginx beside the old one, which gets SIGQUIT: it closes
-    its listeners and ends the responses it is sending; its container lasts until the
-    kernel has sent their last bytes (scripts/nginx-entrypoint.sh). A 128 MiB download
-    read at 2 MiB/s through Caddy, begun before, is still under way when the old nginx is
-    gone and arrives whole (compose's SIGTERM, nginx's fast shutdown, cut it; without the
-    entrypoint's wait its last 2 MiB were lost), and the GET loop fails nothing."""
-    body = os.urandom(128 << 20)
+    same way, last) starts a new nginx beside the old one, which gets SIGQUIT once the new
+    one is healthy: it stops accepting and ends the responses it is sending. A 96 MiB
+    download read at 2 MiB/s over HTTPS, begun before, is still under way when the new
+    nginx takes over and arrives whole (its connection lives at the listeners service,
+    whose network stays), and the GET loop fails nothing."""
+    body = os.urandom(96 << 20)
     served = site.home / "custom" / "static" / f"download-{uuid.uuid4().hex}.bin"
     served.parent.mkdir(parents=True, exist_ok=True)
     served.write_bytes(body)
     served.chmod(0o644)
     received = site.home / "received.bin"
     before = site.inspect("nginx")["Id"]
-    loop = ThroughCaddy(site, limit=300)
+    loop = OverHttps(site, limit=300)
     loop.start()
     download = subprocess.Popen(
         ["curl", "-sS", "--fail", "--limit-rate", "2M", "--max-time", "240", "-o", str(received),
          "--cacert", str(site.root), "--connect-to", f"{NAME}:443:127.0.0.1:{site.https_port}",
          f"https://{NAME}/custom/static/{served.name}"],
         stderr=subprocess.PIPE, text=True)  # fmt: skip
+    handover: list[bool] = []  # was the download under way when two nginx were healthy?
+
+    def watch() -> None:
+        healthy = ["docker", "ps", "--quiet", "--filter", "health=healthy", "--filter",
+                   f"label=com.docker.compose.project={site.compose.project}",
+                   "--filter", "label=com.docker.compose.service=nginx"]  # fmt: skip
+        while not handover and download.poll() is None:
+            found = subprocess.run(healthy, capture_output=True, text=True, check=False)
+            if len(found.stdout.split()) == 2:
+                handover.append(download.poll() is None)
+            time.sleep(0.3)
+
+    watcher = threading.Thread(target=watch, daemon=True)
     try:
         time.sleep(3)
         assert download.poll() is None, download.stderr.read()  # under way
+        watcher.start()
         began = time.monotonic()
         site.stack.invoke("restart", "--service", "nginx")
         took = time.monotonic() - began
-        under_way = download.poll() is None
         _, complaint = download.communicate(timeout=240)
+        watcher.join(timeout=10)
+        under_way = handover == [True]
     finally:
         download.kill()
         loop.stopped.set()
         loop.join(timeout=90)
         served.unlink()
-    print(f"\n[measured] nginx restarted beside behind Caddy in {took:.0f} s with a download "
+    print(f"\n[measured] nginx restarted beside in {took:.0f} s with a download "
           f"under way: {received.stat().st_size} of {len(body)} bytes, curl exit "
           f"{download.returncode}; {len(loop.answers)} GETs, {len(loop.failed())} failed")  # fmt: skip
     assert download.returncode == 0 and received.read_bytes() == body, complaint
-    assert under_way, "the download ended before the old nginx was gone: nothing was tested"
+    assert under_way, "the download ended before the new nginx took over: nothing was tested"
     assert site.inspect("nginx")["Id"] != before  # a new container serves
     assert len(site.dc("ps", "--quiet", "nginx").stdout.split()) == 1  # the old one is gone
     assert loop.failed() == [], loop.failed()[:10]

@@ -1,5 +1,6 @@
 """The HTTPS overlay's pre-flight: .env refused before anything starts, the ports, the name."""
 
+import re
 import socket
 
 import pytest
@@ -7,6 +8,7 @@ from invoke import Context, Exit, MockContext, Result
 
 import tasks
 from mediacms_stack.engines.compose import Compose
+from mediacms_stack.images import bootstrap
 from mediacms_stack.procedures import doctor
 from mediacms_stack.stack import config
 
@@ -64,12 +66,10 @@ def test_up_https_runs_the_overlay_when_env_and_ports_are_fine(home, monkeypatch
     settings_with(home, **GOOD, HTTP_BIND="127.0.0.1", HTTP_PORT=str(free_port()),
                   HTTPS_PORT=str(free_port()))  # fmt: skip
     monkeypatch.setattr(doctor.engine, "engine_answers", lambda: False)
-    seen = {}
-    monkeypatch.setattr(tasks.ops, "ensure_images", lambda c, s, **kw: seen.update(kw))
+    monkeypatch.setattr(tasks.ops, "ensure_images", lambda c, s: None)
     tasks.up(MockContext(), https=True, dry_run=True)
     printed = capsys.readouterr().err
     assert "docker-compose.yaml --file" in printed and "docker-compose-cert.yaml up" in printed
-    assert seen["https"] is True  # the Caddy image is provided too
 
 
 def test_https_ports_name_the_taken_one(home, monkeypatch):
@@ -130,11 +130,14 @@ def test_up_https_records_the_overlay_in_env_for_later_tasks(home, monkeypatch):
                   HTTPS_PORT=str(free_port()))  # fmt: skip
     monkeypatch.setattr(tasks.engines, "ensure", lambda c: None)
     monkeypatch.setattr(doctor.engine, "engine_answers", lambda: False)
-    monkeypatch.setattr(tasks.ops, "ensure_images", lambda c, s, **kw: None)
+    monkeypatch.setattr(tasks.ops, "ensure_images", lambda c, s: None)
     monkeypatch.setattr(tasks.ops, "welcome", lambda s: "")
+    monkeypatch.setattr(bootstrap.engine, "image", lambda ref: object())  # already built
     c = MockContext(run=Result(""), repeat=True)
     tasks.up(c, https=True)
     assert "docker-compose-cert.yaml" in c.run.call_args.args[0]
     assert config.load(home).get("HTTPS_OVERLAY") == "true"
+    # the image compose runs the overlay from, named by its recipe, not by a release
+    assert re.fullmatch(r"mediacms-local/front:[0-9a-f]{12}", config.load(home).get("FRONT_IMAGE"))
     tasks.down(c)  # no --https: .env says so
     assert "docker-compose-cert.yaml" in c.run.call_args.args[0]

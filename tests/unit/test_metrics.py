@@ -30,7 +30,7 @@ def test_every_task_includes_the_overlay_when_env_says_so(home, value, overlay):
 def test_up_metrics_records_the_overlay_and_its_image(home, monkeypatch, capsys):
     monkeypatch.setattr(tasks.engines, "ensure", lambda c: None)
     monkeypatch.setattr(doctor.engine, "engine_answers", lambda: False)
-    monkeypatch.setattr(tasks.ops, "ensure_images", lambda c, s, **kw: None)
+    monkeypatch.setattr(tasks.ops, "ensure_images", lambda c, s: None)
     monkeypatch.setattr(tasks.ops, "welcome", lambda s: "")
     monkeypatch.setattr(bootstrap.engine, "image", lambda ref: object())  # already built
     c = MockContext(run=Result(""), repeat=True)
