@@ -154,7 +154,8 @@ def _compose_config(session: nox.Session) -> None:
     example = (ROOT / ".env.example").read_text()
     filled = re.sub(r"^(SECRET_KEY|POSTGRES_PASSWORD|REDIS_PASSWORD|ACME_EMAIL)=$",
                     r"\1=lint-placeholder", example, flags=re.M)  # fmt: skip
-    filled += "METRICS_IMAGE=mediacms-local/metrics:lint\n"  # `up --metrics` records it
+    # what `up --metrics` and `up --https` record
+    filled += "METRICS_IMAGE=mediacms-local/metrics:lint\nFRONT_IMAGE=mediacms-local/front:lint\n"
     with tempfile.NamedTemporaryFile("w", suffix=".env", delete=False) as handle:
         handle.write(filled)
     merged = Path(handle.name).with_suffix(".merged.json")

@@ -1,19 +1,15 @@
 """Requests per second for a static file and for 1 KiB ranges of a public media file:
-HTTPS through the overlay's Caddy vs plain HTTP to nginx, on the same stack (loopback,
-one client, bounded request counts), with keep-alive and with a new connection (a new
-TLS handshake) for each request.
+HTTPS through the overlay (nginx ends TLS on the port the listeners service holds) vs
+plain HTTP to the same nginx, on the same stack (loopback, one client, bounded request
+counts), with keep-alive and with a new connection (a new TLS handshake) for each
+request.
 
     python tests/bench/https.py [--requests N]
 
 The stack is the one tests/e2e/test_https.py runs (certificate from Pebble, trusted
-through Pebble's root), with nginx's plain port published beside Caddy's for the
-comparison; it is removed at the end. Exits non-zero when a keep-alive ratio HTTPS/HTTP
-is below GOAL (issue 21): a browser keeps its connection to the site.
-
-Then where the time of an HTTPS request goes: a second Caddy (same image, a certificate
-of its own CA) beside the stack answers by itself and passes to nginx, each over HTTP
-and HTTPS, measured from the host at the containers' own addresses against nginx alone:
-what TLS costs, and what one more proxy in front costs.
+through Pebble's root), with nginx's plain port published beside the held ones for
+the comparison; it is removed at the end. Exits non-zero when a keep-alive ratio
+HTTPS/HTTP is below GOAL (issue 21): a browser keeps its connection to the site.
 """
 
 from __future__ import annotations
@@ -24,7 +20,6 @@ import json
 import os
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import https_stack
 from conftest import ADMIN_PASSWORD
 from https_stack import NAME
-from load import address
 
 from tests.uploads import basic
 
@@ -77,92 +71,6 @@ def rate(connect, requests: int, path: str, headers: dict, *, keep_alive: bool) 
     elapsed = time.perf_counter() - start
     conn.close()
     return requests / elapsed
-
-
-#: The second Caddy's sites: answering itself, and passing to nginx's proxy listener,
-#: each over HTTP and over HTTPS (a certificate of Caddy's own CA).
-PARTS_CADDYFILE = f"""{{
-	auto_https disable_redirects
-	skip_install_trust
-}}
-:9001 {{
-	respond "0123456789"
-}}
-:9002 {{
-	reverse_proxy nginx:8081
-}}
-https://{NAME}:9443 {{
-	tls internal
-	respond "0123456789"
-}}
-https://{NAME}:9444 {{
-	tls internal
-	reverse_proxy nginx:8081
-}}
-"""
-
-
-def where_the_time_goes(deployment, requests: int, rounds: int) -> None:
-    """Microseconds per keep-alive request, one at a time: nginx alone, a Caddy answering
-    by itself and a Caddy passing to nginx, over HTTP and HTTPS (containers' addresses)."""
-    caddy = deployment.inspect("caddy")
-    network = next(iter(caddy["NetworkSettings"]["Networks"]))
-    name = f"bench-https-parts-{os.getpid()}"
-    with tempfile.TemporaryDirectory(prefix="bench-caddy-") as folder:
-        caddyfile = Path(folder, "Caddyfile")
-        caddyfile.write_text(PARTS_CADDYFILE)
-        Path(folder).chmod(0o755)  # read by Caddy's unprivileged user
-        caddyfile.chmod(0o644)
-        subprocess.run(["docker", "run", "-d", "--rm", "--name", name, "--network", network,
-                        "-v", f"{caddyfile}:/etc/caddy/Caddyfile:ro", caddy["Config"]["Image"]],
-                       check=True, capture_output=True)  # fmt: skip
-        try:
-            parts_timed(name, deployment, requests, rounds)
-        finally:
-            subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-
-
-def parts_timed(name: str, deployment, requests: int, rounds: int) -> None:
-    """The measure of :func:`where_the_time_goes`, the second Caddy being container ``name``."""
-    own = ssl.create_default_context()  # the second Caddy's CA is not worth trusting here
-    own.check_hostname, own.verify_mode = False, ssl.CERT_NONE
-    there, nginx = address(name), address(deployment.inspect("nginx")["Id"])
-
-    def tls(port: int):
-        return lambda: SiteConnection(there, port, own)
-
-    def plain(host: str, port: int):
-        return lambda: http.client.HTTPConnection(host, port, timeout=10)
-
-    parts = {
-        "nginx alone (HTTP)": (plain(nginx, 8081), STATIC),
-        "Caddy answering itself, HTTP": (plain(there, 9001), "/"),
-        "Caddy answering itself, HTTPS": (tls(9443), "/"),
-        "Caddy passing to nginx, HTTP": (plain(there, 9002), STATIC),
-        "Caddy passing to nginx, HTTPS": (tls(9444), STATIC),
-    }
-    for _ in range(50):  # Caddy's own certificate, made at its start
-        try:
-            rate(tls(9443), 1, "/", {}, keep_alive=True)
-            break
-        except (OSError, ssl.SSLError):
-            time.sleep(0.2)
-    took: dict[str, list[float]] = {}
-    for _ in range(rounds):
-        for part, (connect, path) in parts.items():
-            per_second = rate(connect, requests, path, {}, keep_alive=True)
-            took.setdefault(part, []).append(1e6 / per_second)
-    us = {part: statistics.median(values) for part, values in took.items()}
-    print("where an HTTPS request's time goes (keep-alive, one at a time, to the containers' "
-          "own addresses; median microseconds per request):", flush=True)  # fmt: skip
-    for part, value in us.items():
-        print(f"  {part:<32} {value:6.0f}", flush=True)
-    tls = us["Caddy answering itself, HTTPS"] - us["Caddy answering itself, HTTP"]
-    hop = us["Caddy passing to nginx, HTTP"] - us["nginx alone (HTTP)"]
-    alone, proxied = us["nginx alone (HTTP)"], us["Caddy passing to nginx, HTTPS"]
-    print(f"  TLS {tls:.0f}, one proxy more in front of nginx {hop:.0f}: HTTPS through a proxy "
-          f"in front is {alone / proxied:.2f} of nginx alone; TLS ended in nginx would be about "
-          f"{alone / (alone + tls):.2f} (estimated: nginx alone + Caddy's TLS)", flush=True)  # fmt: skip
 
 
 def public_media(conn: http.client.HTTPConnection) -> str:
@@ -217,9 +125,8 @@ def main() -> None:
                 reached &= ratio >= GOAL or not keep_alive
                 print(f"{what}, {label}, {count} requests x {args.rounds} rounds: "
                       f"HTTP to nginx {statistics.median(plain_rates):7.0f} req/s, "
-                      f"HTTPS through Caddy {statistics.median(tls_rates):7.0f} req/s, "
+                      f"HTTPS {statistics.median(tls_rates):7.0f} req/s, "
                       f"ratio HTTPS/HTTP {ratio:.2f}{goal}", flush=True)  # fmt: skip
-        where_the_time_goes(deployment, args.requests, args.rounds)
     finally:
         https_stack.down(deployment)
     if not reached:

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 def resolved(stack, *files: str) -> dict:
     flags = [a for f in files for a in ("--file", str(config.ROOT / f))]
     env = ["--env-file", str(stack.home / ".env")]
-    extra = {"ACME_EMAIL": "ops@example.org"}
+    extra = {"ACME_EMAIL": "ops@example.org", "FRONT_IMAGE": "mediacms-local/front:test"}
     done = subprocess.run(
         ["docker", "compose", *env, "--project-directory", str(config.ROOT), *flags,
          "config", "--format", "json"],
@@ -27,12 +27,14 @@ def resolved(stack, *files: str) -> dict:
 def test_https_overlay_really_removes_nginx_port(stack):
     merged = resolved(stack, "docker-compose.yaml", "docker-compose-cert.yaml")
     assert not merged["services"]["nginx"].get("ports")
-    caddy = merged["services"]["caddy"]
-    ports = {(p["published"], p["target"]) for p in caddy["ports"]}
+    listeners = merged["services"]["listeners"]
+    ports = {(p["published"], p["target"]) for p in listeners["ports"]}
     assert ports == {(str(stack.port), 80), ("443", 443)}  # HTTP_PORT, HTTPS_PORT
-    assert {p["host_ip"] for p in caddy["ports"]} == {"127.0.0.1"}  # HTTP_BIND
-    assert caddy["environment"]["ACME_CA"] == "https://acme-v02.api.letsencrypt.org/directory"
-    assert caddy["environment"]["ACME_EMAIL"] == "ops@example.org"
+    assert {p["host_ip"] for p in listeners["ports"]} == {"127.0.0.1"}  # HTTP_BIND
+    assert [s for s, service in merged["services"].items() if service.get("ports")] == ["listeners"]
+    acme = merged["services"]["acme"]
+    assert acme["environment"]["ACME_CA"] == "https://acme-v02.api.letsencrypt.org/directory"
+    assert acme["environment"]["ACME_EMAIL"] == "ops@example.org"
 
 
 def test_production_file_stands_alone(stack):

@@ -123,7 +123,7 @@ def test_backend_is_internal_and_only_nginx_is_published(stack):
     assert any(n.endswith("_data") for n in internal) and any(n.endswith("_app") for n in internal)
 
 
-def test_every_service_of_both_files_is_limited_and_the_proxy_joins_frontend_only(stack):
+def test_every_service_of_both_files_is_limited_and_the_front_joins_frontend_only(stack):
     from test_compose_files import resolved  # same folder: pytest puts it on sys.path
 
     merged = resolved(stack, "docker-compose.yaml", "docker-compose-cert.yaml")
@@ -131,9 +131,10 @@ def test_every_service_of_both_files_is_limited_and_the_proxy_joins_frontend_onl
         assert service["logging"]["options"].keys() >= {"max-size", "max-file"}, name
         assert service.get("mem_limit") and service.get("pids_limit"), name
         assert "no-new-privileges:true" in service["security_opt"], name
-    caddy = merged["services"]["caddy"]
-    assert set(caddy["networks"]) == {"frontend"}
-    assert caddy["read_only"] is True and caddy["cap_drop"] == ["ALL"]
+    for name in ("listeners", "acme"):
+        front = merged["services"][name]
+        assert set(front["networks"]) == {"frontend"}, name
+        assert front["read_only"] is True and front["cap_drop"] == ["ALL"], name
     mounts = [
         v.get("source", "") for s in merged["services"].values() for v in s.get("volumes", [])
     ]
