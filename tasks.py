@@ -148,13 +148,13 @@ def engine(c):
 
 @task(help={
     "force": "re-create the base image even if its recipe is unchanged, and the tool "
-    "images (restic, metrics) on it (Default: off)",
+    "images (restic, metrics, the HTTPS front) on it (Default: off)",
     "old_postgres": "only build a stand-in for an older PostgreSQL major, 15 or 13 "
     "(Default: none, build them all)",
 })  # fmt: skip
 def bootstrap_images(c, force=False, old_postgres=None):
-    """Build the Debian base, the PostgreSQL/Redis/Node/Caddy stand-ins and the tool images
-    (restic, metrics) without any registry."""
+    """Build the Debian base, the PostgreSQL/Redis/Node stand-ins and our images of Debian
+    packages (restic, metrics, the HTTPS overlay's front) without any registry."""
     if old_postgres:
         bootstrap.old_postgres(c, config.ROOT, old_postgres, force=force)
     else:

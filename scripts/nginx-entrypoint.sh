@@ -123,8 +123,12 @@ echo "nginx-entrypoint: media gate decisions kept ${gate}s" >&2
 mkdir -p "${out%/*}/front" "${out%/*}/tls"
 tls_signature=
 tls_update() {  # 0 when a new certificate is in place (nginx must reload)
-    crt=$(find "${CERTIFICATES:-/run/certificates}" -type f -name "$host.crt" 2>/dev/null \
-          | xargs -r ls -t | head -n 1)
+    # Caddy's storage: caddy/certificates/<the CA's folder>/NAME/NAME.crt and .key (the
+    # newest, should the CA have changed)
+    set +f
+    # shellcheck disable=SC2012 # host names only (checked above), newest first
+    crt=$(ls -t "${CERTIFICATES:-/run/certificates}"/caddy/certificates/*/"$host/$host.crt" 2>/dev/null | head -n 1)
+    set -f
     [ -n "$crt" ] || return 1
     signature=$(cat "$crt" "${crt%.crt}.key" 2>/dev/null | md5sum) || return 1
     [ "$signature" != "$tls_signature" ] || return 1

@@ -166,8 +166,8 @@ class Compose:
 
     @property
     def https(self) -> bool:
-        """Whether the HTTPS overlay is in: Caddy then owns the published ports, and
-        nginx's containers can come and go behind it."""
+        """Whether the HTTPS overlay is in: its listeners service then holds the published
+        ports, and nginx's containers can come and go while new connections wait."""
         return HTTPS in self.files
 
     # One container of a service (compose acts on all of them at once): the engine stops

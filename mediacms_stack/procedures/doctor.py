@@ -316,7 +316,7 @@ CHECKS: dict[str, Callable[[Context, Settings], Check]] = {
     "https-name": _https_name,
 }
 #: What `invoke doctor` runs; with --https, the overlay's checks, whose port check
-#: covers both of Caddy's ports instead of nginx's.
+#: covers both of the overlay's ports (80, 443) instead of nginx's.
 PLAIN = tuple(name for name in CHECKS if not name.startswith("https-"))
 HTTPS = tuple(name for name in CHECKS if name != "port")
 

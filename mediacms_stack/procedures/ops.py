@@ -171,7 +171,8 @@ def replace_beside(c: Context, compose: Compose, *services: str, timeout: int = 
     requests they serve while nginx sends new ones to both; a worker's warm shutdown ends
     the tasks it runs while the new workers already take the next ones; an old nginx
     (behind the HTTPS overlay only: on plain HTTP it owns the published port, which no
-    second container can share) ends its responses while Caddy connects to the new one."""
+    second container can share) ends its responses while the new one takes the
+    connections from the ports the overlay's listeners service holds for both."""
     old = {name: [] if dry(c) else compose.running(c, name) for name in services}
     counts = {name: 2 * max(len(running), 1) for name, running in old.items()}
     say(f"{', '.join(services)}: new containers beside the running ones, then the old go")

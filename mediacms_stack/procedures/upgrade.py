@@ -25,7 +25,7 @@ an operator is left with when one fails:
    - maintenance: nginx answers every request with the 503 page (a flag on its /tmp),
      web, beat and the workers stop, the migrations job runs and they start on the new
      images; nginx is recreated last, once they are healthy: the new nginx has no flag.
-   Behind the HTTPS overlay (Caddy owns the ports) nginx, last on both paths, moves
+   Behind the HTTPS overlay (its listeners hold the ports) nginx, last on both paths, moves
    beside too: the old one ends the responses it is sending while the new one answers.
    Every service must end healthy. Fails: the old version comes back at once, by itself
    (:func:`.rollback.roll_back_failed`): when the plan had migrations, by the whole
@@ -254,7 +254,7 @@ def _go_in(c: Context, compose: Compose, path: str, timeout: int) -> str:
     if why:
         return why
     say(f"nginx on the new image{gone}")
-    if compose.https:  # Caddy owns the ports: the new nginx starts beside the old one
+    if compose.https:  # the ports are held for nginx: the new one starts beside the old one
         try:
             replace_beside(c, compose, "nginx", timeout=timeout)
         except StackError as error:

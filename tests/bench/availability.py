@@ -3,8 +3,9 @@ other on one stand-in stack: (d) `invoke restart --service web`, (c) an upgrade 
 fails (its migration raises) and rolls back by itself, (a) a compatible upgrade (a
 nullable column), (b) an upgrade with a destructive migration (the column dropped), and
 (e) kill -9 of one of two web containers; then, on a stack behind the HTTPS overlay
-(Caddy, a certificate from Pebble), (a) again and `invoke restart --service nginx`: Caddy
-owns the ports there, so the new nginx starts beside the old one.
+(nginx's TLS, a certificate from Pebble), (a) again and `invoke restart --service nginx`:
+the overlay's listeners service holds the ports there, so the new nginx starts beside
+the old one.
 
     python tests/bench/availability.py        (the test app's images: MEDIACMS_ENV_FILE)
 
@@ -79,16 +80,16 @@ class Visitor(Answers):
             return type(error).__name__
 
 
-class ToCaddy(requests.adapters.HTTPAdapter):
-    """HTTPS to Caddy's published port on 127.0.0.1 as to the site's name (SNI and the
-    certificate's name), trusting Pebble's root."""
+class ToSite(requests.adapters.HTTPAdapter):
+    """HTTPS to the overlay's published port on 127.0.0.1 as to the site's name (SNI and
+    the certificate's name), trusting Pebble's root."""
 
     def init_poolmanager(self, *args, **kwargs) -> None:
         kwargs.update(server_hostname=https_stack.NAME, assert_hostname=https_stack.NAME)
         super().init_poolmanager(*args, **kwargs)
 
 
-class ThroughCaddy(Visitor):
+class OverHttps(Visitor):
     """The same visitor through the HTTPS overlay: a new TLS connection for each."""
 
     def __init__(self, site: https_stack.HttpsDeployment, media: str) -> None:
@@ -98,7 +99,7 @@ class ThroughCaddy(Visitor):
     def client(self) -> requests.Session:
         client = requests.Session()
         client.trust_env = False  # REQUESTS_CA_BUNDLE would replace Pebble's root
-        client.mount(self.base, ToCaddy())
+        client.mount(self.base, ToSite())
         client.verify = self.root
         client.headers["Host"] = https_stack.NAME
         return client
@@ -184,9 +185,9 @@ def behind_https(rows: dict[str, dict]) -> None:
     try:
         site.wait_certificate(timeout=90)
         versions.build(add)
-        caddy = ThroughCaddy(site, "/")
-        with caddy.client() as client:
-            uploaded = client.post(caddy.base + "/api/v1/media", timeout=60,
+        visitor = OverHttps(site, "/")
+        with visitor.client() as client:
+            uploaded = client.post(visitor.base + "/api/v1/media", timeout=60,
                                    auth=("admin", ADMIN_PASSWORD),
                                    data={"title": "bench", "state": "public"},
                                    files={"media_file": ("bench.mp4", os.urandom(64 << 10))})  # fmt: skip
@@ -201,7 +202,7 @@ def behind_https(rows: dict[str, dict]) -> None:
             ),
         }
         for name, action in steps.items():
-            rows[name] = measured(ThroughCaddy(site, media), action, swap=False)
+            rows[name] = measured(OverHttps(site, media), action, swap=False)
             print(f"{name:<34} {rows[name]}", flush=True)
     finally:
         https_stack.down(site)
