@@ -183,7 +183,8 @@ def _stack_config(session: nox.Session) -> None:
 
 def _gixy(session: nox.Session) -> None:
     """gixy on our nginx configuration, laid out as the image lays it out, in both media
-    modes (gated through media-auth, or not), with the names the entrypoint writes."""
+    modes (gated through media-auth, or not), with the names the entrypoint writes and
+    the HTTPS overlay's ports and certificate (front.conf, front-tls.conf)."""
     snippets = ["config/nginx/client_max_body_size.conf", "config/nginx/health.conf",
                 "config/nginx/uwsgi-app.conf", "config/nginx/upload-auth.conf",
                 "config/nginx/upload-location.conf"]  # fmt: skip
@@ -197,6 +198,7 @@ def _gixy(session: nox.Session) -> None:
                      "sites/mediacms.conf": "config/nginx/site.conf",
                      "sites/metrics.conf": "config/nginx/metrics.conf",
                      "snippets/media-gate.conf": f"config/nginx/media-gate-{mode}.conf",
+                     "front.conf": "config/nginx/front.conf",
                      **{f"snippets/{Path(s).name}": s for s in snippets}}  # fmt: skip
             for target, source in files.items():
                 text = (ROOT / source).read_text().replace("/etc/nginx/", f"{etc}/")
@@ -206,6 +208,12 @@ def _gixy(session: nox.Session) -> None:
             (Path(tmp) / "server-names.conf").write_text("server_name media.example.org;\n")
             (Path(tmp) / "resolver.conf").write_text("resolver 127.0.0.11 valid=5s ipv6=off;\n")
             (Path(tmp) / "trusted-proxies.conf").write_text("192.0.2.0/24 1;\n")
+            (Path(tmp) / "front").mkdir()
+            (Path(tmp) / "front/servers.conf").symlink_to(etc / "front.conf")
+            (Path(tmp) / "front-tls.conf").write_text(
+                f"listen 443 ssl;\nhttp2 on;\nssl_certificate {tmp}/tls/site.crt;\n"
+                f"ssl_certificate_key {tmp}/tls/site.key;\n"
+            )
             (Path(tmp) / "media-gate-cache.conf").write_text(
                 "uwsgi_cache media_gate; uwsgi_cache_valid 200 204 401 403 10s;\n"
             )
