@@ -32,9 +32,27 @@ def test_https_overlay_really_removes_nginx_port(stack):
     assert ports == {(str(stack.port), 80), ("443", 443)}  # HTTP_PORT, HTTPS_PORT
     assert {p["host_ip"] for p in listeners["ports"]} == {"127.0.0.1"}  # HTTP_BIND
     assert [s for s, service in merged["services"].items() if service.get("ports")] == ["listeners"]
+    for name in ("listeners", "acme"):  # built by `up --https`: an upgrade's pull skips them
+        assert merged["services"][name]["pull_policy"] == "never", name
     acme = merged["services"]["acme"]
     assert acme["environment"]["ACME_CA"] == "https://acme-v02.api.letsencrypt.org/directory"
     assert acme["environment"]["ACME_EMAIL"] == "ops@example.org"
+
+
+def test_an_upgrades_pull_skips_the_images_built_here(stack):
+    """`invoke upgrade` pulls the new release (`compose pull`): the overlays' images are
+    built on this host by `up --https` / `up --metrics` and are in no registry, so the
+    pull skips them instead of failing (a name no registry has proves it)."""
+    flags = [a for f in ("docker-compose.yaml", "docker-compose-cert.yaml",
+                         "docker-compose-metrics.yaml") for a in ("--file", str(config.ROOT / f))]  # fmt: skip
+    extra = {"ACME_EMAIL": "ops@example.org", "FRONT_IMAGE": "mediacms-local/front:nowhere",
+             "METRICS_IMAGE": "mediacms-local/metrics:nowhere"}  # fmt: skip
+    done = subprocess.run(
+        ["docker", "compose", "--env-file", str(stack.home / ".env"), "--project-directory",
+         str(config.ROOT), *flags, "pull", "listeners", "acme", "prometheus"],
+        capture_output=True, text=True, check=False, timeout=120, env={**stack.env(), **extra},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_production_file_stands_alone(stack):

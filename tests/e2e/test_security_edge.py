@@ -498,19 +498,23 @@ def test_forwarding_headers_ignored_on_the_published_port(stack):
     assert web and "203.0.113." not in "\n".join(web), web
 
 
-def test_proxy_listener_trusts_the_proxy_and_is_not_published(stack):
-    curl = ["curl", "-fsS", "-H", f"Host: 127.0.0.1:{stack.port}",
+def test_no_listener_believes_a_peer_by_default(stack):
+    """Without TRUSTED_PROXIES no listener of nginx believes a forwarding header, from
+    inside its own network either (there was a proxy listener, 8081, for the HTTPS
+    overlay's Caddy: gone with it), and 8080 is its only port."""
+    curl = ["curl", "-sS", "-H", f"Host: 127.0.0.1:{stack.port}",
             "-H", "X-Forwarded-For: 198.51.100.1, 203.0.113.5", "-H", "X-Forwarded-Proto: https",
-            "http://127.0.0.1:8081/api/v1/request-info"]  # fmt: skip
+            "http://127.0.0.1:8080/api/v1/request-info"]  # fmt: skip
     info = json.loads(stack.dc("exec", "-T", "nginx", *curl).stdout)
-    assert info["meta"]["REMOTE_ADDR"] == "203.0.113.5"  # the address the proxy appended
-    assert info["is_secure"] is True
+    assert info["meta"]["REMOTE_ADDR"] == "127.0.0.1" and info["is_secure"] is False, info
+    refused = stack.dc("exec", "-T", "nginx", "curl", "-sS", "http://127.0.0.1:8081/", check=False)
+    assert refused.returncode == 7, refused  # curl: could not connect
     container = stack.dc("ps", "--quiet", "nginx").stdout.strip()
     ports = json.loads(
         subprocess.run(["docker", "inspect", "--format", "{{json .NetworkSettings.Ports}}", container],
                        capture_output=True, text=True, check=True).stdout
     )  # fmt: skip
-    assert ports["8080/tcp"] and not ports.get("8081/tcp"), ports
+    assert list(ports) == ["8080/tcp"], ports
 
 
 def test_trusted_proxies_from_the_environment_at_start(stack):

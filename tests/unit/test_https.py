@@ -136,6 +136,8 @@ def test_up_https_records_the_overlay_in_env_for_later_tasks(home, monkeypatch):
     c = MockContext(run=Result(""), repeat=True)
     tasks.up(c, https=True)
     assert "docker-compose-cert.yaml" in c.run.call_args.args[0]
+    # the previous overlay's caddy (it held ports 80 and 443) goes, or listeners cannot start
+    assert "up --detach --wait --wait-timeout 300 --remove-orphans" in c.run.call_args.args[0]
     assert config.load(home).get("HTTPS_OVERLAY") == "true"
     # the image compose runs the overlay from, named by its recipe, not by a release
     assert re.fullmatch(r"mediacms-local/front:[0-9a-f]{12}", config.load(home).get("FRONT_IMAGE"))
