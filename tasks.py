@@ -297,7 +297,7 @@ def up(c, dev=False, https=False, metrics=False, dry_run=False):
     if https:
         settings = ops.enable_https(c, settings)
     ops.ensure_images(c, settings)
-    compose.up(c, orphans=True)
+    compose.up(c)
     if https and not uses_https(settings) and not dry_run:  # recorded once it came up
         config.update(settings, {"HTTPS_OVERLAY": "true"})
         shell.say(f"HTTPS_OVERLAY=true in {settings.env_file}: upgrade, restart, logs and "

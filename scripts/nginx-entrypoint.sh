@@ -60,10 +60,16 @@ esac
 add_name "$host"
 
 old_ifs=$IFS
-IFS=', '
-for name in ${ALLOWED_HOSTS:-}; do
-    add_name "$name"
-done
+# Behind the HTTPS overlay only FRONTEND_HOST's name has a certificate: another name
+# would be shown it (a browser's error) or sent to it; they get 400 and no handshake.
+if [ -n "${FRONT_LISTENERS:-}" ] && [ -n "${ALLOWED_HOSTS:-}" ]; then
+    echo "nginx-entrypoint: ALLOWED_HOSTS not answered behind the HTTPS overlay (its certificate is FRONTEND_HOST's alone)" >&2
+else
+    IFS=', '
+    for name in ${ALLOWED_HOSTS:-}; do
+        add_name "$name"
+    done
+fi
 IFS=$old_ifs
 
 mkdir -p "${out%/*}"
@@ -121,34 +127,65 @@ echo "nginx-entrypoint: media gate decisions kept ${gate}s" >&2
 # acme service has it, the site's certificate (front-tls.conf, copied to this tmpfs).
 : > "${out%/*}/front-tls.conf"
 mkdir -p "${out%/*}/front" "${out%/*}/tls"
+tls=${out%/*}/tls
 tls_signature=
+tls_refused=
 tls_update() {  # 0 when a new certificate is in place (nginx must reload)
-    # Caddy's storage: caddy/certificates/<the CA's folder>/NAME/NAME.crt and .key (the
-    # newest, should the CA have changed)
+    # Caddy's storage: caddy/certificates/<the CA's folder>/name/name.crt and .key (the
+    # newest, should the CA have changed); Caddy writes names in lower case
+    name=$(echo "$host" | tr "[:upper:]" "[:lower:]")
     set +f
     # shellcheck disable=SC2012 # host names only (checked above), newest first
-    crt=$(ls -t "${CERTIFICATES:-/run/certificates}"/caddy/certificates/*/"$host/$host.crt" 2>/dev/null | head -n 1)
+    crt=$(ls -t "${CERTIFICATES:-/run/certificates}"/caddy/certificates/*/"$name/$name.crt" 2>/dev/null | head -n 1)
     set -f
     [ -n "$crt" ] || return 1
     signature=$(cat "$crt" "${crt%.crt}.key" 2>/dev/null | md5sum) || return 1
     [ "$signature" != "$tls_signature" ] || return 1
-    (umask 077 && cp "$crt" "${out%/*}/tls/site.crt" && cp "${crt%.crt}.key" "${out%/*}/tls/site.key") || return 1
+    # The pair in place only once nginx accepts it; otherwise the one before stays (or
+    # none: handshakes refused), and it is looked at again at the next look (a pair
+    # caught while Caddy writes it is whole by then).
+    for file in site.crt site.key; do
+        if [ -e "$tls/$file" ]; then cp -p "$tls/$file" "$tls/$file.kept"; else rm -f "$tls/$file.kept"; fi
+    done
+    cp "${out%/*}/front-tls.conf" "$tls/front-tls.conf.kept"
+    (umask 077 && cp "$crt" "$tls/site.crt" && cp "${crt%.crt}.key" "$tls/site.key") &&
     printf 'listen 443 ssl;\nhttp2 on;\nssl_certificate %s;\nssl_certificate_key %s;\n' \
-        "${out%/*}/tls/site.crt" "${out%/*}/tls/site.key" > "${out%/*}/front-tls.conf"
-    # a pair caught while the acme service writes it is tried again at the next look
-    env -u NGINX nginx -t -q 2>/dev/null || return 1
-    tls_signature=$signature
-    echo "nginx-entrypoint: certificate for $host from $crt" >&2
+        "$tls/site.crt" "$tls/site.key" > "${out%/*}/front-tls.conf" &&
+    refusal=$(env -u NGINX nginx -t -q 2>&1) && {
+        tls_signature=$signature
+        echo "nginx-entrypoint: certificate for $host from $crt" >&2
+        return 0
+    }
+    for file in site.crt site.key; do
+        if [ -e "$tls/$file.kept" ]; then mv "$tls/$file.kept" "$tls/$file"; else rm -f "$tls/$file"; fi
+    done
+    mv "$tls/front-tls.conf.kept" "${out%/*}/front-tls.conf"
+    if [ "$signature" != "$tls_refused" ]; then
+        echo "nginx-entrypoint: $crt not taken (nginx -t: ${refusal:-copy failed}); the one before stays" >&2
+        tls_refused=$signature
+    fi
+    return 1
 }
 if [ -n "${S6_FD_0:-}" ]; then
+    # exactly the two sockets of the listeners service, or nothing: nginx would bind a
+    # missing one itself, in its own network, where no client reaches it
     listeners=
+    ids=
+    id=
     i=0
-    while eval "fd=\${S6_FD_$i:-}" && [ -n "$fd" ]; do
+    while eval "fd=\${S6_FD_$i:-} id=\${S6_FDID_$i:-}" && [ -n "$fd" ]; do
         listeners="$listeners$fd;"
+        ids="$ids $id"
         i=$((i + 1))
     done
+    if [ "$ids" != " fd:http fd:https" ] && [ "$ids" != " fd:https fd:http" ]; then
+        echo "nginx-entrypoint: the listeners service gave '${ids# }', not fd:http and fd:https" >&2
+        sleep 1
+        exit 1
+    fi
     NGINX=$listeners
     export NGINX
+    echo "$FRONT_GENERATION" > "${out%/*}/generation"  # the health check compares it
     ln -sf /etc/nginx/front.conf "${out%/*}/front/servers.conf"
     tls_update || echo "nginx-entrypoint: no certificate for $host yet: HTTPS handshakes are refused until the acme service has one" >&2
     echo "nginx-entrypoint: ports 80 and 443 taken from $FRONT_LISTENERS (sockets $listeners)" >&2
@@ -157,16 +194,19 @@ echo "nginx-entrypoint: answering for$names; trusted proxies: ${TRUSTED_PROXIES:
 
 # nginx runs as this shell's child, not in its place. The engine tears the container's
 # network down as soon as its first process ends, and an nginx that quit gracefully
-# (SIGQUIT: `invoke upgrade` or `restart --service nginx` behind the HTTPS overlay, a
-# Swarm update) may leave the last bytes of its responses in the kernel's send buffers:
-# a download ending then would lose them. So every signal goes on to nginx, and once it
+# (SIGQUIT: a Swarm update) may leave the last bytes of its responses in the kernel's
+# send buffers: a download ending then would lose them. (Behind the HTTPS overlay the
+# clients' connections belong to the listeners' network, which stays: nothing to wait
+# for there.) So every signal goes on to nginx, and once it
 # has quit this shell waits until no connection has anything left to send (30 s at
 # most), then ends with nginx's status. After SIGTERM or SIGINT (fast
 # shutdown: stop now) it does not wait.
 "$@" &
 child=$!
 last=
-for signal in HUP USR1 USR2 WINCH QUIT TERM INT; do
+# (not WINCH: nginx given its listeners takes itself for a daemon and would stop its
+# workers for good)
+for signal in HUP USR1 USR2 QUIT TERM INT; do
     # shellcheck disable=SC2064 # the signal's name and nginx's pid, fixed now
     trap "last=$signal; kill -$signal $child 2>/dev/null || true" "$signal"
 done

@@ -131,14 +131,11 @@ class Compose:
         return self.exec(c, "web", "python", "manage.py", *command, tty=tty, **kwargs)
 
     def up(self, c: Context, *services: str, wait: bool = True, timeout: int = 300,
-           deps: bool = True, orphans: bool = False, **kwargs):  # fmt: skip
+           deps: bool = True, **kwargs):  # fmt: skip
         """``up`` stops every container it recreates at once, and starts each new one only
         when its dependencies are ready: ``services`` and ``deps=False`` keep the others
-        (e.g. nginx while migrations run) as they are. ``orphans``: also remove this
-        project's containers of services the files no longer have (the HTTPS overlay's
-        `caddy` of before, which held the ports its `listeners` now publish)."""
+        (e.g. nginx while migrations run) as they are."""
         flags = ["--detach"] + (["--wait", "--wait-timeout", str(timeout)] if wait else [])
-        flags += ["--remove-orphans"] if orphans else []
         return self.run(c, "up", *flags, *([] if deps else ["--no-deps"]), *services, **kwargs)
 
     def job(self, c: Context, service: str, *command: str, query: bool = False, **kwargs):

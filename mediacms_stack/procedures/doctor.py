@@ -153,7 +153,7 @@ def _port(c: Context, settings: Settings) -> Check:
 
 def _port_state(settings: Settings, bind: str, port: int) -> str:
     """``bind:port`` is "free", "held by this stack" (its nginx or the HTTPS overlay's
-    proxy publishes it: fine) or "taken (why)" by anything else."""
+    listeners publish it: fine) or "taken (why)" by anything else."""
     if engine.engine_answers():
         with engine.client() as handle:
             held = handle.containers.list(filters={"publish": str(port)})
@@ -224,7 +224,7 @@ def _https_ports(c: Context, settings: Settings) -> Check:
     if taken:
         return Check("https-ports", False, "; ".join(states.values()),
                      f"free the port or set {' and '.join(taken)} in .env (the CA checks "
-                     "ports 80 and 443 from outside: forward them here)")  # fmt: skip
+                     "port 80 from outside, visitors use both: forward them here)")  # fmt: skip
     return Check("https-ports", True, "; ".join(states.values()))
 
 

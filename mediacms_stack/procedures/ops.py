@@ -10,7 +10,7 @@ import shlex
 from invoke.context import Context
 
 from ..engines.compose import Compose
-from ..engines.shell import dry, say, wait_until
+from ..engines.shell import dry, run, say, wait_until
 from ..stack.config import Settings
 from ..stack.errors import StackError
 from ..stack.model import PRODUCTION_TARGETS, SERVICES, ImageNames, parse_scale
@@ -242,10 +242,33 @@ def enable_https(c: Context, settings: Settings) -> Settings:
 
     base = settings.get("BASE_IMAGE", "debian:trixie-slim")
     image = bootstrap.tool_image(c, config.ROOT, "front", base=base)
+    remove_previous_front(c, settings)
     if settings.get("FRONT_IMAGE") == image:
         return settings
     say(f"FRONT_IMAGE={image} in {settings.env_file}")
     return config.update(settings, {"FRONT_IMAGE": image}, dry_run=dry(c))
+
+
+#: The HTTPS overlay's service of before (Caddy in front of nginx), which published the
+#: ports its `listeners` service publishes now.
+PREVIOUS_FRONT = "caddy"
+
+
+def remove_previous_front(c: Context, settings: Settings) -> None:
+    """Remove this project's `caddy` container of the overlay before, if one is left:
+    it holds ports 80 and 443, and compose leaves a service its files no longer name."""
+    from ..engines import engine
+
+    if dry(c) or not engine.engine_answers():
+        return
+    labels = [f"com.docker.compose.project={settings.project}",
+              f"com.docker.compose.service={PREVIOUS_FRONT}"]  # fmt: skip
+    with engine.client() as handle:
+        found = [box.name for box in handle.containers.list(all=True, filters={"label": labels})]
+    if found:
+        say(f"{', '.join(found)}: the previous HTTPS front (Caddy in front of nginx) goes; "
+            "its caddy_data and caddy_config volumes are kept until you remove them")  # fmt: skip
+        run(c, ["docker", "rm", "--force", *found])
 
 
 def bootstrap_stand_ins(c: Context, refs: list[str]) -> None:

@@ -42,6 +42,8 @@ from mediacms_stack.engines.compose import HTTPS, PRODUCTION, Compose
 from mediacms_stack.images import bootstrap
 
 NAME = "media.example.org"
+#: In ALLOWED_HOSTS, without a certificate: not answered behind the overlay.
+OTHER_NAME = "other.example.org"
 PEBBLE_IMAGE = "mediacms-local/pebble:test"
 #: Lifetime of Pebble's certificates: Caddy renews when a third is left, so a renewal
 #: is seen 2/3 of this after the issuance. 75 s once left too little: under CI's load
@@ -269,7 +271,8 @@ def start(home: Path, project: str, *, publish_nginx: bool = False) -> HttpsDepl
     stack = new_deployment(home, project, FRONTEND_HOST=f"https://{NAME}",
                            HTTP_PORT=str(http_port), HTTPS_PORT=str(https_port),
                            ACME_EMAIL="ops@example.org", ACME_CA="https://pebble:14000/dir",
-                           HTTPS_OVERLAY="true", FRONT_IMAGE=front_image())  # fmt: skip
+                           HTTPS_OVERLAY="true", FRONT_IMAGE=front_image(),
+                           ALLOWED_HOSTS=OTHER_NAME)  # fmt: skip
     pebble = home / "pebble"
     pebble.mkdir()
     _tls_files(pebble)

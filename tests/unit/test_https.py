@@ -2,14 +2,17 @@
 
 import re
 import socket
+from contextlib import contextmanager
+from types import SimpleNamespace
 
 import pytest
 from invoke import Context, Exit, MockContext, Result
 
 import tasks
+from mediacms_stack.engines import engine
 from mediacms_stack.engines.compose import Compose
 from mediacms_stack.images import bootstrap
-from mediacms_stack.procedures import doctor
+from mediacms_stack.procedures import doctor, ops
 from mediacms_stack.stack import config
 
 GOOD = {"FRONTEND_HOST": "https://media.example.org", "ACME_EMAIL": "ops@example.org",
@@ -118,7 +121,7 @@ def test_doctor_https_swaps_the_plain_port_check_for_the_https_ones():
                                             ("", False)])  # fmt: skip
 def test_every_task_includes_the_overlay_when_env_says_so(home, value, overlay):
     """upgrade, restart, logs, down... build their Compose from .env alone: an HTTPS
-    deployment must keep Caddy and nginx's unpublished port in all of them."""
+    deployment must keep its listeners, acme and nginx's unpublished port in all of them."""
     settings = settings_with(home, **GOOD, HTTPS_OVERLAY=value)
     files = Compose.for_settings(settings).files
     assert ("docker-compose-cert.yaml" in files) is overlay
@@ -136,10 +139,33 @@ def test_up_https_records_the_overlay_in_env_for_later_tasks(home, monkeypatch):
     c = MockContext(run=Result(""), repeat=True)
     tasks.up(c, https=True)
     assert "docker-compose-cert.yaml" in c.run.call_args.args[0]
-    # the previous overlay's caddy (it held ports 80 and 443) goes, or listeners cannot start
-    assert "up --detach --wait --wait-timeout 300 --remove-orphans" in c.run.call_args.args[0]
     assert config.load(home).get("HTTPS_OVERLAY") == "true"
     # the image compose runs the overlay from, named by its recipe, not by a release
     assert re.fullmatch(r"mediacms-local/front:[0-9a-f]{12}", config.load(home).get("FRONT_IMAGE"))
     tasks.down(c)  # no --https: .env says so
     assert "docker-compose-cert.yaml" in c.run.call_args.args[0]
+
+
+def test_the_previous_fronts_caddy_goes_before_listeners_takes_its_ports(home, monkeypatch):
+    """A deployment of the overlay before (Caddy in front) still runs `caddy`, holding
+    ports 80 and 443: `up --https` removes this project's, and nothing else."""
+
+    settings = settings_with(home, **GOOD)
+    asked = {}
+
+    class Containers:
+        def list(self, all, filters):
+            asked.update(filters)
+            return [SimpleNamespace(name=f"{settings.project}-caddy-1")]
+
+    @contextmanager
+    def client():
+        yield SimpleNamespace(containers=Containers())
+
+    monkeypatch.setattr(engine, "engine_answers", lambda: True)
+    monkeypatch.setattr(engine, "client", client)
+    c = MockContext(run=Result(""))
+    ops.remove_previous_front(c, settings)
+    assert asked["label"] == [f"com.docker.compose.project={settings.project}",
+                              "com.docker.compose.service=caddy"]  # fmt: skip
+    assert c.run.call_args.args[0] == f"docker rm --force {settings.project}-caddy-1"

@@ -193,8 +193,8 @@ WHY = {
     "(swarm.inputs.tmpfs_overlay, tested in test_swarm.py)",
     "listen": "uWSGI finds its address on app by an alias of that network on compose, by the "
     "network's subnet on Swarm (whose DNS names a task only once it is healthy)",
-    "drain": "compose's old nginx drains beside its replacement (HTTPS overlay: Caddy owns "
-    "the ports); Swarm's keeps the default 10 s, as in host mode its update is stop-first "
+    "drain": "compose's old nginx drains beside its replacement (HTTPS overlay: its listeners "
+    "hold the ports); Swarm's keeps the default 10 s, as in host mode its update is stop-first "
     "and the node's port stays closed while the old task drains",
 }
 APP = ("migrations", "web", "celery_beat", "celery_short", "celery_long")
