@@ -158,6 +158,25 @@ def test_other_names_get_no_certificate_and_no_page(site, first):
     assert mixed.status == 400 and b"MediaCMS" not in mixed.body, mixed
 
 
+def test_tls_1_2_takes_aead_suites_only(site, first):
+    """A TLS 1.2 client offering CBC suites alone gets no handshake; the same client
+    offering an AEAD suite does (so the refusal is the server's)."""
+
+    def handshake(ciphers: str) -> str:
+        context = ssl.create_default_context(cafile=str(site.root))
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(ciphers)
+        with (
+            socket.create_connection(("127.0.0.1", site.https_port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname=NAME) as tls,
+        ):
+            return tls.cipher()[0]
+
+    assert handshake("ECDHE-ECDSA-AES128-GCM-SHA256") == "ECDHE-ECDSA-AES128-GCM-SHA256"
+    with pytest.raises(ssl.SSLError):
+        handshake("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA256")
+
+
 def test_django_sees_https_secure_cookies_and_the_admin_login_form_works(site, first):
     info = site.json(f"https://{NAME}/api/v1/request-info")
     assert info["is_secure"] is True and info["meta"]["HTTP_X_FORWARDED_PROTO"] == "https"
