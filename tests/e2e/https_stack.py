@@ -219,8 +219,12 @@ class HttpsDeployment:
             except (OSError, ssl.SSLError) as error:
                 last = error
             time.sleep(1)
+        acme = self.dc("logs", "--no-log-prefix", "--tail", "25", "acme", check=False).stdout
+        nginx = self.dc("logs", "--no-log-prefix", "nginx", check=False).stdout
+        entrypoint = [line for line in nginx.splitlines() if "nginx-entrypoint" in line]
         raise AssertionError(f"no {'new ' if not_serial else ''}certificate for {NAME} "
-                             f"within {timeout}s (last error: {last})")  # fmt: skip
+                             f"within {timeout}s (last error: {last}); acme's log:\n{acme}\n"
+                             f"nginx-entrypoint's lines:\n" + "\n".join(entrypoint[-20:]))  # fmt: skip
 
     def curl(self, url: str, *args: str, timeout: float = 120, check: bool = True) -> Response:
         """curl with Pebble's root trusted, NAME reaching the published ports. With
