@@ -174,7 +174,7 @@ def test_tls_1_2_takes_aead_suites_only(site, first):
 
     assert handshake("ECDHE-ECDSA-AES128-GCM-SHA256") == "ECDHE-ECDSA-AES128-GCM-SHA256"
     # the server's alert, not the client's refusal to offer the suites
-    with pytest.raises(ssl.SSLError, match="(?i)handshake.failure"):
+    with pytest.raises(ssl.SSLError, match=r"(?i)handshake.failure"):
         handshake("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA256")
 
 
