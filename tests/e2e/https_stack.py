@@ -35,7 +35,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from invoke import Context
+from invoke import Config, Context
 
 from mediacms_stack.engines import engine
 from mediacms_stack.engines.compose import HTTPS, PRODUCTION, Compose
@@ -122,8 +122,10 @@ def _tls_files(folder: Path) -> None:
 
 
 def front_image() -> str:
-    """The overlay's image, as `invoke up --https` builds it (on the local base)."""
-    return bootstrap.tool_image(Context(), REPO, "front", base=bootstrap.LOCAL_IMAGES["BASE_IMAGE"])
+    """The overlay's image, as `invoke up --https` builds it (on the local base) when
+    missing; pytest's captured stdin is not passed to the build."""
+    quiet = Context(Config(overrides={"run": {"in_stream": False}}))
+    return bootstrap.tool_image(quiet, REPO, "front", base=bootstrap.LOCAL_IMAGES["BASE_IMAGE"])
 
 
 def build_pebble() -> None:
