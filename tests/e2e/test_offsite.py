@@ -182,7 +182,7 @@ def test_a_second_unchanged_backup_adds_almost_nothing(site, noise):
     # what the server holds is encrypted: the deployment's SECRET_KEY (in each backup's
     # env file) appears nowhere in the repository
     secret = config.load(site.stack.home).require("SECRET_KEY")
-    found = docker("exec", site.server, "grep", "-rlF", secret, REPO_PATH, check=False)
+    found = docker("exec", site.server, "grep", "-rlF", "-e", secret, REPO_PATH, check=False)
     assert found.returncode == 1 and not found.stdout, found
 
 
