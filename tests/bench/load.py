@@ -18,9 +18,10 @@ from urllib.parse import urlsplit
 PINNED = (os.cpu_count() or 1) >= 2  # wrk on CPU 0, the nginx measured on CPU 1
 
 
-def nginx_url(stack) -> str:
-    """The stack's nginx at its own address (its published network), pinned to CPU 1."""
-    container = stack.dc("ps", "--quiet", "nginx").stdout.split()[0]
+def nginx_url(stack, container: str | None = None) -> str:
+    """The stack's nginx (or another ``container`` of it) at its own address (its
+    published network), pinned to CPU 1."""
+    container = container or stack.dc("ps", "--quiet", "nginx").stdout.split()[0]
     if PINNED:
         subprocess.run(["docker", "update", "--cpuset-cpus", "1", container],
                        check=True, capture_output=True)  # fmt: skip
