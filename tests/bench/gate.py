@@ -30,7 +30,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from mediacms_stack.stack import config
-from tests.bench.load import nginx_url, wrk
+from tests.bench.load import nginx_url, site_name, wrk
 from tests.e2e.conftest import ADMIN_PASSWORD, new_deployment
 
 GOAL = 0.8  # gated (decisions kept) / ungated, issue 21
@@ -84,7 +84,7 @@ def media_gate(stack, gated: dict[str, tuple[str, tuple[str, ...]]], logo: str) 
             order = list(urls) if index % 2 == 0 else list(reversed(urls))
             for mode in order:
                 for kind, (path, headers) in runs.items():
-                    rate = wrk(stack, urls[mode] + path, seconds=SECONDS,
+                    rate = wrk(site_name(stack), urls[mode] + path, seconds=SECONDS,
                                headers=(RANGE, *headers))  # fmt: skip
                     rates.setdefault((mode, kind), []).append(rate)
     finally:

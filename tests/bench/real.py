@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from mediacms_stack.stack import model
 from tests.acceptance.client import login, make_clip, media_state, set_state, wait_ready
 from tests.bench.gate import media_gate
-from tests.bench.load import PINNED, address, nginx_url, wrk
+from tests.bench.load import PINNED, address, nginx_url, site_name, wrk
 from tests.e2e.conftest import ADMIN_PASSWORD, new_deployment
 
 SEED_MB = {"web": 800, "worker": 800, "nginx": 50}
@@ -190,8 +190,8 @@ def static_throughput(stack) -> bool:
         ours, plain = [], []
         served = nginx_url(stack) + path
         for _ in range(ROUNDS):  # alternated, so drift hits both alike
-            plain.append(wrk(stack, bare))
-            ours.append(wrk(stack, served))
+            plain.append(wrk(site_name(stack), bare))
+            ours.append(wrk(site_name(stack), served))
         ratio = statistics.median(ours) / statistics.median(plain)
         report(f"static {path}: our nginx vs bare nginx (req/s, median of {ROUNDS})",
                f"{statistics.median(ours):.0f} vs {statistics.median(plain):.0f}: "

@@ -257,15 +257,7 @@ class HttpsDeployment:
         return json.loads(answer.body)
 
 
-#: For the benchmark: nginx's plain port published beside the held ones.
-NGINX_PORT = """
-  nginx:
-    ports:
-      - 127.0.0.1::8080
-"""
-
-
-def start(home: Path, project: str, *, publish_nginx: bool = False) -> HttpsDeployment:
+def start(home: Path, project: str) -> HttpsDeployment:
     """Files, .env and the stack up: the overlay's services and what they need (nginx,
     web, db, redis, the migrations job), and Pebble; the Celery services are not needed
     here."""
@@ -291,9 +283,7 @@ def start(home: Path, project: str, *, publish_nginx: bool = False) -> HttpsDepl
     for path in pebble.iterdir():  # read by Pebble's and Caddy's unprivileged users
         path.chmod(0o644)
     pebble.chmod(0o755)
-    (home / "docker-compose-pebble.yaml").write_text(
-        PEBBLE_OVERLAY + (NGINX_PORT if publish_nginx else "")
-    )
+    (home / "docker-compose-pebble.yaml").write_text(PEBBLE_OVERLAY)
     build_pebble()
     deployment = HttpsDeployment(home, stack, http_port, https_port)
     up = deployment.dc("up", "--detach", "--wait", "--wait-timeout", "300", "pebble",
