@@ -483,11 +483,11 @@ def bench(session: nox.Session) -> None:
         except nox.command.CommandFailed:
             missed.append(script)
 
+    if not shutil.which("wrk"):  # the client of every throughput figure (tests/bench/load.py)
+        session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
     measure("run.py", env, *session.posargs)
     measure("https.py", env)
     measure("migrate_7x.py", env)
-    if not shutil.which("wrk"):
-        session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
     measure("gate.py", env)
     measure("availability.py", env)
     trees = _upstream_trees(session)
