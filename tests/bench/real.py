@@ -23,6 +23,7 @@ The stack is throwaway and removed at the end; all traffic goes to its container
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -94,9 +95,13 @@ def transcoding(stack) -> tuple[str, bool]:
         "import ast, json, os, subprocess, sys, tempfile, time\n"
         "from django.conf import settings\n"
         "from files.models import Encoding\n"
-        f"rows = Encoding.objects.filter(media__friendly_token='{token}', status='success')\n"
+        f"every = Encoding.objects.filter(media__friendly_token='{token}')\n"
         "total = 0.0\n"
-        "rows = [row for row in rows if row.commands]  # the original's row runs nothing\n"
+        "rows = [row for row in every if row.status == 'success' and row.commands]\n"
+        "for row in every:  # the original's row runs no command\n"
+        "    if row not in rows:\n"
+        "        print('OTHER', json.dumps([row.profile.name, row.status,\n"
+        "                                   row.update_date.timestamp()]))\n"
         "for row in rows:\n"
         "    old = os.path.dirname(row.temp_file)\n"
         "    alone = 0.0\n"
@@ -119,11 +124,16 @@ def transcoding(stack) -> tuple[str, bool]:
         raise AssertionError(f"running the encodings' ffmpeg commands failed:\n{done.stderr}")
     out = done.stdout
     _, renditions, direct = re.search(r"DIRECT (\d+) ([\d.]+)", out)[0].split()
-    rows = sorted((json.loads(line[4:]) for line in out.splitlines() if line.startswith("ROW ")),
-                  key=lambda row: row[2])  # fmt: skip
-    # Ready when the last rendition's row was saved (the same task then marks the media
-    # done): the API, polled every second, tells it up to a second later.
-    pipeline = max(row[2] for row in rows) - wall
+    alone = [json.loads(line[4:]) for line in out.splitlines() if line.startswith("ROW ")]
+    alone.sort(key=lambda row: row[2])  # the order they finished in, one at a time
+    ran = worker_tasks(stack, "celery_long", wall, wall + polled + 1)
+    # Each rendition's task: the one that ended soonest after its row was last saved.
+    encodes = [min((task for task in ran if task.name == "encode_media" and task.end >= row[2]),
+                   key=lambda task: task.end) for row in alone]  # fmt: skip
+    # Ready when the last encoding task ended (each marks its row, and the last one the
+    # media, done): the API, polled every second, tells it up to 1 s later.
+    last = max(task.end for task in ran if task.name == "encode_media")
+    pipeline = last - wall
     clip_s = media_state(stack, token)["duration"]
     ratio = float(direct) / pipeline
     report(f"transcode {clip_s:.0f} s 720p clip: upload to {renditions} renditions ready",
@@ -132,48 +142,59 @@ def transcoding(stack) -> tuple[str, bool]:
     report("  ... seen ready through the API (polled every second)", f"{polled:.1f} s")
     report("  ... and thumbnail, poster and sprites ready too (polled)",
            f"{everything:.1f} s: ratio {float(direct) / everything:.2f}")  # fmt: skip
-    where_the_time_goes(rows, wall, posted, pipeline)
-    for service in ("celery_long", "celery_short"):  # the same cores as the encodings
-        others = tasks_beside(stack, service, wall, wall + pipeline)
-        report(f"  MediaCMS's other tasks in {service} meanwhile (run time)",
-               ", ".join(f"{name} {took:.1f} s" for name, took in others.items()) or "none")  # fmt: skip
+    report("  the upload request (MediaCMS's media_init runs inside it)", f"{posted:.1f} s")
+    first = min(task.start for task in ran)
+    report("  until celery_long began its first task", f"{first - wall:.1f} s")
+    at_once = stack.settings.get("CELERY_LONG_CONCURRENCY", "1")
+    for task, (name, _, _, commands) in zip(encodes, alone, strict=True):
+        report(f"  encoding {name}: its task ({at_once} at a time) vs its commands alone",
+               f"{task.end - task.start:.1f} vs {commands:.1f} s")  # fmt: skip
+    others: dict[str, float] = {}
+    for task in ran:
+        if task not in encodes and task.end <= last:
+            others[task.name] = others.get(task.name, 0.0) + task.end - task.start
+    for line in out.splitlines():  # rows whose tasks made no rendition, and why
+        if line.startswith("OTHER "):
+            name, status, _ = json.loads(line[6:])
+            report(f"  encoding {name}: no rendition", status)
+    report("  MediaCMS's other tasks in celery_long until then",
+           ", ".join(f"{name} {took:.1f} s" for name, took in others.items()) or "none")  # fmt: skip
+    report("  celery_long running no task (hand-offs)",
+           f"{last - first - covered([t for t in ran if t.end <= last]):.1f} s")  # fmt: skip
     return token, ratio >= TRANSCODING_GOAL
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    name: str
+    start: float  # epoch seconds
+    end: float
+
+
+def covered(tasks: list[Task]) -> float:
+    """Seconds during which at least one of ``tasks`` ran (they overlap with
+    CELERY_LONG_CONCURRENCY above 1)."""
+    total, reach = 0.0, float("-inf")
+    for task in sorted(tasks, key=lambda task: task.start):
+        total += max(0.0, task.end - max(task.start, reach))
+        reach = max(reach, task.end)
+    return total
 
 
 FINISHED = re.compile(r"^(\S+) .*Task (\S+)\[[0-9a-f-]+\] succeeded in ([\d.]+)s", re.M)
 
 
-def tasks_beside(stack, service: str, start: float, end: float) -> dict[str, float]:
-    """Seconds each task other than the encodings ran in ``service`` between start and
-    end (epoch seconds), from its worker's log: what shared the encodings' slots."""
+def worker_tasks(stack, service: str, start: float, end: float) -> list[Task]:
+    """The tasks ``service`` finished between start and end (epoch seconds), in order,
+    from its worker's log (the engine's time of each "succeeded in" line and the run
+    time it gives)."""
     log = stack.dc("logs", "--no-log-prefix", "--timestamps", service).stdout
-    took: dict[str, float] = {}
+    tasks = []
     for stamp, name, seconds in FINISHED.findall(log):
         done = datetime.fromisoformat(stamp).timestamp()
-        if name != "encode_media" and start <= done <= end + 1:
-            took[name] = took.get(name, 0.0) + float(seconds)
-    return took
-
-
-def where_the_time_goes(rows: list, wall: float, posted: float, pipeline: float) -> None:
-    """The pipeline's time, cut where MediaCMS's own rows say: the upload request (in
-    which MediaCMS runs media_init: md5sum, ffprobe, thumbnails), until the first
-    encoding was queued; each encoding's slot in celery_long (from the end of the task
-    before it, one at a time) against its commands alone: the difference is what ran
-    beside it (thumbnails on celery_short) or in the same slot before it (the sprites
-    task, which MediaCMS queues on long_tasks too); and the rest (hand-offs between
-    tasks)."""
-    queued = min(row[1] for row in rows) - wall
-    report("  the upload request (MediaCMS's media_init runs inside it)", f"{posted:.1f} s")
-    report("  until the first encoding was queued", f"{queued:.1f} s")
-    previous_end, ran = 0.0, 0.0
-    for name, added, ended, alone in rows:
-        began = max(added, previous_end)  # one encoding at a time (CELERY_LONG_CONCURRENCY=1)
-        ran += ended - began
-        report(f"  encoding {name}: its slot in celery_long vs its commands alone",
-               f"{ended - began:.1f} vs {alone:.1f} s")  # fmt: skip
-        previous_end = ended
-    report("  the rest (hand-offs between tasks)", f"{pipeline - queued - ran:.1f} s")
+        if start <= done <= end:
+            tasks.append(Task(name, done - float(seconds), done))
+    return sorted(tasks, key=lambda task: task.end)
 
 
 def bare_nginx(stack, path: str) -> tuple[str, str]:
