@@ -103,6 +103,11 @@ class Transcoded:
         return self.direct / self.pipeline
 
 
+def long_processes(stack) -> str:
+    """celery_long's processes as the stack's .env sets them (2: the compose default)."""
+    return stack.settings.get("CELERY_LONG_CONCURRENCY", "2")
+
+
 def transcode(stack) -> Transcoded:
     """Upload a clip, wait for every rendition (and the pictures), then run its ffmpeg
     commands again, one after another, in celery_long."""
@@ -181,7 +186,7 @@ def transcoding(stack) -> Transcoded:
     # Each rendition's task: the one that ended soonest after its row was last saved.
     encodes = [min((task for task in run.ran if task.name == "encode_media" and task.end >= row[2]),
                    key=lambda task: task.end) for row in run.alone]  # fmt: skip
-    at_once = stack.settings.get("CELERY_LONG_CONCURRENCY", "1")
+    at_once = long_processes(stack)
     for task, (name, _, _, commands) in zip(encodes, run.alone, strict=True):
         report(f"  encoding {name}: its task ({at_once} at a time) vs its commands alone",
                f"{task.end - task.start:.1f} vs {commands:.1f} s")  # fmt: skip
@@ -205,7 +210,7 @@ def long_concurrency(stack) -> dict[str, list[Transcoded]]:
     """The same upload with one and with two celery_long processes, alternated for
     ROUNDS rounds (celery_long recreated between them): what sized the default. The
     runs, by the number of processes."""
-    default = stack.settings.get("CELERY_LONG_CONCURRENCY", "2")
+    default = long_processes(stack)
     runs: dict[str, list[Transcoded]] = {"1": [], "2": []}
     try:
         for index in range(ROUNDS):
@@ -354,7 +359,7 @@ def main() -> None:
         # the first upload of a new stack (workers' first tasks) is timed too
         first = transcoding(stack)
         runs = long_concurrency(stack)
-        default = stack.settings.get("CELERY_LONG_CONCURRENCY", "2")
+        default = long_processes(stack)
         ratios = [run.ratio for run in (first, *runs[default])]
         transcoded = statistics.median(ratios) >= TRANSCODING_GOAL
         report(f"transcoding with the default {default} process(es): median of {len(ratios)}",
