@@ -176,6 +176,12 @@ if [ -n "${S6_FD_0:-}" ]; then
     while eval "fd=\${S6_FD_$i:-} id=\${S6_FDID_$i:-}" && [ -n "$fd" ]; do
         listeners="$listeners$fd;"
         ids="$ids $id"
+        # nginx takes an inherited socket as it is: a blocking one (O_NONBLOCK, 04000,
+        # unset) lets a worker wait in accept() with its requests frozen
+        flags=$(sed -n 's/^flags:[[:space:]]*//p' "/proc/$$/fdinfo/$fd")
+        if [ $((0$flags & 04000)) -eq 0 ]; then
+            echo "nginx-entrypoint: the listeners service holds $id as a blocking socket (its image is older than this nginx): requests can stall until it is recreated, which \`invoke up\` does" >&2
+        fi
         i=$((i + 1))
     done
     if [ "$ids" != " fd:http fd:https" ] && [ "$ids" != " fd:https fd:http" ]; then

@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import https_stack
 import pytest
@@ -121,6 +122,45 @@ def test_only_nginx_takes_the_sockets_and_it_cannot_change_them(site, first):
                      f"s6-fdholder-store -t 2000 {holder} fd:https < /dev/null", check=False)  # fmt: skip
     assert stored.returncode == 1, stored
     assert site.dc("exec", "-T", "listeners", "s6-fdholder-list", holder).stdout == ids.stdout
+
+
+#: The open flags (octal) of the sockets nginx took (S6_FD_* in its entrypoint's environment)
+HELD_SOCKET_FLAGS = (
+    "for fd in $(tr '\\0' '\\n' < /proc/1/environ | sed -n 's/^S6_FD_[0-9]*=//p'); do"
+    " sed -n 's/^flags:[[:space:]]*//p' /proc/1/fdinfo/$fd; done"
+)
+
+
+def test_a_quiet_sites_simultaneous_visitors_are_all_answered_at_once(site, first):
+    """The held sockets are non-blocking, as nginx expects of the sockets it inherits.
+    Blocking ones let a worker woken for a connection another worker had taken wait in
+    accept() for the next connection, the requests it held frozen meanwhile: on a quiet
+    site a visitor waited until someone else came (60 s in a test, Pebble's check of a
+    renewal timed out). Rounds of simultaneous new connections to both ports, the site
+    idle between them: every request is answered within seconds."""
+    flags = site.dc("exec", "-T", "nginx", "sh", "-c", HELD_SOCKET_FLAGS).stdout.split()
+    assert len(flags) == 2 and all(int(f, 8) & os.O_NONBLOCK for f in flags), flags
+    assert "blocking socket" not in site.dc("logs", "nginx").stdout
+
+    def get(url: str) -> tuple[str, float, str]:
+        port = site.https_port if url.startswith("https:") else site.http_port
+        began = time.monotonic()
+        done = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                               "--max-time", "20", "--cacert", str(site.root), "--connect-to",
+                               f"{NAME}:{443 if port == site.https_port else 80}:127.0.0.1:{port}",
+                               url], capture_output=True, text=True, check=False)  # fmt: skip
+        return url, time.monotonic() - began, done.stdout if done.returncode == 0 else done.stderr
+
+    # two to the app over HTTPS, two to the acme service through port 80 (Caddy sends
+    # an unknown challenge's URL on to HTTPS: 308)
+    urls = [f"https://{NAME}/", f"https://{NAME}/api/v1/media",
+            *[f"http://{NAME}/.well-known/acme-challenge/quiet-{n}" for n in range(2)]]  # fmt: skip
+    late = []
+    with ThreadPoolExecutor(len(urls)) as pool:
+        for _ in range(15):
+            late += [a for a in pool.map(get, urls) if a[1] > 10 or a[2] not in ("200", "308")]
+            time.sleep(1)
+    assert late == [], late
 
 
 def test_home_page_hsts_and_permanent_redirect(site, first):
