@@ -24,6 +24,12 @@ def test_init_refuses_to_overwrite(home):
         config.init(home, example=config.ROOT / ".env.example")
 
 
+def test_init_into_a_missing_folder_says_so_and_writes_nothing(tmp_path):
+    with pytest.raises(StackError, match="is not a folder: create it first"):
+        config.init(tmp_path, env_file="nowhere/ci.env", example=config.ROOT / ".env.example")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_overrides_and_unknown_keys_are_kept(tmp_path):
     text = config.render("A=1\nSECRET_KEY=\n# c\n", {"A": "2", "EXTRA": "x"})
     assert text.splitlines()[0] == "A=2"
