@@ -206,7 +206,9 @@ def init(
     if path.exists() and not force:
         raise StackError(f"{path} exists; keep it, or pass --force to replace it")
     if not path.parent.is_dir():
-        raise StackError(f"{path.parent} is not a folder: create it first, or name another "
-                         "place for the settings (MEDIACMS_ENV_FILE); nothing was written")
+        raise StackError(
+            f"{path.parent} is not a folder: create it first, or name another "
+            "place for the settings (MEDIACMS_ENV_FILE); nothing was written"
+        )
     write_private(path, text)
     return path
