@@ -178,8 +178,8 @@ if [ -n "${S6_FD_0:-}" ]; then
         ids="$ids $id"
         # nginx takes an inherited socket as it is: a blocking one (O_NONBLOCK, 04000,
         # unset) lets a worker wait in accept() with its requests frozen
-        flags=$(sed -n 's/^flags:[[:space:]]*//p' "/proc/$$/fdinfo/$fd")
-        if [ $((0$flags & 04000)) -eq 0 ]; then
+        flags=$(sed -n 's/^flags:[[:space:]]*//p' "/proc/$$/fdinfo/$fd" 2>/dev/null) || flags=
+        if [ -n "$flags" ] && [ $((0$flags & 04000)) -eq 0 ]; then
             echo "nginx-entrypoint: the listeners service holds $id as a blocking socket (its image is older than this nginx): requests can stall until it is recreated, which \`invoke up\` does" >&2
         fi
         i=$((i + 1))
